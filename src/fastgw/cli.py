@@ -1,0 +1,121 @@
+"""Command line: ``fastgw run | check | routes | demo``. Parsing and printing only."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Sequence
+
+from fastgw import __version__
+from fastgw.errors import ClientFault, ConfigError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fastgw", description="A high-throughput API gateway.")
+    parser.add_argument("--version", action="version", version=f"fastgw {__version__}")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the gateway")
+    run.add_argument("-c", "--config", required=True, help="YAML or JSON config file")
+    run.add_argument("-w", "--workers", type=int, default=1, help="worker processes (SO_REUSEPORT)")
+
+    check = sub.add_parser("check", help="validate a config and print a summary")
+    check.add_argument("-c", "--config", required=True)
+
+    routes = sub.add_parser("routes", help="print the route table, or explain one request")
+    routes.add_argument("-c", "--config", required=True)
+    routes.add_argument("--match", metavar='"METHOD URL"', help='e.g. "GET http://api.example.com/items/7"')
+
+    demo = sub.add_parser("demo", help="run the gateway in front of the bundled e-commerce demo")
+    demo.add_argument("--bind", default=None, help="gateway address (default 127.0.0.1:8080)")
+    demo.add_argument("--smoke", action="store_true", help="call every demo URL once and exit")
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, stream=sys.stderr, format="%(asctime)s fastgw %(levelname)s %(message)s"
+    )
+    try:
+        if args.command == "run":
+            return _run(args.config, args.workers)
+        if args.command == "check":
+            return _check(args.config)
+        if args.command == "routes":
+            return _routes(args.config, args.match)
+        from fastgw.demo.runner import run_demo
+
+        return run_demo(args.bind, args.smoke)
+    except ConfigError as exc:
+        print(f"fastgw: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _load(path: str):  # type: ignore[no-untyped-def]
+    from fastgw.config import load_config
+    from fastgw.plan import compile_plan
+
+    config = load_config(path)
+    return config, compile_plan(config)
+
+
+def _run(path: str, workers: int) -> int:
+    from fastgw.server.workers import run_workers, serve
+
+    if workers < 1:
+        print("fastgw: --workers must be at least 1", file=sys.stderr)
+        return 2
+    _, plan = _load(path)
+    if workers == 1:
+        return serve(plan, path)
+    if any(lp.config.port == 0 for lp in plan.listeners.values()):
+        print("fastgw: --workers > 1 needs fixed listener ports (port 0 found)", file=sys.stderr)
+        return 2
+    return run_workers(plan, path, workers)
+
+
+def _check(path: str) -> int:
+    config, plan = _load(path)
+    print(f"{path}: OK")
+    print(f"  listeners: {', '.join(f'{lc.name} ({lc.host}:{lc.port})' for lc in config.listeners)}")
+    print(f"  upstreams: {', '.join(f'{n} ({len(u.targets)} targets)' for n, u in config.upstreams.items())}")
+    print(f"  routes:    {len(plan.routes)}")
+    return 0
+
+
+def _routes(path: str, match: str | None) -> int:
+    config, plan = _load(path)
+    if match is None:
+        rows = [("ID", "LISTENERS", "METHODS", "HOSTS", "PATH", "UPSTREAM", "REWRITE", "PRIO")]
+        for r in config.routes:
+            rows.append(
+                (
+                    r.id,
+                    ",".join(r.listeners) or "*",
+                    ",".join(r.methods) if r.methods else "*",
+                    ",".join(r.hosts) or "*",
+                    r.path,
+                    r.upstream,
+                    r.rewrite or (f"strip {r.strip_prefix}" if r.strip_prefix else "-"),
+                    str(r.priority),
+                )
+            )
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        for row in rows:
+            print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        return 0
+    from fastgw.explain import explain_match
+
+    try:
+        lines, found = explain_match(plan, match)
+    except (ValueError, ClientFault) as exc:
+        print(f"fastgw: cannot explain {match!r}: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(lines))
+    return 0 if found else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,565 @@
+"""Load a configuration file into typed ``Config`` records, or fail naming file and key path.
+
+The steps, each raising only ``ConfigError``:
+
+1. read the file: ``.yaml``/``.yml`` (safe YAML, a repeated key is an error) or ``.json``;
+2. substitute ``${VAR}`` and ``${VAR:-default}`` in every string value (``$$`` is a literal
+   ``$``); a value that is one whole reference stays a string for the typed reader to convert;
+3. walk the document with the readers of ``validate``: listeners, then upstreams, then routes
+   (which name both), then the global plugins. The first problem found is raised, rendered as
+   ``file: key.path: expected ..., found ...``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Callable, Collection, Hashable, Mapping
+from dataclasses import replace
+from typing import Any
+
+import orjson
+import yaml
+
+from fastgw.config.schema import (
+    ClientTimeouts,
+    Config,
+    Limits,
+    ListenerConfig,
+    PluginConfig,
+    PoolConfig,
+    RouteConfig,
+    TargetConfig,
+    UpstreamConfig,
+    UpstreamTimeouts,
+)
+from fastgw.config.validate import (
+    Reader,
+    Section,
+    expected,
+    join,
+    read_bool,
+    read_duration,
+    read_fields,
+    read_int,
+    read_list,
+    read_mapping,
+    read_one_of,
+    read_record,
+    read_sequence,
+    read_size,
+    read_str,
+    read_text,
+    suggest,
+)
+from fastgw.errors import ConfigError
+
+__all__ = ["load_config", "parse_config"]
+
+_EMPTY = "the document is empty; expected a mapping with listeners, upstreams and routes"
+
+
+# -- files ---------------------------------------------------------------------------------------
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """The safe loader, except that a key repeated in one mapping is an error, not an override."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
+        seen: set[tuple[str, str]] = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                key = (key_node.tag, key_node.value)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key_node.value!r}", key_node.start_mark
+                    )
+                seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _parse_yaml(text: str) -> object:
+    try:
+        return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        detail = error.problem or ""
+        if error.context and not error.context.startswith("while"):
+            detail = f"{error.context}, {detail}"
+        raise ConfigError("", f"invalid YAML{where}: {detail}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError("", f"invalid YAML: {error}") from None
+
+
+def _parse_json(text: str) -> object:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as error:
+        raise ConfigError(
+            "", f"invalid JSON at line {error.lineno}, column {error.colno}: {error.msg}"
+        ) from None
+
+
+_PARSERS: dict[str, Callable[[str], object]] = {
+    ".yaml": _parse_yaml,
+    ".yml": _parse_yaml,
+    ".json": _parse_json,
+}
+
+
+def load_config(path: str, *, env: Mapping[str, str] | None = None) -> Config:
+    """Read, parse and validate the file at ``path``; ``env`` defaults to ``os.environ``."""
+    try:
+        extension = os.path.splitext(path)[1]
+        parse = _PARSERS.get(extension.lower())
+        if parse is None:
+            raise ConfigError(
+                "", f"unknown file extension {extension!r}; expected .yaml, .yml or .json"
+            )
+        try:
+            with open(path, "rb") as file:
+                raw = file.read()
+        except OSError as error:
+            raise ConfigError("", f"cannot read the file: {error.strerror or error}") from None
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as error:
+            raise ConfigError(
+                "",
+                f"expected UTF-8 text, found byte {raw[error.start]:#04x} at offset {error.start}",
+            ) from None
+        if not text.strip():
+            raise ConfigError("", _EMPTY)
+        data = parse(text)
+    except ConfigError as error:
+        raise error.with_file(path) from None
+    except RecursionError:
+        raise ConfigError("", "the document is nested too deeply", path) from None
+    return parse_config(data, path, env=env)
+
+
+def parse_config(data: object, source: str, *, env: Mapping[str, str] | None = None) -> Config:
+    """Validate an already-parsed document; errors name ``source`` as the file."""
+    try:
+        if data is None:
+            raise ConfigError("", _EMPTY)
+        document = _substitute_tree(data, "", os.environ if env is None else env, set())
+        return _read_config(document, source)
+    except ConfigError as error:
+        raise error.with_file(source) from None
+    except RecursionError:
+        raise ConfigError("", "the document is nested too deeply", source) from None
+
+
+# -- ${ENV} substitution -------------------------------------------------------------------------
+
+_REFERENCE = re.compile(r"\$\$|\$\{(?P<body>[^}]*)\}|\$\{")
+_REFERENCE_BODY = re.compile(r"(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>.*))?", re.DOTALL)
+
+
+def _substitute(text: str, path: str, env: Mapping[str, str]) -> str:
+    """``$$`` -> ``$``; ``${NAME:-default}`` takes the default when NAME is unset or empty."""
+    if "$" not in text:
+        return text
+
+    def replace_reference(match: re.Match[str]) -> str:
+        if match[0] == "$$":
+            return "$"
+        body = match["body"]
+        reference = _REFERENCE_BODY.fullmatch(body) if body is not None else None
+        if reference is None:
+            raise expected(path, "${NAME} or ${NAME:-default} (write $$ for a literal $)", text)
+        value = env.get(reference["name"])
+        if not value and reference["default"] is not None:
+            return str(reference["default"])
+        if value is None:
+            raise ConfigError(path, f"environment variable {reference['name']} is not set")
+        return value
+
+    return _REFERENCE.sub(replace_reference, text)
+
+
+def _substitute_tree(
+    node: object, path: str, env: Mapping[str, str], open_nodes: set[int]
+) -> object:
+    """A copy of the tree with every string value substituted (keys are left as written)."""
+    if isinstance(node, str):
+        return _substitute(node, path, env)
+    if not isinstance(node, (dict, list)):
+        return node
+    if id(node) in open_nodes:  # YAML aliases can make a node contain itself
+        raise ConfigError(path, "expected plain data, found a recursive alias")
+    open_nodes.add(id(node))
+    if isinstance(node, dict):
+        copy: object = {
+            key: _substitute_tree(value, join(path, str(key)), env, open_nodes)
+            for key, value in node.items()
+        }
+    else:
+        copy = [
+            _substitute_tree(value, f"{path}[{index}]", env, open_nodes)
+            for index, value in enumerate(node)
+        ]
+    open_nodes.discard(id(node))
+    return copy
+
+
+# -- shared readers ------------------------------------------------------------------------------
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token
+_HOST_NAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?")
+_ROUTE_HOST = re.compile(r"(?:\*\.)?[a-z0-9_-]+(?:\.[a-z0-9_-]+)*")
+_HOST_HEADER = re.compile(r"(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+_PORT = re.compile(r"[0-9]{1,5}")
+
+
+def _split_address(text: str) -> tuple[str, int] | None:
+    """``host:port`` or ``[v6]:port`` -> (host without brackets, port), or None."""
+    if text.startswith("["):
+        host, bracket, port = text[1:].partition("]:")
+        try:
+            valid_host = bool(bracket) and ipaddress.ip_address(host).version == 6
+        except ValueError:
+            valid_host = False
+    else:
+        host, colon, port = text.rpartition(":")
+        valid_host = bool(colon) and _HOST_NAME.fullmatch(host) is not None
+    return (host, int(port)) if valid_host and _PORT.fullmatch(port) else None
+
+
+def _read_address(min_port: int) -> Reader[tuple[str, int]]:
+    what = f"host:port or [ipv6]:port with a port from {min_port} to 65535"
+
+    def read(value: object, path: str) -> tuple[str, int]:
+        address = _split_address(value) if isinstance(value, str) else None
+        if address is None or not min_port <= address[1] <= 65535:
+            raise expected(path, what, value)
+        return address
+
+    return read
+
+
+def _read_network(value: object, path: str) -> str:
+    """An address or CIDR, normalised (``10.1.2.3/8`` -> ``10.0.0.0/8``, ``::1`` -> ``::1/128``)."""
+    try:
+        return str(ipaddress.ip_network(read_str(value, path), strict=False))
+    except (ConfigError, ValueError):
+        raise expected(
+            path, "an IPv4 or IPv6 address or network like '10.0.0.0/8'", value
+        ) from None
+
+
+def _read_plugin(value: object, path: str) -> PluginConfig:
+    """``{name: ..., **options}``; the options are checked later by the plugin's own compile()."""
+    items = read_mapping(value, path)
+    if "name" not in items:
+        raise ConfigError(path, "missing required key 'name'")
+    name = read_str(items["name"], join(path, "name"))
+    return PluginConfig(
+        name=name, options={k: v for k, v in items.items() if k != "name"}, key_path=path
+    )
+
+
+def _claim(seen: dict[str, str], key: str, owner: str, path: str, what: str) -> None:
+    """Record that ``owner`` uses ``key``; a second use is an error pointing at the first."""
+    if key in seen:
+        raise ConfigError(path, f"duplicate {what} {key!r} (first at {seen[key]})")
+    seen[key] = owner
+
+
+# -- listeners -----------------------------------------------------------------------------------
+
+_read_limits = read_record(
+    Limits,
+    {
+        "max_header_bytes": read_size,
+        "max_headers": read_int(1, 10_000),
+        "max_uri_bytes": read_size,
+        "max_body_bytes": read_size,
+        "max_connections": read_int(1, 1_000_000),
+        "max_pipeline": read_int(0, 1024),
+    },
+)
+_read_client_timeouts = read_record(
+    ClientTimeouts,
+    {
+        "head": read_duration(),
+        "body": read_duration(),
+        "keepalive": read_duration(),
+        "drain": read_duration(allow_zero=True),
+    },
+)
+_LISTENER_KEYS = ("name", "bind", "trusted_proxies", "buffer_bytes", "limits", "timeouts")
+_LISTENER_READERS: Mapping[str, Reader[object]] = {
+    "trusted_proxies": read_list(_read_network),
+    "buffer_bytes": read_size,
+    "limits": _read_limits,
+    "timeouts": _read_client_timeouts,
+}
+
+
+def _read_listeners(value: object, path: str) -> tuple[ListenerConfig, ...]:
+    listeners: list[ListenerConfig] = []
+    names: dict[str, str] = {}
+    binds: dict[str, str] = {}
+    for index, entry in enumerate(read_sequence(value, path, non_empty=True)):
+        at = f"{path}[{index}]"
+        section = Section(entry, at, _LISTENER_KEYS, required=("bind",))
+        name = section.get("name", read_str) or f"listener{index}"
+        _claim(names, name, at, section.at("name"), "listener name")
+        host, port = section.require("bind", _read_address(0))
+        if port:  # several listeners may each ask for an ephemeral port
+            _claim(
+                binds,
+                f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+                at,
+                section.at("bind"),
+                "bind address",
+            )
+        listeners.append(
+            ListenerConfig(name=name, host=host, port=port, **section.read(_LISTENER_READERS))
+        )
+    return tuple(listeners)
+
+
+# -- upstreams -----------------------------------------------------------------------------------
+
+_UPSTREAM_TIMEOUTS: Mapping[str, Reader[object]] = {
+    "connect": read_duration(),
+    "read": read_duration(),
+    "send": read_duration(),
+}
+_POOL: Mapping[str, Reader[object]] = {
+    "max_connections": read_int(1, 100_000),
+    "max_idle": read_int(0, 100_000),
+    "idle_timeout": read_duration(),
+    "acquire_timeout": read_duration(),
+}
+
+
+def _read_pool(value: object, path: str) -> PoolConfig:
+    fields = read_fields(value, path, _POOL)
+    pool = PoolConfig(**fields)
+    if pool.max_idle > pool.max_connections:
+        if "max_idle" in fields:
+            raise expected(
+                join(path, "max_idle"),
+                f"at most max_connections ({pool.max_connections})",
+                pool.max_idle,
+            )
+        pool = replace(pool, max_idle=pool.max_connections)  # the default shrinks to fit
+    return pool
+
+
+def _read_target(value: object, path: str) -> TargetConfig:
+    if isinstance(value, str):
+        host, port = _read_address(1)(value, path)
+        return TargetConfig(host=host, port=port)
+    if not isinstance(value, Mapping):
+        raise expected(path, "'host:port' or a mapping with address and weight", value)
+    section = Section(value, path, ("address", "weight"), required=("address",))
+    host, port = section.require("address", _read_address(1))
+    return TargetConfig(host=host, port=port, **section.read({"weight": read_int(1, 1000)}))
+
+
+def _read_host_header(value: object, path: str) -> str:
+    if not isinstance(value, str) or not _HOST_HEADER.fullmatch(value):
+        raise expected(path, "a host name with an optional :port", value)
+    return value
+
+
+_UPSTREAM_KEYS = ("targets", "pool", "timeouts", "host_header")
+_UPSTREAM_READERS: Mapping[str, Reader[object]] = {
+    "pool": _read_pool,
+    "timeouts": read_record(UpstreamTimeouts, _UPSTREAM_TIMEOUTS),
+    "host_header": _read_host_header,
+}
+
+
+def _read_upstreams(value: object, path: str) -> dict[str, UpstreamConfig]:
+    upstreams: dict[str, UpstreamConfig] = {}
+    for name, entry in read_mapping(value, path, non_empty=True).items():
+        section = Section(entry, join(path, name), _UPSTREAM_KEYS, required=("targets",))
+        targets = section.require("targets", read_list(_read_target, non_empty=True))
+        upstreams[name] = UpstreamConfig(
+            name=name, targets=targets, **section.read(_UPSTREAM_READERS)
+        )
+    return upstreams
+
+
+# -- routes --------------------------------------------------------------------------------------
+
+_PATH_PARAM = re.compile(r"\{\*?([^{}:]*)(?::[^{}]*)?\}")  # {id}, {id:int}, {*rest}
+_REWRITE_PARAM = re.compile(r"\{\*?([^{}]*)\}")
+
+
+def _read_path(value: object, path: str) -> str:
+    if not isinstance(value, str) or not value.startswith("/") or "?" in value or "#" in value:
+        raise expected(path, "a path starting with '/' without '?' or '#'", value)
+    return value
+
+
+def _read_method(value: object, path: str) -> str:
+    if not isinstance(value, str) or not _TOKEN.fullmatch(value):
+        raise expected(path, "an HTTP method token like 'GET'", value)
+    return value.upper()
+
+
+def _read_methods(value: object, path: str) -> tuple[str, ...] | None:
+    """None (any method) for ``"*"``; otherwise upper-cased, duplicates dropped."""
+    methods = read_list(_read_method, non_empty=True, single=True)(value, path)
+    if "*" in methods:
+        if len(methods) == 1:
+            return None
+        raise expected(path, "'*' alone or a list of methods", value)
+    return tuple(dict.fromkeys(methods))
+
+
+def _read_host(value: object, path: str) -> str:
+    host = value.lower() if isinstance(value, str) else None
+    if host is None or not _ROUTE_HOST.fullmatch(host):
+        raise expected(
+            path, "a host name like 'api.example.com' or '*.example.com', without port", value
+        )
+    return host
+
+
+def _read_header_predicates(value: object, path: str) -> tuple[tuple[str, str], ...]:
+    headers: dict[str, str] = {}
+    for name, wanted in read_mapping(value, path).items():
+        if not _TOKEN.fullmatch(name):
+            raise ConfigError(path, f"expected header names that are HTTP tokens, found {name!r}")
+        if name.lower() in headers:
+            raise ConfigError(
+                join(path, name), f"duplicate header {name.lower()!r} (header names ignore case)"
+            )
+        headers[name.lower()] = read_text(wanted, join(path, name))
+    return tuple(headers.items())
+
+
+def _read_query_predicates(value: object, path: str) -> tuple[tuple[str, str], ...]:
+    return tuple(
+        (name, read_text(wanted, join(path, name)))
+        for name, wanted in read_mapping(value, path).items()
+    )
+
+
+def _check_rewrite(rewrite: str, template: str, path: str) -> None:
+    params = [match[1] for match in _PATH_PARAM.finditer(template)]
+    for match in _REWRITE_PARAM.finditer(rewrite):
+        if match[1] not in params:
+            known = (
+                f"expected one of the path's parameters: {', '.join(params)}"
+                if params
+                else "the path has none"
+            )
+            raise ConfigError(
+                path, f"unknown parameter {match[1]!r}; {known}{suggest(match[1], params)}"
+            )
+
+
+def _check_strip_prefix(prefix: str, template: str, path: str) -> None:
+    """The prefix must be literal text at the start of the path and end at a segment boundary."""
+    static = template.split("{", 1)[0]
+    at_boundary = prefix.endswith("/") or template[len(prefix) : len(prefix) + 1] in ("", "/")
+    if not static.startswith(prefix) or not at_boundary:
+        raise expected(
+            path, f"a prefix of the path's literal start {static!r} ending at a '/'", prefix
+        )
+
+
+def _read_timeout_overrides(base: UpstreamTimeouts) -> Reader[UpstreamTimeouts]:
+    """A partial ``timeouts`` mapping; the keys it leaves out keep the upstream's values."""
+    return lambda value, path: replace(base, **read_fields(value, path, _UPSTREAM_TIMEOUTS))
+
+
+_ROUTE_KEYS = (
+    "id", "path", "upstream", "methods", "host", "listeners", "headers", "query",
+    "priority", "rewrite", "strip_prefix", "preserve_host", "timeouts", "plugins",
+)  # fmt: skip
+
+
+def _read_route(
+    section: Section,
+    route_id: str,
+    listeners: Collection[str],
+    upstreams: Mapping[str, UpstreamConfig],
+) -> RouteConfig:
+    template = section.require("path", _read_path)
+    upstream = upstreams[section.require("upstream", read_one_of("an upstream", upstreams))]
+    rewrite = section.get("rewrite", _read_path)
+    if rewrite is not None:
+        _check_rewrite(rewrite, template, section.at("rewrite"))
+    strip_prefix = section.get("strip_prefix", _read_path)
+    if strip_prefix is not None:
+        if rewrite is not None:
+            raise ConfigError(
+                section.at("strip_prefix"), "expected either rewrite or strip_prefix, found both"
+            )
+        _check_strip_prefix(strip_prefix, template, section.at("strip_prefix"))
+    hosts = section.get("host", read_list(_read_host, non_empty=True, single=True)) or ()
+    on_listeners = section.get(
+        "listeners", read_list(read_one_of("a listener", listeners), non_empty=True, single=True)
+    )
+    timeouts = section.get("timeouts", _read_timeout_overrides(upstream.timeouts))
+    return RouteConfig(
+        id=route_id,
+        path=template,
+        upstream=upstream.name,
+        key_path=section.path,
+        methods=section.get("methods", _read_methods),
+        hosts=tuple(dict.fromkeys(hosts)),
+        listeners=tuple(dict.fromkeys(on_listeners or ())),
+        rewrite=rewrite,
+        strip_prefix=strip_prefix,
+        timeouts=timeouts,
+        **section.read(
+            {
+                "headers": _read_header_predicates,
+                "query": _read_query_predicates,
+                "priority": read_int(-1_000_000, 1_000_000),
+                "preserve_host": read_bool,
+                "plugins": read_list(_read_plugin),
+            }
+        ),
+    )
+
+
+def _read_routes(
+    value: object, path: str, listeners: Collection[str], upstreams: Mapping[str, UpstreamConfig]
+) -> tuple[RouteConfig, ...]:
+    routes: list[RouteConfig] = []
+    ids: dict[str, str] = {}
+    for index, entry in enumerate(read_sequence(value, path, non_empty=True)):
+        at = f"{path}[{index}]"
+        section = Section(entry, at, _ROUTE_KEYS, required=("path", "upstream"))
+        route_id = section.get("id", read_str) or f"route{index}"
+        _claim(ids, route_id, at, section.at("id"), "route id")
+        routes.append(_read_route(section, route_id, listeners, upstreams))
+    return tuple(routes)
+
+
+# -- the document --------------------------------------------------------------------------------
+
+_TOP_KEYS = ("listeners", "upstreams", "routes", "plugins")
+
+
+def _read_config(document: object, source: str) -> Config:
+    if not isinstance(document, Mapping):
+        raise expected("", "a mapping with listeners, upstreams and routes", document)
+    section = Section(document, "", _TOP_KEYS, required=("listeners", "upstreams", "routes"))
+    listeners = section.require("listeners", _read_listeners)
+    upstreams = section.require("upstreams", _read_upstreams)
+    names = [listener.name for listener in listeners]
+    routes = section.require(
+        "routes", lambda value, path: _read_routes(value, path, names, upstreams)
+    )
+    return Config(
+        source=source,
+        listeners=listeners,
+        upstreams=upstreams,
+        routes=routes,
+        plugins=section.get("plugins", read_list(_read_plugin)) or (),
+    )

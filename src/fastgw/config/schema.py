@@ -1,0 +1,108 @@
+"""The typed configuration: frozen records produced by ``config.load`` from YAML or JSON.
+
+Every value here has already been validated; ``plan.compile_plan`` turns these records into the
+runtime Plan. Durations are seconds (float), sizes are bytes (int). Defaults are chosen for a
+production edge: bounded everything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-listener request limits; each maps to one status code when exceeded."""
+
+    max_header_bytes: int = 16 * 1024  # whole head incl. request line -> 431
+    max_headers: int = 100  # header count -> 431
+    max_uri_bytes: int = 8 * 1024  # request target -> 414
+    max_body_bytes: int = 100 * 1024 * 1024  # request body -> 413
+    max_connections: int = 10_000  # open client connections per worker
+    max_pipeline: int = 16  # parsed requests queued behind the one in flight
+
+
+@dataclass(frozen=True, slots=True)
+class ClientTimeouts:
+    head: float = 10.0  # from first byte (or keep-alive reuse) to the end of the head: slowloris
+    body: float = 30.0  # longest pause between two request body reads
+    keepalive: float = 75.0  # idle keep-alive connection between requests
+    drain: float = 30.0  # graceful shutdown: how long in-flight requests may take
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerConfig:
+    name: str
+    host: str  # bind address
+    port: int
+    trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-* are believed
+    limits: Limits = field(default_factory=Limits)
+    timeouts: ClientTimeouts = field(default_factory=ClientTimeouts)
+    buffer_bytes: int = 256 * 1024  # write-buffer high watermark per side (flow control)
+
+
+@dataclass(frozen=True, slots=True)
+class TargetConfig:
+    host: str
+    port: int
+    weight: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class PoolConfig:
+    max_connections: int = 512  # per target, in use + idle
+    max_idle: int = 128  # per target
+    idle_timeout: float = 50.0  # keep below the upstream's keep-alive timeout
+    acquire_timeout: float = 5.0  # wait for a free connection when max_connections is reached
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamTimeouts:
+    connect: float = 5.0
+    read: float = 60.0  # response head, and longest pause between response body reads
+    send: float = 60.0  # longest stall while writing the request body upstream
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamConfig:
+    name: str
+    targets: tuple[TargetConfig, ...]
+    pool: PoolConfig = field(default_factory=PoolConfig)
+    timeouts: UpstreamTimeouts = field(default_factory=UpstreamTimeouts)
+    host_header: str | None = None  # Host sent upstream; None = the target's host:port
+
+
+@dataclass(frozen=True, slots=True)
+class PluginConfig:
+    name: str
+    options: Mapping[str, Any]
+    key_path: str  # where it stands in the file, for errors raised by the plugin's compile()
+
+
+@dataclass(frozen=True, slots=True)
+class RouteConfig:
+    id: str
+    path: str  # "/catalog/items/{id:int}/{*rest}"
+    upstream: str
+    key_path: str  # e.g. "routes[3]", for errors found later (conflicts)
+    methods: tuple[str, ...] | None = None  # None = any method
+    hosts: tuple[str, ...] = ()  # exact or "*.example.com"; empty = any host
+    listeners: tuple[str, ...] = ()  # empty = every listener
+    headers: tuple[tuple[str, str], ...] = ()  # predicates: lower-cased name, exact value
+    query: tuple[tuple[str, str], ...] = ()  # predicates: name, exact value ("" = present)
+    priority: int = 0
+    rewrite: str | None = None  # "/api/items/{id}/{rest}" (params by name)
+    strip_prefix: str | None = None
+    preserve_host: bool = False  # send the client's Host upstream instead of the upstream's
+    timeouts: UpstreamTimeouts | None = None  # overrides the upstream's
+    plugins: tuple[PluginConfig, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    source: str  # the file it came from
+    listeners: tuple[ListenerConfig, ...]
+    upstreams: Mapping[str, UpstreamConfig]
+    routes: tuple[RouteConfig, ...]
+    plugins: tuple[PluginConfig, ...] = ()  # applied to every route (before route plugins)

@@ -1,0 +1,61 @@
+"""Every error fastgw raises, and whose fault it is.
+
+Config errors are the operator's: they render as ``file: key.path: message`` and stop the
+process (or a reload) before any traffic sees the bad config. Client and upstream faults are
+values on the wire: each carries the status to answer with (h11's ``error_status_hint``), and
+``server.wire.render_error`` is the one function that turns them into bytes.
+"""
+
+from __future__ import annotations
+
+
+class FastgwError(Exception):
+    """Base class of every error fastgw raises on purpose."""
+
+
+class ConfigError(FastgwError):
+    """The configuration is invalid at ``path`` (a dotted key path, e.g. ``routes[2].path``)."""
+
+    def __init__(self, path: str, message: str, file: str | None = None) -> None:
+        super().__init__(path, message, file)
+        self.path = path
+        self.message = message
+        self.file = file
+
+    def with_file(self, file: str) -> ConfigError:
+        return ConfigError(self.path, self.message, file)
+
+    def __str__(self) -> str:
+        where = f"{self.path}: " if self.path else ""
+        prefix = f"{self.file}: " if self.file else ""
+        return f"{prefix}{where}{self.message}"
+
+
+class RouteConflict(ValueError):
+    """Two routes would answer the same request: same host, path shape, method and priority."""
+
+
+class HttpFault(FastgwError):
+    """A failure answered with one HTTP status; ``close`` says the connection cannot continue."""
+
+    status: int = 500
+    close: bool = True
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+
+
+class ClientFault(HttpFault):
+    """The client sent something we refuse (400, 413, 414, 431, ...)."""
+
+    status = 400
+
+
+class UpstreamFault(HttpFault):
+    """The upstream failed before a response head reached the client (502, 503, 504)."""
+
+    status = 502
+    close = False

@@ -1,0 +1,214 @@
+"""Compile a validated Config into the immutable Plan the data path runs on.
+
+Everything that can be decided before traffic is decided here: routers built (conflicts are
+config errors naming both routes), rewrite templates parsed into literal/param parts, Host values
+pre-rendered, trusted-proxy networks parsed, plugins compiled and their hooks gathered into one
+``HookChain`` per route. A reload compiles a new Plan beside the running one; pools of upstream
+targets whose address and pool settings did not change are adopted, so their warm connections
+(and later their health and breaker state) survive the swap.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Any
+from urllib.parse import parse_qsl
+
+from fastgw._router import Router
+from fastgw.config.schema import Config, ListenerConfig, PluginConfig, RouteConfig, UpstreamTimeouts
+from fastgw.errors import ConfigError, RouteConflict
+from fastgw.hooks import HookChain, Plugin, build_chain, find_plugin, known_plugins
+from fastgw.upstream.group import UpstreamGroup
+from fastgw.upstream.pool import PoolKey, TargetPool
+
+_TEMPLATE_PARAM = re.compile(r"\{\*?([A-Za-z_][A-Za-z0-9_]*)(?::[a-z]+)?\}")
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class RewriteTemplate:
+    """``/api/items/{id}`` as literal bytes and param positions, rendered with one join."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self, template: str, param_names: tuple[str, ...], key_path: str) -> None:
+        parts: list[bytes | int] = []
+        pos = 0
+        for m in _TEMPLATE_PARAM.finditer(template):
+            if m.start() > pos:
+                parts.append(template[pos : m.start()].encode())
+            name = m.group(1)
+            if name not in param_names:
+                raise ConfigError(key_path, f"rewrite uses '{{{name}}}', which the path does not define")
+            parts.append(param_names.index(name))
+            pos = m.end()
+        if pos < len(template):
+            parts.append(template[pos:].encode())
+        self.parts = parts
+
+    def render(self, params: tuple[bytes, ...]) -> bytes:
+        return b"".join([p if type(p) is bytes else params[p] for p in self.parts])  # type: ignore[index]
+
+
+class RoutePlan:
+    """A compiled route: what the exchange needs, nothing it must compute per request."""
+
+    __slots__ = (
+        "id",
+        "config",
+        "upstream",
+        "param_names",
+        "rewrite",
+        "strip_prefix",
+        "preserve_host",
+        "timeouts",
+        "chain",
+        "plugins",
+        "header_predicates",
+        "query_predicates",
+    )
+
+    def __init__(self, config: RouteConfig, upstream: UpstreamGroup, plugins: list[Plugin]) -> None:
+        self.id = config.id
+        self.config = config
+        self.upstream = upstream
+        self.param_names: tuple[str, ...] = ()
+        self.rewrite: RewriteTemplate | None = None
+        self.strip_prefix = config.strip_prefix.encode() if config.strip_prefix else None
+        self.preserve_host = config.preserve_host
+        self.timeouts: UpstreamTimeouts = config.timeouts or upstream.timeouts
+        self.plugins = plugins
+        self.chain: HookChain = build_chain(plugins)
+        self.header_predicates = tuple((n.encode(), v.encode()) for n, v in config.headers)
+        self.query_predicates = tuple((n, v) for n, v in config.query)
+
+    def upstream_path(self, path: bytes, params: tuple[bytes, ...]) -> bytes:
+        if self.rewrite is not None:
+            return self.rewrite.render(params)
+        prefix = self.strip_prefix
+        if prefix is not None:
+            rest = path[len(prefix) :]
+            return rest if rest[:1] == b"/" else b"/" + rest
+        return path
+
+    def accepts(self, exchange: Any) -> bool:
+        """Header and query predicates; only routes that have some are asked."""
+        for name, value in self.header_predicates:
+            if exchange.header(name) != value:
+                return False
+        if self.query_predicates:
+            query = dict(parse_qsl(exchange.query[1:].decode("latin-1"), keep_blank_values=True))
+            for name, value in self.query_predicates:
+                found = query.get(name)
+                if found is None or (value and found != value):
+                    return False
+        return True
+
+
+class ListenerPlan:
+    __slots__ = ("name", "config", "router", "routes", "limits", "timeouts", "buffer_bytes", "trusted", "_trust_cache")
+
+    def __init__(self, config: ListenerConfig) -> None:
+        self.name = config.name
+        self.config = config
+        self.router = Router()
+        self.routes: list[RoutePlan] = []
+        self.limits = config.limits
+        self.timeouts = config.timeouts
+        self.buffer_bytes = config.buffer_bytes
+        self.trusted: tuple[Network, ...] = tuple(
+            ipaddress.ip_network(cidr, strict=False) for cidr in config.trusted_proxies
+        )
+        self._trust_cache: dict[str, bool] = {}
+
+    def is_trusted(self, address: str) -> bool:
+        """Is this peer a configured proxy whose X-Forwarded-* headers we believe?"""
+        if not self.trusted:
+            return False
+        cached = self._trust_cache.get(address)
+        if cached is None:
+            try:
+                ip = ipaddress.ip_address(address)
+                cached = any(ip in net for net in self.trusted)
+            except ValueError:
+                cached = False
+            if len(self._trust_cache) < 4096:
+                self._trust_cache[address] = cached
+        return cached
+
+
+class Plan:
+    __slots__ = ("config", "listeners", "upstreams", "routes", "pools")
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.listeners: dict[str, ListenerPlan] = {}
+        self.upstreams: dict[str, UpstreamGroup] = {}
+        self.routes: list[RoutePlan] = []
+        self.pools: dict[PoolKey, TargetPool] = {}
+
+
+def compile_plugins(configs: tuple[PluginConfig, ...]) -> list[Plugin]:
+    plugins = []
+    for pc in configs:
+        cls = find_plugin(pc.name)
+        if cls is None:
+            known = ", ".join(known_plugins()) or "none installed"
+            raise ConfigError(f"{pc.key_path}.name", f"unknown plugin '{pc.name}' (known: {known})")
+        plugins.append(cls.compile(pc.options, pc.key_path))
+    return plugins
+
+
+def compile_plan(config: Config, previous: Plan | None = None) -> Plan:
+    """Build a Plan; raises ConfigError (with the config's file) for anything that cannot run."""
+    try:
+        return _compile(config, previous)
+    except ConfigError as exc:
+        raise exc if exc.file else exc.with_file(config.source) from None
+
+
+def _compile(config: Config, previous: Plan | None) -> Plan:
+    plan = Plan(config)
+    old_pools = previous.pools if previous is not None else {}
+
+    def pool_for(key: PoolKey) -> TargetPool:
+        pool = plan.pools.get(key)
+        if pool is None:
+            # Adopt the warm connections of a target whose address and pool settings are unchanged.
+            pool = plan.pools[key] = old_pools.get(key) or TargetPool(key)
+        return pool
+
+    for name, upstream in config.upstreams.items():
+        plan.upstreams[name] = UpstreamGroup(upstream, pool_for)
+    for lc in config.listeners:
+        plan.listeners[lc.name] = ListenerPlan(lc)
+    global_plugins = compile_plugins(config.plugins)
+    for rc in config.routes:
+        route = RoutePlan(rc, plan.upstreams[rc.upstream], global_plugins + compile_plugins(rc.plugins))
+        plan.routes.append(route)
+        names = rc.listeners or tuple(plan.listeners)
+        for listener_name in names:
+            listener = plan.listeners[listener_name]
+            predicate = route.accepts if (rc.headers or rc.query) else None
+            predicate_key = (rc.headers, rc.query) if predicate else None
+            try:
+                route.param_names = listener.router.add(
+                    route, rc.path, rc.methods, rc.hosts, rc.priority, predicate, predicate_key
+                )
+            except RouteConflict as exc:
+                raise ConfigError(f"{rc.key_path}.path", f"conflicts with another route: {exc}") from None
+            except ValueError as exc:
+                raise ConfigError(f"{rc.key_path}.path", str(exc)) from None
+            listener.routes.append(route)
+        if rc.rewrite:
+            route.rewrite = RewriteTemplate(rc.rewrite, route.param_names, f"{rc.key_path}.rewrite")
+    return plan
+
+
+def retire_plan(old: Plan, new: Plan) -> None:
+    """Close idle connections of pools the new plan did not adopt (busy ones finish first)."""
+    kept = set(map(id, new.pools.values()))
+    for pool in old.pools.values():
+        if id(pool) not in kept:
+            pool.close()

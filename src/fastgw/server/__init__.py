@@ -1,0 +1,1 @@
+"""The client side of the gateway: protocol, exchanges, listeners, process model."""

@@ -1,0 +1,50 @@
+"""A listening socket and the connections it accepted, bound to the listener's current plan."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import socket
+from typing import TYPE_CHECKING
+
+from fastgw.server.protocol import ClientProtocol
+
+if TYPE_CHECKING:
+    from fastgw.plan import ListenerPlan
+
+
+class ListenerServer:
+    def __init__(self, plan: ListenerPlan) -> None:
+        self.plan = plan  # new connections use the plan current when they are accepted
+        self.connections: set[ClientProtocol] = set()
+        self.server: asyncio.base_events.Server | None = None
+        self.next_request_number = itertools.count(1).__next__
+
+    async def start(self, reuse_port: bool = False) -> None:
+        loop = asyncio.get_running_loop()
+        config = self.plan.config
+        self.server = await loop.create_server(
+            lambda: ClientProtocol(self),
+            config.host,
+            config.port,
+            reuse_port=reuse_port or None,
+            backlog=4096,
+        )
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        if self.server is None:
+            return []
+        return [s.getsockname()[:2] for s in self.server.sockets if s.family in (socket.AF_INET, socket.AF_INET6)]
+
+    def stop_accepting(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+    def start_draining(self) -> None:
+        for conn in list(self.connections):
+            conn.start_draining()
+
+    def abort_all(self) -> None:
+        for conn in list(self.connections):
+            conn.abort()

@@ -1,0 +1,60 @@
+"""An upstream group: its targets, each with a pool, and the choice of target per request."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from fastgw.config.schema import UpstreamConfig, UpstreamTimeouts
+from fastgw.upstream.pool import PoolKey, TargetPool
+
+
+class Target:
+    __slots__ = ("host", "port", "weight", "pool", "host_header", "label")
+
+    def __init__(self, host: str, port: int, weight: int, pool: TargetPool, host_header: bytes) -> None:
+        self.host = host
+        self.port = port
+        self.weight = weight
+        self.pool = pool
+        self.host_header = host_header  # the Host value sent upstream
+        self.label = f"{host}:{port}"
+
+
+class UpstreamGroup:
+    """Targets of one upstream, picked by smooth weighted round robin (nginx's algorithm: even
+    spreading, no bursts to the heaviest target)."""
+
+    __slots__ = ("name", "config", "targets", "timeouts", "_current", "_single")
+
+    def __init__(self, config: UpstreamConfig, pool_for: Callable[[PoolKey], TargetPool]) -> None:
+        self.name = config.name
+        self.config = config
+        self.timeouts: UpstreamTimeouts = config.timeouts
+        self.targets: list[Target] = []
+        for t in config.targets:
+            pool = pool_for(PoolKey(t.host, t.port, config.pool))
+            authority = f"[{t.host}]" if ":" in t.host else t.host
+            host_header = (config.host_header or f"{authority}:{t.port}").encode("ascii")
+            self.targets.append(Target(t.host, t.port, t.weight, pool, host_header))
+        self._current = [0] * len(self.targets)
+        # PERF: the common single-target upstream skips the balancer entirely.
+        self._single = self.targets[0] if len(self.targets) == 1 else None
+
+    def pick(self, exclude: Target | None = None) -> Target:
+        single = self._single
+        if single is not None:
+            return single
+        best = -1
+        total = 0
+        current = self._current
+        for i, target in enumerate(self.targets):
+            if target is exclude:
+                continue
+            current[i] += target.weight
+            total += target.weight
+            if best < 0 or current[i] > current[best]:
+                best = i
+        if best < 0:
+            return self.targets[0]
+        current[best] -= total
+        return self.targets[best]

@@ -1,0 +1,173 @@
+"""Per-target keep-alive connection pools.
+
+``take_idle`` is the synchronous fast path: the most recently used idle connection (LIFO keeps
+the working set small and warm, and lets the rest reach their idle timeout). Only when none is
+idle does a request go async: ``acquire`` opens a new connection while under ``max_connections``,
+or queues a waiter. Waiters are plain futures; a cancelled waiter is skipped, and a connection
+handed to a waiter that was cancelled in the same loop turn is given back, so a client that goes
+away while waiting never leaks a connection (aiohttp #9670). Idle connections are closed after
+``idle_timeout``, which must stay below the upstream's own keep-alive timeout so we never pick a
+connection the upstream is closing (aiohttp #7297); the exchange still retries an idempotent
+request once on a fresh connection when a reused one dies before any response byte.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import NamedTuple
+
+from fastgw.config.schema import PoolConfig
+from fastgw.errors import UpstreamFault
+from fastgw.server.clock import CLOCK
+from fastgw.upstream.protocol import UpstreamConnection
+
+
+class PoolKey(NamedTuple):
+    """What makes two pools interchangeable across config reloads."""
+
+    host: str
+    port: int
+    config: PoolConfig
+
+
+class TargetPool:
+    __slots__ = ("key", "host", "port", "config", "idle", "open", "in_use", "waiters", "stats", "__weakref__")
+
+    def __init__(self, key: PoolKey) -> None:
+        self.key = key
+        self.host = key.host
+        self.port = key.port
+        self.config = key.config
+        self.idle: list[UpstreamConnection] = []
+        self.open = 0  # connections open or being opened
+        self.in_use = 0
+        self.waiters: deque[tuple[asyncio.Future[UpstreamConnection], float]] = deque()
+        # opened / reused counters, read by metrics
+        self.stats = {"opened": 0, "reused": 0, "connect_errors": 0}
+
+    def take_idle(self) -> UpstreamConnection | None:
+        idle = self.idle
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                conn.idle_deadline = 0.0
+                self.in_use += 1
+                self.stats["reused"] += 1
+                return conn
+        return None
+
+    def acquire(self, connect_timeout: float) -> asyncio.Future[UpstreamConnection]:
+        """A future for a connection: a new one, or the next one released (slow path)."""
+        loop = asyncio.get_running_loop()
+        if self.open < self.config.max_connections:
+            self.open += 1
+            return loop.create_task(self._connect(connect_timeout))
+        waiter: asyncio.Future[UpstreamConnection] = loop.create_future()
+        self.waiters.append((waiter, CLOCK.now + self.config.acquire_timeout))
+        CLOCK.watched.add(self)
+        return waiter
+
+    def connect_fresh(self, connect_timeout: float) -> asyncio.Future[UpstreamConnection]:
+        """A new connection even at the limit: used once to retry after a stale reused one."""
+        self.open += 1
+        return asyncio.get_running_loop().create_task(self._connect(connect_timeout))
+
+    async def _connect(self, timeout: float) -> UpstreamConnection:
+        loop = asyncio.get_running_loop()
+        try:
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(lambda: UpstreamConnection(self), self.host, self.port),
+                timeout,
+            )
+        except asyncio.TimeoutError:
+            self._connect_failed()
+            raise UpstreamFault(f"connect to {self.host}:{self.port} timed out", 504) from None
+        except OSError as exc:
+            self._connect_failed()
+            raise UpstreamFault(f"connect to {self.host}:{self.port} failed: {exc.strerror or exc}", 502) from None
+        except BaseException:
+            self._connect_failed()
+            raise
+        self.stats["opened"] += 1
+        self.in_use += 1
+        return conn
+
+    def _connect_failed(self) -> None:
+        self.open -= 1
+        self.stats["connect_errors"] += 1
+        self._open_for_waiter()
+
+    def release(self, conn: UpstreamConnection) -> None:
+        """Take a connection back after a response; keep it only if it is clean and reusable."""
+        self.in_use -= 1
+        if not conn.reusable or conn.closed:
+            conn.close()
+            return
+        while self.waiters:
+            waiter, _ = self.waiters.popleft()
+            if not waiter.done():
+                self.in_use += 1
+                self.stats["reused"] += 1
+                waiter.set_result(conn)
+                return
+        if len(self.idle) >= self.config.max_idle:
+            conn.close()
+            return
+        conn.idle_deadline = CLOCK.now + self.config.idle_timeout
+        self.idle.append(conn)
+
+    def give_back(self, conn: UpstreamConnection) -> None:
+        """A waiter was cancelled after it was handed a connection: return it unused."""
+        conn.reusable = not conn.closed
+        self.release(conn)
+
+    def forget(self, conn: UpstreamConnection) -> None:
+        """The connection closed (either side); free its slot for a waiter."""
+        self.open -= 1
+        if conn in self.idle:
+            self.idle.remove(conn)
+        self._open_for_waiter()
+
+    def _open_for_waiter(self) -> None:
+        while self.waiters and self.open < self.config.max_connections:
+            waiter, _ = self.waiters.popleft()
+            if waiter.done():
+                continue
+            self.open += 1
+            task = asyncio.get_running_loop().create_task(self._connect(5.0))
+            _chain(task, waiter, self)
+            return
+
+    def check_deadline(self, now: float) -> None:
+        """Expire waiters that waited longer than acquire_timeout (called by the clock)."""
+        while self.waiters and (self.waiters[0][0].done() or self.waiters[0][1] <= now):
+            waiter, _ = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(UpstreamFault(f"no free connection to {self.host}:{self.port}", 503))
+        if not self.waiters:
+            CLOCK.watched.discard(self)
+
+    def close(self) -> None:
+        for conn in self.idle:
+            conn.close()
+        self.idle.clear()
+
+
+def _chain(task: asyncio.Task[UpstreamConnection], waiter: asyncio.Future[UpstreamConnection], pool: TargetPool) -> None:
+    def done(t: asyncio.Task[UpstreamConnection]) -> None:
+        if t.cancelled():
+            if not waiter.done():
+                waiter.cancel()
+            return
+        exc = t.exception()
+        if waiter.done():
+            if exc is None:
+                pool.give_back(t.result())
+            return
+        if exc is not None:
+            waiter.set_exception(exc)
+        else:
+            waiter.set_result(t.result())
+
+    task.add_done_callback(done)

@@ -1,0 +1,201 @@
+"""One keep-alive HTTP/1.1 connection to an upstream target.
+
+States: connecting -> idle (in its pool) -> busy (``exchange`` set) -> idle ... -> closed.
+While busy, httptools' response parser drives the exchange: ``on_upstream_head`` with the parsed
+head, ``on_upstream_body`` per body piece, ``on_upstream_complete`` at the end; after each
+``data_received`` the exchange flushes what it gathered to the client in one write.
+
+A connection goes back to its pool only when the exchange says request and response both ended
+cleanly with known framing. Bytes arriving on an idle connection, or a close, make it unusable;
+the pool skips it. A fresh response parser is made per response because httptools cannot be told
+that a response answers HEAD (it would wait for a body).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+import httptools
+
+from fastgw.server.clock import CLOCK
+
+if TYPE_CHECKING:
+    from fastgw.server.exchange import Exchange
+    from fastgw.upstream.pool import TargetPool
+
+
+class UpstreamConnection(asyncio.Protocol):
+    __slots__ = (
+        "pool",
+        "transport",
+        "exchange",
+        "parser",
+        "headers",
+        "reason",
+        "served",
+        "received",
+        "closed",
+        "deadline",
+        "idle_deadline",
+        "head_only",
+        "reusable",
+    )
+
+    def __init__(self, pool: TargetPool) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.exchange: Exchange | None = None
+        self.parser: Any = None
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.reason = b""
+        self.served = 0  # responses completed on this connection (0 = fresh)
+        self.received = False  # any byte of the current response arrived
+        self.closed = False
+        self.deadline = 0.0  # read/send timeout of the current exchange; 0 = none
+        self.idle_deadline = 0.0
+        self.head_only = False
+        self.reusable = False  # set by detach(): may the pool keep it after this response
+
+    # -- asyncio callbacks -------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        CLOCK.watched.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        CLOCK.watched.discard(self)
+        exchange = self.exchange
+        if exchange is not None:
+            self.exchange = None
+            exchange.on_upstream_lost(self, exc)
+        self.pool.forget(self)
+
+    def data_received(self, data: bytes) -> None:
+        exchange = self.exchange
+        if exchange is None:
+            # An idle connection must be silent; anything else means it is out of sync.
+            self.close()
+            return
+        self.received = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            if self.exchange is exchange:
+                exchange.on_upstream_malformed(self, exc)
+                return
+            self.reusable = False  # garbage after a complete response
+        exchange.flush_to_client()
+        if self.exchange is None:
+            # The response ended inside this feed. Releasing only now, after the parser returned,
+            # means no other exchange can be handed this connection while its old parser runs.
+            self.pool.release(self)
+
+    def eof_received(self) -> bool:
+        exchange = self.exchange
+        if exchange is not None and self.received:
+            # Close-delimited bodies end at EOF: an empty feed lets the parser finish the message.
+            try:
+                self.parser.feed_data(b"")
+            except httptools.HttpParserError:
+                pass
+            if self.exchange is None:
+                exchange.flush_to_client()
+                self.reusable = False
+                self.pool.release(self)
+        return False
+
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and not self.closed and not self.transport.is_reading():
+            self.transport.resume_reading()
+
+    def pause_writing(self) -> None:
+        if self.exchange is not None:
+            self.exchange.upstream_write_paused()
+
+    def resume_writing(self) -> None:
+        if self.exchange is not None:
+            self.exchange.upstream_write_resumed()
+
+    # -- httptools callbacks -----------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        if self.exchange is None:
+            self.reusable = False  # a second response nobody asked for
+
+    def on_status(self, reason: bytes) -> None:
+        self.reason = reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        if self.exchange is None:
+            return
+        headers = self.headers
+        self.headers = []
+        parser = self.parser
+        status = parser.get_status_code()
+        if status < 200 and status != 101:
+            return  # interim 1xx: the gateway answered Expect itself; wait for the final head
+        exchange = self.exchange
+        exchange.on_upstream_head(status, self.reason, headers, parser.should_keep_alive())
+        if (self.head_only or status == 204 or status == 304) and self.exchange is exchange:
+            # httptools cannot be told this response has no body; end it at the head.
+            exchange.on_upstream_complete(self, parser.should_keep_alive())
+
+    def on_body(self, body: bytes) -> None:
+        if self.exchange is not None:
+            self.exchange.on_upstream_body(body)
+
+    def on_message_complete(self) -> None:
+        parser = self.parser
+        if self.exchange is None:
+            return
+        status = parser.get_status_code()
+        if status < 200 and status != 101:
+            return
+        self.exchange.on_upstream_complete(self, parser.should_keep_alive())
+
+    # -- used by the exchange and the pool ---------------------------------------------------
+    def begin(self, exchange: Exchange, head_only: bool, read_timeout: float) -> None:
+        """Bind to an exchange for one request/response."""
+        self.exchange = exchange
+        self.received = False
+        self.head_only = head_only
+        self.reason = b""
+        self.parser = httptools.HttpResponseParser(self)
+        self.deadline = CLOCK.now + read_timeout
+
+    def detach(self, reusable: bool) -> None:
+        """Unbind from the exchange. Called from inside a parser callback, the pool takes the
+        connection back when ``data_received`` returns; elsewhere, at once."""
+        self.exchange = None
+        self.deadline = 0.0
+        self.served += 1
+        self.reusable = reusable and not self.closed
+        if reusable:
+            self.resume_reading()  # so an idle connection still notices the upstream closing
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def check_deadline(self, now: float) -> None:
+        if self.exchange is not None:
+            if self.deadline and now >= self.deadline:
+                exchange = self.exchange
+                self.exchange = None
+                exchange.on_upstream_timeout(self)
+                self.abort()
+        elif self.idle_deadline and now >= self.idle_deadline:
+            self.close()
