@@ -24,7 +24,9 @@ class _Probe:
         return None
 
 
-def explain_match(plan: Plan, request: str, headers: list[tuple[bytes, bytes]] | None = None) -> tuple[list[str], bool]:
+def explain_match(
+    plan: Plan, request: str, headers: list[tuple[bytes, bytes]] | None = None
+) -> tuple[list[str], bool]:
     """Explain ``"METHOD URL"``; returns (lines to print, whether a route matched)."""
     method, _, url = request.strip().partition(" ")
     if not url:
@@ -47,7 +49,7 @@ def explain_match(plan: Plan, request: str, headers: list[tuple[bytes, bytes]] |
         found = True
         route = result.route
         rc = route.config
-        params = dict(zip(route.param_names, (p.decode() for p in result.params)))
+        params = dict(zip(route.param_names, (p.decode() for p in result.params), strict=True))
         target = route.upstream.targets[0]
         upstream_path = route.upstream_path(path, result.params).decode()
         why = [f"path template {rc.path}"]

@@ -19,8 +19,9 @@ overrides, so a route with no plugins runs no plugin code at all (the hot path t
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, ClassVar, Mapping, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 from fastgw.errors import ConfigError
 
@@ -86,9 +87,7 @@ def build_chain(plugins: list[Plugin]) -> HookChain:
     hooks: list[tuple[Hook, ...]] = []
     for hook_name in _HOOK_NAMES:
         base = getattr(Plugin, hook_name)
-        hooks.append(
-            tuple(getattr(p, hook_name) for p in plugins if getattr(type(p), hook_name) is not base)
-        )
+        hooks.append(tuple(getattr(p, hook_name) for p in plugins if getattr(type(p), hook_name) is not base))
     return HookChain(*hooks)
 
 

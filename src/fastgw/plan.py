@@ -55,18 +55,18 @@ class RoutePlan:
     """A compiled route: what the exchange needs, nothing it must compute per request."""
 
     __slots__ = (
-        "id",
+        "chain",
         "config",
-        "upstream",
+        "header_predicates",
+        "id",
         "param_names",
+        "plugins",
+        "preserve_host",
+        "query_predicates",
         "rewrite",
         "strip_prefix",
-        "preserve_host",
         "timeouts",
-        "chain",
-        "plugins",
-        "header_predicates",
-        "query_predicates",
+        "upstream",
     )
 
     def __init__(self, config: RouteConfig, upstream: UpstreamGroup, plugins: list[Plugin]) -> None:
@@ -99,15 +99,25 @@ class RoutePlan:
                 return False
         if self.query_predicates:
             query = dict(parse_qsl(exchange.query[1:].decode("latin-1"), keep_blank_values=True))
-            for name, value in self.query_predicates:
-                found = query.get(name)
-                if found is None or (value and found != value):
+            for key, expected in self.query_predicates:
+                found = query.get(key)
+                if found is None or (expected and found != expected):
                     return False
         return True
 
 
 class ListenerPlan:
-    __slots__ = ("name", "config", "router", "routes", "limits", "timeouts", "buffer_bytes", "trusted", "_trust_cache")
+    __slots__ = (
+        "_trust_cache",
+        "buffer_bytes",
+        "config",
+        "limits",
+        "name",
+        "router",
+        "routes",
+        "timeouts",
+        "trusted",
+    )
 
     def __init__(self, config: ListenerConfig) -> None:
         self.name = config.name
@@ -139,7 +149,7 @@ class ListenerPlan:
 
 
 class Plan:
-    __slots__ = ("config", "listeners", "upstreams", "routes", "pools")
+    __slots__ = ("config", "listeners", "pools", "routes", "upstreams")
 
     def __init__(self, config: Config) -> None:
         self.config = config

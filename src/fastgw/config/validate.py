@@ -223,7 +223,7 @@ def check_keys(
 class Section:
     """One mapping of the document, checked against its allowed keys, read one key at a time."""
 
-    __slots__ = ("path", "items")
+    __slots__ = ("items", "path")
 
     def __init__(
         self, value: object, path: str, allowed: Collection[str], required: Collection[str] = ()

@@ -23,9 +23,7 @@ from fastgw.server.workers import serve
 
 
 def _start_services() -> tuple[subprocess.Popen[str], dict[str, int]]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fastgw.demo.services"], stdout=subprocess.PIPE, text=True
-    )
+    proc = subprocess.Popen([sys.executable, "-m", "fastgw.demo.services"], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline()
     ports = {}
@@ -65,7 +63,10 @@ def run_demo(bind: str | None, smoke: bool) -> int:
                 # which stops the gateway with SIGTERM when it is done.
                 asyncio.get_running_loop().run_in_executor(None, _smoke_then_stop, urls, outcome)
                 return
-            print(f"\nfastgw demo: gateway on {base} in front of " + ", ".join(f"{n} :{p}" for n, p in ports.items()))
+            print(
+                f"\nfastgw demo: gateway on {base} in front of "
+                + ", ".join(f"{n} :{p}" for n, p in ports.items())
+            )
             print("Try:")
             for url in urls:
                 print(f"  {url}" if url.startswith("curl") else f"  curl -i {url}")

@@ -23,6 +23,7 @@ no body, so a POST is never sent twice.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING, Any
 
 from fastgw._router import MethodNotAllowed
@@ -49,6 +50,8 @@ if TYPE_CHECKING:
     from fastgw.upstream.group import Target
     from fastgw.upstream.protocol import UpstreamConnection
 
+log = logging.getLogger("fastgw")
+
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS"})
 
 # Response headers the gateway owns towards the client (framing and connection management).
@@ -64,42 +67,58 @@ _METHOD_NOT_ALLOWED.close = False
 
 class Exchange:
     __slots__ = (
+        "acquiring",
+        "body_received",
+        "chunked",
         "client",
-        "listener",
-        "method",
-        "path",
-        "query",
-        "http_10",
-        "keep_alive",
+        "close_after",
+        "conn",
+        "content_length",
+        "expect_continue",
+        "finished",
+        "forwarded",
         "headers",
-        "pass_lines",
         "host",
         "host_header",
-        "content_length",
-        "chunked",
-        "expect_continue",
-        "request_id",
-        "forwarded",
-        "route",
+        "http_10",
+        "keep_alive",
+        "listener",
+        "method",
+        "out",
         "params",
-        "request_done",
-        "body_received",
+        "pass_lines",
+        "path",
         "pending",
         "pending_size",
-        "target",
-        "conn",
-        "acquiring",
-        "retried",
-        "response_status",
+        "query",
+        "rechunk",
+        "request_done",
+        "request_id",
         "response_headers",
         "response_started",
-        "rechunk",
-        "close_after",
-        "out",
-        "finished",
-        "upstream_headers",
+        "response_status",
+        "retried",
+        "route",
         "started_at",
+        "target",
+        "upstream_headers",
     )
+
+    # Set by ClientProtocol.build_exchange from the validated head.
+    method: bytes
+    path: bytes  # normalized, what was matched and what is forwarded
+    query: bytes  # "" or "?..." as received
+    http_10: bool
+    keep_alive: bool
+    headers: list[tuple[bytes, bytes]]  # as received, for hooks and predicates
+    pass_lines: list[bytes]  # name, ": ", value, CRLF for each header forwarded as it is
+    host: bytes  # lower-cased, no port: for routing
+    host_header: bytes  # as received
+    content_length: int  # -1 when absent
+    chunked: bool
+    expect_continue: bool
+    request_id: bytes
+    forwarded: list[bytes]  # X-Forwarded-* and X-Request-Id lines, ready to join
 
     def __init__(self, client: ClientProtocol, listener: ListenerPlan) -> None:
         self.client = client
@@ -123,8 +142,6 @@ class Exchange:
         self.finished = False
         self.upstream_headers: list[tuple[bytes, bytes]] | None = None
         self.started_at = CLOCK.now
-        # method, path, query, http_10, keep_alive, headers, pass_lines, host, host_header,
-        # content_length, chunked, expect_continue, request_id, forwarded: set by the protocol.
 
     # -- start ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -136,7 +153,8 @@ class Exchange:
         if type(match) is MethodNotAllowed:
             self.answer_fault(_METHOD_NOT_ALLOWED, [(b"Allow", match.allow)])
             return
-        self.route = route = match.route
+        route: RoutePlan = match.route  # type: ignore[assignment]  # the router holds RoutePlans
+        self.route = route
         self.params = match.params
         if self.expect_continue and not self.request_done:
             # RFC 9110 10.1.1: we are about to read the body, so tell the client to send it.
@@ -162,7 +180,9 @@ class Exchange:
             return
         self.send_upstream()
 
-    def _after_async_hook(self, task: asyncio.Future[Response | None], hooks: tuple[Any, ...], index: int) -> None:
+    def _after_async_hook(
+        self, task: asyncio.Future[Response | None], hooks: tuple[Any, ...], index: int
+    ) -> None:
         if self.finished:
             return
         if task.cancelled():
@@ -173,11 +193,14 @@ class Exchange:
             fault = exc if isinstance(exc, HttpFault) else UpstreamFault("request hook failed", 500)
             self.answer_fault(fault)
             return
-        result = task.result()
-        if isinstance(result, Response):
-            self.answer(result)
-        else:
-            self._run_request_hooks(hooks, index + 1)
+        try:
+            result = task.result()
+            if isinstance(result, Response):
+                self.answer(result)
+            else:
+                self._run_request_hooks(hooks, index + 1)
+        except Exception:
+            self.internal_error()
 
     # -- upstream ------------------------------------------------------------------------------
     def send_upstream(self, fresh: bool = False) -> None:
@@ -204,9 +227,14 @@ class Exchange:
                 future.result().pool.give_back(future.result())
             return
         if exc is not None:
-            self.answer_fault(exc if isinstance(exc, HttpFault) else UpstreamFault("upstream connect failed", 502))
+            self.answer_fault(
+                exc if isinstance(exc, HttpFault) else UpstreamFault("upstream connect failed", 502)
+            )
             return
-        self.attach(future.result())
+        try:
+            self.attach(future.result())
+        except Exception:
+            self.internal_error()
 
     def attach(self, conn: UpstreamConnection) -> None:
         """Bind a connection and write the head plus whatever body already arrived, in one call."""
@@ -281,19 +309,23 @@ class Exchange:
             self.client.pause_reading_for(self.client.PAUSE_BUFFER)
 
     # -- response ------------------------------------------------------------------------------
-    def on_upstream_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], keep_alive: bool) -> None:
+    def on_upstream_head(
+        self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], keep_alive: bool
+    ) -> None:
         self.response_status = status
         if status == 101:
             self.fail(UpstreamFault("upstream switched protocols unasked", 502))
             return
         kept: list[tuple[bytes, bytes]] = []
-        content_length = False
+        content_length = upstream_chunked = False
         drop_named: set[bytes] | None = None
         for name, value in headers:
             lname = name.lower()
             if lname in _RESPONSE_DROP:
                 if lname == b"connection":
                     drop_named = _connection_tokens(value, drop_named)
+                elif lname == b"transfer-encoding":
+                    upstream_chunked = True
                 continue
             if lname == b"content-length":
                 content_length = True
@@ -314,6 +346,8 @@ class Exchange:
         close = self.close_after or not self.keep_alive or client.draining
         no_body = self.method == b"HEAD" or status == 204 or status == 304
         framing = b""
+        if not no_body and not content_length and not upstream_chunked and self.conn is not None:
+            self.conn.close_delimited = True
         if not no_body and not content_length:
             if self.http_10:
                 close = True  # close-delimited is all an HTTP/1.0 client understands
@@ -422,6 +456,11 @@ class Exchange:
         self.client.resume_reading_for(self.client.PAUSE_UPSTREAM)
 
     # -- answers and endings -------------------------------------------------------------------
+    def internal_error(self) -> None:
+        """A bug of ours outside a protocol callback: log it once, answer 500 (or close)."""
+        log.exception("internal error in request %s", self.request_id.decode("ascii", "replace"))
+        self.fail(UpstreamFault("internal error", 500))
+
     def fail(self, fault: HttpFault) -> None:
         """A failure at any point: an error response if nothing went out yet, else a close."""
         if self.finished:
@@ -492,8 +531,8 @@ class Exchange:
             self.acquiring = None
             if acquiring.done():
                 if not acquiring.cancelled() and acquiring.exception() is None:
-                    conn = acquiring.result()
-                    conn.pool.give_back(conn)
+                    acquired = acquiring.result()
+                    acquired.pool.give_back(acquired)
             else:
                 acquiring.cancel()
         conn = self.conn
@@ -531,4 +570,3 @@ def _connection_tokens(value: bytes, into: set[bytes] | None) -> set[bytes] | No
                 into = set()
             into.add(token)
     return into
-

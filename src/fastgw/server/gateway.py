@@ -38,10 +38,12 @@ class Gateway:
         """Validate and compile the file beside the running plan, then swap; raise ConfigError
         (the running plan stays) if it cannot be used. Listeners' binds cannot change here."""
         config = load_config(path)
-        old_binds = {n: (l.config.host, l.config.port) for n, l in self.plan.listeners.items()}
+        old_binds = {n: (lp.config.host, lp.config.port) for n, lp in self.plan.listeners.items()}
         new_binds = {lc.name: (lc.host, lc.port) for lc in config.listeners}
         if old_binds != new_binds:
-            raise ConfigError("listeners", "listener names and binds cannot change on reload; restart instead", path)
+            raise ConfigError(
+                "listeners", "listener names and binds cannot change on reload; restart instead", path
+            )
         new = compile_plan(config, self.plan)
         old, self.plan = self.plan, new
         for name, server in self.listeners.items():

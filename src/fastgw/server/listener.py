@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import socket
 from typing import TYPE_CHECKING
 
@@ -18,7 +19,13 @@ class ListenerServer:
         self.plan = plan  # new connections use the plan current when they are accepted
         self.connections: set[ClientProtocol] = set()
         self.server: asyncio.base_events.Server | None = None
-        self.next_request_number = itertools.count(1).__next__
+        # Made here, in the worker process after fork, so ids stay unique across workers.
+        self._id_prefix = os.urandom(6).hex().encode()
+        self._next_number = itertools.count(1).__next__
+
+    def new_request_id(self) -> bytes:
+        """A random per-process prefix and a counter: unique, cheap, and sortable per worker."""
+        return b"%s%08x" % (self._id_prefix, self._next_number())
 
     async def start(self, reuse_port: bool = False) -> None:
         loop = asyncio.get_running_loop()
@@ -35,7 +42,9 @@ class ListenerServer:
     def addresses(self) -> list[tuple[str, int]]:
         if self.server is None:
             return []
-        return [s.getsockname()[:2] for s in self.server.sockets if s.family in (socket.AF_INET, socket.AF_INET6)]
+        return [
+            s.getsockname()[:2] for s in self.server.sockets if s.family in (socket.AF_INET, socket.AF_INET6)
+        ]
 
     def stop_accepting(self) -> None:
         if self.server is not None:

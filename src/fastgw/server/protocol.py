@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -65,7 +64,6 @@ _SPECIAL = {
 }
 
 log = logging.getLogger("fastgw")
-_ID_PREFIX = os.urandom(6).hex().encode()
 _overload_fault = ClientFault("too many open connections", 503)
 
 
@@ -76,32 +74,32 @@ class ClientProtocol(asyncio.Protocol):
     PAUSE_CLIENT_WRITE = 8  # marker only: the client's own write buffer is full
 
     __slots__ = (
-        "server",
-        "listener",
-        "transport",
-        "parser",
-        "peer_ip",
-        "trusted",
-        "url",
-        "headers",
-        "in_head",
-        "head_bytes",
         "active",
-        "parsing",
-        "queue",
-        "paused",
-        "write_paused",
+        "closed",
         "deadline",
         "draining",
-        "closed",
+        "head_bytes",
+        "headers",
+        "in_head",
+        "listener",
+        "parser",
+        "parsing",
+        "paused",
+        "peer_ip",
+        "queue",
         "requests",
+        "server",
+        "transport",
+        "trusted",
+        "url",
+        "write_paused",
     )
 
     def __init__(self, server: ListenerServer) -> None:
         self.server = server
         self.listener: ListenerPlan = server.plan
         self.transport: Any = None
-        self.parser = httptools.HttpRequestParser(self)
+        self.parser: httptools.HttpRequestParser | _DeadParser = httptools.HttpRequestParser(self)
         self.peer_ip = b""
         self.trusted = False
         self.url: bytes | None = None
@@ -347,7 +345,7 @@ class ClientProtocol(asyncio.Protocol):
                 xfh = None
 
         if request_id is None or not limits.is_valid_request_id(request_id):
-            request_id = b"%s%08x" % (_ID_PREFIX, self.server.next_request_number())
+            request_id = self.server.new_request_id()
         trusted = self.trusted
         forwarded = [
             b"X-Forwarded-For: ",
@@ -385,7 +383,7 @@ class ClientProtocol(asyncio.Protocol):
         if exchange is not self.active:
             return
         self.active = None
-        if exchange.close_after or self.draining and not self.queue:
+        if exchange.close_after or (self.draining and not self.queue):
             self.close()
             return
         if self.paused & self.PAUSE_PIPELINE and len(self.queue) < self.listener.limits.max_pipeline:
@@ -468,6 +466,12 @@ class _DeadParser:
     def get_http_version(self) -> str:
         return "1.1"
 
+    def get_method(self) -> bytes:
+        return b""
+
+    def should_keep_alive(self) -> bool:
+        return False
+
 
 def _tokens(value: bytes, into: list[bytes] | None) -> list[bytes]:
     tokens = into if into is not None else []
@@ -489,4 +493,3 @@ def _without_named(pass_lines: list[bytes], named: set[bytes]) -> list[bytes]:
 def _parser_reason(exc: Exception) -> str:
     text = str(exc) or type(exc).__name__
     return text[:80]
-

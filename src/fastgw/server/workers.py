@@ -10,12 +10,13 @@ requests in flight within the drain timeout, exit 0.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import uvloop
 
@@ -39,7 +40,7 @@ def serve(
     on_ready: Callable[[Gateway], None] | None = None,
 ) -> int:
     """Run one gateway process until SIGTERM/SIGINT, then drain; returns the exit code."""
-    return uvloop.run(_serve(plan, config_path, reuse_port, on_ready))  # type: ignore[no-any-return]
+    return uvloop.run(_serve(plan, config_path, reuse_port, on_ready))
 
 
 async def _serve(
@@ -149,7 +150,5 @@ def _reap() -> list[tuple[int, int]]:
 
 
 def _kill(pid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
-    except ProcessLookupError:
-        pass

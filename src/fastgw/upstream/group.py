@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from fastgw.config.schema import UpstreamConfig, UpstreamTimeouts
 from fastgw.upstream.pool import PoolKey, TargetPool
 
 
 class Target:
-    __slots__ = ("host", "port", "weight", "pool", "host_header", "label")
+    __slots__ = ("host", "host_header", "label", "pool", "port", "weight")
 
     def __init__(self, host: str, port: int, weight: int, pool: TargetPool, host_header: bytes) -> None:
         self.host = host
@@ -24,7 +24,7 @@ class UpstreamGroup:
     """Targets of one upstream, picked by smooth weighted round robin (nginx's algorithm: even
     spreading, no bursts to the heaviest target)."""
 
-    __slots__ = ("name", "config", "targets", "timeouts", "_current", "_single")
+    __slots__ = ("_current", "_single", "config", "name", "targets", "timeouts")
 
     def __init__(self, config: UpstreamConfig, pool_for: Callable[[PoolKey], TargetPool]) -> None:
         self.name = config.name

@@ -32,7 +32,7 @@ class PoolKey(NamedTuple):
 
 
 class TargetPool:
-    __slots__ = ("key", "host", "port", "config", "idle", "open", "in_use", "waiters", "stats", "__weakref__")
+    __slots__ = ("__weakref__", "config", "host", "idle", "in_use", "key", "open", "port", "stats", "waiters")
 
     def __init__(self, key: PoolKey) -> None:
         self.key = key
@@ -80,12 +80,14 @@ class TargetPool:
                 loop.create_connection(lambda: UpstreamConnection(self), self.host, self.port),
                 timeout,
             )
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._connect_failed()
             raise UpstreamFault(f"connect to {self.host}:{self.port} timed out", 504) from None
         except OSError as exc:
             self._connect_failed()
-            raise UpstreamFault(f"connect to {self.host}:{self.port} failed: {exc.strerror or exc}", 502) from None
+            raise UpstreamFault(
+                f"connect to {self.host}:{self.port} failed: {exc.strerror or exc}", 502
+            ) from None
         except BaseException:
             self._connect_failed()
             raise
@@ -154,7 +156,9 @@ class TargetPool:
         self.idle.clear()
 
 
-def _chain(task: asyncio.Task[UpstreamConnection], waiter: asyncio.Future[UpstreamConnection], pool: TargetPool) -> None:
+def _chain(
+    task: asyncio.Task[UpstreamConnection], waiter: asyncio.Future[UpstreamConnection], pool: TargetPool
+) -> None:
     def done(t: asyncio.Task[UpstreamConnection]) -> None:
         if t.cancelled():
             if not waiter.done():

@@ -14,11 +14,15 @@ that a response answers HEAD (it would wait for a body).
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING, Any
 
 import httptools
 
+from fastgw.errors import UpstreamFault
 from fastgw.server.clock import CLOCK
+
+log = logging.getLogger("fastgw")
 
 if TYPE_CHECKING:
     from fastgw.server.exchange import Exchange
@@ -27,19 +31,20 @@ if TYPE_CHECKING:
 
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
-        "pool",
-        "transport",
-        "exchange",
-        "parser",
-        "headers",
-        "reason",
-        "served",
-        "received",
+        "close_delimited",
         "closed",
         "deadline",
-        "idle_deadline",
+        "exchange",
         "head_only",
+        "headers",
+        "idle_deadline",
+        "parser",
+        "pool",
+        "reason",
+        "received",
         "reusable",
+        "served",
+        "transport",
     )
 
     def __init__(self, pool: TargetPool) -> None:
@@ -56,6 +61,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.idle_deadline = 0.0
         self.head_only = False
         self.reusable = False  # set by detach(): may the pool keep it after this response
+        self.close_delimited = False  # the current response's body ends when the upstream closes
 
     # -- asyncio callbacks -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -80,6 +86,16 @@ class UpstreamConnection(asyncio.Protocol):
         self.received = True
         try:
             self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            # Not the upstream's fault: our own callback raised. Log it and answer 500.
+            log.error("internal error handling an upstream response", exc_info=exc.__context__)
+            if self.exchange is exchange:
+                self.exchange = None
+                self.abort()
+                exchange.conn = None
+                self.pool.release(self)
+                exchange.fail(UpstreamFault("internal error", 500))
+            return
         except httptools.HttpParserError as exc:
             if self.exchange is exchange:
                 exchange.on_upstream_malformed(self, exc)
@@ -93,16 +109,11 @@ class UpstreamConnection(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         exchange = self.exchange
-        if exchange is not None and self.received:
-            # Close-delimited bodies end at EOF: an empty feed lets the parser finish the message.
-            try:
-                self.parser.feed_data(b"")
-            except httptools.HttpParserError:
-                pass
-            if self.exchange is None:
-                exchange.flush_to_client()
-                self.reusable = False
-                self.pool.release(self)
+        if exchange is not None and self.close_delimited:
+            # httptools has no end-of-input call: a body framed by the close ends here.
+            exchange.on_upstream_complete(self, False)
+            exchange.flush_to_client()
+            self.pool.release(self)
         return False
 
     def pause_reading(self) -> None:
@@ -165,6 +176,7 @@ class UpstreamConnection(asyncio.Protocol):
         """Bind to an exchange for one request/response."""
         self.exchange = exchange
         self.received = False
+        self.close_delimited = False
         self.head_only = head_only
         self.reason = b""
         self.parser = httptools.HttpResponseParser(self)

@@ -1,0 +1,46 @@
+"""The bundled e-commerce demo: four services (``fastgw.demo.services``) behind ``gateway.yaml``.
+
+This module stays import-light (no aiohttp) so the CLI can list what to try without starting
+anything.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+__all__ = ["CONFIG_PATH", "demo_urls", "port_env"]
+
+CONFIG_PATH = os.path.join(os.path.dirname(__file__), "gateway.yaml")
+"""The demo gateway configuration; it reads the variables that ``port_env`` returns."""
+
+
+def port_env(ports: Mapping[str, int]) -> dict[str, str]:
+    """``{"catalog": 1234, ...}`` -> ``{"CATALOG_PORT": "1234", ...}`` for ``gateway.yaml``."""
+    return {f"{name.upper()}_PORT": str(port) for name, port in ports.items()}
+
+
+def demo_urls(base: str) -> list[str]:
+    """What to try against the demo gateway at ``base`` (``http://127.0.0.1:8080``), in order.
+
+    Plain URLs are GETs that answer 2xx on a freshly started demo (``fastgw demo --smoke`` fetches
+    them); anything else (another method, a body, an expected 404) is a whole curl command.
+    """
+    base = base.rstrip("/")
+    json = "curl -X POST -H 'Content-Type: application/json' -d"
+    basket = '{"items": [{"product_id": 1, "quantity": 2}, {"product_id": 9, "quantity": 1}]}'
+    order = '{"buyer_id": "alice", "coupon": "DISC10"}'
+    return [
+        f"{base}/api/catalog/items?page=0&size=5",
+        f"{base}/api/catalog/items/3",
+        f"{base}/api/catalog/items/type/1",
+        f"{base}/api/catalog/brands",
+        f"curl -i {base}/api/catalog/items/999",
+        f"{base}/api/discount/DISC10",
+        f"{json} '{basket}' {base}/api/basket/alice",
+        f"{base}/api/basket/alice",
+        f"{json} '{order}' {base}/api/orders",
+        f"{base}/api/orders?buyer_id=alice",
+        f"curl -i {base}/api/orders/1",
+        f"curl -i -X DELETE {base}/api/basket/alice",
+    ]
