@@ -10,11 +10,12 @@ routes for different methods, priorities and predicates. add() checks conflicts 
 then keeps the leaf's per-method candidate order and its 405 Allow value up to date.
 
 The first match() after a change flattens every leaf into a _Table: per host key one byte-level
-compressed radix tree (node prefixes compared with memcmp, static children found by their first
-byte in a small range table), parameter children hung on the node that ends where their segment
-starts, and a catch-all as a leaf on that same node. match() then walks the tree depth first:
+compressed radix tree (node prefixes compared byte by byte, static children found by their
+first byte in a small range table), parameter children hung on the node that ends where their
+segment starts, and a catch-all as a leaf on that same node. match() then walks the tree depth
+first:
 
-    at a node: memcmp its prefix; if the path ends here, try the node's leaf; otherwise try
+    at a node: compare its prefix; if the path ends here, try the node's leaf; otherwise try
     the static child for the next byte, then each parameter child whose check accepts the
     segment (int, hex, uuid, alpha, alnum, then any), and last the catch-all.
 
@@ -44,7 +45,7 @@ __all__ = ["MethodNotAllowed", "RouteMatch", "Router"]
 _CONSTRAINTS = {"int": K_INT, "hex": K_HEX, "uuid": K_UUID, "alpha": K_ALPHA, "alnum": K_ALNUM}
 _TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 _HOST_FORBIDDEN = frozenset(" \t\r\n/\\?#@:*[]")
-_EMPTY = ()
+cdef tuple _EMPTY = ()  # PERF: a C static, not a module-dict lookup per match
 
 
 # -- results -----------------------------------------------------------------------------------
@@ -120,27 +121,38 @@ cdef bint _accepts(int32_t kind, const char* s, Py_ssize_t n) noexcept nogil:
 
 cdef int _walk(Walk* w, int32_t ni, Py_ssize_t i, Capture* caps) except -1:
     """Depth-first walk from node ni at path[i:]; 1 = w.result is set, 0 = no route here."""
-    cdef const Node* node = &w.nodes[ni]
+    cdef const Node* node
     cdef const char* p = w.path
-    cdef Py_ssize_t n = w.n
+    cdef const char* text
     cdef const char* slash
-    cdef Py_ssize_t end
-    cdef int32_t k, c, child
+    cdef Py_ssize_t n = w.n, end, k
+    cdef int32_t c, child
     cdef Capture cap
-    if node.text.len:
-        if n - i < node.text.len or memcmp(p + i, w.text + node.text.off, node.text.len) != 0:
-            return 0
-        i += node.text.len
-    if i == n:
-        if node.leaf >= 0 and _try_leaf(w, node.leaf, caps):
-            return 1
-    else:
-        c = <unsigned char>p[i]
-        if node.static_off >= 0 and node.lo <= c <= node.hi:
-            child = w.child[node.static_off + c - node.lo]
-            if child >= 0 and _walk(w, child, i, caps):
+    while True:
+        node = &w.nodes[ni]
+        if node.text.len:
+            if n - i < node.text.len:
+                return 0
+            text = w.text + node.text.off
+            for k in range(node.text.len):  # PERF: prefixes are short; a loop beats a memcmp call
+                if p[i + k] != text[k]:
+                    return 0
+            i += node.text.len
+        child = -1
+        if i == n:
+            if node.leaf >= 0 and _try_leaf(w, node.leaf, caps):
                 return 1
-        if node.param_n:
+        else:
+            c = <unsigned char>p[i]
+            if node.static_off >= 0 and node.lo <= c <= node.hi:
+                child = w.child[node.static_off + c - node.lo]
+        if child >= 0:
+            if node.param_n == 0 and node.catchall < 0:
+                ni = child  # PERF: the static child is the only alternative: loop, don't recurse
+                continue
+            if _walk(w, child, i, caps):
+                return 1
+        if node.param_n and i < n:
             slash = <const char*>memchr(p + i, c'/', n - i)
             end = n if slash == NULL else slash - p
             if end > i:
@@ -151,13 +163,13 @@ cdef int _walk(Walk* w, int32_t ni, Py_ssize_t i, Capture* caps) except -1:
                     child = w.child[node.param_off + k]
                     if _accepts(w.nodes[child].kind, p + i, end - i) and _walk(w, child, end, &cap):
                         return 1
-    if node.catchall >= 0:
-        cap.start = i
-        cap.end = n
-        cap.prev = caps
-        if _try_leaf(w, node.catchall, &cap):
-            return 1
-    return 0
+        if node.catchall >= 0:
+            cap.start = i
+            cap.end = n
+            cap.prev = caps
+            if _try_leaf(w, node.catchall, &cap):
+                return 1
+        return 0
 
 
 cdef int _try_leaf(Walk* w, int32_t li, Capture* caps) except -1:
@@ -242,7 +254,7 @@ cdef class _Table:
         return self.n_methods
 
     cdef object union_not_allowed(self, Walk* w):
-        """The 405 of w.first_root's tree when its 405 leaves disagree: walk it again, collecting."""
+        """The 405 of w.first_root's tree when its 405 leaves disagree: walk again, collecting."""
         cdef set methods = set()
         w.collect = <PyObject*>methods
         try:
@@ -267,8 +279,10 @@ cdef _Table _load(builder):
     t.text_ptr = PyBytes_AS_STRING(t.text)
     t.keep = builder.keep
     t.nodes = <Node*>_alloc(len(builder.nodes), sizeof(Node))
-    for k, (off, length, kind, leaf, catchall, static_off, param_off, param_n, lo, hi) in enumerate(builder.nodes):
-        t.nodes[k] = Node(Span(off, length), kind, leaf, catchall, static_off, param_off, param_n, lo, hi)
+    for k, (off, length, kind, leaf, catchall, static_off, param_off, param_n, lo, hi) \
+            in enumerate(builder.nodes):
+        t.nodes[k] = Node(Span(off, length), kind, leaf, catchall, static_off, param_off, param_n,
+                          lo, hi)
     t.child = <int32_t*>_alloc(len(builder.child), sizeof(int32_t))
     for k, child in enumerate(builder.child):
         t.child[k] = child
@@ -403,7 +417,7 @@ class _Builder:
         self.slots = []
         self.cands = []
         self.keep = []
-        self.not_allowed = {}  # frozenset[str] -> MethodNotAllowed, shared by leaves
+        self.not_allowed = {}  # frozenset[str] -> (MethodNotAllowed, that frozenset), shared
         names = {"GET", "HEAD"}
         for shapes in trees.values():
             for leaf in shapes.values():
@@ -473,7 +487,8 @@ class _Builder:
             return -1
         slot_off = len(self.slots)
         spans = {}  # id(candidates) -> slot: methods sharing one tuple share its candidates
-        for candidates in [*(leaf.by_method.get(m, leaf.other) for m in self.method_names), leaf.other]:
+        per_method = [leaf.by_method.get(m, leaf.other) for m in self.method_names]
+        for candidates in [*per_method, leaf.other]:  # the last slot: methods no route lists
             slot = spans.get(id(candidates))
             if slot is None:
                 slot = spans[id(candidates)] = (len(self.cands), len(candidates))
@@ -482,13 +497,12 @@ class _Builder:
                     self.keep.append(e.route)
                     self.keep.append(e.predicate)
             self.slots.append(slot)
-        not_allowed = self.not_allowed.get(leaf.methods)
-        if not_allowed is None:
+        shared = self.not_allowed.get(leaf.methods)
+        if shared is None:
             allow = ", ".join(sorted(leaf.methods)).encode("ascii")
-            not_allowed = self.not_allowed[leaf.methods] = MethodNotAllowed(allow)
-            self.keep.append(not_allowed)
-            self.keep.append(leaf.methods)
-        self.leaves.append((leaf.nparams, slot_off, not_allowed, leaf.methods))
+            shared = self.not_allowed[leaf.methods] = (MethodNotAllowed(allow), leaf.methods)
+            self.keep.append(shared)
+        self.leaves.append((leaf.nparams, slot_off, *shared))
         return len(self.leaves) - 1
 
 

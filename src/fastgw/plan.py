@@ -200,20 +200,40 @@ def _compile(config: Config, previous: Plan | None) -> Plan:
         names = rc.listeners or tuple(plan.listeners)
         for listener_name in names:
             listener = plan.listeners[listener_name]
-            predicate = route.accepts if (rc.headers or rc.query) else None
-            predicate_key = (rc.headers, rc.query) if predicate else None
             try:
-                route.param_names = listener.router.add(
-                    route, rc.path, rc.methods, rc.hosts, rc.priority, predicate, predicate_key
-                )
+                route.param_names = _add_route(listener.router, route)
             except RouteConflict as exc:
-                raise ConfigError(f"{rc.key_path}.path", f"conflicts with another route: {exc}") from None
+                other = _conflicting_route(listener.routes, route)
+                raise ConfigError(f"{rc.key_path}.path", f"conflicts with {other}: {exc}") from None
             except ValueError as exc:
                 raise ConfigError(f"{rc.key_path}.path", str(exc)) from None
             listener.routes.append(route)
         if rc.rewrite:
             route.rewrite = RewriteTemplate(rc.rewrite, route.param_names, f"{rc.key_path}.rewrite")
+    for listener in plan.listeners.values():
+        # The router flattens its tables on the first match after changes: do it now, at
+        # compile time, not in the first request.
+        listener.router.match(b"GET", b"", b"/")
     return plan
+
+
+def _add_route(router: Router, route: RoutePlan) -> tuple[str, ...]:
+    rc = route.config
+    predicate = route.accepts if (rc.headers or rc.query) else None
+    predicate_key = (rc.headers, rc.query) if predicate else None
+    return router.add(route, rc.path, rc.methods, rc.hosts, rc.priority, predicate, predicate_key)
+
+
+def _conflicting_route(earlier: list[RoutePlan], route: RoutePlan) -> str:
+    """Name the earlier route a new one conflicts with (only on the error path: a pairwise retry)."""
+    for other in earlier:
+        pair = Router()
+        _add_route(pair, other)
+        try:
+            _add_route(pair, route)
+        except RouteConflict:
+            return f"route '{other.id}' ({other.config.key_path})"
+    return "another route"
 
 
 def retire_plan(old: Plan, new: Plan) -> None:

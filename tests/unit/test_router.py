@@ -440,7 +440,9 @@ def test_same_shape_conflicts_whatever_the_names() -> None:
         ({"predicate": bool}, {"predicate": callable}),
     ],
 )
-def test_no_conflict_when_anything_differs(first: dict, second: dict) -> None:  # type: ignore[type-arg]
+def test_no_conflict_when_anything_differs(
+    first: dict[str, object], second: dict[str, object]
+) -> None:
     r = Router()
     r.add("first", **{"path": "/u", **first})
     r.add("second", **{"path": "/u", **second})
@@ -458,7 +460,7 @@ def test_no_conflict_when_anything_differs(first: dict, second: dict) -> None:  
         ({"predicate": bool}, {"predicate": bool}),
     ],
 )
-def test_conflicts(first: dict, second: dict) -> None:  # type: ignore[type-arg]
+def test_conflicts(first: dict[str, object], second: dict[str, object]) -> None:
     r = Router()
     r.add("first", "/u", **first)
     with pytest.raises(RouteConflict):

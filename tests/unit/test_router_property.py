@@ -9,9 +9,7 @@ same predicates called in the same order (which pins down candidate order and ba
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
@@ -19,9 +17,7 @@ from hypothesis import strategies as st
 
 from fastgw._router import MethodNotAllowed, RouteMatch, Router
 from fastgw.errors import RouteConflict
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for the support package
-from support.reference_router import RefMatch, RefNotAllowed, ReferenceRouter  # noqa: E402
+from tests.support.reference_router import ReferenceRouter, RefMatch, RefNotAllowed
 
 UUID = "123e4567-e89b-12d3-a456-426614174000"
 STATIC = ["a", "b", "ab", "1", "f", ""]

@@ -59,6 +59,8 @@ _RESPONSE_DROP = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade"}
 )
 
+_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b"Keep-Alive", b"Close"})
+
 _NOT_FOUND = ClientFault("no route matches this request", 404)
 _NOT_FOUND.close = False
 _METHOD_NOT_ALLOWED = ClientFault("method not allowed for this path", 405)
@@ -241,7 +243,7 @@ class Exchange:
         route = self.route
         assert route is not None and self.target is not None
         self.conn = conn
-        conn.begin(self, self.method == b"HEAD", route.timeouts.read)
+        conn.begin(self, self.method == b"HEAD", route.timeouts, not self.request_done)
         if route.chain.on_upstream_request:
             self.upstream_headers = []
             for hook in route.chain.on_upstream_request:
@@ -293,6 +295,9 @@ class Exchange:
         self.request_done = True
         if self.chunked:
             self.to_upstream(LAST_CHUNK)  # trailers are not forwarded
+        conn = self.conn
+        if conn is not None and conn.sending:
+            conn.request_sent()
 
     def to_upstream(self, data: bytes) -> None:
         if self.finished:
@@ -302,6 +307,8 @@ class Exchange:
             transport = conn.transport
             assert transport is not None
             transport.write(data)
+            if conn.sending:
+                conn.arm()  # progress: the send timeout counts from the last write
             return
         self.pending.append(data)
         self.pending_size += len(data)
@@ -378,9 +385,6 @@ class Exchange:
             self.out += (chunk_header(len(data)), data, CRLF)
         else:
             self.out.append(data)
-        conn = self.conn
-        if conn is not None:
-            conn.deadline = CLOCK.now + self.route.timeouts.read  # type: ignore[union-attr]
 
     def flush_to_client(self) -> None:
         out = self.out
@@ -563,6 +567,8 @@ class Exchange:
 
 def _connection_tokens(value: bytes, into: set[bytes] | None) -> set[bytes] | None:
     """Header names listed in a Connection header are hop-by-hop too (RFC 9110 7.6.1)."""
+    if value in _PLAIN_CONNECTION:
+        return into  # PERF: the usual "keep-alive" / "close" name no header
     for token in value.split(b","):
         token = token.strip().lower()
         if token and token not in (b"close", b"keep-alive"):

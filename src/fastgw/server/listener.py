@@ -30,13 +30,17 @@ class ListenerServer:
     async def start(self, reuse_port: bool = False) -> None:
         loop = asyncio.get_running_loop()
         config = self.plan.config
-        self.server = await loop.create_server(
-            lambda: ClientProtocol(self),
-            config.host,
-            config.port,
-            reuse_port=reuse_port or None,
-            backlog=4096,
-        )
+        try:
+            self.server = await loop.create_server(
+                lambda: ClientProtocol(self),
+                config.host,
+                config.port,
+                reuse_port=reuse_port or None,
+                backlog=4096,
+            )
+        except OSError as exc:
+            where = f"listener {self.plan.name} on {config.host}:{config.port}"
+            raise OSError(exc.errno, f"{where}: {exc.strerror or exc}") from None
 
     @property
     def addresses(self) -> list[tuple[str, int]]:

@@ -114,7 +114,6 @@ class ClientProtocol(asyncio.Protocol):
         self.deadline = 0.0
         self.draining = False
         self.closed = False
-        self.requests = 0
 
     # -- asyncio callbacks ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -214,7 +213,6 @@ class ClientProtocol(asyncio.Protocol):
         self.in_head = False
         exchange = self.build_exchange()
         self.parsing = exchange
-        self.requests += 1
         if exchange.content_length > 0 or exchange.chunked:
             self.deadline = CLOCK.now + self.listener.timeouts.body
         else:

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -27,6 +29,7 @@ from fastgw.server.gateway import Gateway
 log = logging.getLogger("fastgw")
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_PR_SET_PDEATHSIG = 1
 
 
 def drain_timeout(plan: Plan) -> float:
@@ -51,7 +54,7 @@ async def _serve(
     try:
         await gateway.start(reuse_port)
     except OSError as exc:
-        log.error("cannot listen: %s", exc)
+        log.error("cannot listen: %s", exc.strerror)
         return 1
     for name, url in gateway.urls():
         log.info("worker %d: listener %s on %s", os.getpid(), name, url)
@@ -75,20 +78,57 @@ def _reload(gateway: Gateway, path: str) -> None:
         log.error("reload failed, keeping the running configuration: %s", exc)
 
 
+def check_ports_free(plan: Plan) -> None:
+    """Bind each listener once *without* SO_REUSEPORT before forking. Workers bind with it, so
+    without this check a second gateway on the same port would silently take half the traffic."""
+    for lp in plan.listeners.values():
+        family = socket.AF_INET6 if ":" in lp.config.host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((lp.config.host, lp.config.port))
+            except OSError as exc:
+                raise OSError(
+                    exc.errno, f"listener {lp.name} on {lp.config.host}:{lp.config.port}: {exc.strerror}"
+                ) from None
+
+
+def _die_with_parent() -> None:
+    """Linux: get SIGTERM (and so drain) when the supervisor dies, instead of living on orphaned."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
 def run_workers(plan: Plan, config_path: str, workers: int) -> int:
-    """Fork ``workers`` processes sharing the listeners' ports; supervise until told to stop."""
+    """Fork ``workers`` processes sharing the listeners' ports; supervise until told to stop.
+
+    Returns 0 after a requested stop, 1 if the workers kept dying (e.g. they cannot listen).
+    """
+    try:
+        check_ports_free(plan)
+    except OSError as exc:
+        log.error("cannot listen: %s", exc.strerror)
+        return 1
     handled = {*STOP_SIGNALS, signal.SIGHUP, signal.SIGCHLD}
     signal.pthread_sigmask(signal.SIG_BLOCK, handled)
     children: dict[int, tuple[int, float]] = {}  # pid -> (worker index, start time)
     crashes: list[float] = []
+    parent = os.getpid()
+    current = [plan]  # the plan new workers start with; replaced by a successful SIGHUP reload
 
     def spawn(index: int) -> None:
         pid = os.fork()
         if pid == 0:
+            _die_with_parent()
+            if os.getppid() != parent:  # the supervisor died before prctl took effect
+                os._exit(0)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, handled)
             code = 1
             try:
-                code = serve(plan, config_path, reuse_port=True)
+                code = serve(current[0], config_path, reuse_port=True)
             except BaseException:
                 log.exception("worker %d crashed", os.getpid())
             finally:
@@ -101,6 +141,7 @@ def run_workers(plan: Plan, config_path: str, workers: int) -> int:
         spawn(i)
     log.info("supervisor %d: %d workers", os.getpid(), workers)
     stopping = False
+    gave_up = False
     stop_deadline = 0.0
     while children:
         info = signal.sigtimedwait(handled, 0.5)
@@ -110,6 +151,7 @@ def run_workers(plan: Plan, config_path: str, workers: int) -> int:
             for pid in children:
                 _kill(pid, signal.SIGTERM)
         elif info is not None and info.si_signo == signal.SIGHUP:
+            current[0] = _reload_plan(current[0], config_path)
             for pid in children:
                 _kill(pid, signal.SIGHUP)
         if stopping and time.monotonic() > stop_deadline:
@@ -127,13 +169,25 @@ def run_workers(plan: Plan, config_path: str, workers: int) -> int:
                 log.error("workers keep dying; giving up")
                 for other in children:
                     _kill(other, signal.SIGTERM)
-                stopping = True
+                stopping = gave_up = True
                 stop_deadline = now + drain_timeout(plan) + 5.0
                 continue
             if now - started < 1.0:
                 time.sleep(0.5)  # crash loop backoff
             spawn(index)
-    return 0
+    return 1 if gave_up else 0
+
+
+def _reload_plan(plan: Plan, path: str) -> Plan:
+    """The supervisor's copy of the plan, for workers it starts later; the old one on error."""
+    from fastgw.config import load_config
+    from fastgw.plan import compile_plan
+
+    try:
+        return compile_plan(load_config(path))
+    except ConfigError as exc:
+        log.error("reload failed, keeping the running configuration: %s", exc)
+        return plan
 
 
 def _reap() -> list[tuple[int, int]]:

@@ -25,6 +25,7 @@ from fastgw.server.clock import CLOCK
 log = logging.getLogger("fastgw")
 
 if TYPE_CHECKING:
+    from fastgw.config.schema import UpstreamTimeouts
     from fastgw.server.exchange import Exchange
     from fastgw.upstream.pool import TargetPool
 
@@ -42,8 +43,13 @@ class UpstreamConnection(asyncio.Protocol):
         "pool",
         "reason",
         "received",
+        "read_timeout",
+        "reading_paused",
         "reusable",
+        "send_timeout",
+        "sending",
         "served",
+        "served_head_only",
         "transport",
     )
 
@@ -57,11 +63,19 @@ class UpstreamConnection(asyncio.Protocol):
         self.served = 0  # responses completed on this connection (0 = fresh)
         self.received = False  # any byte of the current response arrived
         self.closed = False
-        self.deadline = 0.0  # read/send timeout of the current exchange; 0 = none
+        # Deadline of the current exchange, 0 = none: the send timeout while the request body is
+        # still streaming up (refreshed by progress), then the read timeout (refreshed by each
+        # read); suspended while the gateway itself paused reading for a slow client.
+        self.deadline = 0.0
+        self.read_timeout = 60.0
+        self.send_timeout = 60.0
+        self.sending = False
+        self.reading_paused = False
         self.idle_deadline = 0.0
         self.head_only = False
         self.reusable = False  # set by detach(): may the pool keep it after this response
         self.close_delimited = False  # the current response's body ends when the upstream closes
+        self.served_head_only = False  # the parser saw a HEAD response it was not told about
 
     # -- asyncio callbacks -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -84,6 +98,8 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             return
         self.received = True
+        if not self.sending and not self.reading_paused:
+            self.deadline = CLOCK.now + self.read_timeout
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
@@ -117,12 +133,30 @@ class UpstreamConnection(asyncio.Protocol):
         return False
 
     def pause_reading(self) -> None:
+        """Backpressure from a slow client: the upstream is not stalled, so no read deadline."""
         if self.transport is not None and not self.closed:
             self.transport.pause_reading()
+            self.reading_paused = True
+            self.deadline = 0.0
 
     def resume_reading(self) -> None:
         if self.transport is not None and not self.closed and not self.transport.is_reading():
             self.transport.resume_reading()
+        if self.reading_paused:
+            self.reading_paused = False
+            self.arm()
+
+    def arm(self) -> None:
+        """Set the deadline that applies now (see ``__init__``)."""
+        if self.exchange is None or self.reading_paused:
+            self.deadline = 0.0
+        else:
+            self.deadline = CLOCK.now + (self.send_timeout if self.sending else self.read_timeout)
+
+    def request_sent(self) -> None:
+        """The whole request went upstream: from now on the read timeout applies."""
+        self.sending = False
+        self.arm()
 
     def pause_writing(self) -> None:
         if self.exchange is not None:
@@ -154,8 +188,9 @@ class UpstreamConnection(asyncio.Protocol):
             return  # interim 1xx: the gateway answered Expect itself; wait for the final head
         exchange = self.exchange
         exchange.on_upstream_head(status, self.reason, headers, parser.should_keep_alive())
-        if (self.head_only or status == 204 or status == 304) and self.exchange is exchange:
-            # httptools cannot be told this response has no body; end it at the head.
+        if self.head_only and self.exchange is exchange:
+            # httptools cannot be told this response answers HEAD; end it at the head.
+            self.served_head_only = True
             exchange.on_upstream_complete(self, parser.should_keep_alive())
 
     def on_body(self, body: bytes) -> None:
@@ -172,15 +207,23 @@ class UpstreamConnection(asyncio.Protocol):
         self.exchange.on_upstream_complete(self, parser.should_keep_alive())
 
     # -- used by the exchange and the pool ---------------------------------------------------
-    def begin(self, exchange: Exchange, head_only: bool, read_timeout: float) -> None:
-        """Bind to an exchange for one request/response."""
+    def begin(self, exchange: Exchange, head_only: bool, timeouts: UpstreamTimeouts, sending: bool) -> None:
+        """Bind to an exchange for one request/response; ``sending``: a body is still to come."""
         self.exchange = exchange
         self.received = False
         self.close_delimited = False
         self.head_only = head_only
         self.reason = b""
-        self.parser = httptools.HttpResponseParser(self)
-        self.deadline = CLOCK.now + read_timeout
+        if self.parser is None or self.served_head_only:
+            # PERF: a parser is reused across responses; only one ended early at a HEAD
+            # response's head is left expecting a body, and is replaced.
+            self.parser = httptools.HttpResponseParser(self)
+            self.served_head_only = False
+        self.read_timeout = timeouts.read
+        self.send_timeout = timeouts.send
+        self.sending = sending
+        self.reading_paused = False
+        self.arm()
 
     def detach(self, reusable: bool) -> None:
         """Unbind from the exchange. Called from inside a parser callback, the pool takes the
