@@ -7,7 +7,7 @@ with an int param, and a catch-all; the request hits the last service added.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import pytest
 
@@ -20,7 +20,7 @@ SIZES = [10, 1_000, 10_000]
 pytestmark = pytest.mark.benchmark(min_time=0.001, max_time=0.5, warmup=True)
 
 
-@lru_cache(maxsize=None)
+@cache
 def table(size: int) -> Router:
     """``size`` routes, three per service, built and compiled once per size."""
     router = Router()

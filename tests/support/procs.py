@@ -22,7 +22,7 @@ import tempfile
 import time
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import IO
 
 from .ports import port_accepts
@@ -77,13 +77,9 @@ class Proc:
                 end = written.find("\n", at)
                 return written[start : end if end >= 0 else len(written)]
             if not self.alive:
-                raise RuntimeError(
-                    f"{self.describe()} exited before writing {text!r}\n{self.tail()}"
-                )
+                raise RuntimeError(f"{self.describe()} exited before writing {text!r}\n{self.tail()}")
             if time.monotonic() >= deadline:
-                raise TimeoutError(
-                    f"{self.describe()} did not write {text!r} in {timeout}s\n{self.tail()}"
-                )
+                raise TimeoutError(f"{self.describe()} did not write {text!r} in {timeout}s\n{self.tail()}")
             time.sleep(0.01)
 
     def send_signal(self, sig: int) -> None:
@@ -101,19 +97,15 @@ class Proc:
         """Send ``sig``, wait up to ``timeout``, then SIGKILL the whole group; the exit status."""
         if self.alive:
             self.popen.send_signal(sig)
-            try:
+            with suppress(subprocess.TimeoutExpired):
                 self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
         self.kill_group()
         return self.popen.wait()
 
     def kill_group(self) -> None:
         """SIGKILL the process and whatever is left of its group (workers it forked)."""
-        try:
+        with suppress(ProcessLookupError, PermissionError):
             os.killpg(self.popen.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
         if self.popen.returncode is None:
             self.popen.wait()
 

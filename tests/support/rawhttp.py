@@ -192,9 +192,7 @@ def _read_one(reader: _Reader, head_request: bool) -> RawResponse:
     else:
         body = reader.rest()
         complete = not reader.reset
-    return RawResponse(
-        status, reason, headers, body, bytes(reader.raw), version, interim, complete, trailers
-    )
+    return RawResponse(status, reason, headers, body, bytes(reader.raw), version, interim, complete, trailers)
 
 
 def parse_responses(data: bytes, head: bool = False) -> list[RawResponse]:
@@ -279,9 +277,7 @@ async def send_raw_async(
     return await asyncio.to_thread(send_raw, port, data, delay, timeout)
 
 
-async def read_response_async(
-    sock: socket.socket, head: bool = False, timeout: float = 10.0
-) -> RawResponse:
+async def read_response_async(sock: socket.socket, head: bool = False, timeout: float = 10.0) -> RawResponse:
     """``read_response`` in a thread, for tests whose event loop runs the server."""
     return await asyncio.to_thread(read_response, sock, head, timeout)
 

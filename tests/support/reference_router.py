@@ -152,8 +152,7 @@ class ReferenceRouter:
         if predicate is not None and predicate_key is None:
             predicate_key = predicate
         new = [
-            RefRoute(route, path, segments, method_set, key, priority, predicate, predicate_key,
-                     self.count)
+            RefRoute(route, path, segments, method_set, key, priority, predicate, predicate_key, self.count)
             for key in host_keys or [None]
         ]
         for r in new:
@@ -229,6 +228,4 @@ class ReferenceRouter:
         found = [r for r in routes if answers(r, method)]
         if not found and method == "HEAD":
             found = [r for r in routes if answers(r, "GET")]
-        return sorted(
-            found, key=lambda r: (-r.priority, r.predicate is None, r.methods is None, r.seq)
-        )
+        return sorted(found, key=lambda r: (-r.priority, r.predicate is None, r.methods is None, r.seq))

@@ -143,9 +143,7 @@ class Request:
         return None
 
     def tokens(self, name: str) -> set[str]:
-        return {
-            t.strip().lower() for k, v in self.headers if k.lower() == name for t in v.split(",")
-        }
+        return {t.strip().lower() for k, v in self.headers if k.lower() == name for t in v.split(",")}
 
     @property
     def keep_alive(self) -> bool:
@@ -444,7 +442,7 @@ class UpstreamConnection(asyncio.Protocol):
                     [("Content-Length", str(len(body))), ("Connection", "close")],
                 )
                 self.transport.write(head + body)
-        except Exception:  # noqa: BLE001 - a bug here: say so loudly, then drop the connection
+        except Exception:
             traceback.print_exc()
             self.abort()
         finally:

@@ -80,9 +80,7 @@ def test_minimal_document_gets_every_default() -> None:
         source=SOURCE,
         listeners=(ListenerConfig(name="public", host="127.0.0.1", port=0),),
         upstreams={
-            "catalog": UpstreamConfig(
-                name="catalog", targets=(TargetConfig(host="127.0.0.1", port=9001),)
-            )
+            "catalog": UpstreamConfig(name="catalog", targets=(TargetConfig(host="127.0.0.1", port=9001),))
         },
         routes=(
             RouteConfig(
@@ -331,8 +329,7 @@ _VALUE_ERRORS: list[tuple[str, object, str]] = [
     (
         "upstreams.catalog.targets[0]",
         9001,
-        "upstreams.catalog.targets[0]: expected 'host:port' or a mapping with address and weight,"
-        " found 9001",
+        "upstreams.catalog.targets[0]: expected 'host:port' or a mapping with address and weight, found 9001",
     ),
     (
         "upstreams.catalog.targets[1]",
@@ -404,8 +401,7 @@ _VALUE_ERRORS: list[tuple[str, object, str]] = [
     (
         "routes[0].tiemouts",
         {},
-        f"routes[0]: unknown key 'tiemouts'; expected one of: {_ROUTE_KEYS};"
-        " did you mean 'timeouts'?",
+        f"routes[0]: unknown key 'tiemouts'; expected one of: {_ROUTE_KEYS}; did you mean 'timeouts'?",
     ),
     ("routes[0].id", "", "routes[0].id: expected a non-empty string, found ''"),
     ("routes[0].id", 404, "routes[0].id: expected a non-empty string, found 404"),
@@ -432,9 +428,7 @@ _VALUE_ERRORS: list[tuple[str, object, str]] = [
     (
         "routes[0].upstream",
         "x" * 100,
-        "routes[0].upstream: expected the name of an upstream (catalog), found '"
-        + "x" * 56
-        + "...",
+        "routes[0].upstream: expected the name of an upstream (catalog), found '" + "x" * 56 + "...",
     ),
     (
         "routes[0].methods",
@@ -583,8 +577,7 @@ _VALUE_ERRORS: list[tuple[str, object, str]] = [
     (
         "routes[0].timeouts",
         {"red": "1s"},
-        "routes[0].timeouts: unknown key 'red'; expected one of: connect, read, send;"
-        " did you mean 'read'?",
+        "routes[0].timeouts: unknown key 'red'; expected one of: connect, read, send; did you mean 'read'?",
     ),
     (
         "routes[0].timeouts",
@@ -646,9 +639,7 @@ def test_duplicate_route_id_names_both_occurrences() -> None:
 def test_default_route_id_collides_with_an_explicit_one() -> None:
     route = {"path": "/a", "upstream": "catalog"}
     doc = with_value("routes", [{**route, "id": "route1"}, route])
-    assert (
-        error_of(doc) == "gw.yaml: routes[1].id: duplicate route id 'route1' (first at routes[0])"
-    )
+    assert error_of(doc) == "gw.yaml: routes[1].id: duplicate route id 'route1' (first at routes[0])"
 
 
 def test_duplicate_listener_name() -> None:
@@ -660,9 +651,7 @@ def test_duplicate_listener_name() -> None:
 
 
 def test_duplicate_bind_address_but_many_ephemeral_ports() -> None:
-    doc = with_value(
-        "listeners", [{"bind": "[::1]:8080"}, {"bind": "127.0.0.1:0"}, {"bind": "[::1]:8080"}]
-    )
+    doc = with_value("listeners", [{"bind": "[::1]:8080"}, {"bind": "127.0.0.1:0"}, {"bind": "[::1]:8080"}])
     assert (
         error_of(doc)
         == "gw.yaml: listeners[2].bind: duplicate bind address '[::1]:8080' (first at listeners[0])"
@@ -688,16 +677,12 @@ def test_duplicate_bind_address_but_many_ephemeral_ports() -> None:
     ],
 )
 def test_durations(value: object, seconds: float) -> None:
-    assert (
-        parse(with_value("listeners[0].timeouts.head", value)).listeners[0].timeouts.head == seconds
-    )
+    assert parse(with_value("listeners[0].timeouts.head", value)).listeners[0].timeouts.head == seconds
 
 
 @pytest.mark.parametrize("value", [0, "0", "0s", 0.0])
 def test_drain_may_be_zero(value: object) -> None:
-    assert (
-        parse(with_value("listeners[0].timeouts.drain", value)).listeners[0].timeouts.drain == 0.0
-    )
+    assert parse(with_value("listeners[0].timeouts.drain", value)).listeners[0].timeouts.drain == 0.0
 
 
 @pytest.mark.parametrize(
@@ -794,9 +779,7 @@ def test_route_fields() -> None:
         preserve_host=True,
         timeouts=UpstreamTimeouts(connect=1.0, read=10.0, send=60.0),  # the rest from the upstream
         plugins=(
-            PluginConfig(
-                "request_id", {"header": "X-Id", "nested": {"a": [1]}}, "routes[0].plugins[0]"
-            ),
+            PluginConfig("request_id", {"header": "X-Id", "nested": {"a": [1]}}, "routes[0].plugins[0]"),
         ),
     )
 
@@ -809,9 +792,7 @@ def test_methods_forms(methods: object, expected: tuple[str, ...] | None) -> Non
     assert parse(with_value("routes[0].methods", methods)).routes[0].methods == expected
 
 
-@pytest.mark.parametrize(
-    "prefix", ["/catalog", "/catalog/", "/catalog/items", "/catalog/items/", "/"]
-)
+@pytest.mark.parametrize("prefix", ["/catalog", "/catalog/", "/catalog/items", "/catalog/items/", "/"])
 def test_strip_prefix_forms(prefix: str) -> None:
     assert parse(with_value("routes[0].strip_prefix", prefix)).routes[0].strip_prefix == prefix
 
@@ -1145,9 +1126,7 @@ def test_example_file_port_from_the_environment() -> None:
 _SCALARS = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12)
 _VALUES = st.recursive(
     _SCALARS,
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
-    ),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
     max_leaves=8,
 )
 _PATHS = [
@@ -1180,25 +1159,17 @@ def test_any_value_anywhere_is_a_config_or_a_config_error(path: str, value: obje
     st.sampled_from([("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600), ("", 1)]),
 )
 def test_duration_units(number: int, unit: tuple[str, float]) -> None:
-    seconds = (
-        parse(with_value("listeners[0].timeouts.body", f"{number}{unit[0]}"))
-        .listeners[0]
-        .timeouts.body
-    )
+    seconds = parse(with_value("listeners[0].timeouts.body", f"{number}{unit[0]}")).listeners[0].timeouts.body
     assert seconds == pytest.approx(number * unit[1])
 
 
 @settings(max_examples=100, database=None, deadline=None)
 @given(
     st.integers(1, 10**9),
-    st.sampled_from(
-        [("B", 1), ("KB", 1000), ("KiB", 1024), ("MB", 10**6), ("MiB", 2**20), ("GiB", 2**30)]
-    ),
+    st.sampled_from([("B", 1), ("KB", 1000), ("KiB", 1024), ("MB", 10**6), ("MiB", 2**20), ("GiB", 2**30)]),
 )
 def test_size_units(number: int, unit: tuple[str, int]) -> None:
     assert (
-        parse(with_value("listeners[0].buffer_bytes", f"{number}{unit[0]}"))
-        .listeners[0]
-        .buffer_bytes
+        parse(with_value("listeners[0].buffer_bytes", f"{number}{unit[0]}")).listeners[0].buffer_bytes
         == number * unit[1]
     )

@@ -109,9 +109,7 @@ def test_basket(run_demo: Callable[[Check], None]) -> None:
             {"buyer_id": "bob", "items": []},
         )
         items = [{"product_id": 1, "quantity": 2}, {"product_id": 2, "unit_price": 1.25}]
-        status, basket = await fetch(
-            session, services, "basket", "POST", "/basket/bob", {"items": items}
-        )
+        status, basket = await fetch(session, services, "basket", "POST", "/basket/bob", {"items": items})
         assert status == 200
         assert basket["items"] == [
             {"product_id": 1, "quantity": 2, "unit_price": 19.5},
@@ -176,9 +174,7 @@ def test_ordering(run_demo: Callable[[Check], None]) -> None:
 def test_gateway_config_maps_public_paths() -> None:
     ports = {name: 10001 + index for index, name in enumerate(SERVICE_NAMES)}
     config = load_config(CONFIG_PATH, env=port_env(ports))
-    assert [(listener.host, listener.port) for listener in config.listeners] == [
-        ("127.0.0.1", 8080)
-    ]
+    assert [(listener.host, listener.port) for listener in config.listeners] == [("127.0.0.1", 8080)]
     for name, port in ports.items():
         assert [(t.host, t.port) for t in config.upstreams[name].targets] == [("127.0.0.1", port)]
     routes = {route.id: route for route in config.routes}

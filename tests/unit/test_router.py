@@ -13,13 +13,15 @@ from fastgw.errors import RouteConflict
 UUID = b"123e4567-e89b-12d3-a456-426614174000"
 
 
-def match(router: Router, path: bytes, method: bytes = b"GET", host: bytes = b"",
-          request: object = None) -> RouteMatch | MethodNotAllowed | None:
+def match(
+    router: Router, path: bytes, method: bytes = b"GET", host: bytes = b"", request: object = None
+) -> RouteMatch | MethodNotAllowed | None:
     return router.match(method, host, path, request)
 
 
-def found(router: Router, path: bytes, method: bytes = b"GET", host: bytes = b"",
-          request: object = None) -> tuple[object, tuple[bytes, ...]] | None:
+def found(
+    router: Router, path: bytes, method: bytes = b"GET", host: bytes = b"", request: object = None
+) -> tuple[object, tuple[bytes, ...]] | None:
     m = router.match(method, host, path, request)
     assert m is None or isinstance(m, RouteMatch), m
     return None if m is None else (m.route, m.params)
@@ -39,6 +41,7 @@ def test_the_compiled_extension_is_loaded() -> None:
 
 
 # -- templates ---------------------------------------------------------------------------------
+
 
 def test_static_routes_match_exactly() -> None:
     r = Router()
@@ -175,6 +178,7 @@ def test_invalid_methods_and_hosts() -> None:
 
 # -- precedence and backtracking ---------------------------------------------------------------
 
+
 def test_static_beats_param_beats_catch_all() -> None:
     r = Router()
     r.add("catch", "/a/{*rest}")
@@ -264,6 +268,7 @@ def test_static_split_in_the_middle_of_a_segment() -> None:
 
 # -- methods and 405 ---------------------------------------------------------------------------
 
+
 def test_methods_none_answers_any_method() -> None:
     r = Router()
     r.add("any", "/x")
@@ -342,6 +347,7 @@ def test_no_match_anywhere_is_none() -> None:
 
 # -- priorities and predicates -----------------------------------------------------------------
 
+
 def test_candidates_order_priority_then_predicate_then_insertion() -> None:
     calls: list[str] = []
 
@@ -349,6 +355,7 @@ def test_candidates_order_priority_then_predicate_then_insertion() -> None:
         def check(request: object) -> bool:
             calls.append(name)
             return answer
+
         return check
 
     r = Router()
@@ -415,6 +422,7 @@ def test_predicate_may_add_routes_and_match_reentrantly() -> None:
 
 # -- conflicts ---------------------------------------------------------------------------------
 
+
 def test_same_shape_conflicts_whatever_the_names() -> None:
     r = Router()
     r.add("a", "/u/{id:int}/x")
@@ -440,9 +448,7 @@ def test_same_shape_conflicts_whatever_the_names() -> None:
         ({"predicate": bool}, {"predicate": callable}),
     ],
 )
-def test_no_conflict_when_anything_differs(
-    first: dict[str, object], second: dict[str, object]
-) -> None:
+def test_no_conflict_when_anything_differs(first: dict[str, object], second: dict[str, object]) -> None:
     r = Router()
     r.add("first", **{"path": "/u", **first})
     r.add("second", **{"path": "/u", **second})
@@ -493,6 +499,7 @@ def test_len_counts_successful_adds() -> None:
 
 
 # -- hosts -------------------------------------------------------------------------------------
+
 
 def test_exact_host_and_any_host_fallback() -> None:
     r = Router()
@@ -548,6 +555,7 @@ def test_one_route_under_several_hosts() -> None:
 
 
 # -- results and lifecycle ---------------------------------------------------------------------
+
 
 def test_results_are_read_only() -> None:
     r = Router()

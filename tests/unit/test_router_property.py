@@ -30,8 +30,9 @@ REQUEST_METHODS = [b"GET", b"HEAD", b"POST", b"DELETE", b"PUT"]
 
 
 def draw_segment(draw: st.DrawFn, name: str, last: bool) -> str:
-    kind = draw(st.sampled_from(["static", "static", "param", "catchall"] if last
-                                else ["static", "static", "param"]))
+    kind = draw(
+        st.sampled_from(["static", "static", "param", "catchall"] if last else ["static", "static", "param"])
+    )
     if kind == "static":
         return draw(st.sampled_from(STATIC))
     if kind == "catchall":
@@ -59,13 +60,15 @@ def neighbours(draw: st.DrawFn, template: str) -> str:
     return "/" + "/".join(segments)
 
 
-route_specs = st.fixed_dictionaries({
-    "path": templates(),
-    "methods": st.none() | st.lists(st.sampled_from(METHODS), min_size=1, max_size=3),
-    "hosts": st.sampled_from(HOSTS),
-    "priority": st.integers(0, 2),
-    "predicate": st.sampled_from([None, None, "k1", "k2", "own"]),
-})
+route_specs = st.fixed_dictionaries(
+    {
+        "path": templates(),
+        "methods": st.none() | st.lists(st.sampled_from(METHODS), min_size=1, max_size=3),
+        "hosts": st.sampled_from(HOSTS),
+        "priority": st.integers(0, 2),
+        "predicate": st.sampled_from([None, None, "k1", "k2", "own"]),
+    }
+)
 
 random_paths = st.lists(st.sampled_from(PATH_SEGMENTS), min_size=1, max_size=4).map(
     lambda segments: "/" + "/".join(segments)
@@ -93,11 +96,18 @@ def scenarios(draw: st.DrawFn) -> list[object]:
     for _ in range(draw(st.integers(0, 4))):  # same host, a path shape at most one segment away
         echo = dict(draw(st.sampled_from(routes)))
         echo["path"] = draw(neighbours(echo["path"]))
-        echo.update(draw(st.fixed_dictionaries({}, optional={
-            "methods": route_specs.map(lambda spec: spec["methods"]),
-            "priority": st.integers(0, 2),
-            "predicate": st.sampled_from([None, "k1", "own"]),
-        })))
+        echo.update(
+            draw(
+                st.fixed_dictionaries(
+                    {},
+                    optional={
+                        "methods": route_specs.map(lambda spec: spec["methods"]),
+                        "priority": st.integers(0, 2),
+                        "predicate": st.sampled_from([None, "k1", "own"]),
+                    },
+                )
+            )
+        )
         routes.append(echo)
     ops: list[object] = list(routes)
     for _ in range(draw(st.integers(1, 12))):
@@ -119,6 +129,7 @@ def make_predicate(route_id: int, log: list[int]) -> Callable[[object], bool]:
     def predicate(request: object) -> bool:
         log.append(route_id)
         return route_id in request  # type: ignore[operator]
+
     return predicate
 
 

@@ -66,10 +66,7 @@ def rss_bytes(pid: int) -> int:
 
 def test_pattern() -> None:
     assert pattern(600) == bytes(i % 251 for i in range(600))
-    assert (
-        pattern_sha256(300_000)
-        == hashlib.sha256(bytes(i % 251 for i in range(300_000))).hexdigest()
-    )
+    assert pattern_sha256(300_000) == hashlib.sha256(bytes(i % 251 for i in range(300_000))).hexdigest()
 
 
 def test_echo_reports_the_request_as_received(upstream: int) -> None:
@@ -114,15 +111,13 @@ def test_echo_reads_content_length_and_chunked_bodies(upstream: int) -> None:
 def test_requests_split_anywhere(upstream: int, split: int) -> None:
     data = build_request("POST", "/echo", body=b"abcdef")
     pieces = [data[i : i + split] for i in range(0, len(data), split)]
-    (response,) = parse_responses(send_raw(upstream, pieces + [get("/close")], delay=0.001))[:1]
+    (response,) = parse_responses(send_raw(upstream, [*pieces, get("/close")], delay=0.001))[:1]
     assert response.json()["body_len"] == 6
 
 
 def test_status(upstream: int) -> None:
     with connect(upstream) as sock:
-        sock.sendall(
-            get("/status/201") + get("/status/204") + get("/status/304") + get("/status/599")
-        )
+        sock.sendall(get("/status/201") + get("/status/204") + get("/status/304") + get("/status/599"))
         created, no_content, not_modified, odd = (read_response(sock) for _ in range(4))
     assert (created.status, created.reason, created.body) == (201, "Created", b"status 201")
     assert (no_content.status, no_content.body, no_content.header("Content-Length")) == (
@@ -136,9 +131,7 @@ def test_status(upstream: int) -> None:
 
 def test_head_gets_the_head_of_a_get(upstream: int) -> None:
     with connect(upstream) as sock:
-        sock.sendall(
-            get("/bytes/1000", method="HEAD") + get("/chunked/10", method="HEAD") + get("/echo")
-        )
+        sock.sendall(get("/bytes/1000", method="HEAD") + get("/chunked/10", method="HEAD") + get("/echo"))
         sized = read_response(sock, head=True)
         chunked = read_response(sock, head=True)
         after = read_response(sock)
@@ -265,18 +258,14 @@ def test_continue(upstream: int) -> None:
     with connect(upstream) as sock:
         sock.sendall(get("/continue"))
         response = read_response(sock)
-    assert [(r.status, r.raw) for r in response.interim] == [
-        (100, b"HTTP/1.1 100 Continue\r\n\r\n")
-    ]
+    assert [(r.status, r.raw) for r in response.interim] == [(100, b"HTTP/1.1 100 Continue\r\n\r\n")]
     assert response.status == 200 and response.json()["path"] == "/continue"
     assert response.raw.startswith(b"HTTP/1.1 200 OK\r\n")
 
 
 def test_expect_100_continue_before_the_body(upstream: int) -> None:
     with connect(upstream) as sock:
-        sock.sendall(
-            build_request("POST", "/echo", [("Expect", "100-continue"), ("Content-Length", "3")])
-        )
+        sock.sendall(build_request("POST", "/echo", [("Expect", "100-continue"), ("Content-Length", "3")]))
         sock.settimeout(5)
         assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
         sock.sendall(b"abc")
@@ -383,15 +372,13 @@ def test_build_request() -> None:
 
 
 def test_start_process_reports_an_early_exit() -> None:
-    with pytest.raises(RuntimeError, match="(?s)exited before it was ready.*boom"):
+    with pytest.raises(RuntimeError, match=r"(?s)exited before it was ready.*boom"):
         start_process([sys.executable, "-c", "print('boom'); raise SystemExit(3)"], ready_line="x")
 
 
 def test_start_process_times_out_and_kills() -> None:
     with pytest.raises(TimeoutError, match="not ready"):
-        start_process(
-            [sys.executable, "-c", "import time; time.sleep(30)"], ready_line="x", timeout=0.3
-        )
+        start_process([sys.executable, "-c", "import time; time.sleep(30)"], ready_line="x", timeout=0.3)
 
 
 def test_stop_escalates_to_sigkill_and_the_reaper_stops_everything() -> None:

@@ -115,9 +115,7 @@ def load_config(path: str, *, env: Mapping[str, str] | None = None) -> Config:
         extension = os.path.splitext(path)[1]
         parse = _PARSERS.get(extension.lower())
         if parse is None:
-            raise ConfigError(
-                "", f"unknown file extension {extension!r}; expected .yaml, .yml or .json"
-            )
+            raise ConfigError("", f"unknown file extension {extension!r}; expected .yaml, .yml or .json")
         try:
             with open(path, "rb") as file:
                 raw = file.read()
@@ -181,9 +179,7 @@ def _substitute(text: str, path: str, env: Mapping[str, str]) -> str:
     return _REFERENCE.sub(replace_reference, text)
 
 
-def _substitute_tree(
-    node: object, path: str, env: Mapping[str, str], open_nodes: set[int]
-) -> object:
+def _substitute_tree(node: object, path: str, env: Mapping[str, str], open_nodes: set[int]) -> object:
     """A copy of the tree with every string value substituted (keys are left as written)."""
     if isinstance(node, str):
         return _substitute(node, path, env)
@@ -194,13 +190,11 @@ def _substitute_tree(
     open_nodes.add(id(node))
     if isinstance(node, dict):
         copy: object = {
-            key: _substitute_tree(value, join(path, str(key)), env, open_nodes)
-            for key, value in node.items()
+            key: _substitute_tree(value, join(path, str(key)), env, open_nodes) for key, value in node.items()
         }
     else:
         copy = [
-            _substitute_tree(value, f"{path}[{index}]", env, open_nodes)
-            for index, value in enumerate(node)
+            _substitute_tree(value, f"{path}[{index}]", env, open_nodes) for index, value in enumerate(node)
         ]
     open_nodes.discard(id(node))
     return copy
@@ -246,9 +240,7 @@ def _read_network(value: object, path: str) -> str:
     try:
         return str(ipaddress.ip_network(read_str(value, path), strict=False))
     except (ConfigError, ValueError):
-        raise expected(
-            path, "an IPv4 or IPv6 address or network like '10.0.0.0/8'", value
-        ) from None
+        raise expected(path, "an IPv4 or IPv6 address or network like '10.0.0.0/8'", value) from None
 
 
 def _read_plugin(value: object, path: str) -> PluginConfig:
@@ -257,9 +249,7 @@ def _read_plugin(value: object, path: str) -> PluginConfig:
     if "name" not in items:
         raise ConfigError(path, "missing required key 'name'")
     name = read_str(items["name"], join(path, "name"))
-    return PluginConfig(
-        name=name, options={k: v for k, v in items.items() if k != "name"}, key_path=path
-    )
+    return PluginConfig(name=name, options={k: v for k, v in items.items() if k != "name"}, key_path=path)
 
 
 def _claim(seen: dict[str, str], key: str, owner: str, path: str, what: str) -> None:
@@ -318,9 +308,7 @@ def _read_listeners(value: object, path: str) -> tuple[ListenerConfig, ...]:
                 section.at("bind"),
                 "bind address",
             )
-        listeners.append(
-            ListenerConfig(name=name, host=host, port=port, **section.read(_LISTENER_READERS))
-        )
+        listeners.append(ListenerConfig(name=name, host=host, port=port, **section.read(_LISTENER_READERS)))
     return tuple(listeners)
 
 
@@ -383,9 +371,7 @@ def _read_upstreams(value: object, path: str) -> dict[str, UpstreamConfig]:
     for name, entry in read_mapping(value, path, non_empty=True).items():
         section = Section(entry, join(path, name), _UPSTREAM_KEYS, required=("targets",))
         targets = section.require("targets", read_list(_read_target, non_empty=True))
-        upstreams[name] = UpstreamConfig(
-            name=name, targets=targets, **section.read(_UPSTREAM_READERS)
-        )
+        upstreams[name] = UpstreamConfig(name=name, targets=targets, **section.read(_UPSTREAM_READERS))
     return upstreams
 
 
@@ -420,9 +406,7 @@ def _read_methods(value: object, path: str) -> tuple[str, ...] | None:
 def _read_host(value: object, path: str) -> str:
     host = value.lower() if isinstance(value, str) else None
     if host is None or not _ROUTE_HOST.fullmatch(host):
-        raise expected(
-            path, "a host name like 'api.example.com' or '*.example.com', without port", value
-        )
+        raise expected(path, "a host name like 'api.example.com' or '*.example.com', without port", value)
     return host
 
 
@@ -441,8 +425,7 @@ def _read_header_predicates(value: object, path: str) -> tuple[tuple[str, str], 
 
 def _read_query_predicates(value: object, path: str) -> tuple[tuple[str, str], ...]:
     return tuple(
-        (name, read_text(wanted, join(path, name)))
-        for name, wanted in read_mapping(value, path).items()
+        (name, read_text(wanted, join(path, name))) for name, wanted in read_mapping(value, path).items()
     )
 
 
@@ -455,9 +438,7 @@ def _check_rewrite(rewrite: str, template: str, path: str) -> None:
                 if params
                 else "the path has none"
             )
-            raise ConfigError(
-                path, f"unknown parameter {match[1]!r}; {known}{suggest(match[1], params)}"
-            )
+            raise ConfigError(path, f"unknown parameter {match[1]!r}; {known}{suggest(match[1], params)}")
 
 
 def _check_strip_prefix(prefix: str, template: str, path: str) -> None:
@@ -465,9 +446,7 @@ def _check_strip_prefix(prefix: str, template: str, path: str) -> None:
     static = template.split("{", 1)[0]
     at_boundary = prefix.endswith("/") or template[len(prefix) : len(prefix) + 1] in ("", "/")
     if not static.startswith(prefix) or not at_boundary:
-        raise expected(
-            path, f"a prefix of the path's literal start {static!r} ending at a '/'", prefix
-        )
+        raise expected(path, f"a prefix of the path's literal start {static!r} ending at a '/'", prefix)
 
 
 def _read_timeout_overrides(base: UpstreamTimeouts) -> Reader[UpstreamTimeouts]:
@@ -553,9 +532,7 @@ def _read_config(document: object, source: str) -> Config:
     listeners = section.require("listeners", _read_listeners)
     upstreams = section.require("upstreams", _read_upstreams)
     names = [listener.name for listener in listeners]
-    routes = section.require(
-        "routes", lambda value, path: _read_routes(value, path, names, upstreams)
-    )
+    routes = section.require("routes", lambda value, path: _read_routes(value, path, names, upstreams))
     return Config(
         source=source,
         listeners=listeners,

@@ -162,9 +162,7 @@ def read_one_of(kind: str, names: Collection[str]) -> Reader[str]:
         if isinstance(value, str) and value in names:
             return value
         hint = suggest(value, names) if isinstance(value, str) else ""
-        raise ConfigError(
-            path, f"expected the name of {kind} ({listed}), found {describe(value)}{hint}"
-        )
+        raise ConfigError(path, f"expected the name of {kind} ({listed}), found {describe(value)}{hint}")
 
     return read
 
@@ -175,9 +173,7 @@ def read_sequence(value: object, path: str, *, non_empty: bool = False) -> list[
     return value
 
 
-def read_list(
-    item: Reader[T], *, non_empty: bool = False, single: bool = False
-) -> Reader[tuple[T, ...]]:
+def read_list(item: Reader[T], *, non_empty: bool = False, single: bool = False) -> Reader[tuple[T, ...]]:
     """A list read item by item (``path[i]``); with ``single`` a lone string is a list of one."""
     what = "a non-empty list" if non_empty else "a list"
     if single:
@@ -212,9 +208,7 @@ def check_keys(
     for key in items:
         if key not in allowed:
             listed = ", ".join(allowed)
-            raise ConfigError(
-                path, f"unknown key {key!r}; expected one of: {listed}{suggest(key, allowed)}"
-            )
+            raise ConfigError(path, f"unknown key {key!r}; expected one of: {listed}{suggest(key, allowed)}")
     for key in required:
         if key not in items:
             raise ConfigError(path, f"missing required key {key!r}")
@@ -249,9 +243,7 @@ class Section:
         ``Any`` because the values' types vary by key; the readers table is what types them.
         """
         return {
-            key: reader(self.items[key], self.at(key))
-            for key, reader in readers.items()
-            if key in self.items
+            key: reader(self.items[key], self.at(key)) for key, reader in readers.items() if key in self.items
         }
 
 

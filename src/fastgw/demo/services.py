@@ -348,9 +348,7 @@ async def start_services(host: str = "127.0.0.1") -> DemoServices:
         await _serve(services, "catalog", catalog_app())
         await _serve(services, "basket", basket_app())
         await _serve(services, "discount", discount_app())
-        await _serve(
-            services, "ordering", ordering_app(services.url("basket"), services.url("discount"))
-        )
+        await _serve(services, "ordering", ordering_app(services.url("basket"), services.url("discount")))
     except BaseException:
         await services.close()
         raise
