@@ -69,7 +69,7 @@ def run_demo(bind: str | None, smoke: bool) -> int:
             )
             print("Try:")
             for url in urls:
-                print(f"  {url}" if url.startswith("curl") else f"  curl -i {url}")
+                print(f"  {url}" if url.startswith("curl") else f"  curl -i '{url}'")
             print("Ctrl-C to stop.\n", flush=True)
 
         code = serve(plan, None, on_ready=ready)
