@@ -1,0 +1,475 @@
+"""fastgw against what people would use instead, side by side on this machine: ``python -m bench``.
+
+For each scenario, every contender (one worker/process each, keep-alive to the upstream) is
+started in turn in front of the same fast upstream (nginx, one worker, fixed responses) and
+driven by wrk (one thread): a warm-up, then several rounds. Reported per contender: requests/s,
+latency p50/p99 (wrk --latency), the proxy's CPU microseconds per request from /proc (user and
+system, the process and its children), and ratios to nginx measured in the same run. Results go
+to ``bench/results/`` as JSON and a bar chart PNG.
+
+The primary figure is CPU per request against nginx: the kernel's socket work is the same for
+everyone, so every microsecond of user-space work on the hot path shows there first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+PEERS = BENCH / "peers"
+RESULTS = BENCH / "results"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+DEBIAN_NEEDS = {"wrk": "wrk", "nginx": "nginx-light", "haproxy": "haproxy"}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    path: str
+    connections: int = 64
+    script: str | None = None  # a wrk lua script in bench/peers
+    routes: int = 1  # size of the route table given to fastgw and nginx
+    contenders: tuple[str, ...] = ("direct", "nginx", "haproxy", "fastgw", "aiohttp")
+
+
+SCENARIOS = [
+    Scenario("small-get", "/items/1"),
+    Scenario("latency-c1", "/items/1", connections=1),
+    Scenario("routes-10k", "/svc9999/items/1", routes=10_000, contenders=("nginx", "fastgw")),
+    Scenario("response-64k", "/big", contenders=("direct", "nginx", "haproxy", "fastgw")),
+    Scenario("post-4k", "/items", script="post.lua", contenders=("direct", "nginx", "haproxy", "fastgw")),
+    Scenario("c1000", "/items/1", connections=1000, contenders=("direct", "nginx", "haproxy", "fastgw")),
+]
+
+
+@dataclass
+class Result:
+    scenario: str
+    contender: str
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    cpu_us: float  # per request, user + system, proxy process tree
+    user_us: float
+    sys_us: float
+    errors: int
+    rounds: list[float] = field(default_factory=list)
+    rss_mb: float = 0.0
+
+
+# -- setup ---------------------------------------------------------------------------------------
+def install_needs() -> None:
+    """wrk, nginx and haproxy from Debian; the chart library from PyPI; nothing by hand."""
+    missing = [
+        pkg
+        for tool, pkg in DEBIAN_NEEDS.items()
+        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists()
+    ]
+    if missing:
+        sudo = [] if os.geteuid() == 0 else ["sudo"]
+        subprocess.run([*sudo, "apt-get", "update", "-qq"], check=True)
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", *missing], check=True, env=env)
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "matplotlib"], check=True)
+
+
+def raise_fd_limit() -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {port} after {timeout}s")
+
+
+def render(template: str, workdir: Path, **values: str | int) -> Path:
+    text = (PEERS / template).read_text()
+    for key, value in values.items():
+        text = text.replace(f"@{key.upper()}@", str(value))
+    out = workdir / template
+    out.write_text(text)
+    return out
+
+
+@contextlib.contextmanager
+def process(
+    argv: list[str], port: int, workdir: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    log = (workdir / f"{Path(argv[0]).name}-{port}.log").open("wb")
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+    try:
+        wait_port(port)
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+# -- contenders ----------------------------------------------------------------------------------
+def fastgw_config(workdir: Path, port: int, upstream: int, routes: int) -> Path:
+    lines = [
+        "listeners:",
+        f"  - bind: 127.0.0.1:{port}",
+        "    limits: {max_connections: 30000}",
+        "upstreams:",
+        f"  up: {{targets: ['127.0.0.1:{upstream}'], pool: {{max_connections: 4096, max_idle: 2048}}}}",
+        "routes:",
+    ]
+    if routes > 1:
+        lines += [f"  - {{path: '/svc{i}/items/{{id}}', upstream: up}}" for i in range(routes)]
+    lines.append("  - {path: '/{*rest}', upstream: up}")
+    path = workdir / f"fastgw-{routes}.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+Starter = Callable[
+    [Path, int, int, Scenario], contextlib.AbstractContextManager[subprocess.Popen[bytes] | None]
+]
+
+
+@contextlib.contextmanager
+def start_direct(workdir: Path, port: int, upstream: int, scenario: Scenario) -> Iterator[None]:
+    yield None  # wrk talks to the upstream itself: the ceiling
+
+
+def start_nginx(
+    workdir: Path, port: int, upstream: int, scenario: Scenario
+) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
+    proxied = 'proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection "";'
+    count = scenario.routes if scenario.routes > 1 else 0
+    locations = "\n".join(f"        location /svc{i}/ {{ {proxied} }}" for i in range(count))
+    conf = render("nginx_proxy.conf", workdir, dir=workdir, port=port, upstream=upstream, locations=locations)
+    return process(["nginx", "-c", str(conf), "-p", str(workdir)], port, workdir)
+
+
+def start_haproxy(
+    workdir: Path, port: int, upstream: int, scenario: Scenario
+) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
+    conf = render("haproxy.cfg", workdir, port=port, upstream=upstream)
+    return process(["haproxy", "-db", "-f", str(conf)], port, workdir)
+
+
+def start_fastgw(
+    workdir: Path, port: int, upstream: int, scenario: Scenario
+) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
+    conf = fastgw_config(workdir, port, upstream, scenario.routes)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")])),
+    }
+    return process(
+        [sys.executable, "-m", "fastgw.cli", "--log-level", "WARNING", "run", "-c", str(conf)],
+        port,
+        workdir,
+        env,
+    )
+
+
+def start_aiohttp(
+    workdir: Path, port: int, upstream: int, scenario: Scenario
+) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
+    return process([sys.executable, str(PEERS / "aiohttp_proxy.py"), str(port), str(upstream)], port, workdir)
+
+
+CONTENDERS: dict[str, Starter] = {
+    "direct": start_direct,
+    "nginx": start_nginx,
+    "haproxy": start_haproxy,
+    "fastgw": start_fastgw,
+    "aiohttp": start_aiohttp,
+}
+
+
+# -- measuring -----------------------------------------------------------------------------------
+def process_tree(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo += children.get(pid, [])
+    return out
+
+
+def cpu_ticks(pids: list[int]) -> tuple[int, int]:
+    user = system = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            user += int(fields[11])
+            system += int(fields[12])
+    return user, system
+
+
+def rss_mb(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+    return total / 1024
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    return float(m.group(1)) * _UNITS[m.group(2)] if m else float("nan")
+
+
+def wrk(port: int, scenario: Scenario, seconds: float) -> dict[str, float]:
+    argv = [
+        "wrk",
+        "-t1",
+        f"-c{scenario.connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--latency",
+        "--timeout",
+        "10s",
+    ]
+    if scenario.script:
+        argv += ["-s", str(PEERS / scenario.script)]
+    url = f"http://127.0.0.1:{port}{scenario.path}"
+    return parse_wrk(subprocess.run([*argv, url], capture_output=True, text=True, check=True).stdout)
+
+
+def parse_wrk(out: str) -> dict[str, float]:
+    """requests, rps, p50/p99 (ms) and errors (socket errors + non-2xx) from ``wrk --latency``."""
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "requests": requests,
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        "p50": _ms(re.search(r"50%\s+(\S+)", out).group(1)),  # type: ignore[union-attr]
+        "p99": _ms(re.search(r"99%\s+(\S+)", out).group(1)),  # type: ignore[union-attr]
+        "errors": errors + (int(non2xx.group(1)) if non2xx else 0),
+    }
+
+
+def measure(
+    name: str,
+    proc: subprocess.Popen[bytes] | None,
+    port: int,
+    scenario: Scenario,
+    rounds: int,
+    seconds: float,
+) -> Result:
+    wrk(port, scenario, max(1.0, seconds / 2))  # warm-up: pools filled, caches hot
+    samples = []
+    for _ in range(rounds):
+        pids = process_tree(proc.pid) if proc is not None else []
+        before = cpu_ticks(pids)
+        run = wrk(port, scenario, seconds)
+        after = cpu_ticks(pids)
+        per = 1e6 / CLK_TCK / max(run["requests"], 1)
+        samples.append((run, (after[0] - before[0]) * per, (after[1] - before[1]) * per, rss_mb(pids)))
+    samples.sort(key=lambda s: s[0]["rps"])
+    run, user, system, rss = samples[len(samples) // 2]  # the median round by throughput
+    return Result(
+        scenario.name,
+        name,
+        run["rps"],
+        run["p50"],
+        run["p99"],
+        user + system,
+        user,
+        system,
+        int(run["errors"]),
+        [s[0]["rps"] for s in samples],
+        rss,
+    )
+
+
+def idle_connections(workdir: Path, upstream: int, count: int) -> list[Result]:
+    """RSS of each proxy holding ``count`` idle keep-alive client connections (one request each)."""
+    results = []
+    scenario = Scenario(f"idle-{count}", "/items/1", contenders=("nginx", "fastgw"))
+    for name in scenario.contenders:
+        port = free_port()
+        with CONTENDERS[name](workdir, port, upstream, scenario) as proc:
+            assert proc is not None
+            socks = []
+            request = b"GET /items/1 HTTP/1.1\r\nHost: bench\r\n\r\n"
+            try:
+                for _ in range(count):
+                    s = socket.create_connection(("127.0.0.1", port))
+                    s.sendall(request)
+                    socks.append(s)
+                for s in socks:
+                    s.settimeout(10)
+                    if not s.recv(4096).startswith(b"HTTP/1.1 200"):
+                        raise RuntimeError(f"{name}: a held connection was not answered")
+                time.sleep(1)
+                rss = rss_mb(process_tree(proc.pid))
+            finally:
+                for s in socks:
+                    s.close()
+            results.append(Result(scenario.name, name, 0, 0, 0, 0, 0, 0, 0, [], rss))
+    return results
+
+
+# -- reporting -----------------------------------------------------------------------------------
+def with_ratios(results: list[Result]) -> list[dict[str, object]]:
+    rows = []
+    for r in results:
+        ref = next((x for x in results if x.scenario == r.scenario and x.contender == "nginx"), None)
+        row: dict[str, object] = asdict(r)
+        if ref is not None and ref.rps and r.rps:
+            row["rps_vs_nginx"] = round(r.rps / ref.rps, 3)
+            row["cpu_vs_nginx"] = round(r.cpu_us / ref.cpu_us, 3) if ref.cpu_us and r.cpu_us else None
+        rows.append(row)
+    return rows
+
+
+def print_table(rows: list[dict[str, object]]) -> None:
+    head = (
+        f"{'scenario':14} {'contender':9} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'cpu us':>7} "
+        f"{'user':>6} {'sys':>6} {'x nginx rps':>11} {'x nginx cpu':>11} {'rss MB':>7} {'err':>4}"
+    )
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        rv, cv = r.get("rps_vs_nginx"), r.get("cpu_vs_nginx")
+        print(
+            f"{r['scenario']:14} {r['contender']:9} {r['rps']:9.0f} {r['p50_ms']:7.3f} {r['p99_ms']:7.3f} "
+            f"{r['cpu_us']:7.2f} {r['user_us']:6.2f} {r['sys_us']:6.2f} "
+            f"{(f'{rv:.3f}' if rv else '-'):>11} {(f'{cv:.3f}' if cv else '-'):>11} "
+            f"{r['rss_mb']:7.1f} {r['errors']:4}"
+        )
+
+
+def draw_chart(rows: list[dict[str, object]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scenarios = [
+        s
+        for s in dict.fromkeys(str(r["scenario"]) for r in rows)
+        if any(r.get("rps_vs_nginx") for r in rows if r["scenario"] == s)
+    ]
+    contenders = list(dict.fromkeys(str(r["contender"]) for r in rows))
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    width = 0.8 / max(len(contenders), 1)
+    for i, name in enumerate(contenders):
+        values = [
+            next(
+                (
+                    float(r["rps_vs_nginx"])
+                    for r in rows
+                    if r["scenario"] == s and r["contender"] == name and r.get("rps_vs_nginx")
+                ),
+                0.0,
+            )
+            for s in scenarios
+        ]
+        ax.bar([x + i * width for x in range(len(scenarios))], values, width, label=name)
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xticks([x + width * (len(contenders) - 1) / 2 for x in range(len(scenarios))], scenarios)
+    ax.set_ylabel("requests/s relative to nginx")
+    ax.set_title("fastgw and peers, one worker each, same machine, same run")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument(
+        "--scenarios", default=",".join(s.name for s in SCENARIOS) + ",idle", help="comma-separated"
+    )
+    parser.add_argument("--contenders", default=",".join(CONTENDERS), help="comma-separated")
+    parser.add_argument("--idle", type=int, default=10_000, help="connections held in the idle scenario")
+    parser.add_argument("--no-install", action="store_true", help="do not apt-get/pip install missing tools")
+    args = parser.parse_args(argv)
+    if not args.no_install:
+        install_needs()
+    raise_fd_limit()
+    wanted = set(args.scenarios.split(","))
+    allowed = set(args.contenders.split(","))
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory(prefix="fastgw-bench-") as tmp:
+        workdir = Path(tmp)
+        (workdir / "big.bin").write_bytes(os.urandom(64 * 1024))
+        upstream = free_port()
+        conf = render("nginx_upstream.conf", workdir, dir=workdir, port=upstream)
+        with process(["nginx", "-c", str(conf), "-p", str(workdir)], upstream, workdir):
+            for scenario in SCENARIOS:
+                if scenario.name not in wanted:
+                    continue
+                for name in scenario.contenders:
+                    if name not in allowed:
+                        continue
+                    port = upstream if name == "direct" else free_port()
+                    with CONTENDERS[name](workdir, port, upstream, scenario) as proc:
+                        result = measure(name, proc, port, scenario, args.rounds, args.seconds)
+                    results.append(result)
+                    print(
+                        f"  {scenario.name:14} {name:8} {result.rps:9.0f} req/s {result.cpu_us:7.2f} us/req",
+                        flush=True,
+                    )
+            if "idle" in wanted:
+                results += idle_connections(workdir, upstream, args.idle)
+    rows = with_ratios(results)
+    print()
+    print_table(rows)
+    RESULTS.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    doc = {
+        "when": stamp,
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "results": rows,
+    }
+    for name in (f"{stamp}.json", "latest.json"):
+        (RESULTS / name).write_text(json.dumps(doc, indent=2) + "\n")
+    draw_chart(rows, RESULTS / "latest.png")
+    print(f"\nresults: {RESULTS / 'latest.json'}, chart: {RESULTS / 'latest.png'}")
+    return 0

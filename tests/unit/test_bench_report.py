@@ -1,0 +1,50 @@
+"""The benchmark's report: wrk output parsing and ratios to nginx (the numbers people read)."""
+
+from __future__ import annotations
+
+from bench.run import Result, parse_wrk, with_ratios
+
+WRK_OUTPUT = """Running 5s test @ http://127.0.0.1:40000/items/1
+  1 threads and 64 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     1.53ms  420.11us   9.87ms   85.00%
+    Req/Sec    42.01k     1.20k   44.10k    70.00%
+  Latency Distribution
+     50%    1.31ms
+     75%    1.70ms
+     90%    2.05ms
+     99%  870.00us
+  209045 requests in 5.00s, 38.08MB read
+  Socket errors: connect 0, read 3, write 1, timeout 2
+  Non-2xx or 3xx responses: 5
+Requests/sec:  41808.99
+Transfer/sec:      7.61MB
+"""
+
+
+def test_parse_wrk_reads_counts_latency_units_and_errors() -> None:
+    run = parse_wrk(WRK_OUTPUT)
+    assert run["requests"] == 209045
+    assert run["rps"] == 41808.99
+    assert run["p50"] == 1.31
+    assert run["p99"] == 0.87  # microseconds converted to milliseconds
+    assert run["errors"] == 3 + 1 + 2 + 5
+
+
+def test_ratios_are_against_nginx_in_the_same_scenario() -> None:
+    def result(scenario: str, contender: str, rps: float, cpu: float) -> Result:
+        return Result(scenario, contender, rps, 1.0, 2.0, cpu, cpu / 2, cpu / 2, 0)
+
+    rows = with_ratios(
+        [
+            result("small", "nginx", 40000, 20.0),
+            result("small", "fastgw", 30000, 30.0),
+            result("big", "nginx", 10000, 50.0),
+            result("big", "fastgw", 12000, 40.0),
+        ]
+    )
+    by = {(r["scenario"], r["contender"]): r for r in rows}
+    assert by[("small", "fastgw")]["rps_vs_nginx"] == 0.75
+    assert by[("small", "fastgw")]["cpu_vs_nginx"] == 1.5
+    assert by[("big", "fastgw")]["rps_vs_nginx"] == 1.2
+    assert by[("big", "nginx")]["rps_vs_nginx"] == 1.0
