@@ -183,3 +183,12 @@ def test_close_delimited_upstream_body_is_rechunked_complete(gateway: RunningGat
         assert r.body == bytes(i % 251 for i in range(70000))
         sock.sendall(build_request("GET", "/echo/again"))
         assert read_response(sock).json()["path"] == "/echo/again"
+
+
+def test_interim_1xx_from_the_upstream_is_not_forwarded(gateway: RunningGateway) -> None:
+    # The upstream sends "100 Continue" nobody asked for; the client sees only the final answer.
+    with connect(gateway.port) as sock:
+        sock.sendall(build_request("GET", "/continue"))
+        r = read_response(sock)
+        assert r.status == 200 and r.interim == []
+        assert r.json()["path"] == "/continue"
