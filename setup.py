@@ -18,12 +18,18 @@ extensions = [
         ["src/fastgw/_router.pyx"],
         extra_compile_args=["-O0", "-g"] if DEBUG else ["-O2"],
     ),
+    Extension(
+        "fastgw._proxy",
+        ["src/fastgw/_proxy.pyx"],
+        extra_compile_args=["-O0", "-g"] if DEBUG else ["-O2"],
+    ),
 ]
 
 setup(
     ext_modules=cythonize(
         extensions,
         language_level=3,
+        include_path=["src"],  # _proxy cimports fastgw._router
         annotate=DEBUG,
         compiler_directives={
             "boundscheck": DEBUG,

@@ -13,11 +13,10 @@ import sys
 import time
 from typing import Any
 
+from fastgw._proxy import ClientProtocol, UpstreamConnection
 from fastgw.config import parse_config
 from fastgw.plan import compile_plan
 from fastgw.server.listener import ListenerServer
-from fastgw.server.protocol import ClientProtocol
-from fastgw.upstream.protocol import UpstreamConnection
 
 REQUEST = b"GET /items/1 HTTP/1.1\r\nHost: localhost:8080\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n"
 RESPONSE = (

@@ -1,6 +1,6 @@
 """Upstream connection reuse and upstream failure shapes, through ``fastgw run``.
 
-Pool rules (``upstream/pool.py``, ``server/exchange.py``): an idle pooled connection the upstream
+Pool rules (``upstream/pool.py``, ``_proxy.pyx``): an idle pooled connection the upstream
 closed must not be used, or (in the race where it closes just as we reuse it) an idempotent
 request without a body is retried once on a fresh connection; a request with a body is never sent
 twice (aiohttp #7297). The upstream's ``/stats`` counts the requests it actually parsed.

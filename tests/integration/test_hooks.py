@@ -90,9 +90,9 @@ def doc(upstream: int, **options: Any) -> dict[str, Any]:
 def events_become(expected: list[str], timeout: float = 2.0) -> bool:
     """on_complete runs in the gateway's thread just after the last write: wait for it."""
     deadline = time.monotonic() + timeout
-    while EVENTS != expected and time.monotonic() < deadline:
+    while expected != EVENTS and time.monotonic() < deadline:
         time.sleep(0.01)
-    return EVENTS == expected
+    return expected == EVENTS
 
 
 def call(gw: RunningGateway, target: str, headers: list[tuple[str, str]] | None = None) -> Any:

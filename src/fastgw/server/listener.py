@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import socket
 from typing import TYPE_CHECKING
 
-from fastgw.server.protocol import ClientProtocol
+from fastgw._proxy import ClientProtocol, RequestIds
 
 if TYPE_CHECKING:
     from fastgw.plan import ListenerPlan
@@ -20,12 +19,11 @@ class ListenerServer:
         self.connections: set[ClientProtocol] = set()
         self.server: asyncio.base_events.Server | None = None
         # Made here, in the worker process after fork, so ids stay unique across workers.
-        self._id_prefix = os.urandom(6).hex().encode()
-        self._next_number = itertools.count(1).__next__
+        self.request_ids = RequestIds(os.urandom(6).hex().encode())
 
     def new_request_id(self) -> bytes:
         """A random per-process prefix and a counter: unique, cheap, and sortable per worker."""
-        return b"%s%08x" % (self._id_prefix, self._next_number())
+        return self.request_ids.next()
 
     async def start(self, reuse_port: bool = False) -> None:
         loop = asyncio.get_running_loop()

@@ -17,10 +17,10 @@ import asyncio
 from collections import deque
 from typing import NamedTuple
 
+from fastgw._proxy import UpstreamConnection
 from fastgw.config.schema import PoolConfig
 from fastgw.errors import UpstreamFault
 from fastgw.server.clock import CLOCK
-from fastgw.upstream.protocol import UpstreamConnection
 
 
 class PoolKey(NamedTuple):

@@ -1,0 +1,207 @@
+# fastgw._proxy: table of contents.
+#
+# The code and its theory of operation are in _proxy.pyx; the typed face is _proxy.pyi.
+# ClientProtocol (one per client connection), Exchange (one per request) and UpstreamConnection
+# (one per upstream socket) are cdef classes in one module, so each reads the others' fields at
+# C speed. asyncio and httptools call their `def` methods (both duck-type a protocol); the three
+# call each other through the `cdef` methods below; Python code (pools, listeners, the clock,
+# plugins) sees the `public`/`readonly` fields and the `def`/`cpdef` methods.
+
+
+cdef enum:                   # what build_exchange does with a request header, by name
+    H_PASS = 0               # forwarded as it is
+    H_HOST                   # host
+    H_CL                     # content-length
+    H_TE                     # transfer-encoding
+    H_CONN                   # connection
+    H_EXPECT                 # expect
+    H_XFF                    # x-forwarded-for
+    H_XFP                    # x-forwarded-proto
+    H_XFH                    # x-forwarded-host
+    H_RID                    # x-request-id
+    H_DROP                   # hop-by-hop or spoofable: keep-alive, proxy-connection, te, trailer,
+                             # upgrade, proxy-authorization, forwarded
+
+
+cdef enum:                   # what on_upstream_head does with a response header; <= R_CL is kept
+    R_PASS = 0
+    R_CL                     # content-length (kept; the body is not re-framed)
+    R_CONN                   # connection (dropped, with the headers it names)
+    R_TE                     # transfer-encoding (dropped; a body without length is re-chunked)
+    R_DROP                   # keep-alive, proxy-connection, te, trailer, upgrade
+
+
+cdef enum:                   # ClientProtocol.paused: why reading from the client is paused
+    P_UPSTREAM = 1           # the upstream's write buffer is full
+    P_BUFFER = 2             # request body buffered while no upstream connection is ready
+    P_PIPELINE = 4           # too many pipelined requests waiting
+    P_CLIENT_WRITE = 8       # marker only: the client's own write buffer is full
+
+
+cdef class Exchange
+cdef class UpstreamConnection
+
+
+cdef class RequestIds:
+    # Request ids: a per-process random prefix (made after fork) and a counter, formatted in C.
+    cdef readonly bytes prefix
+    cdef readonly unsigned long long number
+
+    cpdef bytes next(self)
+
+
+cdef class ClientProtocol:
+    cdef public object server            # the ListenerServer that accepted the connection
+    cdef public object listener          # its ListenerPlan at accept time (fixed for our life)
+    cdef public object transport
+    cdef public object parser            # httptools.HttpRequestParser, or _DeadParser once refused
+    cdef public bytes peer_ip
+    cdef public bint trusted             # a configured proxy: its X-Forwarded-* are believed
+    cdef public object url               # bytes of the target so far, or None
+    cdef public list headers             # (name, value) as received, for the current head
+    cdef public bint in_head
+    cdef public Py_ssize_t head_bytes
+    cdef public Exchange active          # the exchange answering now
+    cdef public Exchange parsing         # the exchange whose body is being parsed
+    cdef public object queue             # deque[Exchange]: pipelined, waiting their turn
+    cdef public int paused               # P_* bits
+    cdef public bint write_paused
+    cdef public double deadline          # CLOCK.now-based; 0 = none
+    cdef public bint draining
+    cdef public bint closed
+    # Copied from the listener plan once per connection:
+    cdef object router
+    cdef RequestIds request_ids
+    cdef Py_ssize_t max_connections
+    cdef Py_ssize_t max_header_bytes
+    cdef Py_ssize_t max_uri_bytes
+    cdef Py_ssize_t max_headers
+    cdef long long max_body_bytes
+    cdef Py_ssize_t max_pipeline
+    cdef Py_ssize_t buffer_bytes
+    cdef double head_timeout
+    cdef double body_timeout
+    cdef double keepalive_timeout
+    # The request line without get_http_version(): see build_exchange.
+    cdef object feed                     # bytes of a read that began between messages, or None
+    cdef object head_start               # that read, if the current head began at its byte 0
+    cdef object last_host_header         # the last Host value checked, and its routing form
+    cdef object last_host
+
+    cdef Exchange build_exchange(self)
+    cdef int exchange_finished(self, Exchange exchange) except -1
+    cdef int reject(self, fault) except -1
+    cdef int pause_reading_for(self, int reason) except -1
+    cdef int resume_reading_for(self, int reason) except -1
+    cpdef close(self)
+    cpdef abort(self)
+    cpdef start_draining(self)
+    cpdef check_deadline(self, double now)
+
+
+cdef class Exchange:
+    # The context hooks see (ctx): read by plugins and predicates, some written by them.
+    cdef public ClientProtocol client
+    cdef public object listener          # ListenerPlan
+    cdef public bytes method
+    cdef public bytes path               # normalized: what was matched and what is forwarded
+    cdef public bytes query              # b"" or b"?..." as received
+    cdef public bint http_10
+    cdef public bint keep_alive
+    cdef public list headers             # (name, value) as received, for hooks and predicates
+    cdef public bytes host               # lower-cased, no port: for routing
+    cdef public bytes host_header        # as received
+    cdef public long long content_length  # -1 when absent
+    cdef public bint chunked
+    cdef public bint expect_continue
+    cdef public bytes request_id
+    cdef public bytes pass_block         # header lines forwarded as they are + X-Forwarded-* lines
+    cdef public object route             # RoutePlan, once matched
+    cdef object chain                    # route.chain (a HookChain tuple), read once at match
+    cdef public tuple params
+    cdef public bint request_done
+    cdef public long long body_received
+    cdef public list pending             # request body framed for upstream, waiting; or None
+    cdef public Py_ssize_t pending_size
+    cdef public object target            # upstream Target
+    cdef public UpstreamConnection conn
+    cdef public object acquiring         # Future[UpstreamConnection] while connecting
+    cdef public bint retried
+    cdef public int response_status
+    cdef public list response_headers    # for on_response hooks
+    cdef public bint response_started
+    cdef public bint rechunk
+    cdef public bint close_after
+    cdef public list out                 # response bytes gathered during one upstream read
+    cdef public bint finished
+    cdef public list upstream_headers    # added by on_upstream_request hooks
+    cdef public double started_at
+
+    cdef int setup(self, ClientProtocol client) except -1
+    cdef int start(self) except -1
+    cdef int _run_request_hooks(self, tuple hooks, Py_ssize_t index) except -1
+    cdef int send_upstream(self, bint fresh) except -1
+    cdef int attach(self, UpstreamConnection conn) except -1
+    cdef bytes render_upstream_head(self, route, target)
+    cdef int on_client_body(self, bytes data) except -1
+    cdef int on_client_complete(self) except -1
+    cdef int to_upstream(self, bytes data) except -1
+    cdef int on_upstream_head(self, int status, bytes reason, list headers) except -1
+    cdef int on_upstream_body(self, bytes data) except -1
+    cdef int flush_to_client(self) except -1
+    cdef int on_upstream_complete(self, UpstreamConnection conn, bint keep_alive) except -1
+    cdef int _replace_response(self, response) except -1
+    cdef int on_upstream_lost(self, UpstreamConnection conn, exc) except -1
+    cdef int on_upstream_malformed(self, UpstreamConnection conn, exc) except -1
+    cdef int on_upstream_timeout(self, UpstreamConnection conn) except -1
+    cdef int _drop_conn(self, UpstreamConnection conn) except -1
+    cdef int upstream_write_paused(self) except -1
+    cdef int upstream_write_resumed(self) except -1
+    cdef int internal_error(self) except -1
+    cpdef fail(self, fault)
+    cdef int answer_fault(self, fault, list extra) except -1
+    cdef int answer(self, response) except -1
+    cdef int finish(self) except -1
+    cdef int client_lost(self) except -1
+
+
+cdef class UpstreamConnection:
+    cdef public object pool              # TargetPool
+    cdef public object transport
+    cdef public Exchange exchange        # while busy
+    cdef public object parser            # httptools.HttpResponseParser, reused across responses
+    cdef public list headers
+    cdef public bytes reason
+    cdef public int status               # status of the response being parsed
+    cdef public Py_ssize_t served        # responses completed on this connection (0 = fresh)
+    cdef public bint received            # any byte of the current response arrived
+    cdef public bint closed
+    cdef public double deadline
+    cdef public double read_timeout
+    cdef public double send_timeout
+    cdef public bint sending
+    cdef public bint reading_paused
+    cdef public double idle_deadline     # set by the pool while idle
+    cdef public bint head_only
+    cdef public bint reusable
+    cdef public bint close_delimited
+    cdef public bint served_head_only
+
+    cpdef pause_reading(self)
+    cpdef resume_reading(self)
+    cdef int arm(self) except -1
+    cdef int request_sent(self) except -1
+    cdef int begin(self, Exchange exchange, bint head_only, timeouts, bint sending) except -1
+    cdef int detach(self, bint reusable) except -1
+    cpdef close(self)
+    cpdef abort(self)
+    cpdef check_deadline(self, double now)
+
+
+cdef bint _ieq(const char* s, const char* lower, Py_ssize_t n) noexcept nogil
+cdef int _request_kind(const char* s, Py_ssize_t n) noexcept nogil
+cdef int _response_kind(const char* s, Py_ssize_t n) noexcept nogil
+cdef long long _content_length(bytes value) except -1
+cdef bint _valid_request_id(bytes value) noexcept
+cdef bint _needs_normalizing(bytes path) noexcept
+cdef bytes _chunk_header(Py_ssize_t size)
