@@ -1,6 +1,7 @@
 """Build the compiled parts of fastgw.
 
-One Extension per .pyx file. ``FASTGW_DEBUG_BUILD=1`` builds with line tracing off, asserts on and
+One Extension per .pyx file; ``fastgw._http`` also compiles llhttp (``vendor/llhttp``, MIT, the
+parser inside httptools and Node.js) so that its callbacks can be C functions. ``FASTGW_DEBUG_BUILD=1`` builds with line tracing off, asserts on and
 writes ``cython -a`` annotation HTML next to the source, to check that the hot functions stay
 free of Python-object work.
 """
@@ -12,16 +13,26 @@ from setuptools import Extension, setup
 
 DEBUG = os.environ.get("FASTGW_DEBUG_BUILD") == "1"
 
+FLAGS = ["-O0", "-g"] if DEBUG else ["-O2"]
+LLHTTP = "vendor/llhttp"
+
 extensions = [
+    Extension(
+        "fastgw._http",
+        ["src/fastgw/_http.pyx", *(f"{LLHTTP}/src/{name}.c" for name in ("llhttp", "api", "http"))],
+        include_dirs=[f"{LLHTTP}/include"],
+        extra_compile_args=FLAGS,
+    ),
     Extension(
         "fastgw._router",
         ["src/fastgw/_router.pyx"],
-        extra_compile_args=["-O0", "-g"] if DEBUG else ["-O2"],
+        extra_compile_args=FLAGS,
     ),
     Extension(
         "fastgw._proxy",
         ["src/fastgw/_proxy.pyx"],
-        extra_compile_args=["-O0", "-g"] if DEBUG else ["-O2"],
+        include_dirs=[f"{LLHTTP}/include"],  # reads llhttp_t fields; calls no llhttp function
+        extra_compile_args=FLAGS,
     ),
 ]
 
@@ -29,7 +40,7 @@ setup(
     ext_modules=cythonize(
         extensions,
         language_level=3,
-        include_path=["src"],  # _proxy cimports fastgw._router
+        include_path=["src"],  # _proxy cimports fastgw._router and fastgw._http
         annotate=DEBUG,
         compiler_directives={
             "boundscheck": DEBUG,

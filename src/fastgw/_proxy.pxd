@@ -3,8 +3,9 @@
 # The code and its theory of operation are in _proxy.pyx; the typed face is _proxy.pyi.
 # ClientProtocol (one per client connection), Exchange (one per request) and UpstreamConnection
 # (one per upstream socket) are cdef classes in one module, so each reads the others' fields at
-# C speed. asyncio and httptools call their `def` methods (both duck-type a protocol); the three
-# call each other through the `cdef` methods below; Python code (pools, listeners, the clock,
+# C speed. asyncio calls their `def` methods (it duck-types a protocol); each drives its own
+# fastgw._http.HttpParser and acts on its events; the three call each other through the `cdef`
+# methods below; Python code (pools, listeners, the clock,
 # plugins) sees the `public`/`readonly` fields and the `def`/`cpdef` methods.
 
 
@@ -38,8 +39,62 @@ cdef enum:                   # ClientProtocol.paused: why reading from the clien
     P_CLIENT_WRITE = 8       # marker only: the client's own write buffer is full
 
 
+from fastgw._http cimport HttpParser
+from fastgw._router cimport Router
+
+
 cdef class Exchange
 cdef class UpstreamConnection
+cdef class PoolCore
+
+
+cdef class RouteCore:
+    # What the exchange reads of a compiled route (plan.RoutePlan subclasses it).
+    cdef public object upstream          # GroupCore (plan: UpstreamGroup)
+    cdef public object timeouts          # UpstreamTimeouts, and its three values:
+    cdef readonly double connect_timeout
+    cdef readonly double read_timeout
+    cdef readonly double send_timeout
+    cdef public object chain             # HookChain, and its four tuples:
+    cdef readonly tuple on_request
+    cdef readonly tuple on_upstream_request
+    cdef readonly tuple on_response
+    cdef readonly tuple on_complete
+    cdef public bint preserve_host
+    cdef public object strip_prefix      # bytes or None
+    cdef public object rewrite           # RewriteTemplate or None
+
+    cdef bytes path_upstream(self, bytes path, tuple params)
+
+
+cdef class Target:
+    cdef readonly str host
+    cdef readonly int port
+    cdef readonly int weight
+    cdef readonly PoolCore pool
+    cdef readonly bytes host_header      # the Host value sent upstream
+    cdef readonly str label              # host:port, for messages and metrics
+
+
+cdef class GroupCore:
+    # What the exchange reads of an upstream group (upstream.group.UpstreamGroup subclasses it).
+    cdef public Target single            # the only target, or None: then pick() chooses
+
+
+cdef class PoolCore:
+    # The synchronous half of a keep-alive pool (upstream.pool.TargetPool subclasses it).
+    cdef public list idle                # LIFO of idle UpstreamConnections
+    cdef public int open
+    cdef public int in_use
+    cdef public object waiters           # deque[(Future, deadline)]
+    cdef public long long opened
+    cdef public long long reused
+    cdef public long long connect_errors
+    cdef public int max_idle
+    cdef public double idle_timeout
+
+    cdef UpstreamConnection take_idle_conn(self)
+    cdef int release_conn(self, UpstreamConnection conn) except -1
 
 
 cdef class RequestIds:
@@ -54,13 +109,10 @@ cdef class ClientProtocol:
     cdef public object server            # the ListenerServer that accepted the connection
     cdef public object listener          # its ListenerPlan at accept time (fixed for our life)
     cdef public object transport
-    cdef public object parser            # httptools.HttpRequestParser, or _DeadParser once refused
+    cdef public HttpParser parser        # None once a request was refused
     cdef public bytes peer_ip
     cdef public bint trusted             # a configured proxy: its X-Forwarded-* are believed
-    cdef public object url               # bytes of the target so far, or None
-    cdef public list headers             # (name, value) as received, for the current head
-    cdef public bint in_head
-    cdef public Py_ssize_t head_bytes
+    cdef public bint in_head             # a head began in an earlier read (its timeout runs)
     cdef public Exchange active          # the exchange answering now
     cdef public Exchange parsing         # the exchange whose body is being parsed
     cdef public object queue             # deque[Exchange]: pipelined, waiting their turn
@@ -70,27 +122,25 @@ cdef class ClientProtocol:
     cdef public bint draining
     cdef public bint closed
     # Copied from the listener plan once per connection:
-    cdef object router
+    cdef object write_bound              # transport.write, looked up once
+    cdef Router router
     cdef RequestIds request_ids
     cdef Py_ssize_t max_connections
-    cdef Py_ssize_t max_header_bytes
-    cdef Py_ssize_t max_uri_bytes
-    cdef Py_ssize_t max_headers
     cdef long long max_body_bytes
     cdef Py_ssize_t max_pipeline
     cdef Py_ssize_t buffer_bytes
     cdef double head_timeout
     cdef double body_timeout
     cdef double keepalive_timeout
-    # The request line without get_http_version(): see build_exchange.
-    cdef object feed                     # bytes of a read that began between messages, or None
-    cdef object head_start               # that read, if the current head began at its byte 0
     cdef object last_host_header         # the last Host value checked, and its routing form
     cdef object last_host
 
-    cdef Exchange build_exchange(self)
+    cdef int on_head(self, HttpParser parser) except -1
+    cdef int on_message_complete(self) except -1
+    cdef Exchange build_exchange(self, HttpParser parser)
     cdef int exchange_finished(self, Exchange exchange) except -1
     cdef int reject(self, fault) except -1
+    cdef int write(self, bytes data) except -1
     cdef int pause_reading_for(self, int reason) except -1
     cdef int resume_reading_for(self, int reason) except -1
     cpdef close(self)
@@ -108,7 +158,10 @@ cdef class Exchange:
     cdef public bytes query              # b"" or b"?..." as received
     cdef public bint http_10
     cdef public bint keep_alive
-    cdef public list headers             # (name, value) as received, for hooks and predicates
+    cdef object head_owner               # the bytes holding the request's header lines ...
+    cdef Py_ssize_t fields_lo            # ... at [fields_lo, fields_hi), parsed only if asked
+    cdef Py_ssize_t fields_hi
+    cdef list _headers                   # that parse: see the `headers` property
     cdef public bytes host               # lower-cased, no port: for routing
     cdef public bytes host_header        # as received
     cdef public long long content_length  # -1 when absent
@@ -116,14 +169,13 @@ cdef class Exchange:
     cdef public bint expect_continue
     cdef public bytes request_id
     cdef public bytes pass_block         # header lines forwarded as they are + X-Forwarded-* lines
-    cdef public object route             # RoutePlan, once matched
-    cdef object chain                    # route.chain (a HookChain tuple), read once at match
+    cdef public RouteCore route          # the RoutePlan, once matched
     cdef public tuple params
     cdef public bint request_done
     cdef public long long body_received
     cdef public list pending             # request body framed for upstream, waiting; or None
     cdef public Py_ssize_t pending_size
-    cdef public object target            # upstream Target
+    cdef public Target target            # the upstream target picked
     cdef public UpstreamConnection conn
     cdef public object acquiring         # Future[UpstreamConnection] while connecting
     cdef public bint retried
@@ -142,17 +194,17 @@ cdef class Exchange:
     cdef int _run_request_hooks(self, tuple hooks, Py_ssize_t index) except -1
     cdef int send_upstream(self, bint fresh) except -1
     cdef int attach(self, UpstreamConnection conn) except -1
-    cdef bytes render_upstream_head(self, route, target)
+    cdef bytes render_upstream_head(self, RouteCore route, Target target)
     cdef int on_client_body(self, bytes data) except -1
     cdef int on_client_complete(self) except -1
     cdef int to_upstream(self, bytes data) except -1
-    cdef int on_upstream_head(self, int status, bytes reason, list headers) except -1
+    cdef int on_upstream_head(self, int status, HttpParser parser) except -1
     cdef int on_upstream_body(self, bytes data) except -1
     cdef int flush_to_client(self) except -1
     cdef int on_upstream_complete(self, UpstreamConnection conn, bint keep_alive) except -1
     cdef int _replace_response(self, response) except -1
     cdef int on_upstream_lost(self, UpstreamConnection conn, exc) except -1
-    cdef int on_upstream_malformed(self, UpstreamConnection conn, exc) except -1
+    cdef int on_upstream_malformed(self, UpstreamConnection conn, str problem) except -1
     cdef int on_upstream_timeout(self, UpstreamConnection conn) except -1
     cdef int _drop_conn(self, UpstreamConnection conn) except -1
     cdef int upstream_write_paused(self) except -1
@@ -166,13 +218,12 @@ cdef class Exchange:
 
 
 cdef class UpstreamConnection:
-    cdef public object pool              # TargetPool
+    cdef public PoolCore pool            # its TargetPool
     cdef public object transport
+    cdef object write_bound              # transport.write, looked up once
     cdef public Exchange exchange        # while busy
-    cdef public object parser            # httptools.HttpResponseParser, reused across responses
-    cdef public list headers
-    cdef public bytes reason
-    cdef public int status               # status of the response being parsed
+    cdef public HttpParser parser        # one per connection, reused across responses
+    cdef public bint interim             # the head parsed last was a 1xx
     cdef public Py_ssize_t served        # responses completed on this connection (0 = fresh)
     cdef public bint received            # any byte of the current response arrived
     cdef public bint closed
@@ -185,13 +236,15 @@ cdef class UpstreamConnection:
     cdef public bint head_only
     cdef public bint reusable
     cdef public bint close_delimited
-    cdef public bint served_head_only
 
     cpdef pause_reading(self)
     cpdef resume_reading(self)
+    cdef int on_head(self, Exchange exchange, HttpParser parser) except -1
+    cdef int on_message_complete(self, Exchange exchange, HttpParser parser) except -1
     cdef int arm(self) except -1
     cdef int request_sent(self) except -1
-    cdef int begin(self, Exchange exchange, bint head_only, timeouts, bint sending) except -1
+    cdef int write(self, bytes data) except -1
+    cdef int begin(self, Exchange exchange, bint head_only, RouteCore route, bint sending) except -1
     cdef int detach(self, bint reusable) except -1
     cpdef close(self)
     cpdef abort(self)
@@ -201,7 +254,7 @@ cdef class UpstreamConnection:
 cdef bint _ieq(const char* s, const char* lower, Py_ssize_t n) noexcept nogil
 cdef int _request_kind(const char* s, Py_ssize_t n) noexcept nogil
 cdef int _response_kind(const char* s, Py_ssize_t n) noexcept nogil
-cdef long long _content_length(bytes value) except -1
-cdef bint _valid_request_id(bytes value) noexcept
+cdef long long _content_length(const char* s, Py_ssize_t n) except -1
+cdef bint _valid_request_id(const char* s, Py_ssize_t n) noexcept
 cdef bint _needs_normalizing(bytes path) noexcept
 cdef bytes _chunk_header(Py_ssize_t size)

@@ -4,11 +4,12 @@ import asyncio
 from collections import deque
 from typing import Any, ClassVar, final
 
+from fastgw._http import HttpParser
+from fastgw.config.schema import UpstreamTimeouts
 from fastgw.errors import HttpFault
-from fastgw.plan import ListenerPlan, RoutePlan
+from fastgw.hooks import HookChain
+from fastgw.plan import ListenerPlan, RewriteTemplate, RoutePlan
 from fastgw.server.listener import ListenerServer
-from fastgw.upstream.group import Target
-from fastgw.upstream.pool import TargetPool
 
 IDEMPOTENT: frozenset[bytes]
 
@@ -30,7 +31,7 @@ class RequestIds:
 
 @final
 class ClientProtocol(asyncio.Protocol):  # by duck typing at run time: a cdef class
-    """One accepted client connection, driven by httptools (an asyncio protocol by duck typing)."""
+    """One accepted client connection, driven by its HttpParser (an asyncio protocol by duck typing)."""
 
     PAUSE_UPSTREAM: ClassVar[int]
     PAUSE_BUFFER: ClassVar[int]
@@ -40,13 +41,10 @@ class ClientProtocol(asyncio.Protocol):  # by duck typing at run time: a cdef cl
     server: ListenerServer
     listener: ListenerPlan
     transport: Any
-    parser: Any
+    parser: HttpParser | None
     peer_ip: bytes
     trusted: bool
-    url: bytes | None
-    headers: list[tuple[bytes, bytes]]
     in_head: bool
-    head_bytes: int
     active: Exchange | None
     parsing: Exchange | None
     queue: deque[Exchange]
@@ -64,13 +62,6 @@ class ClientProtocol(asyncio.Protocol):  # by duck typing at run time: a cdef cl
     def eof_received(self) -> bool: ...
     def pause_writing(self) -> None: ...
     def resume_writing(self) -> None: ...
-    # httptools callbacks
-    def on_message_begin(self) -> None: ...
-    def on_url(self, url: bytes) -> None: ...
-    def on_header(self, name: bytes, value: bytes) -> None: ...
-    def on_headers_complete(self) -> None: ...
-    def on_body(self, body: bytes) -> None: ...
-    def on_message_complete(self) -> None: ...
     # for the listener and the clock
     def close(self) -> None: ...
     def abort(self) -> None: ...
@@ -91,8 +82,9 @@ class Exchange:
     """``b""`` or ``b"?..."`` as received."""
     http_10: bool
     keep_alive: bool
-    headers: list[tuple[bytes, bytes]]
-    """Request headers as received."""
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """Request headers as received; parsed on first use."""
     host: bytes
     """Lower-cased, without port: what routing used."""
     host_header: bytes
@@ -135,13 +127,11 @@ class Exchange:
 class UpstreamConnection(asyncio.Protocol):  # by duck typing at run time: a cdef class
     """One keep-alive HTTP/1.1 connection to an upstream target."""
 
-    pool: TargetPool
+    pool: PoolCore
     transport: Any
     exchange: Exchange | None
-    parser: Any
-    headers: list[tuple[bytes, bytes]]
-    reason: bytes
-    status: int
+    parser: HttpParser
+    interim: bool
     served: int
     received: bool
     closed: bool
@@ -154,9 +144,8 @@ class UpstreamConnection(asyncio.Protocol):  # by duck typing at run time: a cde
     head_only: bool
     reusable: bool
     close_delimited: bool
-    served_head_only: bool
 
-    def __init__(self, pool: TargetPool) -> None: ...
+    def __init__(self, pool: PoolCore) -> None: ...
     # asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None: ...
     def connection_lost(self, exc: Exception | None) -> None: ...
@@ -164,13 +153,6 @@ class UpstreamConnection(asyncio.Protocol):  # by duck typing at run time: a cde
     def eof_received(self) -> bool: ...
     def pause_writing(self) -> None: ...
     def resume_writing(self) -> None: ...
-    # httptools callbacks
-    def on_message_begin(self) -> None: ...
-    def on_status(self, reason: bytes) -> None: ...
-    def on_header(self, name: bytes, value: bytes) -> None: ...
-    def on_headers_complete(self) -> None: ...
-    def on_body(self, body: bytes) -> None: ...
-    def on_message_complete(self) -> None: ...
     # for the exchange, the pool and the clock
     def pause_reading(self) -> None:
         """Backpressure from a slow client: the upstream is not stalled, so no read deadline."""
@@ -178,3 +160,76 @@ class UpstreamConnection(asyncio.Protocol):  # by duck typing at run time: a cde
     def close(self) -> None: ...
     def abort(self) -> None: ...
     def check_deadline(self, now: float) -> None: ...
+
+class RouteCore:
+    """The per-request face of a compiled route (``plan.RoutePlan`` subclasses it)."""
+
+    upstream: Any
+    timeouts: UpstreamTimeouts
+    chain: HookChain
+    preserve_host: bool
+    strip_prefix: bytes | None
+    rewrite: RewriteTemplate | None
+    @property
+    def connect_timeout(self) -> float: ...
+    @property
+    def read_timeout(self) -> float: ...
+    @property
+    def send_timeout(self) -> float: ...
+    def __init__(
+        self,
+        upstream: GroupCore,
+        timeouts: UpstreamTimeouts,
+        chain: HookChain,
+        preserve_host: bool,
+        strip_prefix: bytes | None,
+    ) -> None: ...
+    def upstream_path(self, path: bytes, params: tuple[bytes, ...]) -> bytes:
+        """The path sent upstream: the rewrite template, the path minus strip_prefix, or as is."""
+
+@final
+class Target:
+    """One upstream server of a group, with its pool and the Host value sent to it."""
+
+    def __init__(self, host: str, port: int, weight: int, pool: PoolCore, host_header: bytes) -> None: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def weight(self) -> int: ...
+    @property
+    def pool(self) -> PoolCore: ...
+    @property
+    def host_header(self) -> bytes: ...
+    @property
+    def label(self) -> str: ...
+
+class GroupCore:
+    """The per-request face of an upstream group (``UpstreamGroup`` subclasses it)."""
+
+    single: Target | None
+    def __init__(self) -> None: ...
+
+class PoolCore:
+    """The synchronous half of a keep-alive pool (``TargetPool`` subclasses it)."""
+
+    idle: list[UpstreamConnection]
+    open: int
+    in_use: int
+    waiters: deque[tuple[asyncio.Future[UpstreamConnection], float]]
+    opened: int
+    reused: int
+    connect_errors: int
+    max_idle: int
+    idle_timeout: float
+    def __init__(self, max_idle: int, idle_timeout: float) -> None: ...
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters read by metrics and tests."""
+    def take_idle(self) -> UpstreamConnection | None:
+        """The most recently used idle connection still open, or None."""
+    def release(self, conn: UpstreamConnection) -> None:
+        """Take a connection back after a response; keep it only if it is clean and reusable."""
+    def give_back(self, conn: UpstreamConnection) -> None:
+        """A waiter was cancelled after it was handed a connection: return it unused."""

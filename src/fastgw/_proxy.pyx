@@ -3,12 +3,13 @@
 
 The three live in one module as cdef classes so they read each other's fields at C speed; the
 table of contents (fields, signatures) is ``_proxy.pxd``, the typed face ``_proxy.pyi``.
-The asyncio and httptools callbacks are ``def`` methods: both duck-type their protocols
-(``getattr`` on the protocol object), so the classes need no ``asyncio.Protocol`` base.
+The asyncio callbacks are ``def`` methods: asyncio duck-types its protocols (``getattr`` on the
+protocol object), so the classes need no ``asyncio.Protocol`` base. Each protocol drives its own
+``_http.HttpParser`` (llhttp with C callbacks) and acts on the events it returns.
 Everything the three call on each other is ``cdef``; what Python code (pools, listeners, the
 clock, plugins) calls is ``def`` or ``cpdef``.
 
-Client side: one ``ClientProtocol`` per accepted connection, driven by httptools.
+Client side: one ``ClientProtocol`` per accepted connection, driven by a request parser.
 
 Connection states:
 
@@ -17,7 +18,7 @@ Connection states:
                           +-- limit / malformed ------+--> error response, closed
 
 Hook points, in order, for each request (see ``hooks.py``): on_request, on_upstream_request,
-on_response, on_complete. The protocol itself parses, checks what httptools leaves to us
+on_response, on_complete. The protocol itself parses, checks what llhttp leaves to us
 (``server/limits.py``, with the hot checks in C below), builds an ``Exchange`` per request and
 keeps pipelined ones in order: only the head-of-line exchange talks to the client; later ones
 wait, their bodies buffered up to the listener's buffer size, and reading pauses while the
@@ -35,7 +36,7 @@ brackets):
     ClientProtocol parses the head -> Exchange               (queued behind earlier ones)
     start(): router.match -> 404/405 | limits -> 413 | 100 Continue
              [on_request] -> may answer, or await
-    send_upstream(): Balancer pick -> pool.take_idle() | pool.acquire() (async only here)
+    send_upstream(): group pick -> pool.take_idle_conn() | pool.acquire() (async only here)
     attach(conn): [on_upstream_request] head + buffered body written in one call
     on_client_body / on_client_complete: body streamed upstream (re-framed when chunked)
     on_upstream_head: [on_response] head re-serialized for the client
@@ -51,19 +52,19 @@ no body, so a POST is never sent twice.
 
 Upstream side: one keep-alive HTTP/1.1 ``UpstreamConnection`` per socket to a target.
 States: connecting -> idle (in its pool) -> busy (``exchange`` set) -> idle ... -> closed.
-While busy, httptools' response parser drives the exchange: ``on_upstream_head`` with the parsed
+While busy, the connection's response parser drives the exchange: ``on_upstream_head`` with the parsed
 head, ``on_upstream_body`` per body piece, ``on_upstream_complete`` at the end; after each
 ``data_received`` the exchange flushes what it gathered to the client in one write. A connection
 goes back to its pool only when the exchange says request and response both ended cleanly with
 known framing. Bytes arriving on an idle connection, or a close, make it unusable; the pool skips
 it.
 
-PERF: the per-request path creates one Exchange, one list of header pairs, one bytes block of
-the header lines forwarded as they are, and the upstream head (one allocation, written by
-``_Writer``-style memcpy); no Task, Future or dict per request. Header names are classified in C
-(no ``.lower()``, no dict lookup); the HTTP version and the method come from the request line
-when the head began a read (no ``get_http_version()`` string formatting); request ids,
-Content-Length lines and chunk sizes are formatted in C.
+PERF: the per-request path creates one Exchange (from a free list), the path, query and request id
+bytes, the pass block (header lines copied from the head with memcpy), the upstream head and the
+client head (one allocation each); no Task, Future, dict or per-header object. llhttp reports
+offsets, not objects (``_http.pyx``); header names are classified in C where they lie; the route,
+group, target and pool are read through C fields (``RouteCore``, ``GroupCore``, ``Target``,
+``PoolCore`` below); the transports' ``write`` is looked up once per connection.
 """
 
 cimport cython
@@ -75,8 +76,19 @@ import logging
 from collections import deque
 from functools import partial
 
-import httptools
-
+from fastgw._http cimport (
+    EV_BODY,
+    EV_DONE,
+    EV_HEAD,
+    EV_HEAD_TOO_BIG,
+    EV_MALFORMED,
+    EV_MORE,
+    EV_TARGET_TOO_LONG,
+    EV_TOO_MANY_FIELDS,
+    EV_UPGRADE,
+    Field,
+    HttpParser,
+)
 from fastgw._router cimport MethodNotAllowed, RouteMatch
 
 from fastgw.errors import ClientFault, HttpFault, UpstreamFault
@@ -98,11 +110,9 @@ from fastgw.server.wire import (
 log = logging.getLogger("fastgw")
 
 cdef object _CLOCK = CLOCK
-cdef object _ParserCallbackError = httptools.HttpParserCallbackError
-cdef object _ParserUpgrade = httptools.HttpParserUpgrade
-cdef object _ParserError = httptools.HttpParserError
-cdef object _RequestParser = httptools.HttpRequestParser
-cdef object _ResponseParser = httptools.HttpResponseParser
+# A response head the gateway accepts from an upstream (nginx's proxy_buffer_size is 4-8 KiB).
+cdef Py_ssize_t UPSTREAM_MAX_HEAD = 64 * 1024
+cdef int UPSTREAM_MAX_FIELDS = 256
 
 cdef bytes _CRLF = CRLF
 cdef bytes _CONNECTION_CLOSE = CONNECTION_CLOSE
@@ -129,8 +139,20 @@ _METHOD_NOT_ALLOWED = ClientFault("method not allowed for this path", 405)
 _METHOD_NOT_ALLOWED.close = False
 
 
-cdef inline double _now():
-    return _CLOCK.now
+# PERF: CLOCK.now as a C double, set by the clock's tick (a Python attribute read costs more).
+cdef double _clock_now = CLOCK.now
+
+
+def _set_now(double now) -> None:
+    global _clock_now
+    _clock_now = now
+
+
+CLOCK.listeners.append(_set_now)
+
+
+cdef inline double _now() noexcept:
+    return _clock_now
 
 
 # -- C helpers for the hot checks and the wire bytes ----------------------------------------------
@@ -203,10 +225,9 @@ cdef int _response_kind(const char* s, Py_ssize_t n) noexcept nogil:
     return R_PASS
 
 
-cdef long long _content_length(bytes value) except -1:
+cdef long long _content_length(const char* s, Py_ssize_t n) except -1:
     """Strict digits-only Content-Length (RFC 9110 section 8.6), as ``limits.check_content_length``."""
-    cdef Py_ssize_t i, n = PyBytes_GET_SIZE(value)
-    cdef const char* s = PyBytes_AS_STRING(value)
+    cdef Py_ssize_t i
     cdef long long result = 0
     if n == 0 or n > 18:
         raise ClientFault("invalid Content-Length")
@@ -217,10 +238,9 @@ cdef long long _content_length(bytes value) except -1:
     return result
 
 
-cdef bint _valid_request_id(bytes value) noexcept:
+cdef bint _valid_request_id(const char* s, Py_ssize_t n) noexcept:
     """``[A-Za-z0-9._:-]{1,128}``, as ``limits.is_valid_request_id``."""
-    cdef Py_ssize_t i, n = PyBytes_GET_SIZE(value)
-    cdef const char* s = PyBytes_AS_STRING(value)
+    cdef Py_ssize_t i
     cdef unsigned char c
     if n < 1 or n > 128:
         return False
@@ -293,6 +313,16 @@ cdef inline char* _put_c(char* p, const char* s, Py_ssize_t n) noexcept nogil:
     return p + n
 
 
+cdef inline char* _put_line(
+    char* p, const char* name, Py_ssize_t name_len, const char* value, Py_ssize_t value_len
+) noexcept nogil:
+    """``name: value\r\n``"""
+    p = _put_c(p, name, name_len)
+    p = _put_c(p, ": ", 2)
+    p = _put_c(p, value, value_len)
+    return _put_c(p, "\r\n", 2)
+
+
 cdef bytes _chunk_header(Py_ssize_t size):
     """``b"%x\\r\\n" % size``."""
     cdef int width = _hex_digits(<unsigned long long>size)
@@ -352,13 +382,11 @@ cdef class ClientProtocol:
         listener = server.plan
         self.listener = listener
         self.transport = None
-        self.parser = _RequestParser(self)
+        lim = listener.limits
+        self.parser = HttpParser(True, lim.max_header_bytes, lim.max_headers, lim.max_uri_bytes)
         self.peer_ip = b""
         self.trusted = False
-        self.url = None
-        self.headers = []
         self.in_head = False
-        self.head_bytes = 0
         self.active = None  # the exchange answering now
         self.parsing = None  # the exchange whose body is being parsed
         self.queue = deque()  # pipelined, waiting their turn
@@ -369,28 +397,23 @@ cdef class ClientProtocol:
         self.closed = False
         # PERF: the listener plan is immutable and fixed for the connection's life; its limits
         # and timeouts are copied into C fields once instead of read through attributes per use.
-        lim = listener.limits
         timeouts = listener.timeouts
         self.router = listener.router
         self.request_ids = server.request_ids
         self.max_connections = lim.max_connections
-        self.max_header_bytes = lim.max_header_bytes
-        self.max_uri_bytes = lim.max_uri_bytes
-        self.max_headers = lim.max_headers
         self.max_body_bytes = lim.max_body_bytes
         self.max_pipeline = lim.max_pipeline
         self.buffer_bytes = listener.buffer_bytes
         self.head_timeout = timeouts.head
         self.body_timeout = timeouts.body
         self.keepalive_timeout = timeouts.keepalive
-        self.feed = None
-        self.head_start = None
         self.last_host_header = None
         self.last_host = None
 
     # -- asyncio callbacks ---------------------------------------------------------------------
     def connection_made(self, transport) -> None:
         self.transport = transport
+        self.write_bound = transport.write
         server = self.server
         server.connections.add(self)
         if len(server.connections) > self.max_connections:
@@ -419,38 +442,43 @@ cdef class ClientProtocol:
         self.active = self.parsing = None
 
     def data_received(self, data) -> None:
-        if self.closed:
-            return
-        cdef bint continuing_head = self.in_head
-        # A head that begins at the first byte of this read can take its version and method
-        # from the request line (see build_exchange); nothing is in progress between messages.
-        self.feed = data if not continuing_head and self.parsing is None and type(data) is bytes else None
+        cdef HttpParser parser = self.parser
+        if self.closed or parser is None:
+            return  # refused: nothing after that is read
+        parser.feed(data if type(data) is bytes else bytes(data))
+        cdef int event
         try:
-            self.parser.feed_data(data)
-        except _ParserCallbackError as exc:
-            self.feed = None
-            cause = exc.__context__
-            if not isinstance(cause, HttpFault):
-                # A bug of ours inside a callback: answer 500 and keep the traceback in the log.
-                log.error("internal error while handling a request", exc_info=cause)
-                cause = ClientFault("internal error", 500)
-            self.reject(cause)
+            while True:
+                event = parser.next()
+                if event == EV_MORE:
+                    break
+                if event == EV_HEAD:
+                    self.on_head(parser)
+                elif event == EV_BODY:
+                    if self.parsing is not None:
+                        self.parsing.on_client_body(_body_piece(parser))
+                elif event == EV_DONE:
+                    self.on_message_complete()
+                else:
+                    raise _request_fault(parser, event)
+                if self.closed or self.parser is None:
+                    break  # answered and closed, or refused: the rest of this read is not ours
+        except HttpFault as fault:
+            parser.release()
+            self.reject(fault)
             return
-        except _ParserUpgrade:
-            self.feed = None
-            self.reject(ClientFault("protocol upgrade is not supported", 501))
+        except Exception:
+            # A bug of ours: answer 500 and keep the traceback in the log.
+            parser.release()
+            log.error("internal error while handling a request", exc_info=True)
+            self.reject(ClientFault("internal error", 500))
             return
-        except _ParserError as exc:
-            self.feed = None
-            self.reject(ClientFault(f"malformed request: {_parser_reason(exc)}"))
-            return
-        self.feed = None
-        if self.in_head:
-            # A head still incomplete: bound what httptools buffers for it. Only bytes of reads
-            # that began inside the head are counted; the exact size is checked when it ends.
-            self.head_bytes += len(data) if continuing_head else 0
-            if self.head_bytes > self.max_header_bytes:
-                self.reject(ClientFault("request header block too large", 431))
+        parser.release()
+        if parser.in_head():
+            if not self.in_head:
+                # Slowloris: the head timeout counts from the first byte of a request.
+                self.in_head = True
+                self.deadline = _now() + self.head_timeout
         elif self.parsing is not None and not self.paused:
             self.deadline = _now() + self.body_timeout
 
@@ -473,28 +501,10 @@ cdef class ClientProtocol:
         if active is not None and active.conn is not None:
             active.conn.resume_reading()
 
-    # -- httptools callbacks -------------------------------------------------------------------
-    def on_message_begin(self) -> None:
-        self.in_head = True
-        self.head_bytes = 0
-        self.url = None
-        self.headers = []
-        self.deadline = _now() + self.head_timeout
-        # Only the first message of a read that started between messages begins at its byte 0.
-        self.head_start = self.feed
-        self.feed = None
-
-    def on_url(self, bytes url) -> None:
-        self.url = url if self.url is None else self.url + url
-        if PyBytes_GET_SIZE(self.url) > self.max_uri_bytes:
-            raise ClientFault("request target too long", 414)
-
-    def on_header(self, name, value) -> None:
-        self.headers.append((name, value))
-
-    def on_headers_complete(self) -> None:
+    # -- parser events -------------------------------------------------------------------------
+    cdef int on_head(self, HttpParser parser) except -1:
         self.in_head = False
-        cdef Exchange exchange = self.build_exchange()
+        cdef Exchange exchange = self.build_exchange(parser)
         self.parsing = exchange
         if exchange.content_length > 0 or exchange.chunked:
             self.deadline = _now() + self.body_timeout
@@ -507,13 +517,9 @@ cdef class ClientProtocol:
             self.queue.append(exchange)
             if len(self.queue) >= self.max_pipeline:
                 self.pause_reading_for(P_PIPELINE)
+        return 0
 
-    def on_body(self, bytes body) -> None:
-        cdef Exchange exchange = self.parsing
-        if exchange is not None:
-            exchange.on_client_body(body)
-
-    def on_message_complete(self) -> None:
+    cdef int on_message_complete(self) except -1:
         cdef Exchange exchange = self.parsing
         self.parsing = None
         if self.active is None and not self.queue:
@@ -522,53 +528,28 @@ cdef class ClientProtocol:
             self.deadline = 0.0  # waiting for the upstream: its own timeouts apply
         if exchange is not None:
             exchange.on_client_complete()
+        return 0
 
     # -- the head ------------------------------------------------------------------------------
-    cdef Exchange build_exchange(self):
-        """Check the head and turn it into an Exchange; raises ClientFault to refuse it."""
-        parser = self.parser
-        cdef bint http_10 = False
-        cdef bint version_known = False
-        cdef object method = None
-        cdef bytes line_data = self.head_start
-        cdef const char* s
-        cdef const char* cr
-        cdef Py_ssize_t line_len
-        self.head_start = None
-        if line_data is not None:
-            # PERF: get_http_version() formats a str per call. When this head began at byte 0
-            # of a read, the first CR in that read ends the request line llhttp just accepted
-            # (strict mode: no CR inside the line, no bare LF), so its last 9 bytes are the
-            # version. Anything but " HTTP/1.1" / " HTTP/1.0" takes the general path below.
-            s = PyBytes_AS_STRING(line_data)
-            cr = <const char*>memchr(s, b"\r", PyBytes_GET_SIZE(line_data))
-            if cr != NULL:
-                line_len = cr - s
-                if line_len >= 9 and memcmp(cr - 9, b" HTTP/1.", 8) == 0:
-                    if (cr - 1)[0] == b"1":
-                        version_known = True
-                    elif (cr - 1)[0] == b"0":
-                        version_known = http_10 = True
-                if version_known:
-                    if memcmp(s, b"GET ", 4) == 0:
-                        method = _GET
-                    elif memcmp(s, b"POST ", 5) == 0:
-                        method = _POST
-                    elif memcmp(s, b"HEAD ", 5) == 0:
-                        method = _HEAD
-        if not version_known:
-            version = parser.get_http_version()
-            if version != "1.1" and version != "1.0":
-                raise ClientFault("unsupported HTTP version", 505 if version > "1.1" else 400)
-            http_10 = version == "1.0"
-        cdef list headers = self.headers
-        if len(headers) > self.max_headers:
-            raise ClientFault("too many request headers", 431)
-        cdef bytes url = self.url if self.url is not None else b""
-        cdef Py_ssize_t size = PyBytes_GET_SIZE(url) + 16
+    cdef Exchange build_exchange(self, HttpParser parser):
+        """Check the head and turn it into an Exchange; raises ClientFault to refuse it.
+
+        PERF: llhttp left offsets, not objects: header names are classified in place and only
+        the values the gateway acts on become bytes; the forwarded lines are copied straight
+        from the head into the pass block."""
+        cdef int major = parser.parser.http_major
+        cdef int minor = parser.parser.http_minor
+        if major != 1 or minor > 1:
+            raise ClientFault("unsupported HTTP version", 505 if major >= 1 else 400)
+        cdef bint http_10 = minor == 0
+        cdef const char* head = parser.head
+        cdef Field* names = parser.st.names
+        cdef Field* values = parser.st.values
+        cdef int count = parser.st.count
         cdef Exchange exchange = Exchange.__new__(Exchange)
         exchange.setup(self)
-        cdef object host_header = None
+        cdef const char* host_ptr = NULL
+        cdef Py_ssize_t host_len = 0
         cdef long long content_length = -1
         cdef bint chunked = False
         cdef bint expect_continue = False
@@ -577,86 +558,96 @@ cdef class ClientProtocol:
         cdef object xfp = None
         cdef object xfh = None
         cdef list connection_tokens = None
-        cdef bytes name, value
-        cdef tuple item
-        cdef int kind
-        cdef Py_ssize_t i
-        for i in range(len(headers)):
-            # PERF: built by on_header from httptools' bytes: index, do not unpack generically.
-            item = headers[i]
-            name = <bytes>item[0]
-            value = <bytes>item[1]
-            size += PyBytes_GET_SIZE(name) + PyBytes_GET_SIZE(value) + 4
-            kind = _request_kind(PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name))
+        cdef const char* value
+        cdef Py_ssize_t value_len
+        cdef int i, kind
+        for i in range(count):
+            kind = _request_kind(head + names[i].off, names[i].len)
             if kind == H_PASS:
                 continue
-            elif kind == H_HOST:
-                if host_header is not None:
+            value = head + values[i].off
+            value_len = values[i].len
+            if kind == H_HOST:
+                if host_ptr != NULL:
                     raise ClientFault("duplicate Host header")
-                host_header = value
+                host_ptr = value
+                host_len = value_len
             elif kind == H_CL:
                 if content_length >= 0:
                     raise ClientFault("duplicate Content-Length")
-                content_length = _content_length(value)
+                content_length = _content_length(value, value_len)
             elif kind == H_TE:
                 if chunked:
                     raise ClientFault("duplicate Transfer-Encoding")
-                limits.check_transfer_encoding(value, http_10)
+                limits.check_transfer_encoding(PyBytes_FromStringAndSize(value, value_len), http_10)
                 chunked = True
             elif kind == H_CONN:
-                connection_tokens = _tokens(value, connection_tokens)
+                if not _plain_connection(value, value_len):
+                    connection_tokens = _tokens(PyBytes_FromStringAndSize(value, value_len), connection_tokens)
             elif kind == H_EXPECT:
-                if PyBytes_GET_SIZE(value) != 12 or not _ieq(PyBytes_AS_STRING(value), "100-continue", 12):
+                if value_len != 12 or not _ieq(value, "100-continue", 12):
                     raise ClientFault("unsupported Expect", 417)
                 expect_continue = True
             elif kind == H_RID:
-                request_id = value
+                if _valid_request_id(value, value_len):
+                    request_id = PyBytes_FromStringAndSize(value, value_len)
             elif kind == H_XFF:
-                xff = value if xff is None else xff + b", " + value
+                if xff is None:
+                    xff = PyBytes_FromStringAndSize(value, value_len)
+                else:
+                    xff = xff + b", " + PyBytes_FromStringAndSize(value, value_len)
             elif kind == H_XFP:
-                xfp = value
+                xfp = PyBytes_FromStringAndSize(value, value_len)
             elif kind == H_XFH:
-                xfh = value
-        if size > self.max_header_bytes:
-            raise ClientFault("request header block too large", 431)
+                xfh = PyBytes_FromStringAndSize(value, value_len)
         if chunked and content_length >= 0:
             raise ClientFault("both Content-Length and Transfer-Encoding")
         if content_length > self.max_body_bytes:
             raise ClientFault("request body too large", 413)
 
-        if method is None:
-            method = parser.get_method()
-        if PyBytes_GET_SIZE(url) == 0 or PyBytes_AS_STRING(url)[0] != b"/":
+        cdef bytes method = parser.method()
+        cdef const char* target = head + parser.st.target.off
+        cdef Py_ssize_t target_len = parser.st.target.len
+        cdef object host_header = None
+        cdef bytes url
+        if host_ptr != NULL:
+            if (
+                self.last_host_header is not None
+                and PyBytes_GET_SIZE(self.last_host_header) == host_len
+                and memcmp(PyBytes_AS_STRING(self.last_host_header), host_ptr, host_len) == 0
+            ):
+                host_header = self.last_host_header  # PERF: a keep-alive client repeats its Host
+            else:
+                host_header = PyBytes_FromStringAndSize(host_ptr, host_len)
+        if target_len == 0 or target[0] != b"/":
+            url = PyBytes_FromStringAndSize(target, target_len)
             if method == b"CONNECT" or url == b"*":
                 raise ClientFault("unsupported request target")
             authority, url = limits.split_absolute_target(url)
             if host_header is not None and authority.lower() != host_header.lower():
                 raise ClientFault("absolute-form target and Host disagree")
             host_header = authority
+            target = PyBytes_AS_STRING(url)
+            target_len = PyBytes_GET_SIZE(url)
         cdef bytes host
         if host_header is None:
             if not http_10:
                 raise ClientFault("missing Host header")
             host = b""
-        elif self.last_host_header is not None and host_header == self.last_host_header:
-            host = self.last_host  # PERF: a keep-alive client repeats its Host
+        elif host_header is self.last_host_header:
+            host = self.last_host
         else:
             host = limits.check_host(host_header)
             self.last_host_header = host_header
             self.last_host = host
-        cdef bytes path, query
-        s = PyBytes_AS_STRING(url)
-        cdef const char* mark = <const char*>memchr(s, b"?", PyBytes_GET_SIZE(url))
+        cdef const char* mark = <const char*>memchr(target, b"?", target_len)
+        cdef Py_ssize_t path_len = mark - target if mark != NULL else target_len
+        exchange.query = PyBytes_FromStringAndSize(mark, target_len - path_len) if mark != NULL else b""
+        mark = <const char*>memchr(target, b"#", path_len)
         if mark != NULL:
-            path, query = url[: mark - s], url[mark - s :]
-        else:
-            path, query = url, b""
-        s = PyBytes_AS_STRING(path)
-        mark = <const char*>memchr(s, b"#", PyBytes_GET_SIZE(path))
-        if mark != NULL:
-            path = path[: mark - s]
+            path_len = mark - target
+        cdef bytes path = PyBytes_FromStringAndSize(target, path_len)
         exchange.path = limits.normalize_path(path) if _needs_normalizing(path) else path
-        exchange.query = query
 
         named = None
         if connection_tokens:
@@ -670,11 +661,11 @@ cdef class ClientProtocol:
             if b"x-forwarded-host" in named:
                 xfh = None
 
-        if request_id is None or not _valid_request_id(request_id):
+        if request_id is None:
             request_id = self.request_ids.next()
         trusted = self.trusted
         exchange.pass_block = _render_pass_block(
-            headers,
+            parser,
             named,
             xff if trusted and xff else None,
             self.peer_ip,
@@ -682,21 +673,29 @@ cdef class ClientProtocol:
             request_id,
             xfh if trusted and xfh else host_header,
         )
-
+        if count:
+            # The header lines as received, parsed again only if a plugin asks (Exchange.headers).
+            exchange.head_owner = parser.head_owner
+            exchange.fields_lo = parser.head_origin + names[0].off
+            exchange.fields_hi = parser.head_origin + values[count - 1].off + values[count - 1].len
         exchange.method = method
         exchange.http_10 = http_10
-        exchange.keep_alive = parser.should_keep_alive() and not self.draining
-        exchange.headers = headers
+        exchange.keep_alive = parser.keep_alive() and not self.draining
         exchange.host = host
         exchange.host_header = host_header or b""
         exchange.content_length = content_length
         exchange.chunked = chunked
         exchange.expect_continue = expect_continue and (content_length > 0 or chunked)
         exchange.request_id = request_id
-        # No body follows: the request is complete now, before start() runs (on_message_complete
-        # comes only after this callback returns).
+        # No body follows: the request is complete now, before start() runs (EV_DONE comes only
+        # after this event is handled).
         exchange.request_done = content_length <= 0 and not chunked
         return exchange
+
+    cdef int write(self, bytes data) except -1:
+        """PERF: the transport's bound write, looked up once per connection."""
+        self.write_bound(data)
+        return 0
 
     # -- exchange lifecycle --------------------------------------------------------------------
     cdef int exchange_finished(self, Exchange exchange) except -1:
@@ -721,11 +720,9 @@ cdef class ClientProtocol:
 
     cdef int reject(self, fault) except -1:
         """A request we refuse before it has an exchange: answer in order if possible, close."""
-        self.parser = _DeadParser()
-        self.feed = self.head_start = None
+        self.parser = None  # input after a refusal is not read
         if self.active is None and not self.queue:
-            data = render_error(fault, close=True, date_line=_CLOCK.date_line)
-            self.transport.write(data)
+            self.write(render_error(fault, close=True, date_line=_CLOCK.date_line))
             self.close()
             return 0
         # Earlier requests are still being answered; the refused one cannot be answered
@@ -776,7 +773,7 @@ cdef class ClientProtocol:
                 if self.active is not None:
                     self.active.fail(fault)
                 else:
-                    self.transport.write(render_error(fault, close=True, date_line=_CLOCK.date_line))
+                    self.write(render_error(fault, close=True, date_line=_CLOCK.date_line))
                 self.close()
             else:
                 self.abort()
@@ -784,20 +781,16 @@ cdef class ClientProtocol:
             self.close()  # idle keep-alive expired
 
 
-class _DeadParser:
-    """Stands in for the parser once a connection is refused: input after that is ignored."""
-
-    def feed_data(self, data):
-        return None
-
-    def get_http_version(self):
-        return "1.1"
-
-    def get_method(self):
-        return b""
-
-    def should_keep_alive(self):
+cdef inline bint _passes(const char* head, Field name, object named) except -1:
+    """Is this request header forwarded as it is?"""
+    if _request_kind(head + name.off, name.len) != H_PASS:
         return False
+    return named is None or PyBytes_FromStringAndSize(head + name.off, name.len).lower() not in named
+
+
+cdef inline bint _plain_connection(const char* s, Py_ssize_t n) noexcept:
+    """``Connection: keep-alive`` or ``close``, the values that name no header (no bytes made)."""
+    return (n == 10 and _ieq(s, "keep-alive", 10)) or (n == 5 and _ieq(s, "close", 5))
 
 
 cdef list _tokens(bytes value, list into):
@@ -810,23 +803,20 @@ cdef list _tokens(bytes value, list into):
 
 
 cdef bytes _render_pass_block(
-    list headers, object named, object xff, bytes peer_ip, bytes proto, bytes request_id, object fwd_host
+    HttpParser parser, object named, object xff, bytes peer_ip, bytes proto, bytes request_id, object fwd_host
 ):
     """The header lines forwarded as they are (not special, not named in Connection), then the
     X-Forwarded-For/-Proto, X-Request-Id and X-Forwarded-Host lines the gateway adds."""
-    cdef Py_ssize_t i, size = 0
-    cdef bytes name, value
-    cdef tuple item
+    cdef const char* head = parser.head
+    cdef Field* names = parser.st.names
+    cdef Field* values = parser.st.values
+    cdef int i, count = parser.st.count
+    cdef Py_ssize_t size = 0
     cdef char* p
-    for i in range(len(headers)):
-        item = headers[i]  # PERF: pairs made by on_header (see build_exchange)
-        name = <bytes>item[0]
-        value = <bytes>item[1]
-        if _request_kind(PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name)) != H_PASS:
+    for i in range(count):
+        if not _passes(head, names[i], named):
             continue
-        if named is not None and name.lower() in named:
-            continue
-        size += PyBytes_GET_SIZE(name) + PyBytes_GET_SIZE(value) + 4
+        size += names[i].len + values[i].len + 4
     size += 17 + PyBytes_GET_SIZE(peer_ip) + 2  # X-Forwarded-For: [xff, ]peer
     if xff is not None:
         size += PyBytes_GET_SIZE(<bytes>xff) + 2
@@ -836,18 +826,10 @@ cdef bytes _render_pass_block(
         size += 18 + PyBytes_GET_SIZE(<bytes>fwd_host) + 2  # X-Forwarded-Host: host
     cdef bytes out = PyBytes_FromStringAndSize(NULL, size)
     p = PyBytes_AS_STRING(out)
-    for i in range(len(headers)):
-        item = headers[i]
-        name = <bytes>item[0]
-        value = <bytes>item[1]
-        if _request_kind(PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name)) != H_PASS:
+    for i in range(count):
+        if not _passes(head, names[i], named):
             continue
-        if named is not None and name.lower() in named:
-            continue
-        p = _put(p, name)
-        p = _put_c(p, ": ", 2)
-        p = _put(p, value)
-        p = _put_c(p, "\r\n", 2)
+        p = _put_line(p, head + names[i].off, names[i].len, head + values[i].off, values[i].len)
     p = _put_c(p, "X-Forwarded-For: ", 17)
     if xff is not None:
         p = _put(p, <bytes>xff)
@@ -866,20 +848,46 @@ cdef bytes _render_pass_block(
     return out
 
 
-def _parser_reason(exc: Exception) -> str:
-    text = str(exc) or type(exc).__name__
-    return text[:80]
+cdef object _request_fault(HttpParser parser, int event):
+    """The answer to a request head the parser refused."""
+    if event == EV_HEAD_TOO_BIG:
+        return ClientFault("request header block too large", 431)
+    if event == EV_TOO_MANY_FIELDS:
+        return ClientFault("too many request headers", 431)
+    if event == EV_TARGET_TOO_LONG:
+        return ClientFault("request target too long", 414)
+    if event == EV_UPGRADE:
+        return ClientFault("protocol upgrade is not supported", 501)
+    return ClientFault(f"malformed request: {parser.error()[:80]}")
+
+
+cdef str _response_problem(HttpParser parser, int event):
+    """Why an upstream response was refused (the client gets 502 with this message)."""
+    if event == EV_HEAD_TOO_BIG:
+        return "upstream sent a response head over 64 KiB"
+    if event == EV_TOO_MANY_FIELDS:
+        return "upstream sent too many response headers"
+    return "upstream sent a malformed response"
+
+
+cdef inline bytes _body_piece(HttpParser parser):
+    """The body bytes of an EV_BODY event; the read itself when the piece is all of it (no copy)."""
+    cdef const char* body = parser.st.body
+    cdef Py_ssize_t n = parser.st.body_len
+    if body == parser.st.buf and n == parser.fed:
+        return <bytes>parser.data
+    return PyBytes_FromStringAndSize(body, n)
 
 
 # -- one request/response exchange -----------------------------------------------------------------
 
 @cython.final
+@cython.freelist(64)  # PERF: one per request; recycled instead of malloc'd
 cdef class Exchange:
     cdef int setup(self, ClientProtocol client) except -1:
         self.client = client
         self.listener = client.listener
         self.route = None
-        self.chain = None
         self.params = ()
         self.request_done = False
         self.body_received = 0
@@ -897,6 +905,8 @@ cdef class Exchange:
         self.out = []
         self.finished = False
         self.upstream_headers = None
+        self.head_owner = None
+        self._headers = None
         self.started_at = _now()
         return 0
 
@@ -910,18 +920,15 @@ cdef class Exchange:
         if type(match) is MethodNotAllowed:
             self.answer_fault(_METHOD_NOT_ALLOWED, [(b"Allow", (<MethodNotAllowed>match).allow)])
             return 0
-        route = (<RouteMatch>match).route  # the router holds RoutePlans
+        cdef RouteCore route = <RouteCore>(<RouteMatch>match).route  # the router holds RoutePlans
         self.route = route
         self.params = (<RouteMatch>match).params
-        # PERF: HookChain is a NamedTuple; index it in C instead of four property lookups.
-        self.chain = route.chain
         if self.expect_continue and not self.request_done:
             # RFC 9110 10.1.1: we are about to read the body, so tell the client to send it.
             # (A declared length over the limit was refused with 413 before getting here.)
-            self.client.transport.write(CONTINUE_100)
-        on_request = self.chain[0]  # on_request
-        if on_request:
-            self._run_request_hooks(on_request, 0)
+            self.client.write(CONTINUE_100)
+        if route.on_request:
+            self._run_request_hooks(route.on_request, 0)
             return 0
         self.send_upstream(False)
         return 0
@@ -964,16 +971,17 @@ cdef class Exchange:
 
     # -- upstream ------------------------------------------------------------------------------
     cdef int send_upstream(self, bint fresh) except -1:
-        route = self.route
-        assert route is not None
-        target = self.target = route.upstream.pick()
-        pool = target.pool
-        conn = None if fresh else pool.take_idle()
+        cdef RouteCore route = self.route
+        cdef GroupCore group = <GroupCore>route.upstream
+        cdef Target target = group.single if group.single is not None else group.pick()
+        self.target = target
+        cdef PoolCore pool = target.pool
+        cdef UpstreamConnection conn = None if fresh else pool.take_idle_conn()
         if conn is not None:
             self.attach(conn)
             return 0
-        timeouts = route.timeouts
-        future = pool.connect_fresh(timeouts.connect) if fresh else pool.acquire(timeouts.connect)
+        connect = route.connect_timeout
+        future = pool.connect_fresh(connect) if fresh else pool.acquire(connect)
         self.acquiring = future
         future.add_done_callback(self._on_acquired)
         return 0
@@ -999,31 +1007,27 @@ cdef class Exchange:
 
     cdef int attach(self, UpstreamConnection conn) except -1:
         """Bind a connection and write the head plus whatever body already arrived, in one call."""
-        route = self.route
-        assert route is not None and self.target is not None
+        cdef RouteCore route = self.route
         self.conn = conn
-        conn.begin(self, self.method == _HEAD, route.timeouts, not self.request_done)
-        hooks = self.chain[1]  # on_upstream_request
-        if hooks:
+        conn.begin(self, self.method == _HEAD, route, not self.request_done)
+        if route.on_upstream_request:
             self.upstream_headers = []
-            for hook in hooks:
+            for hook in route.on_upstream_request:
                 hook(self)
         head = self.render_upstream_head(route, self.target)
-        transport = conn.transport
-        assert transport is not None
         if self.pending:
-            transport.writelines([head, *self.pending])
+            conn.transport.writelines([head, *self.pending])
             self.pending.clear()
             if self.pending_size > self.client.buffer_bytes:
                 self.client.resume_reading_for(P_BUFFER)
             self.pending_size = 0
         else:
-            transport.write(head)
+            conn.write(head)
         return 0
 
-    cdef bytes render_upstream_head(self, route, target):
+    cdef bytes render_upstream_head(self, RouteCore route, Target target):
         """The request head sent upstream: ours, never the client's bytes as they came."""
-        cdef bytes path = route.upstream_path(self.path, self.params)
+        cdef bytes path = route.path_upstream(self.path, self.params)
         cdef bytes host = (
             self.host_header if route.preserve_host and self.host_header else target.host_header
         )
@@ -1097,9 +1101,7 @@ cdef class Exchange:
             return 0  # the exchange already ended; the rest of the body is dropped
         cdef UpstreamConnection conn = self.conn
         if conn is not None:
-            transport = conn.transport
-            assert transport is not None
-            transport.write(data)
+            conn.write(data)
             if conn.sending:
                 conn.arm()  # progress: the send timeout counts from the last write
             return 0
@@ -1112,44 +1114,35 @@ cdef class Exchange:
         return 0
 
     # -- response ------------------------------------------------------------------------------
-    cdef int on_upstream_head(self, int status, bytes reason, list headers) except -1:
+    cdef int on_upstream_head(self, int status, HttpParser parser) except -1:
         self.response_status = status
         if status == 101:
             self.fail(UpstreamFault("upstream switched protocols unasked", 502))
             return 0
+        cdef const char* head = parser.head
+        cdef Field* names = parser.st.names
+        cdef Field* values = parser.st.values
+        cdef int i, kind, count = parser.st.count
         cdef bint content_length = False
         cdef bint upstream_chunked = False
         cdef object drop_named = None
-        cdef bytes name, value
-        cdef tuple item
-        cdef int kind
-        cdef Py_ssize_t i
-        for i in range(len(headers)):
-            item = headers[i]  # PERF: pairs made by on_header from httptools' bytes
-            name = <bytes>item[0]
-            value = <bytes>item[1]
-            kind = _response_kind(PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name))
+        for i in range(count):
+            kind = _response_kind(head + names[i].off, names[i].len)
             if kind == R_PASS:
                 continue
             if kind == R_CL:
                 content_length = True
             elif kind == R_CONN:
-                drop_named = _connection_tokens(value, drop_named)
+                if not _plain_connection(head + values[i].off, values[i].len):
+                    drop_named = _connection_tokens(
+                        PyBytes_FromStringAndSize(head + values[i].off, values[i].len), drop_named
+                    )
             elif kind == R_TE:
                 upstream_chunked = True
-        route = self.route
-        assert route is not None
-        on_response = self.chain[2]  # on_response
-        cdef list kept
-        cdef bint filtered = False
+        on_response = self.route.on_response
+        cdef list kept = None  # None: the upstream's own lines, filtered while rendering
         if on_response or drop_named:
-            kept = [
-                (n, v) for n, v in headers
-                if _response_kind(PyBytes_AS_STRING(n), PyBytes_GET_SIZE(n)) <= R_CL
-            ]
-            if drop_named:
-                kept = [(n, v) for n, v in kept if n.lower() not in drop_named]
-            filtered = True
+            kept = _response_pairs(parser, drop_named)
             if on_response:
                 self.response_headers = kept
                 for hook in on_response:
@@ -1158,8 +1151,6 @@ cdef class Exchange:
                         self._replace_response(replacement)
                         return 0
                 kept = self.response_headers
-        else:
-            kept = headers  # PERF: filtered while rendering, no second list
         cdef ClientProtocol client = self.client
         cdef bint close = self.close_after or not self.keep_alive or client.draining
         cdef bint no_body = self.method == _HEAD or status == 204 or status == 304
@@ -1172,13 +1163,15 @@ cdef class Exchange:
             else:
                 self.rechunk = rechunk = True
         self.close_after = close
+        cdef const char* reason = head + parser.st.target.off
+        cdef Py_ssize_t reason_len = parser.st.target.len
         line = _STATUS_LINES[status] if 0 <= status < 600 else None
         if line is None or (
-            PyBytes_GET_SIZE(<bytes>line) - 15 != PyBytes_GET_SIZE(reason)
-            or memcmp(PyBytes_AS_STRING(<bytes>line) + 13, PyBytes_AS_STRING(reason), PyBytes_GET_SIZE(reason))
+            PyBytes_GET_SIZE(<bytes>line) - 15 != reason_len
+            or memcmp(PyBytes_AS_STRING(<bytes>line) + 13, reason, reason_len)
         ):
-            line = b"HTTP/1.1 %d %s\r\n" % (status, reason)
-        self.out.append(_render_response_head(line, kept, filtered, rechunk, close, self.http_10))
+            line = b"HTTP/1.1 %d %s\r\n" % (status, parser.target())
+        self.out.append(_render_response_head(line, kept, parser, rechunk, close, self.http_10))
         self.response_started = True
         return 0
 
@@ -1194,11 +1187,10 @@ cdef class Exchange:
     cdef int flush_to_client(self) except -1:
         cdef list out = self.out
         if out:
-            transport = self.client.transport
             if len(out) == 1:
-                transport.write(out[0])
+                self.client.write(out[0])
             else:
-                transport.writelines(out)
+                self.client.transport.writelines(out)
             out.clear()
         return 0
 
@@ -1226,7 +1218,7 @@ cdef class Exchange:
     cdef int on_upstream_lost(self, UpstreamConnection conn, exc) except -1:
         """Called by the connection after it unbound itself: the upstream closed or reset."""
         self.conn = None
-        conn.pool.release(conn)
+        conn.pool.release_conn(conn)
         if self.finished:
             return 0
         if (
@@ -1245,16 +1237,16 @@ cdef class Exchange:
         self.fail(UpstreamFault("upstream closed the connection before the response completed", 502))
         return 0
 
-    cdef int on_upstream_malformed(self, UpstreamConnection conn, exc) except -1:
+    cdef int on_upstream_malformed(self, UpstreamConnection conn, str problem) except -1:
         self._drop_conn(conn)
-        self.fail(UpstreamFault("upstream sent a malformed response", 502))
+        self.fail(UpstreamFault(problem, 502))
         return 0
 
     cdef int on_upstream_timeout(self, UpstreamConnection conn) except -1:
         """Called by the connection's deadline check; it aborts itself afterwards."""
         self.conn = None
         conn.detach(False)
-        conn.pool.release(conn)
+        conn.pool.release_conn(conn)
         self.fail(UpstreamFault("upstream timed out", 504))
         return 0
 
@@ -1262,7 +1254,7 @@ cdef class Exchange:
         self.conn = None
         conn.detach(False)
         conn.abort()
-        conn.pool.release(conn)
+        conn.pool.release_conn(conn)
         return 0
 
     cdef int upstream_write_paused(self) except -1:
@@ -1310,7 +1302,7 @@ cdef class Exchange:
             head_only=self.method == _HEAD,
         )
         self.response_status = fault.status
-        self.client.transport.write(data)
+        self.client.write(data)
         self.finish()
         return 0
 
@@ -1328,7 +1320,7 @@ cdef class Exchange:
             head_only=self.method == _HEAD,
         )
         self.response_status = response.status
-        self.client.transport.write(data)
+        self.client.write(data)
         self.finish()
         return 0
 
@@ -1336,11 +1328,10 @@ cdef class Exchange:
         if self.finished:
             return 0
         self.finished = True
-        if self.chain is not None:
-            on_complete = self.chain[3]  # on_complete
-            if on_complete:
-                for hook in on_complete:
-                    hook(self)
+        cdef RouteCore route = self.route
+        if route is not None and route.on_complete:
+            for hook in route.on_complete:
+                hook(self)
         self.client.exchange_finished(self)
         return 0
 
@@ -1361,12 +1352,20 @@ cdef class Exchange:
         conn = self.conn
         if conn is not None:
             self._drop_conn(conn)
-        if self.chain is not None and self.chain[3]:  # on_complete
-            for hook in self.chain[3]:
+        cdef RouteCore route = self.route
+        if route is not None and route.on_complete:
+            for hook in route.on_complete:
                 hook(self)
         return 0
 
     # -- for hooks and predicates --------------------------------------------------------------
+    @property
+    def headers(self) -> list:
+        """The request's headers as received, (name, value) bytes pairs; parsed on first use."""
+        if self._headers is None:
+            self._headers = _header_pairs(self.head_owner, self.fields_lo, self.fields_hi)
+        return self._headers
+
     def header(self, name) -> bytes | None:
         """First value of a request header (name lower-case); for plugins, not the hot path."""
         for n, v in self.headers:
@@ -1384,6 +1383,17 @@ cdef class Exchange:
             return None
 
 
+cdef list _header_pairs(object owner, Py_ssize_t lo, Py_ssize_t hi):
+    """Split header lines llhttp already validated (no obs-fold, no bare LF) into pairs."""
+    if owner is None:
+        return []
+    pairs = []
+    for line in bytes(owner[lo:hi]).split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        pairs.append((name, value.strip(b" \t")))
+    return pairs
+
+
 cdef object _connection_tokens(bytes value, object into):
     """Header names listed in a Connection header are hop-by-hop too (RFC 9110 7.6.1)."""
     if value in _PLAIN_CONNECTION:
@@ -1397,26 +1407,44 @@ cdef object _connection_tokens(bytes value, object into):
     return into
 
 
+cdef list _response_pairs(HttpParser parser, object drop_named):
+    """The upstream's headers the gateway forwards, as (name, value) pairs for hooks."""
+    cdef const char* head = parser.head
+    cdef Field* names = parser.st.names
+    cdef Field* values = parser.st.values
+    cdef list kept = []
+    cdef int i
+    cdef bytes name
+    for i in range(parser.st.count):
+        if _response_kind(head + names[i].off, names[i].len) > R_CL:
+            continue
+        name = PyBytes_FromStringAndSize(head + names[i].off, names[i].len)
+        if drop_named is not None and name.lower() in drop_named:
+            continue
+        kept.append((name, PyBytes_FromStringAndSize(head + values[i].off, values[i].len)))
+    return kept
+
+
 cdef bytes _render_response_head(
-    bytes line, list headers, bint filtered, bint rechunk, bint close, bint http_10
+    bytes line, list kept, HttpParser parser, bint rechunk, bint close, bint http_10
 ):
-    """Status line, the kept headers (``filtered``: a list already chosen, maybe by a hook; else
-    the upstream's own pairs, skipping the ones the gateway owns), the framing and connection
-    lines, and the blank line: one allocation."""
-    cdef Py_ssize_t i, size = PyBytes_GET_SIZE(line) + 2
+    """Status line, the headers (``kept``: pairs chosen by hooks or filtered by Connection; None:
+    the upstream's own lines, minus the ones the gateway owns), the framing and connection lines,
+    and the blank line: one allocation."""
+    cdef Py_ssize_t size = PyBytes_GET_SIZE(line) + 2
+    cdef const char* head = parser.head
+    cdef Field* names = parser.st.names
+    cdef Field* values = parser.st.values
+    cdef int i, count = parser.st.count
     cdef bytes name, value
-    cdef tuple item
     cdef char* p
-    if filtered:
-        for name, value in headers:
+    if kept is not None:
+        for name, value in kept:
             size += PyBytes_GET_SIZE(name) + PyBytes_GET_SIZE(value) + 4
     else:
-        # PERF: pairs made by on_header from httptools' bytes: indexed, not unpacked.
-        for i in range(len(headers)):
-            item = headers[i]
-            name = <bytes>item[0]
-            if _response_kind(PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name)) <= R_CL:
-                size += PyBytes_GET_SIZE(name) + PyBytes_GET_SIZE(<bytes>item[1]) + 4
+        for i in range(count):
+            if _response_kind(head + names[i].off, names[i].len) <= R_CL:
+                size += names[i].len + values[i].len + 4
     if rechunk:
         size += PyBytes_GET_SIZE(_TRANSFER_CHUNKED)
     if close:
@@ -1425,21 +1453,13 @@ cdef bytes _render_response_head(
         size += PyBytes_GET_SIZE(_CONNECTION_KEEP_ALIVE)
     cdef bytes out = PyBytes_FromStringAndSize(NULL, size)
     p = _put(PyBytes_AS_STRING(out), line)
-    if filtered:
-        for name, value in headers:
-            p = _put(p, name)
-            p = _put_c(p, ": ", 2)
-            p = _put(p, value)
-            p = _put_c(p, "\r\n", 2)
+    if kept is not None:
+        for name, value in kept:
+            p = _put_line(p, PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name), PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value))
     else:
-        for i in range(len(headers)):
-            item = headers[i]
-            name = <bytes>item[0]
-            if _response_kind(PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name)) <= R_CL:
-                p = _put(p, name)
-                p = _put_c(p, ": ", 2)
-                p = _put(p, <bytes>item[1])
-                p = _put_c(p, "\r\n", 2)
+        for i in range(count):
+            if _response_kind(head + names[i].off, names[i].len) <= R_CL:
+                p = _put_line(p, head + names[i].off, names[i].len, head + values[i].off, values[i].len)
     if rechunk:
         p = _put(p, _TRANSFER_CHUNKED)
     if close:
@@ -1459,10 +1479,8 @@ cdef class UpstreamConnection:
         self.pool = pool
         self.transport = None
         self.exchange = None
-        self.parser = None
-        self.headers = []
-        self.reason = b""
-        self.status = 0
+        self.parser = HttpParser(False, UPSTREAM_MAX_HEAD, UPSTREAM_MAX_FIELDS)
+        self.interim = False
         self.served = 0  # responses completed on this connection (0 = fresh)
         self.received = False  # any byte of the current response arrived
         self.closed = False
@@ -1478,11 +1496,11 @@ cdef class UpstreamConnection:
         self.head_only = False
         self.reusable = False  # set by detach(): may the pool keep it after this response
         self.close_delimited = False  # the current response's body ends when the upstream closes
-        self.served_head_only = False  # the parser saw a HEAD response it was not told about
 
     # -- asyncio callbacks -------------------------------------------------------------------
     def connection_made(self, transport) -> None:
         self.transport = transport
+        self.write_bound = transport.write
         _CLOCK.watched.add(self)
 
     def connection_lost(self, exc) -> None:
@@ -1503,36 +1521,53 @@ cdef class UpstreamConnection:
         self.received = True
         if not self.sending and not self.reading_paused:
             self.deadline = _now() + self.read_timeout
+        cdef HttpParser parser = self.parser
+        parser.feed(data if type(data) is bytes else bytes(data))
+        cdef int event
         try:
-            self.parser.feed_data(data)
-        except _ParserCallbackError as exc:
-            # Not the upstream's fault: our own callback raised. Log it and answer 500.
-            log.error("internal error handling an upstream response", exc_info=exc.__context__)
+            while self.exchange is exchange:
+                event = parser.next()
+                if event == EV_MORE:
+                    break
+                if event == EV_HEAD:
+                    self.on_head(exchange, parser)
+                elif event == EV_BODY:
+                    exchange.on_upstream_body(_body_piece(parser))
+                elif event == EV_DONE:
+                    self.on_message_complete(exchange, parser)
+                else:
+                    parser.release()
+                    exchange.on_upstream_malformed(self, _response_problem(parser, event))
+                    return
+            else:
+                if parser.pos < parser.end:
+                    self.reusable = False  # bytes after the response: a reply nobody asked for
+        except Exception:
+            # Not the upstream's fault: our own code raised. Log it and answer 500.
+            parser.release()
+            log.error("internal error handling an upstream response", exc_info=True)
             if self.exchange is exchange:
                 self.exchange = None
                 self.abort()
                 exchange.conn = None
-                self.pool.release(self)
+                self.pool.release_conn(self)
                 exchange.fail(UpstreamFault("internal error", 500))
             return
-        except _ParserError as exc:
-            if self.exchange is exchange:
-                exchange.on_upstream_malformed(self, exc)
-                return
-            self.reusable = False  # garbage after a complete response
+        parser.release()
         exchange.flush_to_client()
-        if self.exchange is None:
-            # The response ended inside this feed. Releasing only now, after the parser returned,
-            # means no other exchange can be handed this connection while its old parser runs.
-            self.pool.release(self)
+        if self.exchange is None and not self.closed:
+            # The response ended inside this read. Releasing only now, after the parser returned,
+            # means no other exchange can be handed this connection while its old read is parsed.
+            # (A connection dropped on the way was released by whoever dropped it.)
+            self.pool.release_conn(self)
 
     def eof_received(self) -> bool:
         cdef Exchange exchange = self.exchange
         if exchange is not None and self.close_delimited:
-            # httptools has no end-of-input call: a body framed by the close ends here.
+            # A body framed by the close ends here (llhttp would only confirm it).
             exchange.on_upstream_complete(self, False)
             exchange.flush_to_client()
-            self.pool.release(self)
+            self.pool.release_conn(self)
         return False
 
     cpdef pause_reading(self):
@@ -1543,11 +1578,17 @@ cdef class UpstreamConnection:
             self.deadline = 0.0
 
     cpdef resume_reading(self):
-        if self.transport is not None and not self.closed and not self.transport.is_reading():
+        if not self.reading_paused:
+            return  # PERF: our own flag, not transport.is_reading(): detach() asks every response
+        self.reading_paused = False
+        if self.transport is not None and not self.closed:
             self.transport.resume_reading()
-        if self.reading_paused:
-            self.reading_paused = False
-            self.arm()
+        self.arm()
+
+    cdef int write(self, bytes data) except -1:
+        """PERF: the transport's bound write, looked up once per connection."""
+        self.write_bound(data)
+        return 0
 
     cdef int arm(self) except -1:
         """Set the deadline that applies now (see ``__init__``)."""
@@ -1571,63 +1612,34 @@ cdef class UpstreamConnection:
         if self.exchange is not None:
             self.exchange.upstream_write_resumed()
 
-    # -- httptools callbacks -----------------------------------------------------------------
-    def on_message_begin(self) -> None:
-        if self.exchange is None:
-            self.reusable = False  # a second response nobody asked for
-
-    def on_status(self, bytes reason) -> None:
-        self.reason = reason
-
-    def on_header(self, name, value) -> None:
-        self.headers.append((name, value))
-
-    def on_headers_complete(self) -> None:
-        if self.exchange is None:
-            return
-        cdef list headers = self.headers
-        self.headers = []
-        parser = self.parser
-        cdef int status = parser.get_status_code()
-        self.status = status  # the same message's on_message_complete reads it
+    # -- parser events -----------------------------------------------------------------------
+    cdef int on_head(self, Exchange exchange, HttpParser parser) except -1:
+        cdef int status = parser.parser.status_code
         if status < 200 and status != 101:
-            return  # interim 1xx: the gateway answered Expect itself; wait for the final head
-        cdef Exchange exchange = self.exchange
-        exchange.on_upstream_head(status, self.reason, headers)
-        if self.head_only and self.exchange is exchange:
-            # httptools cannot be told this response answers HEAD; end it at the head.
-            self.served_head_only = True
-            exchange.on_upstream_complete(self, parser.should_keep_alive())
+            self.interim = True  # 1xx: the gateway answered Expect itself; wait for the final head
+            return 0
+        exchange.on_upstream_head(status, parser)
+        return 0
 
-    def on_body(self, bytes body) -> None:
-        if self.exchange is not None:
-            self.exchange.on_upstream_body(body)
-
-    def on_message_complete(self) -> None:
-        if self.exchange is None:
-            return
-        if self.status < 200 and self.status != 101:
-            return
-        self.exchange.on_upstream_complete(self, self.parser.should_keep_alive())
+    cdef int on_message_complete(self, Exchange exchange, HttpParser parser) except -1:
+        if self.interim:
+            self.interim = False
+            return 0
+        exchange.on_upstream_complete(self, parser.keep_alive())
+        return 0
 
     # -- used by the exchange and the pool ---------------------------------------------------
-    cdef int begin(self, Exchange exchange, bint head_only, timeouts, bint sending) except -1:
+    cdef int begin(self, Exchange exchange, bint head_only, RouteCore route, bint sending) except -1:
         """Bind to an exchange for one request/response; ``sending``: a body is still to come."""
         self.exchange = exchange
         self.received = False
         self.close_delimited = False
         self.head_only = head_only
-        self.reason = b""
-        self.status = 0
-        if self.parser is None or self.served_head_only:
-            # PERF: a parser is reused across responses; only one ended early at a HEAD
-            # response's head is left expecting a body, and is replaced.
-            self.parser = _ResponseParser(self)
-            self.served_head_only = False
-        self.read_timeout = timeouts.read
-        self.send_timeout = timeouts.send
+        self.interim = False
+        self.parser.st.skip_body = head_only  # llhttp cannot know the request was a HEAD
+        self.read_timeout = route.read_timeout
+        self.send_timeout = route.send_timeout
         self.sending = sending
-        self.reading_paused = False
         self.arm()
         return 0
 
@@ -1662,3 +1674,123 @@ cdef class UpstreamConnection:
                 self.abort()
         elif self.idle_deadline and now >= self.idle_deadline:
             self.close()
+
+
+# -- what the exchange reads of the plan, at C speed ----------------------------------------------
+# The plan's Python classes (RoutePlan, UpstreamGroup, TargetPool) subclass these, so the per-request
+# path reads typed fields and calls C methods instead of looking up Python attributes and calling
+# Python functions. Everything else about a route, a group or a pool stays in Python.
+
+cdef class RouteCore:
+    """The per-request face of a compiled route (``plan.RoutePlan`` is the rest)."""
+
+    def __init__(self, upstream, timeouts, chain, bint preserve_host, strip_prefix) -> None:
+        self.upstream = upstream
+        self.timeouts = timeouts
+        self.connect_timeout = timeouts.connect
+        self.read_timeout = timeouts.read
+        self.send_timeout = timeouts.send
+        self.chain = chain
+        self.on_request, self.on_upstream_request, self.on_response, self.on_complete = chain
+        self.preserve_host = preserve_host
+        self.strip_prefix = strip_prefix
+        self.rewrite = None
+
+    cdef bytes path_upstream(self, bytes path, tuple params):
+        """The path sent upstream: the rewrite template, the path minus strip_prefix, or as is."""
+        if self.rewrite is not None:
+            return self.rewrite.render(params)
+        cdef bytes prefix = self.strip_prefix
+        if prefix is None:
+            return path
+        cdef bytes rest = path[PyBytes_GET_SIZE(prefix):]
+        return rest if PyBytes_GET_SIZE(rest) and PyBytes_AS_STRING(rest)[0] == b"/" else b"/" + rest
+
+    def upstream_path(self, path: bytes, params: tuple) -> bytes:
+        return self.path_upstream(path, params)
+
+
+@cython.final
+cdef class Target:
+    """One upstream server of a group, with its pool and the Host value sent to it."""
+
+    def __init__(self, str host, int port, int weight, PoolCore pool, bytes host_header) -> None:
+        self.host = host
+        self.port = port
+        self.weight = weight
+        self.pool = pool
+        self.host_header = host_header
+        self.label = f"{host}:{port}"
+
+
+cdef class GroupCore:
+    """The per-request face of an upstream group: the only target, when there is one (no pick)."""
+
+    def __init__(self) -> None:
+        self.single = None
+
+
+cdef class PoolCore:
+    """The synchronous half of a target's keep-alive pool (``upstream/pool.py`` adds the async
+    half): a LIFO idle list, the counters, and taking back a connection after a response."""
+
+    def __init__(self, int max_idle, double idle_timeout) -> None:
+        self.idle = []
+        self.open = 0  # connections open or being opened
+        self.in_use = 0
+        self.waiters = deque()  # (future, deadline) of requests waiting for a connection
+        self.opened = 0
+        self.reused = 0
+        self.connect_errors = 0
+        self.max_idle = max_idle
+        self.idle_timeout = idle_timeout
+
+    @property
+    def stats(self) -> dict:
+        """Counters read by metrics and tests."""
+        return {"opened": self.opened, "reused": self.reused, "connect_errors": self.connect_errors}
+
+    cdef UpstreamConnection take_idle_conn(self):
+        """The most recently used idle connection still open, or None (the synchronous fast path)."""
+        cdef list idle = self.idle
+        cdef UpstreamConnection conn
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                conn.idle_deadline = 0.0
+                self.in_use += 1
+                self.reused += 1
+                return conn
+        return None
+
+    def take_idle(self) -> UpstreamConnection | None:
+        return self.take_idle_conn()
+
+    cdef int release_conn(self, UpstreamConnection conn) except -1:
+        """Take a connection back after a response; keep it only if it is clean and reusable."""
+        self.in_use -= 1
+        if not conn.reusable or conn.closed:
+            conn.close()
+            return 0
+        waiters = self.waiters
+        while waiters:
+            waiter = waiters.popleft()[0]
+            if not waiter.done():
+                self.in_use += 1
+                self.reused += 1
+                waiter.set_result(conn)
+                return 0
+        if len(self.idle) >= self.max_idle:
+            conn.close()
+            return 0
+        conn.idle_deadline = _now() + self.idle_timeout
+        self.idle.append(conn)
+        return 0
+
+    def release(self, UpstreamConnection conn) -> None:
+        self.release_conn(conn)
+
+    def give_back(self, UpstreamConnection conn) -> None:
+        """A waiter was cancelled after it was handed a connection: return it unused."""
+        conn.reusable = not conn.closed
+        self.release_conn(conn)

@@ -5,6 +5,7 @@
 # after a change flattens them into a _Table of C arrays, which match() walks without touching
 # Python objects until it builds the result.
 
+cimport cython
 from cpython.ref cimport PyObject
 from libc.stdint cimport int32_t
 
@@ -116,12 +117,14 @@ cdef class _Table:
     cdef object union_not_allowed(self, Walk* w)
 
 
+@cython.final
 cdef class Router:
     cdef dict _trees                 # host key (None | b"host" | b"*.suffix") -> {shape: _Leaf}
     cdef Py_ssize_t _count           # successful add() calls; also the insertion sequence
     cdef _Table _table               # None after a change, rebuilt by the next match()
 
     cdef _Table _compile(self)
+    cpdef object match(self, bytes method, bytes host, bytes path, object request=*)
 
 
 cdef bint _accepts(int32_t kind, const char* s, Py_ssize_t n) noexcept nogil

@@ -589,6 +589,7 @@ def _host_keys(hosts, template):
 
 # -- the router --------------------------------------------------------------------------------
 
+@cython.final
 cdef class Router:
     def __init__(self):
         self._trees = {}
@@ -636,8 +637,10 @@ cdef class Router:
         self._table = _load(_Builder(self._trees))
         return self._table
 
-    def match(self, bytes method not None, bytes host not None, bytes path not None,
-              request=None):
+    cpdef object match(self, bytes method, bytes host, bytes path, object request=None):
+        # cpdef: the proxy calls it in C; Python callers get the same method.
+        if method is None or host is None or path is None:
+            raise TypeError("match() needs bytes method, host and path")
         cdef _Table t = self._table
         cdef Walk w
         cdef Py_ssize_t k, hlen = PyBytes_GET_SIZE(host)

@@ -15,10 +15,11 @@ import re
 from typing import Any
 from urllib.parse import parse_qsl
 
+from fastgw._proxy import RouteCore
 from fastgw._router import Router
-from fastgw.config.schema import Config, ListenerConfig, PluginConfig, RouteConfig, UpstreamTimeouts
+from fastgw.config.schema import Config, ListenerConfig, PluginConfig, RouteConfig
 from fastgw.errors import ConfigError, RouteConflict
-from fastgw.hooks import HookChain, Plugin, build_chain, find_plugin, known_plugins
+from fastgw.hooks import Plugin, build_chain, find_plugin, known_plugins
 from fastgw.upstream.group import UpstreamGroup
 from fastgw.upstream.pool import PoolKey, TargetPool
 
@@ -51,46 +52,33 @@ class RewriteTemplate:
         return b"".join([p if type(p) is bytes else params[p] for p in self.parts])  # type: ignore[index]
 
 
-class RoutePlan:
-    """A compiled route: what the exchange needs, nothing it must compute per request."""
+class RoutePlan(RouteCore):
+    """A compiled route: what the exchange needs, nothing it must compute per request. The fields
+    read per request (upstream, timeouts, hook chain, path rewriting) live in ``RouteCore``."""
 
     __slots__ = (
-        "chain",
         "config",
         "header_predicates",
         "id",
         "param_names",
         "plugins",
-        "preserve_host",
         "query_predicates",
-        "rewrite",
-        "strip_prefix",
-        "timeouts",
-        "upstream",
     )
 
     def __init__(self, config: RouteConfig, upstream: UpstreamGroup, plugins: list[Plugin]) -> None:
+        super().__init__(
+            upstream,
+            config.timeouts or upstream.timeouts,
+            build_chain(plugins),
+            config.preserve_host,
+            config.strip_prefix.encode() if config.strip_prefix else None,
+        )
         self.id = config.id
         self.config = config
-        self.upstream = upstream
         self.param_names: tuple[str, ...] = ()
-        self.rewrite: RewriteTemplate | None = None
-        self.strip_prefix = config.strip_prefix.encode() if config.strip_prefix else None
-        self.preserve_host = config.preserve_host
-        self.timeouts: UpstreamTimeouts = config.timeouts or upstream.timeouts
         self.plugins = plugins
-        self.chain: HookChain = build_chain(plugins)
         self.header_predicates = tuple((n.encode(), v.encode()) for n, v in config.headers)
         self.query_predicates = tuple((n, v) for n, v in config.query)
-
-    def upstream_path(self, path: bytes, params: tuple[bytes, ...]) -> bytes:
-        if self.rewrite is not None:
-            return self.rewrite.render(params)
-        prefix = self.strip_prefix
-        if prefix is not None:
-            rest = path[len(prefix) :]
-            return rest if rest[:1] == b"/" else b"/" + rest
-        return path
 
     def accepts(self, exchange: Any) -> bool:
         """Header and query predicates; only routes that have some are asked."""

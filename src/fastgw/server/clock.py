@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from email.utils import formatdate
 from typing import Protocol
 
@@ -28,10 +29,13 @@ class Clock:
         self.date_line = b""
         self._date_second = -1
         self.watched: set[Expirable] = set()
+        # Told the new time on each tick: the compiled hot path keeps its own C copy of ``now``.
+        self.listeners: list[Callable[[float], None]] = []
         self._handle: asyncio.TimerHandle | None = None
         self._update_date()
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._advance()  # the clock may have stood still since import
         if self._handle is None:
             self._handle = loop.call_later(self.tick, self._sweep, loop)
 
@@ -40,6 +44,12 @@ class Clock:
             self._handle.cancel()
             self._handle = None
 
+    def _advance(self) -> float:
+        self.now = now = time.monotonic()
+        for listener in self.listeners:
+            listener(now)
+        return now
+
     def _update_date(self) -> None:
         second = int(time.time())
         if second != self._date_second:
@@ -47,7 +57,7 @@ class Clock:
             self.date_line = b"Date: " + formatdate(second, usegmt=True).encode() + b"\r\n"
 
     def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.now = now = time.monotonic()
+        now = self._advance()
         self._update_date()
         for item in list(self.watched):
             item.check_deadline(now)

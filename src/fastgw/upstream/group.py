@@ -4,29 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from fastgw._proxy import GroupCore, Target
 from fastgw.config.schema import UpstreamConfig, UpstreamTimeouts
 from fastgw.upstream.pool import PoolKey, TargetPool
 
 
-class Target:
-    __slots__ = ("host", "host_header", "label", "pool", "port", "weight")
-
-    def __init__(self, host: str, port: int, weight: int, pool: TargetPool, host_header: bytes) -> None:
-        self.host = host
-        self.port = port
-        self.weight = weight
-        self.pool = pool
-        self.host_header = host_header  # the Host value sent upstream
-        self.label = f"{host}:{port}"
-
-
-class UpstreamGroup:
+class UpstreamGroup(GroupCore):
     """Targets of one upstream, picked by smooth weighted round robin (nginx's algorithm: even
     spreading, no bursts to the heaviest target)."""
 
-    __slots__ = ("_current", "_single", "config", "name", "targets", "timeouts")
+    __slots__ = ("_current", "config", "name", "targets", "timeouts")
 
     def __init__(self, config: UpstreamConfig, pool_for: Callable[[PoolKey], TargetPool]) -> None:
+        super().__init__()
         self.name = config.name
         self.config = config
         self.timeouts: UpstreamTimeouts = config.timeouts
@@ -38,10 +28,10 @@ class UpstreamGroup:
             self.targets.append(Target(t.host, t.port, t.weight, pool, host_header))
         self._current = [0] * len(self.targets)
         # PERF: the common single-target upstream skips the balancer entirely.
-        self._single = self.targets[0] if len(self.targets) == 1 else None
+        self.single = self.targets[0] if len(self.targets) == 1 else None
 
     def pick(self, exclude: Target | None = None) -> Target:
-        single = self._single
+        single = self.single
         if single is not None:
             return single
         best = -1

@@ -14,10 +14,9 @@ request once on a fresh connection when a reused one dies before any response by
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from typing import NamedTuple
 
-from fastgw._proxy import UpstreamConnection
+from fastgw._proxy import PoolCore, UpstreamConnection
 from fastgw.config.schema import PoolConfig
 from fastgw.errors import UpstreamFault
 from fastgw.server.clock import CLOCK
@@ -31,31 +30,18 @@ class PoolKey(NamedTuple):
     config: PoolConfig
 
 
-class TargetPool:
-    __slots__ = ("__weakref__", "config", "host", "idle", "in_use", "key", "open", "port", "stats", "waiters")
+class TargetPool(PoolCore):
+    """A target's pool: the idle list, counters and release are ``PoolCore`` (C, per request);
+    opening connections and waiting for one are here."""
+
+    __slots__ = ("__weakref__", "config", "host", "key", "port")
 
     def __init__(self, key: PoolKey) -> None:
+        super().__init__(key.config.max_idle, key.config.idle_timeout)
         self.key = key
         self.host = key.host
         self.port = key.port
         self.config = key.config
-        self.idle: list[UpstreamConnection] = []
-        self.open = 0  # connections open or being opened
-        self.in_use = 0
-        self.waiters: deque[tuple[asyncio.Future[UpstreamConnection], float]] = deque()
-        # opened / reused counters, read by metrics
-        self.stats = {"opened": 0, "reused": 0, "connect_errors": 0}
-
-    def take_idle(self) -> UpstreamConnection | None:
-        idle = self.idle
-        while idle:
-            conn = idle.pop()
-            if not conn.closed:
-                conn.idle_deadline = 0.0
-                self.in_use += 1
-                self.stats["reused"] += 1
-                return conn
-        return None
 
     def acquire(self, connect_timeout: float) -> asyncio.Future[UpstreamConnection]:
         """A future for a connection: a new one, or the next one released (slow path)."""
@@ -91,38 +77,14 @@ class TargetPool:
         except BaseException:
             self._connect_failed()
             raise
-        self.stats["opened"] += 1
+        self.opened += 1
         self.in_use += 1
         return conn
 
     def _connect_failed(self) -> None:
         self.open -= 1
-        self.stats["connect_errors"] += 1
+        self.connect_errors += 1
         self._open_for_waiter()
-
-    def release(self, conn: UpstreamConnection) -> None:
-        """Take a connection back after a response; keep it only if it is clean and reusable."""
-        self.in_use -= 1
-        if not conn.reusable or conn.closed:
-            conn.close()
-            return
-        while self.waiters:
-            waiter, _ = self.waiters.popleft()
-            if not waiter.done():
-                self.in_use += 1
-                self.stats["reused"] += 1
-                waiter.set_result(conn)
-                return
-        if len(self.idle) >= self.config.max_idle:
-            conn.close()
-            return
-        conn.idle_deadline = CLOCK.now + self.config.idle_timeout
-        self.idle.append(conn)
-
-    def give_back(self, conn: UpstreamConnection) -> None:
-        """A waiter was cancelled after it was handed a connection: return it unused."""
-        conn.reusable = not conn.closed
-        self.release(conn)
 
     def forget(self, conn: UpstreamConnection) -> None:
         """The connection closed (either side); free its slot for a waiter."""

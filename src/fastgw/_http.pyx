@@ -1,0 +1,436 @@
+# cython: language_level=3
+"""HTTP/1.x message parsing for both sides of the proxy: llhttp driven from C.
+
+llhttp (the parser inside httptools and Node.js, strict mode) does the parsing. httptools calls a
+Python method per callback and builds two bytes objects per header; at a few microseconds per
+request that was a third of the gateway's CPU. Here the callbacks are C functions that only
+record *where* things are (``Field`` offsets into the stream of bytes fed), and the parser stops
+(llhttp's pause) at the three events the protocols act on: head complete, a piece of body, message
+complete. The protocol loop is::
+
+    parser.feed(data)
+    while True:
+        event = parser.next()        # EV_MORE: all consumed; EV_HEAD / EV_BODY / EV_DONE; errors
+        ...
+
+At EV_HEAD the head is contiguous in memory (``head``; the fields' offsets are relative to it):
+normally it lies inside the read that completed it; a head split across reads is gathered into
+``spill`` (only its own bytes, bounded by ``max_head``). Nothing is copied per header.
+
+Limits are enforced while bytes arrive, not after: a head is refused once it passes ``max_head``
+bytes, a request-target once it passes ``max_target``, and the field table is fixed at
+``max_fields`` entries, so a client cannot make the parser buffer without bound.
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.bytearray cimport PyByteArray_AS_STRING
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
+
+from fastgw._llhttp cimport (
+    F_CONNECTION_UPGRADE,
+    F_UPGRADE,
+    HPE_OK,
+    HPE_PAUSED,
+    HPE_PAUSED_H2_UPGRADE,
+    HPE_PAUSED_UPGRADE,
+    HPE_USER,
+    HTTP_CONNECT,
+    HTTP_REQUEST,
+    HTTP_RESPONSE,
+    llhttp_execute,
+    llhttp_get_error_pos,
+    llhttp_get_error_reason,
+    llhttp_init,
+    llhttp_reset,
+    llhttp_resume,
+    llhttp_settings_init,
+    llhttp_settings_t,
+    llhttp_should_keep_alive,
+    llhttp_t,
+)
+
+
+cdef extern from *:
+    """
+    /* llhttp's method names by number; NULL where llhttp defines none. */
+    static const char* fastgw_method_name(int method) {
+    #define FASTGW_METHOD(NUM, NAME, STRING) case NUM: return #STRING;
+        switch (method) {
+            HTTP_ALL_METHOD_MAP(FASTGW_METHOD)
+            default: return NULL;
+        }
+    #undef FASTGW_METHOD
+    }
+    """
+    const char* fastgw_method_name(int method)
+
+
+cdef enum:                   # ParseState.events
+    E_HEAD = 1
+    E_BODY = 2
+    E_DONE = 4
+
+
+cdef enum:                   # ParseState.open: the span a read ended inside, to extend next time
+    O_NONE = 0
+    O_TARGET
+    O_NAME
+    O_VALUE
+
+
+# Method names as bytes, by llhttp's number: an index, no string work per request.
+cdef tuple _METHODS = tuple([
+    fastgw_method_name(i) if fastgw_method_name(i) != NULL else None for i in range(256)
+])
+
+
+# -- the C callbacks: record offsets, set event bits, pause at events -----------------------------
+# llhttp calls a span callback again for each read a span continues into, and once more with
+# nothing at the end of an execute that ends inside it: empty calls are ignored, later pieces
+# extend the span the read before left open.
+
+cdef inline long long _offset(ParseState* st, const char* at) noexcept nogil:
+    return st.stream + (at - st.buf)
+
+
+cdef inline void _mark(ParseState* st, const char* at) noexcept nogil:
+    if st.head_at < 0:
+        st.head_at = _offset(st, at)
+
+
+cdef int _on_message_begin(llhttp_t* p) noexcept nogil:
+    cdef ParseState* st = <ParseState*>p.data
+    st.in_head = True
+    st.head_at = -1
+    st.open = O_NONE
+    st.count = 0
+    st.too_many = False
+    st.target.off = 0
+    st.target.len = 0
+    return 0
+
+
+cdef int _on_method(llhttp_t* p, const char* at, size_t n) noexcept nogil:
+    """Method, protocol, version: only where the head starts matters."""
+    _mark(<ParseState*>p.data, at)
+    return 0
+
+
+cdef int _on_target(llhttp_t* p, const char* at, size_t n) noexcept nogil:
+    """The request-target, or a response's reason phrase: one span, maybe split across reads."""
+    cdef ParseState* st = <ParseState*>p.data
+    if n == 0:
+        return 0
+    _mark(st, at)
+    if st.open == O_TARGET:
+        st.target.len += n
+    else:
+        st.open = O_TARGET
+        st.target.off = _offset(st, at)
+        st.target.len = n
+    return 0
+
+
+cdef int _on_span_complete(llhttp_t* p) noexcept nogil:
+    (<ParseState*>p.data).open = O_NONE
+    return 0
+
+
+cdef int _on_name(llhttp_t* p, const char* at, size_t n) noexcept nogil:
+    cdef ParseState* st = <ParseState*>p.data
+    cdef int i
+    if n == 0 or not st.in_head:
+        return 0  # trailers of a chunked body: not forwarded, not counted, not kept
+    _mark(st, at)
+    if st.open == O_NAME:
+        st.names[st.count - 1].len += n
+        return 0
+    if st.count >= st.capacity:
+        st.too_many = True
+        return -1
+    i = st.count
+    st.count += 1
+    st.open = O_NAME
+    st.names[i].off = _offset(st, at)
+    st.names[i].len = n
+    st.values[i].off = st.names[i].off  # an empty value gets no value callback
+    st.values[i].len = 0
+    return 0
+
+
+cdef int _on_value(llhttp_t* p, const char* at, size_t n) noexcept nogil:
+    cdef ParseState* st = <ParseState*>p.data
+    cdef int i = st.count - 1
+    if n == 0 or not st.in_head:
+        return 0
+    if st.open == O_VALUE:
+        st.values[i].len += n
+    else:
+        st.open = O_VALUE
+        st.values[i].off = _offset(st, at)
+        st.values[i].len = n
+    return 0
+
+
+cdef int _on_headers_complete(llhttp_t* p) noexcept nogil:
+    cdef ParseState* st = <ParseState*>p.data
+    st.events |= E_HEAD
+    if st.skip_body:
+        return 1  # no body; llhttp goes straight on to message complete, which pauses
+    return HPE_PAUSED
+
+
+cdef int _on_body(llhttp_t* p, const char* at, size_t n) noexcept nogil:
+    cdef ParseState* st = <ParseState*>p.data
+    if n == 0:
+        return 0  # llhttp re-flushes an open span at the end of every execute, even an empty one
+    st.events |= E_BODY
+    st.body = at
+    st.body_len = n
+    return HPE_PAUSED
+
+
+cdef int _on_message_complete(llhttp_t* p) noexcept nogil:
+    (<ParseState*>p.data).events |= E_DONE
+    return HPE_PAUSED
+
+
+cdef llhttp_settings_t _SETTINGS
+llhttp_settings_init(&_SETTINGS)
+_SETTINGS.on_message_begin = _on_message_begin
+_SETTINGS.on_method = _on_method  # the first byte of a request head
+_SETTINGS.on_protocol = _on_method  # ... and of a response head ("HTTP")
+_SETTINGS.on_version = _on_method
+_SETTINGS.on_url = _on_target
+_SETTINGS.on_status = _on_target
+_SETTINGS.on_url_complete = _on_span_complete
+_SETTINGS.on_status_complete = _on_span_complete
+_SETTINGS.on_header_field = _on_name
+_SETTINGS.on_header_field_complete = _on_span_complete
+_SETTINGS.on_header_value = _on_value
+_SETTINGS.on_header_value_complete = _on_span_complete
+_SETTINGS.on_headers_complete = _on_headers_complete
+_SETTINGS.on_body = _on_body
+_SETTINGS.on_message_complete = _on_message_complete
+
+
+cdef class HttpParser:
+    """One direction of one connection: requests from a client, or responses from an upstream.
+
+    ``max_head``: bytes of one head; ``max_fields``: header fields in one head; ``max_target``:
+    bytes of a request-target (0 = no separate limit).
+    """
+
+    def __cinit__(self, bint request, Py_ssize_t max_head, int max_fields, Py_ssize_t max_target=0):
+        self.st.names = <Field*>PyMem_Malloc(max_fields * sizeof(Field))
+        self.st.values = <Field*>PyMem_Malloc(max_fields * sizeof(Field))
+        if self.st.names == NULL or self.st.values == NULL:
+            raise MemoryError()
+        self.st.capacity = max_fields
+        self.is_request = request
+        self.max_head = max_head
+        self.max_target = max_target
+        llhttp_init(&self.parser, HTTP_REQUEST if request else HTTP_RESPONSE, &_SETTINGS)
+        self.parser.data = &self.st
+        self.reset()
+
+    def __dealloc__(self):
+        PyMem_Free(self.st.names)
+        PyMem_Free(self.st.values)
+
+    cdef void reset(self) noexcept:
+        """Forget everything: the next byte fed starts a new message (a reused upstream parser)."""
+        llhttp_reset(&self.parser)
+        self.st.stream = 0
+        self.fed = 0
+        self.st.head_at = -1
+        self.st.in_head = False
+        self.st.open = O_NONE
+        self.st.count = 0
+        self.st.events = 0
+        self.st.skip_body = False
+        self.resumed = False
+        self.spill = None
+        self.release()
+
+    cdef void release(self) noexcept:
+        """Drop the reference to the last read (call when ``next()`` returned EV_MORE)."""
+        self.data = None
+        self.head_owner = None
+        self.head = NULL
+        self.pos = self.end = self.st.buf = NULL
+
+    cdef void feed(self, object data):
+        """Parse ``data`` next (bytes); then call ``next()`` until it returns EV_MORE."""
+        self.st.stream += self.fed
+        self.fed = PyBytes_GET_SIZE(data)
+        self.data = data
+        self.st.buf = self.pos = PyBytes_AS_STRING(data)
+        self.end = self.pos + PyBytes_GET_SIZE(data)
+        self.head = NULL
+        self.head_owner = None
+
+    cdef int next(self) except -1:
+        cdef ParseState* st = &self.st
+        cdef int err
+        if not st.events:
+            if self.pos >= self.end and not self.resumed:
+                return self._consumed()
+            # After a pause llhttp may owe an event that needs no byte (a bodiless message's
+            # end right after its head), so it runs again even with nothing left to read.
+            self.resumed = False
+            err = llhttp_execute(&self.parser, self.pos, self.end - self.pos)
+            if err == HPE_OK:
+                self.pos = self.end
+                if st.events:  # a HEAD response's head ended the input without a pause
+                    return self._event()
+                return self._consumed()
+            if err == HPE_PAUSED:
+                self.pos = llhttp_get_error_pos(&self.parser)
+                llhttp_resume(&self.parser)
+                self.resumed = True
+            elif err == HPE_PAUSED_UPGRADE or err == HPE_PAUSED_H2_UPGRADE:
+                self.pos = self.end  # protocol switch: the caller refuses, nothing after counts
+                return EV_UPGRADE
+            elif st.too_many:
+                return EV_TOO_MANY_FIELDS
+            else:
+                self.error_reason = llhttp_get_error_reason(&self.parser)
+                return EV_MALFORMED
+        return self._event()
+
+    cdef int _event(self) except -1:
+        """The next event the callbacks recorded, in message order: head, body, done."""
+        cdef ParseState* st = &self.st
+        if st.events & E_HEAD:
+            st.events &= ~E_HEAD
+            return self._head_complete()
+        if st.events & E_BODY:
+            st.events &= ~E_BODY
+            return EV_BODY
+        st.events &= ~E_DONE
+        return EV_DONE
+
+    cdef int _consumed(self) except -1:
+        """All input used. Inside a head: check the limits, keep the head's bytes for later."""
+        cdef ParseState* st = &self.st
+        cdef long long fed_end
+        cdef Py_ssize_t start
+        if not st.in_head or st.head_at < 0:
+            return EV_MORE
+        fed_end = st.stream + (self.end - st.buf)
+        # The target first, here and in _head_complete: the same answer however the bytes came.
+        if self.max_target and st.target.len > self.max_target:
+            return EV_TARGET_TOO_LONG
+        if fed_end - st.head_at > self.max_head:
+            return EV_HEAD_TOO_BIG
+        if st.head_at >= st.stream:
+            start = <Py_ssize_t>(st.head_at - st.stream)
+            self.spill = bytearray(self.data[start:])
+        else:
+            self.spill += self.data
+        return EV_MORE
+
+    cdef int _head_complete(self) except -1:
+        """Make the head contiguous, check its size, turn stream offsets into head offsets."""
+        cdef ParseState* st = &self.st
+        cdef long long head_end = st.stream + (self.pos - st.buf)
+        cdef long long at = st.head_at
+        cdef int i
+        st.in_head = False
+        st.open = O_NONE
+        if self.max_target and st.target.len > self.max_target:
+            return EV_TARGET_TOO_LONG
+        if head_end - at > self.max_head:
+            return EV_HEAD_TOO_BIG
+        if at >= st.stream:
+            self.head_owner = self.data
+            self.head_origin = at - st.stream
+            self.head = st.buf + self.head_origin
+        else:
+            # Split across reads: the earlier part is in spill, the rest starts this read.
+            self.spill += self.data[: self.pos - st.buf]
+            self.head_owner = self.spill
+            self.head_origin = 0
+            self.head = PyByteArray_AS_STRING(self.spill)
+            self.spill = None
+        st.target.off -= at
+        for i in range(st.count):
+            st.names[i].off -= at
+            st.values[i].off -= at
+        if self.is_request and self.wants_upgrade():
+            return EV_UPGRADE
+        return EV_HEAD
+
+    # -- what the protocols read -----------------------------------------------------------------
+    cdef bint in_head(self) noexcept:
+        return self.st.in_head
+
+    cdef bint keep_alive(self) noexcept:
+        return llhttp_should_keep_alive(&self.parser) != 0
+
+    cdef bint wants_upgrade(self) noexcept:
+        cdef int flags = self.parser.flags
+        return self.parser.method == HTTP_CONNECT or (
+            (flags & F_UPGRADE) != 0 and (flags & F_CONNECTION_UPGRADE) != 0
+        )
+
+    cdef bytes method(self):
+        return <bytes>_METHODS[self.parser.method]
+
+    cdef bytes target(self):
+        return PyBytes_FromStringAndSize(self.head + self.st.target.off, self.st.target.len)
+
+    cdef str error(self):
+        if self.error_reason == NULL:
+            return "malformed message"
+        return (<bytes>self.error_reason).decode("ascii", "replace")
+
+    # -- for tests and tools: the same parser from Python ----------------------------------------
+    def parse(self, data: bytes) -> list[tuple[str, object]]:
+        """Feed ``data`` and list the events: ("head", dict), ("body", bytes), ("done", None),
+        or one error event ("malformed" / "head-too-big" / ...) that ends the list."""
+        cdef list out = []
+        cdef int ev, i
+        self.feed(bytes(data))
+        while True:
+            ev = self.next()
+            if ev == EV_MORE:
+                self.release()
+                return out
+            if ev == EV_HEAD:
+                out.append(("head", {
+                    "method": self.method() if self.is_request else None,
+                    "status": None if self.is_request else self.parser.status_code,
+                    "version": (self.parser.http_major, self.parser.http_minor),
+                    "target": self.target(),
+                    "fields": [
+                        (
+                            PyBytes_FromStringAndSize(self.head + self.st.names[i].off, self.st.names[i].len),
+                            PyBytes_FromStringAndSize(self.head + self.st.values[i].off, self.st.values[i].len),
+                        )
+                        for i in range(self.st.count)
+                    ],
+                    "keep_alive": self.keep_alive(),
+                }))
+            elif ev == EV_BODY:
+                out.append(("body", PyBytes_FromStringAndSize(self.st.body, self.st.body_len)))
+            elif ev == EV_DONE:
+                out.append(("done", None))
+            else:
+                self.release()
+                out.append((_EVENT_NAMES[ev], self.error() if ev == EV_MALFORMED else None))
+                return out
+
+    def expect_no_body(self) -> None:
+        """The next response answers a HEAD request (tests; the proxy sets it in C)."""
+        self.st.skip_body = True
+
+
+_EVENT_NAMES = {
+    EV_MALFORMED: "malformed",
+    EV_HEAD_TOO_BIG: "head-too-big",
+    EV_TOO_MANY_FIELDS: "too-many-fields",
+    EV_TARGET_TOO_LONG: "target-too-long",
+    EV_UPGRADE: "upgrade",
+}
