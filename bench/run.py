@@ -381,6 +381,10 @@ def print_table(rows: list[dict[str, object]]) -> None:
             f"{(f'{rv:.3f}' if rv else '-'):>11} {(f'{cv:.3f}' if cv else '-'):>11} "
             f"{r['rss_mb']:7.1f} {r['errors']:4}"
         )
+    failed = sorted({f"{r['scenario']}/{r['contender']}" for r in rows if r["errors"]})
+    if failed:
+        # Errors (socket errors or non-2xx) make a row's figures meaningless: say so, loudly.
+        print(f"\nWARNING: errors in {', '.join(failed)}; their figures do not measure proxying")
 
 
 def draw_chart(rows: list[dict[str, object]], path: Path) -> None:
@@ -438,7 +442,9 @@ def main(argv: list[str] | None = None) -> int:
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="fastgw-bench-") as tmp:
         workdir = Path(tmp)
+        workdir.chmod(0o755)  # nginx workers run as nobody: they must reach big.bin (else 403)
         (workdir / "big.bin").write_bytes(os.urandom(64 * 1024))
+        (workdir / "big.bin").chmod(0o644)
         upstream = free_port()
         conf = render("nginx_upstream.conf", workdir, dir=workdir, port=upstream)
         with process(["nginx", "-c", str(conf), "-p", str(workdir)], upstream, workdir):

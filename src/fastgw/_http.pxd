@@ -36,6 +36,8 @@ cdef struct ParseState:      # what the C callbacks write; parser.data points he
     int count
     int capacity
     bint too_many
+    bint too_long            # the request-target passed max_target
+    Py_ssize_t max_target
     int events               # E_* bits set by callbacks, returned in order by next()
     const char* body
     Py_ssize_t body_len

@@ -105,6 +105,7 @@ cdef int _on_message_begin(llhttp_t* p) noexcept nogil:
     st.open = O_NONE
     st.count = 0
     st.too_many = False
+    st.too_long = False
     st.target.off = 0
     st.target.len = 0
     return 0
@@ -128,6 +129,9 @@ cdef int _on_target(llhttp_t* p, const char* at, size_t n) noexcept nogil:
         st.open = O_TARGET
         st.target.off = _offset(st, at)
         st.target.len = n
+    if st.max_target and st.target.len > st.max_target:
+        st.too_long = True  # refused where it happens, whatever else the read holds
+        return -1
     return 0
 
 
@@ -230,6 +234,7 @@ cdef class HttpParser:
         self.is_request = request
         self.max_head = max_head
         self.max_target = max_target
+        self.st.max_target = max_target
         llhttp_init(&self.parser, HTTP_REQUEST if request else HTTP_RESPONSE, &_SETTINGS)
         self.parser.data = &self.st
         self.reset()
@@ -292,6 +297,8 @@ cdef class HttpParser:
             elif err == HPE_PAUSED_UPGRADE or err == HPE_PAUSED_H2_UPGRADE:
                 self.pos = self.end  # protocol switch: the caller refuses, nothing after counts
                 return EV_UPGRADE
+            elif st.too_long:
+                return EV_TARGET_TOO_LONG
             elif st.too_many:
                 return EV_TOO_MANY_FIELDS
             else:
@@ -423,7 +430,7 @@ cdef class HttpParser:
                 return out
 
     def expect_no_body(self) -> None:
-        """The next response answers a HEAD request (tests; the proxy sets it in C)."""
+        """Responses from now on answer HEAD requests (tests; the proxy sets it per exchange in C)."""
         self.st.skip_body = True
 
 

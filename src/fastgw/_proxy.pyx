@@ -1186,9 +1186,17 @@ cdef class Exchange:
 
     cdef int flush_to_client(self) except -1:
         cdef list out = self.out
-        if out:
-            if len(out) == 1:
+        cdef Py_ssize_t n = len(out)
+        cdef bytes first, second
+        if n:
+            if n == 1:
                 self.client.write(out[0])
+            elif n == 2 and PyBytes_GET_SIZE(<bytes>out[1]) <= 4096:
+                # PERF: a head and a small body (the usual small response) leave in one buffer:
+                # a copy of a few hundred bytes costs less than a second buffer in uvloop's writev.
+                first = <bytes>out[0]
+                second = <bytes>out[1]
+                self.client.write(first + second)
             else:
                 self.client.transport.writelines(out)
             out.clear()
