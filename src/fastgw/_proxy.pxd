@@ -74,11 +74,13 @@ cdef class Target:
     cdef readonly PoolCore pool
     cdef readonly bytes host_header      # the Host value sent upstream
     cdef readonly str label              # host:port, for messages and metrics
+    cdef public int in_flight            # requests sent to it and not finished (least-conn, p2c)
 
 
 cdef class GroupCore:
     # What the exchange reads of an upstream group (upstream.group.UpstreamGroup subclasses it).
-    cdef public Target single            # the only target, or None: then pick() chooses
+    cdef public Target single            # the only target, or None: then pick(exchange) chooses
+    cdef public bint observes            # call observe(exchange) when an exchange sent to it ends
 
 
 cdef class PoolCore:
@@ -188,11 +190,18 @@ cdef class Exchange:
     cdef public bint finished
     cdef public list upstream_headers    # added by on_upstream_request hooks
     cdef public double started_at
+    cdef bint counted                    # counted in target.in_flight
+    cdef public object upstream_error    # the UpstreamFault that ended it, if the upstream failed
+    cdef public list add_response_headers  # (name, value) pairs added to the proxied response head
+    cdef public double upstream_sent_at  # precise monotonic times, set only when the group
+    cdef public double upstream_head_at  # observes: request head written, response head parsed
 
     cdef int setup(self, ClientProtocol client) except -1
     cdef int start(self) except -1
     cdef int _run_request_hooks(self, tuple hooks, Py_ssize_t index) except -1
     cdef int send_upstream(self, bint fresh) except -1
+    cdef int set_target(self, Target target) except -1
+    cdef int uncount_target(self) except -1
     cdef int attach(self, UpstreamConnection conn) except -1
     cdef bytes render_upstream_head(self, RouteCore route, Target target)
     cdef int on_client_body(self, bytes data) except -1

@@ -115,6 +115,14 @@ class Exchange:
     upstream_headers: list[tuple[bytes, bytes]] | None
     """Extra request headers an ``on_upstream_request`` hook appends."""
     started_at: float
+    upstream_error: HttpFault | None
+    """The fault that ended it when the upstream failed (connect, reset, malformed, timeout)."""
+    add_response_headers: list[tuple[bytes, bytes]] | None
+    """Headers added to the proxied response (a sticky-session cookie, for instance)."""
+    upstream_sent_at: float
+    """Precise monotonic time the request head went upstream (only when the group observes)."""
+    upstream_head_at: float
+    """... and the response head was parsed."""
 
     def fail(self, fault: HttpFault) -> None:
         """A failure at any point: an error response if nothing went out yet, else a close."""
@@ -204,11 +212,15 @@ class Target:
     def host_header(self) -> bytes: ...
     @property
     def label(self) -> str: ...
+    in_flight: int
+    """Requests sent to it and not finished."""
 
 class GroupCore:
     """The per-request face of an upstream group (``UpstreamGroup`` subclasses it)."""
 
     single: Target | None
+    observes: bool
+    """Call ``observe(exchange)`` as each exchange sent to the group ends."""
     def __init__(self) -> None: ...
 
 class PoolCore:

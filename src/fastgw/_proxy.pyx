@@ -70,6 +70,7 @@ group, target and pool are read through C fields (``RouteCore``, ``GroupCore``, 
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.string cimport memchr, memcmp, memcpy
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 import asyncio
 import logging
@@ -153,6 +154,13 @@ CLOCK.listeners.append(_set_now)
 
 cdef inline double _now() noexcept:
     return _clock_now
+
+
+cdef inline double _precise_now() noexcept nogil:
+    """time.monotonic() to the nanosecond, for latencies a group observes (not the coarse clock)."""
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return ts.tv_sec + ts.tv_nsec * 1e-9
 
 
 # -- C helpers for the hot checks and the wire bytes ----------------------------------------------
@@ -907,6 +915,11 @@ cdef class Exchange:
         self.upstream_headers = None
         self.head_owner = None
         self._headers = None
+        self.counted = False
+        self.upstream_error = None
+        self.add_response_headers = None
+        self.upstream_sent_at = 0.0
+        self.upstream_head_at = 0.0
         self.started_at = _now()
         return 0
 
@@ -973,8 +986,8 @@ cdef class Exchange:
     cdef int send_upstream(self, bint fresh) except -1:
         cdef RouteCore route = self.route
         cdef GroupCore group = <GroupCore>route.upstream
-        cdef Target target = group.single if group.single is not None else group.pick()
-        self.target = target
+        cdef Target target = group.single if group.single is not None else group.pick(self)
+        self.set_target(target)
         cdef PoolCore pool = target.pool
         cdef UpstreamConnection conn = None if fresh else pool.take_idle_conn()
         if conn is not None:
@@ -984,6 +997,21 @@ cdef class Exchange:
         future = pool.connect_fresh(connect) if fresh else pool.acquire(connect)
         self.acquiring = future
         future.add_done_callback(self._on_acquired)
+        return 0
+
+    cdef int set_target(self, Target target) except -1:
+        """Count this request against the target it is sent to (balancers read ``in_flight``)."""
+        if self.counted:
+            self.target.in_flight -= 1
+        self.target = target
+        target.in_flight += 1
+        self.counted = True
+        return 0
+
+    cdef int uncount_target(self) except -1:
+        if self.counted:
+            self.counted = False
+            self.target.in_flight -= 1
         return 0
 
     def _on_acquired(self, future) -> None:
@@ -996,9 +1024,9 @@ cdef class Exchange:
                 future.result().pool.give_back(future.result())
             return
         if exc is not None:
-            self.answer_fault(
-                exc if isinstance(exc, HttpFault) else UpstreamFault("upstream connect failed", 502), None
-            )
+            fault = exc if isinstance(exc, HttpFault) else UpstreamFault("upstream connect failed", 502)
+            self.upstream_error = fault
+            self.answer_fault(fault, None)
             return
         try:
             self.attach(future.result())
@@ -1010,6 +1038,8 @@ cdef class Exchange:
         cdef RouteCore route = self.route
         self.conn = conn
         conn.begin(self, self.method == _HEAD, route, not self.request_done)
+        if (<GroupCore>route.upstream).observes:
+            self.upstream_sent_at = _precise_now()
         if route.on_upstream_request:
             self.upstream_headers = []
             for hook in route.on_upstream_request:
@@ -1116,6 +1146,8 @@ cdef class Exchange:
     # -- response ------------------------------------------------------------------------------
     cdef int on_upstream_head(self, int status, HttpParser parser) except -1:
         self.response_status = status
+        if (<GroupCore>self.route.upstream).observes:
+            self.upstream_head_at = _precise_now()
         if status == 101:
             self.fail(UpstreamFault("upstream switched protocols unasked", 502))
             return 0
@@ -1141,8 +1173,10 @@ cdef class Exchange:
                 upstream_chunked = True
         on_response = self.route.on_response
         cdef list kept = None  # None: the upstream's own lines, filtered while rendering
-        if on_response or drop_named:
+        if on_response or drop_named or self.add_response_headers:
             kept = _response_pairs(parser, drop_named)
+            if self.add_response_headers:
+                kept += self.add_response_headers
             if on_response:
                 self.response_headers = kept
                 for hook in on_response:
@@ -1242,12 +1276,14 @@ cdef class Exchange:
             self.retried = True
             self.send_upstream(True)
             return 0
-        self.fail(UpstreamFault("upstream closed the connection before the response completed", 502))
+        self.upstream_error = UpstreamFault("upstream closed the connection before the response completed", 502)
+        self.fail(self.upstream_error)
         return 0
 
     cdef int on_upstream_malformed(self, UpstreamConnection conn, str problem) except -1:
         self._drop_conn(conn)
-        self.fail(UpstreamFault(problem, 502))
+        self.upstream_error = UpstreamFault(problem, 502)
+        self.fail(self.upstream_error)
         return 0
 
     cdef int on_upstream_timeout(self, UpstreamConnection conn) except -1:
@@ -1255,7 +1291,8 @@ cdef class Exchange:
         self.conn = None
         conn.detach(False)
         conn.pool.release_conn(conn)
-        self.fail(UpstreamFault("upstream timed out", 504))
+        self.upstream_error = UpstreamFault("upstream timed out", 504)
+        self.fail(self.upstream_error)
         return 0
 
     cdef int _drop_conn(self, UpstreamConnection conn) except -1:
@@ -1336,7 +1373,10 @@ cdef class Exchange:
         if self.finished:
             return 0
         self.finished = True
+        self.uncount_target()
         cdef RouteCore route = self.route
+        if self.target is not None and (<GroupCore>route.upstream).observes:
+            route.upstream.observe(self)  # health, outliers, latency: only groups that ask
         if route is not None and route.on_complete:
             for hook in route.on_complete:
                 hook(self)
@@ -1348,6 +1388,7 @@ cdef class Exchange:
         if self.finished:
             return 0
         self.finished = True
+        self.uncount_target()
         acquiring = self.acquiring
         if acquiring is not None:
             self.acquiring = None
@@ -1729,13 +1770,16 @@ cdef class Target:
         self.pool = pool
         self.host_header = host_header
         self.label = f"{host}:{port}"
+        self.in_flight = 0
 
 
 cdef class GroupCore:
-    """The per-request face of an upstream group: the only target, when there is one (no pick)."""
+    """The per-request face of an upstream group: the only target, when there is one (no pick),
+    and whether the group wants ``observe(exchange)`` called as each exchange sent to it ends."""
 
     def __init__(self) -> None:
         self.single = None
+        self.observes = False
 
 
 cdef class PoolCore:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from fastgw._proxy import GroupCore, Target
+from fastgw._proxy import Exchange, GroupCore, Target
 from fastgw.config.schema import UpstreamConfig, UpstreamTimeouts
 from fastgw.upstream.pool import PoolKey, TargetPool
 
@@ -30,7 +30,8 @@ class UpstreamGroup(GroupCore):
         # PERF: the common single-target upstream skips the balancer entirely.
         self.single = self.targets[0] if len(self.targets) == 1 else None
 
-    def pick(self, exclude: Target | None = None) -> Target:
+    def pick(self, exchange: Exchange | None = None, exclude: Target | None = None) -> Target:
+        """The target for one request (the exchange is there for balancers that key on it)."""
         single = self.single
         if single is not None:
             return single
@@ -48,3 +49,6 @@ class UpstreamGroup(GroupCore):
             return self.targets[0]
         current[best] -= total
         return self.targets[best]
+
+    def observe(self, exchange: Exchange) -> None:
+        """Called as each exchange sent to this group ends, when ``observes`` is set."""
