@@ -5,7 +5,9 @@ config errors naming both routes), rewrite templates parsed into literal/param p
 pre-rendered, trusted-proxy networks parsed, plugins compiled and their hooks gathered into one
 ``HookChain`` per route. A reload compiles a new Plan beside the running one; pools of upstream
 targets whose address and pool settings did not change are adopted, so their warm connections
-(and later their health and breaker state) survive the swap.
+survive the swap; so are the health monitors of upstreams whose health-relevant settings did not
+change (``HealthKey``), so verdicts and running checkers survive too. A compiled plan only starts
+steering its groups when it is swapped in (``activate_plan``, on the worker's loop).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from fastgw.config.schema import Config, ListenerConfig, PluginConfig, RouteConf
 from fastgw.errors import ConfigError, RouteConflict
 from fastgw.hooks import Plugin, build_chain, find_plugin, known_plugins
 from fastgw.upstream.group import UpstreamGroup
+from fastgw.upstream.health import HealthKey, UpstreamHealth
 from fastgw.upstream.pool import PoolKey, TargetPool
 
 _TEMPLATE_PARAM = re.compile(r"\{\*?([A-Za-z_][A-Za-z0-9_]*)(?::[a-z]+)?\}")
@@ -137,7 +140,7 @@ class ListenerPlan:
 
 
 class Plan:
-    __slots__ = ("config", "listeners", "pools", "routes", "upstreams")
+    __slots__ = ("config", "health", "listeners", "pools", "routes", "upstreams")
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -145,6 +148,7 @@ class Plan:
         self.upstreams: dict[str, UpstreamGroup] = {}
         self.routes: list[RoutePlan] = []
         self.pools: dict[PoolKey, TargetPool] = {}
+        self.health: dict[HealthKey, UpstreamHealth] = {}
 
 
 def compile_plugins(configs: tuple[PluginConfig, ...]) -> list[Plugin]:
@@ -169,6 +173,7 @@ def compile_plan(config: Config, previous: Plan | None = None) -> Plan:
 def _compile(config: Config, previous: Plan | None) -> Plan:
     plan = Plan(config)
     old_pools = previous.pools if previous is not None else {}
+    old_health = previous.health if previous is not None else {}
 
     def pool_for(key: PoolKey) -> TargetPool:
         pool = plan.pools.get(key)
@@ -179,6 +184,10 @@ def _compile(config: Config, previous: Plan | None) -> Plan:
 
     for name, upstream in config.upstreams.items():
         plan.upstreams[name] = UpstreamGroup(upstream, pool_for)
+        health_key = HealthKey.of(upstream)
+        if health_key is not None:
+            # Adopt the verdicts and running checker of an upstream whose health did not change.
+            plan.health[health_key] = old_health.get(health_key) or UpstreamHealth(health_key)
     for lc in config.listeners:
         plan.listeners[lc.name] = ListenerPlan(lc)
     global_plugins = compile_plugins(config.plugins)
@@ -224,9 +233,20 @@ def _conflicting_route(earlier: list[RoutePlan], route: RoutePlan) -> str:
     return "another route"
 
 
+def activate_plan(plan: Plan) -> None:
+    """The plan starts serving (gateway start, or a reload's swap): its health monitors steer its
+    groups and their checkers run. On the worker's loop, so checks run once per worker process."""
+    for monitor in plan.health.values():
+        monitor.serve(plan.upstreams[monitor.name])
+
+
 def retire_plan(old: Plan, new: Plan) -> None:
-    """Close idle connections of pools the new plan did not adopt (busy ones finish first)."""
+    """Close idle connections of pools the new plan did not adopt (busy ones finish first), and
+    stop the health monitors it did not adopt."""
     kept = set(map(id, new.pools.values()))
     for pool in old.pools.values():
         if id(pool) not in kept:
             pool.close()
+    for key, monitor in old.health.items():
+        if new.health.get(key) is not monitor:
+            monitor.stop()

@@ -29,7 +29,11 @@ Behaviour by path (the query string is ignored; every response carries ``X-Conn-
 - ``/malformed``: ``HTTP/1.1 2x0 Bad`` and closes
 - ``/continue``: ``100 Continue`` (even without Expect), then the echo answer
 - ``/stats``: JSON {connections_opened, requests}; ``/stats/reset`` zeroes them. Requests for
-  ``/stats...`` are not counted, and a connection counts once it carries a counted request.
+  ``/stats...`` and ``/health...`` are not counted, and a connection counts once it carries a
+  counted request.
+- ``/health``: a health endpoint for the gateway's active checks: status 200, or the one set by
+  ``/health/set/{code}`` (200 to 599); both answer JSON {health, checks}, where ``checks``
+  counts the ``/health`` requests so far. ``/health/checks`` answers that JSON, changing nothing.
 - anything else: 404
 """
 
@@ -177,6 +181,8 @@ class UpstreamServer:
         self.idle_close = idle_close
         self.connections_opened = 0
         self.requests = 0
+        self.health_status = 200  # what /health answers with
+        self.health_checks = 0  # /health requests so far
         self.next_conn_id = 0
         self.connections: set[UpstreamConnection] = set()
         self.server: asyncio.Server | None = None
@@ -454,7 +460,7 @@ class UpstreamConnection(asyncio.Protocol):
             return False
         request = Request(head)
         self.requests_on_conn += 1
-        if not request.path.startswith("/stats"):
+        if not request.path.startswith(("/stats", "/health")):
             self.server.requests += 1
             if not self.counted:
                 self.counted = True
@@ -596,6 +602,26 @@ async def _stats(c: UpstreamConnection, r: Request, _: str, n: int, sha: str) ->
     return await c.respond(r, 200, json.dumps(c.server.stats()).encode())
 
 
+def _health_state(server: UpstreamServer) -> bytes:
+    return json.dumps({"health": server.health_status, "checks": server.health_checks}).encode()
+
+
+async def _health(c: UpstreamConnection, r: Request, _: str, n: int, sha: str) -> bool:
+    c.server.health_checks += 1
+    return await c.respond(r, c.server.health_status, _health_state(c.server))
+
+
+async def _health_checks(c: UpstreamConnection, r: Request, _: str, n: int, sha: str) -> bool:
+    return await c.respond(r, 200, _health_state(c.server))
+
+
+async def _health_set(c: UpstreamConnection, r: Request, code: str, n: int, sha: str) -> bool:
+    if not code.isdigit() or not 200 <= int(code) <= 599:
+        return await c.respond(r, 400, b"expected a status from 200 to 599", "text/plain")
+    c.server.health_status = int(code)
+    return await c.respond(r, 200, _health_state(c.server))
+
+
 async def _not_found(c: UpstreamConnection, r: Request, _: str, n: int, sha: str) -> bool:
     return await c.respond(r, 404, b"not found", "text/plain")
 
@@ -610,6 +636,8 @@ _EXACT: dict[str, Handler] = {
     "/continue": _echo,
     "/stats": _stats,
     "/stats/reset": _stats,
+    "/health": _health,
+    "/health/checks": _health_checks,
 }
 _WITH_ARGUMENT: dict[str, Handler] = {
     "/status/": _status,
@@ -618,6 +646,7 @@ _WITH_ARGUMENT: dict[str, Handler] = {
     "/until-close/": _until_close,
     "/slow/": _slow,
     "/slowbody/": _slowbody,
+    "/health/set/": _health_set,
 }
 
 

@@ -19,7 +19,9 @@ from hypothesis import strategies as st
 import fastgw.config
 from fastgw.config import Config, load_config, parse_config
 from fastgw.config.schema import (
+    BalanceConfig,
     ClientTimeouts,
+    HashKey,
     Limits,
     ListenerConfig,
     PluginConfig,
@@ -304,7 +306,7 @@ _VALUE_ERRORS: list[tuple[str, object, str]] = [
         "upstreams.catalog.tragets",
         ["127.0.0.1:1"],
         "upstreams.catalog: unknown key 'tragets'; expected one of: targets, pool, timeouts,"
-        " host_header; did you mean 'targets'?",
+        " host_header, health, outlier, balance; did you mean 'targets'?",
     ),
     (
         "upstreams.catalog.targets",
@@ -746,6 +748,96 @@ def test_upstream_fields() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("value", "balance"),
+    [
+        ("round_robin", BalanceConfig()),
+        ("least_conn", BalanceConfig("least_conn")),
+        ("p2c", BalanceConfig("p2c")),
+        ("ewma", BalanceConfig("ewma")),
+        ("sticky", BalanceConfig("sticky", cookie="fgw_sticky")),
+        ({"sticky": {}}, BalanceConfig("sticky")),
+        ({"sticky": {"cookie": "app_route"}}, BalanceConfig("sticky", cookie="app_route")),
+        ({"hash": "ip"}, BalanceConfig("hash", hash_key=HashKey("ip"))),
+        ({"hash": "header:X-User"}, BalanceConfig("hash", hash_key=HashKey("header", "x-user"))),
+        ({"hash": "cookie:Session"}, BalanceConfig("hash", hash_key=HashKey("cookie", "Session"))),
+        ({"hash": "param:id"}, BalanceConfig("hash", hash_key=HashKey("param", "id"))),
+    ],
+)
+def test_balance_forms(value: object, balance: BalanceConfig) -> None:
+    assert parse(with_value("upstreams.catalog.balance", value)).upstreams["catalog"].balance == balance
+
+
+def test_balance_defaults_to_round_robin() -> None:
+    assert parse(minimal()).upstreams["catalog"].balance == BalanceConfig("round_robin", None, "fgw_sticky")
+
+
+_BALANCE = (
+    "expected one of round_robin, least_conn, p2c, ewma, sticky, or {hash: KEY} or {sticky: {cookie: NAME}}"
+)
+_HASH = "expected 'ip', 'header:NAME', 'cookie:NAME' or 'param:NAME'"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("least-conn", f"balance: {_BALANCE}, found 'least-conn'; did you mean 'least_conn'?"),
+        (3, f"balance: {_BALANCE}, found 3"),
+        (None, f"balance: {_BALANCE}, found null"),
+        (
+            "hash",
+            "balance: hash needs a key: write {hash: KEY} with KEY one of 'ip', 'header:NAME',"
+            " 'cookie:NAME' or 'param:NAME'",
+        ),
+        ({"p2c": True}, "balance: p2c has no options; write balance: p2c"),
+        ({}, "balance: expected a mapping with one key, hash or sticky, found an empty mapping"),
+        ({"hash": "ip", "sticky": {}}, "balance: expected one of hash or sticky, found both"),
+        ({"hsah": "ip"}, "balance: unknown key 'hsah'; expected one of: hash, sticky; did you mean 'hash'?"),
+        ({"hash": "IP"}, f"balance.hash: {_HASH}, found 'IP'"),
+        ({"hash": "query:q"}, f"balance.hash: {_HASH}, found 'query:q'"),
+        ({"hash": ["ip"]}, f"balance.hash: {_HASH}, found a list"),
+        (
+            {"hash": "header:"},
+            "balance.hash: expected 'header:' followed by a header name (an HTTP token), found 'header:'",
+        ),
+        (
+            {"hash": "cookie:a b"},
+            "balance.hash: expected 'cookie:' followed by a cookie name (an HTTP token), found 'cookie:a b'",
+        ),
+        (
+            {"hash": "param:1d"},
+            "balance.hash: expected 'param:' followed by a path parameter name like 'id', found 'param:1d'",
+        ),
+        (
+            {"hash": "param:item"},
+            "balance.hash: no route to upstream 'catalog' has a path parameter 'item' (theirs: id)",
+        ),
+        ({"sticky": None}, "balance.sticky: expected a mapping, found null"),
+        (
+            {"sticky": {"name": "s"}},
+            "balance.sticky: unknown key 'name'; expected one of: cookie",
+        ),
+        (
+            {"sticky": {"cookie": "a;b"}},
+            "balance.sticky.cookie: expected a cookie name (an HTTP token like 'fgw_sticky'), found 'a;b'",
+        ),
+    ],
+)
+def test_balance_errors(value: object, message: str) -> None:
+    doc = with_value("upstreams.catalog.balance", value)
+    assert error_of(doc) == f"{SOURCE}: upstreams.catalog.{message}"
+
+
+def test_hash_param_needs_one_route_that_defines_it() -> None:
+    """Routes to the upstream without the parameter are fine (their requests go round robin), as
+    long as one route has it; an upstream no route uses is not checked."""
+    doc = with_value("upstreams.catalog.balance", {"hash": "param:id"})
+    doc["routes"].append({"path": "/catalog/health", "upstream": "catalog"})
+    assert parse(doc).upstreams["catalog"].balance.hash_key == HashKey("param", "id")
+    doc = with_value("upstreams.spare", {"targets": ["127.0.0.1:9"], "balance": {"hash": "param:x"}})
+    assert parse(doc).upstreams["spare"].balance.hash_key == HashKey("param", "x")
+
+
 def test_route_fields() -> None:
     route = {
         "id": "catalog-item",
@@ -1104,13 +1196,15 @@ def test_example_file_loads() -> None:
 
 def test_example_file_uses_every_key() -> None:
     text = EXAMPLE.read_text()
-    keys = set(re.findall(r"([a-z_]+):", text))
+    keys = set(re.findall(r"([a-z0-9_]+):", text))
     for key in [
         *("name", "bind", "trusted_proxies", "buffer_bytes", "limits", "timeouts"),
         *("max_header_bytes", "max_headers", "max_uri_bytes", "max_body_bytes", "max_connections"),
         *("max_pipeline", "head", "body", "keepalive", "drain"),
         *("targets", "address", "weight", "pool", "max_idle", "idle_timeout", "acquire_timeout"),
-        *("connect", "read", "send", "host_header"),
+        *("connect", "read", "send", "host_header", "balance", "hash", "sticky", "cookie"),
+        *("health", "interval", "timeout", "healthy_after", "unhealthy_after", "statuses", "outlier"),
+        *("consecutive_failures", "count_5xx", "base_ejection", "max_ejection", "max_ejected_percent"),
         *("id", "path", "upstream", "methods", "host", "listeners", "headers", "query", "priority"),
         *("rewrite", "strip_prefix", "preserve_host", "plugins", "upstreams", "routes"),
     ]:
@@ -1134,7 +1228,9 @@ _PATHS = [
     "listeners[0].limits.max_headers", "listeners[0].timeouts", "listeners[0].timeouts.drain",
     "listeners[0].trusted_proxies", "listeners[0].buffer_bytes", "upstreams", "upstreams.catalog",
     "upstreams.catalog.targets", "upstreams.catalog.targets[0]", "upstreams.catalog.pool",
-    "upstreams.catalog.timeouts", "upstreams.catalog.host_header", "routes", "routes[0]",
+    "upstreams.catalog.timeouts", "upstreams.catalog.host_header", "upstreams.catalog.health",
+    "upstreams.catalog.outlier", "upstreams.catalog.health.statuses", "upstreams.catalog.balance",
+    "upstreams.catalog.balance.hash", "upstreams.catalog.balance.sticky", "routes", "routes[0]",
     "routes[0].id", "routes[0].path", "routes[0].methods", "routes[0].host", "routes[0].listeners",
     "routes[0].headers", "routes[0].query", "routes[0].priority", "routes[0].rewrite",
     "routes[0].strip_prefix", "routes[0].preserve_host", "routes[0].timeouts", "routes[0].plugins",

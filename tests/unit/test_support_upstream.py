@@ -298,6 +298,23 @@ def test_stats_and_not_found(upstream: int) -> None:
         assert read_response(sock).json() == {"connections_opened": 0, "requests": 0}
 
 
+def test_health_endpoint_answers_the_status_set_and_counts_only_its_probes(upstream: int) -> None:
+    with connect(upstream) as sock:
+        sock.sendall(get("/stats/reset") + get("/health/checks"))
+        read_response(sock)
+        before = read_response(sock).json()["checks"]
+        sock.sendall(get("/health") + get("/health/set/503") + get("/health") + get("/health/set/99"))
+        ok, changed, failing, refused = (read_response(sock) for _ in range(4))
+        assert (ok.status, ok.json()) == (200, {"health": 200, "checks": before + 1})
+        assert (changed.status, changed.json()) == (200, {"health": 503, "checks": before + 1})
+        assert (failing.status, failing.json()) == (503, {"health": 503, "checks": before + 2})
+        assert refused.status == 400
+        sock.sendall(get("/health/set/200") + get("/health/checks") + get("/stats"))
+        read_response(sock)
+        assert read_response(sock).json() == {"health": 200, "checks": before + 2}
+        assert read_response(sock).json() == {"connections_opened": 0, "requests": 0}  # none counted
+
+
 def test_bad_request_gets_400_and_close(upstream: int) -> None:
     (response,) = parse_responses(send_raw(upstream, b"NONSENSE\r\n\r\n"))
     assert response.status == 400 and response.header("Connection") == "close"

@@ -23,10 +23,14 @@ import orjson
 import yaml
 
 from fastgw.config.schema import (
+    BalanceConfig,
     ClientTimeouts,
     Config,
+    HashKey,
+    HealthCheckConfig,
     Limits,
     ListenerConfig,
+    OutlierConfig,
     PluginConfig,
     PoolConfig,
     RouteConfig,
@@ -37,6 +41,7 @@ from fastgw.config.schema import (
 from fastgw.config.validate import (
     Reader,
     Section,
+    describe,
     expected,
     join,
     read_bool,
@@ -358,11 +363,173 @@ def _read_host_header(value: object, path: str) -> str:
     return value
 
 
-_UPSTREAM_KEYS = ("targets", "pool", "timeouts", "host_header")
+# Health: active checks and passive outlier detection (upstream/health.py runs them).
+
+_HEALTH_PATH = re.compile(r"/[!-\x22\x24-~]*")  # printable ASCII, no space (request line), no '#'
+_STATUS_CLASS = re.compile(r"([1-5])xx")
+_STATUS_RANGE = re.compile(r"([0-9]{3})-([0-9]{3})")
+_STATUSES = "a status from 100 to 599, a class like '2xx' or a range like '200-299'"
+
+
+def _read_health_path(value: object, path: str) -> str:
+    if not isinstance(value, str) or not _HEALTH_PATH.fullmatch(value):
+        raise expected(path, "a path starting with '/' (a query is allowed) without spaces or '#'", value)
+    return value
+
+
+def _read_status_range(value: object, path: str) -> tuple[int, int]:
+    """``200``, ``"2xx"`` or ``"200-299"`` as an inclusive (lowest, highest) range."""
+    if isinstance(value, str) and value.isdigit():  # a whole ${ENV} reference
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
+        return (value, value)
+    if isinstance(value, str):
+        if match := _STATUS_CLASS.fullmatch(value):
+            return (int(match[1]) * 100, int(match[1]) * 100 + 99)
+        if (match := _STATUS_RANGE.fullmatch(value)) and 100 <= int(match[1]) <= int(match[2]) <= 599:
+            return (int(match[1]), int(match[2]))
+    raise expected(path, _STATUSES, value)
+
+
+def _read_statuses(value: object, path: str) -> tuple[tuple[int, int], ...]:
+    if isinstance(value, list):
+        return read_list(_read_status_range, non_empty=True)(value, path)
+    try:
+        return (_read_status_range(value, path),)
+    except ConfigError:
+        raise expected(path, f"{_STATUSES}, or a non-empty list of these", value) from None
+
+
+def _render_seconds(value: float) -> str:
+    return f"{value:g}s"
+
+
+_HEALTH: Mapping[str, Reader[object]] = {
+    "interval": read_duration(),
+    "timeout": read_duration(),
+    "healthy_after": read_int(1, 100),
+    "unhealthy_after": read_int(1, 100),
+    "statuses": _read_statuses,
+}
+
+
+def _read_health(value: object, path: str) -> HealthCheckConfig:
+    section = Section(value, path, ("path", *_HEALTH), required=("path",))
+    check = HealthCheckConfig(path=section.require("path", _read_health_path), **section.read(_HEALTH))
+    # A round of probes must end before the next one is due (the checker never overlaps rounds).
+    if check.timeout > check.interval:
+        if "timeout" in section.items:
+            bound = f"at most interval ({_render_seconds(check.interval)})"
+            raise expected(section.at("timeout"), bound, section.items["timeout"])
+        check = replace(check, timeout=check.interval)  # the default shrinks to fit
+    return check
+
+
+_OUTLIER: Mapping[str, Reader[object]] = {
+    "consecutive_failures": read_int(1, 1000),
+    "count_5xx": read_bool,
+    "base_ejection": read_duration(),
+    "max_ejection": read_duration(),
+    "max_ejected_percent": read_int(1, 100),
+}
+
+
+def _read_outlier(value: object, path: str) -> OutlierConfig:
+    section = Section(value, path, _OUTLIER)
+    outlier = OutlierConfig(**section.read(_OUTLIER))
+    if outlier.max_ejection < outlier.base_ejection:
+        if "max_ejection" in section.items:
+            raise expected(
+                section.at("max_ejection"),
+                f"at least base_ejection ({_render_seconds(outlier.base_ejection)})",
+                section.items["max_ejection"],
+            )
+        outlier = replace(outlier, max_ejection=outlier.base_ejection)  # the default grows to fit
+    return outlier
+
+
+# Balancing (upstream/balance.py): a string names an algorithm without options, a mapping of one
+# key an algorithm with options (hash needs its key; sticky's cookie name has a default).
+
+_BALANCE_NAMES = ("round_robin", "least_conn", "p2c", "ewma", "sticky")
+_BALANCE_FORMS = (
+    "one of round_robin, least_conn, p2c, ewma, sticky, or {hash: KEY} or {sticky: {cookie: NAME}}"
+)
+_HASH_KEY = re.compile(r"ip|(header|cookie|param):(.*)", re.DOTALL)
+_HASH_KEYS = "'ip', 'header:NAME', 'cookie:NAME' or 'param:NAME'"
+_PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _read_hash_key(value: object, path: str) -> HashKey:
+    match = _HASH_KEY.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        raise expected(path, _HASH_KEYS, value)
+    source, name = match[1], match[2]
+    if source is None:
+        return HashKey("ip")
+    if source == "param" and not _PARAM_NAME.fullmatch(name):
+        raise expected(path, "'param:' followed by a path parameter name like 'id'", value)
+    if source != "param" and not _TOKEN.fullmatch(name):
+        raise expected(path, f"'{source}:' followed by a {source} name (an HTTP token)", value)
+    return HashKey(source, name.lower() if source == "header" else name)
+
+
+def _read_cookie_name(value: object, path: str) -> str:
+    if not isinstance(value, str) or not _TOKEN.fullmatch(value):
+        raise expected(path, "a cookie name (an HTTP token like 'fgw_sticky')", value)
+    return value
+
+
+def _read_balance(value: object, path: str) -> BalanceConfig:
+    if isinstance(value, str):
+        if value == "hash":
+            raise ConfigError(path, f"hash needs a key: write {{hash: KEY}} with KEY one of {_HASH_KEYS}")
+        if value not in _BALANCE_NAMES:
+            raise ConfigError(
+                path, f"expected {_BALANCE_FORMS}, found {describe(value)}{suggest(value, _BALANCE_NAMES)}"
+            )
+        return BalanceConfig(algorithm=value)
+    if not isinstance(value, Mapping):
+        raise expected(path, _BALANCE_FORMS, value)
+    for key in value:
+        if key in _BALANCE_NAMES and key != "sticky":
+            raise ConfigError(path, f"{key} has no options; write balance: {key}")
+    section = Section(value, path, ("hash", "sticky"))
+    if len(section.items) == 2:
+        raise ConfigError(path, "expected one of hash or sticky, found both")
+    if not section.items:
+        raise expected(path, "a mapping with one key, hash or sticky", value)
+    if "hash" in section.items:
+        return BalanceConfig(algorithm="hash", hash_key=section.require("hash", _read_hash_key))
+    options = Section(section.items["sticky"], section.at("sticky"), ("cookie",))
+    return BalanceConfig(algorithm="sticky", **options.read({"cookie": _read_cookie_name}))
+
+
+def _check_hash_params(upstreams: Mapping[str, UpstreamConfig], routes: tuple[RouteConfig, ...]) -> None:
+    """``hash: param:NAME`` needs a route to the upstream whose path defines NAME (a typo would
+    silently balance every request round robin)."""
+    for upstream in upstreams.values():
+        key = upstream.balance.hash_key
+        if key is None or key.source != "param":
+            continue
+        paths = [route.path for route in routes if route.upstream == upstream.name]
+        params = sorted({match[1] for path in paths for match in _PATH_PARAM.finditer(path)})
+        if paths and key.name not in params:
+            raise ConfigError(
+                f"upstreams.{upstream.name}.balance.hash",
+                f"no route to upstream {upstream.name!r} has a path parameter {key.name!r}"
+                f" (theirs: {', '.join(params) or 'none'}){suggest(key.name, params)}",
+            )
+
+
+_UPSTREAM_KEYS = ("targets", "pool", "timeouts", "host_header", "health", "outlier", "balance")
 _UPSTREAM_READERS: Mapping[str, Reader[object]] = {
     "pool": _read_pool,
     "timeouts": read_record(UpstreamTimeouts, _UPSTREAM_TIMEOUTS),
     "host_header": _read_host_header,
+    "health": _read_health,
+    "outlier": _read_outlier,
+    "balance": _read_balance,
 }
 
 
@@ -533,6 +700,7 @@ def _read_config(document: object, source: str) -> Config:
     upstreams = section.require("upstreams", _read_upstreams)
     names = [listener.name for listener in listeners]
     routes = section.require("routes", lambda value, path: _read_routes(value, path, names, upstreams))
+    _check_hash_params(upstreams, routes)
     return Config(
         source=source,
         listeners=listeners,

@@ -66,12 +66,55 @@ class UpstreamTimeouts:
 
 
 @dataclass(frozen=True, slots=True)
+class HealthCheckConfig:
+    """Active checks: each worker process probes each target with ``GET path`` (upstream/health.py)."""
+
+    path: str  # e.g. "/healthz"; sent with the Host the target's requests get
+    interval: float = 5.0  # between the starts of two rounds of probes
+    timeout: float = 2.0  # connect + response head; at most interval
+    healthy_after: int = 2  # consecutive passed probes that put a down target back
+    unhealthy_after: int = 3  # consecutive failed probes that take an up target out
+    statuses: tuple[tuple[int, int], ...] = ((200, 399),)  # inclusive ranges that pass
+
+
+@dataclass(frozen=True, slots=True)
+class OutlierConfig:
+    """Passive outlier detection on live traffic: a target that keeps failing is ejected for a while."""
+
+    consecutive_failures: int = 5  # failures in a row (connect error, reset, timeout[, 5xx]) that eject
+    count_5xx: bool = True  # a 5xx response counts as a failure, not only transport errors
+    base_ejection: float = 30.0  # first ejection; doubles with each ejection in a row
+    max_ejection: float = 300.0  # cap on one ejection; at least base_ejection
+    max_ejected_percent: int = 50  # of the upstream's targets ejected at once (at least one)
+
+
+@dataclass(frozen=True, slots=True)
+class HashKey:
+    """What ``balance: {hash: ...}`` hashes: ``ip``, ``header:NAME``, ``cookie:NAME`` or ``param:NAME``."""
+
+    source: str  # "ip" | "header" | "cookie" | "param"
+    name: str = ""  # header (lower-cased), cookie or route parameter name; "" for ip
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceConfig:
+    """How an upstream picks a target per request (upstream/balance.py)."""
+
+    algorithm: str = "round_robin"  # round_robin | least_conn | p2c | ewma | hash | sticky
+    hash_key: HashKey | None = None  # hash: the request key (a missing key goes round robin)
+    cookie: str = "fgw_sticky"  # sticky: the cookie the gateway sets and reads
+
+
+@dataclass(frozen=True, slots=True)
 class UpstreamConfig:
     name: str
     targets: tuple[TargetConfig, ...]
     pool: PoolConfig = field(default_factory=PoolConfig)
     timeouts: UpstreamTimeouts = field(default_factory=UpstreamTimeouts)
     host_header: str | None = None  # Host sent upstream; None = the target's host:port
+    health: HealthCheckConfig | None = None  # None = no active checks
+    outlier: OutlierConfig | None = None  # None = no passive ejection
+    balance: BalanceConfig = field(default_factory=BalanceConfig)
 
 
 @dataclass(frozen=True, slots=True)

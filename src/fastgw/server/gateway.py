@@ -7,9 +7,10 @@ import logging
 
 from fastgw.config import load_config
 from fastgw.errors import ConfigError
-from fastgw.plan import Plan, compile_plan, retire_plan
+from fastgw.plan import Plan, activate_plan, compile_plan, retire_plan
 from fastgw.server.clock import CLOCK
 from fastgw.server.listener import ListenerServer
+from fastgw.upstream.health import stop_monitors
 
 log = logging.getLogger("fastgw")
 
@@ -23,6 +24,7 @@ class Gateway:
 
     async def start(self, reuse_port: bool = False) -> None:
         CLOCK.start(asyncio.get_running_loop())
+        activate_plan(self.plan)  # health checks start before traffic, once per worker process
         for server in self.listeners.values():
             await server.start(reuse_port)
 
@@ -45,6 +47,7 @@ class Gateway:
                 "listeners", "listener names and binds cannot change on reload; restart instead", path
             )
         new = compile_plan(config, self.plan)
+        activate_plan(new)
         old, self.plan = self.plan, new
         for name, server in self.listeners.items():
             server.plan = new.listeners[name]
@@ -68,4 +71,5 @@ class Gateway:
                 server.abort_all()
         for pool in self.plan.pools.values():
             pool.close()
+        await stop_monitors(self.plan.health.values())
         CLOCK.stop()

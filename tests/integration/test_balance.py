@@ -1,0 +1,140 @@
+"""Balancers through the real gateway, with three real upstream processes.
+
+Which target answered: the gateway sends each target its own ``Host: 127.0.0.1:PORT``, and the
+upstream's ``/echo`` reports the headers it received.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.conftest import start_upstream
+from tests.support.gateway import RunningGateway
+from tests.support.rawhttp import RawResponse, build_request, connect, read_response
+
+Make = Callable[..., RunningGateway]
+
+
+@pytest.fixture(scope="module")
+def three() -> Iterator[list[int]]:
+    """Ports of three upstream processes, shared by this module's tests."""
+    started = [start_upstream() for _ in range(3)]
+    yield [port for _, port in started]
+    for proc, _ in started:
+        proc.stop()
+
+
+def balanced(ports: list[int], balance: object) -> dict[str, Any]:
+    return {
+        "listeners": [{"name": "main", "bind": "127.0.0.1:0"}],
+        "upstreams": {"up": {"targets": [f"127.0.0.1:{p}" for p in ports], "balance": balance}},
+        "routes": [{"id": "all", "path": "/{*rest}", "upstream": "up"}],
+    }
+
+
+def get(gw: RunningGateway, path: str = "/echo", headers: list[tuple[str, str]] | None = None) -> RawResponse:
+    with connect(gw.port) as sock:
+        sock.sendall(build_request("GET", path, headers or [], host="test.local"))
+        return read_response(sock)
+
+
+def served_by(response: RawResponse) -> int:
+    """The port of the target that answered (from the Host it received)."""
+    assert response.status == 200, response
+    host = next(value for name, value in response.json()["headers"] if name.lower() == "host")
+    return int(host.rsplit(":", 1)[1])
+
+
+def test_round_robin_spreads_evenly(make_gateway: Make, three: list[int]) -> None:
+    gw = make_gateway(balanced(three, "round_robin"))
+    assert Counter(served_by(get(gw)) for _ in range(30)) == {port: 10 for port in three}
+
+
+def test_hash_on_a_header_pins_each_key(make_gateway: Make, three: list[int]) -> None:
+    gw = make_gateway(balanced(three, {"hash": "header:X-User"}))
+    homes = {}
+    for user in (f"user{i}" for i in range(12)):
+        answered = {served_by(get(gw, headers=[("X-User", user)])) for _ in range(4)}
+        assert len(answered) == 1, (user, answered)
+        homes[user] = answered.pop()
+    assert set(homes.values()) == set(three)  # and the keys are spread over every target
+    # Without the header: round robin.
+    assert Counter(served_by(get(gw)) for _ in range(6)) == {port: 2 for port in three}
+
+
+def test_sticky_sets_the_cookie_then_pins(make_gateway: Make, three: list[int]) -> None:
+    gw = make_gateway(balanced(three, {"sticky": {"cookie": "route_id"}}))
+    first = get(gw)
+    home = served_by(first)
+    cookie = first.header("set-cookie")
+    assert cookie is not None and cookie.startswith("route_id=") and cookie.endswith("; Path=/; HttpOnly")
+    pair = cookie.split(";", 1)[0]
+    assert str(home) not in pair and "127.0.0.1" not in pair  # opaque
+    for _ in range(9):
+        again = get(gw, headers=[("Cookie", f"theme=dark; {pair}")])
+        assert served_by(again) == home
+        assert again.header("set-cookie") is None
+    # A client without the cookie is balanced (and gets its own cookie).
+    others = [get(gw) for _ in range(3)]
+    assert {served_by(r) for r in others} == set(three)
+    assert all(r.header("set-cookie") for r in others)
+
+
+def test_least_conn_avoids_targets_held_busy(make_gateway: Make, three: list[int]) -> None:
+    gw = make_gateway(balanced(three, "least_conn"))
+    group = gw.plan.upstreams["up"]
+    in_flight: Callable[[], dict[int, int]] = lambda: gw.call(  # noqa: E731
+        lambda: {t.port: t.in_flight for t in group.targets}
+    )
+    slow = [connect(gw.port) for _ in range(2)]
+    try:
+        for sock in slow:
+            sock.sendall(build_request("GET", "/slow/800", [], host="test.local"))
+        deadline = time.monotonic() + 5
+        while sum(in_flight().values()) < 2:
+            assert time.monotonic() < deadline, in_flight()
+            time.sleep(0.005)
+        busy = {port for port, count in in_flight().items() if count}
+        assert len(busy) == 2  # the second slow request already avoided the first one's target
+        free = set(three) - busy
+        assert {served_by(get(gw)) for _ in range(10)} == free
+        assert {served_by(read_response(sock)) for sock in slow} == busy
+    finally:
+        for sock in slow:
+            sock.close()
+
+
+def test_marked_down_target_leaves_rotation(make_gateway: Make, three: list[int]) -> None:
+    gw = make_gateway(balanced(three, "round_robin"))
+    group = gw.plan.upstreams["up"]
+    down = group.targets[1]
+    gw.call(group.mark, down, False)
+    assert Counter(served_by(get(gw)) for _ in range(10)) == {three[0]: 5, three[2]: 5}
+    gw.call(group.mark, down, True)
+    assert set(Counter(served_by(get(gw)) for _ in range(6))) == set(three)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=TimeoutError,
+    reason="hot path: send_upstream must answer the UpstreamFault that group.pick() raises when no"
+    " target is usable (today it escapes to data_received, whose reject() waits for the exchange"
+    " it belongs to, and the client hangs)",
+)
+def test_no_usable_target_answers_503(make_gateway: Make, three: list[int]) -> None:
+    gw = make_gateway(balanced(three, "round_robin"))
+    group = gw.plan.upstreams["up"]
+    gw.call(lambda: [group.mark(t, False) for t in group.targets])
+    try:
+        with connect(gw.port) as sock:
+            sock.sendall(build_request("GET", "/echo", [], host="test.local"))
+            response = read_response(sock, timeout=0.5)
+    finally:
+        gw.stop(drain=0.1)  # a stuck exchange would hold the default drain for its whole timeout
+    assert response.status == 503
+    assert response.json()["error"] == "no healthy target in upstream 'up'"
