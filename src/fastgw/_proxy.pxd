@@ -63,6 +63,8 @@ cdef class RouteCore:
     cdef public bint preserve_host
     cdef public object strip_prefix      # bytes or None
     cdef public object rewrite           # RewriteTemplate or None
+    cdef public object retry             # upstream.retry.RetryPolicy or None
+    cdef public long long requests       # requests matched to it (the retry budget's base)
 
     cdef bytes path_upstream(self, bytes path, tuple params)
 
@@ -191,6 +193,8 @@ cdef class Exchange:
     cdef public list upstream_headers    # added by on_upstream_request hooks
     cdef public double started_at
     cdef bint counted                    # counted in target.in_flight
+    cdef public int tries                # retries made so far (0: first attempt)
+    cdef object retry_handle             # the timer of a retry waiting for its backoff
     cdef public object upstream_error    # the UpstreamFault that ended it, if the upstream failed
     cdef public list add_response_headers  # (name, value) pairs added to the proxied response head
     cdef public double upstream_sent_at  # precise monotonic times, set only when the group
@@ -199,7 +203,10 @@ cdef class Exchange:
     cdef int setup(self, ClientProtocol client) except -1
     cdef int start(self) except -1
     cdef int _run_request_hooks(self, tuple hooks, Py_ssize_t index) except -1
-    cdef int send_upstream(self, bint fresh) except -1
+    cdef int send_upstream(self, bint fresh, Target exclude) except -1
+    cdef bint try_again(self, str kind, int status) except -1
+    cdef bint retry_allowed(self, str kind, int status) except -1
+    cdef int retry_later(self) except -1
     cdef int set_target(self, Target target) except -1
     cdef int uncount_target(self) except -1
     cdef int attach(self, UpstreamConnection conn) except -1

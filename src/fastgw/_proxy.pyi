@@ -10,6 +10,7 @@ from fastgw.errors import HttpFault
 from fastgw.hooks import HookChain
 from fastgw.plan import ListenerPlan, RewriteTemplate, RoutePlan
 from fastgw.server.listener import ListenerServer
+from fastgw.upstream.retry import RetryPolicy
 
 IDEMPOTENT: frozenset[bytes]
 
@@ -115,6 +116,8 @@ class Exchange:
     upstream_headers: list[tuple[bytes, bytes]] | None
     """Extra request headers an ``on_upstream_request`` hook appends."""
     started_at: float
+    tries: int
+    """Retries made so far (0 on the first attempt)."""
     upstream_error: HttpFault | None
     """The fault that ended it when the upstream failed (connect, reset, malformed, timeout)."""
     add_response_headers: list[tuple[bytes, bytes]] | None
@@ -178,6 +181,9 @@ class RouteCore:
     preserve_host: bool
     strip_prefix: bytes | None
     rewrite: RewriteTemplate | None
+    retry: RetryPolicy | None
+    requests: int
+    """Requests matched to the route (the retry budget's base)."""
     @property
     def connect_timeout(self) -> float: ...
     @property

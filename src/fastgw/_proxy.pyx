@@ -92,7 +92,7 @@ from fastgw._http cimport (
 )
 from fastgw._router cimport MethodNotAllowed, RouteMatch
 
-from fastgw.errors import ClientFault, HttpFault, UpstreamFault
+from fastgw.errors import ClientFault, ConnectFault, HttpFault, UpstreamFault
 from fastgw.hooks import Response
 from fastgw.server import limits
 from fastgw.server.clock import CLOCK
@@ -916,6 +916,8 @@ cdef class Exchange:
         self.head_owner = None
         self._headers = None
         self.counted = False
+        self.tries = 0
+        self.retry_handle = None
         self.upstream_error = None
         self.add_response_headers = None
         self.upstream_sent_at = 0.0
@@ -935,6 +937,7 @@ cdef class Exchange:
             return 0
         cdef RouteCore route = <RouteCore>(<RouteMatch>match).route  # the router holds RoutePlans
         self.route = route
+        route.requests += 1
         self.params = (<RouteMatch>match).params
         if self.expect_continue and not self.request_done:
             # RFC 9110 10.1.1: we are about to read the body, so tell the client to send it.
@@ -943,7 +946,7 @@ cdef class Exchange:
         if route.on_request:
             self._run_request_hooks(route.on_request, 0)
             return 0
-        self.send_upstream(False)
+        self.send_upstream(False, None)
         return 0
 
     cdef int _run_request_hooks(self, tuple hooks, Py_ssize_t index) except -1:
@@ -959,7 +962,7 @@ cdef class Exchange:
             task = asyncio.ensure_future(result)
             task.add_done_callback(partial(self._after_async_hook, hooks, i))
             return 0
-        self.send_upstream(False)
+        self.send_upstream(False, None)
         return 0
 
     def _after_async_hook(self, tuple hooks, Py_ssize_t index, task) -> None:
@@ -983,10 +986,18 @@ cdef class Exchange:
             self.internal_error()
 
     # -- upstream ------------------------------------------------------------------------------
-    cdef int send_upstream(self, bint fresh) except -1:
+    cdef int send_upstream(self, bint fresh, Target exclude) except -1:
+        """Pick a target (not ``exclude``, a retry's failed one, when there is a choice) and send."""
         cdef RouteCore route = self.route
         cdef GroupCore group = <GroupCore>route.upstream
-        cdef Target target = group.single if group.single is not None else group.pick(self)
+        cdef Target target = group.single
+        if target is None:
+            try:
+                target = group.pick(self) if exclude is None else group.pick(self, exclude)
+            except HttpFault as fault:  # no usable target: this request's answer, not the connection's
+                self.upstream_error = fault
+                self.answer_fault(fault, None)
+                return 0
         self.set_target(target)
         cdef PoolCore pool = target.pool
         cdef UpstreamConnection conn = None if fresh else pool.take_idle_conn()
@@ -998,6 +1009,44 @@ cdef class Exchange:
         self.acquiring = future
         future.add_done_callback(self._on_acquired)
         return 0
+
+    # -- retries -------------------------------------------------------------------------------
+    cdef bint try_again(self, str kind, int status) except -1:
+        """After a failed attempt: send again if the route's retry policy allows (True: it will)."""
+        if self.route.retry is None or not self.retry_allowed(kind, status):
+            return False
+        self.retry_later()
+        return True
+
+    cdef bint retry_allowed(self, str kind, int status) except -1:
+        if self.finished or self.response_started:
+            return False  # never once any byte of the response went to the client
+        if self.content_length > 0 or self.chunked or self.body_received:
+            return False  # the request body was streamed, not kept: it cannot be sent twice
+        return self.route.retry.allows(self, kind, status)
+
+    cdef int retry_later(self) except -1:
+        """Send again after a jittered backoff, to another target when the group has one."""
+        cdef RouteCore route = self.route
+        cdef Target failed = self.target
+        if (<GroupCore>route.upstream).observes:
+            route.upstream.observe(self)  # the failed attempt counts for health and outliers
+        self.tries += 1
+        self.uncount_target()
+        self.upstream_error = None
+        self.response_status = 0
+        delay = route.retry.delay(self.tries)
+        self.retry_handle = asyncio.get_running_loop().call_later(delay, self._send_again, failed)
+        return 0
+
+    def _send_again(self, Target failed) -> None:
+        self.retry_handle = None
+        if self.finished:
+            return
+        try:
+            self.send_upstream(False, failed)
+        except Exception:
+            self.internal_error()
 
     cdef int set_target(self, Target target) except -1:
         """Count this request against the target it is sent to (balancers read ``in_flight``)."""
@@ -1026,6 +1075,8 @@ cdef class Exchange:
         if exc is not None:
             fault = exc if isinstance(exc, HttpFault) else UpstreamFault("upstream connect failed", 502)
             self.upstream_error = fault
+            if isinstance(fault, ConnectFault) and self.try_again("connect", 0):
+                return
             self.answer_fault(fault, None)
             return
         try:
@@ -1148,6 +1199,10 @@ cdef class Exchange:
         self.response_status = status
         if (<GroupCore>self.route.upstream).observes:
             self.upstream_head_at = _precise_now()
+        if status >= 500 and self.route.retry is not None and self.retry_allowed(None, status):
+            self._drop_conn(self.conn)  # the rest of this answer is not wanted
+            self.retry_later()
+            return 0
         if status == 101:
             self.fail(UpstreamFault("upstream switched protocols unasked", 502))
             return 0
@@ -1274,9 +1329,11 @@ cdef class Exchange:
         ):
             # A pooled connection the upstream had already closed: safe to send once more.
             self.retried = True
-            self.send_upstream(True)
+            self.send_upstream(True, None)
             return 0
         self.upstream_error = UpstreamFault("upstream closed the connection before the response completed", 502)
+        if self.try_again("reset", 0):
+            return 0
         self.fail(self.upstream_error)
         return 0
 
@@ -1292,6 +1349,8 @@ cdef class Exchange:
         conn.detach(False)
         conn.pool.release_conn(conn)
         self.upstream_error = UpstreamFault("upstream timed out", 504)
+        if self.try_again("reset", 0):
+            return 0
         self.fail(self.upstream_error)
         return 0
 
@@ -1389,6 +1448,9 @@ cdef class Exchange:
             return 0
         self.finished = True
         self.uncount_target()
+        if self.retry_handle is not None:
+            self.retry_handle.cancel()
+            self.retry_handle = None
         acquiring = self.acquiring
         if acquiring is not None:
             self.acquiring = None
@@ -1744,6 +1806,8 @@ cdef class RouteCore:
         self.preserve_host = preserve_host
         self.strip_prefix = strip_prefix
         self.rewrite = None
+        self.retry = None
+        self.requests = 0
 
     cdef bytes path_upstream(self, bytes path, tuple params):
         """The path sent upstream: the rewrite template, the path minus strip_prefix, or as is."""

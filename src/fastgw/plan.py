@@ -22,6 +22,7 @@ from fastgw.errors import ConfigError, RouteConflict
 from fastgw.hooks import Plugin, build_chain, find_plugin, known_plugins
 from fastgw.upstream.group import UpstreamGroup
 from fastgw.upstream.pool import PoolKey, TargetPool
+from fastgw.upstream.retry import RetryPolicy
 
 _TEMPLATE_PARAM = re.compile(r"\{\*?([A-Za-z_][A-Za-z0-9_]*)(?::[a-z]+)?\}")
 
@@ -79,6 +80,7 @@ class RoutePlan(RouteCore):
         self.plugins = plugins
         self.header_predicates = tuple((n.encode(), v.encode()) for n, v in config.headers)
         self.query_predicates = tuple((n, v) for n, v in config.query)
+        self.retry = RetryPolicy(config.retry, self) if config.retry else None
 
     def accepts(self, exchange: Any) -> bool:
         """Header and query predicates; only routes that have some are asked."""

@@ -24,6 +24,7 @@ from fastgw.config.schema import (
     ListenerConfig,
     PluginConfig,
     PoolConfig,
+    RetryConfig,
     RouteConfig,
     TargetConfig,
     UpstreamConfig,
@@ -146,7 +147,7 @@ _PATH = "expected a path starting with '/' without '?' or '#'"
 _HOST = "expected a host name like 'api.example.com' or '*.example.com', without port"
 _ROUTE_KEYS = (
     "id, path, upstream, methods, host, listeners, headers, query, priority, rewrite,"
-    " strip_prefix, preserve_host, timeouts, plugins"
+    " strip_prefix, preserve_host, timeouts, retry, plugins"
 )
 
 _VALUE_ERRORS: list[tuple[str, object, str]] = [
@@ -526,6 +527,31 @@ _VALUE_ERRORS: list[tuple[str, object, str]] = [
         "routes[0].priority",
         "high",
         "routes[0].priority: expected an integer from -1000000 to 1000000, found 'high'",
+    ),
+    (
+        "routes[0].retry",
+        {"when": ["connect", "boom"]},
+        "routes[0].retry.when[1]: expected 'connect', 'reset' or a 5xx status like 503, found 'boom'",
+    ),
+    (
+        "routes[0].retry",
+        {"when": [404]},
+        "routes[0].retry.when[0]: expected 'connect', 'reset' or a 5xx status like 503, found 404",
+    ),
+    (
+        "routes[0].retry",
+        {"attempts": 0},
+        "routes[0].retry.attempts: expected an integer from 1 to 10, found 0",
+    ),
+    (
+        "routes[0].retry",
+        {"budget": 2},
+        "routes[0].retry.budget: expected a fraction from 0 to 1, like 0.2, found 2",
+    ),
+    (
+        "routes[0].retry",
+        {"methods": "G T"},
+        "routes[0].retry.methods: expected an HTTP method token like 'GET', found 'G T'",
     ),
     (
         "routes[0].priority",
@@ -1100,6 +1126,19 @@ def test_example_file_loads() -> None:
     assert config.routes[1].methods is None
     assert config.routes[1].plugins[0].options == {"set": {"X-Price-Currency": "$ (USD)"}}
     assert [plugin.name for plugin in config.plugins] == ["access_log"]
+
+
+def test_retry_reads_conditions_statuses_and_methods() -> None:
+    doc = with_value(
+        "routes[0].retry", {"attempts": 3, "when": ["reset", 503, 502], "methods": "*", "backoff": "10ms"}
+    )
+    retry = parse(doc).routes[0].retry
+    assert retry == RetryConfig(
+        attempts=3, when=frozenset({"reset"}), statuses=frozenset({502, 503}), methods=None, backoff=0.01
+    )
+    assert (
+        parse(with_value("routes[0].retry", {})).routes[0].retry == RetryConfig()
+    )  # idempotent methods, connect+reset
 
 
 def test_example_file_uses_every_key() -> None:

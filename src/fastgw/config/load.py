@@ -29,6 +29,7 @@ from fastgw.config.schema import (
     ListenerConfig,
     PluginConfig,
     PoolConfig,
+    RetryConfig,
     RouteConfig,
     TargetConfig,
     UpstreamConfig,
@@ -456,8 +457,46 @@ def _read_timeout_overrides(base: UpstreamTimeouts) -> Reader[UpstreamTimeouts]:
 
 _ROUTE_KEYS = (
     "id", "path", "upstream", "methods", "host", "listeners", "headers", "query",
-    "priority", "rewrite", "strip_prefix", "preserve_host", "timeouts", "plugins",
+    "priority", "rewrite", "strip_prefix", "preserve_host", "timeouts", "retry", "plugins",
 )  # fmt: skip
+
+_RETRY_CONDITIONS = ("connect", "reset")
+
+
+def _read_retry_condition(value: object, path: str) -> str | int:
+    if value in _RETRY_CONDITIONS:
+        return str(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 500 <= value <= 599:
+        return value
+    raise expected(path, "'connect', 'reset' or a 5xx status like 503", value)
+
+
+def _read_retry_methods(value: object, path: str) -> frozenset[str] | None:
+    methods = _read_methods(value, path)
+    return None if methods is None else frozenset(methods)
+
+
+def _read_fraction(value: object, path: str) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1:
+        return float(value)
+    raise expected(path, "a fraction from 0 to 1, like 0.2", value)
+
+
+def _read_retry(value: object, path: str) -> RetryConfig:
+    readers: Mapping[str, Reader[object]] = {
+        "attempts": read_int(1, 10),
+        "when": read_list(_read_retry_condition, non_empty=True, single=True),
+        "methods": _read_retry_methods,
+        "backoff": read_duration(allow_zero=True),
+        "max_backoff": read_duration(allow_zero=True),
+        "budget": _read_fraction,
+    }
+    fields = read_fields(value, path, readers)
+    conditions = fields.pop("when", None)
+    if conditions is not None:
+        fields["when"] = frozenset(c for c in conditions if isinstance(c, str))
+        fields["statuses"] = frozenset(c for c in conditions if isinstance(c, int))
+    return RetryConfig(**fields)
 
 
 def _read_route(
@@ -494,6 +533,7 @@ def _read_route(
         rewrite=rewrite,
         strip_prefix=strip_prefix,
         timeouts=timeouts,
+        retry=section.get("retry", _read_retry),
         **section.read(
             {
                 "headers": _read_header_predicates,

@@ -74,6 +74,22 @@ class UpstreamConfig:
     host_header: str | None = None  # Host sent upstream; None = the target's host:port
 
 
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+
+
+@dataclass(frozen=True, slots=True)
+class RetryConfig:
+    """When a failed request is sent again (to another target when there is one)."""
+
+    attempts: int = 2  # tries in all, the first one included
+    when: frozenset[str] = frozenset({"connect", "reset"})  # connect errors; reset/timeout before the head
+    statuses: frozenset[int] = frozenset()  # upstream statuses retried, e.g. 502, 503, 504
+    methods: frozenset[str] | None = IDEMPOTENT_METHODS  # None: any method
+    backoff: float = 0.025  # first delay; doubles per retry (full jitter), capped at max_backoff
+    max_backoff: float = 0.5
+    budget: float = 0.2  # retries add at most this fraction of the route's requests (+ 3 per second)
+
+
 @dataclass(frozen=True, slots=True)
 class PluginConfig:
     name: str
@@ -97,6 +113,7 @@ class RouteConfig:
     strip_prefix: str | None = None
     preserve_host: bool = False  # send the client's Host upstream instead of the upstream's
     timeouts: UpstreamTimeouts | None = None  # overrides the upstream's
+    retry: RetryConfig | None = None  # None: no retries beyond a stale pooled connection
     plugins: tuple[PluginConfig, ...] = ()
 
 
