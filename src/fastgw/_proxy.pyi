@@ -184,6 +184,8 @@ class RouteCore:
     retry: RetryPolicy | None
     requests: int
     """Requests matched to the route (the retry budget's base)."""
+    limiters: tuple[Limiter, ...]
+    """The concurrency limits a request to this route takes a slot in, in order."""
     @property
     def connect_timeout(self) -> float: ...
     @property
@@ -251,3 +253,19 @@ class PoolCore:
         """Take a connection back after a response; keep it only if it is clean and reusable."""
     def give_back(self, conn: UpstreamConnection) -> None:
         """A waiter was cancelled after it was handed a connection: return it unused."""
+
+@final
+class Limiter:
+    """At most ``limit`` requests in flight, ``queue_max`` more waiting ``queue_timeout`` seconds."""
+
+    def __init__(self, name: str, limit: int, queue_max: int, queue_timeout: float) -> None: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def limit(self) -> int: ...
+    @property
+    def queue_max(self) -> int: ...
+    @property
+    def queue_timeout(self) -> float: ...
+    active: int
+    refused: int

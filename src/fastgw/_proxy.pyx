@@ -917,6 +917,7 @@ cdef class Exchange:
         self._headers = None
         self.counted = False
         self.tries = 0
+        self.admitted = 0
         self.retry_handle = None
         self.upstream_error = None
         self.add_response_headers = None
@@ -946,7 +947,40 @@ cdef class Exchange:
         if route.on_request:
             self._run_request_hooks(route.on_request, 0)
             return 0
+        self.forward()
+        return 0
+
+    cdef int forward(self) except -1:
+        """Past the request hooks: a slot in each concurrency limit (or a wait, or 503), then send."""
+        cdef tuple limiters = self.route.limiters
+        while self.admitted < len(limiters):
+            if not (<Limiter>limiters[self.admitted]).admit(self):
+                return 0  # waiting (the limiter calls forward again) or answered 503
+            self.admitted += 1
         self.send_upstream(False, None)
+        return 0
+
+    def _forward_admitted(self) -> None:
+        """A limiter gave this waiting exchange its slot."""
+        self.admitted += 1
+        if self.finished:
+            self.release_slots()  # it ended meanwhile: pass the slot on
+            return
+        try:
+            self.forward()
+        except Exception:
+            self.internal_error()
+
+    cdef int release_slots(self) except -1:
+        cdef tuple limiters
+        if self.route is None:
+            return 0
+        limiters = self.route.limiters
+        if self.admitted < len(limiters):
+            (<Limiter>limiters[self.admitted]).forget(self)  # if it was waiting there
+        while self.admitted > 0:
+            self.admitted -= 1
+            (<Limiter>limiters[self.admitted]).release()
         return 0
 
     cdef int _run_request_hooks(self, tuple hooks, Py_ssize_t index) except -1:
@@ -962,7 +996,7 @@ cdef class Exchange:
             task = asyncio.ensure_future(result)
             task.add_done_callback(partial(self._after_async_hook, hooks, i))
             return 0
-        self.send_upstream(False, None)
+        self.forward()
         return 0
 
     def _after_async_hook(self, tuple hooks, Py_ssize_t index, task) -> None:
@@ -984,6 +1018,7 @@ cdef class Exchange:
                 self._run_request_hooks(hooks, index + 1)
         except Exception:
             self.internal_error()
+
 
     # -- upstream ------------------------------------------------------------------------------
     cdef int send_upstream(self, bint fresh, Target exclude) except -1:
@@ -1433,6 +1468,7 @@ cdef class Exchange:
             return 0
         self.finished = True
         self.uncount_target()
+        self.release_slots()
         cdef RouteCore route = self.route
         if self.target is not None and (<GroupCore>route.upstream).observes:
             route.upstream.observe(self)  # health, outliers, latency: only groups that ask
@@ -1448,6 +1484,7 @@ cdef class Exchange:
             return 0
         self.finished = True
         self.uncount_target()
+        self.release_slots()
         if self.retry_handle is not None:
             self.retry_handle.cancel()
             self.retry_handle = None
@@ -1808,6 +1845,7 @@ cdef class RouteCore:
         self.rewrite = None
         self.retry = None
         self.requests = 0
+        self.limiters = ()
 
     cdef bytes path_upstream(self, bytes path, tuple params):
         """The path sent upstream: the rewrite template, the path minus strip_prefix, or as is."""
@@ -1910,3 +1948,69 @@ cdef class PoolCore:
         """A waiter was cancelled after it was handed a connection: return it unused."""
         conn.reusable = not conn.closed
         self.release_conn(conn)
+
+
+@cython.final
+cdef class Limiter:
+    """At most ``limit`` requests in flight (a route's, or an upstream's), up to ``queue_max`` more
+    waiting at most ``queue_timeout`` seconds for a slot, the rest answered 503 at once: a slow
+    upstream cannot take every connection, and a burst waits briefly instead of failing."""
+
+    def __init__(self, str name, int limit, int queue_max, double queue_timeout) -> None:
+        self.name = name
+        self.limit = limit
+        self.queue_max = queue_max
+        self.queue_timeout = queue_timeout
+        self.active = 0
+        self.waiting = deque()  # (exchange, timer handle)
+        self.refused = 0
+
+    cdef bint admit(self, Exchange exchange) except -1:
+        """True: a slot is taken. False: the exchange waits for one, or was answered 503."""
+        if self.active < self.limit:
+            self.active += 1
+            return True
+        if len(self.waiting) < self.queue_max:
+            timer = asyncio.get_running_loop().call_later(self.queue_timeout, self._expire, exchange)
+            self.waiting.append((exchange, timer))
+            return False
+        self.refused += 1
+        exchange.answer_fault(
+            UpstreamFault(f"{self.name}: {self.limit} requests in flight, {self.queue_max} waiting", 503),
+            [(b"Retry-After", b"1")],
+        )
+        return False
+
+    cdef int release(self) except -1:
+        """A slot is free: hand it to the oldest waiter still there, else keep it free."""
+        cdef Exchange exchange
+        while self.waiting:
+            exchange, timer = self.waiting.popleft()
+            timer.cancel()
+            if not exchange.finished:
+                # The slot passes on without ever being free; the waiter resumes on the next turn
+                # of the loop, not inside whatever released it.
+                asyncio.get_running_loop().call_soon(exchange._forward_admitted)
+                return 0
+        self.active -= 1
+        return 0
+
+    cdef int forget(self, Exchange exchange) except -1:
+        """The exchange ended while waiting here."""
+        for entry in self.waiting:
+            if entry[0] is exchange:
+                entry[1].cancel()
+                self.waiting.remove(entry)
+                break
+        return 0
+
+    def _expire(self, Exchange exchange) -> None:
+        for entry in self.waiting:
+            if entry[0] is exchange:
+                self.waiting.remove(entry)
+                self.refused += 1
+                exchange.answer_fault(
+                    UpstreamFault(f"{self.name}: no request slot within {self.queue_timeout:g}s", 503),
+                    [(b"Retry-After", b"1")],
+                )
+                return

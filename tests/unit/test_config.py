@@ -147,7 +147,7 @@ _PATH = "expected a path starting with '/' without '?' or '#'"
 _HOST = "expected a host name like 'api.example.com' or '*.example.com', without port"
 _ROUTE_KEYS = (
     "id, path, upstream, methods, host, listeners, headers, query, priority, rewrite,"
-    " strip_prefix, preserve_host, timeouts, retry, plugins"
+    " strip_prefix, preserve_host, timeouts, retry, concurrency, plugins"
 )
 
 _VALUE_ERRORS: list[tuple[str, object, str]] = [
@@ -305,7 +305,7 @@ _VALUE_ERRORS: list[tuple[str, object, str]] = [
         "upstreams.catalog.tragets",
         ["127.0.0.1:1"],
         "upstreams.catalog: unknown key 'tragets'; expected one of: targets, pool, timeouts,"
-        " host_header; did you mean 'targets'?",
+        " host_header, concurrency; did you mean 'targets'?",
     ),
     (
         "upstreams.catalog.targets",
@@ -527,6 +527,21 @@ _VALUE_ERRORS: list[tuple[str, object, str]] = [
         "routes[0].priority",
         "high",
         "routes[0].priority: expected an integer from -1000000 to 1000000, found 'high'",
+    ),
+    (
+        "routes[0].concurrency",
+        {"queue": 3},
+        "routes[0].concurrency: missing required key 'max_in_flight'",
+    ),
+    (
+        "routes[0].concurrency",
+        {"max_in_flight": 0},
+        "routes[0].concurrency.max_in_flight: expected an integer from 1 to 1000000, found 0",
+    ),
+    (
+        "upstreams.catalog.concurrency",
+        {"max_in_flight": 5, "queue_timeout": 0},
+        "upstreams.catalog.concurrency.queue_timeout: expected a duration greater than 0, found 0",
     ),
     (
         "routes[0].retry",

@@ -24,6 +24,7 @@ import yaml
 
 from fastgw.config.schema import (
     ClientTimeouts,
+    ConcurrencyConfig,
     Config,
     Limits,
     ListenerConfig,
@@ -359,11 +360,22 @@ def _read_host_header(value: object, path: str) -> str:
     return value
 
 
-_UPSTREAM_KEYS = ("targets", "pool", "timeouts", "host_header")
+def _read_concurrency(value: object, path: str) -> ConcurrencyConfig:
+    readers: Mapping[str, Reader[object]] = {
+        "max_in_flight": read_int(1, 1_000_000),
+        "queue": read_int(0, 1_000_000),
+        "queue_timeout": read_duration(),
+    }
+    section = Section(value, path, readers, required=("max_in_flight",))
+    return ConcurrencyConfig(**section.read(readers))
+
+
+_UPSTREAM_KEYS = ("targets", "pool", "timeouts", "host_header", "concurrency")
 _UPSTREAM_READERS: Mapping[str, Reader[object]] = {
     "pool": _read_pool,
     "timeouts": read_record(UpstreamTimeouts, _UPSTREAM_TIMEOUTS),
     "host_header": _read_host_header,
+    "concurrency": _read_concurrency,
 }
 
 
@@ -457,7 +469,8 @@ def _read_timeout_overrides(base: UpstreamTimeouts) -> Reader[UpstreamTimeouts]:
 
 _ROUTE_KEYS = (
     "id", "path", "upstream", "methods", "host", "listeners", "headers", "query",
-    "priority", "rewrite", "strip_prefix", "preserve_host", "timeouts", "retry", "plugins",
+    "priority", "rewrite", "strip_prefix", "preserve_host", "timeouts", "retry", "concurrency",
+    "plugins",
 )  # fmt: skip
 
 _RETRY_CONDITIONS = ("connect", "reset")
@@ -534,6 +547,7 @@ def _read_route(
         strip_prefix=strip_prefix,
         timeouts=timeouts,
         retry=section.get("retry", _read_retry),
+        concurrency=section.get("concurrency", _read_concurrency),
         **section.read(
             {
                 "headers": _read_header_predicates,

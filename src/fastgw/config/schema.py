@@ -66,12 +66,22 @@ class UpstreamTimeouts:
 
 
 @dataclass(frozen=True, slots=True)
+class ConcurrencyConfig:
+    """At most ``max_in_flight`` requests at once; ``queue`` more wait up to ``queue_timeout``."""
+
+    max_in_flight: int
+    queue: int = 0
+    queue_timeout: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
 class UpstreamConfig:
     name: str
     targets: tuple[TargetConfig, ...]
     pool: PoolConfig = field(default_factory=PoolConfig)
     timeouts: UpstreamTimeouts = field(default_factory=UpstreamTimeouts)
     host_header: str | None = None  # Host sent upstream; None = the target's host:port
+    concurrency: ConcurrencyConfig | None = None  # for the whole upstream, all routes together
 
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
@@ -114,6 +124,7 @@ class RouteConfig:
     preserve_host: bool = False  # send the client's Host upstream instead of the upstream's
     timeouts: UpstreamTimeouts | None = None  # overrides the upstream's
     retry: RetryConfig | None = None  # None: no retries beyond a stale pooled connection
+    concurrency: ConcurrencyConfig | None = None
     plugins: tuple[PluginConfig, ...] = ()
 
 
