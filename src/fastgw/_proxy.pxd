@@ -56,6 +56,8 @@ cdef class RouteCore:
     cdef readonly double connect_timeout
     cdef readonly double read_timeout
     cdef readonly double send_timeout
+    cdef readonly double head_timeout    # 0: read_timeout applies to the head too
+    cdef readonly double total_timeout   # 0: none
     cdef public object chain             # HookChain, and its four tuples:
     cdef readonly tuple on_request
     cdef readonly tuple on_upstream_request
@@ -197,6 +199,7 @@ cdef class Exchange:
     cdef bint counted                    # counted in target.in_flight
     cdef public int tries                # retries made so far (0: first attempt)
     cdef int admitted                    # slots held, in route.limiters order
+    cdef public double total_deadline    # the route's total timeout, from the first send; 0 = none
     cdef object retry_handle             # the timer of a retry waiting for its backoff
     cdef public object upstream_error    # the UpstreamFault that ended it, if the upstream failed
     cdef public list add_response_headers  # (name, value) pairs added to the proxied response head
@@ -251,6 +254,8 @@ cdef class UpstreamConnection:
     cdef public double deadline
     cdef public double read_timeout
     cdef public double send_timeout
+    cdef public double head_timeout
+    cdef public bint got_head            # the final response head arrived (then: read_timeout)
     cdef public bint sending
     cdef public bint reading_paused
     cdef public double idle_deadline     # set by the pool while idle

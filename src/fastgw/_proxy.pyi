@@ -118,6 +118,8 @@ class Exchange:
     started_at: float
     tries: int
     """Retries made so far (0 on the first attempt)."""
+    total_deadline: float
+    """When the route's total timeout ends (coarse clock), from the first send; 0 = none."""
     upstream_error: HttpFault | None
     """The fault that ended it when the upstream failed (connect, reset, malformed, timeout)."""
     add_response_headers: list[tuple[bytes, bytes]] | None
@@ -149,6 +151,8 @@ class UpstreamConnection(asyncio.Protocol):  # by duck typing at run time: a cde
     deadline: float
     read_timeout: float
     send_timeout: float
+    head_timeout: float
+    got_head: bool
     sending: bool
     reading_paused: bool
     idle_deadline: float
@@ -192,6 +196,10 @@ class RouteCore:
     def read_timeout(self) -> float: ...
     @property
     def send_timeout(self) -> float: ...
+    @property
+    def head_timeout(self) -> float: ...
+    @property
+    def total_timeout(self) -> float: ...
     def __init__(
         self,
         upstream: GroupCore,

@@ -918,6 +918,7 @@ cdef class Exchange:
         self.counted = False
         self.tries = 0
         self.admitted = 0
+        self.total_deadline = 0.0
         self.retry_handle = None
         self.upstream_error = None
         self.add_response_headers = None
@@ -1026,6 +1027,8 @@ cdef class Exchange:
         cdef RouteCore route = self.route
         cdef GroupCore group = <GroupCore>route.upstream
         cdef Target target = group.single
+        if route.total_timeout and not self.total_deadline:
+            self.total_deadline = _now() + route.total_timeout  # retries included
         if target is None:
             try:
                 target = group.pick(self) if exclude is None else group.pick(self, exclude)
@@ -1058,6 +1061,8 @@ cdef class Exchange:
             return False  # never once any byte of the response went to the client
         if self.content_length > 0 or self.chunked or self.body_received:
             return False  # the request body was streamed, not kept: it cannot be sent twice
+        if self.total_deadline and _now() >= self.total_deadline:
+            return False
         return self.route.retry.allows(self, kind, status)
 
     cdef int retry_later(self) except -1:
@@ -1383,7 +1388,11 @@ cdef class Exchange:
         self.conn = None
         conn.detach(False)
         conn.pool.release_conn(conn)
-        self.upstream_error = UpstreamFault("upstream timed out", 504)
+        self.upstream_error = UpstreamFault(
+            "upstream timed out" if not self.total_deadline or _now() < self.total_deadline
+            else "upstream exceeded the route's total timeout",
+            504,
+        )
         if self.try_again("reset", 0):
             return 0
         self.fail(self.upstream_error)
@@ -1668,7 +1677,7 @@ cdef class UpstreamConnection:
             return
         self.received = True
         if not self.sending and not self.reading_paused:
-            self.deadline = _now() + self.read_timeout
+            self.arm()  # progress: the next pause is timed from now
         cdef HttpParser parser = self.parser
         parser.feed(data if type(data) is bytes else bytes(data))
         cdef int event
@@ -1739,11 +1748,27 @@ cdef class UpstreamConnection:
         return 0
 
     cdef int arm(self) except -1:
-        """Set the deadline that applies now (see ``__init__``)."""
-        if self.exchange is None or self.reading_paused:
+        """Set the deadline that applies now (see ``__init__``): the send timeout while the request
+        streams up, then the head timeout until the response head, then the read timeout between
+        reads; none while we paused reading for a slow client. The route's total timeout, if any,
+        bounds them all, paused or not."""
+        cdef Exchange exchange = self.exchange
+        cdef double timeout
+        if exchange is None:
             self.deadline = 0.0
+            return 0
+        if self.reading_paused:
+            self.deadline = exchange.total_deadline
+            return 0
+        if self.sending:
+            timeout = self.send_timeout
+        elif not self.got_head and self.head_timeout:
+            timeout = self.head_timeout
         else:
-            self.deadline = _now() + (self.send_timeout if self.sending else self.read_timeout)
+            timeout = self.read_timeout
+        self.deadline = _now() + timeout
+        if exchange.total_deadline and exchange.total_deadline < self.deadline:
+            self.deadline = exchange.total_deadline
         return 0
 
     cdef int request_sent(self) except -1:
@@ -1766,6 +1791,10 @@ cdef class UpstreamConnection:
         if status < 200 and status != 101:
             self.interim = True  # 1xx: the gateway answered Expect itself; wait for the final head
             return 0
+        if not self.got_head:
+            self.got_head = True
+            if self.head_timeout and not self.reading_paused:
+                self.arm()  # from here the read timeout applies between reads
         exchange.on_upstream_head(status, parser)
         return 0
 
@@ -1787,6 +1816,8 @@ cdef class UpstreamConnection:
         self.parser.st.skip_body = head_only  # llhttp cannot know the request was a HEAD
         self.read_timeout = route.read_timeout
         self.send_timeout = route.send_timeout
+        self.head_timeout = route.head_timeout
+        self.got_head = False
         self.sending = sending
         self.arm()
         return 0
@@ -1838,6 +1869,8 @@ cdef class RouteCore:
         self.connect_timeout = timeouts.connect
         self.read_timeout = timeouts.read
         self.send_timeout = timeouts.send
+        self.head_timeout = timeouts.head
+        self.total_timeout = timeouts.total
         self.chain = chain
         self.on_request, self.on_upstream_request, self.on_response, self.on_complete = chain
         self.preserve_host = preserve_host

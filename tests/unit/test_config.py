@@ -381,7 +381,7 @@ _VALUE_ERRORS: list[tuple[str, object, str]] = [
     (
         "upstreams.catalog.timeouts.conect",
         1,
-        "upstreams.catalog.timeouts: unknown key 'conect'; expected one of: connect, read, send;"
+        "upstreams.catalog.timeouts: unknown key 'conect'; expected one of: connect, read, send, head, total;"
         " did you mean 'connect'?",
     ),
     (
@@ -618,7 +618,8 @@ _VALUE_ERRORS: list[tuple[str, object, str]] = [
     (
         "routes[0].timeouts",
         {"red": "1s"},
-        "routes[0].timeouts: unknown key 'red'; expected one of: connect, read, send; did you mean 'read'?",
+        "routes[0].timeouts: unknown key 'red'; expected one of: connect, read, send, head, total;"
+        " did you mean 'read'?",
     ),
     (
         "routes[0].timeouts",
@@ -1137,7 +1138,9 @@ def test_example_file_loads() -> None:
     assert config.listeners[1].host == "::1"
     assert set(config.upstreams) == {"catalog", "orders"}
     assert [route.id for route in config.routes] == ["catalog-item", "route1"]
-    assert config.routes[0].timeouts == UpstreamTimeouts(connect=5.0, read=10.0, send=60.0)
+    assert config.routes[0].timeouts == UpstreamTimeouts(
+        connect=5.0, read=10.0, send=60.0, head=2.0, total=30.0
+    )
     assert config.routes[1].methods is None
     assert config.routes[1].plugins[0].options == {"set": {"X-Price-Currency": "$ (USD)"}}
     assert [plugin.name for plugin in config.plugins] == ["access_log"]

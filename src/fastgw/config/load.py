@@ -320,6 +320,8 @@ _UPSTREAM_TIMEOUTS: Mapping[str, Reader[object]] = {
     "connect": read_duration(),
     "read": read_duration(),
     "send": read_duration(),
+    "head": read_duration(),
+    "total": read_duration(),
 }
 _POOL: Mapping[str, Reader[object]] = {
     "max_connections": read_int(1, 100_000),

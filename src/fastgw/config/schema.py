@@ -61,8 +61,10 @@ class PoolConfig:
 @dataclass(frozen=True, slots=True)
 class UpstreamTimeouts:
     connect: float = 5.0
-    read: float = 60.0  # response head, and longest pause between response body reads
+    read: float = 60.0  # longest pause between response body reads (and the head, unless `head`)
     send: float = 60.0  # longest stall while writing the request body upstream
+    head: float = 0.0  # from the request sent to the response head; 0 = `read`
+    total: float = 0.0  # the whole exchange with the upstream, retries included; 0 = none
 
 
 @dataclass(frozen=True, slots=True)
