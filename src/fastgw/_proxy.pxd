@@ -46,6 +46,7 @@ from fastgw._router cimport Router
 cdef class Exchange
 cdef class UpstreamConnection
 cdef class PoolCore
+cdef class Limiter
 
 
 cdef class RouteCore:
@@ -55,6 +56,8 @@ cdef class RouteCore:
     cdef readonly double connect_timeout
     cdef readonly double read_timeout
     cdef readonly double send_timeout
+    cdef readonly double head_timeout    # 0: read_timeout applies to the head too
+    cdef readonly double total_timeout   # 0: none
     cdef public object chain             # HookChain, and its four tuples:
     cdef readonly tuple on_request
     cdef readonly tuple on_upstream_request
@@ -63,6 +66,9 @@ cdef class RouteCore:
     cdef public bint preserve_host
     cdef public object strip_prefix      # bytes or None
     cdef public object rewrite           # RewriteTemplate or None
+    cdef public object retry             # upstream.retry.RetryPolicy or None
+    cdef public long long requests       # requests matched to it (the retry budget's base)
+    cdef public tuple limiters           # Limiters an exchange takes a slot in, in order
 
     cdef bytes path_upstream(self, bytes path, tuple params)
 
@@ -191,6 +197,10 @@ cdef class Exchange:
     cdef public list upstream_headers    # added by on_upstream_request hooks
     cdef public double started_at
     cdef bint counted                    # counted in target.in_flight
+    cdef public int tries                # retries made so far (0: first attempt)
+    cdef int admitted                    # slots held, in route.limiters order
+    cdef public double total_deadline    # the route's total timeout, from the first send; 0 = none
+    cdef object retry_handle             # the timer of a retry waiting for its backoff
     cdef public object upstream_error    # the UpstreamFault that ended it, if the upstream failed
     cdef public list add_response_headers  # (name, value) pairs added to the proxied response head
     cdef public double upstream_sent_at  # precise monotonic times, set only when the group
@@ -199,7 +209,12 @@ cdef class Exchange:
     cdef int setup(self, ClientProtocol client) except -1
     cdef int start(self) except -1
     cdef int _run_request_hooks(self, tuple hooks, Py_ssize_t index) except -1
-    cdef int send_upstream(self, bint fresh) except -1
+    cdef int forward(self) except -1
+    cdef int release_slots(self) except -1
+    cdef int send_upstream(self, bint fresh, Target exclude) except -1
+    cdef bint try_again(self, str kind, int status) except -1
+    cdef bint retry_allowed(self, str kind, int status) except -1
+    cdef int retry_later(self) except -1
     cdef int set_target(self, Target target) except -1
     cdef int uncount_target(self) except -1
     cdef int attach(self, UpstreamConnection conn) except -1
@@ -239,6 +254,8 @@ cdef class UpstreamConnection:
     cdef public double deadline
     cdef public double read_timeout
     cdef public double send_timeout
+    cdef public double head_timeout
+    cdef public bint got_head            # the final response head arrived (then: read_timeout)
     cdef public bint sending
     cdef public bint reading_paused
     cdef public double idle_deadline     # set by the pool while idle
@@ -267,3 +284,18 @@ cdef long long _content_length(const char* s, Py_ssize_t n) except -1
 cdef bint _valid_request_id(const char* s, Py_ssize_t n) noexcept
 cdef bint _needs_normalizing(bytes path) noexcept
 cdef bytes _chunk_header(Py_ssize_t size)
+
+
+cdef class Limiter:
+    # A concurrency limit with a bounded wait queue (a route's or an upstream's).
+    cdef readonly str name               # "route 'x'" or "upstream 'y'", for the 503 message
+    cdef readonly int limit
+    cdef readonly int queue_max
+    cdef readonly double queue_timeout
+    cdef public int active               # slots taken
+    cdef object waiting                  # deque[(Exchange, TimerHandle)]
+    cdef public long long refused        # answered 503 (full, or waited too long)
+
+    cdef bint admit(self, Exchange exchange) except -1
+    cdef int release(self) except -1
+    cdef int forget(self, Exchange exchange) except -1

@@ -10,6 +10,7 @@ from fastgw.errors import HttpFault
 from fastgw.hooks import HookChain
 from fastgw.plan import ListenerPlan, RewriteTemplate, RoutePlan
 from fastgw.server.listener import ListenerServer
+from fastgw.upstream.retry import RetryPolicy
 
 IDEMPOTENT: frozenset[bytes]
 
@@ -115,6 +116,10 @@ class Exchange:
     upstream_headers: list[tuple[bytes, bytes]] | None
     """Extra request headers an ``on_upstream_request`` hook appends."""
     started_at: float
+    tries: int
+    """Retries made so far (0 on the first attempt)."""
+    total_deadline: float
+    """When the route's total timeout ends (coarse clock), from the first send; 0 = none."""
     upstream_error: HttpFault | None
     """The fault that ended it when the upstream failed (connect, reset, malformed, timeout)."""
     add_response_headers: list[tuple[bytes, bytes]] | None
@@ -146,6 +151,8 @@ class UpstreamConnection(asyncio.Protocol):  # by duck typing at run time: a cde
     deadline: float
     read_timeout: float
     send_timeout: float
+    head_timeout: float
+    got_head: bool
     sending: bool
     reading_paused: bool
     idle_deadline: float
@@ -178,12 +185,21 @@ class RouteCore:
     preserve_host: bool
     strip_prefix: bytes | None
     rewrite: RewriteTemplate | None
+    retry: RetryPolicy | None
+    requests: int
+    """Requests matched to the route (the retry budget's base)."""
+    limiters: tuple[Limiter, ...]
+    """The concurrency limits a request to this route takes a slot in, in order."""
     @property
     def connect_timeout(self) -> float: ...
     @property
     def read_timeout(self) -> float: ...
     @property
     def send_timeout(self) -> float: ...
+    @property
+    def head_timeout(self) -> float: ...
+    @property
+    def total_timeout(self) -> float: ...
     def __init__(
         self,
         upstream: GroupCore,
@@ -245,3 +261,19 @@ class PoolCore:
         """Take a connection back after a response; keep it only if it is clean and reusable."""
     def give_back(self, conn: UpstreamConnection) -> None:
         """A waiter was cancelled after it was handed a connection: return it unused."""
+
+@final
+class Limiter:
+    """At most ``limit`` requests in flight, ``queue_max`` more waiting ``queue_timeout`` seconds."""
+
+    def __init__(self, name: str, limit: int, queue_max: int, queue_timeout: float) -> None: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def limit(self) -> int: ...
+    @property
+    def queue_max(self) -> int: ...
+    @property
+    def queue_timeout(self) -> float: ...
+    active: int
+    refused: int

@@ -92,7 +92,7 @@ from fastgw._http cimport (
 )
 from fastgw._router cimport MethodNotAllowed, RouteMatch
 
-from fastgw.errors import ClientFault, HttpFault, UpstreamFault
+from fastgw.errors import ClientFault, ConnectFault, HttpFault, UpstreamFault
 from fastgw.hooks import Response
 from fastgw.server import limits
 from fastgw.server.clock import CLOCK
@@ -916,6 +916,10 @@ cdef class Exchange:
         self.head_owner = None
         self._headers = None
         self.counted = False
+        self.tries = 0
+        self.admitted = 0
+        self.total_deadline = 0.0
+        self.retry_handle = None
         self.upstream_error = None
         self.add_response_headers = None
         self.upstream_sent_at = 0.0
@@ -935,6 +939,7 @@ cdef class Exchange:
             return 0
         cdef RouteCore route = <RouteCore>(<RouteMatch>match).route  # the router holds RoutePlans
         self.route = route
+        route.requests += 1
         self.params = (<RouteMatch>match).params
         if self.expect_continue and not self.request_done:
             # RFC 9110 10.1.1: we are about to read the body, so tell the client to send it.
@@ -943,7 +948,40 @@ cdef class Exchange:
         if route.on_request:
             self._run_request_hooks(route.on_request, 0)
             return 0
-        self.send_upstream(False)
+        self.forward()
+        return 0
+
+    cdef int forward(self) except -1:
+        """Past the request hooks: a slot in each concurrency limit (or a wait, or 503), then send."""
+        cdef tuple limiters = self.route.limiters
+        while self.admitted < len(limiters):
+            if not (<Limiter>limiters[self.admitted]).admit(self):
+                return 0  # waiting (the limiter calls forward again) or answered 503
+            self.admitted += 1
+        self.send_upstream(False, None)
+        return 0
+
+    def _forward_admitted(self) -> None:
+        """A limiter gave this waiting exchange its slot."""
+        self.admitted += 1
+        if self.finished:
+            self.release_slots()  # it ended meanwhile: pass the slot on
+            return
+        try:
+            self.forward()
+        except Exception:
+            self.internal_error()
+
+    cdef int release_slots(self) except -1:
+        cdef tuple limiters
+        if self.route is None:
+            return 0
+        limiters = self.route.limiters
+        if self.admitted < len(limiters):
+            (<Limiter>limiters[self.admitted]).forget(self)  # if it was waiting there
+        while self.admitted > 0:
+            self.admitted -= 1
+            (<Limiter>limiters[self.admitted]).release()
         return 0
 
     cdef int _run_request_hooks(self, tuple hooks, Py_ssize_t index) except -1:
@@ -959,7 +997,7 @@ cdef class Exchange:
             task = asyncio.ensure_future(result)
             task.add_done_callback(partial(self._after_async_hook, hooks, i))
             return 0
-        self.send_upstream(False)
+        self.forward()
         return 0
 
     def _after_async_hook(self, tuple hooks, Py_ssize_t index, task) -> None:
@@ -982,11 +1020,22 @@ cdef class Exchange:
         except Exception:
             self.internal_error()
 
+
     # -- upstream ------------------------------------------------------------------------------
-    cdef int send_upstream(self, bint fresh) except -1:
+    cdef int send_upstream(self, bint fresh, Target exclude) except -1:
+        """Pick a target (not ``exclude``, a retry's failed one, when there is a choice) and send."""
         cdef RouteCore route = self.route
         cdef GroupCore group = <GroupCore>route.upstream
-        cdef Target target = group.single if group.single is not None else group.pick(self)
+        cdef Target target = group.single
+        if route.total_timeout and not self.total_deadline:
+            self.total_deadline = _now() + route.total_timeout  # retries included
+        if target is None:
+            try:
+                target = group.pick(self) if exclude is None else group.pick(self, exclude)
+            except HttpFault as fault:  # no usable target: this request's answer, not the connection's
+                self.upstream_error = fault
+                self.answer_fault(fault, None)
+                return 0
         self.set_target(target)
         cdef PoolCore pool = target.pool
         cdef UpstreamConnection conn = None if fresh else pool.take_idle_conn()
@@ -998,6 +1047,46 @@ cdef class Exchange:
         self.acquiring = future
         future.add_done_callback(self._on_acquired)
         return 0
+
+    # -- retries -------------------------------------------------------------------------------
+    cdef bint try_again(self, str kind, int status) except -1:
+        """After a failed attempt: send again if the route's retry policy allows (True: it will)."""
+        if self.route.retry is None or not self.retry_allowed(kind, status):
+            return False
+        self.retry_later()
+        return True
+
+    cdef bint retry_allowed(self, str kind, int status) except -1:
+        if self.finished or self.response_started:
+            return False  # never once any byte of the response went to the client
+        if self.content_length > 0 or self.chunked or self.body_received:
+            return False  # the request body was streamed, not kept: it cannot be sent twice
+        if self.total_deadline and _now() >= self.total_deadline:
+            return False
+        return self.route.retry.allows(self, kind, status)
+
+    cdef int retry_later(self) except -1:
+        """Send again after a jittered backoff, to another target when the group has one."""
+        cdef RouteCore route = self.route
+        cdef Target failed = self.target
+        if (<GroupCore>route.upstream).observes:
+            route.upstream.observe(self)  # the failed attempt counts for health and outliers
+        self.tries += 1
+        self.uncount_target()
+        self.upstream_error = None
+        self.response_status = 0
+        delay = route.retry.delay(self.tries)
+        self.retry_handle = asyncio.get_running_loop().call_later(delay, self._send_again, failed)
+        return 0
+
+    def _send_again(self, Target failed) -> None:
+        self.retry_handle = None
+        if self.finished:
+            return
+        try:
+            self.send_upstream(False, failed)
+        except Exception:
+            self.internal_error()
 
     cdef int set_target(self, Target target) except -1:
         """Count this request against the target it is sent to (balancers read ``in_flight``)."""
@@ -1026,6 +1115,8 @@ cdef class Exchange:
         if exc is not None:
             fault = exc if isinstance(exc, HttpFault) else UpstreamFault("upstream connect failed", 502)
             self.upstream_error = fault
+            if isinstance(fault, ConnectFault) and self.try_again("connect", 0):
+                return
             self.answer_fault(fault, None)
             return
         try:
@@ -1148,6 +1239,10 @@ cdef class Exchange:
         self.response_status = status
         if (<GroupCore>self.route.upstream).observes:
             self.upstream_head_at = _precise_now()
+        if status >= 500 and self.route.retry is not None and self.retry_allowed(None, status):
+            self._drop_conn(self.conn)  # the rest of this answer is not wanted
+            self.retry_later()
+            return 0
         if status == 101:
             self.fail(UpstreamFault("upstream switched protocols unasked", 502))
             return 0
@@ -1274,9 +1369,11 @@ cdef class Exchange:
         ):
             # A pooled connection the upstream had already closed: safe to send once more.
             self.retried = True
-            self.send_upstream(True)
+            self.send_upstream(True, None)
             return 0
         self.upstream_error = UpstreamFault("upstream closed the connection before the response completed", 502)
+        if self.try_again("reset", 0):
+            return 0
         self.fail(self.upstream_error)
         return 0
 
@@ -1291,7 +1388,13 @@ cdef class Exchange:
         self.conn = None
         conn.detach(False)
         conn.pool.release_conn(conn)
-        self.upstream_error = UpstreamFault("upstream timed out", 504)
+        self.upstream_error = UpstreamFault(
+            "upstream timed out" if not self.total_deadline or _now() < self.total_deadline
+            else "upstream exceeded the route's total timeout",
+            504,
+        )
+        if self.try_again("reset", 0):
+            return 0
         self.fail(self.upstream_error)
         return 0
 
@@ -1374,6 +1477,7 @@ cdef class Exchange:
             return 0
         self.finished = True
         self.uncount_target()
+        self.release_slots()
         cdef RouteCore route = self.route
         if self.target is not None and (<GroupCore>route.upstream).observes:
             route.upstream.observe(self)  # health, outliers, latency: only groups that ask
@@ -1389,6 +1493,10 @@ cdef class Exchange:
             return 0
         self.finished = True
         self.uncount_target()
+        self.release_slots()
+        if self.retry_handle is not None:
+            self.retry_handle.cancel()
+            self.retry_handle = None
         acquiring = self.acquiring
         if acquiring is not None:
             self.acquiring = None
@@ -1569,7 +1677,7 @@ cdef class UpstreamConnection:
             return
         self.received = True
         if not self.sending and not self.reading_paused:
-            self.deadline = _now() + self.read_timeout
+            self.arm()  # progress: the next pause is timed from now
         cdef HttpParser parser = self.parser
         parser.feed(data if type(data) is bytes else bytes(data))
         cdef int event
@@ -1640,11 +1748,27 @@ cdef class UpstreamConnection:
         return 0
 
     cdef int arm(self) except -1:
-        """Set the deadline that applies now (see ``__init__``)."""
-        if self.exchange is None or self.reading_paused:
+        """Set the deadline that applies now (see ``__init__``): the send timeout while the request
+        streams up, then the head timeout until the response head, then the read timeout between
+        reads; none while we paused reading for a slow client. The route's total timeout, if any,
+        bounds them all, paused or not."""
+        cdef Exchange exchange = self.exchange
+        cdef double timeout
+        if exchange is None:
             self.deadline = 0.0
+            return 0
+        if self.reading_paused:
+            self.deadline = exchange.total_deadline
+            return 0
+        if self.sending:
+            timeout = self.send_timeout
+        elif not self.got_head and self.head_timeout:
+            timeout = self.head_timeout
         else:
-            self.deadline = _now() + (self.send_timeout if self.sending else self.read_timeout)
+            timeout = self.read_timeout
+        self.deadline = _now() + timeout
+        if exchange.total_deadline and exchange.total_deadline < self.deadline:
+            self.deadline = exchange.total_deadline
         return 0
 
     cdef int request_sent(self) except -1:
@@ -1667,6 +1791,10 @@ cdef class UpstreamConnection:
         if status < 200 and status != 101:
             self.interim = True  # 1xx: the gateway answered Expect itself; wait for the final head
             return 0
+        if not self.got_head:
+            self.got_head = True
+            if self.head_timeout and not self.reading_paused:
+                self.arm()  # from here the read timeout applies between reads
         exchange.on_upstream_head(status, parser)
         return 0
 
@@ -1688,6 +1816,8 @@ cdef class UpstreamConnection:
         self.parser.st.skip_body = head_only  # llhttp cannot know the request was a HEAD
         self.read_timeout = route.read_timeout
         self.send_timeout = route.send_timeout
+        self.head_timeout = route.head_timeout
+        self.got_head = False
         self.sending = sending
         self.arm()
         return 0
@@ -1739,11 +1869,16 @@ cdef class RouteCore:
         self.connect_timeout = timeouts.connect
         self.read_timeout = timeouts.read
         self.send_timeout = timeouts.send
+        self.head_timeout = timeouts.head
+        self.total_timeout = timeouts.total
         self.chain = chain
         self.on_request, self.on_upstream_request, self.on_response, self.on_complete = chain
         self.preserve_host = preserve_host
         self.strip_prefix = strip_prefix
         self.rewrite = None
+        self.retry = None
+        self.requests = 0
+        self.limiters = ()
 
     cdef bytes path_upstream(self, bytes path, tuple params):
         """The path sent upstream: the rewrite template, the path minus strip_prefix, or as is."""
@@ -1846,3 +1981,69 @@ cdef class PoolCore:
         """A waiter was cancelled after it was handed a connection: return it unused."""
         conn.reusable = not conn.closed
         self.release_conn(conn)
+
+
+@cython.final
+cdef class Limiter:
+    """At most ``limit`` requests in flight (a route's, or an upstream's), up to ``queue_max`` more
+    waiting at most ``queue_timeout`` seconds for a slot, the rest answered 503 at once: a slow
+    upstream cannot take every connection, and a burst waits briefly instead of failing."""
+
+    def __init__(self, str name, int limit, int queue_max, double queue_timeout) -> None:
+        self.name = name
+        self.limit = limit
+        self.queue_max = queue_max
+        self.queue_timeout = queue_timeout
+        self.active = 0
+        self.waiting = deque()  # (exchange, timer handle)
+        self.refused = 0
+
+    cdef bint admit(self, Exchange exchange) except -1:
+        """True: a slot is taken. False: the exchange waits for one, or was answered 503."""
+        if self.active < self.limit:
+            self.active += 1
+            return True
+        if len(self.waiting) < self.queue_max:
+            timer = asyncio.get_running_loop().call_later(self.queue_timeout, self._expire, exchange)
+            self.waiting.append((exchange, timer))
+            return False
+        self.refused += 1
+        exchange.answer_fault(
+            UpstreamFault(f"{self.name}: {self.limit} requests in flight, {self.queue_max} waiting", 503),
+            [(b"Retry-After", b"1")],
+        )
+        return False
+
+    cdef int release(self) except -1:
+        """A slot is free: hand it to the oldest waiter still there, else keep it free."""
+        cdef Exchange exchange
+        while self.waiting:
+            exchange, timer = self.waiting.popleft()
+            timer.cancel()
+            if not exchange.finished:
+                # The slot passes on without ever being free; the waiter resumes on the next turn
+                # of the loop, not inside whatever released it.
+                asyncio.get_running_loop().call_soon(exchange._forward_admitted)
+                return 0
+        self.active -= 1
+        return 0
+
+    cdef int forget(self, Exchange exchange) except -1:
+        """The exchange ended while waiting here."""
+        for entry in self.waiting:
+            if entry[0] is exchange:
+                entry[1].cancel()
+                self.waiting.remove(entry)
+                break
+        return 0
+
+    def _expire(self, Exchange exchange) -> None:
+        for entry in self.waiting:
+            if entry[0] is exchange:
+                self.waiting.remove(entry)
+                self.refused += 1
+                exchange.answer_fault(
+                    UpstreamFault(f"{self.name}: no request slot within {self.queue_timeout:g}s", 503),
+                    [(b"Retry-After", b"1")],
+                )
+                return

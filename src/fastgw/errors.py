@@ -59,3 +59,7 @@ class UpstreamFault(HttpFault):
 
     status = 502
     close = False
+
+
+class ConnectFault(UpstreamFault):
+    """Opening a connection to an upstream target failed or timed out (502, 504)."""

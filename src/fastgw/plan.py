@@ -17,14 +17,15 @@ import re
 from typing import Any
 from urllib.parse import parse_qsl
 
-from fastgw._proxy import RouteCore
+from fastgw._proxy import Limiter, RouteCore
 from fastgw._router import Router
-from fastgw.config.schema import Config, ListenerConfig, PluginConfig, RouteConfig
+from fastgw.config.schema import ConcurrencyConfig, Config, ListenerConfig, PluginConfig, RouteConfig
 from fastgw.errors import ConfigError, RouteConflict
 from fastgw.hooks import Plugin, build_chain, find_plugin, known_plugins
 from fastgw.upstream.group import UpstreamGroup
 from fastgw.upstream.health import HealthKey, UpstreamHealth
 from fastgw.upstream.pool import PoolKey, TargetPool
+from fastgw.upstream.retry import RetryPolicy
 
 _TEMPLATE_PARAM = re.compile(r"\{\*?([A-Za-z_][A-Za-z0-9_]*)(?::[a-z]+)?\}")
 
@@ -82,6 +83,7 @@ class RoutePlan(RouteCore):
         self.plugins = plugins
         self.header_predicates = tuple((n.encode(), v.encode()) for n, v in config.headers)
         self.query_predicates = tuple((n, v) for n, v in config.query)
+        self.retry = RetryPolicy(config.retry, self) if config.retry else None
 
     def accepts(self, exchange: Any) -> bool:
         """Header and query predicates; only routes that have some are asked."""
@@ -182,18 +184,30 @@ def _compile(config: Config, previous: Plan | None) -> Plan:
             pool = plan.pools[key] = old_pools.get(key) or TargetPool(key)
         return pool
 
+    upstream_limits: dict[str, Limiter] = {}
     for name, upstream in config.upstreams.items():
         plan.upstreams[name] = UpstreamGroup(upstream, pool_for)
         health_key = HealthKey.of(upstream)
         if health_key is not None:
             # Adopt the verdicts and running checker of an upstream whose health did not change.
             plan.health[health_key] = old_health.get(health_key) or UpstreamHealth(health_key)
+        if upstream.concurrency is not None:
+            upstream_limits[name] = _limiter(f"upstream {name!r}", upstream.concurrency)
     for lc in config.listeners:
         plan.listeners[lc.name] = ListenerPlan(lc)
     global_plugins = compile_plugins(config.plugins)
     for rc in config.routes:
         route = RoutePlan(rc, plan.upstreams[rc.upstream], global_plugins + compile_plugins(rc.plugins))
         plan.routes.append(route)
+        # A request holds its route's slot, then its upstream's (shared by every route to it).
+        route.limiters = tuple(
+            limiter
+            for limiter in (
+                _limiter(f"route {rc.id!r}", rc.concurrency) if rc.concurrency else None,
+                upstream_limits.get(rc.upstream),
+            )
+            if limiter is not None
+        )
         names = rc.listeners or tuple(plan.listeners)
         for listener_name in names:
             listener = plan.listeners[listener_name]
@@ -212,6 +226,10 @@ def _compile(config: Config, previous: Plan | None) -> Plan:
         # compile time, not in the first request.
         listener.router.match(b"GET", b"", b"/")
     return plan
+
+
+def _limiter(name: str, config: ConcurrencyConfig) -> Limiter:
+    return Limiter(name, config.max_in_flight, config.queue, config.queue_timeout)
 
 
 def _add_route(router: Router, route: RoutePlan) -> tuple[str, ...]:

@@ -285,8 +285,8 @@ def socket_inodes(pid: int) -> set[int]:
     return inodes
 
 
-def accepted_inodes(port: int) -> set[int]:
-    """Inodes of ESTABLISHED TCP sockets whose local port is ``port`` (server-side ends)."""
+def _socket_inodes_in_state(port: int, state: str) -> set[int]:
+    """Inodes of TCP sockets whose local port is ``port``, in a /proc/net/tcp state (hex)."""
     inodes = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
@@ -297,9 +297,19 @@ def accepted_inodes(port: int) -> set[int]:
         for line in lines:
             fields = line.split()
             local_port = int(fields[1].rsplit(":", 1)[1], 16)
-            if local_port == port and fields[3] == "01":
+            if local_port == port and fields[3] == state:
                 inodes.add(int(fields[9]))
     return inodes
+
+
+def accepted_inodes(port: int) -> set[int]:
+    """Inodes of ESTABLISHED TCP sockets whose local port is ``port`` (server-side ends)."""
+    return _socket_inodes_in_state(port, "01")
+
+
+def listening_inodes(port: int) -> set[int]:
+    """Inodes of LISTEN sockets bound to ``port`` (one per worker with SO_REUSEPORT)."""
+    return _socket_inodes_in_state(port, "0A")
 
 
 def rss_bytes(pid: int) -> int:

@@ -119,13 +119,6 @@ def test_marked_down_target_leaves_rotation(make_gateway: Make, three: list[int]
     assert set(Counter(served_by(get(gw)) for _ in range(6))) == set(three)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TimeoutError,
-    reason="hot path: send_upstream must answer the UpstreamFault that group.pick() raises when no"
-    " target is usable (today it escapes to data_received, whose reject() waits for the exchange"
-    " it belongs to, and the client hangs)",
-)
 def test_no_usable_target_answers_503(make_gateway: Make, three: list[int]) -> None:
     gw = make_gateway(balanced(three, "round_robin"))
     group = gw.plan.upstreams["up"]

@@ -194,12 +194,6 @@ def test_outlier_detection_ejects_a_target_that_died(
     assert in_rotation(gw) == {a.label: True, b.label: False, c.label: True}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TimeoutError,
-    reason="hot path: Exchange.send_upstream lets the 503 UpstreamFault raised by group.pick escape"
-    " to data_received, whose reject() leaves the active exchange unanswered (the client hangs)",
-)
 def test_no_target_in_rotation_is_a_503_naming_the_upstream(
     make_gateway: Make, backends: Callable[[int], list[Backend]]
 ) -> None:

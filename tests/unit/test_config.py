@@ -26,6 +26,7 @@ from fastgw.config.schema import (
     ListenerConfig,
     PluginConfig,
     PoolConfig,
+    RetryConfig,
     RouteConfig,
     TargetConfig,
     UpstreamConfig,
@@ -148,7 +149,7 @@ _PATH = "expected a path starting with '/' without '?' or '#'"
 _HOST = "expected a host name like 'api.example.com' or '*.example.com', without port"
 _ROUTE_KEYS = (
     "id, path, upstream, methods, host, listeners, headers, query, priority, rewrite,"
-    " strip_prefix, preserve_host, timeouts, plugins"
+    " strip_prefix, preserve_host, timeouts, retry, concurrency, plugins"
 )
 
 _VALUE_ERRORS: list[tuple[str, object, str]] = [
@@ -306,7 +307,7 @@ _VALUE_ERRORS: list[tuple[str, object, str]] = [
         "upstreams.catalog.tragets",
         ["127.0.0.1:1"],
         "upstreams.catalog: unknown key 'tragets'; expected one of: targets, pool, timeouts,"
-        " host_header, health, outlier, balance; did you mean 'targets'?",
+        " host_header, health, outlier, balance, concurrency; did you mean 'targets'?",
     ),
     (
         "upstreams.catalog.targets",
@@ -382,7 +383,7 @@ _VALUE_ERRORS: list[tuple[str, object, str]] = [
     (
         "upstreams.catalog.timeouts.conect",
         1,
-        "upstreams.catalog.timeouts: unknown key 'conect'; expected one of: connect, read, send;"
+        "upstreams.catalog.timeouts: unknown key 'conect'; expected one of: connect, read, send, head, total;"
         " did you mean 'connect'?",
     ),
     (
@@ -530,6 +531,46 @@ _VALUE_ERRORS: list[tuple[str, object, str]] = [
         "routes[0].priority: expected an integer from -1000000 to 1000000, found 'high'",
     ),
     (
+        "routes[0].concurrency",
+        {"queue": 3},
+        "routes[0].concurrency: missing required key 'max_in_flight'",
+    ),
+    (
+        "routes[0].concurrency",
+        {"max_in_flight": 0},
+        "routes[0].concurrency.max_in_flight: expected an integer from 1 to 1000000, found 0",
+    ),
+    (
+        "upstreams.catalog.concurrency",
+        {"max_in_flight": 5, "queue_timeout": 0},
+        "upstreams.catalog.concurrency.queue_timeout: expected a duration greater than 0, found 0",
+    ),
+    (
+        "routes[0].retry",
+        {"when": ["connect", "boom"]},
+        "routes[0].retry.when[1]: expected 'connect', 'reset' or a 5xx status like 503, found 'boom'",
+    ),
+    (
+        "routes[0].retry",
+        {"when": [404]},
+        "routes[0].retry.when[0]: expected 'connect', 'reset' or a 5xx status like 503, found 404",
+    ),
+    (
+        "routes[0].retry",
+        {"attempts": 0},
+        "routes[0].retry.attempts: expected an integer from 1 to 10, found 0",
+    ),
+    (
+        "routes[0].retry",
+        {"budget": 2},
+        "routes[0].retry.budget: expected a fraction from 0 to 1, like 0.2, found 2",
+    ),
+    (
+        "routes[0].retry",
+        {"methods": "G T"},
+        "routes[0].retry.methods: expected an HTTP method token like 'GET', found 'G T'",
+    ),
+    (
         "routes[0].priority",
         1.5,
         "routes[0].priority: expected an integer from -1000000 to 1000000, found 1.5",
@@ -579,7 +620,8 @@ _VALUE_ERRORS: list[tuple[str, object, str]] = [
     (
         "routes[0].timeouts",
         {"red": "1s"},
-        "routes[0].timeouts: unknown key 'red'; expected one of: connect, read, send; did you mean 'read'?",
+        "routes[0].timeouts: unknown key 'red'; expected one of: connect, read, send, head, total;"
+        " did you mean 'read'?",
     ),
     (
         "routes[0].timeouts",
@@ -1188,10 +1230,25 @@ def test_example_file_loads() -> None:
     assert config.listeners[1].host == "::1"
     assert set(config.upstreams) == {"catalog", "orders"}
     assert [route.id for route in config.routes] == ["catalog-item", "route1"]
-    assert config.routes[0].timeouts == UpstreamTimeouts(connect=5.0, read=10.0, send=60.0)
+    assert config.routes[0].timeouts == UpstreamTimeouts(
+        connect=5.0, read=10.0, send=60.0, head=2.0, total=30.0
+    )
     assert config.routes[1].methods is None
     assert config.routes[1].plugins[0].options == {"set": {"X-Price-Currency": "$ (USD)"}}
     assert [plugin.name for plugin in config.plugins] == ["access_log"]
+
+
+def test_retry_reads_conditions_statuses_and_methods() -> None:
+    doc = with_value(
+        "routes[0].retry", {"attempts": 3, "when": ["reset", 503, 502], "methods": "*", "backoff": "10ms"}
+    )
+    retry = parse(doc).routes[0].retry
+    assert retry == RetryConfig(
+        attempts=3, when=frozenset({"reset"}), statuses=frozenset({502, 503}), methods=None, backoff=0.01
+    )
+    assert (
+        parse(with_value("routes[0].retry", {})).routes[0].retry == RetryConfig()
+    )  # idempotent methods, connect+reset
 
 
 def test_example_file_uses_every_key() -> None:

@@ -25,6 +25,7 @@ import yaml
 from fastgw.config.schema import (
     BalanceConfig,
     ClientTimeouts,
+    ConcurrencyConfig,
     Config,
     HashKey,
     HealthCheckConfig,
@@ -33,6 +34,7 @@ from fastgw.config.schema import (
     OutlierConfig,
     PluginConfig,
     PoolConfig,
+    RetryConfig,
     RouteConfig,
     TargetConfig,
     UpstreamConfig,
@@ -323,6 +325,8 @@ _UPSTREAM_TIMEOUTS: Mapping[str, Reader[object]] = {
     "connect": read_duration(),
     "read": read_duration(),
     "send": read_duration(),
+    "head": read_duration(),
+    "total": read_duration(),
 }
 _POOL: Mapping[str, Reader[object]] = {
     "max_connections": read_int(1, 100_000),
@@ -522,7 +526,19 @@ def _check_hash_params(upstreams: Mapping[str, UpstreamConfig], routes: tuple[Ro
             )
 
 
-_UPSTREAM_KEYS = ("targets", "pool", "timeouts", "host_header", "health", "outlier", "balance")
+def _read_concurrency(value: object, path: str) -> ConcurrencyConfig:
+    readers: Mapping[str, Reader[object]] = {
+        "max_in_flight": read_int(1, 1_000_000),
+        "queue": read_int(0, 1_000_000),
+        "queue_timeout": read_duration(),
+    }
+    section = Section(value, path, readers, required=("max_in_flight",))
+    return ConcurrencyConfig(**section.read(readers))
+
+
+_UPSTREAM_KEYS = (
+    "targets", "pool", "timeouts", "host_header", "health", "outlier", "balance", "concurrency"
+)  # fmt: skip
 _UPSTREAM_READERS: Mapping[str, Reader[object]] = {
     "pool": _read_pool,
     "timeouts": read_record(UpstreamTimeouts, _UPSTREAM_TIMEOUTS),
@@ -530,6 +546,7 @@ _UPSTREAM_READERS: Mapping[str, Reader[object]] = {
     "health": _read_health,
     "outlier": _read_outlier,
     "balance": _read_balance,
+    "concurrency": _read_concurrency,
 }
 
 
@@ -623,8 +640,47 @@ def _read_timeout_overrides(base: UpstreamTimeouts) -> Reader[UpstreamTimeouts]:
 
 _ROUTE_KEYS = (
     "id", "path", "upstream", "methods", "host", "listeners", "headers", "query",
-    "priority", "rewrite", "strip_prefix", "preserve_host", "timeouts", "plugins",
+    "priority", "rewrite", "strip_prefix", "preserve_host", "timeouts", "retry", "concurrency",
+    "plugins",
 )  # fmt: skip
+
+_RETRY_CONDITIONS = ("connect", "reset")
+
+
+def _read_retry_condition(value: object, path: str) -> str | int:
+    if value in _RETRY_CONDITIONS:
+        return str(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 500 <= value <= 599:
+        return value
+    raise expected(path, "'connect', 'reset' or a 5xx status like 503", value)
+
+
+def _read_retry_methods(value: object, path: str) -> frozenset[str] | None:
+    methods = _read_methods(value, path)
+    return None if methods is None else frozenset(methods)
+
+
+def _read_fraction(value: object, path: str) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1:
+        return float(value)
+    raise expected(path, "a fraction from 0 to 1, like 0.2", value)
+
+
+def _read_retry(value: object, path: str) -> RetryConfig:
+    readers: Mapping[str, Reader[object]] = {
+        "attempts": read_int(1, 10),
+        "when": read_list(_read_retry_condition, non_empty=True, single=True),
+        "methods": _read_retry_methods,
+        "backoff": read_duration(allow_zero=True),
+        "max_backoff": read_duration(allow_zero=True),
+        "budget": _read_fraction,
+    }
+    fields = read_fields(value, path, readers)
+    conditions = fields.pop("when", None)
+    if conditions is not None:
+        fields["when"] = frozenset(c for c in conditions if isinstance(c, str))
+        fields["statuses"] = frozenset(c for c in conditions if isinstance(c, int))
+    return RetryConfig(**fields)
 
 
 def _read_route(
@@ -661,6 +717,8 @@ def _read_route(
         rewrite=rewrite,
         strip_prefix=strip_prefix,
         timeouts=timeouts,
+        retry=section.get("retry", _read_retry),
+        concurrency=section.get("concurrency", _read_concurrency),
         **section.read(
             {
                 "headers": _read_header_predicates,

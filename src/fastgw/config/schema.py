@@ -61,8 +61,19 @@ class PoolConfig:
 @dataclass(frozen=True, slots=True)
 class UpstreamTimeouts:
     connect: float = 5.0
-    read: float = 60.0  # response head, and longest pause between response body reads
+    read: float = 60.0  # longest pause between response body reads (and the head, unless `head`)
     send: float = 60.0  # longest stall while writing the request body upstream
+    head: float = 0.0  # from the request sent to the response head; 0 = `read`
+    total: float = 0.0  # the whole exchange with the upstream, retries included; 0 = none
+
+
+@dataclass(frozen=True, slots=True)
+class ConcurrencyConfig:
+    """At most ``max_in_flight`` requests at once; ``queue`` more wait up to ``queue_timeout``."""
+
+    max_in_flight: int
+    queue: int = 0
+    queue_timeout: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +126,23 @@ class UpstreamConfig:
     health: HealthCheckConfig | None = None  # None = no active checks
     outlier: OutlierConfig | None = None  # None = no passive ejection
     balance: BalanceConfig = field(default_factory=BalanceConfig)
+    concurrency: ConcurrencyConfig | None = None  # for the whole upstream, all routes together
+
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+
+
+@dataclass(frozen=True, slots=True)
+class RetryConfig:
+    """When a failed request is sent again (to another target when there is one)."""
+
+    attempts: int = 2  # tries in all, the first one included
+    when: frozenset[str] = frozenset({"connect", "reset"})  # connect errors; reset/timeout before the head
+    statuses: frozenset[int] = frozenset()  # upstream statuses retried, e.g. 502, 503, 504
+    methods: frozenset[str] | None = IDEMPOTENT_METHODS  # None: any method
+    backoff: float = 0.025  # first delay; doubles per retry (full jitter), capped at max_backoff
+    max_backoff: float = 0.5
+    budget: float = 0.2  # retries add at most this fraction of the route's requests (+ 3 per second)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +168,8 @@ class RouteConfig:
     strip_prefix: str | None = None
     preserve_host: bool = False  # send the client's Host upstream instead of the upstream's
     timeouts: UpstreamTimeouts | None = None  # overrides the upstream's
+    retry: RetryConfig | None = None  # None: no retries beyond a stale pooled connection
+    concurrency: ConcurrencyConfig | None = None
     plugins: tuple[PluginConfig, ...] = ()
 
 

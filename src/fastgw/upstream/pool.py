@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 from fastgw._proxy import PoolCore, UpstreamConnection
 from fastgw.config.schema import PoolConfig
-from fastgw.errors import UpstreamFault
+from fastgw.errors import ConnectFault, UpstreamFault
 from fastgw.server.clock import CLOCK
 
 
@@ -68,10 +68,10 @@ class TargetPool(PoolCore):
             )
         except TimeoutError:
             self._connect_failed()
-            raise UpstreamFault(f"connect to {self.host}:{self.port} timed out", 504) from None
+            raise ConnectFault(f"connect to {self.host}:{self.port} timed out", 504) from None
         except OSError as exc:
             self._connect_failed()
-            raise UpstreamFault(
+            raise ConnectFault(
                 f"connect to {self.host}:{self.port} failed: {exc.strerror or exc}", 502
             ) from None
         except BaseException:
