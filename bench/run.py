@@ -46,6 +46,8 @@ class Scenario:
     script: str | None = None  # a wrk lua script in bench/peers
     routes: int = 1  # size of the route table given to fastgw and nginx
     contenders: tuple[str, ...] = ("direct", "nginx", "haproxy", "fastgw", "aiohttp")
+    targets: int = 1  # upstream servers behind the proxy (the upstream nginx listens on two ports)
+    balance: str = "round_robin"  # fastgw's balancer; nginx balances round robin
 
 
 SCENARIOS = [
@@ -55,6 +57,11 @@ SCENARIOS = [
     Scenario("response-64k", "/big", contenders=("direct", "nginx", "haproxy", "fastgw")),
     Scenario("post-4k", "/items", script="post.lua", contenders=("direct", "nginx", "haproxy", "fastgw")),
     Scenario("c1000", "/items/1", connections=1000, contenders=("direct", "nginx", "haproxy", "fastgw")),
+    # The balancer's cost: two targets, so fastgw picks per request instead of taking its single one.
+    *(
+        Scenario(f"balance-{name}", "/items/1", contenders=("nginx", "fastgw"), targets=2, balance=name)
+        for name in ("round_robin", "p2c", "ewma")
+    ),
 ]
 
 
@@ -112,7 +119,7 @@ def wait_port(port: int, timeout: float = 20.0) -> None:
     raise RuntimeError(f"nothing listening on {port} after {timeout}s")
 
 
-def render(template: str, workdir: Path, **values: str | int) -> Path:
+def render(template: str, workdir: Path, **values: object) -> Path:
     text = (PEERS / template).read_text()
     for key, value in values.items():
         text = text.replace(f"@{key.upper()}@", str(value))
@@ -142,54 +149,58 @@ def process(
 
 
 # -- contenders ----------------------------------------------------------------------------------
-def fastgw_config(workdir: Path, port: int, upstream: int, routes: int) -> Path:
+def fastgw_config(workdir: Path, port: int, upstreams: tuple[int, ...], scenario: Scenario) -> Path:
+    targets = ", ".join(f"'127.0.0.1:{p}'" for p in upstreams[: scenario.targets])
+    routes = scenario.routes
     lines = [
         "listeners:",
         f"  - bind: 127.0.0.1:{port}",
         "    limits: {max_connections: 30000}",
         "upstreams:",
-        f"  up: {{targets: ['127.0.0.1:{upstream}'], pool: {{max_connections: 4096, max_idle: 2048}}}}",
+        f"  up: {{targets: [{targets}], balance: {scenario.balance},"
+        " pool: {max_connections: 4096, max_idle: 2048}}",
         "routes:",
     ]
     if routes > 1:
         lines += [f"  - {{path: '/svc{i}/items/{{id}}', upstream: up}}" for i in range(routes)]
     lines.append("  - {path: '/{*rest}', upstream: up}")
-    path = workdir / f"fastgw-{routes}.yaml"
+    path = workdir / f"fastgw-{scenario.name}.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
 Starter = Callable[
-    [Path, int, int, Scenario], contextlib.AbstractContextManager[subprocess.Popen[bytes] | None]
+    [Path, int, tuple[int, ...], Scenario], contextlib.AbstractContextManager[subprocess.Popen[bytes] | None]
 ]
 
 
 @contextlib.contextmanager
-def start_direct(workdir: Path, port: int, upstream: int, scenario: Scenario) -> Iterator[None]:
+def start_direct(workdir: Path, port: int, upstreams: tuple[int, ...], scenario: Scenario) -> Iterator[None]:
     yield None  # wrk talks to the upstream itself: the ceiling
 
 
 def start_nginx(
-    workdir: Path, port: int, upstream: int, scenario: Scenario
+    workdir: Path, port: int, upstreams: tuple[int, ...], scenario: Scenario
 ) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
     proxied = 'proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection "";'
     count = scenario.routes if scenario.routes > 1 else 0
     locations = "\n".join(f"        location /svc{i}/ {{ {proxied} }}" for i in range(count))
-    conf = render("nginx_proxy.conf", workdir, dir=workdir, port=port, upstream=upstream, locations=locations)
+    servers = " ".join(f"server 127.0.0.1:{p};" for p in upstreams[: scenario.targets])
+    conf = render("nginx_proxy.conf", workdir, dir=workdir, port=port, servers=servers, locations=locations)
     return process(["nginx", "-c", str(conf), "-p", str(workdir)], port, workdir)
 
 
 def start_haproxy(
-    workdir: Path, port: int, upstream: int, scenario: Scenario
+    workdir: Path, port: int, upstreams: tuple[int, ...], scenario: Scenario
 ) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
-    conf = render("haproxy.cfg", workdir, port=port, upstream=upstream)
+    conf = render("haproxy.cfg", workdir, port=port, upstream=upstreams[0])
     return process(["haproxy", "-db", "-f", str(conf)], port, workdir)
 
 
 def start_fastgw(
-    workdir: Path, port: int, upstream: int, scenario: Scenario
+    workdir: Path, port: int, upstreams: tuple[int, ...], scenario: Scenario
 ) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
-    conf = fastgw_config(workdir, port, upstream, scenario.routes)
+    conf = fastgw_config(workdir, port, upstreams, scenario)
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")])),
@@ -203,9 +214,10 @@ def start_fastgw(
 
 
 def start_aiohttp(
-    workdir: Path, port: int, upstream: int, scenario: Scenario
+    workdir: Path, port: int, upstreams: tuple[int, ...], scenario: Scenario
 ) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
-    return process([sys.executable, str(PEERS / "aiohttp_proxy.py"), str(port), str(upstream)], port, workdir)
+    argv = [sys.executable, str(PEERS / "aiohttp_proxy.py"), str(port), str(upstreams[0])]
+    return process(argv, port, workdir)
 
 
 CONTENDERS: dict[str, Starter] = {
@@ -325,13 +337,13 @@ def measure(
     )
 
 
-def idle_connections(workdir: Path, upstream: int, count: int) -> list[Result]:
+def idle_connections(workdir: Path, upstreams: tuple[int, ...], count: int) -> list[Result]:
     """RSS of each proxy holding ``count`` idle keep-alive client connections (one request each)."""
     results = []
     scenario = Scenario(f"idle-{count}", "/items/1", contenders=("nginx", "fastgw"))
     for name in scenario.contenders:
         port = free_port()
-        with CONTENDERS[name](workdir, port, upstream, scenario) as proc:
+        with CONTENDERS[name](workdir, port, upstreams, scenario) as proc:
             assert proc is not None
             socks = []
             request = b"GET /items/1 HTTP/1.1\r\nHost: bench\r\n\r\n"
@@ -416,6 +428,7 @@ def draw_chart(rows: list[dict[str, object]], path: Path) -> None:
         ax.bar([x + i * width for x in range(len(scenarios))], values, width, label=name)
     ax.axhline(1.0, color="black", linewidth=0.8)
     ax.set_xticks([x + width * (len(contenders) - 1) / 2 for x in range(len(scenarios))], scenarios)
+    ax.tick_params(axis="x", labelrotation=20)
     ax.set_ylabel("requests/s relative to nginx")
     ax.set_title("fastgw and peers, one worker each, same machine, same run")
     ax.legend()
@@ -445,8 +458,9 @@ def main(argv: list[str] | None = None) -> int:
         workdir.chmod(0o755)  # nginx workers run as nobody: they must reach big.bin (else 403)
         (workdir / "big.bin").write_bytes(os.urandom(64 * 1024))
         (workdir / "big.bin").chmod(0o644)
-        upstream = free_port()
-        conf = render("nginx_upstream.conf", workdir, dir=workdir, port=upstream)
+        upstreams = (free_port(), free_port())
+        upstream = upstreams[0]
+        conf = render("nginx_upstream.conf", workdir, dir=workdir, port=upstream, port2=upstreams[1])
         with process(["nginx", "-c", str(conf), "-p", str(workdir)], upstream, workdir):
             for scenario in SCENARIOS:
                 if scenario.name not in wanted:
@@ -455,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
                     if name not in allowed:
                         continue
                     port = upstream if name == "direct" else free_port()
-                    with CONTENDERS[name](workdir, port, upstream, scenario) as proc:
+                    with CONTENDERS[name](workdir, port, upstreams, scenario) as proc:
                         result = measure(name, proc, port, scenario, args.rounds, args.seconds)
                     results.append(result)
                     print(
@@ -463,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
                         flush=True,
                     )
             if "idle" in wanted:
-                results += idle_connections(workdir, upstream, args.idle)
+                results += idle_connections(workdir, upstreams, args.idle)
     rows = with_ratios(results)
     print()
     print_table(rows)

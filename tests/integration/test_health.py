@@ -14,6 +14,7 @@ import asyncio
 import copy
 import http.client
 import json
+import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -258,3 +259,21 @@ def test_draining_stops_the_checks(make_gateway: Make, backends: Callable[[int],
     stopped_at = a.checks()
     time.sleep(3 * INTERVAL)
     assert a.checks() == stopped_at
+
+
+def test_killing_one_of_three_targets_loses_no_request(
+    make_gateway: Make, backends: Callable[[int], list[Backend]]
+) -> None:
+    # Retries send each failed attempt to another target; outlier detection then takes the dead
+    # one out, so it stops costing even a retry.
+    three = backends(3)
+    doc = document(three, outlier=OUTLIER)
+    doc["routes"][0]["retry"] = {"attempts": 3, "when": ["connect", "reset"], "backoff": 0}
+    gw = make_gateway(doc)
+    assert statuses(gw, 30) == [200] * 30
+    dead, *alive = three
+    dead.proc.stop(signal.SIGKILL)
+    before = sum(b.requests() for b in alive)
+    assert statuses(gw, 60) == [200] * 60  # under steady load, not one request lost
+    assert sum(b.requests() for b in alive) - before == 60
+    assert not in_rotation(gw)[dead.label]  # ejected after EJECT_AFTER failed attempts
