@@ -49,7 +49,6 @@ cdef class HttpParser:
     cdef ParseState st
     cdef readonly bint is_request
     cdef Py_ssize_t max_head
-    cdef Py_ssize_t max_target
     cdef object data                 # the read being parsed (keeps buf alive)
     cdef Py_ssize_t fed              # size of that read
     cdef const char* pos             # next byte to execute

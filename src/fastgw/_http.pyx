@@ -233,7 +233,6 @@ cdef class HttpParser:
         self.st.capacity = max_fields
         self.is_request = request
         self.max_head = max_head
-        self.max_target = max_target
         self.st.max_target = max_target
         llhttp_init(&self.parser, HTTP_REQUEST if request else HTTP_RESPONSE, &_SETTINGS)
         self.parser.data = &self.st
@@ -326,9 +325,7 @@ cdef class HttpParser:
         if not st.in_head or st.head_at < 0:
             return EV_MORE
         fed_end = st.stream + (self.end - st.buf)
-        # The target first, here and in _head_complete: the same answer however the bytes came.
-        if self.max_target and st.target.len > self.max_target:
-            return EV_TARGET_TOO_LONG
+        # (A target over max_target was refused by _on_target itself, before any size check.)
         if fed_end - st.head_at > self.max_head:
             return EV_HEAD_TOO_BIG
         if st.head_at >= st.stream:
@@ -346,8 +343,6 @@ cdef class HttpParser:
         cdef int i
         st.in_head = False
         st.open = O_NONE
-        if self.max_target and st.target.len > self.max_target:
-            return EV_TARGET_TOO_LONG
         if head_end - at > self.max_head:
             return EV_HEAD_TOO_BIG
         if at >= st.stream:
