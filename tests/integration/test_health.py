@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import http.client
-import json
 import signal
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +24,10 @@ import yaml
 
 from fastgw.config.schema import HealthCheckConfig
 from fastgw.upstream.health import UpstreamHealth, probe, probe_request
-from tests.e2e.conftest import wait_for
+from tests.e2e.conftest import Upstream, wait_for
 from tests.support.gateway import RunningGateway
 from tests.support.ports import free_port
-from tests.support.procs import Proc, reaper
+from tests.support.procs import reaper
 from tests.support.rawhttp import RawResponse, build_request, connect, read_response
 from tests.support.upstream_server import start_upstream_process
 
@@ -48,34 +45,22 @@ EJECT_AFTER = 2
 OUTLIER = {"consecutive_failures": EJECT_AFTER, "base_ejection": "30s"}  # stays out for the test
 
 
-@dataclass
-class Backend:
-    """One upstream process behind the gateway."""
-
-    proc: Proc
-    port: int
+class Backend(Upstream):
+    """One upstream process behind the gateway, with its health controls."""
 
     @property
     def label(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def _get(self, path: str) -> Any:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
-        try:
-            conn.request("GET", path)
-            return json.loads(conn.getresponse().read())
-        finally:
-            conn.close()
-
     def set_health(self, status: int) -> int:
         """Make its ``/health`` answer ``status``; how many probes it had received until then."""
-        return int(self._get(f"/health/set/{status}")["checks"])
+        return int(self.get_json(f"/health/set/{status}")["checks"])
 
     def checks(self) -> int:
-        return int(self._get("/health/checks")["checks"])
+        return int(self.get_json("/health/checks")["checks"])
 
     def requests(self) -> int:
-        return int(self._get("/stats")["requests"])
+        return self.stats()["requests"]
 
 
 @pytest.fixture
