@@ -1033,8 +1033,7 @@ cdef class Exchange:
             try:
                 target = group.pick(self) if exclude is None else group.pick(self, exclude)
             except HttpFault as fault:  # no usable target: this request's answer, not the connection's
-                self.upstream_error = fault
-                self.answer_fault(fault, None)
+                self.answer_fault(fault, None)  # no upstream failed: nothing for observers to count
                 return 0
         self.set_target(target)
         cdef PoolCore pool = target.pool
@@ -1073,6 +1072,7 @@ cdef class Exchange:
             route.upstream.observe(self)  # the failed attempt counts for health and outliers
         self.tries += 1
         self.uncount_target()
+        self.target = None  # observed above: the exchange's end must not report this attempt again
         self.upstream_error = None
         self.response_status = 0
         delay = route.retry.delay(self.tries)
