@@ -205,6 +205,9 @@ cdef class Exchange:
     cdef public list add_response_headers  # (name, value) pairs added to the proxied response head
     cdef public double upstream_sent_at  # precise monotonic times, set only when the group
     cdef public double upstream_head_at  # observes: request head written, response head parsed
+    cdef public object consumer          # who the request is from, set by an auth plugin (str)
+    cdef public object claims            # the verified token's claims (dict), set by an auth plugin
+    cdef object _client_ip               # client_ip, worked out on first use
 
     cdef int setup(self, ClientProtocol client) except -1
     cdef int start(self) except -1

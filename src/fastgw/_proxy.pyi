@@ -129,6 +129,15 @@ class Exchange:
         """First value of a request header (name lower-case); for plugins, not the hot path."""
     def param(self, name: str) -> bytes | None:
         """A route parameter's value by name, or None."""
+    consumer: str | None
+    """Who the request is from, set by an authentication plugin (API key, Basic, JWT subject)."""
+    claims: dict[str, Any] | None
+    """The verified token's claims, set by an authentication plugin."""
+    @property
+    def client_ip(self) -> str:
+        """The TCP peer, or the nearest untrusted X-Forwarded-For hop when the peer is trusted."""
+    def remove_request_header(self, name: bytes) -> None:
+        """Keep a client's request header (lower-case name) from the upstream."""
 
 @final
 class UpstreamConnection(asyncio.Protocol):  # by duck typing at run time: a cdef class

@@ -924,6 +924,9 @@ cdef class Exchange:
         self.add_response_headers = None
         self.upstream_sent_at = 0.0
         self.upstream_head_at = 0.0
+        self.consumer = None
+        self.claims = None
+        self._client_ip = None
         self.started_at = _now()
         return 0
 
@@ -1529,6 +1532,36 @@ cdef class Exchange:
             if n.lower() == name:
                 return v
         return None
+
+    @property
+    def client_ip(self) -> str:
+        """The client's address: the TCP peer, or, when the peer is a trusted proxy, the nearest
+        address in X-Forwarded-For that is not itself a trusted proxy (read right to left, as
+        each proxy appends the address it saw)."""
+        if self._client_ip is None:
+            address = self.client.peer_ip.decode()
+            if self.client.trusted:
+                forwarded = [v for n, v in self.headers if n.lower() == b"x-forwarded-for"]
+                hops = b",".join(forwarded).decode("latin-1").split(",") if forwarded else []
+                for hop in reversed(hops):
+                    hop = hop.strip()
+                    if not hop:
+                        continue
+                    address = hop
+                    if not self.listener.is_trusted(hop):
+                        break
+            self._client_ip = address
+        return self._client_ip
+
+    def remove_request_header(self, name: bytes) -> None:
+        """Stop a client's request header (name lower-case) from reaching the upstream, for
+        headers the gateway sets itself from verified data (claims, consumer), so a client
+        cannot forge them. For plugins (re-renders the forwarded lines), not the hot path."""
+        lines = self.pass_block.split(b"\r\n")
+        kept = [line for line in lines if line.partition(b":")[0].strip().lower() != name]
+        if len(kept) != len(lines):
+            self.pass_block = b"\r\n".join(kept)
+            self._headers = [(n, v) for n, v in self.headers if n.lower() != name]
 
     def param(self, name) -> bytes | None:
         route = self.route

@@ -1,0 +1,77 @@
+"""What plugins read and change on ``ctx`` beyond the hook points: the client's address behind
+trusted proxies, the consumer and claims slots, and removing a client's request header."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, ClassVar
+
+import pytest
+
+from fastgw import hooks
+from fastgw.hooks import Plugin, register_plugin
+from tests.support.gateway import RunningGateway, gateway_config
+from tests.support.rawhttp import build_request, connect, read_response
+
+Make = Callable[..., RunningGateway]
+
+
+class Identify(Plugin):
+    """Reports ctx.client_ip upstream, sets consumer/claims, strips X-User from the client."""
+
+    name: ClassVar[str] = "test_identify"
+
+    @classmethod
+    def compile(cls, options: Mapping[str, Any], key_path: str) -> Plugin:
+        return cls()
+
+    def on_request(self, ctx: Any) -> None:
+        assert ctx.consumer is None and ctx.claims is None  # fresh on every exchange (free list)
+        ctx.consumer = "alice"
+        ctx.claims = {"sub": "alice"}
+        ctx.remove_request_header(b"x-user")
+        assert ctx.header(b"x-user") is None
+
+    def on_upstream_request(self, ctx: Any) -> None:
+        ctx.upstream_headers.append((b"X-Client-Ip", ctx.client_ip.encode()))
+        ctx.upstream_headers.append((b"X-User", ctx.claims["sub"].encode()))
+
+
+@pytest.fixture(autouse=True)
+def identify() -> Iterator[None]:
+    register_plugin(Identify)
+    yield
+    hooks._REGISTRY.pop(Identify.name, None)
+
+
+def seen_headers(gw: RunningGateway, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    with connect(gw.port) as sock:
+        for _ in range(2):  # twice on one connection: the second exchange comes from the free list
+            sock.sendall(build_request("GET", "/echo", headers))
+            r = read_response(sock)
+            assert r.status == 200
+    return [(n.lower(), v) for n, v in r.json()["headers"]]
+
+
+def doc(upstream: int, **listener: Any) -> dict[str, Any]:
+    routes = [{"id": "r", "path": "/{*rest}", "upstream": "up", "plugins": [{"name": "test_identify"}]}]
+    return gateway_config(upstream, routes=routes, **listener)
+
+
+def test_untrusted_peer_is_the_client_and_forged_header_is_replaced(make_gateway: Make, upstream: int) -> None:
+    gw = make_gateway(doc(upstream))
+    seen = seen_headers(gw, [("X-Forwarded-For", "203.0.113.9"), ("X-User", "mallory")])
+    assert ("x-client-ip", "127.0.0.1") in seen
+    assert [v for n, v in seen if n == "x-user"] == ["alice"]
+
+
+def test_trusted_proxy_chain_is_read_right_to_left(make_gateway: Make, upstream: int) -> None:
+    gw = make_gateway(doc(upstream, trusted_proxies=["127.0.0.0/8", "10.0.0.0/8"]))
+    # spoofed by the client, then appended by two trusted proxies: the last untrusted hop is the client
+    seen = seen_headers(gw, [("X-Forwarded-For", "198.51.100.1, 203.0.113.9, 10.1.2.3")])
+    assert ("x-client-ip", "203.0.113.9") in seen
+
+
+def test_trusted_peer_without_forwarded_header_is_the_client(make_gateway: Make, upstream: int) -> None:
+    gw = make_gateway(doc(upstream, trusted_proxies=["127.0.0.0/8"]))
+    assert ("x-client-ip", "127.0.0.1") in seen_headers(gw, [])
