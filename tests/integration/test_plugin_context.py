@@ -58,7 +58,7 @@ def doc(upstream: int, **listener: Any) -> dict[str, Any]:
     return gateway_config(upstream, routes=routes, **listener)
 
 
-def test_untrusted_peer_is_the_client_and_forged_header_is_replaced(make_gateway: Make, upstream: int) -> None:
+def test_untrusted_peer_is_the_client_and_forged_header_replaced(make_gateway: Make, upstream: int) -> None:
     gw = make_gateway(doc(upstream))
     seen = seen_headers(gw, [("X-Forwarded-For", "203.0.113.9"), ("X-User", "mallory")])
     assert ("x-client-ip", "127.0.0.1") in seen
