@@ -17,6 +17,7 @@ import re
 from typing import Any
 from urllib.parse import parse_qsl
 
+import fastgw.plugins  # noqa: F401  (registers the built-in plugins)
 from fastgw._proxy import Limiter, RouteCore
 from fastgw._router import Router
 from fastgw.config.schema import ConcurrencyConfig, Config, ListenerConfig, PluginConfig, RouteConfig
