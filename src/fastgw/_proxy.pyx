@@ -1442,6 +1442,8 @@ cdef class Exchange:
         self.answer_fault(fault, None)
 
     cdef int answer_fault(self, fault, list extra) except -1:
+        if extra is None:
+            extra = fault.headers  # None for most faults; Retry-After for an unavailable upstream
         cdef bint close = fault.close or not self.request_done or not self.keep_alive or self.client.draining
         self.close_after = close
         data = render_error(
@@ -1513,6 +1515,10 @@ cdef class Exchange:
         if conn is not None:
             self._drop_conn(conn)
         cdef RouteCore route = self.route
+        if route is not None and self.target is not None and (<GroupCore>route.upstream).observes:
+            # The attempt ended without a verdict on the target (observers see no failure), but
+            # it ended: a half-open breaker's trial gives its place back, latency is what it was.
+            route.upstream.observe(self)
         if route is not None and route.on_complete:
             for hook in route.on_complete:
                 hook(self)

@@ -8,6 +8,8 @@ values on the wire: each carries the status to answer with (h11's ``error_status
 
 from __future__ import annotations
 
+import math
+
 
 class FastgwError(Exception):
     """Base class of every error fastgw raises on purpose."""
@@ -40,6 +42,7 @@ class HttpFault(FastgwError):
 
     status: int = 500
     close: bool = True
+    headers: list[tuple[bytes, bytes]] | None = None  # extra response header lines (Retry-After)
 
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
@@ -59,6 +62,19 @@ class UpstreamFault(HttpFault):
 
     status = 502
     close = False
+
+
+class UnavailableFault(UpstreamFault):
+    """No target of an upstream may take the request now (health, open circuit breakers): 503,
+    with ``Retry-After`` when it is known when one will be tried again."""
+
+    status = 503
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        if retry_after is not None:
+            # RFC 9110 10.2.3: whole seconds; never 0, which invites an immediate retry storm.
+            self.headers = [(b"Retry-After", str(max(1, math.ceil(retry_after))).encode("ascii"))]
 
 
 class ConnectFault(UpstreamFault):

@@ -23,6 +23,7 @@ from fastgw._router import Router
 from fastgw.config.schema import ConcurrencyConfig, Config, ListenerConfig, PluginConfig, RouteConfig
 from fastgw.errors import ConfigError, RouteConflict
 from fastgw.hooks import Plugin, build_chain, find_plugin, known_plugins
+from fastgw.upstream.breaker import BreakerKey, UpstreamBreaker
 from fastgw.upstream.group import UpstreamGroup
 from fastgw.upstream.health import HealthKey, UpstreamHealth
 from fastgw.upstream.pool import PoolKey, TargetPool
@@ -143,7 +144,7 @@ class ListenerPlan:
 
 
 class Plan:
-    __slots__ = ("config", "health", "listeners", "pools", "routes", "upstreams")
+    __slots__ = ("breakers", "config", "health", "limiters", "listeners", "pools", "routes", "upstreams")
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -152,6 +153,10 @@ class Plan:
         self.routes: list[RoutePlan] = []
         self.pools: dict[PoolKey, TargetPool] = {}
         self.health: dict[HealthKey, UpstreamHealth] = {}
+        self.breakers: dict[BreakerKey, UpstreamBreaker] = {}
+        # Concurrency limits by what they limit and how: adopted on reload while unchanged, so
+        # requests in flight on the old plan still count against the limit.
+        self.limiters: dict[tuple[str, ConcurrencyConfig], Limiter] = {}
 
 
 def compile_plugins(configs: tuple[PluginConfig, ...]) -> list[Plugin]:
@@ -177,6 +182,9 @@ def _compile(config: Config, previous: Plan | None) -> Plan:
     plan = Plan(config)
     old_pools = previous.pools if previous is not None else {}
     old_health = previous.health if previous is not None else {}
+    old_breakers = previous.breakers if previous is not None else {}
+    old_groups = previous.upstreams if previous is not None else {}
+    old_limiters = previous.limiters if previous is not None else {}
 
     def pool_for(key: PoolKey) -> TargetPool:
         pool = plan.pools.get(key)
@@ -185,15 +193,24 @@ def _compile(config: Config, previous: Plan | None) -> Plan:
             pool = plan.pools[key] = old_pools.get(key) or TargetPool(key)
         return pool
 
+    def limiter_for(name: str, config: ConcurrencyConfig) -> Limiter:
+        key = (name, config)
+        limiter = plan.limiters[key] = old_limiters.get(key) or _limiter(name, config)
+        return limiter
+
     upstream_limits: dict[str, Limiter] = {}
     for name, upstream in config.upstreams.items():
-        plan.upstreams[name] = UpstreamGroup(upstream, pool_for)
+        # Adopt the targets (in-flight counts) and balancer (latency estimates) of an unchanged group.
+        plan.upstreams[name] = UpstreamGroup(upstream, pool_for, old_groups.get(name))
         health_key = HealthKey.of(upstream)
         if health_key is not None:
             # Adopt the verdicts and running checker of an upstream whose health did not change.
             plan.health[health_key] = old_health.get(health_key) or UpstreamHealth(health_key)
+        breaker_key = BreakerKey.of(upstream)
+        if breaker_key is not None:
+            plan.breakers[breaker_key] = old_breakers.get(breaker_key) or UpstreamBreaker(breaker_key)
         if upstream.concurrency is not None:
-            upstream_limits[name] = _limiter(f"upstream {name!r}", upstream.concurrency)
+            upstream_limits[name] = limiter_for(f"upstream {name!r}", upstream.concurrency)
     for lc in config.listeners:
         plan.listeners[lc.name] = ListenerPlan(lc)
     global_plugins = compile_plugins(config.plugins)
@@ -204,7 +221,7 @@ def _compile(config: Config, previous: Plan | None) -> Plan:
         route.limiters = tuple(
             limiter
             for limiter in (
-                _limiter(f"route {rc.id!r}", rc.concurrency) if rc.concurrency else None,
+                limiter_for(f"route {rc.id!r}", rc.concurrency) if rc.concurrency else None,
                 upstream_limits.get(rc.upstream),
             )
             if limiter is not None
@@ -257,11 +274,13 @@ def activate_plan(plan: Plan) -> None:
     groups and their checkers run. On the worker's loop, so checks run once per worker process."""
     for monitor in plan.health.values():
         monitor.serve(plan.upstreams[monitor.name])
+    for breaker in plan.breakers.values():
+        breaker.serve(plan.upstreams[breaker.name])
 
 
 def retire_plan(old: Plan, new: Plan) -> None:
     """Close idle connections of pools the new plan did not adopt (busy ones finish first), and
-    stop the health monitors it did not adopt."""
+    stop the health monitors and circuit breakers it did not adopt."""
     kept = set(map(id, new.pools.values()))
     for pool in old.pools.values():
         if id(pool) not in kept:
@@ -269,3 +288,6 @@ def retire_plan(old: Plan, new: Plan) -> None:
     for key, monitor in old.health.items():
         if new.health.get(key) is not monitor:
             monitor.stop()
+    for breaker_key, breaker in old.breakers.items():
+        if new.breakers.get(breaker_key) is not breaker:
+            breaker.stop()

@@ -307,7 +307,7 @@ _VALUE_ERRORS: list[tuple[str, object, str]] = [
         "upstreams.catalog.tragets",
         ["127.0.0.1:1"],
         "upstreams.catalog: unknown key 'tragets'; expected one of: targets, pool, timeouts,"
-        " host_header, health, outlier, balance, concurrency; did you mean 'targets'?",
+        " host_header, health, outlier, breaker, balance, concurrency; did you mean 'targets'?",
     ),
     (
         "upstreams.catalog.targets",

@@ -24,6 +24,7 @@ import yaml
 
 from fastgw.config.schema import (
     BalanceConfig,
+    BreakerConfig,
     ClientTimeouts,
     ConcurrencyConfig,
     Config,
@@ -452,6 +453,27 @@ def _read_outlier(value: object, path: str) -> OutlierConfig:
     return outlier
 
 
+def _read_failure_ratio(value: object, path: str) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 1:
+        return float(value)
+    raise expected(path, "a fraction greater than 0 and at most 1, like 0.5", value)
+
+
+_BREAKER: Mapping[str, Reader[object]] = {
+    "failures": read_int(1, 1000),
+    "failure_ratio": _read_failure_ratio,
+    "window": read_duration(),
+    "min_requests": read_int(1, 1_000_000),
+    "open_for": read_duration(),
+    "trial_requests": read_int(1, 100),
+    "count_5xx": read_bool,
+}
+
+
+def _read_breaker(value: object, path: str) -> BreakerConfig:
+    return BreakerConfig(**Section(value, path, _BREAKER).read(_BREAKER))
+
+
 # Balancing (upstream/balance.py): a string names an algorithm without options, a mapping of one
 # key an algorithm with options (hash needs its key; sticky's cookie name has a default).
 
@@ -537,7 +559,7 @@ def _read_concurrency(value: object, path: str) -> ConcurrencyConfig:
 
 
 _UPSTREAM_KEYS = (
-    "targets", "pool", "timeouts", "host_header", "health", "outlier", "balance", "concurrency"
+    "targets", "pool", "timeouts", "host_header", "health", "outlier", "breaker", "balance", "concurrency"
 )  # fmt: skip
 _UPSTREAM_READERS: Mapping[str, Reader[object]] = {
     "pool": _read_pool,
@@ -545,6 +567,7 @@ _UPSTREAM_READERS: Mapping[str, Reader[object]] = {
     "host_header": _read_host_header,
     "health": _read_health,
     "outlier": _read_outlier,
+    "breaker": _read_breaker,
     "balance": _read_balance,
     "concurrency": _read_concurrency,
 }

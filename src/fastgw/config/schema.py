@@ -100,6 +100,19 @@ class OutlierConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class BreakerConfig:
+    """Circuit breaker per target (upstream/breaker.py): closed -> open -> half-open -> closed."""
+
+    failures: int = 5  # failures in a row that open it (Ocelot's ExceptionsAllowedBeforeBreaking)
+    failure_ratio: float | None = None  # also open when this fraction of the window's requests failed
+    window: float = 10.0  # the ratio's rolling window
+    min_requests: int = 20  # requests in the window before the ratio is judged
+    open_for: float = 30.0  # how long it stays open before trial requests (Ocelot's DurationOfBreak)
+    trial_requests: int = 1  # let through half-open; all must succeed to close, one failure reopens
+    count_5xx: bool = True  # a 5xx response counts as a failure, not only transport errors and timeouts
+
+
+@dataclass(frozen=True, slots=True)
 class HashKey:
     """What ``balance: {hash: ...}`` hashes: ``ip``, ``header:NAME``, ``cookie:NAME`` or ``param:NAME``."""
 
@@ -125,6 +138,7 @@ class UpstreamConfig:
     host_header: str | None = None  # Host sent upstream; None = the target's host:port
     health: HealthCheckConfig | None = None  # None = no active checks
     outlier: OutlierConfig | None = None  # None = no passive ejection
+    breaker: BreakerConfig | None = None  # None = no circuit breaker
     balance: BalanceConfig = field(default_factory=BalanceConfig)
     concurrency: ConcurrencyConfig | None = None  # for the whole upstream, all routes together
 

@@ -72,4 +72,6 @@ class Gateway:
         for pool in self.plan.pools.values():
             pool.close()
         await stop_monitors(self.plan.health.values())
+        for breaker in self.plan.breakers.values():
+            breaker.stop()  # its timers must not fire on a loop that is closing
         CLOCK.stop()

@@ -151,6 +151,24 @@ class OutlierStreak:
         self.readmitted_at = now
 
 
+def attempt_failed(exchange: Exchange, count_5xx: bool) -> bool | None:
+    """Did the target fail this ended exchange? None when it says nothing about the target: no
+    response and no upstream error (the client left first), or the 503 of our own pool's limit."""
+    error = exchange.upstream_error
+    if error is not None:
+        return None if error.status == _OWN_POOL_LIMIT else True
+    status = exchange.response_status
+    if status == 0:
+        return None
+    return status >= 500 and count_5xx
+
+
+def failure_summary(exchange: Exchange) -> str:
+    """What went wrong, for the log line of an ejection or an opened breaker."""
+    error = exchange.upstream_error
+    return error.message if error is not None else f"status {exchange.response_status}"
+
+
 def ejection_limit(targets: int, max_ejected_percent: int) -> int:
     """How many of ``targets`` may be ejected at once: the percentage, but at least one (Envoy)."""
     return max(1, targets * max_ejected_percent // 100)
@@ -248,18 +266,9 @@ class UpstreamHealth:
         state = self.states.get(target.label)
         if state is None or state.outlier is None:
             return
-        error = exchange.upstream_error
-        if error is not None:
-            if error.status == _OWN_POOL_LIMIT:
-                return
-            failed = True
-        else:
-            status = exchange.response_status
-            if status == 0:
-                return
-            failed = status >= 500 and state.outlier.config.count_5xx
-        if state.outlier.record(failed):
-            self._eject(state, error.message if error is not None else f"status {status}")
+        failed = attempt_failed(exchange, state.outlier.config.count_5xx)
+        if failed is not None and state.outlier.record(failed):
+            self._eject(state, failure_summary(exchange))
 
     def _eject(self, state: TargetHealth, last: str) -> None:
         outlier = state.outlier
