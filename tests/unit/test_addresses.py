@@ -49,8 +49,14 @@ def test_the_cache_stays_bounded_and_keeps_answering() -> None:
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        (["10.0.0.0/33"], "allow[0]: expected a CIDR like '10.0.0.0/8', '2001:db8::/32' or an address, found '10.0.0.0/33'"),
-        (["10.0.0.0/8", "bogus"], "allow[1]: expected a CIDR like '10.0.0.0/8', '2001:db8::/32' or an address, found 'bogus'"),
+        (
+            ["10.0.0.0/33"],
+            "allow[0]: expected a CIDR like '10.0.0.0/8', '2001:db8::/32' or an address, found '10.0.0.0/33'",
+        ),
+        (
+            ["10.0.0.0/8", "bogus"],
+            "allow[1]: expected a CIDR like '10.0.0.0/8', '2001:db8::/32' or an address, found 'bogus'",
+        ),
         (["10.0.0.1/8"], "allow[0]: '10.0.0.1/8' has host bits set; did you mean '10.0.0.0/8'?"),
         ([8], "allow[0]: expected a CIDR like '10.0.0.0/8', '2001:db8::/32' or an address, found 8"),
         ("10.0.0.0/8", "allow: expected a list, found '10.0.0.0/8'"),
