@@ -34,6 +34,8 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
+        if self.proc is not None and self.proc.alive:
+            raise RuntimeError(f"redis-server already running on port {self.port}")
         argv = [
             redis_server_path(),
             *("--port", str(self.port), "--bind", "127.0.0.1"),
