@@ -93,6 +93,6 @@ class ClusterRateLimit(RateLimit):
             return None if redis.closed is None else redis.closed.response(ctx)
         if remaining < 0:
             return self.refuse(ctx, milliseconds / 1000)
-        if self.headers:
+        if self.tells:
             self.admit(ctx, remaining, milliseconds / 1000)
         return None
