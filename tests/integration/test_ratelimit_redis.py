@@ -5,6 +5,7 @@ each limit keeps its failure policy (logged once), then recovers when Redis is b
 from __future__ import annotations
 
 import logging
+import signal
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -154,3 +155,20 @@ def test_redis_down_keeps_the_policy_then_recovers(
     assert statuses(gw, 2) == [200, 429]
     warnings = outage_warnings(caplog)
     assert len(warnings) == 2 and "reachable again" in warnings[1], warnings
+
+
+def test_a_stalled_redis_times_out_into_the_policy(
+    make_gateway: Make, upstream: int, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Redis that accepts but never answers (stopped) costs the command timeout, not a hang."""
+    gw = make_gateway(limited(upstream, redis_server.url, limit=5, redis={"on_error": "closed"}))
+    caplog.set_level(logging.WARNING, logger="fastgw")
+    assert get(gw).status == 200
+    assert redis_server.proc is not None
+    redis_server.proc.send_signal(signal.SIGSTOP)
+    try:
+        stalled = [get(gw) for _ in range(5)]  # get() raises if one takes READ_TIMEOUT
+        assert [r.status for r in stalled] == [503] * 5
+        assert "TimeoutError" in outage_warnings(caplog)[0]
+    finally:
+        redis_server.proc.send_signal(signal.SIGCONT)
