@@ -1,0 +1,76 @@
+"""What a rate limit counts by: the key spec from the config, compiled into one function.
+
+A spec is one part or a list of parts: ``consumer`` (set by an authentication plugin), ``ip``
+(``ctx.client_ip``, which already honours the listener's trusted proxies), ``route`` (the
+route's id) or ``header:<name>``. The key is bytes: one part's value, or the parts joined with
+``\\x1f`` (a byte no header value or address holds). A part the request does not have (no
+consumer, no such header) is empty, so every such request shares one counter: leaving the header
+out never escapes the limit.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from fastgw.config.validate import describe, read_list
+from fastgw.errors import ConfigError
+
+KeyOf = Callable[[Any], bytes]
+
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token
+_EXPECTED = "a key part: 'consumer', 'ip', 'route' or 'header:<name>'"
+SEPARATOR = b"\x1f"
+
+
+def _by_ip(ctx: Any) -> bytes:
+    address: str = ctx.client_ip
+    return address.encode()
+
+
+def _by_consumer(ctx: Any) -> bytes:
+    consumer: str | None = ctx.consumer
+    return consumer.encode() if consumer else b""
+
+
+def _by_route(ctx: Any) -> bytes:
+    route_id: str = ctx.route.id
+    return route_id.encode()
+
+
+def _by_header(name: bytes) -> KeyOf:
+    def by_header(ctx: Any) -> bytes:
+        value: bytes | None = ctx.header(name)
+        return value or b""
+
+    return by_header
+
+
+_PARTS: dict[str, KeyOf] = {"ip": _by_ip, "consumer": _by_consumer, "route": _by_route}
+
+
+def read_key_part(value: object, path: str) -> KeyOf:
+    if isinstance(value, str):
+        if value in _PARTS:
+            return _PARTS[value]
+        kind, _, name = value.partition(":")
+        if kind == "header" and _HEADER_NAME.fullmatch(name):
+            return _by_header(name.lower().encode())
+    raise ConfigError(path, f"expected {_EXPECTED}, found {describe(value)}")
+
+
+_read_parts = read_list(read_key_part, non_empty=True, single=True)
+
+
+def read_key(value: object, path: str) -> KeyOf:
+    """The compiled key function of a spec (a part, or a non-empty list of parts)."""
+    parts = _read_parts(value, path)
+    if len(parts) == 1:
+        return parts[0]
+    join = SEPARATOR.join
+
+    def combined(ctx: Any) -> bytes:
+        return join([part(ctx) for part in parts])
+
+    return combined
