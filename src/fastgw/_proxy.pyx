@@ -1011,8 +1011,15 @@ cdef class Exchange:
             return
         exc = task.exception()
         if exc is not None:
-            fault = exc if isinstance(exc, HttpFault) else UpstreamFault("request hook failed", 500)
-            self.answer_fault(fault, None)
+            if isinstance(exc, HttpFault):
+                self.answer_fault(exc, None)
+                return
+            # A plugin's bug: the client gets a 500, the log gets the traceback and the request id.
+            log.error(
+                "request hook %r failed (request %s)", hooks[index], self.request_id.decode("latin-1"),
+                exc_info=exc,
+            )  # fmt: skip
+            self.answer_fault(UpstreamFault("request hook failed", 500), None)
             return
         try:
             result = task.result()

@@ -33,7 +33,7 @@ from urllib.parse import urlsplit, urlunsplit
 import redis.asyncio
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError
 
 log = logging.getLogger("fastgw")
 
@@ -138,6 +138,8 @@ class RedisStore:
         self.retry_interval = retry_interval
         self.down = False
         self.retry_at = 0.0
+        self.failures = 0  # failures recorded so far: a command that began before the last one
+        # and succeeded anyway (it was answered just before the outage) must not end the outage
         self._client: redis.asyncio.Redis | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -168,21 +170,27 @@ class RedisStore:
         """Run ``script`` for ``key``: (remaining or -1, milliseconds). StoreUnavailable if Redis
         cannot answer within the timeouts."""
         client = self.client()
+        failures_before = self.failures
         try:
             async with asyncio.timeout(2 * self.timeout):
                 try:
                     reply = await client.evalsha(script.sha, 1, key, limit, window_ms)
                 except NoScriptError:
                     reply = await client.eval(script.source, 1, key, limit, window_ms)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except Exception as exc:
+            # RedisError, OSError and TimeoutError are the usual ones, but a connection that dies
+            # mid-command can surface as other errors from below redis-py (uvloop raises
+            # RuntimeError writing to a transport that just closed). Whatever the client raised,
+            # the store did not answer: the failure policy decides, never a 500.
             await self._failed(client, exc)
             raise StoreUnavailable(str(exc)) from exc
-        if self.down:
+        if self.down and self.failures == failures_before:
             self.down = False
             log.warning("rate limit store %s is reachable again", redacted(self.url))
         return int(reply[0]), int(reply[1])
 
     async def _failed(self, client: redis.asyncio.Redis, exc: BaseException) -> None:
+        self.failures += 1
         self.retry_at = time.monotonic() + self.retry_interval
         if not self.down:
             self.down = True
