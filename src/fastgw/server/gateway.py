@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 from fastgw.config import load_config
+from fastgw.control_http import close_control_session
 from fastgw.errors import ConfigError
 from fastgw.plan import Plan, activate_plan, compile_plan, retire_plan
 from fastgw.server.clock import CLOCK
@@ -72,4 +73,5 @@ class Gateway:
         for pool in self.plan.pools.values():
             pool.close()
         await stop_monitors(self.plan.health.values())
+        await close_control_session()  # the auth plugins' client, if a request made one
         CLOCK.stop()
