@@ -10,9 +10,9 @@ by host and port (never its path or query, which may carry secrets).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import aiohttp
-import yarl
 
 from fastgw.config.validate import Section, expected, read_duration, read_str
 from fastgw.errors import UpstreamFault
@@ -27,12 +27,9 @@ class Service:
     """Where a plugin's service is and how long one call to it may take."""
 
     kind: str  # how errors name it: "auth service", "introspection endpoint"
-    url: yarl.URL
+    url: str
+    label: str  # the kind, host and port
     timeout: aiohttp.ClientTimeout
-
-    @property
-    def label(self) -> str:
-        return f"{self.kind} {self.url.host}:{self.url.port}"
 
     def fault(self, error: BaseException) -> UpstreamFault:
         """The answer to a call that failed with ``error`` (a timeout or a client error)."""
@@ -48,15 +45,23 @@ class Service:
 CALL_ERRORS = (TimeoutError, aiohttp.ClientError, OSError)
 
 
-def read_url(value: object, path: str) -> yarl.URL:
+def read_url(value: object, path: str) -> str:
     text = read_str(value, path)
     try:
-        url = yarl.URL(text)
+        parts = urlsplit(text)
+        parts.port  # noqa: B018  (raises ValueError for a port that is not a number in range)
     except ValueError:
         raise expected(path, "an http:// or https:// URL", value) from None
-    if url.scheme not in ("http", "https") or not url.host:
+    if parts.scheme not in ("http", "https") or not parts.hostname or not text.isprintable() or " " in text:
         raise expected(path, "an http:// or https:// URL", value)
-    return url
+    return text
+
+
+def authority(url: str) -> str:
+    """``host:port`` of an http(s) URL, with the scheme's default port when it names none."""
+    parts = urlsplit(url)
+    host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname
+    return f"{host}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
 
 
 def read_service(section: Section, kind: str) -> Service:
@@ -64,7 +69,7 @@ def read_service(section: Section, kind: str) -> Service:
     url = section.require("url", read_url)
     timeout = section.get("timeout", read_duration()) or DEFAULT_TIMEOUT
     # total covers the whole call: waiting for a pooled connection, connecting, and the answer.
-    return Service(kind, url, aiohttp.ClientTimeout(total=timeout))
+    return Service(kind, url, f"{kind} {authority(url)}", aiohttp.ClientTimeout(total=timeout))
 
 
 async def read_bounded(answer: aiohttp.ClientResponse, limit: int) -> bytes:
