@@ -91,11 +91,13 @@ def test_allowed_request_carries_the_auth_answer_not_the_client_forgeries(
 def test_auth_service_is_told_about_the_request(make_gateway: Make, upstream: int, auth: Control) -> None:
     gw = make_gateway(doc(upstream, url=verify_url(auth)))
     spoofed = [("X-Forwarded-For", "203.0.113.66"), ("X-Forwarded-Uri", "/public"), ("Cookie", "s=1")]
+    spoofed.append(("Accept-Encoding", "br"))  # the gateway asks for codings it can decode itself
     r = get(gw, "/echo/b?x=2", [("Authorization", "Bearer allow-bob"), *spoofed])
     assert r.status == 200
     sent = {name.lower(): value for name, value in auth.stats()["last_headers"]}
     assert sent["authorization"] == "Bearer allow-bob"
     assert sent["cookie"] == "s=1"
+    assert "br" not in sent.get("accept-encoding", "")
     assert sent["x-forwarded-method"] == "GET"
     assert sent["x-forwarded-uri"] == "/echo/b?x=2"
     assert sent["x-forwarded-host"] == "test.local"
@@ -165,6 +167,15 @@ def test_unreachable_auth_service_is_a_502_naming_it(make_gateway: Make, upstrea
     r = get(gw, "/echo/i", [("Authorization", "Bearer allow-frank")])
     assert r.status == 502
     assert r.json()["error"] == f"auth service 127.0.0.1:{port} is unreachable"
+
+
+def test_auth_service_closing_without_an_answer_is_a_502(
+    make_gateway: Make, upstream: int, auth: Control
+) -> None:
+    gw = make_gateway(doc(upstream, url=verify_url(auth, "/hang-up")))
+    r = get(gw, "/echo/i", [("Authorization", "Bearer allow-frank")])
+    assert r.status == 502
+    assert r.json()["error"] == f"auth service 127.0.0.1:{auth.port} gave no usable answer"
 
 
 def test_fail_open_lets_the_request_through_without_identity(make_gateway: Make, upstream: int) -> None:

@@ -20,8 +20,9 @@ client_secret in the form; RFC 6749 2.3.1, form-decoded) or gets 401 ``invalid_c
 set with ``POST /_control/tokens {token: answer}`` is answered with that answer; any other with
 ``{"active": false}``. ``POST /_control/hold`` makes calls wait until ``/_control/release``.
 
-Both: ``GET /hang`` never answers; ``GET /_control/stats`` gives the counters (``calls``, and what
-the last call carried); ``POST /_control/reset`` forgets everything set and counted.
+Both: ``GET /hang`` never answers, ``GET /hang-up`` closes the connection without answering;
+``GET /_control/stats`` gives the counters (``calls``, and what the last call carried);
+``POST /_control/reset`` forgets everything set and counted.
 """
 
 from __future__ import annotations
@@ -156,6 +157,14 @@ async def hang(request: web.Request) -> web.Response:
     return web.Response()
 
 
+async def hang_up(request: web.Request) -> web.Response:
+    count(request)
+    assert request.transport is not None
+    request.transport.close()  # no answer at all
+    await asyncio.Event().wait()
+    return web.Response()
+
+
 async def stats(request: web.Request) -> web.Response:
     return web.json_response(request.app[STATE].stats())
 
@@ -169,6 +178,7 @@ def make_app(kind: str, client_id: str = "", client_secret: str = "") -> web.App
     app = web.Application()
     app[STATE] = State(client_id, client_secret)
     app.router.add_get("/hang", hang)
+    app.router.add_get("/hang-up", hang_up)
     app.router.add_get("/_control/stats", stats)
     app.router.add_post("/_control/reset", reset)
     if kind == "forward":

@@ -35,7 +35,9 @@ class Service:
         """The answer to a call that failed with ``error`` (a timeout or a client error)."""
         if isinstance(error, TimeoutError):
             return UpstreamFault(f"{self.label} did not answer within {self.timeout.total:g}s", 504)
-        return UpstreamFault(f"{self.label} is unreachable", 502)
+        if isinstance(error, (aiohttp.ClientConnectorError, OSError)):
+            return UpstreamFault(f"{self.label} is unreachable", 502)
+        return UpstreamFault(f"{self.label} gave no usable answer", 502)  # reset, malformed, ...
 
     def bad_answer(self, what: str) -> UpstreamFault:
         return UpstreamFault(f"{self.label} {what}", 502)

@@ -41,10 +41,13 @@ from fastgw.server.wire import HOP_BY_HOP
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 5.1 field-name
 
 # Request headers never sent to the auth service: hop-by-hop and framing ones (there is no body),
-# and the ones the gateway writes itself from what it knows.
+# the ones the gateway writes itself from what it knows, and Accept-Encoding (the client's may
+# name a coding the gateway's client cannot decode; it asks for what it can).
 _FORWARDED = (b"x-forwarded-method", b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-uri")
-_NOT_SENT = HOP_BY_HOP | {b"host", b"content-length", b"expect", b"x-forwarded-for", b"x-request-id"}
-_NOT_SENT |= set(_FORWARDED)
+_NOT_SENT = HOP_BY_HOP | {
+    b"host", b"content-length", b"expect", b"accept-encoding", b"x-forwarded-for", b"x-request-id",
+    *_FORWARDED,
+}  # fmt: skip
 
 # Answer headers the gateway writes itself when it passes a refusal on.
 _OWN_RESPONSE_HEADERS = HOP_BY_HOP | {b"content-type", b"content-length", b"x-request-id", b"date"}
