@@ -33,7 +33,7 @@ import aiohttp
 
 from fastgw.config.validate import Section, expected, read_bool, read_duration, read_int, read_list, read_size
 from fastgw.control_http import control_session
-from fastgw.hooks import Plugin, Response, register_plugin
+from fastgw.hooks import HookResult, Plugin, Response, register_plugin
 from fastgw.plugins._service import CALL_ERRORS, Service, read_bounded, read_service
 from fastgw.plugins._ttlcache import TTLCache
 from fastgw.server.wire import HOP_BY_HOP
@@ -155,7 +155,7 @@ class ForwardAuth(Plugin):
     def compile(cls, options: Mapping[str, Any], key_path: str) -> Plugin:
         return cls(read_options(options, key_path))
 
-    def on_request(self, ctx: Any) -> Any:
+    def on_request(self, ctx: Any) -> HookResult:
         key = None
         if self.cache is not None:
             key = self._cache_key(ctx)

@@ -49,7 +49,7 @@ from fastgw.config.validate import (
 )
 from fastgw.control_http import control_session
 from fastgw.errors import UpstreamFault
-from fastgw.hooks import Plugin, Response, register_plugin
+from fastgw.hooks import HookResult, Plugin, Response, register_plugin
 from fastgw.plugins._service import CALL_ERRORS, Service, read_bounded, read_service, refusal
 from fastgw.plugins._ttlcache import TTLCache
 
@@ -191,7 +191,7 @@ class Introspection(Plugin):
         headers["Authorization"] = "Basic " + base64.b64encode(userpass).decode("ascii")
         return headers, {}
 
-    def on_request(self, ctx: Any) -> Any:
+    def on_request(self, ctx: Any) -> HookResult:
         token = bearer_token(ctx)
         if token is None:
             return refusal(401, "missing bearer token", ctx.request_id, self.challenge)
