@@ -138,6 +138,9 @@ class Exchange:
         """The TCP peer, or the nearest untrusted X-Forwarded-For hop when the peer is trusted."""
     def remove_request_header(self, name: bytes) -> None:
         """Keep a client's request header (lower-case name) from the upstream."""
+    def add_request_header(self, name: bytes, value: bytes) -> None:
+        """Send one more header line upstream on every attempt (for an ``on_request`` hook that
+        learned it by I/O); ValueError if the name or value could break the header block."""
 
 @final
 class UpstreamConnection(asyncio.Protocol):  # by duck typing at run time: a cdef class

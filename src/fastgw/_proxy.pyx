@@ -1576,6 +1576,16 @@ cdef class Exchange:
             self.pass_block = b"\r\n".join(kept)
             self._headers = [(n, v) for n, v in self.headers if n.lower() != name]
 
+    def add_request_header(self, name: bytes, value: bytes) -> None:
+        """Send one more header line upstream, on every attempt, for a header an ``on_request``
+        hook learned by I/O (an auth service's answer): ``upstream_headers`` only exists from
+        ``on_upstream_request`` on, and a hook has no per-request slot of its own to keep the
+        value until then. For plugins, not the hot path."""
+        # A header line must never be injected: no separators in the name, no line ends in either.
+        if not name or any(c in b" \t\r\n\x00:" for c in name) or any(c in b"\r\n\x00" for c in value):
+            raise ValueError(f"refusing to forward header line {name!r}: {value[:40]!r}")  # a bug
+        self.pass_block += name + b": " + value + b"\r\n"
+
     def param(self, name) -> bytes | None:
         route = self.route
         if route is None:

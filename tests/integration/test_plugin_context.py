@@ -75,3 +75,41 @@ def test_trusted_proxy_chain_is_read_right_to_left(make_gateway: Make, upstream:
 def test_trusted_peer_without_forwarded_header_is_the_client(make_gateway: Make, upstream: int) -> None:
     gw = make_gateway(doc(upstream, trusted_proxies=["127.0.0.0/8"]))
     assert ("x-client-ip", "127.0.0.1") in seen_headers(gw, [])
+
+
+class AddHeaders(Plugin):
+    """Adds request headers from an awaited on_request, as an auth plugin does with what it learned."""
+
+    name: ClassVar[str] = "test_add_headers"
+    refused: ClassVar[list[str]] = []
+
+    @classmethod
+    def compile(cls, options: Mapping[str, Any], key_path: str) -> Plugin:
+        return cls()
+
+    async def on_request(self, ctx: Any) -> None:
+        for name, value in [(b"X-Injected", b"a\r\nX-Evil: 1"), (b"X Bad", b"v"), (b"", b"v")]:
+            try:
+                ctx.add_request_header(name, value)
+            except ValueError:
+                self.refused.append(name.decode())
+        ctx.remove_request_header(b"x-learned")
+        ctx.add_request_header(b"X-Learned", b"from-io")
+
+
+def test_headers_added_in_on_request_reach_the_upstream_and_cannot_inject(
+    make_gateway: Make, upstream: int
+) -> None:
+    register_plugin(AddHeaders)
+    AddHeaders.refused.clear()
+    try:
+        routes = [
+            {"id": "r", "path": "/{*rest}", "upstream": "up", "plugins": [{"name": "test_add_headers"}]}
+        ]
+        gw = make_gateway(gateway_config(upstream, routes=routes))
+        seen = seen_headers(gw, [("X-Learned", "forged")])
+    finally:
+        hooks._REGISTRY.pop(AddHeaders.name, None)
+    assert [v for n, v in seen if n == "x-learned"] == ["from-io"]
+    assert not [n for n, _ in seen if n in ("x-injected", "x-evil", "x bad")]
+    assert AddHeaders.refused == ["X-Injected", "X Bad", ""] * 2  # seen_headers sends two requests

@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 from fastgw.config import load_config
+from fastgw.control_http import close_control_session
 from fastgw.errors import ConfigError
 from fastgw.plan import Plan, activate_plan, compile_plan, retire_plan
 from fastgw.server.clock import CLOCK
@@ -74,4 +75,5 @@ class Gateway:
         await stop_monitors(self.plan.health.values())
         for breaker in self.plan.breakers.values():
             breaker.stop()  # its timers must not fire on a loop that is closing
+        await close_control_session()  # the auth plugins' client, if a request made one
         CLOCK.stop()
