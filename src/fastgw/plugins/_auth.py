@@ -45,9 +45,8 @@ def quoted(text: str) -> bytes:
 class ExpiringCache(Generic[V]):
     """At most ``max_entries`` values, each until its own expiry (``time.time()`` seconds).
 
-    PERF: a lookup is one dict ``get`` and one float comparison; callers on the hot path read
-    ``entries`` directly. Expired entries are not swept: they are replaced when their key comes
-    back, or pushed out by newer ones once the cache is full.
+    PERF: a hit is one dict lookup and one float comparison. Expired entries are not swept: they
+    are replaced when their key comes back, or pushed out by newer ones once the cache is full.
     """
 
     __slots__ = ("entries", "max_entries", "ttl")
@@ -57,14 +56,15 @@ class ExpiringCache(Generic[V]):
         self.max_entries = max_entries
         self.ttl = ttl
 
-    def get(self, key: Any, now: float) -> V | None:
+    def get(self, key: Any) -> V | None:
         entry = self.entries.get(key)
-        if entry is not None and entry[0] > now:
+        if entry is not None and entry[0] > time.time():
             return entry[1]
         return None
 
-    def put(self, key: Any, value: V, now: float, not_after: float | None = None) -> None:
+    def put(self, key: Any, value: V, not_after: float | None = None) -> None:
         """Keep ``value`` for ``ttl`` seconds, never past ``not_after`` (a token's exp)."""
+        now = time.time()
         expires = now + self.ttl
         if not_after is not None and not_after < expires:
             expires = not_after
@@ -76,23 +76,16 @@ class ExpiringCache(Generic[V]):
         entries[key] = (expires, value)
 
 
-CACHE_KEYS = ("ttl", "max_entries")
-
-
 def read_cache(value: object, path: str, default_ttl: float) -> ExpiringCache[Any] | None:
     """``cache: false``, or ``cache: {ttl: 60s, max_entries: 10000}`` (both optional)."""
     if value is False or value == "false":
         return None
     if value is True or value == "true":
         value = {}
-    section = Section(value, path, CACHE_KEYS)
+    section = Section(value, path, ("ttl", "max_entries"))
     ttl = section.get("ttl", read_duration())
     max_entries = section.get("max_entries", read_int(1, 10_000_000))
     return ExpiringCache(max_entries or 10_000, default_ttl if ttl is None else ttl)
-
-
-def now() -> float:
-    return time.time()
 
 
 # -- claims ----------------------------------------------------------------------------------------

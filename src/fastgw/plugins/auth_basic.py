@@ -25,7 +25,6 @@ import hashlib
 import hmac
 import os
 import re
-import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, NamedTuple
@@ -205,14 +204,13 @@ class BasicAuth(Plugin):
         value = ctx.header(b"authorization")
         if value is None:
             return deny(ctx, 401, "missing credentials", self.challenge)
-        cache = self.cache
         key = b""
-        if cache is not None:
+        if self.cache is not None:
             # PERF: a client's repeated requests cost one keyed BLAKE2b and a dict lookup.
             key = hashlib.blake2b(value, digest_size=16, key=self.cache_key).digest()
-            entry = cache.entries.get(key)
-            if entry is not None and entry[0] > time.time():
-                self.accept(ctx, entry[1])
+            user = self.cache.get(key)
+            if user is not None:
+                self.accept(ctx, user)
                 return None
         credentials = parse_basic(value)
         if credentials is None:
@@ -234,7 +232,7 @@ class BasicAuth(Plugin):
         if not ok or stored is None:
             return deny(ctx, 401, "invalid credentials", self.challenge)
         if self.cache is not None:
-            self.cache.put(key, user, time.time())
+            self.cache.put(key, user)
         self.accept(ctx, user)
         return None
 
