@@ -1,4 +1,5 @@
-"""Command line: ``fastgw run | check | routes | demo``. Parsing and printing only."""
+"""Command line: ``fastgw run | check | routes | demo | hash-key | hash-password``. Parsing and
+printing only."""
 
 from __future__ import annotations
 
@@ -32,6 +33,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--bind", default=None, help="gateway address (default 127.0.0.1:8080)")
     demo.add_argument("--smoke", action="store_true", help="call every demo URL once and exit")
 
+    hash_key = sub.add_parser("hash-key", help="print the digest an api_key plugin's config holds for a key")
+    hash_key.add_argument("--generate", action="store_true", help="make a new random key and print it too")
+    hash_password = sub.add_parser("hash-password", help="print the hash a basic_auth user's config holds")
+    hash_password.add_argument("--pbkdf2", action="store_true", help="PBKDF2-SHA256 instead of scrypt")
+
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level, stream=sys.stderr, format="%(asctime)s fastgw %(levelname)s %(message)s"
@@ -43,6 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(args.config)
         if args.command == "routes":
             return _routes(args.config, args.match)
+        if args.command == "hash-key":
+            return _hash_key(args.generate)
+        if args.command == "hash-password":
+            return _hash_password(args.pbkdf2)
         from fastgw.demo.runner import run_demo
 
         return run_demo(args.bind, args.smoke)
@@ -115,6 +125,48 @@ def _routes(path: str, match: str | None) -> int:
         return 2
     print("\n".join(lines))
     return 0 if found else 1
+
+
+def _read_secret(prompt: str, confirm: bool) -> str | None:
+    """From the terminal without echo (asked twice), or the first line of standard input."""
+    if sys.stdin.isatty():
+        import getpass
+
+        secret = getpass.getpass(f"{prompt}: ")
+        if confirm and getpass.getpass(f"{prompt} again: ") != secret:
+            print("fastgw: the two entries differ", file=sys.stderr)
+            return None
+    else:
+        secret = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+    if not secret:
+        print(f"fastgw: empty {prompt.lower()}", file=sys.stderr)
+        return None
+    return secret
+
+
+def _hash_key(generate: bool) -> int:
+    from fastgw.plugins.auth_key import generate_key, hash_key
+
+    if generate:
+        new_key = generate_key()
+        print(f"key:    {new_key}")
+        print(f"digest: {hash_key(new_key)}")
+        return 0
+    key = _read_secret("API key", confirm=False)
+    if key is None:
+        return 2
+    print(hash_key(key))
+    return 0
+
+
+def _hash_password(pbkdf2: bool) -> int:
+    from fastgw.plugins.auth_basic import hash_password
+
+    password = _read_secret("Password", confirm=True)
+    if password is None:
+        return 2
+    print(hash_password(password, scheme="pbkdf2-sha256" if pbkdf2 else "scrypt"))
+    return 0
 
 
 if __name__ == "__main__":
