@@ -7,6 +7,8 @@ import logging
 
 from fastgw.config import load_config
 from fastgw.errors import ConfigError
+from fastgw.observe.access_log import AccessLog, access_log_for
+from fastgw.observe.metrics import Families, ReloadRecord, collect_gateway
 from fastgw.plan import Plan, activate_plan, compile_plan, retire_plan
 from fastgw.server.clock import CLOCK
 from fastgw.server.listener import ListenerServer
@@ -21,12 +23,17 @@ class Gateway:
         self.listeners: dict[str, ListenerServer] = {
             name: ListenerServer(lp) for name, lp in plan.listeners.items()
         }
+        self.access_log: AccessLog | None = None
+        self._use_access_log(access_log_for(plan.config.access_log, None))
+        self.reloads = ReloadRecord()
+        self.ready = False  # listening, and not draining
 
     async def start(self, reuse_port: bool = False) -> None:
         CLOCK.start(asyncio.get_running_loop())
         activate_plan(self.plan)  # health checks start before traffic, once per worker process
         for server in self.listeners.values():
             await server.start(reuse_port)
+        self.ready = True
 
     def urls(self) -> list[tuple[str, str]]:
         out = []
@@ -38,7 +45,16 @@ class Gateway:
 
     def reload(self, path: str) -> None:
         """Validate and compile the file beside the running plan, then swap; raise ConfigError
-        (the running plan stays) if it cannot be used. Listeners' binds cannot change here."""
+        (the running plan stays) if it cannot be used. Listeners' binds cannot change here.
+        Counted in ``reloads`` either way."""
+        try:
+            self._reload(path)
+        except ConfigError as exc:
+            self.reloads.failure(str(exc))
+            raise
+        self.reloads.success()
+
+    def _reload(self, path: str) -> None:
         config = load_config(path)
         old_binds = {n: (lp.config.host, lp.config.port) for n, lp in self.plan.listeners.items()}
         new_binds = {lc.name: (lc.host, lc.port) for lc in config.listeners}
@@ -46,16 +62,33 @@ class Gateway:
             raise ConfigError(
                 "listeners", "listener names and binds cannot change on reload; restart instead", path
             )
+        old_admin = self.plan.config.admin
+        if (old_admin and (old_admin.host, old_admin.port)) != (config.admin and (config.admin.host, config.admin.port)):
+            raise ConfigError("admin.bind", "the admin listener cannot change on reload; restart instead", path)
         new = compile_plan(config, self.plan)
         activate_plan(new)
         old, self.plan = self.plan, new
         for name, server in self.listeners.items():
             server.plan = new.listeners[name]
+        self._use_access_log(access_log_for(config.access_log, self.access_log))
         retire_plan(old, new)
         log.info("configuration reloaded from %s: %d routes", path, len(new.routes))
 
+    def _use_access_log(self, access_log: AccessLog | None) -> None:
+        """New connections log to ``access_log``; a replaced log hands late lines on to it."""
+        if self.access_log is not None and access_log is not self.access_log:
+            self.access_log.retire(access_log)
+        self.access_log = access_log
+        for server in self.listeners.values():
+            server.access_log = access_log
+
+    def collect(self) -> Families:
+        """This process's metrics (see ``observe.metrics``)."""
+        return collect_gateway(self.plan, self.listeners)
+
     async def drain(self, timeout: float) -> None:
         """Stop accepting, let in-flight requests finish (bounded), then close what is left."""
+        self.ready = False
         for server in self.listeners.values():
             server.stop_accepting()
         for server in self.listeners.values():
@@ -72,4 +105,6 @@ class Gateway:
         for pool in self.plan.pools.values():
             pool.close()
         await stop_monitors(self.plan.health.values())
+        if self.access_log is not None:
+            self.access_log.flush()
         CLOCK.stop()
