@@ -752,9 +752,12 @@ def _read_routes(
 # -- operations: admin listener, access log -------------------------------------------------------
 
 
+ADMIN_HOST, ADMIN_PORT = "127.0.0.1", 9901
+
+
 def _read_admin(value: object, path: str) -> AdminConfig:
     section = Section(value, path, ("bind", "token"))
-    host, port = section.get("bind", _read_address(0)) or (AdminConfig.host, AdminConfig.port)
+    host, port = section.get("bind", _read_address(0)) or (ADMIN_HOST, ADMIN_PORT)
     token = section.get("token", read_str)
     if token is None and not _is_loopback(host):
         raise ConfigError(

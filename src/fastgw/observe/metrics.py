@@ -122,13 +122,13 @@ def _collect_upstreams(plan: Plan, families: Families) -> None:
         "counter", "Failed upstream connection attempts, per target."
     )
     for pool in plan.pools.values():
-        target = (("target", f"{pool.host}:{pool.port}"),)
-        pool_gauge.add((*target, ("state", "idle")), len(pool.idle))
-        pool_gauge.add((*target, ("state", "in_use")), pool.in_use)
-        pool_gauge.add((*target, ("state", "open")), pool.open)
-        opened.add(target, pool.opened)
-        reused.add(target, pool.reused)
-        connect_errors.add(target, pool.connect_errors)
+        at: Labels = (("target", f"{pool.host}:{pool.port}"),)
+        pool_gauge.add((*at, ("state", "idle")), len(pool.idle))
+        pool_gauge.add((*at, ("state", "in_use")), pool.in_use)
+        pool_gauge.add((*at, ("state", "open")), pool.open)
+        opened.add(at, pool.opened)
+        reused.add(at, pool.reused)
+        connect_errors.add(at, pool.connect_errors)
     up = families["fastgw_upstream_target_up"] = Family(
         "gauge", "1 while a target is in rotation (health checks, outlier detection), else 0.", "min"
     )
@@ -211,7 +211,11 @@ def render(families: Families) -> str:
         lines.append(f"# TYPE {name} {family.kind}")
         for (suffix, labels), value in sorted(family.samples.items(), key=_sample_order):
             rendered = ",".join(f'{k}="{_escape_label(v)}"' for k, v in labels)
-            lines.append(f"{name}{suffix}{{{rendered}}} {_number(value)}" if labels else f"{name}{suffix} {_number(value)}")
+            lines.append(
+                f"{name}{suffix}{{{rendered}}} {_number(value)}"
+                if labels
+                else f"{name}{suffix} {_number(value)}"
+            )
     return "\n".join(lines) + "\n"
 
 

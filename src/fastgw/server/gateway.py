@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 from fastgw.config import load_config
+from fastgw.config.schema import Config
 from fastgw.errors import ConfigError
 from fastgw.observe.access_log import AccessLog, access_log_for
 from fastgw.observe.metrics import Families, ReloadRecord, collect_gateway
@@ -15,6 +16,22 @@ from fastgw.server.listener import ListenerServer
 from fastgw.upstream.health import stop_monitors
 
 log = logging.getLogger("fastgw")
+
+
+def check_reloadable(old: Config, new: Config) -> None:
+    """What a reload cannot change: listener names and binds, the admin listener."""
+    old_binds = {lc.name: (lc.host, lc.port) for lc in old.listeners}
+    new_binds = {lc.name: (lc.host, lc.port) for lc in new.listeners}
+    if old_binds != new_binds:
+        raise ConfigError(
+            "listeners", "listener names and binds cannot change on reload; restart instead", new.source
+        )
+    old_admin = (old.admin.host, old.admin.port) if old.admin else None
+    new_admin = (new.admin.host, new.admin.port) if new.admin else None
+    if old_admin != new_admin:
+        raise ConfigError(
+            "admin.bind", "the admin listener cannot change on reload; restart instead", new.source
+        )
 
 
 class Gateway:
@@ -56,15 +73,7 @@ class Gateway:
 
     def _reload(self, path: str) -> None:
         config = load_config(path)
-        old_binds = {n: (lp.config.host, lp.config.port) for n, lp in self.plan.listeners.items()}
-        new_binds = {lc.name: (lc.host, lc.port) for lc in config.listeners}
-        if old_binds != new_binds:
-            raise ConfigError(
-                "listeners", "listener names and binds cannot change on reload; restart instead", path
-            )
-        old_admin = self.plan.config.admin
-        if (old_admin and (old_admin.host, old_admin.port)) != (config.admin and (config.admin.host, config.admin.port)):
-            raise ConfigError("admin.bind", "the admin listener cannot change on reload; restart instead", path)
+        check_reloadable(self.plan.config, config)
         new = compile_plan(config, self.plan)
         activate_plan(new)
         old, self.plan = self.plan, new
