@@ -20,6 +20,7 @@ cdef enum:                   # what build_exchange does with a request header, b
     H_XFP                    # x-forwarded-proto
     H_XFH                    # x-forwarded-host
     H_RID                    # x-request-id
+    H_TRACEPARENT            # traceparent (W3C Trace Context): replaced by the gateway's own
     H_DROP                   # hop-by-hop or spoofable: keep-alive, proxy-connection, te, trailer,
                              # upgrade, proxy-authorization, forwarded
 
@@ -45,6 +46,7 @@ from fastgw._router cimport Router
 
 cdef class Exchange
 cdef class UpstreamConnection
+cdef class RequestStats
 cdef class PoolCore
 cdef class Limiter
 
@@ -69,8 +71,28 @@ cdef class RouteCore:
     cdef public object retry             # upstream.retry.RetryPolicy or None
     cdef public long long requests       # requests matched to it (the retry budget's base)
     cdef public tuple limiters           # Limiters an exchange takes a slot in, in order
+    cdef public RequestStats stats       # what ended here, counted in C (adopted by id on reload)
 
     cdef bytes path_upstream(self, bytes path, tuple params)
+
+
+cdef enum:                   # RequestStats: request counters by method slot and status class
+    METHOD_SLOTS = 8         # GET HEAD POST PUT DELETE PATCH OPTIONS other
+    STATUS_SLOTS = 6         # 0: no response (the client left first), then 1xx .. 5xx
+    LATENCY_BUCKETS = 15     # LATENCY_BOUNDS (14 upper bounds, seconds) and +Inf
+
+
+cdef class RequestStats:
+    # Plain C counters of the requests that ended on one route (or on no route of a listener),
+    # incremented as each request ends and read only when metrics are scraped.
+    cdef long long requests[METHOD_SLOTS * STATUS_SLOTS]
+    cdef long long denied[3]             # answered 401, 403, 429 (auth and rate-limit refusals)
+    cdef long long total_buckets[LATENCY_BUCKETS]    # gateway: head parsed -> last byte out
+    cdef double total_sum
+    cdef long long upstream_buckets[LATENCY_BUCKETS]  # upstream: head written -> response head
+    cdef double upstream_sum
+
+    cdef int count(self, int method_slot, int status, double total, double upstream) noexcept
 
 
 cdef class Target:
@@ -109,8 +131,10 @@ cdef class RequestIds:
     # Request ids: a per-process random prefix (made after fork) and a counter, formatted in C.
     cdef readonly bytes prefix
     cdef readonly unsigned long long number
+    cdef unsigned long long random_state  # splitmix64, seeded after fork: trace and span ids
 
     cpdef bytes next(self)
+    cdef unsigned long long random64(self) noexcept
 
 
 cdef class ClientProtocol:
@@ -142,6 +166,9 @@ cdef class ClientProtocol:
     cdef double keepalive_timeout
     cdef object last_host_header         # the last Host value checked, and its routing form
     cdef object last_host
+    cdef bint trace_context              # continue or start a W3C trace, forward our traceparent
+    cdef RequestStats unrouted           # the listener's counters of requests matching no route
+    cdef object access_log               # observe.access_log.AccessLog or None (costs nothing)
 
     cdef int on_head(self, HttpParser parser) except -1
     cdef int on_message_complete(self) except -1
@@ -208,6 +235,11 @@ cdef class Exchange:
     cdef public object consumer          # who the request is from, set by an auth plugin (str)
     cdef public object claims            # the verified token's claims (dict), set by an auth plugin
     cdef object _client_ip               # client_ip, worked out on first use
+    cdef int method_slot                 # GET HEAD POST PUT DELETE PATCH OPTIONS other: 0..7
+    cdef public double received_at       # precise monotonic time the head was parsed
+    cdef public long long bytes_sent     # response bytes written to the client (head included)
+    cdef public bytes traceparent        # the traceparent value sent upstream, or None
+    cdef public bytes client_traceparent  # the client's valid traceparent value, or None
 
     cdef int setup(self, ClientProtocol client) except -1
     cdef int start(self) except -1
@@ -242,6 +274,7 @@ cdef class Exchange:
     cdef int answer(self, response) except -1
     cdef int finish(self) except -1
     cdef int client_lost(self) except -1
+    cdef int observe_end(self, int status) except -1
 
 
 cdef class UpstreamConnection:

@@ -13,6 +13,10 @@ from fastgw.server.listener import ListenerServer
 from fastgw.upstream.retry import RetryPolicy
 
 IDEMPOTENT: frozenset[bytes]
+LATENCY_BOUNDS: tuple[float, ...]
+"""Upper bounds (seconds) of the latency histogram buckets, before +Inf."""
+METHOD_NAMES: tuple[str, ...]
+"""The methods counted apart, then ``"other"``."""
 
 def chunk_header(size: int) -> bytes:
     """The chunk-size line for ``size`` bytes of data (lower-case hex, as ``wire.chunk_header``)."""
@@ -29,6 +33,19 @@ class RequestIds:
         """How many ids were made."""
     def next(self) -> bytes:
         """``prefix`` followed by the next counter value in lower-case hex, at least 8 digits."""
+    def random_ids(self, count: int) -> list[int]:
+        """``count`` values of the generator behind trace and span ids."""
+
+@final
+class RequestStats:
+    """C counters of the requests that ended on a route (or matched none on a listener)."""
+
+    def __init__(self) -> None: ...
+    def record(self, method: str, status: int, total: float = -1.0, upstream: float = -1.0) -> None:
+        """Count one request; status 0 means no response; negative durations are not observed."""
+    def snapshot(self) -> dict[str, Any]:
+        """``requests``: {(method, status class): n}; ``denied``: {401|403|429: n}; ``total`` and
+        ``upstream``: (count per bucket of LATENCY_BOUNDS then +Inf, sum of seconds)."""
 
 @final
 class ClientProtocol(asyncio.Protocol):  # by duck typing at run time: a cdef class
@@ -119,9 +136,17 @@ class Exchange:
     add_response_headers: list[tuple[bytes, bytes]] | None
     """Headers added to the proxied response (a sticky-session cookie, for instance)."""
     upstream_sent_at: float
-    """Precise monotonic time the request head went upstream (only when the group observes)."""
+    """Precise monotonic time the request head went upstream (the last attempt's)."""
     upstream_head_at: float
-    """... and the response head was parsed."""
+    """... and the response head was parsed (only when the group observes)."""
+    received_at: float
+    """Precise monotonic time the request head was parsed."""
+    bytes_sent: int
+    """Response bytes written to the client, head included."""
+    traceparent: bytes | None
+    """The W3C traceparent sent upstream (the gateway's span), or None without trace context."""
+    client_traceparent: bytes | None
+    """The client's traceparent when it was valid (its trace was continued), else None."""
 
     def fail(self, fault: HttpFault) -> None:
         """A failure at any point: an error response if nothing went out yet, else a close."""
@@ -190,6 +215,8 @@ class RouteCore:
     """Requests matched to the route (the retry budget's base)."""
     limiters: tuple[Limiter, ...]
     """The concurrency limits a request to this route takes a slot in, in order."""
+    stats: RequestStats
+    """Counters of the requests that ended on this route (adopted by route id on reload)."""
     @property
     def connect_timeout(self) -> float: ...
     @property

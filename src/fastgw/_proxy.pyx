@@ -74,6 +74,7 @@ from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 import asyncio
 import logging
+import os
 from collections import deque
 from functools import partial
 
@@ -203,6 +204,8 @@ cdef int _request_kind(const char* s, Py_ssize_t n) noexcept nogil:
         return H_RID if _ieq(s, "x-request-id", 12) else H_PASS
     if n == 6:
         return H_EXPECT if _ieq(s, "expect", 6) else H_PASS
+    if n == 11:
+        return H_TRACEPARENT if _ieq(s, "traceparent", 11) else H_PASS
     if n == 2:
         return H_DROP if _ieq(s, "te", 2) else H_PASS
     if n == 7:
@@ -361,6 +364,7 @@ cdef class RequestIds:
     def __init__(self, bytes prefix not None) -> None:
         self.prefix = prefix
         self.number = 0
+        self.random_state = int.from_bytes(os.urandom(8), "little")
 
     cpdef bytes next(self):
         self.number += 1
@@ -374,6 +378,164 @@ cdef class RequestIds:
         memcpy(p, PyBytes_AS_STRING(self.prefix), n)
         _put_hex(p + n, number, width)
         return out
+
+    cdef unsigned long long random64(self) noexcept:
+        """splitmix64: fast, well mixed, and enough for ids that must be unique, not secret."""
+        self.random_state += 0x9E3779B97F4A7C15ULL
+        cdef unsigned long long z = self.random_state
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL
+        return z ^ (z >> 31)
+
+    def random_ids(self, int count) -> list:
+        """``count`` values of the id generator (for tests of its spread)."""
+        return [self.random64() for _ in range(count)]
+
+
+# -- W3C Trace Context (https://www.w3.org/TR/trace-context/) ---------------------------------------
+# traceparent: version "-" trace-id (32 hex) "-" parent-id (16 hex) "-" flags (2 hex), lower case.
+# A valid one from the client is continued (same trace id and sampled flag, a new span id: the
+# gateway's); anything else starts a new trace. What goes upstream is always version 00.
+
+cdef inline int _lower_hex(unsigned char c) noexcept nogil:
+    if 48 <= c <= 57:
+        return c - 48
+    if 97 <= c <= 102:
+        return c - 87
+    return -1
+
+
+cdef bint _valid_traceparent(const char* s, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef bint trace_zero = True, parent_zero = True
+    if n < 55:
+        return False
+    for i in range(55):
+        if i == 2 or i == 35 or i == 52:
+            if s[i] != b"-":
+                return False
+        elif _lower_hex(<unsigned char>s[i]) < 0:
+            return False
+        elif s[i] != b"0":
+            if 3 <= i < 35:
+                trace_zero = False
+            elif 36 <= i < 52:
+                parent_zero = False
+    if trace_zero or parent_zero or (s[0] == b"f" and s[1] == b"f"):
+        return False
+    if s[0] == b"0" and s[1] == b"0":
+        return n == 55  # version 00 has exactly these fields
+    return n == 55 or s[55] == b"-"  # a later version's extra fields follow a dash
+
+
+cdef bytes _render_traceparent(RequestIds ids, const char* client):
+    """Our traceparent: the client's trace (``client``, already validated) or a new one, and a
+    new span id for the gateway's hop."""
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, 55)
+    cdef char* p = PyBytes_AS_STRING(out)
+    cdef unsigned long long high, low, span
+    p[0] = b"0"
+    p[1] = b"0"
+    p[2] = b"-"
+    if client != NULL:
+        memcpy(p + 3, client + 3, 32)
+    else:
+        high = ids.random64()
+        low = ids.random64() | 1  # never the invalid all-zero id
+        _put_hex(p + 3, high, 16)
+        _put_hex(p + 19, low, 16)
+    p[35] = b"-"
+    span = ids.random64() | 1
+    _put_hex(p + 36, span, 16)
+    p[52] = b"-"
+    p[53] = b"0"
+    # Only the sampled bit is defined in version 00; a new trace is sampled (the gateway is its head).
+    p[54] = b"1" if client == NULL or (_lower_hex(<unsigned char>client[54]) & 1) else b"0"
+    return out
+
+
+# -- request statistics ----------------------------------------------------------------------------
+
+LATENCY_BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+METHOD_NAMES = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other")
+cdef double _BOUNDS[LATENCY_BUCKETS - 1]
+for _i, _bound in enumerate(LATENCY_BOUNDS):
+    _BOUNDS[_i] = _bound
+
+
+cdef inline int _bucket(double seconds) noexcept nogil:
+    cdef int i
+    for i in range(LATENCY_BUCKETS - 1):
+        if seconds <= _BOUNDS[i]:
+            return i
+    return LATENCY_BUCKETS - 1
+
+
+cdef inline int _method_slot(int llhttp_method) noexcept nogil:
+    """llhttp's method number -> METHOD_NAMES index."""
+    if llhttp_method == 1:
+        return 0  # GET
+    if llhttp_method == 2:
+        return 1  # HEAD
+    if llhttp_method == 3:
+        return 2  # POST
+    if llhttp_method == 4:
+        return 3  # PUT
+    if llhttp_method == 0:
+        return 4  # DELETE
+    if llhttp_method == 28:
+        return 5  # PATCH
+    if llhttp_method == 6:
+        return 6  # OPTIONS
+    return 7
+
+
+@cython.final
+cdef class RequestStats:
+    """Counters of the requests that ended on one route (or matched no route on a listener).
+
+    PERF: plain C integers and bucket arrays, incremented once as a request ends (no Python call);
+    ``snapshot`` turns them into Python values only when metrics are scraped.
+    """
+
+    cdef int count(self, int method_slot, int status, double total, double upstream) noexcept:
+        """One request ended with ``status`` (0: no response); durations < 0 are not observed."""
+        cdef int status_class = status // 100 if 100 <= status < 600 else 0
+        self.requests[method_slot * STATUS_SLOTS + status_class] += 1
+        if status == 401:
+            self.denied[0] += 1
+        elif status == 403:
+            self.denied[1] += 1
+        elif status == 429:
+            self.denied[2] += 1
+        if total >= 0.0:
+            self.total_buckets[_bucket(total)] += 1
+            self.total_sum += total
+        if upstream >= 0.0:
+            self.upstream_buckets[_bucket(upstream)] += 1
+            self.upstream_sum += upstream
+        return 0
+
+    def record(self, str method, int status, double total=-1.0, double upstream=-1.0) -> None:
+        """Count one request from Python (tests, and requests refused outside the exchange)."""
+        slot = METHOD_NAMES.index(method) if method in METHOD_NAMES else 7
+        self.count(slot, status, total, upstream)
+
+    def snapshot(self) -> dict:
+        """{"requests": {(method, status class): n}, "denied": {status: n}, "total"/"upstream":
+        (per-bucket counts, sum of seconds)}; the status class is "1xx".."5xx" or "none"."""
+        cdef int m, c
+        requests = {}
+        for m in range(METHOD_SLOTS):
+            for c in range(STATUS_SLOTS):
+                if self.requests[m * STATUS_SLOTS + c]:
+                    requests[(METHOD_NAMES[m], f"{c}xx" if c else "none")] = self.requests[m * STATUS_SLOTS + c]
+        return {
+            "requests": requests,
+            "denied": {401: self.denied[0], 403: self.denied[1], 429: self.denied[2]},
+            "total": ([self.total_buckets[c] for c in range(LATENCY_BUCKETS)], self.total_sum),
+            "upstream": ([self.upstream_buckets[c] for c in range(LATENCY_BUCKETS)], self.upstream_sum),
+        }
 
 
 # -- the client side -------------------------------------------------------------------------------
@@ -417,6 +579,9 @@ cdef class ClientProtocol:
         self.keepalive_timeout = timeouts.keepalive
         self.last_host_header = None
         self.last_host = None
+        self.trace_context = listener.config.trace_context
+        self.unrouted = server.unrouted
+        self.access_log = server.access_log
 
     # -- asyncio callbacks ---------------------------------------------------------------------
     def connection_made(self, transport) -> None:
@@ -566,6 +731,8 @@ cdef class ClientProtocol:
         cdef object xfp = None
         cdef object xfh = None
         cdef list connection_tokens = None
+        cdef const char* traceparent = NULL
+        cdef Py_ssize_t traceparent_len = -1  # -1: none; -2: more than one (invalid, RFC 9110 5.3)
         cdef const char* value
         cdef Py_ssize_t value_len
         cdef int i, kind
@@ -608,6 +775,9 @@ cdef class ClientProtocol:
                 xfp = PyBytes_FromStringAndSize(value, value_len)
             elif kind == H_XFH:
                 xfh = PyBytes_FromStringAndSize(value, value_len)
+            elif kind == H_TRACEPARENT:
+                traceparent_len = value_len if traceparent_len == -1 else -2
+                traceparent = value
         if chunked and content_length >= 0:
             raise ClientFault("both Content-Length and Transfer-Encoding")
         if content_length > self.max_body_bytes:
@@ -671,10 +841,18 @@ cdef class ClientProtocol:
 
         if request_id is None:
             request_id = self.request_ids.next()
+        if self.trace_context:
+            if traceparent_len >= 0 and _valid_traceparent(traceparent, traceparent_len):
+                exchange.client_traceparent = PyBytes_FromStringAndSize(traceparent, traceparent_len)
+            else:
+                traceparent = NULL
+            exchange.traceparent = _render_traceparent(self.request_ids, traceparent)
+        exchange.method_slot = _method_slot(parser.parser.method)
         trusted = self.trusted
         exchange.pass_block = _render_pass_block(
             parser,
             named,
+            exchange.traceparent,
             xff if trusted and xff else None,
             self.peer_ip,
             xfp if trusted and xfp else _HTTP,
@@ -729,6 +907,8 @@ cdef class ClientProtocol:
     cdef int reject(self, fault) except -1:
         """A request we refuse before it has an exchange: answer in order if possible, close."""
         self.parser = None  # input after a refusal is not read
+        if self.unrouted is not None:
+            self.unrouted.count(METHOD_SLOTS - 1, fault.status, -1.0, -1.0)
         if self.active is None and not self.queue:
             self.write(render_error(fault, close=True, date_line=_CLOCK.date_line))
             self.close()
@@ -789,9 +969,10 @@ cdef class ClientProtocol:
             self.close()  # idle keep-alive expired
 
 
-cdef inline bint _passes(const char* head, Field name, object named) except -1:
+cdef inline bint _passes(const char* head, Field name, object named, bint keep_traceparent) except -1:
     """Is this request header forwarded as it is?"""
-    if _request_kind(head + name.off, name.len) != H_PASS:
+    cdef int kind = _request_kind(head + name.off, name.len)
+    if kind != H_PASS and not (kind == H_TRACEPARENT and keep_traceparent):
         return False
     return named is None or PyBytes_FromStringAndSize(head + name.off, name.len).lower() not in named
 
@@ -811,10 +992,19 @@ cdef list _tokens(bytes value, list into):
 
 
 cdef bytes _render_pass_block(
-    HttpParser parser, object named, object xff, bytes peer_ip, bytes proto, bytes request_id, object fwd_host
+    HttpParser parser,
+    object named,
+    object traceparent,
+    object xff,
+    bytes peer_ip,
+    bytes proto,
+    bytes request_id,
+    object fwd_host,
 ):
     """The header lines forwarded as they are (not special, not named in Connection), then the
-    X-Forwarded-For/-Proto, X-Request-Id and X-Forwarded-Host lines the gateway adds."""
+    X-Forwarded-For/-Proto, X-Request-Id, X-Forwarded-Host and traceparent lines the gateway adds
+    (without tracing, ``traceparent`` is None and the client's line passes as it is)."""
+    cdef bint keep_traceparent = traceparent is None
     cdef const char* head = parser.head
     cdef Field* names = parser.st.names
     cdef Field* values = parser.st.values
@@ -822,7 +1012,7 @@ cdef bytes _render_pass_block(
     cdef Py_ssize_t size = 0
     cdef char* p
     for i in range(count):
-        if not _passes(head, names[i], named):
+        if not _passes(head, names[i], named, keep_traceparent):
             continue
         size += names[i].len + values[i].len + 4
     size += 17 + PyBytes_GET_SIZE(peer_ip) + 2  # X-Forwarded-For: [xff, ]peer
@@ -832,10 +1022,12 @@ cdef bytes _render_pass_block(
     size += 14 + PyBytes_GET_SIZE(request_id) + 2  # X-Request-Id: id
     if fwd_host:
         size += 18 + PyBytes_GET_SIZE(<bytes>fwd_host) + 2  # X-Forwarded-Host: host
+    if traceparent is not None:
+        size += 13 + PyBytes_GET_SIZE(<bytes>traceparent) + 2  # traceparent: value
     cdef bytes out = PyBytes_FromStringAndSize(NULL, size)
     p = PyBytes_AS_STRING(out)
     for i in range(count):
-        if not _passes(head, names[i], named):
+        if not _passes(head, names[i], named, keep_traceparent):
             continue
         p = _put_line(p, head + names[i].off, names[i].len, head + values[i].off, values[i].len)
     p = _put_c(p, "X-Forwarded-For: ", 17)
@@ -851,6 +1043,10 @@ cdef bytes _render_pass_block(
     if fwd_host:
         p = _put_c(p, "X-Forwarded-Host: ", 18)
         p = _put(p, <bytes>fwd_host)
+        p = _put_c(p, "\r\n", 2)
+    if traceparent is not None:
+        p = _put_c(p, "traceparent: ", 13)
+        p = _put(p, <bytes>traceparent)
         p = _put_c(p, "\r\n", 2)
     _check_end(p, out)
     return out
@@ -928,6 +1124,10 @@ cdef class Exchange:
         self.claims = None
         self._client_ip = None
         self.started_at = _now()
+        self.received_at = _precise_now()
+        self.bytes_sent = 0
+        self.traceparent = None
+        self.client_traceparent = None
         return 0
 
     # -- start ---------------------------------------------------------------------------------
@@ -1139,8 +1339,7 @@ cdef class Exchange:
         cdef RouteCore route = self.route
         self.conn = conn
         conn.begin(self, self.method == _HEAD, route, not self.request_done)
-        if (<GroupCore>route.upstream).observes:
-            self.upstream_sent_at = _precise_now()
+        self.upstream_sent_at = _precise_now()  # for the upstream latency metric and observers
         if route.on_upstream_request:
             self.upstream_headers = []
             for hook in route.on_upstream_request:
@@ -1329,14 +1528,18 @@ cdef class Exchange:
         cdef bytes first, second
         if n:
             if n == 1:
+                self.bytes_sent += PyBytes_GET_SIZE(<bytes>out[0])
                 self.client.write(out[0])
             elif n == 2 and PyBytes_GET_SIZE(<bytes>out[1]) <= 4096:
                 # PERF: a head and a small body (the usual small response) leave in one buffer:
                 # a copy of a few hundred bytes costs less than a second buffer in uvloop's writev.
                 first = <bytes>out[0]
                 second = <bytes>out[1]
+                self.bytes_sent += PyBytes_GET_SIZE(first) + PyBytes_GET_SIZE(second)
                 self.client.write(first + second)
             else:
+                for first in out:
+                    self.bytes_sent += PyBytes_GET_SIZE(first)
                 self.client.transport.writelines(out)
             out.clear()
         return 0
@@ -1440,6 +1643,7 @@ cdef class Exchange:
             if conn is not None:
                 self._drop_conn(conn)
             self.finished = True
+            self.observe_end(self.response_status)
             self.client.abort()
             self.client.exchange_finished(self)
             return
@@ -1462,6 +1666,7 @@ cdef class Exchange:
             head_only=self.method == _HEAD,
         )
         self.response_status = fault.status
+        self.bytes_sent += PyBytes_GET_SIZE(data)
         self.client.write(data)
         self.finish()
         return 0
@@ -1480,6 +1685,7 @@ cdef class Exchange:
             head_only=self.method == _HEAD,
         )
         self.response_status = response.status
+        self.bytes_sent += PyBytes_GET_SIZE(data)
         self.client.write(data)
         self.finish()
         return 0
@@ -1496,6 +1702,7 @@ cdef class Exchange:
         if route is not None and route.on_complete:
             for hook in route.on_complete:
                 hook(self)
+        self.observe_end(self.response_status)
         self.client.exchange_finished(self)
         return 0
 
@@ -1529,6 +1736,23 @@ cdef class Exchange:
         if route is not None and route.on_complete:
             for hook in route.on_complete:
                 hook(self)
+        self.observe_end(self.response_status if self.response_started else 0)
+        return 0
+
+    cdef int observe_end(self, int status) except -1:
+        """Every request ends here once: count it (C increments) and, when an access log is on,
+        hand it the exchange (its only Python call, and only then)."""
+        cdef double now = _precise_now()
+        cdef RouteCore route = self.route
+        cdef RequestStats stats = route.stats if route is not None else self.client.unrouted
+        cdef double upstream = -1.0  # not observed: no upstream response
+        if self.response_started and self.upstream_sent_at > 0.0:
+            upstream = now - self.upstream_sent_at  # the last attempt: head sent -> response ended
+        if stats is not None:
+            stats.count(self.method_slot, status, now - self.received_at, upstream)
+        access_log = self.client.access_log
+        if access_log is not None:
+            access_log.record(self, status, now)
         return 0
 
     # -- for hooks and predicates --------------------------------------------------------------
@@ -1935,6 +2159,7 @@ cdef class RouteCore:
         self.retry = None
         self.requests = 0
         self.limiters = ()
+        self.stats = RequestStats()
 
     cdef bytes path_upstream(self, bytes path, tuple params):
         """The path sent upstream: the rewrite template, the path minus strip_prefix, or as is."""

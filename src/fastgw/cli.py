@@ -21,6 +21,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = sub.add_parser("run", help="run the gateway")
     run.add_argument("-c", "--config", required=True, help="YAML or JSON config file")
     run.add_argument("-w", "--workers", type=int, default=1, help="worker processes (SO_REUSEPORT)")
+    run.add_argument("--watch", action="store_true", help="reload when the config file changes")
 
     check = sub.add_parser("check", help="validate a config and print a summary")
     check.add_argument("-c", "--config", required=True)
@@ -44,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         if args.command == "run":
-            return _run(args.config, args.workers)
+            return _run(args.config, args.workers, args.watch)
         if args.command == "check":
             return _check(args.config)
         if args.command == "routes":
@@ -71,7 +72,7 @@ def _load(path: str):  # type: ignore[no-untyped-def]
     return config, compile_plan(config)
 
 
-def _run(path: str, workers: int) -> int:
+def _run(path: str, workers: int, watch: bool = False) -> int:
     from fastgw.server.workers import run_workers, serve
 
     if workers < 1:
@@ -79,11 +80,11 @@ def _run(path: str, workers: int) -> int:
         return 2
     _, plan = _load(path)
     if workers == 1:
-        return serve(plan, path)
+        return serve(plan, path, watch=watch)
     if any(lp.config.port == 0 for lp in plan.listeners.values()):
         print("fastgw: --workers > 1 needs fixed listener ports (port 0 found)", file=sys.stderr)
         return 2
-    return run_workers(plan, path, workers)
+    return run_workers(plan, path, workers, watch)
 
 
 def _check(path: str) -> int:

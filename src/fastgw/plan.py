@@ -185,6 +185,7 @@ def _compile(config: Config, previous: Plan | None) -> Plan:
     old_breakers = previous.breakers if previous is not None else {}
     old_groups = previous.upstreams if previous is not None else {}
     old_limiters = previous.limiters if previous is not None else {}
+    old_stats = {route.id: route.stats for route in previous.routes} if previous is not None else {}
 
     def pool_for(key: PoolKey) -> TargetPool:
         pool = plan.pools.get(key)
@@ -217,6 +218,8 @@ def _compile(config: Config, previous: Plan | None) -> Plan:
     for rc in config.routes:
         route = RoutePlan(rc, plan.upstreams[rc.upstream], global_plugins + compile_plugins(rc.plugins))
         plan.routes.append(route)
+        if rc.id in old_stats:
+            route.stats = old_stats[rc.id]  # a route's counters run on across reloads, by id
         # A request holds its route's slot, then its upstream's (shared by every route to it).
         route.limiters = tuple(
             limiter

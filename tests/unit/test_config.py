@@ -119,12 +119,13 @@ _DOCUMENT_ERRORS: list[tuple[object, str]] = [
     ),
     (
         {**_MINIMAL, "route": []},
-        "gw.yaml: unknown key 'route'; expected one of: listeners, upstreams, routes, plugins;"
-        " did you mean 'routes'?",
+        "gw.yaml: unknown key 'route'; expected one of: listeners, upstreams, routes, plugins, admin,"
+        " access_log; did you mean 'routes'?",
     ),
     (
         {**_MINIMAL, "extra": 1},
-        "gw.yaml: unknown key 'extra'; expected one of: listeners, upstreams, routes, plugins",
+        "gw.yaml: unknown key 'extra'; expected one of: listeners, upstreams, routes, plugins, admin,"
+        " access_log",
     ),
     (
         {k: v for k, v in _MINIMAL.items() if k != "routes"},
@@ -296,7 +297,7 @@ _VALUE_ERRORS: list[tuple[str, object, str]] = [
         "listeners[0].tiemouts",
         {},
         "listeners[0]: unknown key 'tiemouts'; expected one of: name, bind, trusted_proxies,"
-        " buffer_bytes, limits, timeouts; did you mean 'timeouts'?",
+        " buffer_bytes, limits, timeouts, trace_context; did you mean 'timeouts'?",
     ),
     # upstreams
     ("upstreams", {}, "upstreams: expected a non-empty mapping, found an empty mapping"),

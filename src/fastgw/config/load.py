@@ -23,6 +23,9 @@ import orjson
 import yaml
 
 from fastgw.config.schema import (
+    ACCESS_LOG_FIELDS,
+    AccessLogConfig,
+    AdminConfig,
     BalanceConfig,
     BreakerConfig,
     ClientTimeouts,
@@ -289,9 +292,10 @@ _read_client_timeouts = read_record(
         "drain": read_duration(allow_zero=True),
     },
 )
-_LISTENER_KEYS = ("name", "bind", "trusted_proxies", "buffer_bytes", "limits", "timeouts")
+_LISTENER_KEYS = ("name", "bind", "trusted_proxies", "buffer_bytes", "limits", "timeouts", "trace_context")
 _LISTENER_READERS: Mapping[str, Reader[object]] = {
     "trusted_proxies": read_list(_read_network),
+    "trace_context": read_bool,
     "buffer_bytes": read_size,
     "limits": _read_limits,
     "timeouts": _read_client_timeouts,
@@ -768,9 +772,56 @@ def _read_routes(
     return tuple(routes)
 
 
+# -- operations: admin listener, access log -------------------------------------------------------
+
+
+ADMIN_HOST, ADMIN_PORT = "127.0.0.1", 9901
+
+
+def _read_admin(value: object, path: str) -> AdminConfig:
+    section = Section(value, path, ("bind", "token"))
+    host, port = section.get("bind", _read_address(0)) or (ADMIN_HOST, ADMIN_PORT)
+    token = section.get("token", read_str)
+    if token is None and not _is_loopback(host):
+        raise ConfigError(
+            join(path, "token"),
+            f"required when admin.bind is not a loopback address (found {host!r}); the admin API can reload"
+            " the configuration",
+        )
+    return AdminConfig(host=host, port=port, token=token)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _read_sample(value: object, path: str) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 1:
+        return float(value)
+    raise expected(path, "a fraction greater than 0 and at most 1, like 0.1", value)
+
+
+_ACCESS_LOG_READERS: Mapping[str, Reader[object]] = {
+    "sink": read_str,
+    "fields": read_list(read_one_of("an access log field", ACCESS_LOG_FIELDS), non_empty=True),
+    "sample": _read_sample,
+    "flush_interval": read_duration(),
+    "buffer_bytes": read_size,
+}
+
+
+def _read_access_log(value: object, path: str) -> AccessLogConfig:
+    return AccessLogConfig(**read_fields(value, path, _ACCESS_LOG_READERS))
+
+
 # -- the document --------------------------------------------------------------------------------
 
-_TOP_KEYS = ("listeners", "upstreams", "routes", "plugins")
+_TOP_KEYS = ("listeners", "upstreams", "routes", "plugins", "admin", "access_log")
 
 
 def _read_config(document: object, source: str) -> Config:
@@ -788,4 +839,6 @@ def _read_config(document: object, source: str) -> Config:
         upstreams=upstreams,
         routes=routes,
         plugins=section.get("plugins", read_list(_read_plugin)) or (),
+        admin=section.get("admin", _read_admin),
+        access_log=section.get("access_log", _read_access_log),
     )

@@ -41,6 +41,7 @@ class ListenerConfig:
     limits: Limits = field(default_factory=Limits)
     timeouts: ClientTimeouts = field(default_factory=ClientTimeouts)
     buffer_bytes: int = 256 * 1024  # write-buffer high watermark per side (flow control)
+    trace_context: bool = True  # continue or start a W3C trace; forward the gateway's traceparent
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,9 +189,43 @@ class RouteConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AdminConfig:
+    """The admin listener (health, metrics, config and live state, reload, status page)."""
+
+    host: str = "127.0.0.1"  # loopback unless a token is set
+    port: int = 9901
+    token: str | None = None  # required as "Authorization: Bearer TOKEN" when set
+
+
+# Every field an access log line can hold, in the order written.
+ACCESS_LOG_FIELDS = (
+    "time", "request_id", "client", "method", "host", "path", "query", "listener", "route",
+    "upstream", "status", "bytes_in", "bytes_out", "duration_ms", "upstream_ms", "trace_id",
+    "span_id", "consumer", "error",
+)  # fmt: skip
+DEFAULT_ACCESS_LOG_FIELDS = (
+    "time", "request_id", "client", "method", "path", "route", "upstream", "status", "bytes_out",
+    "duration_ms", "upstream_ms", "trace_id", "error",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class AccessLogConfig:
+    """One JSON line per request, buffered and written in batches (observe/access_log.py)."""
+
+    sink: str = "stdout"  # "stdout" or a file path (appended to)
+    fields: tuple[str, ...] = DEFAULT_ACCESS_LOG_FIELDS
+    sample: float = 1.0  # fraction of requests logged; 5xx and unanswered ones always are
+    flush_interval: float = 1.0  # longest a line waits in the buffer
+    buffer_bytes: int = 64 * 1024  # a fuller buffer is written at once
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     source: str  # the file it came from
     listeners: tuple[ListenerConfig, ...]
     upstreams: Mapping[str, UpstreamConfig]
     routes: tuple[RouteConfig, ...]
     plugins: tuple[PluginConfig, ...] = ()  # applied to every route (before route plugins)
+    admin: AdminConfig | None = None  # None: no admin listener
+    access_log: AccessLogConfig | None = None  # None: no access log, at no cost

@@ -6,8 +6,11 @@ import asyncio
 import logging
 
 from fastgw.config import load_config
+from fastgw.config.schema import Config
 from fastgw.control_http import close_control_session
 from fastgw.errors import ConfigError
+from fastgw.observe.access_log import AccessLog, access_log_for
+from fastgw.observe.metrics import Families, ReloadRecord, collect_gateway
 from fastgw.plan import Plan, activate_plan, compile_plan, retire_plan
 from fastgw.server.clock import CLOCK
 from fastgw.server.listener import ListenerServer
@@ -16,18 +19,39 @@ from fastgw.upstream.health import stop_monitors
 log = logging.getLogger("fastgw")
 
 
+def check_reloadable(old: Config, new: Config) -> None:
+    """What a reload cannot change: listener names and binds, the admin listener."""
+    old_binds = {lc.name: (lc.host, lc.port) for lc in old.listeners}
+    new_binds = {lc.name: (lc.host, lc.port) for lc in new.listeners}
+    if old_binds != new_binds:
+        raise ConfigError(
+            "listeners", "listener names and binds cannot change on reload; restart instead", new.source
+        )
+    old_admin = (old.admin.host, old.admin.port) if old.admin else None
+    new_admin = (new.admin.host, new.admin.port) if new.admin else None
+    if old_admin != new_admin:
+        raise ConfigError(
+            "admin.bind", "the admin listener cannot change on reload; restart instead", new.source
+        )
+
+
 class Gateway:
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
         self.listeners: dict[str, ListenerServer] = {
             name: ListenerServer(lp) for name, lp in plan.listeners.items()
         }
+        self.access_log: AccessLog | None = None
+        self._use_access_log(access_log_for(plan.config.access_log, None))
+        self.reloads = ReloadRecord()
+        self.ready = False  # listening, and not draining
 
     async def start(self, reuse_port: bool = False) -> None:
         CLOCK.start(asyncio.get_running_loop())
         activate_plan(self.plan)  # health checks start before traffic, once per worker process
         for server in self.listeners.values():
             await server.start(reuse_port)
+        self.ready = True
 
     def urls(self) -> list[tuple[str, str]]:
         out = []
@@ -39,24 +63,42 @@ class Gateway:
 
     def reload(self, path: str) -> None:
         """Validate and compile the file beside the running plan, then swap; raise ConfigError
-        (the running plan stays) if it cannot be used. Listeners' binds cannot change here."""
+        (the running plan stays) if it cannot be used. Listeners' binds cannot change here.
+        Counted in ``reloads`` either way."""
+        try:
+            self._reload(path)
+        except ConfigError as exc:
+            self.reloads.failure(str(exc))
+            raise
+        self.reloads.success()
+
+    def _reload(self, path: str) -> None:
         config = load_config(path)
-        old_binds = {n: (lp.config.host, lp.config.port) for n, lp in self.plan.listeners.items()}
-        new_binds = {lc.name: (lc.host, lc.port) for lc in config.listeners}
-        if old_binds != new_binds:
-            raise ConfigError(
-                "listeners", "listener names and binds cannot change on reload; restart instead", path
-            )
+        check_reloadable(self.plan.config, config)
         new = compile_plan(config, self.plan)
         activate_plan(new)
         old, self.plan = self.plan, new
         for name, server in self.listeners.items():
             server.plan = new.listeners[name]
+        self._use_access_log(access_log_for(config.access_log, self.access_log))
         retire_plan(old, new)
         log.info("configuration reloaded from %s: %d routes", path, len(new.routes))
 
+    def _use_access_log(self, access_log: AccessLog | None) -> None:
+        """New connections log to ``access_log``; a replaced log hands late lines on to it."""
+        if self.access_log is not None and access_log is not self.access_log:
+            self.access_log.retire(access_log)
+        self.access_log = access_log
+        for server in self.listeners.values():
+            server.access_log = access_log
+
+    def collect(self) -> Families:
+        """This process's metrics (see ``observe.metrics``)."""
+        return collect_gateway(self.plan, self.listeners)
+
     async def drain(self, timeout: float) -> None:
         """Stop accepting, let in-flight requests finish (bounded), then close what is left."""
+        self.ready = False
         for server in self.listeners.values():
             server.stop_accepting()
         for server in self.listeners.values():
@@ -76,4 +118,6 @@ class Gateway:
         for breaker in self.plan.breakers.values():
             breaker.stop()  # its timers must not fire on a loop that is closing
         await close_control_session()  # the auth plugins' client, if a request made one
+        if self.access_log is not None:
+            self.access_log.flush()
         CLOCK.stop()

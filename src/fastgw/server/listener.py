@@ -7,9 +7,10 @@ import os
 import socket
 from typing import TYPE_CHECKING
 
-from fastgw._proxy import ClientProtocol, RequestIds
+from fastgw._proxy import ClientProtocol, RequestIds, RequestStats
 
 if TYPE_CHECKING:
+    from fastgw.observe.access_log import AccessLog
     from fastgw.plan import ListenerPlan
 
 
@@ -20,6 +21,10 @@ class ListenerServer:
         self.server: asyncio.base_events.Server | None = None
         # Made here, in the worker process after fork, so ids stay unique across workers.
         self.request_ids = RequestIds(os.urandom(6).hex().encode())
+        # Requests that matched no route (404/405) or were refused before routing (400, 431, ...).
+        self.unrouted = RequestStats()
+        # Read by each new connection; None (the default) costs the hot path one pointer test.
+        self.access_log: AccessLog | None = None
 
     def new_request_id(self) -> bytes:
         """A random per-process prefix and a counter: unique, cheap, and sortable per worker."""

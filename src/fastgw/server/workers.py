@@ -2,9 +2,11 @@
 
 Each worker binds its own listening sockets with SO_REUSEPORT, so the kernel spreads new
 connections across workers without a shared accept lock. The parent does no I/O of its own: it
-waits for signals, restarts a worker that died (with a backoff if they keep dying), forwards
-SIGHUP (reload), and on SIGTERM/SIGINT tells every worker to drain: stop accepting, finish the
-requests in flight within the drain timeout, exit 0.
+waits for signals, restarts a worker that died (with a backoff if they keep dying), decides
+reloads (``Supervisor``), serves the admin API with every worker's counters summed, and on
+SIGTERM/SIGINT tells every worker to drain: stop accepting, finish the requests in flight within
+the drain timeout, exit 0. Reloading never closes a listening socket: with SO_REUSEPORT, closing
+one worker's socket resets the connections queued on it.
 """
 
 from __future__ import annotations
@@ -18,17 +20,24 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import uvloop
 
+from fastgw.admin.api import AdminServer, start_admin
+from fastgw.config import load_config
 from fastgw.errors import ConfigError
-from fastgw.plan import Plan
-from fastgw.server.gateway import Gateway
+from fastgw.observe.metrics import Families, ReloadRecord, collect_reloads, merge
+from fastgw.plan import Plan, compile_plan
+from fastgw.server.control import LocalControl, ReloadResult, WorkerChannel, answer_supervisor
+from fastgw.server.gateway import Gateway, check_reloadable
+from fastgw.server.watch import watch_file
 
 log = logging.getLogger("fastgw")
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+CHANNEL_TIMEOUT = 10.0  # a worker that cannot answer the supervisor in this long is counted out
 _PR_SET_PDEATHSIG = 1
 
 
@@ -41,18 +50,32 @@ def serve(
     config_path: str | None,
     reuse_port: bool = False,
     on_ready: Callable[[Gateway], None] | None = None,
+    watch: bool = False,
+    supervisor: socket.socket | None = None,
 ) -> int:
-    """Run one gateway process until SIGTERM/SIGINT, then drain; returns the exit code."""
-    return uvloop.run(_serve(plan, config_path, reuse_port, on_ready))
+    """Run one gateway process until SIGTERM/SIGINT, then drain; returns the exit code.
+
+    Alone, it also runs the admin listener (if configured) and ``--watch``; as a worker it
+    answers the ``supervisor`` channel instead (metrics, reload) and the supervisor does those."""
+    return uvloop.run(_serve(plan, config_path, reuse_port, on_ready, watch, supervisor))
 
 
 async def _serve(
-    plan: Plan, config_path: str | None, reuse_port: bool, on_ready: Callable[[Gateway], None] | None
+    plan: Plan,
+    config_path: str | None,
+    reuse_port: bool,
+    on_ready: Callable[[Gateway], None] | None,
+    watch: bool,
+    supervisor: socket.socket | None,
 ) -> int:
     loop = asyncio.get_running_loop()
     gateway = Gateway(plan)
+    control = LocalControl(gateway, config_path)
+    admin: AdminServer | None = None
     try:
         await gateway.start(reuse_port)
+        if supervisor is None and plan.config.admin is not None:
+            admin = await start_admin(control, plan.config.admin)
     except OSError as exc:
         log.error("cannot listen: %s", exc.strerror)
         return 1
@@ -61,21 +84,29 @@ async def _serve(
     stop = asyncio.Event()
     for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
+    background: set[asyncio.Task[object]] = set()
+
+    def in_background(coro: Coroutine[Any, Any, object]) -> None:
+        task = loop.create_task(coro)
+        background.add(task)
+        task.add_done_callback(background.discard)
+
     if config_path is not None:
-        loop.add_signal_handler(signal.SIGHUP, _reload, gateway, config_path)
+        loop.add_signal_handler(signal.SIGHUP, lambda: in_background(control.reload()))
+        if watch and supervisor is None:
+            in_background(watch_file(config_path, control.reload))
+    if supervisor is not None:
+        in_background(answer_supervisor(supervisor, gateway, config_path))
     if on_ready is not None:
         on_ready(gateway)
     await stop.wait()
     log.info("worker %d: draining", os.getpid())
+    for task in list(background):
+        task.cancel()
     await gateway.drain(drain_timeout(gateway.plan))
+    if admin is not None:
+        await admin.stop()
     return 0
-
-
-def _reload(gateway: Gateway, path: str) -> None:
-    try:
-        gateway.reload(path)
-    except ConfigError as exc:
-        log.error("reload failed, keeping the running configuration: %s", exc)
 
 
 def check_ports_free(plan: Plan) -> None:
@@ -102,7 +133,7 @@ def _die_with_parent() -> None:
         pass
 
 
-def run_workers(plan: Plan, config_path: str, workers: int) -> int:
+def run_workers(plan: Plan, config_path: str, workers: int, watch: bool = False) -> int:
     """Fork ``workers`` processes sharing the listeners' ports; supervise until told to stop.
 
     Returns 0 after a requested stop, 1 if the workers kept dying (e.g. they cannot listen).
@@ -112,82 +143,190 @@ def run_workers(plan: Plan, config_path: str, workers: int) -> int:
     except OSError as exc:
         log.error("cannot listen: %s", exc.strerror)
         return 1
-    handled = {*STOP_SIGNALS, signal.SIGHUP, signal.SIGCHLD}
-    signal.pthread_sigmask(signal.SIG_BLOCK, handled)
-    children: dict[int, tuple[int, float]] = {}  # pid -> (worker index, start time)
-    crashes: list[float] = []
-    parent = os.getpid()
-    current = [plan]  # the plan new workers start with; replaced by a successful SIGHUP reload
+    return asyncio.run(Supervisor(plan, config_path, workers, watch).run())
 
-    def spawn(index: int) -> None:
+
+class Worker:
+    """A forked worker as the supervisor sees it."""
+
+    def __init__(self, index: int, pid: int, channel: WorkerChannel) -> None:
+        self.index = index
+        self.pid = pid
+        self.channel = channel
+        self.started = time.monotonic()
+        self.retiring = False  # told to drain (a failed reload): not restarted when it exits
+
+
+class Supervisor:
+    """The parent of ``--workers N``: it starts and restarts workers, runs the admin listener
+    and ``--watch``, and decides reloads (SIGHUP, ``POST /reload``, a watched change): it
+    validates the file itself first, so an invalid one touches no worker; then each worker
+    reloads over its channel, and one that fails is drained and replaced. Its asyncio loop only
+    waits for signals, the admin listener and the channels; workers fork from inside it (each
+    child closes the supervisor's sockets and starts a fresh loop: asyncio ties the running
+    loop to the process id)."""
+
+    def __init__(self, plan: Plan, config_path: str, workers: int, watch: bool) -> None:
+        self.current = plan  # the plan new workers start with; replaced by a successful reload
+        self.config_path: str | None = config_path
+        self.count = workers
+        self.watch = watch
+        self.workers: dict[int, Worker] = {}  # by pid
+        self.reloads = ReloadRecord()
+        self.crashes: list[float] = []
+        self.stopping = False
+        self.gave_up = False
+        self.admin: AdminServer | None = None
+        self._reload_lock = asyncio.Lock()
+        self._all_exited = asyncio.Event()
+        self._background: set[asyncio.Task[object]] = set()
+
+    @property
+    def path(self) -> str:
+        return self.config_path or ""  # always set: workers are started from a file
+
+    # -- Control, for the admin API ------------------------------------------------------------
+    def plan(self) -> Plan:
+        return self.current
+
+    def ready(self) -> bool:
+        return not self.stopping and bool(self.workers)
+
+    async def families(self) -> Families:
+        """Every worker's counters, summed: the whole gateway, not one worker."""
+        workers = [w for w in self.workers.values() if not w.retiring]
+        answers = await asyncio.gather(
+            *(w.channel.ask({"op": "collect"}, CHANNEL_TIMEOUT) for w in workers), return_exceptions=True
+        )
+        parts = [a for a in answers if isinstance(a, dict)]
+        return merge([*parts, collect_reloads(self.reloads, len(parts))])
+
+    async def reload(self) -> ReloadResult:
+        async with self._reload_lock:
+            try:
+                config = load_config(self.path)
+                check_reloadable(self.current.config, config)
+                plan = compile_plan(config)
+            except ConfigError as exc:
+                self.reloads.failure(str(exc))
+                log.error("reload failed, keeping the running configuration: %s", exc)
+                return {"ok": False, "error": str(exc)}
+            self.current = plan
+            workers = [w for w in self.workers.values() if not w.retiring]
+            answers = await asyncio.gather(
+                *(w.channel.ask({"op": "reload"}, CHANNEL_TIMEOUT) for w in workers), return_exceptions=True
+            )
+            replaced = 0
+            for worker, answer in zip(workers, answers, strict=True):
+                if not (isinstance(answer, dict) and answer.get("ok")):
+                    log.error("worker %d failed to reload (%s); replacing it", worker.pid, answer)
+                    self.replace(worker)
+                    replaced += 1
+            self.reloads.success()
+            log.info("configuration reloaded from %s: %d routes", self.path, len(plan.routes))
+            return {"ok": True, "routes": len(plan.routes), "workers": len(workers), "replaced": replaced}
+
+    # -- the processes -------------------------------------------------------------------------
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in STOP_SIGNALS:
+            loop.add_signal_handler(sig, self.stop)
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._in_background(self.reload()))
+        loop.add_signal_handler(signal.SIGCHLD, self._reap)
+        if self.current.config.admin is not None:
+            try:
+                self.admin = await start_admin(self, self.current.config.admin)
+            except OSError as exc:
+                log.error("cannot listen: %s", exc.strerror)
+                return 1
+        for index in range(self.count):
+            self.spawn(index)
+        log.info("supervisor %d: %d workers", os.getpid(), self.count)
+        if self.watch:
+            self._in_background(watch_file(self.path, self.reload))
+        await self._all_exited.wait()
+        for task in list(self._background):
+            task.cancel()
+        if self.admin is not None:
+            await self.admin.stop()
+        return 1 if self.gave_up else 0
+
+    def _in_background(self, coro: Coroutine[Any, Any, object]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def spawn(self, index: int) -> None:
+        parent_end, child_end = socket.socketpair()
+        inherited = [w.channel.sock for w in self.workers.values()]
         pid = os.fork()
         if pid == 0:
-            _die_with_parent()
-            if os.getppid() != parent:  # the supervisor died before prctl took effect
-                os._exit(0)
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, handled)
             code = 1
             try:
-                code = serve(current[0], config_path, reuse_port=True)
+                signal.set_wakeup_fd(-1)  # the supervisor loop's; the worker's loop sets its own
+                for sig in (*STOP_SIGNALS, signal.SIGHUP, signal.SIGCHLD):
+                    signal.signal(sig, signal.SIG_DFL)
+                _die_with_parent()
+                parent_end.close()
+                for sock in inherited:
+                    sock.close()
+                if self.admin is not None:
+                    for listening in self.admin.sockets():
+                        os.close(listening.fileno())  # asyncio wraps it: close the fd itself
+                code = serve(self.current, self.config_path, reuse_port=True, supervisor=child_end)
             except BaseException:
                 log.exception("worker %d crashed", os.getpid())
             finally:
                 sys.stdout.flush()
                 sys.stderr.flush()
                 os._exit(code)
-        children[pid] = (index, time.monotonic())
+        child_end.close()
+        self.workers[pid] = Worker(index, pid, WorkerChannel(parent_end))
 
-    for i in range(workers):
-        spawn(i)
-    log.info("supervisor %d: %d workers", os.getpid(), workers)
-    stopping = False
-    gave_up = False
-    stop_deadline = 0.0
-    while children:
-        info = signal.sigtimedwait(handled, 0.5)
-        if info is not None and info.si_signo in STOP_SIGNALS and not stopping:
-            stopping = True
-            stop_deadline = time.monotonic() + drain_timeout(plan) + 5.0
-            for pid in children:
-                _kill(pid, signal.SIGTERM)
-        elif info is not None and info.si_signo == signal.SIGHUP:
-            current[0] = _reload_plan(current[0], config_path)
-            for pid in children:
-                _kill(pid, signal.SIGHUP)
-        if stopping and time.monotonic() > stop_deadline:
-            for pid in children:
-                _kill(pid, signal.SIGKILL)
+    def replace(self, worker: Worker) -> None:
+        """Drain ``worker`` and start another in its place, on the current plan."""
+        worker.retiring = True
+        _kill(worker.pid, signal.SIGTERM)
+        self.spawn(worker.index)
+
+    def stop(self) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        for pid in self.workers:
+            _kill(pid, signal.SIGTERM)
+        asyncio.get_running_loop().call_later(drain_timeout(self.current) + 5.0, self._kill_all)
+        if not self.workers:
+            self._all_exited.set()
+
+    def _kill_all(self) -> None:
+        for pid in self.workers:
+            _kill(pid, signal.SIGKILL)
+
+    def _reap(self) -> None:
         for pid, status in _reap():
-            index, started = children.pop(pid, (-1, 0.0))
-            if stopping or index < 0:
+            worker = self.workers.pop(pid, None)
+            if worker is None:
                 continue
-            code = os.waitstatus_to_exitcode(status)
-            log.error("worker %d exited with %d; starting a new one", pid, code)
+            worker.channel.close()
+            if self.stopping or worker.retiring:
+                continue
+            log.error("worker %d exited with %d; starting a new one", pid, os.waitstatus_to_exitcode(status))
             now = time.monotonic()
-            crashes[:] = [t for t in crashes if now - t < 10.0] + [now]
-            if len(crashes) > 3 * workers:
+            self.crashes[:] = [t for t in self.crashes if now - t < 10.0] + [now]
+            if len(self.crashes) > 3 * self.count:
                 log.error("workers keep dying; giving up")
-                for other in children:
-                    _kill(other, signal.SIGTERM)
-                stopping = gave_up = True
-                stop_deadline = now + drain_timeout(plan) + 5.0
+                self.gave_up = True
+                self.stop()
                 continue
-            if now - started < 1.0:
-                time.sleep(0.5)  # crash loop backoff
-            spawn(index)
-    return 1 if gave_up else 0
+            delay = 0.5 if now - worker.started < 1.0 else 0.0  # crash loop backoff
+            asyncio.get_running_loop().call_later(delay, self._respawn, worker.index)
+        if self.stopping and not self.workers:
+            self._all_exited.set()
 
-
-def _reload_plan(plan: Plan, path: str) -> Plan:
-    """The supervisor's copy of the plan, for workers it starts later; the old one on error."""
-    from fastgw.config import load_config
-    from fastgw.plan import compile_plan
-
-    try:
-        return compile_plan(load_config(path))
-    except ConfigError as exc:
-        log.error("reload failed, keeping the running configuration: %s", exc)
-        return plan
+    def _respawn(self, index: int) -> None:
+        if not self.stopping:
+            self.spawn(index)
 
 
 def _reap() -> list[tuple[int, int]]:

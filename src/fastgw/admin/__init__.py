@@ -1,0 +1,1 @@
+"""The admin listener: health, readiness, live config and state, metrics, reload, status page."""

@@ -1,0 +1,201 @@
+"""The admin API, on its own listener (aiohttp), never on the data path.
+
+    GET  /healthz     liveness: {"status": "ok"}                         (no token needed)
+    GET  /readyz      200 {"status": "ready"} once listening, 503 while starting or draining
+    GET  /routes      the loaded routes, with request counts by status class
+    GET  /upstreams   the loaded upstreams and their targets: in rotation, pool connections
+    GET  /metrics     Prometheus text format
+    POST /reload      reload the config file: 200 {"ok": true, ...} or 400 {"ok": false, "error"}
+    GET  /            the status page (its data comes from the endpoints above)
+
+Answers are JSON (``/metrics`` and the page aside); an unknown path is a JSON 404, a wrong
+method a JSON 405. When ``admin.token`` is set every endpoint but ``/healthz``, ``/readyz`` and
+the page itself needs ``Authorization: Bearer TOKEN`` (401 otherwise); the page asks for the
+token and sends it with its own requests.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from typing import Any
+
+from aiohttp import web
+
+from fastgw.config.schema import AdminConfig
+from fastgw.observe.metrics import Families, render, samples_by
+from fastgw.server.control import Control
+
+log = logging.getLogger("fastgw")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/"})
+CONTROL: web.AppKey[Control] = web.AppKey("control")
+
+
+def _json(data: object, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status)
+
+
+@web.middleware
+async def _errors_and_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    control = request.app[CONTROL]
+    admin = control.plan().config.admin
+    token = admin.token if admin is not None else None
+    if token is not None and request.path not in OPEN_PATHS:
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            return _json({"error": "missing or wrong admin token (Authorization: Bearer ...)"}, 401)
+    try:
+        return await handler(request)
+    except web.HTTPNotFound:
+        return _json({"error": f"no admin endpoint {request.path}"}, 404)
+    except web.HTTPMethodNotAllowed as exc:
+        return _json(
+            {
+                "error": f"{request.method} not allowed on {request.path}",
+                "allow": sorted(exc.allowed_methods),
+            },
+            405,
+        )
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return _json({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    if request.app[CONTROL].ready():
+        return _json({"status": "ready"})
+    return _json({"status": "not ready"}, 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    text = render(await request.app[CONTROL].families())
+    return web.Response(text=text, content_type="text/plain", headers={"X-Content-Type-Version": "0.0.4"})
+
+
+async def routes(request: web.Request) -> web.Response:
+    control = request.app[CONTROL]
+    counts = _requests_by_route(await control.families())
+    out = []
+    for route in control.plan().routes:
+        rc = route.config
+        by_status = counts.get(rc.id, {})
+        out.append(
+            {
+                "id": rc.id,
+                "path": rc.path,
+                "methods": list(rc.methods) if rc.methods else None,
+                "hosts": list(rc.hosts),
+                "listeners": list(rc.listeners),
+                "upstream": rc.upstream,
+                "plugins": [p.name for p in route.plugins],
+                "requests": int(sum(by_status.values())),
+                "requests_by_status": by_status,
+            }
+        )
+    return _json({"routes": out})
+
+
+def _requests_by_route(families: Families) -> dict[str, dict[str, int]]:
+    counts: dict[str, dict[str, int]] = {}
+    for labels, value in samples_by(families, "fastgw_requests_total").items():
+        named = dict(labels)
+        route = counts.setdefault(named["route"], {})
+        route[named["status"]] = route.get(named["status"], 0) + int(value)
+    return counts
+
+
+async def upstreams(request: web.Request) -> web.Response:
+    control = request.app[CONTROL]
+    families = await control.families()
+    up = {
+        dict(k)["target"] + "@" + dict(k)["upstream"]: v
+        for k, v in samples_by(families, "fastgw_upstream_target_up").items()
+    }
+    pools: dict[str, dict[str, int]] = {}
+    for labels, value in samples_by(families, "fastgw_upstream_connections").items():
+        named = dict(labels)
+        pools.setdefault(named["target"], {})[named["state"]] = int(value)
+    for name in ("opened", "reused"):
+        for labels, value in samples_by(families, f"fastgw_upstream_connections_{name}_total").items():
+            pools.setdefault(dict(labels)["target"], {})[name] = int(value)
+    out = []
+    for name, group in control.plan().upstreams.items():
+        targets = [
+            {
+                "target": t.label,
+                "weight": t.weight,
+                "up": bool(up.get(f"{t.label}@{name}", 0.0)),
+                "pool": pools.get(t.label, {}),
+            }
+            for t in group.targets
+        ]
+        out.append({"name": name, "balance": group.config.balance.algorithm, "targets": targets})
+    return _json({"upstreams": out})
+
+
+async def reload(request: web.Request) -> web.Response:
+    result = await request.app[CONTROL].reload()
+    return _json(result, 200 if result.get("ok") else 400)
+
+
+async def page(request: web.Request) -> web.Response:
+    html = resources.files("fastgw.admin").joinpath("status.html").read_text(encoding="utf-8")
+    return web.Response(text=html, content_type="text/html")
+
+
+def make_app(control: Control) -> web.Application:
+    app = web.Application(middlewares=[_errors_and_auth])
+    app[CONTROL] = control
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/routes", routes)
+    app.router.add_get("/upstreams", upstreams)
+    app.router.add_post("/reload", reload)
+    app.router.add_get("/", page)
+    return app
+
+
+class AdminServer:
+    """The running admin listener."""
+
+    def __init__(self, runner: web.AppRunner, site: web.TCPSite) -> None:
+        self.runner = runner
+        self.site = site
+
+    @property
+    def address(self) -> tuple[str, int]:
+        server: Any = self.site._server  # aiohttp keeps the asyncio Server here
+        host, port = server.sockets[0].getsockname()[:2]
+        return host, port
+
+    def sockets(self) -> list[Any]:
+        """The listening sockets (a forked worker closes its inherited copies)."""
+        server: Any = self.site._server
+        return list(server.sockets) if server is not None else []
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+
+async def start_admin(control: Control, config: AdminConfig) -> AdminServer:
+    """Listen on ``admin.bind``; logs ``admin API on http://HOST:PORT``."""
+    runner = web.AppRunner(make_app(control), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise OSError(
+            exc.errno, f"admin listener on {config.host}:{config.port}: {exc.strerror or exc}"
+        ) from None
+    server = AdminServer(runner, site)
+    host, port = server.address
+    log.info("admin API on http://%s:%d", host if ":" not in host else f"[{host}]", port)
+    return server

@@ -1,0 +1,1 @@
+"""Observing the gateway: counters plugins declare, metrics in Prometheus text, the access log."""

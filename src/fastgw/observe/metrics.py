@@ -1,0 +1,251 @@
+"""The gateway's metrics: collected from the counters where they live, merged, rendered as text.
+
+Nothing here runs per request. Requests are counted in C as they end (``RequestStats`` on each
+route and listener, ``PoolCore`` counters per target); ``collect`` reads them into ``Family``
+records only when someone scrapes. With ``--workers N`` each worker collects its own families,
+the supervisor asks every worker for them (``server/control.py``) and ``merge`` adds them up, so
+a scrape sees the whole gateway. Each family says how to merge: counters, histograms and
+connection gauges add up; a target is reported up only if every worker sees it up (``min``).
+
+Rendered in the Prometheus text exposition format (version 0.0.4).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from fastgw._proxy import LATENCY_BOUNDS, RequestStats
+from fastgw.observe.counters import COUNTERS, CounterRegistry
+
+if TYPE_CHECKING:
+    from fastgw.plan import Plan
+    from fastgw.server.listener import ListenerServer
+
+Labels = tuple[tuple[str, str], ...]
+SampleKey = tuple[str, Labels]  # (name suffix such as "_bucket" or "", labels)
+UNMATCHED = "(unmatched)"  # the route label of requests that matched no route
+
+
+@dataclass(slots=True)
+class Family:
+    kind: Literal["counter", "gauge", "histogram"]
+    help: str
+    merge: Literal["sum", "min"] = "sum"
+    samples: dict[SampleKey, float] = field(default_factory=dict)
+
+    def add(self, labels: Labels, value: float, suffix: str = "") -> None:
+        key = (suffix, labels)
+        self.samples[key] = self.samples.get(key, 0.0) + value
+
+
+Families = dict[str, Family]
+
+
+@dataclass(slots=True)
+class ReloadRecord:
+    """Configuration reloads and their outcome, kept where reloads are decided."""
+
+    succeeded: int = 0
+    failed: int = 0
+    last_ok: bool = True
+    last_error: str | None = None
+    loaded_at: float = field(default_factory=time.time)
+
+    def success(self) -> None:
+        self.succeeded += 1
+        self.last_ok = True
+        self.last_error = None
+        self.loaded_at = time.time()
+
+    def failure(self, error: str) -> None:
+        self.failed += 1
+        self.last_ok = False
+        self.last_error = error
+
+
+def collect_gateway(plan: Plan, listeners: Mapping[str, ListenerServer]) -> Families:
+    """One process's families: requests, latencies, pools, targets, plugin counters."""
+    families: Families = {}
+    requests = families["fastgw_requests_total"] = Family(
+        "counter", "Requests by route, method and status class (none: the client left first)."
+    )
+    denied = families["fastgw_requests_denied_total"] = Family(
+        "counter", "Requests answered 401, 403 or 429 (authentication and rate limits), by route."
+    )
+    total = families["fastgw_request_duration_seconds"] = Family(
+        "histogram", "From the request head parsed to the last response byte written, by route."
+    )
+    upstream = families["fastgw_upstream_duration_seconds"] = Family(
+        "histogram", "From the request head written upstream to the end of its response, by route."
+    )
+    stats: list[tuple[str, RequestStats]] = [(route.id, route.stats) for route in plan.routes]
+    stats += [(UNMATCHED, server.unrouted) for server in listeners.values()]
+    for route_id, route_stats in stats:
+        snap = route_stats.snapshot()
+        for (method, status_class), n in snap["requests"].items():
+            requests.add((("route", route_id), ("method", method), ("status", status_class)), n)
+        for status, n in snap["denied"].items():
+            if n:
+                denied.add((("route", route_id), ("status", str(status))), n)
+        if route_id != UNMATCHED:
+            _add_histogram(total, (("route", route_id),), *snap["total"])
+            _add_histogram(upstream, (("route", route_id),), *snap["upstream"])
+    _collect_upstreams(plan, families)
+    _collect_plugin_counters(COUNTERS, families)
+    return families
+
+
+def _add_histogram(family: Family, labels: Labels, buckets: list[int], total: float) -> None:
+    running = 0
+    for bound, count in zip((*LATENCY_BOUNDS, math.inf), buckets, strict=True):
+        running += count
+        family.add((*labels, ("le", _number(bound))), running, "_bucket")
+    family.add(labels, running, "_count")
+    family.add(labels, total, "_sum")
+
+
+def _collect_upstreams(plan: Plan, families: Families) -> None:
+    pool_gauge = families["fastgw_upstream_connections"] = Family(
+        "gauge", "Upstream connections per target: idle in the pool, in use, open (both, and connecting)."
+    )
+    opened = families["fastgw_upstream_connections_opened_total"] = Family(
+        "counter", "Upstream connections opened, per target."
+    )
+    reused = families["fastgw_upstream_connections_reused_total"] = Family(
+        "counter", "Requests sent on a pooled keep-alive connection, per target."
+    )
+    connect_errors = families["fastgw_upstream_connect_errors_total"] = Family(
+        "counter", "Failed upstream connection attempts, per target."
+    )
+    for pool in plan.pools.values():
+        at: Labels = (("target", f"{pool.host}:{pool.port}"),)
+        pool_gauge.add((*at, ("state", "idle")), len(pool.idle))
+        pool_gauge.add((*at, ("state", "in_use")), pool.in_use)
+        pool_gauge.add((*at, ("state", "open")), pool.open)
+        opened.add(at, pool.opened)
+        reused.add(at, pool.reused)
+        connect_errors.add(at, pool.connect_errors)
+    up = families["fastgw_upstream_target_up"] = Family(
+        "gauge", "1 while a target is in rotation (health checks, outlier detection), else 0.", "min"
+    )
+    in_flight = families["fastgw_upstream_requests_in_flight"] = Family(
+        "gauge", "Requests sent to a target and not finished."
+    )
+    for name, group in plan.upstreams.items():
+        for target in group.targets:
+            labels = (("upstream", name), ("target", target.label))
+            up.add(labels, 1.0 if target in group.usable else 0.0)
+            in_flight.add(labels, target.in_flight)
+    refused = families["fastgw_concurrency_refused_total"] = Family(
+        "counter", "Requests answered 503 by a route's or an upstream's concurrency limit."
+    )
+    seen = set()
+    for route in plan.routes:
+        for limiter in route.limiters:
+            if id(limiter) not in seen:
+                seen.add(id(limiter))
+                refused.add((("limit", limiter.name),), limiter.refused)
+    _collect_breakers(plan, families)
+
+
+def _collect_breakers(plan: Plan, families: Families) -> None:
+    """The place for the circuit breaker's gauge, once ``upstream/breaker.py`` exists: per target,
+    ``fastgw_upstream_breaker_open{upstream,target}`` (1 while open or half-open, else 0),
+    merged with "sum" (then it reads: how many workers have it open). Nothing to report yet."""
+
+
+def _collect_plugin_counters(registry: CounterRegistry, families: Families) -> None:
+    for name, declared in registry.families.items():
+        family = families[name] = Family("counter", declared.help)
+        for values, counter in declared.children.items():
+            family.add(tuple(zip(declared.label_names, values, strict=True)), counter.value)
+
+
+def collect_reloads(record: ReloadRecord, workers: int) -> Families:
+    """What the process deciding reloads knows: their outcome, and how many workers answered."""
+    reloads = Family("counter", "Configuration reloads by result.")
+    reloads.add((("result", "success"),), record.succeeded)
+    reloads.add((("result", "failure"),), record.failed)
+    last = Family("gauge", "1 if the last reload succeeded (or none was tried), else 0.")
+    last.add((), 1.0 if record.last_ok else 0.0)
+    loaded = Family("gauge", "Unix time the running configuration was loaded.")
+    loaded.add((), record.loaded_at)
+    counted = Family("gauge", "Worker processes whose counters this scrape includes.")
+    counted.add((), workers)
+    return {
+        "fastgw_config_reloads_total": reloads,
+        "fastgw_config_last_reload_successful": last,
+        "fastgw_config_loaded_timestamp_seconds": loaded,
+        "fastgw_workers_reporting": counted,
+    }
+
+
+def merge(parts: Iterable[Families]) -> Families:
+    """Several processes' families as one gateway's."""
+    merged: Families = {}
+    for families in parts:
+        for name, family in families.items():
+            into = merged.get(name)
+            if into is None:
+                merged[name] = Family(family.kind, family.help, family.merge, dict(family.samples))
+                continue
+            for key, value in family.samples.items():
+                old = into.samples.get(key)
+                if old is None:
+                    into.samples[key] = value
+                else:
+                    into.samples[key] = min(old, value) if into.merge == "min" else old + value
+    return merged
+
+
+def render(families: Families) -> str:
+    """The Prometheus text format: HELP, TYPE, then the samples, families in name order."""
+    lines: list[str] = []
+    for name in sorted(families):
+        family = families[name]
+        lines.append(f"# HELP {name} {_escape_help(family.help)}")
+        lines.append(f"# TYPE {name} {family.kind}")
+        for (suffix, labels), value in sorted(family.samples.items(), key=_sample_order):
+            rendered = ",".join(f'{k}="{_escape_label(v)}"' for k, v in labels)
+            lines.append(
+                f"{name}{suffix}{{{rendered}}} {_number(value)}"
+                if labels
+                else f"{name}{suffix} {_number(value)}"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _sample_order(item: tuple[SampleKey, float]) -> tuple[Labels, int, float]:
+    """Keep each histogram's buckets together and in bound order, then _count and _sum."""
+    (suffix, labels), _ = item
+    plain = tuple(pair for pair in labels if pair[0] != "le")
+    le = next((float(v) for k, v in labels if k == "le"), 0.0)
+    return plain, {"_bucket": 0, "_count": 1, "_sum": 2}.get(suffix, 0), le
+
+
+def _number(value: float) -> str:
+    if value == math.inf:
+        return "+Inf"
+    if float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return repr(float(value))
+
+
+def _escape_label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def samples_by(families: Families, name: str, suffix: str = "") -> dict[Labels, float]:
+    """A family's samples with one suffix, by labels (empty when the family is absent)."""
+    family = families.get(name)
+    if family is None:
+        return {}
+    return {labels: value for (s, labels), value in family.samples.items() if s == suffix}
