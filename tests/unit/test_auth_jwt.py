@@ -106,14 +106,16 @@ def test_keys_as_jwk_mapping_and_from_files(tmp_path: Path) -> None:
 
 # -- refusals ------------------------------------------------------------------------------------
 
-NOW = int(time.time())
+def now() -> int:
+    """Read when the token is made, not at collection: a long suite runs minutes later."""
+    return int(time.time())
 
 
 @pytest.mark.parametrize(
     ("token", "message"),
     [
-        (lambda: sign(claims(exp=NOW - 100)), "the token has expired"),
-        (lambda: sign(claims(nbf=NOW + 100)), "the token is not valid yet"),
+        (lambda: sign(claims(exp=now() - 100)), "the token has expired"),
+        (lambda: sign(claims(nbf=now() + 100)), "the token is not valid yet"),
         (lambda: sign(claims(iss="https://evil.test")), "the token's issuer is not accepted"),
         (lambda: sign(claims(aud="other-api")), "the token's audience is not accepted"),
         (lambda: sign(claims(aud=None)), "the token lacks the 'aud' claim"),
