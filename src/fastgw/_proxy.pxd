@@ -273,6 +273,7 @@ cdef class Exchange:
     cdef int answer_fault(self, fault, list extra) except -1
     cdef int answer(self, response) except -1
     cdef int finish(self) except -1
+    cdef int end(self, int status) except -1
     cdef int client_lost(self) except -1
     cdef int observe_end(self, int status) except -1
 

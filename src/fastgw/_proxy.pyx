@@ -1642,8 +1642,7 @@ cdef class Exchange:
             conn = self.conn
             if conn is not None:
                 self._drop_conn(conn)
-            self.finished = True
-            self.observe_end(self.response_status)
+            self.end(self.response_status)  # frees its slots and in-flight count like any end
             self.client.abort()
             self.client.exchange_finished(self)
             return
@@ -1693,26 +1692,33 @@ cdef class Exchange:
     cdef int finish(self) except -1:
         if self.finished:
             return 0
+        self.end(self.response_status)
+        self.client.exchange_finished(self)
+        return 0
+
+    cdef int end(self, int status) except -1:
+        """What every way of ending does once: release the target's in-flight count and the
+        concurrency slots, tell the group's observers, run on_complete, count the request."""
         self.finished = True
         self.uncount_target()
         self.release_slots()
         cdef RouteCore route = self.route
-        if self.target is not None and (<GroupCore>route.upstream).observes:
-            route.upstream.observe(self)  # health, outliers, latency: only groups that ask
+        if route is not None and self.target is not None and (<GroupCore>route.upstream).observes:
+            # health, outliers, latency, breakers: only groups that ask. An attempt that ended
+            # with no verdict on the target (the client left) is observed too: a half-open
+            # breaker's trial gives its place back.
+            route.upstream.observe(self)
         if route is not None and route.on_complete:
             for hook in route.on_complete:
                 hook(self)
-        self.observe_end(self.response_status)
-        self.client.exchange_finished(self)
+        self.observe_end(status)
         return 0
 
     cdef int client_lost(self) except -1:
         """The client went away: free whatever this exchange holds upstream."""
         if self.finished:
             return 0
-        self.finished = True
-        self.uncount_target()
-        self.release_slots()
+        self.finished = True  # first: nothing dropped below may act for this exchange again
         if self.retry_handle is not None:
             self.retry_handle.cancel()
             self.retry_handle = None
@@ -1728,15 +1734,7 @@ cdef class Exchange:
         conn = self.conn
         if conn is not None:
             self._drop_conn(conn)
-        cdef RouteCore route = self.route
-        if route is not None and self.target is not None and (<GroupCore>route.upstream).observes:
-            # The attempt ended without a verdict on the target (observers see no failure), but
-            # it ended: a half-open breaker's trial gives its place back, latency is what it was.
-            route.upstream.observe(self)
-        if route is not None and route.on_complete:
-            for hook in route.on_complete:
-                hook(self)
-        self.observe_end(self.response_status if self.response_started else 0)
+        self.end(self.response_status if self.response_started else 0)
         return 0
 
     cdef int observe_end(self, int status) except -1:

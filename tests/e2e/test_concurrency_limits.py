@@ -83,3 +83,17 @@ def test_a_client_that_leaves_frees_its_slot(run_gateway: RunGateway, upstream_p
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     time.sleep(0.2)  # the gateway saw the reset
     assert request(gw.port, target="/a/echo/x").status == 200
+
+
+def test_a_response_cut_mid_body_frees_its_slot(run_gateway: RunGateway, upstream_proc: Upstream) -> None:
+    """The upstream resets after part of the body went to the client: the client's connection is
+    closed (the only honest signal), and the slot and the target's in-flight count are freed."""
+    gw = run_gateway(limited_doc(upstream_proc.port, {"concurrency": {"max_in_flight": 1}}))
+    for _ in range(3):
+        with connect(gw.port) as sock:
+            sock.sendall(build_request("GET", "/a/reset-mid-body"))
+            head = sock.recv(65536)
+            assert head.startswith(b"HTTP/1.1 200 ")
+            while sock.recv(65536):  # then the gateway closes the connection, short of the length
+                pass
+        assert request(gw.port, target="/a/echo/x").status == 200  # not 503: the slot came back

@@ -106,6 +106,7 @@ def test_keys_as_jwk_mapping_and_from_files(tmp_path: Path) -> None:
 
 # -- refusals ------------------------------------------------------------------------------------
 
+
 def now() -> int:
     """Read when the token is made, not at collection: a long suite runs minutes later."""
     return int(time.time())
