@@ -230,6 +230,7 @@ cdef class Exchange:
     cdef object retry_handle             # the timer of a retry waiting for its backoff
     cdef public object upstream_error    # the UpstreamFault that ended it, if the upstream failed
     cdef public list add_response_headers  # (name, value) pairs added to the proxied response head
+    cdef public list body_filters        # hooks.BodyFilter objects the response body runs through
     cdef public double upstream_sent_at  # precise monotonic times, set only when the group
     cdef public double upstream_head_at  # observes: request head written, response head parsed
     cdef public object consumer          # who the request is from, set by an auth plugin (str)
@@ -261,6 +262,7 @@ cdef class Exchange:
     cdef int on_upstream_body(self, bytes data) except -1
     cdef int flush_to_client(self) except -1
     cdef int on_upstream_complete(self, UpstreamConnection conn, bint keep_alive) except -1
+    cdef int _end_body_filters(self) except -1
     cdef int _replace_response(self, response) except -1
     cdef int on_upstream_lost(self, UpstreamConnection conn, exc) except -1
     cdef int on_upstream_malformed(self, UpstreamConnection conn, str problem) except -1

@@ -7,7 +7,7 @@ from typing import Any, ClassVar, final
 from fastgw._http import HttpParser
 from fastgw.config.schema import UpstreamTimeouts
 from fastgw.errors import HttpFault
-from fastgw.hooks import HookChain
+from fastgw.hooks import BodyFilter, HookChain
 from fastgw.plan import ListenerPlan, RewriteTemplate, RoutePlan
 from fastgw.server.listener import ListenerServer
 from fastgw.upstream.retry import RetryPolicy
@@ -135,6 +135,8 @@ class Exchange:
     """The fault that ended it when the upstream failed (connect, reset, malformed, timeout)."""
     add_response_headers: list[tuple[bytes, bytes]] | None
     """Headers added to the proxied response (a sticky-session cookie, for instance)."""
+    body_filters: list[BodyFilter] | None
+    """Filters the proxied response body runs through, appended by ``on_response`` hooks."""
     upstream_sent_at: float
     """Precise monotonic time the request head went upstream (the last attempt's)."""
     upstream_head_at: float

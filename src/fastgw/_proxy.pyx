@@ -1118,6 +1118,7 @@ cdef class Exchange:
         self.retry_handle = None
         self.upstream_error = None
         self.add_response_headers = None
+        self.body_filters = None
         self.upstream_sent_at = 0.0
         self.upstream_head_at = 0.0
         self.consumer = None
@@ -1489,9 +1490,14 @@ cdef class Exchange:
                         self._replace_response(replacement)
                         return 0
                 kept = self.response_headers
+                if content_length and self.body_filters:
+                    # A filter that changes the body's length removed Content-Length: re-frame.
+                    content_length = _has_content_length(kept)
         cdef ClientProtocol client = self.client
         cdef bint close = self.close_after or not self.keep_alive or client.draining
         cdef bint no_body = self.method == _HEAD or status == 204 or status == 304
+        if no_body:
+            self.body_filters = None  # nothing to filter
         cdef bint rechunk = False
         if not no_body and not content_length and not upstream_chunked and self.conn is not None:
             self.conn.close_delimited = True
@@ -1516,6 +1522,11 @@ cdef class Exchange:
     cdef int on_upstream_body(self, bytes data) except -1:
         if self.finished:
             return 0
+        if self.body_filters is not None:
+            for body_filter in self.body_filters:
+                data = body_filter.feed(data)
+            if not data:
+                return 0  # a filter holds it back (it buffers, or compresses more before output)
         if self.rechunk:
             self.out += (_chunk_header(PyBytes_GET_SIZE(data)), data, _CRLF)
         else:
@@ -1545,6 +1556,8 @@ cdef class Exchange:
         return 0
 
     cdef int on_upstream_complete(self, UpstreamConnection conn, bint keep_alive) except -1:
+        if self.body_filters is not None:
+            self._end_body_filters()
         if self.rechunk:
             self.out.append(_LAST_CHUNK)
         if not self.request_done:
@@ -1553,6 +1566,25 @@ cdef class Exchange:
         self.conn = None
         self.flush_to_client()
         self.finish()
+        return 0
+
+    cdef int _end_body_filters(self) except -1:
+        """The upstream's body ended: each filter gives what it held back, passed through the
+        filters after it, in order."""
+        cdef list filters = self.body_filters
+        cdef Py_ssize_t i, j
+        cdef bytes data
+        self.body_filters = None  # on_upstream_body must not run them again
+        for i in range(len(filters)):
+            data = filters[i].end()
+            for j in range(i + 1, len(filters)):
+                if data:
+                    data = filters[j].feed(data)
+            if data:
+                if self.rechunk:
+                    self.out += (_chunk_header(PyBytes_GET_SIZE(data)), data, _CRLF)
+                else:
+                    self.out.append(data)
         return 0
 
     cdef int _replace_response(self, response) except -1:
@@ -1840,6 +1872,13 @@ cdef object _connection_tokens(bytes value, object into):
                 into = set()
             into.add(token)
     return into
+
+
+cdef bint _has_content_length(list pairs):
+    for name, _ in pairs:
+        if (<bytes>name).lower() == b"content-length":
+            return True
+    return False
 
 
 cdef list _response_pairs(HttpParser parser, object drop_named):

@@ -9,7 +9,10 @@ A plugin overrides any of four hooks, called in this order for one request:
    ``ctx.upstream_headers``. Synchronous.
 3. ``on_response(ctx)`` when the upstream's response head arrived; may edit
    ``ctx.response_headers`` (a list of (name, value) bytes pairs) or return a ``Response`` to
-   replace it. Synchronous.
+   replace it. Synchronous. To see or change the body of this response, it appends a
+   ``BodyFilter`` to ``ctx.body_filters`` (create the list if None); a filter that changes the
+   body's length removes ``Content-Length`` from ``ctx.response_headers``, and the body is then
+   re-framed (chunked, or close-delimited for an HTTP/1.0 client).
 4. ``on_complete(ctx)`` after the last byte went out, or after the error was answered.
 
 ``plan.compile_plan`` builds one ``HookChain`` per route holding only the hooks a plugin
@@ -21,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 from fastgw.errors import ConfigError
 
@@ -34,6 +37,15 @@ class Response:
     body: bytes = b""
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     content_type: bytes = b"application/json"
+
+
+class BodyFilter(Protocol):
+    """Sees a proxied response body piece by piece, in order, and returns what goes on (b"" to
+    hold it back); ``end`` returns what it held back when the body is complete. Not called when
+    the response fails mid-body: then nothing must be stored or reported as complete."""
+
+    def feed(self, data: bytes) -> bytes: ...
+    def end(self) -> bytes: ...
 
 
 HookResult = Response | None | Awaitable[Response | None]
