@@ -3,16 +3,22 @@
 One client connection and one pooled upstream connection get no-op transports; each round feeds
 a browser-like GET into the client protocol and a small keep-alive response into the upstream
 protocol, exactly as uvloop would, so what is timed is parsing, routing, the exchange and head
-rendering, nothing else. ``python bench/hot_path.py [rounds]`` prints microseconds per request;
-``bench/micro/test_hot_path_bench.py`` runs the same under pytest-benchmark.
+rendering, nothing else. ``python bench/hot_path.py [rounds] [feature,...]`` prints microseconds
+per request, with the named features of ``bench.run.FEATURES`` on (jwt, rate_limit,
+access_log); ``bench/micro/test_hot_path_bench.py`` runs the same under pytest-benchmark.
 """
 
 from __future__ import annotations
 
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
+import yaml
+
+from bench.run import feature_parts
 from fastgw._proxy import ClientProtocol, UpstreamConnection
 from fastgw.config import parse_config
 from fastgw.plan import compile_plan
@@ -44,13 +50,19 @@ class NullTransport:
     def abort(self) -> None: ...
 
 
-def make_round() -> Any:
-    """Build a gateway with one route and return a function proxying one request."""
-    doc = {
+def make_round(features: tuple[str, ...] = ()) -> Any:
+    """Build a gateway with one route (and ``features`` on) and return a function proxying one
+    request."""
+    plugins, top, headers = feature_parts(Path(tempfile.mkdtemp(prefix="fastgw-hot-path-")), features)
+    doc: dict[str, Any] = {
         "listeners": [{"bind": "127.0.0.1:0"}],
         "upstreams": {"up": {"targets": ["127.0.0.1:9"]}},
-        "routes": [{"path": "/items/{id}", "upstream": "up"}],
+        "routes": [
+            {"path": "/items/{id}", "upstream": "up", "plugins": [yaml.safe_load(p) for p in plugins]}
+        ],
+        **{k: v for line in top for k, v in yaml.safe_load(line).items()},
     }
+    request = REQUEST[:-2] + b"".join(f"{n}: {v}\r\n".encode() for n, v in headers.items()) + b"\r\n"
     plan = compile_plan(parse_config(doc, "bench.yaml"))
     server = ListenerServer(next(iter(plan.listeners.values())))
     client = ClientProtocol(server)
@@ -63,7 +75,7 @@ def make_round() -> Any:
     pool.idle.append(conn)
 
     def one_request() -> None:
-        client.data_received(REQUEST)
+        client.data_received(request)
         client.active.conn.data_received(RESPONSE)  # type: ignore[union-attr]
 
     return one_request
@@ -71,7 +83,8 @@ def make_round() -> Any:
 
 def main() -> None:
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000
-    one_request = make_round()
+    features = tuple(sys.argv[2].split(",")) if len(sys.argv) > 2 else ()
+    one_request = make_round(features)
     for _ in range(2000):
         one_request()
     start = time.perf_counter()

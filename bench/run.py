@@ -48,6 +48,7 @@ class Scenario:
     contenders: tuple[str, ...] = ("direct", "nginx", "haproxy", "fastgw", "aiohttp")
     targets: int = 1  # upstream servers behind the proxy (the upstream nginx listens on two ports)
     balance: str = "round_robin"  # fastgw's balancer; nginx balances round robin
+    features: tuple[str, ...] = ()  # fastgw features switched on (FEATURES); the peers proxy plainly
 
 
 SCENARIOS = [
@@ -57,6 +58,9 @@ SCENARIOS = [
     Scenario("response-64k", "/big", contenders=("direct", "nginx", "haproxy", "fastgw")),
     Scenario("post-4k", "/items", script="post.lua", contenders=("direct", "nginx", "haproxy", "fastgw")),
     Scenario("c1000", "/items/1", connections=1000, contenders=("direct", "nginx", "haproxy", "fastgw")),
+    # What features cost per request: the same small GET with them on, against plain fastgw.
+    Scenario("jwt+ratelimit", "/items/1", contenders=("nginx", "fastgw"), features=("jwt", "rate_limit")),
+    Scenario("access-log", "/items/1", contenders=("nginx", "fastgw"), features=("access_log",)),
     # The balancer's cost: two targets, so fastgw picks per request instead of taking its single one.
     *(
         Scenario(f"balance-{name}", "/items/1", contenders=("nginx", "fastgw"), targets=2, balance=name)
@@ -148,6 +152,52 @@ def process(
         log.close()
 
 
+# -- fastgw's features ---------------------------------------------------------------------------
+JWT_SECRET = "bench-secret-of-at-least-32-bytes!"  # HS256 wants a key as long as its hash
+
+
+def jwt_token() -> str:
+    import jwt  # a fastgw dependency
+
+    claims = {"sub": "bench", "aud": "bench", "exp": int(time.time()) + 3600}
+    return jwt.encode(claims, JWT_SECRET, algorithm="HS256")
+
+
+# Per feature: the route plugins it adds, the top-level config lines, the request headers it needs.
+FEATURES: dict[str, Callable[[Path], tuple[list[str], list[str], dict[str, str]]]] = {
+    # a verified token, cached after its first request (the cost the issue asks about)
+    "jwt": lambda _: (
+        [f"{{name: jwt, secret: '{JWT_SECRET}', audience: bench}}"],
+        [],
+        {"Authorization": f"Bearer {jwt_token()}"},
+    ),
+    # per process, keyed by client address, a limit wrk never reaches
+    "rate_limit": lambda _: (["{name: rate_limit, limit: 1000000000, window: 60s, key: ip}"], [], {}),
+    "access_log": lambda workdir: ([], [f"access_log: {{sink: '{workdir / 'access.log'}'}}"], {}),
+}
+
+
+def feature_parts(workdir: Path, features: tuple[str, ...]) -> tuple[list[str], list[str], dict[str, str]]:
+    """The route plugins, top-level config lines and request headers of these features."""
+    plugins: list[str] = []
+    top: list[str] = []
+    headers: dict[str, str] = {}
+    for feature in features:
+        more_plugins, more_top, more_headers = FEATURES[feature](workdir)
+        plugins += more_plugins
+        top += more_top
+        headers.update(more_headers)
+    return plugins, top, headers
+
+
+def header_script(workdir: Path, scenario: Scenario, headers: dict[str, str]) -> Path:
+    """A wrk script setting the headers the scenario's features need (sent to every contender)."""
+    lines = [f'wrk.headers["{name}"] = "{value}"' for name, value in headers.items()]
+    path = workdir / f"headers-{scenario.name}.lua"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 # -- contenders ----------------------------------------------------------------------------------
 def fastgw_config(workdir: Path, port: int, upstreams: tuple[int, ...], scenario: Scenario) -> Path:
     targets = ", ".join(f"'127.0.0.1:{p}'" for p in upstreams[: scenario.targets])
@@ -163,7 +213,9 @@ def fastgw_config(workdir: Path, port: int, upstreams: tuple[int, ...], scenario
     ]
     if routes > 1:
         lines += [f"  - {{path: '/svc{i}/items/{{id}}', upstream: up}}" for i in range(routes)]
-    lines.append("  - {path: '/{*rest}', upstream: up}")
+    plugins, top, _ = feature_parts(workdir, scenario.features)
+    lines.append(f"  - {{path: '/{{*rest}}', upstream: up, plugins: [{', '.join(plugins)}]}}")
+    lines += top
     path = workdir / f"fastgw-{scenario.name}.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -273,7 +325,7 @@ def _ms(text: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)] if m else float("nan")
 
 
-def wrk(port: int, scenario: Scenario, seconds: float) -> dict[str, float]:
+def wrk(port: int, scenario: Scenario, seconds: float, script: Path | None = None) -> dict[str, float]:
     argv = [
         "wrk",
         "-t1",
@@ -285,6 +337,8 @@ def wrk(port: int, scenario: Scenario, seconds: float) -> dict[str, float]:
     ]
     if scenario.script:
         argv += ["-s", str(PEERS / scenario.script)]
+    elif script is not None:
+        argv += ["-s", str(script)]
     url = f"http://127.0.0.1:{port}{scenario.path}"
     return parse_wrk(subprocess.run([*argv, url], capture_output=True, text=True, check=True).stdout)
 
@@ -310,13 +364,14 @@ def measure(
     scenario: Scenario,
     rounds: int,
     seconds: float,
+    script: Path | None = None,
 ) -> Result:
-    wrk(port, scenario, max(1.0, seconds / 2))  # warm-up: pools filled, caches hot
+    wrk(port, scenario, max(1.0, seconds / 2), script)  # warm-up: pools filled, caches hot
     samples = []
     for _ in range(rounds):
         pids = process_tree(proc.pid) if proc is not None else []
         before = cpu_ticks(pids)
-        run = wrk(port, scenario, seconds)
+        run = wrk(port, scenario, seconds, script)
         after = cpu_ticks(pids)
         per = 1e6 / CLK_TCK / max(run["requests"], 1)
         samples.append((run, (after[0] - before[0]) * per, (after[1] - before[1]) * per, rss_mb(pids)))
@@ -366,14 +421,23 @@ def idle_connections(workdir: Path, upstreams: tuple[int, ...], count: int) -> l
 
 
 # -- reporting -----------------------------------------------------------------------------------
+FEATURE_BASELINE = "small-get"  # feature scenarios are the small GET with features on
+
+
 def with_ratios(results: list[Result]) -> list[dict[str, object]]:
     rows = []
+    features = {s.name for s in SCENARIOS if s.features}
+    plain = next((x for x in results if x.scenario == FEATURE_BASELINE and x.contender == "fastgw"), None)
     for r in results:
         ref = next((x for x in results if x.scenario == r.scenario and x.contender == "nginx"), None)
         row: dict[str, object] = asdict(r)
         if ref is not None and ref.rps and r.rps:
             row["rps_vs_nginx"] = round(r.rps / ref.rps, 3)
             row["cpu_vs_nginx"] = round(r.cpu_us / ref.cpu_us, 3) if ref.cpu_us and r.cpu_us else None
+        if r.scenario in features and r.contender == "fastgw" and plain is not None and plain.cpu_us:
+            # What the features cost: CPU per request over plain fastgw's small GET in this run.
+            row["cpu_over_plain_us"] = round(r.cpu_us - plain.cpu_us, 2)
+            row["user_over_plain_us"] = round(r.user_us - plain.user_us, 2)
         rows.append(row)
     return rows
 
@@ -393,6 +457,12 @@ def print_table(rows: list[dict[str, object]]) -> None:
             f"{(f'{rv:.3f}' if rv else '-'):>11} {(f'{cv:.3f}' if cv else '-'):>11} "
             f"{r['rss_mb']:7.1f} {r['errors']:4}"
         )
+    for r in rows:
+        if "cpu_over_plain_us" in r:
+            print(
+                f"{r['scenario']}: fastgw spends {r['cpu_over_plain_us']} us more CPU per request than"
+                f" plain fastgw ({r['user_over_plain_us']} us of it user space)"
+            )
     failed = sorted({f"{r['scenario']}/{r['contender']}" for r in rows if r["errors"]})
     if failed:
         # Errors (socket errors or non-2xx) make a row's figures meaningless: say so, loudly.
@@ -469,8 +539,10 @@ def main(argv: list[str] | None = None) -> int:
                     if name not in allowed:
                         continue
                     port = upstream if name == "direct" else free_port()
+                    _, _, headers = feature_parts(workdir, scenario.features)
+                    script = header_script(workdir, scenario, headers) if headers else None
                     with CONTENDERS[name](workdir, port, upstreams, scenario) as proc:
-                        result = measure(name, proc, port, scenario, args.rounds, args.seconds)
+                        result = measure(name, proc, port, scenario, args.rounds, args.seconds, script)
                     results.append(result)
                     print(
                         f"  {scenario.name:14} {name:8} {result.rps:9.0f} req/s {result.cpu_us:7.2f} us/req",

@@ -68,6 +68,7 @@ group, target and pool are read through C fields (``RouteCore``, ``GroupCore``, 
 """
 
 cimport cython
+from cpython.bytearray cimport PyByteArray_AS_STRING
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.string cimport memchr, memcmp, memcpy
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
@@ -1478,10 +1479,12 @@ cdef class Exchange:
                 upstream_chunked = True
         on_response = self.route.on_response
         cdef list kept = None  # None: the upstream's own lines, filtered while rendering
-        if on_response or drop_named or self.add_response_headers:
+        cdef list added = self.add_response_headers
+        if on_response or drop_named:
             kept = _response_pairs(parser, drop_named)
-            if self.add_response_headers:
-                kept += self.add_response_headers
+            if added:
+                kept += added
+                added = None
             if on_response:
                 self.response_headers = kept
                 for hook in on_response:
@@ -1515,7 +1518,7 @@ cdef class Exchange:
             or memcmp(PyBytes_AS_STRING(<bytes>line) + 13, reason, reason_len)
         ):
             line = b"HTTP/1.1 %d %s\r\n" % (status, parser.target())
-        self.out.append(_render_response_head(line, kept, parser, rechunk, close, self.http_10))
+        self.out.append(_render_response_head(line, kept, parser, rechunk, close, self.http_10, added))
         self.response_started = True
         return 0
 
@@ -1793,9 +1796,13 @@ cdef class Exchange:
             self._headers = _header_pairs(self.head_owner, self.fields_lo, self.fields_hi)
         return self._headers
 
-    def header(self, name) -> bytes | None:
-        """First value of a request header (name lower-case); for plugins, not the hot path."""
-        for n, v in self.headers:
+    def header(self, bytes name) -> bytes | None:
+        """First value of a request header (name lower-case)."""
+        if self._headers is None:
+            # PERF: scan the validated header lines where they lie, without splitting them all
+            # into pairs (an auth plugin reads one header per request).
+            return _find_header(self.head_owner, self.fields_lo, self.fields_hi, name)
+        for n, v in self._headers:
             if n.lower() == name:
                 return v
         return None
@@ -1850,6 +1857,35 @@ cdef class Exchange:
             return None
 
 
+cdef object _find_header(object owner, Py_ssize_t lo, Py_ssize_t hi, bytes name):
+    """The value of the first header line named ``name`` (lower-case) in owner[lo:hi], lines
+    llhttp already validated (``name: value`` separated by CRLF), or None."""
+    if owner is None:
+        return None
+    cdef const char* base = (
+        PyBytes_AS_STRING(owner) if type(owner) is bytes else PyByteArray_AS_STRING(owner)
+    )
+    cdef const char* p = base + lo
+    cdef const char* end = base + hi
+    cdef const char* want = PyBytes_AS_STRING(name)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(name)
+    cdef const char* line_end
+    cdef const char* value
+    while p < end:
+        line_end = <const char*>memchr(p, b"\r", end - p)
+        if line_end == NULL:
+            line_end = end
+        if line_end - p > n and p[n] == b":" and _ieq(p, want, n):
+            value = p + n + 1
+            while value < line_end and (value[0] == b" " or value[0] == b"\t"):
+                value += 1
+            while line_end > value and ((line_end - 1)[0] == b" " or (line_end - 1)[0] == b"\t"):
+                line_end -= 1
+            return PyBytes_FromStringAndSize(value, line_end - value)
+        p = line_end + 2
+    return None
+
+
 cdef list _header_pairs(object owner, Py_ssize_t lo, Py_ssize_t hi):
     """Split header lines llhttp already validated (no obs-fold, no bare LF) into pairs."""
     if owner is None:
@@ -1900,11 +1936,12 @@ cdef list _response_pairs(HttpParser parser, object drop_named):
 
 
 cdef bytes _render_response_head(
-    bytes line, list kept, HttpParser parser, bint rechunk, bint close, bint http_10
+    bytes line, list kept, HttpParser parser, bint rechunk, bint close, bint http_10, list added
 ):
     """Status line, the headers (``kept``: pairs chosen by hooks or filtered by Connection; None:
-    the upstream's own lines, minus the ones the gateway owns), the framing and connection lines,
-    and the blank line: one allocation."""
+    the upstream's own lines, minus the ones the gateway owns, then ``added``, pairs plugins add
+    without reading the others: PERF, no pairs made of the upstream's lines), the framing and
+    connection lines, and the blank line: one allocation."""
     cdef Py_ssize_t size = PyBytes_GET_SIZE(line) + 2
     cdef const char* head = parser.head
     cdef Field* names = parser.st.names
@@ -1919,6 +1956,9 @@ cdef bytes _render_response_head(
         for i in range(count):
             if _response_kind(head + names[i].off, names[i].len) <= R_CL:
                 size += names[i].len + values[i].len + 4
+    if added is not None:
+        for name, value in added:
+            size += PyBytes_GET_SIZE(name) + PyBytes_GET_SIZE(value) + 4
     if rechunk:
         size += PyBytes_GET_SIZE(_TRANSFER_CHUNKED)
     if close:
@@ -1934,6 +1974,9 @@ cdef bytes _render_response_head(
         for i in range(count):
             if _response_kind(head + names[i].off, names[i].len) <= R_CL:
                 p = _put_line(p, head + names[i].off, names[i].len, head + values[i].off, values[i].len)
+    if added is not None:
+        for name, value in added:
+            p = _put_line(p, PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name), PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value))
     if rechunk:
         p = _put(p, _TRANSFER_CHUNKED)
     if close:

@@ -48,3 +48,21 @@ def test_ratios_are_against_nginx_in_the_same_scenario() -> None:
     assert by[("small", "fastgw")]["cpu_vs_nginx"] == 1.5
     assert by[("big", "fastgw")]["rps_vs_nginx"] == 1.2
     assert by[("big", "nginx")]["rps_vs_nginx"] == 1.0
+
+
+def test_feature_scenarios_report_their_cost_over_plain_fastgw() -> None:
+    def result(scenario: str, contender: str, cpu: float, user: float) -> Result:
+        return Result(scenario, contender, 40000, 1.0, 2.0, cpu, user, cpu - user, 0)
+
+    rows = with_ratios(
+        [
+            result("small-get", "fastgw", 20.0, 7.0),
+            result("jwt+ratelimit", "nginx", 18.0, 6.0),
+            result("jwt+ratelimit", "fastgw", 24.5, 10.5),
+        ]
+    )
+    by = {(r["scenario"], r["contender"]): r for r in rows}
+    assert by[("jwt+ratelimit", "fastgw")]["cpu_over_plain_us"] == 4.5
+    assert by[("jwt+ratelimit", "fastgw")]["user_over_plain_us"] == 3.5
+    assert "cpu_over_plain_us" not in by[("jwt+ratelimit", "nginx")]
+    assert "cpu_over_plain_us" not in by[("small-get", "fastgw")]
