@@ -3,13 +3,15 @@ trusted proxies, the consumer and claims slots, and removing a client's request 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar
 
+import orjson
 import pytest
 
 from fastgw import hooks
-from fastgw.hooks import Plugin, register_plugin
+from fastgw.hooks import Plugin, Response, register_plugin
 from tests.support.gateway import RunningGateway, gateway_config
 from tests.support.rawhttp import build_request, connect, read_response
 
@@ -113,3 +115,54 @@ def test_headers_added_in_on_request_reach_the_upstream_and_cannot_inject(
     assert [v for n, v in seen if n == "x-learned"] == ["from-io"]
     assert not [n for n, _ in seen if n in ("x-injected", "x-evil", "x bad")]
     assert AddHeaders.refused == ["X-Injected", "X Bad", ""] * 2  # seen_headers sends two requests
+
+
+class ReadHeaders(Plugin):
+    """Answers with what ctx.header finds for a few names, read straight from the raw head."""
+
+    name: ClassVar[str] = "test_read_headers"
+
+    @classmethod
+    def compile(cls, options: Mapping[str, Any], key_path: str) -> Plugin:
+        return cls()
+
+    def on_request(self, ctx: Any) -> Response:
+        found = {n.decode(): (v.decode() if (v := ctx.header(n)) is not None else None) for n in NAMES}
+        return Response(200, orjson.dumps(found))
+
+
+NAMES = [b"x-a", b"x-ab", b"x-empty", b"x-missing", b"host", b"x-last"]
+
+
+@pytest.mark.parametrize("split", [None, 20, 45], ids=["one-read", "split-in-names", "split-in-values"])
+def test_header_finds_exact_names_case_blind_and_trims_whitespace(
+    make_gateway: Make, upstream: int, split: int | None
+) -> None:
+    register_plugin(ReadHeaders)
+    try:
+        routes = [
+            {"id": "r", "path": "/{*rest}", "upstream": "up", "plugins": [{"name": "test_read_headers"}]}
+        ]
+        gw = make_gateway(gateway_config(upstream, routes=routes))
+        raw = (
+            b"GET /h HTTP/1.1\r\nHost: example.test\r\nX-Ab:  two words \t\r\nx-A: 1\r\n"
+            b"X-Empty:\r\nX-Last: end\r\n\r\n"
+        )
+        with connect(gw.port) as sock:
+            if split is None:
+                sock.sendall(raw)
+            else:  # the head arrives in two reads: the parser keeps it in its own buffer
+                sock.sendall(raw[:split])
+                time.sleep(0.05)
+                sock.sendall(raw[split:])
+            r = read_response(sock)
+        assert r.json() == {
+            "x-a": "1",
+            "x-ab": "two words",
+            "x-empty": "",
+            "x-missing": None,
+            "host": "example.test",
+            "x-last": "end",
+        }
+    finally:
+        hooks._REGISTRY.pop(ReadHeaders.name, None)
