@@ -37,8 +37,8 @@ from redis.exceptions import NoScriptError
 
 log = logging.getLogger("fastgw")
 
-# KEYS[1]: the bucket. ARGV: limit, window (ms), and for tests only a fixed "now" (ms).
-TOKEN_BUCKET_LUA = """
+# ARGV: limit, window (ms), and for tests only a fixed "now" (ms); else Redis's own clock.
+_ARGUMENTS_LUA = """
 local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local now = tonumber(ARGV[3])
@@ -46,6 +46,10 @@ if not now then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+"""
+
+# KEYS[1]: the bucket.
+TOKEN_BUCKET_LUA = _ARGUMENTS_LUA + """
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
 local tokens = tonumber(state[1])
 if tokens == nil then
@@ -68,14 +72,7 @@ return {remaining, math.ceil(wait)}
 """
 
 # KEYS[1]: the counters. ARGV as above. Windows are numbered (now // window).
-SLIDING_WINDOW_LUA = """
-local limit = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-local now = tonumber(ARGV[3])
-if not now then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+SLIDING_WINDOW_LUA = _ARGUMENTS_LUA + """
 local index = math.floor(now / window)
 local start = index * window
 local state = redis.call('HMGET', KEYS[1], 'window', 'previous', 'current')
