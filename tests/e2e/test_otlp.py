@@ -192,12 +192,16 @@ def test_a_stuck_collector_never_blocks_requests_and_the_queue_stays_bounded(
 ) -> None:
     receiver = start_receiver(hang=True)
     doc = _traced_doc(upstream_proc, receiver.port, batch=2, queue=4, timeout="1m")
+    doc["listeners"][0]["timeouts"] = {"drain": "1s"}
     admin_port = _with_admin(doc)
     gw = run_gateway(doc)
     wait_for_port(admin_port)
     assert all(_get(gw.port, f"/echo/{i}").status == 200 for i in range(12))
     # At most one batch (2) is in flight and the queue holds 4: the rest were dropped, not kept.
     assert _dropped(admin_port, "queue_full") >= 12 - 2 - 4
+    # Shutting down waits for the stuck export no longer than the drain allows (not its 1m timeout).
+    gw.proc.send_signal(signal.SIGTERM)
+    assert gw.wait_exit(15) == 0
 
 
 def test_each_worker_exports_its_own_spans_and_flushes_them_at_drain(

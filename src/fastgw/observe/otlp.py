@@ -203,14 +203,14 @@ class SpanExport:
         self.stopping = True
         self.wake.set()
 
-    async def close(self) -> None:
+    async def close(self, within: float) -> None:
         """Send what is queued (one try per batch while the collector answers), then stop;
-        drain waits at most one export ``timeout`` for it, whatever the collector does."""
+        waits at most ``within`` seconds (what is left of the drain), whatever the collector does."""
         self.stopping = True
         self.wake.set()
         if self.task is None:
             return
-        done, _ = await asyncio.wait({self.task}, timeout=self.config.timeout)
+        done, _ = await asyncio.wait({self.task}, timeout=within) if within > 0 else (set(), set())
         if not done:
             self.task.cancel()
             self.dropped_failed.inc(len(self.queue))

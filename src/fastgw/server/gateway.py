@@ -143,6 +143,6 @@ class Gateway:
         if self.access_log is not None:
             self.access_log.flush()
         for spans in (*self.retired_spans, self.spans):
-            if spans is not None:
-                await spans.close()  # the spans of the requests just drained, too
+            if spans is not None:  # the spans of the requests just drained, within the drain's time
+                await spans.close(deadline - loop.time())
         CLOCK.stop()
