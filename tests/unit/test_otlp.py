@@ -33,6 +33,10 @@ def _otlp(**options: Any) -> Any:
         ({"otlp": {"endpoint": "127.0.0.1:4318"}}, "gw.yaml: tracing.otlp.endpoint: expected an http://"),
         ({"otlp": {"endpoint": "grpc://c:4317"}}, "gw.yaml: tracing.otlp.endpoint: expected an http://"),
         ({"otlp": {"endpoint": "http://c:99999/"}}, "gw.yaml: tracing.otlp.endpoint: expected an http://"),
+        (
+            {"otlp": {"endpoint": "http://u:p@c:4318/v1/traces"}},
+            "gw.yaml: tracing.otlp.endpoint: expected a URL without credentials",
+        ),
         ({"otlp": {"endpoint": ENDPOINT, "sample": 0}}, "gw.yaml: tracing.otlp.sample: expected a fraction"),
         ({"otlp": {"endpoint": ENDPOINT, "batch": 0}}, "gw.yaml: tracing.otlp.batch: expected an integer"),
         (

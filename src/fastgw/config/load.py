@@ -836,6 +836,8 @@ def _read_otlp_endpoint(value: object, path: str) -> str:
         url = url._replace(netloc="")
     if url.scheme not in ("http", "https") or not url.hostname:
         raise expected(path, "an http:// or https:// URL like 'http://127.0.0.1:4318/v1/traces'", value)
+    if url.username is not None:  # the endpoint is logged when the collector is down
+        raise ConfigError(path, "expected a URL without credentials; send them in tracing.otlp.headers")
     return text if url.path not in ("", "/") else urlunsplit(url._replace(path="/v1/traces"))
 
 
