@@ -21,6 +21,7 @@ cdef enum:                   # what build_exchange does with a request header, b
     H_XFH                    # x-forwarded-host
     H_RID                    # x-request-id
     H_TRACEPARENT            # traceparent (W3C Trace Context): replaced by the gateway's own
+    H_TRACESTATE             # tracestate: forwarded only with the client's trace it belongs to
     H_DROP                   # hop-by-hop or spoofable: keep-alive, proxy-connection, te, trailer,
                              # upgrade, proxy-authorization, forwarded
 
@@ -169,6 +170,8 @@ cdef class ClientProtocol:
     cdef bint trace_context              # continue or start a W3C trace, forward our traceparent
     cdef RequestStats unrouted           # the listener's counters of requests matching no route
     cdef object access_log               # observe.access_log.AccessLog or None (costs nothing)
+    cdef object spans                    # observe.otlp.SpanExport or None (costs nothing)
+    cdef unsigned long long trace_sample_max  # a new trace is sampled if its id's low half <= this
 
     cdef int on_head(self, HttpParser parser) except -1
     cdef int on_message_complete(self) except -1

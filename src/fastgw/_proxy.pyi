@@ -17,6 +17,9 @@ LATENCY_BOUNDS: tuple[float, ...]
 """Upper bounds (seconds) of the latency histogram buckets, before +Inf."""
 METHOD_NAMES: tuple[str, ...]
 """The methods counted apart, then ``"other"``."""
+SAMPLE_ALL: int
+"""2**64 - 1: a new trace is sampled when the lower half of its id is at most a connection's
+``trace_sample_max``; this one (the value without span export) samples every trace."""
 
 def chunk_header(size: int) -> bytes:
     """The chunk-size line for ``size`` bytes of data (lower-case hex, as ``wire.chunk_header``)."""

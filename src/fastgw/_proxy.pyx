@@ -190,6 +190,8 @@ cdef int _request_kind(const char* s, Py_ssize_t n) noexcept nogil:
     if n == 10:
         if _ieq(s, "connection", 10):
             return H_CONN
+        if _ieq(s, "tracestate", 10):
+            return H_TRACESTATE
         return H_DROP if _ieq(s, "keep-alive", 10) else H_PASS
     if n == 17:
         if _ieq(s, "transfer-encoding", 17):
@@ -394,6 +396,8 @@ cdef class RequestIds:
 
 
 # -- W3C Trace Context (https://www.w3.org/TR/trace-context/) ---------------------------------------
+SAMPLE_ALL = 0xFFFFFFFFFFFFFFFF  # trace_sample_max that samples every new trace
+
 # traceparent: version "-" trace-id (32 hex) "-" parent-id (16 hex) "-" flags (2 hex), lower case.
 # A valid one from the client is continued (same trace id and sampled flag, a new span id: the
 # gateway's); anything else starts a new trace. What goes upstream is always version 00.
@@ -429,12 +433,14 @@ cdef bint _valid_traceparent(const char* s, Py_ssize_t n) noexcept nogil:
     return n == 55 or s[55] == b"-"  # a later version's extra fields follow a dash
 
 
-cdef bytes _render_traceparent(RequestIds ids, const char* client):
+cdef bytes _render_traceparent(RequestIds ids, const char* client, unsigned long long sample_max):
     """Our traceparent: the client's trace (``client``, already validated) or a new one, and a
-    new span id for the gateway's hop."""
+    new span id for the gateway's hop. A new trace is sampled when the lower half of its id is at
+    most ``sample_max`` (OpenTelemetry's TraceIdRatioBased rule, so every worker and every
+    gateway with the same ratio agrees); a continued one keeps the client's decision."""
     cdef bytes out = PyBytes_FromStringAndSize(NULL, 55)
     cdef char* p = PyBytes_AS_STRING(out)
-    cdef unsigned long long high, low, span
+    cdef unsigned long long high, low = 0, span
     p[0] = b"0"
     p[1] = b"0"
     p[2] = b"-"
@@ -450,8 +456,11 @@ cdef bytes _render_traceparent(RequestIds ids, const char* client):
     _put_hex(p + 36, span, 16)
     p[52] = b"-"
     p[53] = b"0"
-    # Only the sampled bit is defined in version 00; a new trace is sampled (the gateway is its head).
-    p[54] = b"1" if client == NULL or (_lower_hex(<unsigned char>client[54]) & 1) else b"0"
+    # Only the sampled bit is defined in version 00; the gateway decides for a trace it starts.
+    if client == NULL:
+        p[54] = b"1" if low <= sample_max else b"0"
+    else:
+        p[54] = b"1" if _lower_hex(<unsigned char>client[54]) & 1 else b"0"
     return out
 
 
@@ -583,6 +592,9 @@ cdef class ClientProtocol:
         self.trace_context = listener.config.trace_context
         self.unrouted = server.unrouted
         self.access_log = server.access_log
+        self.spans = spans = server.spans
+        # Without export every new trace is sampled, as before: the gateway heads it for others.
+        self.trace_sample_max = spans.sample_max if spans is not None else SAMPLE_ALL
 
     # -- asyncio callbacks ---------------------------------------------------------------------
     def connection_made(self, transport) -> None:
@@ -847,13 +859,14 @@ cdef class ClientProtocol:
                 exchange.client_traceparent = PyBytes_FromStringAndSize(traceparent, traceparent_len)
             else:
                 traceparent = NULL
-            exchange.traceparent = _render_traceparent(self.request_ids, traceparent)
+            exchange.traceparent = _render_traceparent(self.request_ids, traceparent, self.trace_sample_max)
         exchange.method_slot = _method_slot(parser.parser.method)
         trusted = self.trusted
         exchange.pass_block = _render_pass_block(
             parser,
             named,
             exchange.traceparent,
+            exchange.traceparent is None or exchange.client_traceparent is not None,
             xff if trusted and xff else None,
             self.peer_ip,
             xfp if trusted and xfp else _HTTP,
@@ -970,10 +983,14 @@ cdef class ClientProtocol:
             self.close()  # idle keep-alive expired
 
 
-cdef inline bint _passes(const char* head, Field name, object named, bint keep_traceparent) except -1:
+cdef inline bint _passes(
+    const char* head, Field name, object named, bint keep_traceparent, bint keep_tracestate
+) except -1:
     """Is this request header forwarded as it is?"""
     cdef int kind = _request_kind(head + name.off, name.len)
-    if kind != H_PASS and not (kind == H_TRACEPARENT and keep_traceparent):
+    if kind != H_PASS and not (
+        (kind == H_TRACEPARENT and keep_traceparent) or (kind == H_TRACESTATE and keep_tracestate)
+    ):
         return False
     return named is None or PyBytes_FromStringAndSize(head + name.off, name.len).lower() not in named
 
@@ -996,6 +1013,7 @@ cdef bytes _render_pass_block(
     HttpParser parser,
     object named,
     object traceparent,
+    bint keep_tracestate,
     object xff,
     bytes peer_ip,
     bytes proto,
@@ -1004,7 +1022,9 @@ cdef bytes _render_pass_block(
 ):
     """The header lines forwarded as they are (not special, not named in Connection), then the
     X-Forwarded-For/-Proto, X-Request-Id, X-Forwarded-Host and traceparent lines the gateway adds
-    (without tracing, ``traceparent`` is None and the client's line passes as it is)."""
+    (without tracing, ``traceparent`` is None and the client's line passes as it is).
+    ``tracestate`` belongs to the traceparent it came with (W3C Trace Context 3.3): it passes
+    when that trace is continued or tracing is off, and is dropped when a new trace starts."""
     cdef bint keep_traceparent = traceparent is None
     cdef const char* head = parser.head
     cdef Field* names = parser.st.names
@@ -1013,7 +1033,7 @@ cdef bytes _render_pass_block(
     cdef Py_ssize_t size = 0
     cdef char* p
     for i in range(count):
-        if not _passes(head, names[i], named, keep_traceparent):
+        if not _passes(head, names[i], named, keep_traceparent, keep_tracestate):
             continue
         size += names[i].len + values[i].len + 4
     size += 17 + PyBytes_GET_SIZE(peer_ip) + 2  # X-Forwarded-For: [xff, ]peer
@@ -1028,7 +1048,7 @@ cdef bytes _render_pass_block(
     cdef bytes out = PyBytes_FromStringAndSize(NULL, size)
     p = PyBytes_AS_STRING(out)
     for i in range(count):
-        if not _passes(head, names[i], named, keep_traceparent):
+        if not _passes(head, names[i], named, keep_traceparent, keep_tracestate):
             continue
         p = _put_line(p, head + names[i].off, names[i].len, head + values[i].off, values[i].len)
     p = _put_c(p, "X-Forwarded-For: ", 17)
@@ -1773,8 +1793,8 @@ cdef class Exchange:
         return 0
 
     cdef int observe_end(self, int status) except -1:
-        """Every request ends here once: count it (C increments) and, when an access log is on,
-        hand it the exchange (its only Python call, and only then)."""
+        """Every request ends here once: count it (C increments) and, when an access log or span
+        export is on, hand it the exchange (their only Python calls, and only then)."""
         cdef double now = _precise_now()
         cdef RouteCore route = self.route
         cdef RequestStats stats = route.stats if route is not None else self.client.unrouted
@@ -1786,6 +1806,9 @@ cdef class Exchange:
         access_log = self.client.access_log
         if access_log is not None:
             access_log.record(self, status, now)
+        spans = self.client.spans
+        if spans is not None:
+            spans.record(self, status, now)
         return 0
 
     # -- for hooks and predicates --------------------------------------------------------------

@@ -130,11 +130,18 @@ def test_trace_context_is_continued_started_and_forwarded(
         "00-XYZ",
         f"00-{TRACE.upper()}-00f067aa0ba902b7-01",
     ):
-        started = _get(gw.port, "/echo/c", [("traceparent", bad)] if bad else [])
+        started = _get(
+            gw.port,
+            "/echo/c",
+            [*([("traceparent", bad)] if bad else []), ("tracestate", "congo=t61rcWkgMzE")],
+        )
         [value] = _forwarded(started, "traceparent")
         new_trace, new_span, new_flags = TRACEPARENT.fullmatch(value).groups()  # type: ignore[union-attr]
         assert new_trace != TRACE and new_trace != "0" * 32 and new_flags == "01"
         spans.add(new_span)
+        # W3C Trace Context 3.3: tracestate belongs to the traceparent it came with, which a new
+        # trace does not continue.
+        assert _forwarded(started, "tracestate") == []
     assert len(spans) == 5
 
 
@@ -143,8 +150,11 @@ def test_trace_context_can_be_turned_off_per_listener(
 ) -> None:
     gw = run_gateway(gateway_doc(upstream_proc.port, trace_context=False))
     incoming = f"00-{TRACE}-00f067aa0ba902b7-01"
-    assert _forwarded(_get(gw.port, "/echo/a", [("traceparent", incoming)]), "traceparent") == [incoming]
-    assert _forwarded(_get(gw.port, "/echo/b"), "traceparent") == []
+    passed = _get(gw.port, "/echo/a", [("traceparent", incoming), ("tracestate", "congo=t61rcWkgMzE")])
+    assert _forwarded(passed, "traceparent") == [incoming]
+    assert _forwarded(passed, "tracestate") == ["congo=t61rcWkgMzE"]
+    alone = _get(gw.port, "/echo/b", [("tracestate", "congo=t61rcWkgMzE")])  # not ours to judge
+    assert _forwarded(alone, "traceparent") == [] and _forwarded(alone, "tracestate") == ["congo=t61rcWkgMzE"]
 
 
 # -- access log ------------------------------------------------------------------------------------

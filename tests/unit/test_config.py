@@ -120,12 +120,12 @@ _DOCUMENT_ERRORS: list[tuple[object, str]] = [
     (
         {**_MINIMAL, "route": []},
         "gw.yaml: unknown key 'route'; expected one of: listeners, upstreams, routes, plugins, admin,"
-        " access_log; did you mean 'routes'?",
+        " access_log, tracing; did you mean 'routes'?",
     ),
     (
         {**_MINIMAL, "extra": 1},
         "gw.yaml: unknown key 'extra'; expected one of: listeners, upstreams, routes, plugins, admin,"
-        " access_log",
+        " access_log, tracing",
     ),
     (
         {k: v for k, v in _MINIMAL.items() if k != "routes"},

@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable, Collection, Hashable, Mapping
 from dataclasses import replace
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import yaml
@@ -35,12 +36,14 @@ from fastgw.config.schema import (
     HealthCheckConfig,
     Limits,
     ListenerConfig,
+    OtlpConfig,
     OutlierConfig,
     PluginConfig,
     PoolConfig,
     RetryConfig,
     RouteConfig,
     TargetConfig,
+    TracingConfig,
     UpstreamConfig,
     UpstreamTimeouts,
 )
@@ -819,9 +822,68 @@ def _read_access_log(value: object, path: str) -> AccessLogConfig:
     return AccessLogConfig(**read_fields(value, path, _ACCESS_LOG_READERS))
 
 
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token
+_EXPORTER_HEADERS = ("content-type", "content-length", "host", "transfer-encoding", "connection")
+
+
+def _read_otlp_endpoint(value: object, path: str) -> str:
+    """An http(s) URL; one with no path gets the OTLP/HTTP traces path, ``/v1/traces``."""
+    text = read_str(value, path)
+    url = urlsplit(text)
+    try:
+        url.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+    except ValueError:
+        url = url._replace(netloc="")
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise expected(path, "an http:// or https:// URL like 'http://127.0.0.1:4318/v1/traces'", value)
+    if url.username is not None:  # the endpoint is logged when the collector is down
+        raise ConfigError(path, "expected a URL without credentials; send them in tracing.otlp.headers")
+    return text if url.path not in ("", "/") else urlunsplit(url._replace(path="/v1/traces"))
+
+
+def _read_export_headers(value: object, path: str) -> tuple[tuple[str, str], ...]:
+    headers = []
+    for name, entry in read_mapping(value, path).items():
+        at = join(path, name)
+        if not _HEADER_NAME.fullmatch(name):
+            raise ConfigError(at, "expected a header name (letters, digits and !#$%&'*+.^_`|~-)")
+        if name.lower() in _EXPORTER_HEADERS:
+            raise ConfigError(at, f"{name} is set by the exporter; expected another header")
+        text = read_text(entry, at)
+        if any(c in text for c in "\r\n\0"):
+            raise expected(at, "a header value without CR, LF or NUL", entry)
+        headers.append((name, text))
+    return tuple(headers)
+
+
+_OTLP_READERS: Mapping[str, Reader[object]] = {
+    "endpoint": _read_otlp_endpoint,
+    "service_name": read_str,
+    "sample": _read_sample,
+    "batch": read_int(1, 10_000),
+    "queue": read_int(1, 1_000_000),
+    "flush_interval": read_duration(),
+    "timeout": read_duration(),
+    "headers": _read_export_headers,
+}
+
+
+def _read_otlp(value: object, path: str) -> OtlpConfig:
+    section = Section(value, path, _OTLP_READERS, required=("endpoint",))
+    otlp = OtlpConfig(**section.read(_OTLP_READERS))
+    if otlp.queue < otlp.batch:
+        raise ConfigError(section.at("queue"), f"expected at least batch ({otlp.batch}), found {otlp.queue}")
+    return otlp
+
+
+def _read_tracing(value: object, path: str) -> TracingConfig:
+    section = Section(value, path, ("otlp",))
+    return TracingConfig(otlp=section.get("otlp", _read_otlp))
+
+
 # -- the document --------------------------------------------------------------------------------
 
-_TOP_KEYS = ("listeners", "upstreams", "routes", "plugins", "admin", "access_log")
+_TOP_KEYS = ("listeners", "upstreams", "routes", "plugins", "admin", "access_log", "tracing")
 
 
 def _read_config(document: object, source: str) -> Config:
@@ -841,4 +903,5 @@ def _read_config(document: object, source: str) -> Config:
         plugins=section.get("plugins", read_list(_read_plugin)) or (),
         admin=section.get("admin", _read_admin),
         access_log=section.get("access_log", _read_access_log),
+        tracing=section.get("tracing", _read_tracing),
     )

@@ -217,6 +217,27 @@ class AccessLogConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class OtlpConfig:
+    """Export one span per request to an OpenTelemetry collector, OTLP/HTTP JSON (observe/otlp.py)."""
+
+    endpoint: str  # e.g. "http://127.0.0.1:4318/v1/traces"
+    service_name: str = "fastgw"  # the resource's service.name
+    sample: float = 1.0  # fraction of traces exported, decided by trace id (the same in every worker)
+    batch: int = 512  # spans per export request; a full batch is sent at once
+    queue: int = 8192  # spans waiting at most; more are dropped and counted, never waited for
+    flush_interval: float = 1.0  # longest a span waits before its batch is sent
+    timeout: float = 2.0  # one export request, connect included
+    headers: tuple[tuple[str, str], ...] = ()  # sent with every export request (e.g. an API key)
+
+
+@dataclass(frozen=True, slots=True)
+class TracingConfig:
+    """What the gateway does with the traces it continues or starts (listeners' trace_context)."""
+
+    otlp: OtlpConfig | None = None  # None: spans are not exported, at no cost
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     source: str  # the file it came from
     listeners: tuple[ListenerConfig, ...]
@@ -225,3 +246,4 @@ class Config:
     plugins: tuple[PluginConfig, ...] = ()  # applied to every route (before route plugins)
     admin: AdminConfig | None = None  # None: no admin listener
     access_log: AccessLogConfig | None = None  # None: no access log, at no cost
+    tracing: TracingConfig | None = None  # None: no span export

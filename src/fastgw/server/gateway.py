@@ -6,11 +6,12 @@ import asyncio
 import logging
 
 from fastgw.config import load_config
-from fastgw.config.schema import Config
+from fastgw.config.schema import Config, OtlpConfig
 from fastgw.control_http import close_control_session
 from fastgw.errors import ConfigError
 from fastgw.observe.access_log import AccessLog, access_log_for
 from fastgw.observe.metrics import Families, ReloadRecord, collect_gateway
+from fastgw.observe.otlp import SpanExport, span_export_for
 from fastgw.plan import Plan, activate_plan, compile_plan, retire_plan
 from fastgw.server.clock import CLOCK
 from fastgw.server.listener import ListenerServer
@@ -35,20 +36,29 @@ def check_reloadable(old: Config, new: Config) -> None:
         )
 
 
+def _otlp(config: Config) -> OtlpConfig | None:
+    return config.tracing.otlp if config.tracing is not None else None
+
+
 class Gateway:
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
         self.listeners: dict[str, ListenerServer] = {
             name: ListenerServer(lp) for name, lp in plan.listeners.items()
         }
+        self.ready = False  # listening, and not draining
         self.access_log: AccessLog | None = None
         self._use_access_log(access_log_for(plan.config.access_log, None))
+        self.spans: SpanExport | None = None
+        self.retired_spans: list[SpanExport] = []  # replaced on reload, flushed again at drain
+        self._use_span_export(span_export_for(_otlp(plan.config), None))
         self.reloads = ReloadRecord()
-        self.ready = False  # listening, and not draining
 
     async def start(self, reuse_port: bool = False) -> None:
         CLOCK.start(asyncio.get_running_loop())
         activate_plan(self.plan)  # health checks start before traffic, once per worker process
+        if self.spans is not None:
+            self.spans.start()  # here, in the process that serves: after fork
         for server in self.listeners.values():
             await server.start(reuse_port)
         self.ready = True
@@ -81,6 +91,7 @@ class Gateway:
         for name, server in self.listeners.items():
             server.plan = new.listeners[name]
         self._use_access_log(access_log_for(config.access_log, self.access_log))
+        self._use_span_export(span_export_for(_otlp(config), self.spans))
         retire_plan(old, new)
         log.info("configuration reloaded from %s: %d routes", path, len(new.routes))
 
@@ -91,6 +102,17 @@ class Gateway:
         self.access_log = access_log
         for server in self.listeners.values():
             server.access_log = access_log
+
+    def _use_span_export(self, spans: SpanExport | None) -> None:
+        """New connections record spans to ``spans``; a replaced exporter hands its queue on."""
+        if self.spans is not None and spans is not self.spans:
+            self.spans.retire(spans)
+            self.retired_spans.append(self.spans)
+        self.spans = spans
+        for server in self.listeners.values():
+            server.spans = spans
+        if spans is not None and self.ready:
+            spans.start()
 
     def collect(self) -> Families:
         """This process's metrics (see ``observe.metrics``)."""
@@ -120,4 +142,7 @@ class Gateway:
         await close_control_session()  # the auth plugins' client, if a request made one
         if self.access_log is not None:
             self.access_log.flush()
+        for spans in (*self.retired_spans, self.spans):
+            if spans is not None:  # the spans of the requests just drained, within the drain's time
+                await spans.close(deadline - loop.time())
         CLOCK.stop()

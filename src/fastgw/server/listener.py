@@ -11,6 +11,7 @@ from fastgw._proxy import ClientProtocol, RequestIds, RequestStats
 
 if TYPE_CHECKING:
     from fastgw.observe.access_log import AccessLog
+    from fastgw.observe.otlp import SpanExport
     from fastgw.plan import ListenerPlan
 
 
@@ -25,6 +26,7 @@ class ListenerServer:
         self.unrouted = RequestStats()
         # Read by each new connection; None (the default) costs the hot path one pointer test.
         self.access_log: AccessLog | None = None
+        self.spans: SpanExport | None = None  # the same, for span export
 
     def new_request_id(self) -> bytes:
         """A random per-process prefix and a counter: unique, cheap, and sortable per worker."""
