@@ -104,6 +104,8 @@ class ClientConnection(asyncio.Protocol):
             else:
                 self._fail(f"{self.label} sent a malformed response ({kind}: {value or 'refused'})")
                 return
+        if waiter.done() and self.parser.head_pending:
+            self.abort()  # the start of a message nobody asked for follows the response
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
