@@ -11,17 +11,21 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import yaml
 
 from fastgw.config import parse_config
+from fastgw.demo import CONFIG_PATH, port_env
 from fastgw.errors import ConfigError
 from fastgw.plan import compile_plan
 from tests.support.gateway import RunningGateway
 from tests.support.ports import free_port
+from tests.support.procs import start_process
 
 Reply = tuple[int, dict[str, str], Any]
 
@@ -41,8 +45,10 @@ def backend(key: str, path: str, **options: Any) -> dict[str, Any]:
     return {"key": key, "upstream": "up", "path": path, **options}
 
 
-def get(gw: RunningGateway, path: str, headers: dict[str, str] | None = None) -> Reply:
-    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
+def get(
+    gw: RunningGateway, path: str, headers: dict[str, str] | None = None, listener: str = "main"
+) -> Reply:
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port_of(listener), timeout=10)
     try:
         conn.request("GET", path, headers=headers or {})
         reply = conn.getresponse()
@@ -269,3 +275,43 @@ def test_an_unknown_aggregator_is_a_config_error(upstream: int) -> None:
             compile_plan(parse_config(doc, "gw.yaml"))
         assert str(caught.value).startswith("gw.yaml: routes[0].aggregate.aggregator: "), caught.value
         assert message in str(caught.value)
+
+
+@pytest.fixture
+def demo_services() -> Iterator[dict[str, int]]:
+    """The bundled demo services as a real process: {name: port}."""
+    proc = start_process([sys.executable, "-m", "fastgw.demo.services"], ready_line="ordering=")
+    try:
+        line = proc.wait_for_output("ordering=")
+        ports = dict(item.split("=") for item in line.split() if "=" in item)
+        yield {name: int(port) for name, port in ports.items()}
+    finally:
+        proc.stop()
+
+
+def test_the_demo_dashboard(
+    make_gateway: Make, demo_services: dict[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in port_env(demo_services).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("FASTGW_DEMO_BIND", "127.0.0.1:0")
+    with open(CONFIG_PATH, encoding="utf-8") as file:
+        gw = make_gateway(yaml.safe_load(file))
+    status, headers, body = get(gw, "/api/dashboard/bob", listener="public")
+    assert status == 200, body
+    assert [item["id"] for item in body["featured"]] == [1, 2, 3]
+    assert body["basket"] == {"buyer_id": "bob", "items": []}
+    assert headers["x-aggregate-partial"] == "discount"  # bob's basket has no coupon
+
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port_of("public"), timeout=10)
+    basket = {"items": [{"product_id": 2, "quantity": 1}], "coupon": "DISC20"}
+    conn.request(
+        "POST", "/api/basket/bob", body=json.dumps(basket), headers={"Content-Type": "application/json"}
+    )
+    assert conn.getresponse().status == 200
+    conn.close()
+    status, headers, body = get(gw, "/api/dashboard/bob", listener="public")
+    assert status == 200, body
+    assert body["discount"] == {"code": "DISC20", "percent": 20}
+    assert body["basket"]["coupon"] == "DISC20"
+    assert "x-aggregate-partial" not in headers

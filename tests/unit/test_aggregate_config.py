@@ -95,7 +95,8 @@ def test_an_aggregate_route_loads() -> None:
         ),
         (
             aggregate(CATALOG, merge="shallow"),
-            "gw.yaml: routes[0].aggregate.merge: expected the name of a merge (by_key, deep), found 'shallow'",
+            "gw.yaml: routes[0].aggregate.merge: expected the name of a merge (by_key, deep),"
+            " found 'shallow'",
         ),
         (
             aggregate(CATALOG, merge="deep", aggregator="m:f"),
