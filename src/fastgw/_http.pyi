@@ -11,5 +11,8 @@ class HttpParser:
     def is_request(self) -> bool: ...
     def parse(self, data: bytes) -> list[tuple[str, object]]:
         """Feed ``data`` and list the events (for tests and tools; the proxy drives it in C)."""
+    @property
+    def head_pending(self) -> bool:
+        """A message began and its head is not complete: for a client, bytes past its response."""
     def expect_no_body(self) -> None:
         """The next response answers a HEAD request."""

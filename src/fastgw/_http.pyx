@@ -424,6 +424,11 @@ cdef class HttpParser:
                 out.append((_EVENT_NAMES[ev], self.error() if ev == EV_MALFORMED else None))
                 return out
 
+    @property
+    def head_pending(self) -> bool:
+        """A message began and its head is not complete: for a client, bytes past its response."""
+        return self.st.in_head
+
     def expect_no_body(self) -> None:
         """Responses from now on answer HEAD requests (tests; the proxy sets it per exchange in C)."""
         self.st.skip_body = True

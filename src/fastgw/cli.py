@@ -108,7 +108,7 @@ def _routes(path: str, match: str | None) -> int:
                     ",".join(r.methods) if r.methods else "*",
                     ",".join(r.hosts) or "*",
                     r.path,
-                    r.upstream,
+                    r.upstream or "aggregate",
                     r.rewrite or (f"strip {r.strip_prefix}" if r.strip_prefix else "-"),
                     str(r.priority),
                 )

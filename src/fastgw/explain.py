@@ -50,8 +50,6 @@ def explain_match(
         route = result.route
         rc = route.config
         params = dict(zip(route.param_names, (p.decode() for p in result.params), strict=True))
-        target = route.upstream.targets[0]
-        upstream_path = route.upstream_path(path, result.params).decode()
         why = [f"path template {rc.path}"]
         if rc.methods:
             why.append(f"methods {','.join(rc.methods)}")
@@ -66,7 +64,17 @@ def explain_match(
             f"{prefix} route {rc.id} ({rc.key_path})",
             f"  because:  {'; '.join(why)}",
             f"  params:   {params or '{}'}",
-            f"  upstream: {rc.upstream} -> http://{target.label}{upstream_path}{query.decode()}",
+            _upstream_line(route, path, result.params, query),
             f"  plugins:  {plugins}",
         ]
     return lines, found
+
+
+def _upstream_line(route: Any, path: bytes, params: tuple[bytes, ...], query: bytes) -> str:
+    rc = route.config
+    if rc.aggregate is not None:
+        calls = ", ".join(f"{b.key}: {b.upstream} {b.method} {b.path}" for b in rc.aggregate.backends)
+        return f"  aggregate: {calls}"
+    target = route.upstream.targets[0]
+    upstream_path = route.upstream_path(path, params).decode()
+    return f"  upstream: {rc.upstream} -> http://{target.label}{upstream_path}{query.decode()}"

@@ -20,10 +20,12 @@ from urllib.parse import parse_qsl
 import fastgw.plugins  # noqa: F401  (registers the built-in plugins)
 from fastgw._proxy import Limiter, RouteCore
 from fastgw._router import Router
+from fastgw.aggregate import NoUpstream, compile_aggregator
 from fastgw.config.schema import ConcurrencyConfig, Config, ListenerConfig, PluginConfig, RouteConfig
 from fastgw.errors import ConfigError, RouteConflict
 from fastgw.hooks import Plugin, build_chain, find_plugin, known_plugins
 from fastgw.upstream.breaker import BreakerKey, UpstreamBreaker
+from fastgw.upstream.client import HttpClient
 from fastgw.upstream.group import UpstreamGroup
 from fastgw.upstream.health import HealthKey, UpstreamHealth
 from fastgw.upstream.pool import PoolKey, TargetPool
@@ -71,7 +73,9 @@ class RoutePlan(RouteCore):
         "query_predicates",
     )
 
-    def __init__(self, config: RouteConfig, upstream: UpstreamGroup, plugins: list[Plugin]) -> None:
+    def __init__(
+        self, config: RouteConfig, upstream: UpstreamGroup | NoUpstream, plugins: list[Plugin]
+    ) -> None:
         super().__init__(
             upstream,
             config.timeouts or upstream.timeouts,
@@ -144,7 +148,9 @@ class ListenerPlan:
 
 
 class Plan:
-    __slots__ = ("breakers", "config", "health", "limiters", "listeners", "pools", "routes", "upstreams")
+    __slots__ = (
+        "breakers", "client", "config", "health", "limiters", "listeners", "pools", "routes", "upstreams",
+    )  # fmt: skip
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -157,6 +163,8 @@ class Plan:
         # Concurrency limits by what they limit and how: adopted on reload while unchanged, so
         # requests in flight on the old plan still count against the limit.
         self.limiters: dict[tuple[str, ConcurrencyConfig], Limiter] = {}
+        # The keep-alive pools of aggregate routes' own calls; handed from plan to plan on reload.
+        self.client = HttpClient()
 
 
 def compile_plugins(configs: tuple[PluginConfig, ...]) -> list[Plugin]:
@@ -186,6 +194,8 @@ def _compile(config: Config, previous: Plan | None) -> Plan:
     old_groups = previous.upstreams if previous is not None else {}
     old_limiters = previous.limiters if previous is not None else {}
     old_stats = {route.id: route.stats for route in previous.routes} if previous is not None else {}
+    if previous is not None:
+        plan.client = previous.client
 
     def pool_for(key: PoolKey) -> TargetPool:
         pool = plan.pools.get(key)
@@ -216,7 +226,13 @@ def _compile(config: Config, previous: Plan | None) -> Plan:
         plan.listeners[lc.name] = ListenerPlan(lc)
     global_plugins = compile_plugins(config.plugins)
     for rc in config.routes:
-        route = RoutePlan(rc, plan.upstreams[rc.upstream], global_plugins + compile_plugins(rc.plugins))
+        plugins = global_plugins + compile_plugins(rc.plugins)
+        if rc.aggregate is not None:
+            # The aggregator answers every request after the route's plugins: last in the chain.
+            plugins.append(compile_aggregator(rc.aggregate, plan.upstreams, plan.client))
+            route = RoutePlan(rc, NoUpstream(), plugins)
+        else:
+            route = RoutePlan(rc, plan.upstreams[rc.upstream], plugins)
         plan.routes.append(route)
         if rc.id in old_stats:
             route.stats = old_stats[rc.id]  # a route's counters run on across reloads, by id
@@ -294,3 +310,5 @@ def retire_plan(old: Plan, new: Plan) -> None:
     for breaker_key, breaker in old.breakers.items():
         if new.breakers.get(breaker_key) is not breaker:
             breaker.stop()
+    if new.client is not old.client:
+        old.client.close()

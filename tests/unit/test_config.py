@@ -150,7 +150,7 @@ _PATH = "expected a path starting with '/' without '?' or '#'"
 _HOST = "expected a host name like 'api.example.com' or '*.example.com', without port"
 _ROUTE_KEYS = (
     "id, path, upstream, methods, host, listeners, headers, query, priority, rewrite,"
-    " strip_prefix, preserve_host, timeouts, retry, concurrency, plugins"
+    " strip_prefix, preserve_host, timeouts, retry, concurrency, plugins, aggregate"
 )
 
 _VALUE_ERRORS: list[tuple[str, object, str]] = [
@@ -401,7 +401,7 @@ _VALUE_ERRORS: list[tuple[str, object, str]] = [
     # routes
     ("routes", [], "routes: expected a non-empty list, found an empty list"),
     ("routes[0]", {"upstream": "catalog"}, "routes[0]: missing required key 'path'"),
-    ("routes[0]", {"path": "/"}, "routes[0]: missing required key 'upstream'"),
+    ("routes[0]", {"path": "/"}, "routes[0]: expected exactly one of upstream or aggregate, found neither"),
     (
         "routes[0].tiemouts",
         {},

@@ -116,6 +116,14 @@ def test_basket(run_demo: Callable[[Check], None]) -> None:
             {"product_id": 2, "quantity": 1, "unit_price": 1.25},
         ]
         assert await fetch(session, services, "basket", "GET", "/basket/bob") == (200, basket)
+        with_coupon = {"items": items, "coupon": "DISC10"}
+        status, basket = await fetch(session, services, "basket", "POST", "/basket/bob", with_coupon)
+        assert (status, basket["coupon"]) == (200, "DISC10")
+        assert await fetch(session, services, "basket", "GET", "/basket/bob") == (200, basket)
+        status, _ = await fetch(
+            session, services, "basket", "POST", "/basket/bob", {"items": [], "coupon": 1}
+        )
+        assert status == 400
         status, _ = await fetch(
             session, services, "basket", "POST", "/basket/bob", {"items": [{"quantity": 1}]}
         )
@@ -181,6 +189,13 @@ def test_gateway_config_maps_public_paths() -> None:
     assert routes["catalog-rest"].path == "/api/catalog/{*rest}"
     assert any(route.rewrite for route in config.routes)
     assert any(route.strip_prefix for route in config.routes)
+    dashboard = routes["dashboard"].aggregate
+    assert dashboard is not None
+    assert [(b.key, b.upstream, b.required) for b in dashboard.backends] == [
+        ("featured", "catalog", True),
+        ("basket", "basket", True),
+        ("discount", "discount", False),
+    ]
 
     bound = load_config(CONFIG_PATH, env={**port_env(ports), "FASTGW_DEMO_BIND": "127.0.0.1:0"})
     assert (bound.listeners[0].host, bound.listeners[0].port) == ("127.0.0.1", 0)

@@ -27,6 +27,8 @@ from fastgw.config.schema import (
     ACCESS_LOG_FIELDS,
     AccessLogConfig,
     AdminConfig,
+    AggregateBackend,
+    AggregateConfig,
     BalanceConfig,
     BreakerConfig,
     ClientTimeouts,
@@ -671,8 +673,10 @@ def _read_timeout_overrides(base: UpstreamTimeouts) -> Reader[UpstreamTimeouts]:
 _ROUTE_KEYS = (
     "id", "path", "upstream", "methods", "host", "listeners", "headers", "query",
     "priority", "rewrite", "strip_prefix", "preserve_host", "timeouts", "retry", "concurrency",
-    "plugins",
+    "plugins", "aggregate",
 )  # fmt: skip
+# What only a proxied route can use: an aggregate route has no single upstream request to shape.
+_PROXY_ONLY_KEYS = ("rewrite", "strip_prefix", "preserve_host", "timeouts", "retry")
 
 _RETRY_CONDITIONS = ("connect", "reset")
 
@@ -720,6 +724,11 @@ def _read_route(
     upstreams: Mapping[str, UpstreamConfig],
 ) -> RouteConfig:
     template = section.require("path", _read_path)
+    if ("upstream" in section.items) == ("aggregate" in section.items):
+        found = "both" if "upstream" in section.items else "neither"
+        raise ConfigError(section.path, f"expected exactly one of upstream or aggregate, found {found}")
+    if "aggregate" in section.items:
+        return _read_aggregate_route(section, route_id, template, listeners, upstreams)
     upstream = upstreams[section.require("upstream", read_one_of("an upstream", upstreams))]
     rewrite = section.get("rewrite", _read_path)
     if rewrite is not None:
@@ -731,33 +740,220 @@ def _read_route(
                 section.at("strip_prefix"), "expected either rewrite or strip_prefix, found both"
             )
         _check_strip_prefix(strip_prefix, template, section.at("strip_prefix"))
-    hosts = section.get("host", read_list(_read_host, non_empty=True, single=True)) or ()
-    on_listeners = section.get(
-        "listeners", read_list(read_one_of("a listener", listeners), non_empty=True, single=True)
-    )
     timeouts = section.get("timeouts", _read_timeout_overrides(upstream.timeouts))
     return RouteConfig(
         id=route_id,
         path=template,
         upstream=upstream.name,
-        key_path=section.path,
-        methods=section.get("methods", _read_methods),
-        hosts=tuple(dict.fromkeys(hosts)),
-        listeners=tuple(dict.fromkeys(on_listeners or ())),
         rewrite=rewrite,
         strip_prefix=strip_prefix,
         timeouts=timeouts,
         retry=section.get("retry", _read_retry),
-        concurrency=section.get("concurrency", _read_concurrency),
+        **section.read({"preserve_host": read_bool}),
+        **_read_route_common(section, listeners),
+    )
+
+
+def _read_route_common(section: Section, listeners: Collection[str]) -> dict[str, Any]:
+    """The keyword arguments every kind of route reads alike: matching, limits, plugins."""
+    hosts = section.get("host", read_list(_read_host, non_empty=True, single=True)) or ()
+    on_listeners = section.get(
+        "listeners", read_list(read_one_of("a listener", listeners), non_empty=True, single=True)
+    )
+    return {
+        "key_path": section.path,
+        "methods": section.get("methods", _read_methods),
+        "hosts": tuple(dict.fromkeys(hosts)),
+        "listeners": tuple(dict.fromkeys(on_listeners or ())),
+        "concurrency": section.get("concurrency", _read_concurrency),
         **section.read(
             {
                 "headers": _read_header_predicates,
                 "query": _read_query_predicates,
                 "priority": read_int(-1_000_000, 1_000_000),
-                "preserve_host": read_bool,
                 "plugins": read_list(_read_plugin),
             }
         ),
+    }
+
+
+# -- aggregate routes: several upstream calls merged into one JSON answer (aggregate.py) -----------
+
+_AGGREGATE_KEYS = ("backends", "merge", "aggregator")
+_MERGES = ("by_key", "deep")
+_BACKEND_KEYS = (
+    "key", "upstream", "path", "method", "headers", "timeout", "required", "max_body", "target",
+    "fields", "mapping", "group",
+)  # fmt: skip
+_BACKEND_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+_FIELD_NAME = re.compile(r"[A-Za-z0-9_$@-]+")  # JSON keys usable in config (no dots: those make paths)
+_FIELD_PATH = re.compile(r"[A-Za-z0-9_$@-]+(?:\.[A-Za-z0-9_$@-]+)*")
+_BACKEND_PATH = re.compile(r"/[!-\x22\x24-~]*")  # printable ASCII, no space, no '#'
+_TEMPLATE_REF = re.compile(r"\{([^{}]*)\}")
+_CALLABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*")
+# Headers the gateway writes itself on a backend call, or hop-by-hop ones: never copied.
+_GATEWAY_HEADERS = frozenset(
+    {
+        "host", "content-length", "transfer-encoding", "connection", "keep-alive", "proxy-connection",
+        "te", "trailer", "upgrade", "expect", "proxy-authorization", "x-request-id", "x-forwarded-for",
+        "traceparent",
+    }
+)  # fmt: skip
+
+
+def _read_backend_key(value: object, path: str) -> str:
+    if not isinstance(value, str) or not _BACKEND_KEY.fullmatch(value):
+        raise expected(path, "a name like 'basket' (letters, digits, '_' or '-')", value)
+    return value
+
+
+def _read_field_name(value: object, path: str) -> str:
+    if not isinstance(value, str) or not _FIELD_NAME.fullmatch(value):
+        raise expected(path, "a JSON field name like 'percent'", value)
+    return value
+
+
+def _read_field_path(value: object, path: str) -> str:
+    if not isinstance(value, str) or not _FIELD_PATH.fullmatch(value):
+        raise expected(path, "a field or a dotted path of fields like 'data.items'", value)
+    return value
+
+
+def _read_passed_header(value: object, path: str) -> str:
+    if not isinstance(value, str) or not _TOKEN.fullmatch(value):
+        raise expected(path, "a header name (an HTTP token like 'authorization')", value)
+    if value.lower() in _GATEWAY_HEADERS:
+        raise ConfigError(path, f"{value!r} is not passed on: the gateway writes it or it is hop-by-hop")
+    return value.lower()
+
+
+def _read_backend_method(value: object, path: str) -> str:
+    method = _read_method(value, path)
+    if method in ("HEAD", "CONNECT"):
+        raise expected(path, "a method whose response has a JSON body to merge, like GET", value)
+    return method
+
+
+def _read_mapping_renames(value: object, path: str) -> tuple[tuple[str, str], ...]:
+    return tuple(
+        (_read_field_name(name, path), _read_field_name(new, join(path, name)))
+        for name, new in read_mapping(value, path, non_empty=True).items()
+    )
+
+
+def _read_aggregator(value: object, path: str) -> str:
+    if not isinstance(value, str) or not _CALLABLE.fullmatch(value):
+        raise expected(path, "a Python callable as 'package.module:function'", value)
+    return value
+
+
+_BACKEND_READERS: Mapping[str, Reader[object]] = {
+    "method": _read_backend_method,
+    "headers": read_list(_read_passed_header, single=True),
+    "timeout": read_duration(),
+    "required": read_bool,
+    "max_body": read_size,
+    "target": _read_field_path,
+    "fields": read_list(_read_field_name, non_empty=True),
+    "mapping": _read_mapping_renames,
+    "group": _read_field_name,
+}
+
+
+def _check_backend_template(template: str, path: str, params: list[str], earlier: list[str]) -> None:
+    """Each ``{name}`` is a route parameter, each ``{key.field}`` a field of an earlier backend."""
+    for match in _TEMPLATE_REF.finditer(template):
+        ref = match[1]
+        key, dot, field = ref.partition(".")
+        if not dot:
+            if ref not in params:
+                known = f"the route's parameters: {', '.join(params)}" if params else "the route has none"
+                raise ConfigError(
+                    path, f"unknown parameter {{{ref}}}; expected one of {known}{suggest(ref, params)}"
+                )
+            continue
+        if key not in earlier:
+            before = f"earlier backends: {', '.join(earlier)}" if earlier else "it is the first backend"
+            raise ConfigError(
+                path, f"{{{ref}}} names backend {key!r}, which is not defined before this one"
+                f" ({before}){suggest(key, earlier)}",
+            )  # fmt: skip
+        if not _FIELD_PATH.fullmatch(field):
+            raise ConfigError(
+                path, f"expected {{{key}.FIELD}} with a field like 'id' or 'a.b', found {{{ref}}}"
+            )
+
+
+def _read_backend(
+    value: object,
+    path: str,
+    index: int,
+    params: list[str],
+    earlier: list[str],
+    upstreams: Mapping[str, UpstreamConfig],
+) -> AggregateBackend:
+    section = Section(value, path, _BACKEND_KEYS, required=("upstream", "path"))
+    key = section.get("key", _read_backend_key) or f"resp{index}"
+    if key in earlier:
+        raise ConfigError(section.at("key"), f"duplicate backend key {key!r}")
+    upstream = section.require("upstream", read_one_of("an upstream", upstreams))
+    template = section.require("path", _read_backend_path)
+    _check_backend_template(template, section.at("path"), params, earlier)
+    fields = section.read(_BACKEND_READERS)
+    return AggregateBackend(key=key, upstream=upstream, path=template, key_path=path, **fields)
+
+
+def _read_backend_path(value: object, path: str) -> str:
+    if not isinstance(value, str) or not _BACKEND_PATH.fullmatch(value):
+        raise expected(path, "a path starting with '/' (a query is allowed) without spaces or '#'", value)
+    return value
+
+
+def _read_aggregate(
+    value: object, path: str, template: str, upstreams: Mapping[str, UpstreamConfig]
+) -> AggregateConfig:
+    section = Section(value, path, _AGGREGATE_KEYS, required=("backends",))
+    if "merge" in section.items and "aggregator" in section.items:
+        raise ConfigError(path, "expected either merge or aggregator (a custom merge), found both")
+    merge = section.get("merge", read_one_of("a merge", _MERGES)) or "by_key"
+    params = [match[1] for match in _PATH_PARAM.finditer(template)]
+    backends: list[AggregateBackend] = []
+    entries = read_sequence(section.items["backends"], section.at("backends"), non_empty=True)
+    for index, entry in enumerate(entries):
+        at = f"{section.at('backends')}[{index}]"
+        backend = _read_backend(entry, at, index, params, [b.key for b in backends], upstreams)
+        if backend.group is not None and merge != "deep":
+            raise ConfigError(
+                join(at, "group"), "applies to merge: deep (by_key already puts each result under its key)"
+            )
+        backends.append(backend)
+    return AggregateConfig(
+        backends=tuple(backends),
+        key_path=path,
+        merge=merge,
+        aggregator=section.get("aggregator", _read_aggregator),
+    )
+
+
+def _read_aggregate_route(
+    section: Section,
+    route_id: str,
+    template: str,
+    listeners: Collection[str],
+    upstreams: Mapping[str, UpstreamConfig],
+) -> RouteConfig:
+    for key in _PROXY_ONLY_KEYS:
+        if key in section.items:
+            raise ConfigError(
+                section.at(key),
+                "applies to routes with an upstream; an aggregate route sets path and timeout per backend",
+            )
+    return RouteConfig(
+        id=route_id,
+        path=template,
+        upstream="",
+        aggregate=section.require("aggregate", lambda v, p: _read_aggregate(v, p, template, upstreams)),
+        **_read_route_common(section, listeners),
     )
 
 
@@ -768,7 +964,7 @@ def _read_routes(
     ids: dict[str, str] = {}
     for index, entry in enumerate(read_sequence(value, path, non_empty=True)):
         at = f"{path}[{index}]"
-        section = Section(entry, at, _ROUTE_KEYS, required=("path", "upstream"))
+        section = Section(entry, at, _ROUTE_KEYS, required=("path",))
         route_id = section.get("id", read_str) or f"route{index}"
         _claim(ids, route_id, at, section.at("id"), "route id")
         routes.append(_read_route(section, route_id, listeners, upstreams))

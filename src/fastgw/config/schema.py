@@ -168,10 +168,39 @@ class PluginConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AggregateBackend:
+    """One upstream call of an aggregate route (``aggregate.py`` runs them)."""
+
+    key: str  # its name in the merged body and in later templates; default "resp<index>"
+    upstream: str
+    path: str  # "/baskets/{user}?full=1": route params by name, earlier results as {key.field}
+    key_path: str  # e.g. "routes[3].aggregate.backends[1]"
+    method: str = "GET"
+    headers: tuple[str, ...] = ()  # client request headers passed on (lower-case names)
+    timeout: float = 10.0  # this call, connect included (a chained call's starts when it starts)
+    required: bool = True  # a failure answers 502/504; optional: left out, X-Aggregate-Partial
+    max_body: int = 1024 * 1024  # a larger response fails this backend
+    target: str | None = None  # "data.items": use only this sub-object of the body
+    fields: tuple[str, ...] | None = None  # allow list of top-level fields; None = all
+    mapping: tuple[tuple[str, str], ...] = ()  # renames: (field, new name)
+    group: str | None = None  # merge: deep: put the result under this key
+
+
+@dataclass(frozen=True, slots=True)
+class AggregateConfig:
+    """A route answered by merging the JSON bodies of several upstream calls."""
+
+    backends: tuple[AggregateBackend, ...]
+    key_path: str  # "routes[3].aggregate"
+    merge: str = "by_key"  # by_key: {key: body, ...}; deep: objects merged, later backends win
+    aggregator: str | None = None  # "package.module:function": custom merge of the results
+
+
+@dataclass(frozen=True, slots=True)
 class RouteConfig:
     id: str
     path: str  # "/catalog/items/{id:int}/{*rest}"
-    upstream: str
+    upstream: str  # "" for an aggregate route (see ``aggregate``)
     key_path: str  # e.g. "routes[3]", for errors found later (conflicts)
     methods: tuple[str, ...] | None = None  # None = any method
     hosts: tuple[str, ...] = ()  # exact or "*.example.com"; empty = any host
@@ -186,6 +215,7 @@ class RouteConfig:
     retry: RetryConfig | None = None  # None: no retries beyond a stale pooled connection
     concurrency: ConcurrencyConfig | None = None
     plugins: tuple[PluginConfig, ...] = ()
+    aggregate: AggregateConfig | None = None  # instead of upstream: answered by several calls
 
 
 @dataclass(frozen=True, slots=True)

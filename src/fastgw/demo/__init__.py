@@ -28,7 +28,9 @@ def demo_urls(base: str) -> list[str]:
     """
     base = base.rstrip("/")
     json = "curl -X POST -H 'Content-Type: application/json' -d"
-    basket = '{"items": [{"product_id": 1, "quantity": 2}, {"product_id": 9, "quantity": 1}]}'
+    basket = (
+        '{"items": [{"product_id": 1, "quantity": 2}, {"product_id": 9, "quantity": 1}], "coupon": "DISC10"}'
+    )
     order = '{"buyer_id": "alice", "coupon": "DISC10"}'
     return [
         f"{base}/api/catalog/items?page=0&size=5",
@@ -39,6 +41,7 @@ def demo_urls(base: str) -> list[str]:
         f"{base}/api/discount/DISC10",
         f"{json} '{basket}' {base}/api/basket/alice",
         f"{base}/api/basket/alice",
+        f"{base}/api/dashboard/alice",
         f"{json} '{order}' {base}/api/orders",
         f"{base}/api/orders?buyer_id=alice",
         f"curl -i {base}/api/orders/1",

@@ -8,7 +8,7 @@ so one can see behind the gateway which service answered.
             ``GET /items/type/{type_id}``, ``GET /items/brand/{brand_id}``, ``GET /types``,
             ``GET /brands``
 - basket:   ``GET|POST|DELETE /basket/{buyer}``; POST replaces the basket with
-            ``{"items": [{"product_id", "quantity", "unit_price"?}]}``; state is in memory
+            ``{"items": [{"product_id", "quantity", "unit_price"?}], "coupon"?}``; state is in memory
 - discount: ``GET /coupons/{code}`` (404 if unknown)
 - ordering: ``POST /orders`` with ``{"buyer_id", "coupon"?}`` checks out the buyer's basket (it
             asks the basket and discount services over HTTP, then empties the basket);
@@ -196,21 +196,31 @@ def _basket_items(data: dict[str, Any]) -> list[dict[str, object]] | None:
 
 def basket_app() -> web.Application:
     baskets: dict[str, list[dict[str, object]]] = {}
+    coupons: dict[str, str] = {}  # the coupon a buyer put in the basket, if any
+
+    def basket(buyer: str) -> dict[str, object]:
+        coupon = coupons.get(buyer)
+        return {"buyer_id": buyer, "items": baskets.get(buyer, []), **({"coupon": coupon} if coupon else {})}
 
     async def get_basket(request: web.Request) -> web.Response:
-        buyer = request.match_info["buyer"]
-        return _json({"buyer_id": buyer, "items": baskets.get(buyer, [])})
+        return _json(basket(request.match_info["buyer"]))
 
     async def update_basket(request: web.Request) -> web.Response:
         buyer = request.match_info["buyer"]
         data = await _read_json(request)
         items = _basket_items(data) if data is not None else None
-        if items is None:
-            return _error(400, 'expected {"items": [{"product_id": int, "quantity": int}]}')
+        coupon = data.get("coupon") if data is not None else None
+        if items is None or not (coupon is None or isinstance(coupon, str)):
+            return _error(400, 'expected {"items": [{"product_id": int, "quantity": int}], "coupon"?: str}')
         baskets[buyer] = items
-        return _json({"buyer_id": buyer, "items": items})
+        if coupon:
+            coupons[buyer] = coupon
+        else:
+            coupons.pop(buyer, None)
+        return _json(basket(buyer))
 
     async def delete_basket(request: web.Request) -> web.Response:
+        coupons.pop(request.match_info["buyer"], None)
         if baskets.pop(request.match_info["buyer"], None) is None:
             return _error(404, "no basket for this buyer")
         return web.Response(status=204)

@@ -136,6 +136,7 @@ class Gateway:
                 server.abort_all()
         for pool in self.plan.pools.values():
             pool.close()
+        self.plan.client.close()
         await stop_monitors(self.plan.health.values())
         for breaker in self.plan.breakers.values():
             breaker.stop()  # its timers must not fire on a loop that is closing
