@@ -22,8 +22,8 @@ import yaml
 from bench.run import feature_parts
 from fastgw._proxy import ClientProtocol, UpstreamConnection
 from fastgw.config import parse_config
-from fastgw.plan import compile_plan
 from fastgw.observe.access_log import access_log_for
+from fastgw.plan import compile_plan
 from fastgw.server.listener import ListenerServer
 
 REQUEST = b"GET /items/1 HTTP/1.1\r\nHost: localhost:8080\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n"

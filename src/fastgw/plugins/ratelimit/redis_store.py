@@ -49,7 +49,9 @@ end
 """
 
 # KEYS[1]: the bucket.
-TOKEN_BUCKET_LUA = _ARGUMENTS_LUA + """
+TOKEN_BUCKET_LUA = (
+    _ARGUMENTS_LUA
+    + """
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
 local tokens = tonumber(state[1])
 if tokens == nil then
@@ -70,9 +72,12 @@ redis.call('HSET', KEYS[1], 'tokens', tokens, 'at', now)
 redis.call('PEXPIRE', KEYS[1], window)
 return {remaining, math.ceil(wait)}
 """
+)
 
 # KEYS[1]: the counters. ARGV as above. Windows are numbered (now // window).
-SLIDING_WINDOW_LUA = _ARGUMENTS_LUA + """
+SLIDING_WINDOW_LUA = (
+    _ARGUMENTS_LUA
+    + """
 local index = math.floor(now / window)
 local start = index * window
 local state = redis.call('HMGET', KEYS[1], 'window', 'previous', 'current')
@@ -98,6 +103,7 @@ redis.call('HSET', KEYS[1], 'window', index, 'previous', previous, 'current', cu
 redis.call('PEXPIRE', KEYS[1], start + 2 * window - now)
 return {math.floor(limit - used - 1), math.ceil(start + window - now)}
 """
+)
 
 
 @dataclass(frozen=True, slots=True)
