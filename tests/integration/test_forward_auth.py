@@ -91,13 +91,14 @@ def test_allowed_request_carries_the_auth_answer_not_the_client_forgeries(
 def test_auth_service_is_told_about_the_request(make_gateway: Make, upstream: int, auth: Control) -> None:
     gw = make_gateway(doc(upstream, url=verify_url(auth)))
     spoofed = [("X-Forwarded-For", "203.0.113.66"), ("X-Forwarded-Uri", "/public"), ("Cookie", "s=1")]
-    spoofed.append(("Accept-Encoding", "br"))  # the gateway asks for codings it can decode itself
+    # The gateway asks for the codings its own client decodes, never the client's.
+    spoofed.append(("Accept-Encoding", "x-private-coding"))
     r = get(gw, "/echo/b?x=2", [("Authorization", "Bearer allow-bob"), *spoofed])
     assert r.status == 200
     sent = {name.lower(): value for name, value in auth.stats()["last_headers"]}
     assert sent["authorization"] == "Bearer allow-bob"
     assert sent["cookie"] == "s=1"
-    assert "br" not in sent.get("accept-encoding", "")
+    assert "x-private-coding" not in sent.get("accept-encoding", "")
     assert sent["x-forwarded-method"] == "GET"
     assert sent["x-forwarded-uri"] == "/echo/b?x=2"
     assert sent["x-forwarded-host"] == "test.local"
