@@ -36,9 +36,10 @@ def completed(fragment: dict[str, Any]) -> dict[str, Any]:
         **fragment,
     }
     upstreams = doc.setdefault("upstreams", {})
-    for route in doc["routes"]:
-        if "upstream" in route:
-            upstreams.setdefault(route["upstream"], {"targets": ["127.0.0.1:9"]})
+    named = [route["upstream"] for route in doc["routes"] if "upstream" in route]
+    named += [b["upstream"] for r in doc["routes"] for b in r.get("aggregate", {}).get("backends", [])]
+    for name in named:
+        upstreams.setdefault(name, {"targets": ["127.0.0.1:9"]})
     return doc
 
 
