@@ -1581,6 +1581,8 @@ cdef class Exchange:
     cdef int on_upstream_complete(self, UpstreamConnection conn, bint keep_alive) except -1:
         if self.body_filters is not None:
             self._end_body_filters()
+            if self.finished:
+                return 0  # a filter failed the response (fail() dropped the connection and the client)
         if self.rechunk:
             self.out.append(_LAST_CHUNK)
         if not self.request_done:
@@ -2107,7 +2109,8 @@ cdef class UpstreamConnection:
             # A body framed by the close ends here (llhttp would only confirm it).
             exchange.on_upstream_complete(self, False)
             exchange.flush_to_client()
-            self.pool.release_conn(self)
+            if not self.closed:  # else whoever closed it (a failing body filter) released it
+                self.pool.release_conn(self)
         return False
 
     cpdef pause_reading(self):

@@ -42,7 +42,9 @@ class Response:
 class BodyFilter(Protocol):
     """Sees a proxied response body piece by piece, in order, and returns what goes on (b"" to
     hold it back); ``end`` returns what it held back when the body is complete. Not called when
-    the response fails mid-body: then nothing must be stored or reported as complete."""
+    the response fails mid-body: then nothing must be stored or reported as complete. A filter
+    that cannot go on (a body it cannot bound or parse) calls ``ctx.fail(fault)`` from ``feed``
+    or ``end`` and returns b"": the head went out, so the client sees the response cut."""
 
     def feed(self, data: bytes) -> bytes: ...
     def end(self) -> bytes: ...
@@ -57,6 +59,9 @@ class Plugin:
     they need; the ones left as the base's are never called."""
 
     name: ClassVar[str] = ""
+    # Methods the plugin answers itself on any route it is on (CORS preflights: OPTIONS). A route
+    # that lists ``methods`` lets these through too, so the router's 405 does not hide them.
+    answers_methods: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def compile(cls, options: Mapping[str, Any], key_path: str) -> Plugin:
@@ -64,6 +69,11 @@ class Plugin:
         if options:
             raise ConfigError(key_path, f"plugin '{cls.name}' takes no options")
         return cls()
+
+    def check_route(self, param_names: tuple[str, ...], route: str) -> None:
+        """Called at compile time for each route the plugin is on, once its parameters are known
+        (``route`` names it for messages); raise ConfigError for what the route cannot serve."""
+        return None
 
     def on_request(self, ctx: Any) -> HookResult:
         return None

@@ -258,6 +258,8 @@ def _compile(config: Config, previous: Plan | None) -> Plan:
             listener.routes.append(route)
         if rc.rewrite:
             route.rewrite = RewriteTemplate(rc.rewrite, route.param_names, f"{rc.key_path}.rewrite")
+        for plugin in route.plugins:
+            plugin.check_route(route.param_names, f"route '{rc.id}' ({rc.key_path})")
     for listener in plan.listeners.values():
         # The router flattens its tables on the first match after changes: do it now, at
         # compile time, not in the first request.
@@ -273,7 +275,12 @@ def _add_route(router: Router, route: RoutePlan) -> tuple[str, ...]:
     rc = route.config
     predicate = route.accepts if (rc.headers or rc.query) else None
     predicate_key = (rc.headers, rc.query) if predicate else None
-    return router.add(route, rc.path, rc.methods, rc.hosts, rc.priority, predicate, predicate_key)
+    methods = rc.methods
+    if methods is not None:
+        # Methods a plugin answers itself (CORS preflights) must reach its on_request hook.
+        extra = [m for p in route.plugins for m in p.answers_methods if m not in methods]
+        methods = (*methods, *dict.fromkeys(extra))
+    return router.add(route, rc.path, methods, rc.hosts, rc.priority, predicate, predicate_key)
 
 
 def _conflicting_route(earlier: list[RoutePlan], route: RoutePlan) -> str:

@@ -28,6 +28,10 @@ Behaviour by path (the query string is ignored; every response carries ``X-Conn-
 - ``/close``: the echo answer with ``Connection: close``, then closes
 - ``/malformed``: ``HTTP/1.1 2x0 Bad`` and closes
 - ``/continue``: ``100 Continue`` (even without Expect), then the echo answer
+- ``/respond/{code}``: that status, the request body as its body, and for each request header
+  ``X-Respond-Name: value`` a response header ``Name: value`` (a redirect's Location, a
+  Content-Type, Content-Encoding, ETag...); Content-Length framing, or chunked when asked
+  with ``X-Respond-Transfer-Encoding: chunked``
 - ``/stats``: JSON {connections_opened, requests}; ``/stats/reset`` zeroes them. Requests for
   ``/stats...`` and ``/health...`` are not counted, and a connection counts once it carries a
   counted request.
@@ -112,7 +116,7 @@ class BadRequest(Exception):
 class Request:
     """One parsed request head."""
 
-    __slots__ = ("chunked", "content_length", "headers", "method", "path", "target", "version")
+    __slots__ = ("body", "chunked", "content_length", "headers", "method", "path", "target", "version")
 
     def __init__(self, head: bytes) -> None:
         lines = head.decode("latin-1").split("\r\n")
@@ -120,6 +124,7 @@ class Request:
         if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
             raise BadRequest(f"bad request line {lines[0]!r}")
         self.method, self.target, self.version = parts
+        self.body: bytearray | None = None  # kept only for /respond
         self.path = self.target.split("?", 1)[0]
         self.headers: list[tuple[str, str]] = []
         for line in lines[1:]:
@@ -348,18 +353,20 @@ class UpstreamConnection(asyncio.Protocol):
                     while await self.read_line() != b"\r\n":  # trailers
                         pass
                     break
-                total += await self._read_into(digest, size)
+                total += await self._read_into(digest, size, request.body)
                 if await self._read_exactly(2) != b"\r\n":
                     raise BadRequest("chunk data not followed by CRLF")
         else:
-            total = await self._read_into(digest, request.content_length)
+            total = await self._read_into(digest, request.content_length, request.body)
         return total, digest.hexdigest()
 
-    async def _read_into(self, digest: hashlib._Hash, n: int) -> int:
+    async def _read_into(self, digest: hashlib._Hash, n: int, keep: bytearray | None = None) -> int:
         remaining = n
         while remaining:
             data = await self.read_some(min(remaining, WRITE_SIZE))
             digest.update(data)
+            if keep is not None:
+                keep += data
             remaining -= len(data)
         return n
 
@@ -472,6 +479,8 @@ class UpstreamConnection(asyncio.Protocol):
         expects = "100-continue" in request.tokens("expect")
         if path == "/continue" or (expects and (request.chunked or request.content_length)):
             await self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if path.startswith("/respond/"):
+            request.body = bytearray()
         body_len, body_sha256 = await self.read_body(request)
         handler, argument = _route(path)
         return await handler(self, request, argument, body_len, body_sha256)
@@ -537,6 +546,29 @@ async def _chunked(c: UpstreamConnection, r: Request, count: str, n: int, sha: s
     if r.method != "HEAD":
         for chunk in pattern_chunks(int(count)):
             await c.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+        await c.write(b"0\r\n\r\n")
+    return keep_alive
+
+
+async def _respond(c: UpstreamConnection, r: Request, code: str, n: int, sha: str) -> bool:
+    if not code.isdigit() or not 200 <= int(code) <= 599:
+        return await c.respond(r, 400, b"bad status", "text/plain")
+    status = int(code)
+    keep_alive = r.keep_alive
+    headers = c.base_headers(r, keep_alive)
+    headers += [(k[len("x-respond-") :], v) for k, v in r.headers if k.lower().startswith("x-respond-")]
+    chunked = any(k.lower() == "transfer-encoding" for k, _ in headers)
+    body = bytes(r.body or b"") if r.method != "HEAD" and status not in (204, 304) else b""
+    if status not in (204, 304) and not chunked:
+        headers.append(("Content-Length", str(len(r.body or b""))))
+    if not chunked:
+        await c.write(render_head(status, headers) + body)
+        return keep_alive
+    await c.write(render_head(status, headers))
+    if r.method != "HEAD" and status not in (204, 304):
+        for start in range(0, len(body), WRITE_SIZE):
+            piece = body[start : start + WRITE_SIZE]
+            await c.write(b"%x\r\n%b\r\n" % (len(piece), piece))
         await c.write(b"0\r\n\r\n")
     return keep_alive
 
@@ -646,6 +678,7 @@ _WITH_ARGUMENT: dict[str, Handler] = {
     "/until-close/": _until_close,
     "/slow/": _slow,
     "/slowbody/": _slowbody,
+    "/respond/": _respond,
     "/health/set/": _health_set,
 }
 

@@ -425,3 +425,16 @@ def test_ports() -> None:
         listener.bind(("127.0.0.1", port))
         listener.listen()
         wait_for_port(port, timeout=1)
+
+
+def test_respond_answers_the_body_and_headers_asked_for(upstream: int) -> None:
+    asked = (("X-Respond-Location", "http://elsewhere/x"), ("X-Respond-Content-Type", "text/plain"))
+    with connect(upstream) as sock:
+        sock.sendall(build_request("POST", "/respond/302", asked, body=b"moved"))
+        r = read_response(sock)
+        assert (r.status, r.body, r.header("Location")) == (302, b"moved", "http://elsewhere/x")
+        assert r.header("Content-Type") == "text/plain" and r.header("Content-Length") == "5"
+        chunked = (("X-Respond-Transfer-Encoding", "chunked"),)
+        sock.sendall(build_request("POST", "/respond/200", chunked, body=pattern(100_000)))
+        r = read_response(sock)
+        assert r.header("Transfer-Encoding") == "chunked" and r.body == pattern(100_000)

@@ -8,7 +8,7 @@
 - ``ClaimPath``: a claim by name or dotted path (``org.id``), and how a claim value is written
   into a header or a query parameter.
 - ``without_query_params``: a query string minus some parameters (a credential sent in the query,
-  or a client's forged copy of a parameter the gateway sets).
+  or a client's forged copy of a parameter the gateway sets); ``rename_query_params`` renames some.
 """
 
 from __future__ import annotations
@@ -169,6 +169,20 @@ def without_query_params(query: bytes, names: Collection[bytes]) -> bytes:
         return query
     kept = [part for part in kept if part]
     return b"?" + b"&".join(kept) if kept else b""
+
+
+def rename_query_params(query: bytes, renames: Mapping[bytes, bytes]) -> bytes:
+    """``query`` with each parameter named in ``renames`` (decoded name -> new name, encoded)
+    renamed; values, order and every other byte kept as they were."""
+    if not query:
+        return query
+    parts = query[1:].split(b"&")
+    for i, part in enumerate(parts):
+        key, eq, value = part.partition(b"=")
+        new = renames.get(_unquote(key))
+        if new is not None:
+            parts[i] = new + eq + value
+    return b"?" + b"&".join(parts)
 
 
 def _unquote(text: bytes) -> bytes:

@@ -65,7 +65,10 @@ def render_response(
 ) -> bytes:
     """A complete response made by the gateway itself (errors, answers from hooks)."""
     parts = [STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status, date_line]
-    parts.append(b"Content-Type: %s\r\nContent-Length: %d\r\n" % (content_type, len(body)))
+    if status == 204 or status == 304:
+        body = b""  # RFC 9110 8.6 and 15.3.5: no content, and no Content-Length for a 204
+    else:
+        parts.append(b"Content-Type: %s\r\nContent-Length: %d\r\n" % (content_type, len(body)))
     if extra:
         for name, value in extra:
             parts += (name, COLON_SP, value, CRLF)
