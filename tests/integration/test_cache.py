@@ -104,6 +104,18 @@ def test_head_is_answered_from_the_get_entry(make_gateway: Make, upstream: int, 
     assert upstream_calls(upstream) == before
 
 
+def test_a_stored_204_has_no_body_no_length_and_no_content_type(
+    make_gateway: Make, upstream: int, zone: str
+) -> None:
+    gw = make_gateway(cached(upstream, zone))
+    target = f"/cache/empty?{cc('max-age=60')}&status=204"
+    first, second = get(gw, target), get(gw, target)
+    assert (first.header("X-Cache"), second.header("X-Cache")) == ("MISS", "HIT")
+    assert (second.status, second.body) == (204, b"")
+    # RFC 9110 8.6: no Content-Length on a 204; the upstream sent no Content-Type
+    assert second.header("Content-Length") is None and second.header("Content-Type") is None
+
+
 def test_ttl_from_the_config_expires(make_gateway: Make, upstream: int, zone: str) -> None:
     gw = make_gateway(cached(upstream, zone, ttl="1s"))
     target = "/cache/ttl"  # no Cache-Control: the route's ttl applies
