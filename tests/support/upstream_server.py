@@ -12,7 +12,8 @@ than ``READ_HIGH`` bytes are buffered, and every write waits while the transport
 ``Expect: 100-continue`` is answered with ``100 Continue`` before the body is read. HTTP/1.1
 keeps the connection unless ``Connection: close``; HTTP/1.0 closes unless ``keep-alive``.
 
-Behaviour by path (the query string is ignored; every response carries ``X-Conn-Id``):
+Behaviour by path (the query string is ignored but by ``/cache``; every response carries
+``X-Conn-Id``):
 
 - ``/echo...``: 200 JSON {method, path (raw target), headers ([[name, value]] as received),
   body_len, body_sha256, conn_id, requests_on_conn}; ``/slow/{ms}`` the same after ms
@@ -38,6 +39,11 @@ Behaviour by path (the query string is ignored; every response carries ``X-Conn-
 - ``/health``: a health endpoint for the gateway's active checks: status 200, or the one set by
   ``/health/set/{code}`` (200 to 599); both answer JSON {health, checks}, where ``checks``
   counts the ``/health`` requests so far. ``/health/checks`` answers that JSON, changing nothing.
+- ``/cache/{name}``: a response for cache tests, shaped by the query: ``status`` (default 200),
+  ``cc`` (Cache-Control), ``vary`` (Vary), ``expires`` (seconds from now: Expires with Date),
+  ``age`` (Age), ``cookie`` (a Set-Cookie), ``delay`` (ms before answering), ``size`` (body
+  bytes of ``pattern``, instead of JSON). The JSON body is {n, target, vary}: ``n`` counts the
+  ``/cache`` requests this server answered, ``vary`` the request's values of the Vary headers.
 - anything else: 404
 """
 
@@ -51,10 +57,13 @@ import signal
 import socket
 import struct
 import sys
+import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterator
+from email.utils import formatdate
 from http import HTTPStatus
 from typing import TYPE_CHECKING, cast
+from urllib.parse import parse_qs, urlsplit
 
 if TYPE_CHECKING:
     from .procs import Proc, ProcessReaper
@@ -188,6 +197,7 @@ class UpstreamServer:
         self.requests = 0
         self.health_status = 200  # what /health answers with
         self.health_checks = 0  # /health requests so far
+        self.cache_answers = 0  # /cache/... requests answered so far
         self.next_conn_id = 0
         self.connections: set[UpstreamConnection] = set()
         self.server: asyncio.Server | None = None
@@ -654,6 +664,35 @@ async def _health_set(c: UpstreamConnection, r: Request, code: str, n: int, sha:
     return await c.respond(r, 200, _health_state(c.server))
 
 
+async def _cache(c: UpstreamConnection, r: Request, _: str, n: int, sha: str) -> bool:
+    query = {name: values[0] for name, values in parse_qs(urlsplit(r.target).query).items()}
+    await asyncio.sleep(int(query.get("delay", "0")) / 1000)
+    c.server.cache_answers += 1
+    status = int(query.get("status", "200"))
+    keep_alive = r.keep_alive
+    headers = c.base_headers(r, keep_alive)
+    for field, name in (("cc", "Cache-Control"), ("vary", "Vary"), ("age", "Age"), ("cookie", "Set-Cookie")):
+        if field in query:
+            headers.append((name, query[field]))
+    if "expires" in query:
+        now = time.time()
+        headers += [("Date", formatdate(now, usegmt=True))]
+        headers += [("Expires", formatdate(now + int(query["expires"]), usegmt=True))]
+    if "size" in query:
+        body, kind = pattern(int(query["size"])), "application/octet-stream"
+    else:
+        names = [name.strip() for name in query.get("vary", "").split(",") if name.strip()]
+        vary = {name: r.header(name) for name in names}
+        body = json.dumps({"n": c.server.cache_answers, "target": r.target, "vary": vary}).encode()
+        kind = "application/json"
+    if status not in (204, 304):
+        headers += [("Content-Type", kind), ("Content-Length", str(len(body)))]
+    else:
+        body = b""
+    await c.write(render_head(status, headers) + (b"" if r.method == "HEAD" else body))
+    return keep_alive
+
+
 async def _not_found(c: UpstreamConnection, r: Request, _: str, n: int, sha: str) -> bool:
     return await c.respond(r, 404, b"not found", "text/plain")
 
@@ -680,6 +719,7 @@ _WITH_ARGUMENT: dict[str, Handler] = {
     "/slowbody/": _slowbody,
     "/respond/": _respond,
     "/health/set/": _health_set,
+    "/cache/": _cache,
 }
 
 

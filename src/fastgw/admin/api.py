@@ -6,6 +6,10 @@
     GET  /upstreams   the loaded upstreams and their targets: in rotation, pool connections
     GET  /metrics     Prometheus text format
     POST /reload      reload the config file: 200 {"ok": true, ...} or 400 {"ok": false, "error"}
+    POST /cache/purge {"key": "host/path?query"} or {"prefix": "host/path/"}: the cached responses
+                      under that base key (every variant) or key prefix, in every worker and
+                      Redis cache: 200 {"ok": true, "purged": n}; 503 {"ok": false, "error"}
+                      when a Redis cache could not be reached; 400 for a body that is not that
     GET  /            the status page (its data comes from the endpoints above)
 
 Answers are JSON (``/metrics`` and the page aside); an unknown path is a JSON 404, a wrong
@@ -143,6 +147,33 @@ async def reload(request: web.Request) -> web.Response:
     return _json(result, 200 if result.get("ok") else 400)
 
 
+async def purge_cache(request: web.Request) -> web.Response:
+    try:
+        body = await request.json()
+    except ValueError:
+        body = None
+    selection = body if isinstance(body, dict) else {}
+    chosen = [name for name in ("key", "prefix") if name in selection]
+    unknown = sorted(set(selection) - {"key", "prefix"})
+    value = selection.get(chosen[0]) if len(chosen) == 1 else None
+    if unknown or not isinstance(value, str) or not value:
+        return _json(
+            {
+                "ok": False,
+                "error": 'expected a JSON object with one non-empty string: {"key": "host/path?query"} '
+                'or {"prefix": "host/path/"}',
+            },
+            400,
+        )
+    key, prefix = (value, None) if chosen[0] == "key" else (None, value)
+    result = await request.app[CONTROL].purge_cache(key, prefix)
+    if result["errors"]:
+        log.error("cache purge incomplete: %s", "; ".join(result["errors"]))
+        error = "could not purge " + "; ".join(result["errors"])
+        return _json({"ok": False, "purged": result["purged"], "error": error}, 503)
+    return _json({"ok": True, "purged": result["purged"]})
+
+
 async def page(request: web.Request) -> web.Response:
     html = resources.files("fastgw.admin").joinpath("status.html").read_text(encoding="utf-8")
     return web.Response(text=html, content_type="text/html")
@@ -157,6 +188,7 @@ def make_app(control: Control) -> web.Application:
     app.router.add_get("/routes", routes)
     app.router.add_get("/upstreams", upstreams)
     app.router.add_post("/reload", reload)
+    app.router.add_post("/cache/purge", purge_cache)
     app.router.add_get("/", page)
     return app
 

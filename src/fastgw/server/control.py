@@ -1,7 +1,8 @@
 """What the admin API and the reload triggers act on: one process, or the supervisor of workers.
 
-``Control`` is the interface: the running plan, readiness, the gateway's merged metrics and a
-reload that reports its outcome. ``LocalControl`` is a single-process gateway. With
+``Control`` is the interface: the running plan, readiness, the gateway's merged metrics, a
+reload that reports its outcome, and a cache purge that reaches every process. ``LocalControl``
+is a single-process gateway. With
 ``--workers N`` the supervisor (``server/workers.py``) is the control: it holds one
 ``WorkerChannel`` per worker, a socketpair made before the fork, over which it asks for the
 worker's metric families on each scrape and tells it to reload. Messages are length-prefixed
@@ -20,11 +21,13 @@ from typing import Any, Protocol
 from fastgw.errors import ConfigError
 from fastgw.observe.metrics import Families, collect_reloads, merge
 from fastgw.plan import Plan
+from fastgw.plugins.cache import purge_entries
 from fastgw.server.gateway import Gateway
 
 log = logging.getLogger("fastgw")
 
 ReloadResult = dict[str, Any]  # {"ok": True, "routes": n, ...} or {"ok": False, "error": "file: key: ..."}
+PurgeResult = dict[str, Any]  # {"purged": n, "errors": ["redis://...: why", ...]}
 _LENGTH = struct.Struct("!I")
 
 
@@ -35,6 +38,7 @@ class Control(Protocol):
     def ready(self) -> bool: ...
     async def families(self) -> Families: ...
     async def reload(self) -> ReloadResult: ...
+    async def purge_cache(self, key: str | None, prefix: str | None) -> PurgeResult: ...
 
 
 class LocalControl:
@@ -62,6 +66,9 @@ class LocalControl:
             log.error("reload failed, keeping the running configuration: %s", exc)
             return {"ok": False, "error": str(exc)}
         return {"ok": True, "routes": len(self.gateway.plan.routes)}
+
+    async def purge_cache(self, key: str | None, prefix: str | None) -> PurgeResult:
+        return await purge_entries(key, prefix)
 
 
 # -- the supervisor's line to each worker ---------------------------------------------------------
@@ -115,6 +122,8 @@ async def answer_supervisor(sock: socket.socket, gateway: Gateway, config_path: 
                 await _send(writer, gateway.collect())
             elif message.get("op") == "reload":
                 await _send(writer, await local.reload())
+            elif message.get("op") == "purge_cache":
+                await _send(writer, await local.purge_cache(message.get("key"), message.get("prefix")))
             else:
                 await _send(writer, {"ok": False, "error": f"unknown operation {message!r}"})
     finally:

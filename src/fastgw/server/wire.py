@@ -63,12 +63,16 @@ def render_response(
     date_line: bytes = b"",
     head_only: bool = False,
 ) -> bytes:
-    """A complete response made by the gateway itself (errors, answers from hooks)."""
+    """A complete response made by the gateway itself (errors, answers from hooks). An empty
+    ``content_type`` sends none (a stored response that had none); a 204 has no Content-Length
+    (RFC 9110 8.6) and no body."""
     parts = [STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status, date_line]
     if status == 204 or status == 304:
         body = b""  # RFC 9110 8.6 and 15.3.5: no content, and no Content-Length for a 204
     else:
-        parts.append(b"Content-Type: %s\r\nContent-Length: %d\r\n" % (content_type, len(body)))
+        if content_type:  # a stored response that had none is answered without one
+            parts += (b"Content-Type: ", content_type, CRLF)
+        parts.append(b"Content-Length: %d\r\n" % len(body))
     if extra:
         for name, value in extra:
             parts += (name, COLON_SP, value, CRLF)

@@ -30,7 +30,13 @@ from fastgw.config import load_config
 from fastgw.errors import ConfigError
 from fastgw.observe.metrics import Families, ReloadRecord, collect_reloads, merge
 from fastgw.plan import Plan, compile_plan
-from fastgw.server.control import LocalControl, ReloadResult, WorkerChannel, answer_supervisor
+from fastgw.server.control import (
+    LocalControl,
+    PurgeResult,
+    ReloadResult,
+    WorkerChannel,
+    answer_supervisor,
+)
 from fastgw.server.gateway import Gateway, check_reloadable
 from fastgw.server.watch import watch_file
 
@@ -225,6 +231,22 @@ class Supervisor:
             self.reloads.success()
             log.info("configuration reloaded from %s: %d routes", self.path, len(plan.routes))
             return {"ok": True, "routes": len(plan.routes), "workers": len(workers), "replaced": replaced}
+
+    async def purge_cache(self, key: str | None, prefix: str | None) -> PurgeResult:
+        """Every worker purges its own memory zones (and the Redis caches it uses): summed."""
+        workers = [w for w in self.workers.values() if not w.retiring]
+        message = {"op": "purge_cache", "key": key, "prefix": prefix}
+        answers = await asyncio.gather(
+            *(w.channel.ask(message, CHANNEL_TIMEOUT) for w in workers), return_exceptions=True
+        )
+        purged, errors = 0, []
+        for worker, answer in zip(workers, answers, strict=True):
+            if isinstance(answer, dict):
+                purged += int(answer.get("purged", 0))
+                errors += [e for e in answer.get("errors", ()) if e not in errors]
+            else:
+                errors.append(f"worker {worker.pid} did not answer ({answer!r})")
+        return {"purged": purged, "errors": errors, "workers": len(workers)}
 
     # -- the processes -------------------------------------------------------------------------
     async def run(self) -> int:

@@ -18,6 +18,9 @@ dropped on failure, so no connection from before an outage is reused after it.
 A client is made lazily on the running loop (plans are compiled before workers fork, and a
 client must not cross processes or loops); stores are shared per process by URL and timeouts, so
 every limit pointing at one Redis uses one pool, across reloads too.
+
+Other plugins keeping state in Redis (the response cache) use the same store with their own
+``role`` (named in the outage logs) and their commands through ``run``.
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ import contextlib
 import hashlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio
@@ -36,6 +41,9 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError
 
 log = logging.getLogger("fastgw")
+
+T = TypeVar("T")
+RATE_LIMIT_ROLE = ("rate limit store", "limits using it fail open or closed as configured")
 
 # ARGV: limit, window (ms), and for tests only a fixed "now" (ms); else Redis's own clock.
 _ARGUMENTS_LUA = """
@@ -135,10 +143,13 @@ def redacted(url: str) -> str:
 class RedisStore:
     """One Redis server as seen by one process (see the module docstring)."""
 
-    def __init__(self, url: str, timeout: float, retry_interval: float) -> None:
+    def __init__(
+        self, url: str, timeout: float, retry_interval: float, role: tuple[str, str] = RATE_LIMIT_ROLE
+    ) -> None:
         self.url = url
         self.timeout = timeout
         self.retry_interval = retry_interval
+        self.role, self.fallback = role  # what the store is for, and what its users do without it
         self.down = False
         self.retry_at = 0.0
         self.failures = 0  # failures recorded so far: a command that began before the last one
@@ -172,14 +183,24 @@ class RedisStore:
     async def evaluate(self, script: Script, key: bytes, limit: int, window_ms: int) -> tuple[int, int]:
         """Run ``script`` for ``key``: (remaining or -1, milliseconds). StoreUnavailable if Redis
         cannot answer within the timeouts."""
+
+        async def command(client: redis.asyncio.Redis) -> list[int]:
+            try:
+                reply: list[int] = await client.evalsha(script.sha, 1, key, limit, window_ms)
+            except NoScriptError:
+                reply = await client.eval(script.source, 1, key, limit, window_ms)
+            return reply
+
+        reply = await self.run(command)
+        return int(reply[0]), int(reply[1])
+
+    async def run(self, command: Callable[[redis.asyncio.Redis], Awaitable[T]]) -> T:
+        """``command(client)`` within the timeouts; StoreUnavailable if Redis cannot answer."""
         client = self.client()
         failures_before = self.failures
         try:
             async with asyncio.timeout(2 * self.timeout):
-                try:
-                    reply = await client.evalsha(script.sha, 1, key, limit, window_ms)
-                except NoScriptError:
-                    reply = await client.eval(script.source, 1, key, limit, window_ms)
+                result = await command(client)
         except Exception as exc:
             # RedisError, OSError and TimeoutError are the usual ones, but a connection that dies
             # mid-command can surface as other errors from below redis-py (uvloop raises
@@ -189,8 +210,8 @@ class RedisStore:
             raise StoreUnavailable(str(exc)) from exc
         if self.down and self.failures == failures_before:
             self.down = False
-            log.warning("rate limit store %s is reachable again", redacted(self.url))
-        return int(reply[0]), int(reply[1])
+            log.warning("%s %s is reachable again", self.role, redacted(self.url))
+        return result
 
     async def _failed(self, client: redis.asyncio.Redis, exc: BaseException) -> None:
         self.failures += 1
@@ -198,11 +219,12 @@ class RedisStore:
         if not self.down:
             self.down = True
             log.warning(
-                "rate limit store %s unavailable (%s: %s); limits using it fail open or closed as "
-                "configured, retrying every %gs",
+                "%s %s unavailable (%s: %s); %s, retrying every %gs",
+                self.role,
                 redacted(self.url),
                 type(exc).__name__,
                 exc,
+                self.fallback,
                 self.retry_interval,
             )
         if client is self._client:
@@ -211,15 +233,17 @@ class RedisStore:
                 await client.connection_pool.disconnect()
 
 
-_STORES: dict[tuple[str, float, float], RedisStore] = {}
+_STORES: dict[tuple[str, float, float, tuple[str, str]], RedisStore] = {}
 
 
-def store_for(url: str, timeout: float, retry_interval: float) -> RedisStore:
+def store_for(
+    url: str, timeout: float, retry_interval: float, role: tuple[str, str] = RATE_LIMIT_ROLE
+) -> RedisStore:
     """The process's store for this Redis (shared by every limit and plan that names it)."""
-    key = (url, timeout, retry_interval)
+    key = (url, timeout, retry_interval, role)
     store = _STORES.get(key)
     if store is None:
-        store = _STORES[key] = RedisStore(url, timeout, retry_interval)
+        store = _STORES[key] = RedisStore(url, timeout, retry_interval, role)
     return store
 
 

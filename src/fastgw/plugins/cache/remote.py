@@ -1,0 +1,104 @@
+"""The cache with its entries in Redis (``redis: {url, ...}`` in the cache's options).
+
+``RedisCache`` differs from the memory ``Cache`` in two places: the lookup is the one point where
+a request leaves the synchronous path (while Redis is known to be down it does not, and the
+request is a miss at once), and storing is a write in the background (the response does not
+wait for it; while Redis is down nothing is written). Coalescing stays per process: followers in
+this worker wait for its leader; other workers and instances lead their own flights, and find
+the entry in Redis once it is there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+from fastgw.config.validate import Section, read_duration, read_str
+from fastgw.errors import ConfigError
+from fastgw.hooks import HookResult, Response
+from fastgw.plugins.cache.coalesce import Coalescer
+from fastgw.plugins.cache.key import KeySpec, variant_key
+from fastgw.plugins.cache.plugin import CachePlugin
+from fastgw.plugins.cache.policy import RequestDirectives, ResponsePolicy
+from fastgw.plugins.cache.purge import REMOTE_STORES
+from fastgw.plugins.cache.redis_store import CACHE_ROLE, RedisCacheStore
+from fastgw.plugins.cache.store import Entry, Stored, VaryRecord
+from fastgw.plugins.ratelimit.redis_store import StoreUnavailable, check_url, redacted, store_for
+
+_KEYS = ("url", "timeout", "retry_interval", "prefix")
+
+
+def read_redis(value: object, path: str) -> RedisCacheStore:
+    section = Section(value, path, _KEYS, ("url",))
+    url = section.require("url", read_str)
+    problem = check_url(url)
+    if problem is not None:
+        raise ConfigError(section.at("url"), f"expected a redis:// or rediss:// URL: {problem}")
+    timeout = section.get("timeout", read_duration()) or 0.25
+    retry_interval = section.get("retry_interval", read_duration()) or 1.0
+    prefix = (section.get("prefix", read_str) or "fastgw:cache:").encode()
+    remote = RedisCacheStore(store_for(url, timeout, retry_interval, CACHE_ROLE), prefix)
+    REMOTE_STORES[redacted(url), prefix] = remote  # the admin purge reaches it (the newest)
+    return remote
+
+
+class RedisCache(CachePlugin):
+    def __init__(
+        self,
+        remote: RedisCacheStore,
+        keys: KeySpec,
+        policy: ResponsePolicy,
+        coalescer: Coalescer,
+        follow: bool,
+        max_object: int,
+        authorized: bool,
+    ) -> None:
+        super().__init__(keys, policy, coalescer, follow, max_object, authorized)
+        self.remote = remote
+        self.writes: set[asyncio.Task[None]] = set()  # held until done (the loop keeps weak refs)
+
+    def on_request(self, ctx: Any) -> HookResult:
+        prepared = self.prepare(ctx)
+        if prepared is None:
+            return None
+        base, fields, directives = prepared
+        if directives.refresh:
+            self.miss(ctx, base, False, directives)
+            return None
+        if not self.remote.available():
+            return self.answer(ctx, base, None, fields, directives, time.time())  # down: a miss
+        return self.look_up(ctx, base, fields, directives)
+
+    async def look_up(
+        self, ctx: Any, base: bytes, fields: dict[bytes, bytes], directives: RequestDirectives
+    ) -> Response | None:
+        found: Stored | None
+        try:
+            found = await self.remote.get(base)
+            if type(found) is VaryRecord:
+                found = await self.remote.get(variant_key(base, found.names, ctx))
+        except StoreUnavailable:
+            found = None  # logged once per outage by the store; the request is a miss
+        if ctx.finished:
+            return None  # the client left meanwhile: on_complete has run, register nothing
+        now = time.time()
+        if type(found) is Entry and found.stale_until <= now:
+            found = None
+        result = self.answer(ctx, base, found, fields, directives, now)
+        if result is None or isinstance(result, Response):
+            return result
+        answer: Response | None = await result
+        return answer
+
+    def keep(self, key: bytes, value: Stored, now: float) -> None:
+        if not self.remote.available():
+            return
+        task = asyncio.get_running_loop().create_task(self._write(key, value, now))
+        self.writes.add(task)
+        task.add_done_callback(self.writes.discard)
+
+    async def _write(self, key: bytes, value: Stored, now: float) -> None:
+        with contextlib.suppress(StoreUnavailable):  # logged by the store; the entry is just not kept
+            await self.remote.put(key, value, now)

@@ -1,0 +1,156 @@
+"""What the cache keeps, and the per-process store bounded by bytes.
+
+Under a base key the store holds either an ``Entry`` (the response did not vary) or a
+``VaryRecord`` naming the request headers the response varies by; the entries themselves then
+live under variant keys (``key.variant_key``). A lookup is one dict get, two for a varying
+response.
+
+``MemoryStore`` is a least-recently-used dict bounded by the bytes its entries hold (body,
+headers, key, and a fixed overhead per entry for the objects around them): storing past
+``max_bytes`` evicts from the least recently used end. Stores are *zones* named in the config and
+shared per process (``zone_for``), so routes naming one zone share it, and a reload keeps the
+entries (with the new size). Expired entries are dropped when looked up, or pushed out by newer
+ones like any other. One event loop per process uses them: no locking.
+
+Times are wall-clock seconds (``time.time()``), because Redis entries are shared by processes
+and machines.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from fastgw.plugins.cache.key import purge_matches
+
+Headers = list[tuple[bytes, bytes]]
+
+ENTRY_OVERHEAD = 256  # bytes counted per entry besides its data: the Entry, list and tuple objects
+
+
+class Entry:
+    """A stored response: everything a hit needs to answer without the upstream."""
+
+    __slots__ = (
+        "body",
+        "content_type",
+        "fresh_until",
+        "headers",
+        "initial_age",
+        "size",
+        "stale_until",
+        "status",
+        "stored_at",
+    )
+
+    def __init__(
+        self,
+        status: int,
+        headers: Headers,
+        content_type: bytes,
+        body: bytes,
+        stored_at: float,
+        fresh_until: float,
+        stale_until: float,
+        initial_age: int,
+    ) -> None:
+        self.status = status
+        self.headers = headers  # without framing, Date, Age, Content-Type and the gateway's own
+        self.content_type = content_type  # b"" when the upstream sent none
+        self.body = body
+        self.stored_at = stored_at
+        self.fresh_until = fresh_until
+        self.stale_until = stale_until  # >= fresh_until: served STALE until then
+        self.initial_age = initial_age  # the upstream's Age when stored
+        self.size = len(body) + sum(len(n) + len(v) + 16 for n, v in headers) + ENTRY_OVERHEAD
+
+    def age(self, now: float) -> int:
+        return self.initial_age + int(now - self.stored_at)
+
+
+class VaryRecord:
+    """Under a base key: the response varies by these request headers (lower-case, sorted)."""
+
+    __slots__ = ("names", "stale_until")
+
+    def __init__(self, names: tuple[bytes, ...], stale_until: float) -> None:
+        self.names = names
+        self.stale_until = stale_until  # as long as the newest variant it led to
+
+    @property
+    def size(self) -> int:
+        return sum(len(n) for n in self.names) + ENTRY_OVERHEAD
+
+
+Stored = Entry | VaryRecord
+
+
+class MemoryStore:
+    """One zone: LRU entries bounded by ``max_bytes`` (see the module docstring)."""
+
+    __slots__ = ("entries", "max_bytes", "name", "size")
+
+    def __init__(self, name: str, max_bytes: int) -> None:
+        self.name = name
+        self.max_bytes = max_bytes
+        self.entries: OrderedDict[bytes, Stored] = OrderedDict()
+        self.size = 0  # bytes counted for the entries held
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def get(self, key: bytes, now: float) -> Stored | None:
+        """What is stored under ``key`` and still servable (fresh or stale-while-revalidate)."""
+        found = self.entries.get(key)
+        if found is None:
+            return None
+        if found.stale_until <= now:
+            self._remove(key)
+            return None
+        self.entries.move_to_end(key)  # PERF: O(1) in C; keeps the LRU order
+        return found
+
+    def put(self, key: bytes, value: Stored) -> bool:
+        """Store ``value`` (replacing what ``key`` held); False when it is larger than the zone."""
+        size = len(key) + value.size
+        if size > self.max_bytes:
+            return False
+        if key in self.entries:
+            self._remove(key)
+        self.entries[key] = value
+        self.size += size
+        self._fit()
+        return True
+
+    def resize(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._fit()
+
+    def purge(self, base: bytes | None = None, prefix: bytes | None = None) -> int:
+        """Remove the entries of base key ``base`` or every key under ``prefix``; how many."""
+        doomed = [key for key in self.entries if purge_matches(key, base, prefix)]
+        for key in doomed:
+            self._remove(key)
+        return len(doomed)
+
+    def _fit(self) -> None:
+        entries = self.entries
+        while self.size > self.max_bytes:
+            key, value = entries.popitem(last=False)
+            self.size -= len(key) + value.size
+
+    def _remove(self, key: bytes) -> None:
+        value = self.entries.pop(key)
+        self.size -= len(key) + value.size
+
+
+ZONES: dict[str, MemoryStore] = {}
+
+
+def zone_for(name: str, max_bytes: int) -> MemoryStore:
+    """The process's zone of that name, made or resized to ``max_bytes``."""
+    zone = ZONES.get(name)
+    if zone is None:
+        zone = ZONES[name] = MemoryStore(name, max_bytes)
+    elif zone.max_bytes != max_bytes:
+        zone.resize(max_bytes)
+    return zone
