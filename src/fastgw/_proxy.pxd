@@ -247,6 +247,7 @@ cdef class Exchange:
 
     cdef int setup(self, ClientProtocol client) except -1
     cdef int start(self) except -1
+    cdef int route_and_forward(self) except -1
     cdef int _run_request_hooks(self, tuple hooks, Py_ssize_t index) except -1
     cdef int forward(self) except -1
     cdef int release_slots(self) except -1

@@ -1155,6 +1155,15 @@ cdef class Exchange:
     # -- start ---------------------------------------------------------------------------------
     cdef int start(self) except -1:
         """Route and begin forwarding; called when this exchange becomes the active one."""
+        try:
+            self.route_and_forward()
+        except Exception:
+            # A plugin's hook (or a bug of ours) raised: this request gets its 500 now. Left to
+            # the reader's handler, it would wait behind itself and never be answered.
+            self.internal_error()
+        return 0
+
+    cdef int route_and_forward(self) except -1:
         match = self.client.router.match(self.method, self.host, self.path, self)
         if match is None:
             self.answer_fault(_NOT_FOUND, None)
@@ -1700,6 +1709,7 @@ cdef class Exchange:
             if conn is not None:
                 self._drop_conn(conn)
             self.end(self.response_status)  # frees its slots and in-flight count like any end
+            self.close_after = True  # no pipelined request may start on the aborted connection
             self.client.abort()
             self.client.exchange_finished(self)
             return
@@ -1730,7 +1740,11 @@ cdef class Exchange:
     cdef int answer(self, response) except -1:
         cdef bint close = not self.request_done or not self.keep_alive or self.client.draining
         self.close_after = close
-        headers = [*response.headers, (b"X-Request-Id", self.request_id)]
+        # Headers earlier plugins added for the response (rate-limit fields) go on any answer.
+        added = self.add_response_headers
+        headers = [*response.headers, *added, (b"X-Request-Id", self.request_id)] if added else [
+            *response.headers, (b"X-Request-Id", self.request_id)
+        ]
         data = render_response(
             response.status,
             response.body,
@@ -1767,7 +1781,10 @@ cdef class Exchange:
             route.upstream.observe(self)
         if route is not None and route.on_complete:
             for hook in route.on_complete:
-                hook(self)
+                try:
+                    hook(self)
+                except Exception:  # the response is out: log the plugin's bug, end normally
+                    log.exception("on_complete hook %r failed (request %s)", hook, self.request_id.decode("latin-1"))
         self.observe_end(status)
         return 0
 

@@ -30,13 +30,16 @@ class Recorder(Plugin):
 
     @classmethod
     def compile(cls, options: Mapping[str, Any], key_path: str) -> Plugin:
-        unknown = set(options) - {"deny", "slow_allow", "tag", "replace_status"}
+        unknown = set(options) - {"deny", "slow_allow", "tag", "replace_status", "raise_in", "add_header"}
         if unknown:
             raise ConfigError(key_path, f"unknown option {sorted(unknown)[0]!r}")
         return cls(options)
 
     def on_request(self, ctx: Any) -> Any:
         EVENTS.append(f"request {ctx.path.decode()}")
+        self.maybe_raise("request")
+        if self.options.get("add_header"):
+            ctx.add_response_headers = [(b"X-Added", b"by-recorder")]
         if self.options.get("deny") and ctx.header(b"x-deny"):
             return Response(403, b'{"error": "denied"}')
         if self.options.get("slow_allow"):
@@ -48,13 +51,19 @@ class Recorder(Plugin):
         EVENTS.append("awaited")
         return None
 
+    def maybe_raise(self, hook: str) -> None:
+        if self.options.get("raise_in") == hook:
+            raise RuntimeError(f"a plugin bug in {hook}")
+
     def on_upstream_request(self, ctx: Any) -> None:
         EVENTS.append("upstream_request")
+        self.maybe_raise("upstream_request")
         if self.options.get("tag"):
             ctx.upstream_headers.append((b"X-Tag", self.options["tag"].encode()))
 
     def on_response(self, ctx: Any) -> Response | None:
         EVENTS.append(f"response {ctx.response_status}")
+        self.maybe_raise("response")
         if self.options.get("replace_status") == ctx.response_status:
             return Response(502, b'{"error": "replaced"}')
         ctx.response_headers.append((b"X-Seen-By", b"recorder"))
@@ -62,6 +71,7 @@ class Recorder(Plugin):
 
     def on_complete(self, ctx: Any) -> None:
         EVENTS.append(f"complete {ctx.response_status}")
+        self.maybe_raise("complete")
 
 
 @pytest.fixture(autouse=True)
@@ -148,3 +158,33 @@ def test_plugin_option_errors_name_the_key_path(upstream: int) -> None:
     with pytest.raises(ConfigError) as err:
         compile_plan(parse_config(doc(upstream, colour="red"), "gw.yaml"))
     assert str(err.value) == "gw.yaml: routes[0].plugins[0]: unknown option 'colour'"
+
+
+@pytest.mark.parametrize("hook", ["request", "upstream_request", "response"])
+def test_a_hook_that_raises_gets_its_request_a_500_and_the_connection_goes_on(
+    make_gateway: Make, upstream: int, hook: str
+) -> None:
+    gw = make_gateway(doc(upstream, raise_in=hook))
+    with connect(gw.port) as sock:
+        sock.sendall(build_request("GET", "/echo/a"))
+        r = read_response(sock)
+        assert r.status == 500 and r.json()["error"] == "internal error"
+        sock.sendall(build_request("GET", "/status/200"))  # a route without the plugin, same connection
+        assert read_response(sock).status == 200
+
+
+def test_an_on_complete_hook_that_raises_changes_nothing_for_the_client(
+    make_gateway: Make, upstream: int
+) -> None:
+    gw = make_gateway(doc(upstream, raise_in="complete"))
+    with connect(gw.port) as sock:
+        for _ in range(2):  # the response went out, and the connection stays usable
+            sock.sendall(build_request("GET", "/echo/a"))
+            assert read_response(sock).status == 200
+
+
+def test_headers_added_for_the_response_go_on_a_hook_answer_too(make_gateway: Make, upstream: int) -> None:
+    gw = make_gateway(doc(upstream, add_header=True, deny=True))
+    r = call(gw, "/echo/a", [("X-Deny", "1")])
+    assert r.status == 403 and r.header("X-Added") == "by-recorder"
+    assert call(gw, "/echo/a").header("X-Added") == "by-recorder"  # and on the proxied response

@@ -229,9 +229,8 @@ class CachePlugin(Plugin):
         return None
 
     def hit(self, ctx: Any, entry: Entry, now: float, result: int) -> Response:
+        # Other plugins' fields (rate limit, CORS) in ctx.add_response_headers go on any answer.
         headers = [*entry.headers, (b"Age", b"%d" % entry.age(now)), X_CACHE[result]]
-        if ctx.add_response_headers:
-            headers += ctx.add_response_headers  # other plugins' fields (rate limit, CORS)
         self.count(ctx, result)
         return Response(entry.status, entry.body, headers, entry.content_type)
 
