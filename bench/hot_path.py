@@ -79,7 +79,9 @@ def make_round(features: tuple[str, ...] = ()) -> Any:
 
     def one_request() -> None:
         client.data_received(request)
-        client.active.conn.data_received(RESPONSE)  # type: ignore[union-attr]
+        active = client.active
+        if active is not None:  # None: a plugin answered (a cache hit)
+            active.conn.data_received(RESPONSE)  # type: ignore[union-attr]
 
     return one_request
 

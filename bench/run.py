@@ -61,6 +61,7 @@ SCENARIOS = [
     # What features cost per request: the same small GET with them on, against plain fastgw.
     Scenario("jwt+ratelimit", "/items/1", contenders=("nginx", "fastgw"), features=("jwt", "rate_limit")),
     Scenario("access-log", "/items/1", contenders=("nginx", "fastgw"), features=("access_log",)),
+    Scenario("cached", "/items/1", contenders=("nginx", "fastgw"), features=("cache",)),
     # The balancer's cost: two targets, so fastgw picks per request instead of taking its single one.
     *(
         Scenario(f"balance-{name}", "/items/1", contenders=("nginx", "fastgw"), targets=2, balance=name)
@@ -174,6 +175,8 @@ FEATURES: dict[str, Callable[[Path], tuple[list[str], list[str], dict[str, str]]
     # per process, keyed by client address, a limit wrk never reaches
     "rate_limit": lambda _: (["{name: rate_limit, limit: 1000000000, window: 60s, key: ip}"], [], {}),
     "access_log": lambda workdir: ([], [f"access_log: {{sink: '{workdir / 'access.log'}'}}"], {}),
+    # every request after the first a hit: the upstream is not asked
+    "cache": lambda _: (["{name: cache, ttl: 60s}"], [], {}),
 }
 
 
