@@ -17,7 +17,9 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
+from fastgw.observe.metrics import collect_gateway, render
 from fastgw.upstream.breaker import State, UpstreamBreaker
 from tests.e2e.conftest import Upstream, wait_for
 from tests.support.gateway import RunningGateway
@@ -191,3 +193,24 @@ def test_a_trial_whose_client_left_gives_its_place_back(make_gateway: Make, upst
     # (long before the abandoned one would have been answered).
     wait_for(lambda: get(gw).status == 200, 2, "a new trial to go through")
     assert state(gw, up) is State.CLOSED
+
+
+def test_breaker_states_are_in_the_metrics(make_gateway: Make, upstreams: Any) -> None:
+    good, bad = upstreams(2)
+    gw = make_gateway(document([good, bad], failures=1, open_for="30s"))
+    bad.proc.stop()
+    wait_for(lambda: get(gw).status == 502 or state(gw, bad) is State.OPEN, 5, "a failure on the dead target")
+    assert state(gw, bad) is State.OPEN
+    text = gw.call(lambda: render(collect_gateway(gw.gateway.plan, gw.gateway.listeners)))
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+    def gauge(target: Upstream, which: str) -> float:
+        at = (("state", which), ("target", label(target)), ("upstream", "catalog"))
+        return samples[("fastgw_upstream_breaker_state", at)]
+
+    assert [gauge(bad, s) for s in ("closed", "open", "half_open")] == [0, 1, 0]
+    assert [gauge(good, s) for s in ("closed", "open", "half_open")] == [1, 0, 0]

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Literal
 
 from fastgw._proxy import LATENCY_BOUNDS, RequestStats
 from fastgw.observe.counters import COUNTERS, CounterRegistry
+from fastgw.upstream.breaker import State
 
 if TYPE_CHECKING:
     from fastgw.plan import Plan
@@ -153,9 +154,19 @@ def _collect_upstreams(plan: Plan, families: Families) -> None:
 
 
 def _collect_breakers(plan: Plan, families: Families) -> None:
-    """The place for the circuit breaker's gauge, once ``upstream/breaker.py`` exists: per target,
-    ``fastgw_upstream_breaker_open{upstream,target}`` (1 while open or half-open, else 0),
-    merged with "sum" (then it reads: how many workers have it open). Nothing to report yet."""
+    """Per target of an upstream with ``breaker:``, its circuit state as three 0/1 gauges (one
+    per state), summed over workers: ``state="open"`` then reads how many workers have it open."""
+    if not plan.breakers:
+        return
+    state = families["fastgw_upstream_breaker_state"] = Family(
+        "gauge", "Circuit breaker state per target: 1 for the state it is in (summed over workers)."
+    )
+    for breaker in plan.breakers.values():
+        for label, target in breaker.states.items():
+            current = target.circuit.state
+            for each in State:
+                at = (("upstream", breaker.name), ("target", label), ("state", each.value))
+                state.add(at, 1.0 if each is current else 0.0)
 
 
 def _collect_plugin_counters(registry: CounterRegistry, families: Families) -> None:
