@@ -118,11 +118,19 @@ class Gateway:
         """This process's metrics (see ``observe.metrics``)."""
         return collect_gateway(self.plan, self.listeners)
 
-    async def drain(self, timeout: float) -> None:
-        """Stop accepting, let in-flight requests finish (bounded), then close what is left."""
+    async def stop_accepting(self) -> None:
+        """Close the listening sockets, and return once they are closed: uvloop closes a handle's
+        descriptor on its next iteration, and until then the kernel still queues connections on it
+        (each would be reset)."""
         self.ready = False
         for server in self.listeners.values():
             server.stop_accepting()
+        for _ in range(2):
+            await asyncio.sleep(0)
+
+    async def drain(self, timeout: float) -> None:
+        """Stop accepting, let in-flight requests finish (bounded), then close what is left."""
+        await self.stop_accepting()
         for server in self.listeners.values():
             server.start_draining()
         loop = asyncio.get_running_loop()

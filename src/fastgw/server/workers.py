@@ -106,7 +106,8 @@ async def _serve(
     if on_ready is not None:
         on_ready(gateway)
     await stop.wait()
-    log.info("worker %d: draining", os.getpid())
+    await gateway.stop_accepting()
+    log.info("worker %d: draining", os.getpid())  # new connections are refused from here on
     for task in list(background):
         task.cancel()
     await gateway.drain(drain_timeout(gateway.plan))
