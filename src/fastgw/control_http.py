@@ -11,14 +11,16 @@ belong to the process and loop that use them, so nothing is created in a plugin'
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
-import aiohttp
+if TYPE_CHECKING:
+    import aiohttp  # imported at the first call: gateways without such plugins never load it
 
 __all__ = ["MAX_CONNECTIONS", "close_control_session", "control_session"]
 
 MAX_CONNECTIONS = 100  # open at once to all control-plane services; more calls wait (in their timeout)
 MAX_CONNECTIONS_PER_HOST = 50
-DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=10, connect=5)  # callers pass their own per call
+DEFAULT_TIMEOUT = (10, 5)  # total and connect seconds; callers pass their own per call
 
 _sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
 
@@ -28,11 +30,13 @@ def control_session() -> aiohttp.ClientSession:
     loop = asyncio.get_running_loop()
     session = _sessions.get(loop)
     if session is None or session.closed:
+        import aiohttp
+
         for gone in [other for other in _sessions if other.is_closed()]:
             del _sessions[gone]  # a loop that ended without a drain: its session went with it
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS, limit_per_host=MAX_CONNECTIONS_PER_HOST),
-            timeout=DEFAULT_TIMEOUT,
+            timeout=aiohttp.ClientTimeout(total=DEFAULT_TIMEOUT[0], connect=DEFAULT_TIMEOUT[1]),
             # Shared by every request of every client: a cookie one user's auth answer set must
             # never be sent along with the next user's check.
             cookie_jar=aiohttp.DummyCookieJar(),

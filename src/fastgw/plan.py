@@ -17,13 +17,13 @@ import re
 from typing import Any
 from urllib.parse import parse_qsl
 
-import fastgw.plugins  # noqa: F401  (registers the built-in plugins)
 from fastgw._proxy import Limiter, RouteCore
 from fastgw._router import Router
 from fastgw.aggregate import NoUpstream, compile_aggregator
 from fastgw.config.schema import ConcurrencyConfig, Config, ListenerConfig, PluginConfig, RouteConfig
 from fastgw.errors import ConfigError, RouteConflict
 from fastgw.hooks import Plugin, build_chain, find_plugin, known_plugins
+from fastgw.plugins import BUILTIN, load_builtin_plugin
 from fastgw.upstream.breaker import BreakerKey, UpstreamBreaker
 from fastgw.upstream.client import HttpClient
 from fastgw.upstream.group import UpstreamGroup
@@ -170,9 +170,10 @@ class Plan:
 def compile_plugins(configs: tuple[PluginConfig, ...]) -> list[Plugin]:
     plugins = []
     for pc in configs:
+        load_builtin_plugin(pc.name)
         cls = find_plugin(pc.name)
         if cls is None:
-            known = ", ".join(known_plugins()) or "none installed"
+            known = ", ".join(sorted({*known_plugins(), *BUILTIN})) or "none installed"
             raise ConfigError(f"{pc.key_path}.name", f"unknown plugin '{pc.name}' (known: {known})")
         plugins.append(cls.compile(pc.options, pc.key_path))
     return plugins

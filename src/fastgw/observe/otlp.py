@@ -35,14 +35,16 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import orjson
 
 from fastgw import __version__
 from fastgw.config.schema import OtlpConfig
 from fastgw.observe.counters import Counter, declare_counter
+
+if TYPE_CHECKING:
+    import aiohttp  # imported when export starts: a gateway without tracing never loads it
 
 log = logging.getLogger("fastgw")
 
@@ -139,6 +141,8 @@ class SpanExport:
             self.task = asyncio.get_running_loop().create_task(self._run(), name="otlp span export")
 
     async def _run(self) -> None:
+        import aiohttp
+
         timeout = aiohttp.ClientTimeout(total=self.config.timeout)
         async with aiohttp.ClientSession(timeout=timeout, headers=self.headers) as session:
             while not self.stopping:
@@ -160,6 +164,8 @@ class SpanExport:
                 self.queue.clear()
 
     async def _send(self, session: aiohttp.ClientSession, records: Sequence[SpanRecord]) -> bool:
+        import aiohttp  # loaded by _run already: a dictionary lookup
+
         body = orjson.dumps(self.encode(records, time.time_ns() - time.monotonic_ns()))
         try:
             async with session.post(self.config.endpoint, data=body) as response:

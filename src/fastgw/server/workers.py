@@ -21,11 +21,10 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvloop
 
-from fastgw.admin.api import AdminServer, start_admin
 from fastgw.config import load_config
 from fastgw.errors import ConfigError
 from fastgw.observe.metrics import Families, ReloadRecord, collect_reloads, merge
@@ -39,6 +38,9 @@ from fastgw.server.control import (
 )
 from fastgw.server.gateway import Gateway, check_reloadable
 from fastgw.server.watch import watch_file
+
+if TYPE_CHECKING:
+    from fastgw.admin.api import AdminServer  # imported when an admin listener is configured
 
 log = logging.getLogger("fastgw")
 
@@ -81,6 +83,8 @@ async def _serve(
     try:
         await gateway.start(reuse_port)
         if supervisor is None and plan.config.admin is not None:
+            from fastgw.admin.api import start_admin  # aiohttp's server: loaded only when configured
+
             admin = await start_admin(control, plan.config.admin)
     except OSError as exc:
         log.error("cannot listen: %s", exc.strerror)
@@ -258,6 +262,8 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGCHLD, self._reap)
         if self.current.config.admin is not None:
             try:
+                from fastgw.admin.api import start_admin
+
                 self.admin = await start_admin(self, self.current.config.admin)
             except OSError as exc:
                 log.error("cannot listen: %s", exc.strerror)
