@@ -4,12 +4,9 @@ client and the upstream saw; a collector that is down or stuck costs requests no
 
 from __future__ import annotations
 
-import http.client
-import json
 import signal
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,30 +15,20 @@ import pytest
 from tests.e2e.conftest import RunGateway, Upstream, gateway_doc, wait_for
 from tests.e2e.test_ops import TRACE, TRACEPARENT, _forwarded, _get, _metrics
 from tests.support.ports import free_port, wait_for_port
-from tests.support.procs import Proc, ProcessReaper
+from tests.support.procs import ProcessReaper
 
 RECEIVER = Path(__file__).resolve().parents[1] / "support" / "otlp_receiver.py"
 CLIENT_SPAN = "00f067aa0ba902b7"
 
 
-@dataclass
-class Receiver:
-    proc: Proc
-    port: int
-
-    def _get(self, path: str) -> Any:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            conn.request("GET", path)
-            return json.loads(conn.getresponse().read())
-        finally:
-            conn.close()
+class Receiver(Upstream):
+    """The OTLP receiver process: a port and its JSON answers, as the test upstream's."""
 
     def spans(self) -> list[dict[str, Any]]:
-        return list(self._get("/spans"))
+        return list(self.get_json("/spans"))
 
     def exports(self) -> list[dict[str, Any]]:
-        return list(self._get("/exports"))
+        return list(self.get_json("/exports"))
 
 
 StartReceiver = Callable[..., Receiver]
