@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from fastgw.config.validate import (
@@ -166,32 +167,37 @@ class BodyCollector:
         return b""
 
 
+@dataclass(frozen=True, slots=True)
+class CacheSettings:
+    """A cache's options, whichever store keeps its entries."""
+
+    keys: KeySpec
+    policy: ResponsePolicy
+    coalescer: Coalescer
+    follow: bool  # False: misses do not wait for a flight (it still marks revalidation)
+    max_object: int
+    authorized: bool  # requests with Authorization may use the cache
+
+
 class CachePlugin(Plugin):
     """What the memory and the Redis caches share; they differ in how entries are kept."""
 
-    def __init__(
-        self,
-        keys: KeySpec,
-        policy: ResponsePolicy,
-        coalescer: Coalescer,
-        follow: bool,
-        max_object: int,
-        authorized: bool,
-    ) -> None:
-        self.keys = keys
-        self.policy = policy
-        self.coalescer = coalescer
-        self.follow = follow  # False: misses do not wait for a flight (it still marks revalidation)
-        self.max_object = max_object
-        self.authorized = authorized  # requests with Authorization may use the cache
+    def __init__(self, settings: CacheSettings) -> None:
+        keys = self.keys = settings.keys
+        self.policy = settings.policy
+        self.coalescer = settings.coalescer
+        self.follow = settings.follow
+        self.max_object = settings.max_object
+        self.authorized = settings.authorized
         self.wanted = _REQUEST_FIELDS | frozenset(keys.header_names)
         self.misses: dict[Any, Miss] = {}  # by exchange, from on_request to on_complete
         self.route_counts: dict[Any, tuple[Counter, ...]] = {}
 
     # -- requests --------------------------------------------------------------------------------
     def prepare(self, ctx: Any) -> tuple[bytes, dict[bytes, bytes], RequestDirectives] | None:
-        """The base key, the request fields read and its directives; None when the cache stays out
-        (not GET/HEAD, or BYPASS, already told)."""
+        """The base key, the request fields read and its directives, for a lookup; None when there
+        is none to make: the cache stays out (not GET/HEAD, or BYPASS, already told), or the
+        client asked for a fresh answer (a miss, already registered)."""
         method = ctx.method
         if method != _GET and method != _HEAD:
             return None
@@ -202,7 +208,11 @@ class CachePlugin(Plugin):
         directives = NO_DIRECTIVES
         if b"cache-control" in fields or b"pragma" in fields:
             directives = request_directives(fields.get(b"cache-control"), fields.get(b"pragma"))
-        return self.keys.base_key(ctx, fields), fields, directives
+        base = self.keys.base_key(ctx, fields)
+        if directives.refresh:
+            self.miss(ctx, base, False, directives)
+            return None
+        return base, fields, directives
 
     def answer(
         self,
@@ -342,17 +352,8 @@ class Cache(CachePlugin):
 
     name: ClassVar[str] = "cache"
 
-    def __init__(
-        self,
-        store: MemoryStore,
-        keys: KeySpec,
-        policy: ResponsePolicy,
-        coalescer: Coalescer,
-        follow: bool,
-        max_object: int,
-        authorized: bool,
-    ) -> None:
-        super().__init__(keys, policy, coalescer, follow, max_object, authorized)
+    def __init__(self, store: MemoryStore, settings: CacheSettings) -> None:
+        super().__init__(settings)
         self.store = store
 
     @classmethod
@@ -378,24 +379,22 @@ class Cache(CachePlugin):
         )
         follow = section.get("coalesce", read_bool)
         timeout = section.get("coalesce_timeout", read_duration()) or DEFAULT_COALESCE_TIMEOUT
-        coalescer = Coalescer(timeout)
-        settings = (keys, policy, coalescer, follow is not False, max_object, authorized)
+        settings = CacheSettings(
+            keys, policy, Coalescer(timeout), follow is not False, max_object, authorized
+        )
         if "redis" in section.items:
             # Imported only when used: gateways that never cache in Redis do not load redis-py.
             from fastgw.plugins.cache.remote import RedisCache, read_redis
 
-            return RedisCache(read_redis(section.items["redis"], section.at("redis")), *settings)
+            return RedisCache(read_redis(section.items["redis"], section.at("redis")), settings)
         zone = section.get("zone", read_str) or "default"
-        return cls(zone_for(zone, max_bytes), *settings)
+        return cls(zone_for(zone, max_bytes), settings)
 
     def on_request(self, ctx: Any) -> HookResult:
         prepared = self.prepare(ctx)
         if prepared is None:
             return None
         base, fields, directives = prepared
-        if directives.refresh:
-            self.miss(ctx, base, False, directives)
-            return None
         now = time.time()
         store = self.store
         found = store.get(base, now)

@@ -18,10 +18,9 @@ from typing import Any
 from fastgw.config.validate import Section, read_duration, read_str
 from fastgw.errors import ConfigError
 from fastgw.hooks import HookResult, Response
-from fastgw.plugins.cache.coalesce import Coalescer
-from fastgw.plugins.cache.key import KeySpec, variant_key
-from fastgw.plugins.cache.plugin import CachePlugin
-from fastgw.plugins.cache.policy import RequestDirectives, ResponsePolicy
+from fastgw.plugins.cache.key import variant_key
+from fastgw.plugins.cache.plugin import CachePlugin, CacheSettings
+from fastgw.plugins.cache.policy import RequestDirectives
 from fastgw.plugins.cache.purge import REMOTE_STORES
 from fastgw.plugins.cache.redis_store import CACHE_ROLE, RedisCacheStore
 from fastgw.plugins.cache.store import Entry, Stored, VaryRecord
@@ -45,17 +44,8 @@ def read_redis(value: object, path: str) -> RedisCacheStore:
 
 
 class RedisCache(CachePlugin):
-    def __init__(
-        self,
-        remote: RedisCacheStore,
-        keys: KeySpec,
-        policy: ResponsePolicy,
-        coalescer: Coalescer,
-        follow: bool,
-        max_object: int,
-        authorized: bool,
-    ) -> None:
-        super().__init__(keys, policy, coalescer, follow, max_object, authorized)
+    def __init__(self, remote: RedisCacheStore, settings: CacheSettings) -> None:
+        super().__init__(settings)
         self.remote = remote
         self.writes: set[asyncio.Task[None]] = set()  # held until done (the loop keeps weak refs)
 
@@ -64,9 +54,6 @@ class RedisCache(CachePlugin):
         if prepared is None:
             return None
         base, fields, directives = prepared
-        if directives.refresh:
-            self.miss(ctx, base, False, directives)
-            return None
         if not self.remote.available():
             return self.answer(ctx, base, None, fields, directives, time.time())  # down: a miss
         return self.look_up(ctx, base, fields, directives)
