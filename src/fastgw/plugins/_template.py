@@ -29,7 +29,7 @@ Reader = Callable[[Any], bytes | None]
 
 _TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
 # A header value must never end a header line: no control characters but tab (RFC 9110 5.5).
-_UNSAFE_HEADER_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_UNSAFE_HEADER_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # a tab is fine (RFC 9110 5.5)
 _SIMPLE = ("client_ip", "request_id", "consumer", "host", "method", "path")
 VARIABLES = (*_SIMPLE, "upstream_host", "param.NAME", "claim.PATH")
 

@@ -20,7 +20,6 @@ after the authentication plugin in the route's list.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 from urllib.parse import quote
@@ -36,10 +35,10 @@ from fastgw.plugins._auth import (
     read_header_name,
     without_query_params,
 )
+from fastgw.plugins._template import unsafe_header_value
 from fastgw.server.wire import HOP_BY_HOP
 
 _OPTIONS = ("headers", "query", "consumer_header")
-_UNSAFE_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # a tab is fine (RFC 9110 section 5.5)
 # Headers the gateway writes itself or that frame the message: never set from a claim.
 _RESERVED = HOP_BY_HOP | {b"host", b"content-length", b"expect", b"x-request-id"}
 
@@ -122,9 +121,9 @@ class ClaimsToRequest(Plugin):
                 value = path.find(claims)
                 if value is not MISSING and value is not None:
                     text = claim_text(value).encode()
-                    if not _UNSAFE_VALUE.search(text):
+                    if not unsafe_header_value(text):
                         extra.append((name, text))
         if self.consumer_header is not None and ctx.consumer is not None:
             text = str(ctx.consumer).encode()
-            if not _UNSAFE_VALUE.search(text):
+            if not unsafe_header_value(text):
                 extra.append((self.consumer_header, text))
