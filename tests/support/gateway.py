@@ -14,6 +14,7 @@ from typing import Any
 import uvloop
 
 from fastgw.config import parse_config
+from fastgw.errors import ConfigError
 from fastgw.plan import compile_plan
 from fastgw.server.gateway import Gateway
 
@@ -27,6 +28,16 @@ def gateway_config(
         "upstreams": {"up": {"targets": [f"127.0.0.1:{upstream_port}"]}},
         "routes": routes if routes is not None else [{"id": "all", "path": "/{*rest}", "upstream": "up"}],
     }
+
+
+def plugin_config_error(name: str, options: dict[str, Any]) -> str:
+    """The ConfigError (as text) of compiling one route with the plugin ``name`` and ``options``."""
+    route = {"id": "r", "path": "/{*rest}", "upstream": "up", "plugins": [{"name": name, **options}]}
+    try:
+        compile_plan(parse_config(gateway_config(9, routes=[route]), "gw.yaml"))
+    except ConfigError as exc:
+        return str(exc)
+    raise AssertionError(f"plugin {name!r} accepted {options!r}")
 
 
 class RunningGateway:

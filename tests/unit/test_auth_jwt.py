@@ -11,13 +11,10 @@ from typing import Any
 import orjson
 import pytest
 
-from fastgw.config import parse_config
-from fastgw.errors import ConfigError
 from fastgw.hooks import Plugin, Response
-from fastgw.plan import compile_plan
 from fastgw.plugins.auth_jwt import JwtAuth
 from tests.support.exchange import FakeExchange, run_request
-from tests.support.gateway import gateway_config
+from tests.support.gateway import plugin_config_error
 from tests.support.tokens import (
     ALGORITHM_KEYS,
     HMAC_SECRET,
@@ -286,10 +283,7 @@ def test_cache_ttl_bound_and_off(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def compile_error(options: dict[str, Any]) -> str:
-    route = {"id": "r", "path": "/{*rest}", "upstream": "up", "plugins": [{"name": "jwt", **options}]}
-    with pytest.raises(ConfigError) as err:
-        compile_plan(parse_config(gateway_config(9, routes=[route]), "gw.yaml"))
-    return str(err.value)
+    return plugin_config_error("jwt", options)
 
 
 @pytest.mark.parametrize(

@@ -12,16 +12,13 @@ from typing import Any
 import orjson
 import pytest
 
-from fastgw.config import parse_config
-from fastgw.errors import ConfigError
 from fastgw.hooks import Plugin, Response
-from fastgw.plan import compile_plan
 from fastgw.plugins import auth_basic
 from fastgw.plugins._auth import query_param, without_query_params
 from fastgw.plugins.auth_basic import BasicAuth, hash_password, parse_password_hash
 from fastgw.plugins.auth_key import ApiKeyAuth, generate_key, hash_key
 from tests.support.exchange import FakeExchange, run_request
-from tests.support.gateway import gateway_config
+from tests.support.gateway import plugin_config_error
 
 PATH = "routes[0].plugins[0]"
 ALICE_KEY = "k-alice-0123456789"
@@ -267,13 +264,6 @@ def test_query_helpers_decode_names_and_keep_other_bytes() -> None:
 # -- config errors ---------------------------------------------------------------------------------
 
 
-def compile_error(name: str, options: dict[str, Any]) -> str:
-    route = {"id": "r", "path": "/{*rest}", "upstream": "up", "plugins": [{"name": name, **options}]}
-    with pytest.raises(ConfigError) as err:
-        compile_plan(parse_config(gateway_config(9, routes=[route]), "gw.yaml"))
-    return str(err.value)
-
-
 @pytest.mark.parametrize(
     ("name", "options", "message"),
     [
@@ -335,4 +325,4 @@ def compile_error(name: str, options: dict[str, Any]) -> str:
     ],
 )
 def test_config_errors(name: str, options: dict[str, Any], message: str) -> None:
-    assert compile_error(name, options).startswith(f"gw.yaml: {message}")
+    assert plugin_config_error(name, options).startswith(f"gw.yaml: {message}")

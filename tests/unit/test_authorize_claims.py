@@ -8,15 +8,12 @@ from typing import Any
 import orjson
 import pytest
 
-from fastgw.config import parse_config
-from fastgw.errors import ConfigError
 from fastgw.hooks import Plugin, Response
-from fastgw.plan import compile_plan
 from fastgw.plugins._auth import ClaimPath, claim_text
 from fastgw.plugins.authorize import Authorize
 from fastgw.plugins.claims import ClaimsToRequest
 from tests.support.exchange import FakeExchange, run_request, upstream_headers
-from tests.support.gateway import gateway_config
+from tests.support.gateway import plugin_config_error
 
 PATH = "routes[0].plugins[0]"
 
@@ -210,13 +207,6 @@ def test_claim_paths_and_text() -> None:
 # -- config errors ---------------------------------------------------------------------------------
 
 
-def compile_error(name: str, options: dict[str, Any]) -> str:
-    route = {"id": "r", "path": "/{*rest}", "upstream": "up", "plugins": [{"name": name, **options}]}
-    with pytest.raises(ConfigError) as err:
-        compile_plan(parse_config(gateway_config(9, routes=[route]), "gw.yaml"))
-    return str(err.value)
-
-
 @pytest.mark.parametrize(
     ("name", "options", "message"),
     [
@@ -257,4 +247,4 @@ def compile_error(name: str, options: dict[str, Any]) -> str:
     ],
 )
 def test_config_errors(name: str, options: dict[str, Any], message: str) -> None:
-    assert compile_error(name, options).startswith(f"gw.yaml: {message}")
+    assert plugin_config_error(name, options).startswith(f"gw.yaml: {message}")
