@@ -5,7 +5,7 @@ being servable, so Redis forgets entries by itself. An ``Entry`` is ``E``, one J
 fields, then the body as raw bytes; a ``VaryRecord`` is ``V`` and the header names joined by
 commas. Header bytes go through latin-1, which maps every byte to one character and back.
 
-Talking to Redis goes through the rate limit's ``RedisStore`` (a client per event loop, short
+Talking to Redis goes through ``plugins/_redis.py``'s ``RedisStore`` (a client per event loop, short
 timeouts, one warning per outage, a pause before retrying): while Redis is down or slow, every
 lookup is a miss and nothing is stored, and no request waits longer than the timeouts.
 Purging by prefix walks the keys with ``SCAN`` (never ``KEYS``, which blocks the server); it is
@@ -20,10 +20,10 @@ import asyncio
 import orjson
 import redis.asyncio
 
+from fastgw.plugins._redis import RedisStore
 from fastgw.plugins.cache.key import HEADERS_SEP, VARIANT_SEP
 from fastgw.plugins.cache.purge import RemoteUnavailable
 from fastgw.plugins.cache.store import Entry, Stored, VaryRecord
-from fastgw.plugins.ratelimit.redis_store import RedisStore
 
 PURGE_TIMEOUT = 30.0
 

@@ -15,30 +15,24 @@ import contextlib
 import time
 from typing import Any
 
-from fastgw.config.validate import Section, read_duration, read_str
-from fastgw.errors import ConfigError
+from fastgw.config.validate import Section, read_str
 from fastgw.hooks import HookResult, Response
+from fastgw.plugins._redis import StoreUnavailable, read_store, redacted
 from fastgw.plugins.cache.key import variant_key
 from fastgw.plugins.cache.plugin import CachePlugin, CacheSettings
 from fastgw.plugins.cache.policy import RequestDirectives
 from fastgw.plugins.cache.purge import REMOTE_STORES
 from fastgw.plugins.cache.redis_store import CACHE_ROLE, RedisCacheStore
 from fastgw.plugins.cache.store import Entry, Stored, VaryRecord
-from fastgw.plugins.ratelimit.redis_store import StoreUnavailable, check_url, redacted, store_for
 
 _KEYS = ("url", "timeout", "retry_interval", "prefix")
 
 
 def read_redis(value: object, path: str) -> RedisCacheStore:
     section = Section(value, path, _KEYS, ("url",))
-    url = section.require("url", read_str)
-    problem = check_url(url)
-    if problem is not None:
-        raise ConfigError(section.at("url"), f"expected a redis:// or rediss:// URL: {problem}")
-    timeout = section.get("timeout", read_duration()) or 0.25
-    retry_interval = section.get("retry_interval", read_duration()) or 1.0
+    url, store = read_store(section, CACHE_ROLE)
     prefix = (section.get("prefix", read_str) or "fastgw:cache:").encode()
-    remote = RedisCacheStore(store_for(url, timeout, retry_interval, CACHE_ROLE), prefix)
+    remote = RedisCacheStore(store, prefix)
     REMOTE_STORES[redacted(url), prefix] = remote  # the admin purge reaches it (the newest)
     return remote
 

@@ -10,22 +10,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastgw.config.validate import Section, read_duration, read_one_of, read_str
+from fastgw.config.validate import Section, read_one_of, read_str
 from fastgw.errors import ConfigError
 from fastgw.hooks import Response
+from fastgw.plugins._redis import RedisStore, StoreUnavailable, read_store
 from fastgw.plugins._refusal import Refusal
 from fastgw.plugins.ratelimit.algorithms import LocalLimiter
 from fastgw.plugins.ratelimit.headers import HeaderRenderer
 from fastgw.plugins.ratelimit.keys import KeyOf
 from fastgw.plugins.ratelimit.plugin import Bypass, RateLimit, read_status
-from fastgw.plugins.ratelimit.redis_store import (
-    SCRIPTS,
-    RedisStore,
-    Script,
-    StoreUnavailable,
-    check_url,
-    store_for,
-)
+from fastgw.plugins.ratelimit.redis_store import RATE_LIMIT_ROLE, SCRIPTS, Script, evaluate
 
 _KEYS = ("url", "timeout", "on_error", "closed_status", "retry_interval", "prefix")
 
@@ -44,12 +38,7 @@ class RedisLimit:
     @classmethod
     def read(cls, value: object, path: str, policy: str, algorithm: str) -> RedisLimit:
         section = Section(value, path, _KEYS, ("url",))
-        url = section.require("url", read_str)
-        problem = check_url(url)
-        if problem is not None:
-            raise ConfigError(section.at("url"), f"expected a redis:// or rediss:// URL: {problem}")
-        timeout = section.get("timeout", read_duration()) or 0.25
-        retry_interval = section.get("retry_interval", read_duration()) or 1.0
+        _, store = read_store(section, RATE_LIMIT_ROLE)
         on_error = section.get("on_error", read_one_of("a failure policy", ("open", "closed"))) or "open"
         closed_status = section.get("closed_status", read_status) or 503
         if on_error == "open" and "closed_status" in section.items:
@@ -57,7 +46,7 @@ class RedisLimit:
         prefix = section.get("prefix", read_str) or "fastgw:rl:"
         closed = Refusal(closed_status, "rate limit store unavailable") if on_error == "closed" else None
         key_prefix = f"{prefix}{policy}:{algorithm}:".encode()
-        return cls(store_for(url, timeout, retry_interval), SCRIPTS[algorithm], key_prefix, closed)
+        return cls(store, SCRIPTS[algorithm], key_prefix, closed)
 
 
 class ClusterRateLimit(RateLimit):
@@ -86,8 +75,8 @@ class ClusterRateLimit(RateLimit):
     async def _ask_redis(self, ctx: Any, key: bytes) -> Response | None:
         redis = self.redis
         try:
-            remaining, milliseconds = await redis.store.evaluate(
-                redis.script, key, self.limit, self.window_ms
+            remaining, milliseconds = await evaluate(
+                redis.store, redis.script, key, self.limit, self.window_ms
             )
         except StoreUnavailable:
             return None if redis.closed is None else redis.closed.response(ctx)
