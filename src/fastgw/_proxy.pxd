@@ -128,6 +128,11 @@ cdef class PoolCore:
     cdef int release_conn(self, UpstreamConnection conn) except -1
 
 
+cdef struct Outlet:
+    int fd                               # the socket written to directly; -1: the transport only
+    bint queued                          # the transport may hold bytes: ours go behind them
+
+
 cdef class RequestIds:
     # Request ids: a per-process random prefix (made after fork) and a counter, formatted in C.
     cdef readonly bytes prefix
@@ -156,6 +161,7 @@ cdef class ClientProtocol:
     cdef public bint closed
     # Copied from the listener plan once per connection:
     cdef object write_bound              # transport.write, looked up once
+    cdef Outlet outlet
     cdef Router router
     cdef RequestIds request_ids
     cdef Py_ssize_t max_connections
@@ -288,6 +294,7 @@ cdef class UpstreamConnection:
     cdef public PoolCore pool            # its TargetPool
     cdef public object transport
     cdef object write_bound              # transport.write, looked up once
+    cdef Outlet outlet
     cdef public Exchange exchange        # while busy
     cdef public HttpParser parser        # one per connection, reused across responses
     cdef public bint interim             # the head parsed last was a 1xx

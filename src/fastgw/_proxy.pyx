@@ -94,6 +94,8 @@ from fastgw._http cimport (
 )
 from fastgw._router cimport MethodNotAllowed, RouteMatch
 
+from uvloop.loop import TCPTransport, UnixTransport
+
 from fastgw.errors import ClientFault, ConnectFault, HttpFault, UpstreamFault
 from fastgw.hooks import Response
 from fastgw.server import limits
@@ -115,7 +117,8 @@ log = logging.getLogger("fastgw")
 cdef object _CLOCK = CLOCK
 # A response head the gateway accepts from an upstream (nginx's proxy_buffer_size is 4-8 KiB).
 cdef Py_ssize_t UPSTREAM_MAX_HEAD = 64 * 1024
-cdef int UPSTREAM_MAX_FIELDS = 256
+cdef enum:
+    UPSTREAM_MAX_FIELDS = 256  # a constant: on_upstream_head keeps one byte per field on its stack
 
 cdef bytes _CRLF = CRLF
 cdef bytes _CONNECTION_CLOSE = CONNECTION_CLOSE
@@ -357,6 +360,53 @@ cdef inline void _check_end(char* p, bytes out) except *:
         raise SystemError("fastgw._proxy: rendered size mismatch")
 
 
+# -- writing: straight to the socket while the transport holds nothing --------------------------
+
+cdef extern from "sys/socket.h" nogil:
+    ssize_t send(int fd, const void* buf, size_t n, int flags)
+    int MSG_NOSIGNAL
+    int MSG_DONTWAIT
+
+
+cdef int _outlet_open(Outlet* outlet, object transport) except -1:
+    """Find the socket under a plain uvloop stream transport (TLS and others keep fd -1)."""
+    outlet.fd = -1
+    outlet.queued = False
+    if type(transport) is TCPTransport or type(transport) is UnixTransport:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            outlet.fd = sock.fileno()
+    return 0
+
+
+cdef int _outlet_write(Outlet* outlet, object write, object transport, bytes data) except -1:
+    """Write ``data``: with one send() when the transport has nothing queued, else (and for
+    whatever the kernel did not take) through the transport, which keeps the order, buffers and
+    reports errors.
+
+    PERF: uvloop's write() costs about as much again as the send() it makes (buffer bookkeeping,
+    flow-control checks, a Python call); a small response needs none of it. Safe because the
+    descriptor stays open until connection_lost (uvloop closes the handle after calling it) and
+    the outlet is shut before: close(), abort() and connection_lost set fd to -1."""
+    cdef Py_ssize_t size = PyBytes_GET_SIZE(data)
+    cdef ssize_t sent
+    if outlet.fd >= 0:
+        if outlet.queued:
+            if transport.get_write_buffer_size():
+                write(data)
+                return 0
+            outlet.queued = False
+        sent = send(outlet.fd, PyBytes_AS_STRING(data), size, MSG_NOSIGNAL | MSG_DONTWAIT)
+        if sent == size:
+            return 0
+        outlet.queued = True
+        if sent > 0:
+            data = PyBytes_FromStringAndSize(PyBytes_AS_STRING(data) + sent, size - sent)
+        # sent < 0: EAGAIN, or an error the transport meets again and reports as usual
+    write(data)
+    return 0
+
+
 @cython.final
 cdef class RequestIds:
     """A random per-process prefix and a counter: unique, cheap, and sortable per worker.
@@ -562,6 +612,7 @@ cdef class ClientProtocol:
         listener = server.plan
         self.listener = listener
         self.transport = None
+        self.outlet.fd = -1
         lim = listener.limits
         self.parser = HttpParser(True, lim.max_header_bytes, lim.max_headers, lim.max_uri_bytes)
         self.peer_ip = b""
@@ -600,6 +651,7 @@ cdef class ClientProtocol:
     def connection_made(self, transport) -> None:
         self.transport = transport
         self.write_bound = transport.write
+        _outlet_open(&self.outlet, transport)
         server = self.server
         server.connections.add(self)
         if len(server.connections) > self.max_connections:
@@ -617,6 +669,7 @@ cdef class ClientProtocol:
 
     def connection_lost(self, exc) -> None:
         self.closed = True
+        self.outlet.fd = -1
         self.server.connections.discard(self)
         _CLOCK.watched.discard(self)
         cdef Exchange active = self.active
@@ -894,7 +947,7 @@ cdef class ClientProtocol:
 
     cdef int write(self, bytes data) except -1:
         """PERF: the transport's bound write, looked up once per connection."""
-        self.write_bound(data)
+        _outlet_write(&self.outlet, self.write_bound, self.transport, data)
         return 0
 
     # -- exchange lifecycle --------------------------------------------------------------------
@@ -951,12 +1004,14 @@ cdef class ClientProtocol:
         return 0
 
     cpdef close(self):
+        self.outlet.fd = -1
         if not self.closed:
             self.closed = True
             self.transport.close()
 
     cpdef abort(self):
         self.closed = True
+        self.outlet.fd = -1
         self.transport.abort()
 
     cpdef start_draining(self):
@@ -1377,6 +1432,7 @@ cdef class Exchange:
                 hook(self)
         head = self.render_upstream_head(route, self.target)
         if self.pending:
+            conn.outlet.queued = True  # writelines may leave some in the transport
             conn.transport.writelines([head, *self.pending])
             self.pending.clear()
             if self.pending_size > self.client.buffer_bytes:
@@ -1493,8 +1549,12 @@ cdef class Exchange:
         cdef bint content_length = False
         cdef bint upstream_chunked = False
         cdef object drop_named = None
+        cdef unsigned char kinds[UPSTREAM_MAX_FIELDS]  # each line classified once
+        cdef Py_ssize_t passed_size = 0  # the lines that go out as they came
         for i in range(count):
-            kind = _response_kind(head + names[i].off, names[i].len)
+            kind = kinds[i] = _response_kind(head + names[i].off, names[i].len)
+            if kind <= R_CL:
+                passed_size += names[i].len + values[i].len + 4
             if kind == R_PASS:
                 continue
             if kind == R_CL:
@@ -1547,7 +1607,9 @@ cdef class Exchange:
             or memcmp(PyBytes_AS_STRING(<bytes>line) + 13, reason, reason_len)
         ):
             line = b"HTTP/1.1 %d %s\r\n" % (status, parser.target())
-        self.out.append(_render_response_head(line, kept, parser, rechunk, close, self.http_10, added))
+        self.out.append(
+            _render_response_head(line, kept, parser, kinds, passed_size, rechunk, close, self.http_10, added)
+        )
         self.response_started = True
         return 0
 
@@ -1583,6 +1645,7 @@ cdef class Exchange:
             else:
                 for first in out:
                     self.bytes_sent += PyBytes_GET_SIZE(first)
+                self.client.outlet.queued = True  # writelines may leave some in the transport
                 self.client.transport.writelines(out)
             out.clear()
         return 0
@@ -1978,12 +2041,20 @@ cdef list _response_pairs(HttpParser parser, object drop_named):
 
 
 cdef bytes _render_response_head(
-    bytes line, list kept, HttpParser parser, bint rechunk, bint close, bint http_10, list added
+    bytes line,
+    list kept,
+    HttpParser parser,
+    const unsigned char* kinds,
+    Py_ssize_t passed_size,
+    bint rechunk,
+    bint close,
+    bint http_10,
+    list added,
 ):
     """Status line, the headers (``kept``: pairs chosen by hooks or filtered by Connection; None:
-    the upstream's own lines, minus the ones the gateway owns, then ``added``, pairs plugins add
-    without reading the others: PERF, no pairs made of the upstream's lines), the framing and
-    connection lines, and the blank line: one allocation."""
+    the upstream's own lines whose ``kinds`` say they pass, ``passed_size`` bytes, then ``added``,
+    pairs plugins add without reading the others: PERF, no pairs made of the upstream's lines),
+    the framing and connection lines, and the blank line: one allocation."""
     cdef Py_ssize_t size = PyBytes_GET_SIZE(line) + 2
     cdef const char* head = parser.head
     cdef Field* names = parser.st.names
@@ -1995,9 +2066,7 @@ cdef bytes _render_response_head(
         for name, value in kept:
             size += PyBytes_GET_SIZE(name) + PyBytes_GET_SIZE(value) + 4
     else:
-        for i in range(count):
-            if _response_kind(head + names[i].off, names[i].len) <= R_CL:
-                size += names[i].len + values[i].len + 4
+        size += passed_size
     if added is not None:
         for name, value in added:
             size += PyBytes_GET_SIZE(name) + PyBytes_GET_SIZE(value) + 4
@@ -2014,7 +2083,7 @@ cdef bytes _render_response_head(
             p = _put_line(p, PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name), PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value))
     else:
         for i in range(count):
-            if _response_kind(head + names[i].off, names[i].len) <= R_CL:
+            if kinds[i] <= R_CL:
                 p = _put_line(p, head + names[i].off, names[i].len, head + values[i].off, values[i].len)
     if added is not None:
         for name, value in added:
@@ -2037,6 +2106,7 @@ cdef class UpstreamConnection:
     def __init__(self, pool) -> None:
         self.pool = pool
         self.transport = None
+        self.outlet.fd = -1
         self.exchange = None
         self.parser = HttpParser(False, UPSTREAM_MAX_HEAD, UPSTREAM_MAX_FIELDS)
         self.interim = False
@@ -2060,10 +2130,12 @@ cdef class UpstreamConnection:
     def connection_made(self, transport) -> None:
         self.transport = transport
         self.write_bound = transport.write
+        _outlet_open(&self.outlet, transport)
         _CLOCK.watched.add(self)
 
     def connection_lost(self, exc) -> None:
         self.closed = True
+        self.outlet.fd = -1
         _CLOCK.watched.discard(self)
         cdef Exchange exchange = self.exchange
         if exchange is not None:
@@ -2147,7 +2219,7 @@ cdef class UpstreamConnection:
 
     cdef int write(self, bytes data) except -1:
         """PERF: the transport's bound write, looked up once per connection."""
-        self.write_bound(data)
+        _outlet_write(&self.outlet, self.write_bound, self.transport, data)
         return 0
 
     cdef int arm(self) except -1:
@@ -2238,11 +2310,13 @@ cdef class UpstreamConnection:
 
     cpdef close(self):
         self.closed = True
+        self.outlet.fd = -1
         if self.transport is not None:
             self.transport.close()
 
     cpdef abort(self):
         self.closed = True
+        self.outlet.fd = -1
         if self.transport is not None:
             self.transport.abort()
 
