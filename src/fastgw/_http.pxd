@@ -7,6 +7,20 @@
 from fastgw._llhttp cimport llhttp_t
 
 
+cdef inline unsigned char _lc(char c) noexcept nogil:
+    cdef unsigned char u = <unsigned char>c
+    return u + 32 if 65 <= u <= 90 else u
+
+
+cdef inline bint _ieq(const char* s, const char* lower, Py_ssize_t n) noexcept nogil:
+    """ASCII case-insensitive equality of s[:n] with an already lower-case literal."""
+    cdef Py_ssize_t i
+    for i in range(n):
+        if _lc(s[i]) != <unsigned char>lower[i]:
+            return False
+    return True
+
+
 cdef enum:                   # what HttpParser.next() found
     EV_MORE = 0              # every byte fed so far is consumed: feed more
     EV_HEAD                  # a head is complete: method/status, target, fields are valid
@@ -42,6 +56,7 @@ cdef struct ParseState:      # what the C callbacks write; parser.data points he
     const char* body
     Py_ssize_t body_len
     bint skip_body           # a response to HEAD: no body whatever its headers say
+    bint between             # no message open: the next byte starts one (fast path allowed)
 
 
 cdef class HttpParser:
@@ -60,15 +75,28 @@ cdef class HttpParser:
     cdef object head_owner           # bytes or bytearray holding `head`
     cdef long long head_origin       # offset of `head` inside head_owner
     cdef const char* error_reason
+    # The fast path (see _fast_message): the common message, read without llhttp.
+    cdef public bint fast_path       # allowed (tests switch it off to compare with llhttp alone)
+    cdef bint fast                   # the current/last message came through the fast path
+    cdef long long fast_remaining    # its body bytes still to come
+    cdef int fast_status             # its status or method (HTTP/1.1, keep-alive): llhttp's
+    cdef int fast_method             # own fields are never written
+    cdef readonly long long fast_messages  # how many did (tests: the fast path is really taken)
 
     cdef void feed(self, object data)
     cdef int next(self) except -1
     cdef int _event(self) except -1
     cdef int _consumed(self) except -1
     cdef int _head_complete(self) except -1
+    cdef int _fast_message(self) except -1
+    cdef int _fast_body(self) except -1
     cdef void release(self) noexcept
     cdef void reset(self) noexcept
     cdef bint in_head(self) noexcept
+    cdef int status(self) noexcept         # a response's status code (after EV_HEAD)
+    cdef int method_number(self) noexcept  # a request's method, llhttp's number (after EV_HEAD)
+    cdef int http_major(self) noexcept
+    cdef int http_minor(self) noexcept
     cdef bint keep_alive(self) noexcept
     cdef bint wants_upgrade(self) noexcept
     cdef bytes method(self)

@@ -58,8 +58,15 @@ cdef extern from "llhttp.h" nogil:
         F_CONTENT_LENGTH
         F_TRANSFER_ENCODING
 
-    enum:
+    enum:                    # llhttp_method_t: the methods fastgw._http names itself
         HTTP_CONNECT
+        HTTP_DELETE
+        HTTP_GET
+        HTTP_HEAD
+        HTTP_OPTIONS
+        HTTP_PATCH
+        HTTP_POST
+        HTTP_PUT
 
     void llhttp_init(llhttp_t* parser, llhttp_type_t type, const llhttp_settings_t* settings)
     void llhttp_settings_init(llhttp_settings_t* settings)

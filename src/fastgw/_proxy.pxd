@@ -327,7 +327,6 @@ cdef class UpstreamConnection:
     cpdef check_deadline(self, double now)
 
 
-cdef bint _ieq(const char* s, const char* lower, Py_ssize_t n) noexcept nogil
 cdef int _request_kind(const char* s, Py_ssize_t n) noexcept nogil
 cdef int _response_kind(const char* s, Py_ssize_t n) noexcept nogil
 cdef long long _content_length(const char* s, Py_ssize_t n) except -1

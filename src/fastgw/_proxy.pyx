@@ -91,6 +91,7 @@ from fastgw._http cimport (
     EV_UPGRADE,
     Field,
     HttpParser,
+    _ieq,
 )
 from fastgw._router cimport MethodNotAllowed, RouteMatch
 
@@ -169,20 +170,6 @@ cdef inline double _precise_now() noexcept nogil:
 
 
 # -- C helpers for the hot checks and the wire bytes ----------------------------------------------
-
-cdef inline unsigned char _lc(char c) noexcept nogil:
-    cdef unsigned char u = <unsigned char>c
-    return u + 32 if 65 <= u <= 90 else u
-
-
-cdef bint _ieq(const char* s, const char* lower, Py_ssize_t n) noexcept nogil:
-    """ASCII case-insensitive equality of s[:n] with an already lower-case literal."""
-    cdef Py_ssize_t i
-    for i in range(n):
-        if _lc(s[i]) != <unsigned char>lower[i]:
-            return False
-    return True
-
 
 cdef int _request_kind(const char* s, Py_ssize_t n) noexcept nogil:
     """What the head loop does with a request header, by name (H_PASS: forwarded as it is)."""
@@ -776,8 +763,8 @@ cdef class ClientProtocol:
         PERF: llhttp left offsets, not objects: header names are classified in place and only
         the values the gateway acts on become bytes; the forwarded lines are copied straight
         from the head into the pass block."""
-        cdef int major = parser.parser.http_major
-        cdef int minor = parser.parser.http_minor
+        cdef int major = parser.http_major()
+        cdef int minor = parser.http_minor()
         if major != 1 or minor > 1:
             raise ClientFault("unsupported HTTP version", 505 if major >= 1 else 400)
         cdef bint http_10 = minor == 0
@@ -913,7 +900,7 @@ cdef class ClientProtocol:
             else:
                 traceparent = NULL
             exchange.traceparent = _render_traceparent(self.request_ids, traceparent, self.trace_sample_max)
-        exchange.method_slot = _method_slot(parser.parser.method)
+        exchange.method_slot = _method_slot(parser.method_number())
         trusted = self.trusted
         exchange.pass_block = _render_pass_block(
             parser,
@@ -2262,7 +2249,7 @@ cdef class UpstreamConnection:
 
     # -- parser events -----------------------------------------------------------------------
     cdef int on_head(self, Exchange exchange, HttpParser parser) except -1:
-        cdef int status = parser.parser.status_code
+        cdef int status = parser.status()
         if status < 200 and status != 101:
             self.interim = True  # 1xx: the gateway answered Expect itself; wait for the final head
             return 0
