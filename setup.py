@@ -1,6 +1,7 @@
 """Build the compiled parts of fastgw.
 
-One Extension per .pyx file; ``fastgw._http`` also compiles llhttp (``vendor/llhttp``, MIT, the
+One Extension per .pyx file (the proxy's core, and the plugins' per-request paths that every
+rate-limited or authenticated request runs); ``fastgw._http`` also compiles llhttp (``vendor/llhttp``, MIT, the
 parser inside httptools and Node.js) so that its callbacks can be C functions. ``FASTGW_DEBUG_BUILD=1`` builds with line tracing off, asserts on and
 writes ``cython -a`` annotation HTML next to the source, to check that the hot functions stay
 free of Python-object work.
@@ -26,6 +27,21 @@ extensions = [
     Extension(
         "fastgw._router",
         ["src/fastgw/_router.pyx"],
+        extra_compile_args=FLAGS,
+    ),
+    Extension(
+        "fastgw.plugins.ratelimit.algorithms",
+        ["src/fastgw/plugins/ratelimit/algorithms.pyx"],
+        extra_compile_args=FLAGS,
+    ),
+    Extension(
+        "fastgw.plugins.ratelimit.admission",
+        ["src/fastgw/plugins/ratelimit/admission.pyx"],
+        extra_compile_args=FLAGS,
+    ),
+    Extension(
+        "fastgw.plugins._credentials",
+        ["src/fastgw/plugins/_credentials.pyx"],
         extra_compile_args=FLAGS,
     ),
     Extension(

@@ -2,9 +2,8 @@
 
 - ``deny``: the 401/403 answer, a small JSON error body as the core's own (``wire.error_body``)
   with the ``WWW-Authenticate`` challenge RFC 9110 section 11.6.1 asks of every 401.
-- ``ExpiringCache``: a bounded dict of key -> (expires_at, value) for verified credentials, so a
-  client's repeated requests skip the signature check or the password KDF. A full cache drops its
-  oldest entry (dicts keep insertion order), so a flood of distinct credentials costs O(1) each.
+- ``read_cache``: the ``cache:`` option of a plugin that keeps verified credentials in an
+  ``ExpiringCache`` (``_credentials.pyx``, compiled: a bounded dict of key -> (expires_at, value)).
 - ``ClaimPath``: a claim by name or dotted path (``org.id``), and how a claim value is written
   into a header or a query parameter.
 - ``without_query_params``: a query string minus some parameters (a credential sent in the query,
@@ -13,9 +12,8 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Collection, Iterable, Mapping
-from typing import Any, Generic, TypeVar
+from typing import Any
 from urllib.parse import unquote_to_bytes
 
 import orjson
@@ -23,9 +21,8 @@ import orjson
 from fastgw.config.validate import Section, expected, read_duration, read_int, read_str
 from fastgw.errors import ConfigError
 from fastgw.hooks import Response
+from fastgw.plugins._credentials import ExpiringCache
 from fastgw.server.wire import error_body
-
-V = TypeVar("V")
 
 
 def deny(ctx: Any, status: int, message: str, challenge: bytes | None = None) -> Response:
@@ -39,41 +36,7 @@ def quoted(text: str) -> bytes:
     return b'"' + text.replace("\\", "\\\\").replace('"', '\\"').encode() + b'"'
 
 
-# -- the verified-credentials cache ----------------------------------------------------------------
-
-
-class ExpiringCache(Generic[V]):
-    """At most ``max_entries`` values, each until its own expiry (``time.time()`` seconds).
-
-    PERF: a hit is one dict lookup and one float comparison. Expired entries are not swept: they
-    are replaced when their key comes back, or pushed out by newer ones once the cache is full.
-    """
-
-    __slots__ = ("entries", "max_entries", "ttl")
-
-    def __init__(self, max_entries: int, ttl: float) -> None:
-        self.entries: dict[Any, tuple[float, V]] = {}
-        self.max_entries = max_entries
-        self.ttl = ttl
-
-    def get(self, key: Any) -> V | None:
-        entry = self.entries.get(key)
-        if entry is not None and entry[0] > time.time():
-            return entry[1]
-        return None
-
-    def put(self, key: Any, value: V, not_after: float | None = None) -> None:
-        """Keep ``value`` for ``ttl`` seconds, never past ``not_after`` (a token's exp)."""
-        now = time.time()
-        expires = now + self.ttl
-        if not_after is not None and not_after < expires:
-            expires = not_after
-        if expires <= now:
-            return
-        entries = self.entries
-        if key not in entries and len(entries) >= self.max_entries:
-            del entries[next(iter(entries))]  # the oldest insertion
-        entries[key] = (expires, value)
+# -- the verified-credentials cache (compiled: _credentials.pyx) ------------------------------------
 
 
 def read_cache(value: object, path: str, default_ttl: float) -> ExpiringCache[Any] | None:

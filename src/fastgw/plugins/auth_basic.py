@@ -32,7 +32,8 @@ from typing import Any, ClassVar, NamedTuple
 from fastgw.config.validate import Section, read_bool, read_mapping, read_str
 from fastgw.errors import ConfigError
 from fastgw.hooks import HookResult, Plugin, Response, register_plugin
-from fastgw.plugins._auth import ExpiringCache, deny, quoted, read_cache
+from fastgw.plugins._auth import deny, quoted, read_cache
+from fastgw.plugins._credentials import ExpiringCache
 
 MAX_PENDING = 64  # password checks queued or running at once, per plugin
 KDF_THREADS = 2

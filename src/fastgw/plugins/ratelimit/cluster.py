@@ -15,8 +15,8 @@ from fastgw.errors import ConfigError
 from fastgw.hooks import Response
 from fastgw.plugins._redis import RedisStore, StoreUnavailable, read_store
 from fastgw.plugins._refusal import Refusal
-from fastgw.plugins.ratelimit.algorithms import LocalLimiter
-from fastgw.plugins.ratelimit.headers import HeaderRenderer
+from fastgw.plugins.ratelimit.admission import HeaderRenderer
+from fastgw.plugins.ratelimit.algorithms import LocalLimiter, whole_seconds
 from fastgw.plugins.ratelimit.keys import KeyOf
 from fastgw.plugins.ratelimit.plugin import Bypass, RateLimit, read_status
 from fastgw.plugins.ratelimit.redis_store import RATE_LIMIT_ROLE, SCRIPTS, Script, evaluate
@@ -83,5 +83,5 @@ class ClusterRateLimit(RateLimit):
         if remaining < 0:
             return self.refuse(ctx, milliseconds / 1000)
         if self.tells:
-            self.admit(ctx, remaining, milliseconds / 1000)
+            self.admit(ctx, remaining, whole_seconds(milliseconds / 1000))
         return None

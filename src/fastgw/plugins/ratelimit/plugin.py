@@ -40,6 +40,7 @@ from fastgw.errors import ConfigError
 from fastgw.hooks import Plugin, Response, register_plugin
 from fastgw.plugins._addresses import NetworkSet, read_networks
 from fastgw.plugins._refusal import Refusal
+from fastgw.plugins.ratelimit.admission import HeaderRenderer, LocalAdmission
 from fastgw.plugins.ratelimit.algorithms import (
     DEFAULT_MAX_KEYS,
     LocalLimiter,
@@ -47,9 +48,8 @@ from fastgw.plugins.ratelimit.algorithms import (
     TokenBucket,
     whole_seconds,
 )
-from fastgw.plugins.ratelimit.headers import HeaderRenderer, Headers, read_styles
+from fastgw.plugins.ratelimit.headers import Headers, read_styles
 from fastgw.plugins.ratelimit.keys import KeyOf, read_key
-from fastgw.server.clock import CLOCK
 
 ALGORITHMS: dict[str, type[LocalLimiter]] = {"token_bucket": TokenBucket, "sliding_window": SlidingWindow}
 _POLICY_NAME = re.compile(r"[\x20-\x7e]+")  # a structured-field string; quotes and backslashes below
@@ -123,6 +123,11 @@ class RateLimit(Plugin):
         self.tells = bool(headers)  # PERF: whether to render the fields, decided once
         self.reject = reject
         self.bypass = bypass
+        self.admission = LocalAdmission(limiter, key_of, headers, self.refuse, bypass)
+        if type(self).on_request is RateLimit.on_request:
+            # PERF: counted in this process, the hook itself is the compiled admission
+            # (build_chain takes the instance's callable): no Python frame per request.
+            self.on_request = self.admission  # type: ignore[method-assign]
 
     @classmethod
     def compile(cls, options: Mapping[str, Any], key_path: str) -> Plugin:
@@ -165,23 +170,16 @@ class RateLimit(Plugin):
         return ClusterRateLimit(limiter, key_of, headers, reject, bypass, redis)
 
     def on_request(self, ctx: Any) -> Response | None:
-        if self.bypass is not None and self.bypass.applies(ctx):
-            return None
-        key = self.key_of(ctx)
-        limiter = self.limiter
-        now = CLOCK.now
-        remaining = limiter.hit(key, now)
-        if remaining < 0:
-            return self.refuse(ctx, limiter.retry_in(key, now))
-        if self.tells:
-            self.admit(ctx, remaining, limiter.reset_in(key, now))
-        return None
+        """Admit (telling the client its quota) or refuse, counting in this process."""
+        result: Response | None = self.admission(ctx)
+        return result
 
-    def admit(self, ctx: Any, remaining: int, reset: float) -> None:
+    def admit(self, ctx: Any, remaining: int, reset: int) -> None:
+        """Tell an admitted request's client its quota (``reset``: whole seconds)."""
         added: Headers | None = ctx.add_response_headers
         if added is None:
             added = ctx.add_response_headers = []
-        self.headers.render(remaining, whole_seconds(reset), added)
+        self.headers.render(remaining, reset, added)
 
     def refuse(self, ctx: Any, retry: float) -> Response:
         seconds = max(1, whole_seconds(retry))

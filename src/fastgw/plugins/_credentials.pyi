@@ -1,0 +1,34 @@
+"""The verified-credentials cache, and a token check's compiled hit path (_credentials.pyx)."""
+
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+V = TypeVar("V")
+
+class ExpiringCache(Generic[V]):
+    """At most ``max_entries`` values, each until its own expiry (``time.time()`` seconds)."""
+
+    @property
+    def entries(self) -> dict[Any, tuple[float, V]]: ...
+    @property
+    def max_entries(self) -> int: ...
+    @property
+    def ttl(self) -> float: ...
+    def __init__(self, max_entries: int, ttl: float) -> None: ...
+    def get(self, key: Any) -> V | None:
+        """The value kept for ``key``, or None (never kept, or expired)."""
+    def put(self, key: Any, value: V, not_after: float | None = None) -> None:
+        """Keep ``value`` for ``ttl`` seconds, never past ``not_after``."""
+
+class CachedTokenCheck:
+    """An ``on_request`` hook: a token seen before is one lookup; others go to ``check``."""
+
+    def __init__(
+        self,
+        header: bytes,
+        cache: ExpiringCache[Any],
+        absent: Callable[[Any], Any],
+        check: Callable[[Any, bytes], Any],
+        forward: bool,
+    ) -> None: ...
+    def __call__(self, ctx: Any) -> Any: ...

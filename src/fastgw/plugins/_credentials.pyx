@@ -1,0 +1,88 @@
+# cython: language_level=3
+"""The verified-credentials cache of the authentication plugins, and the compiled hit path of a
+token read from one header (the ``jwt`` plugin's).
+
+``ExpiringCache`` holds at most ``max_entries`` values, each until its own expiry (``time.time()``
+seconds), so a client's repeated requests skip the signature check or the password KDF. A full
+cache drops its oldest entry (dicts keep insertion order), so a flood of distinct credentials
+costs O(1) each. Expired entries are not swept: they are replaced when their key comes back, or
+pushed out by newer ones once the cache is full.
+
+PERF: compiled, because every authenticated request looks its credential up here. In Python
+the ``jwt`` plugin's hook for a token seen before (the header, the lookup, the clock, the claims
+set on the exchange) cost about 1 us of a request's CPU (``python bench/hot_path.py 200000
+jwt``); ``CachedTokenCheck`` is that hook in C, and hands everything else to the plugin.
+"""
+
+from posix.time cimport CLOCK_REALTIME, clock_gettime, timespec
+
+
+cdef inline double _wall_now() noexcept nogil:
+    """time.time(), read in C."""
+    cdef timespec ts
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return ts.tv_sec + ts.tv_nsec * 1e-9
+
+
+cdef class ExpiringCache:
+    """At most ``max_entries`` values, each until its own expiry (``time.time()`` seconds)."""
+
+    cdef readonly dict entries
+    cdef readonly Py_ssize_t max_entries
+    cdef readonly double ttl
+
+    def __init__(self, Py_ssize_t max_entries, double ttl) -> None:
+        self.entries = {}
+        self.max_entries = max_entries
+        self.ttl = ttl
+
+    cpdef object get(self, object key):
+        """The value kept for ``key``, or None (never kept, or expired)."""
+        cdef tuple entry = self.entries.get(key)
+        if entry is not None and <double>entry[0] > _wall_now():
+            return entry[1]
+        return None
+
+    cpdef put(self, object key, object value, object not_after=None):
+        """Keep ``value`` for ``ttl`` seconds, never past ``not_after`` (a token's exp)."""
+        cdef double now = _wall_now()
+        cdef double expires = now + self.ttl
+        if not_after is not None and not_after < expires:
+            expires = not_after
+        if expires <= now:
+            return
+        entries = self.entries
+        if key not in entries and len(entries) >= self.max_entries:
+            del entries[next(iter(entries))]  # the oldest insertion
+        entries[key] = (expires, value)
+
+
+cdef class CachedTokenCheck:
+    """An ``on_request`` hook: the value of ``header`` is the cache key of a verified token, and
+    a hit, ``(claims, consumer)``, goes onto the exchange. A request without the header goes to
+    ``absent(ctx)``, a token not in the cache to ``check(ctx, value)``: the plugin's own."""
+
+    cdef bytes header
+    cdef ExpiringCache cache
+    cdef object absent
+    cdef object check
+    cdef bint forward
+
+    def __init__(self, bytes header, ExpiringCache cache, absent, check, bint forward) -> None:
+        self.header = header
+        self.cache = cache
+        self.absent = absent
+        self.check = check
+        self.forward = forward
+
+    def __call__(self, ctx):
+        value = ctx.header(self.header)
+        if value is None:
+            return self.absent(ctx)
+        verified = self.cache.get(value)
+        if verified is None:
+            return self.check(ctx, value)
+        ctx.claims, ctx.consumer = <tuple>verified
+        if not self.forward:
+            ctx.remove_request_header(self.header)
+        return None

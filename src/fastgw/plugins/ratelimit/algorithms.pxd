@@ -1,0 +1,22 @@
+# The per-process limiters (algorithms.pyx), for compiled callers (admission.pyx).
+
+cdef class LocalLimiter:
+    cdef readonly int limit
+    cdef readonly double window
+    cdef readonly Py_ssize_t max_keys
+    cdef readonly dict states
+
+    cpdef int hit(self, object key, double now) except -2
+    cpdef double reset_in(self, object key, double now) except? -1.0
+    cpdef double retry_in(self, object key, double now) except? -1.0
+    cpdef bint is_idle(self, list state, double now) except -1
+    cpdef int reset_seconds(self, object key, double now) except -1
+    cpdef make_room(self, double now)
+
+
+cdef class TokenBucket(LocalLimiter):
+    cdef double _tokens(self, object key, double now) except? -1.0
+
+
+cdef class SlidingWindow(LocalLimiter):
+    cdef tuple _counts(self, object key, double now)
