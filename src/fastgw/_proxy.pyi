@@ -166,6 +166,9 @@ class Exchange:
     @property
     def client_ip(self) -> str:
         """The TCP peer, or the nearest untrusted X-Forwarded-For hop when the peer is trusted."""
+    @property
+    def client_address(self) -> bytes:
+        """``client_ip`` as bytes."""
     def remove_request_header(self, name: bytes) -> None:
         """Keep a client's request header (lower-case name) from the upstream."""
     def add_request_header(self, name: bytes, value: bytes) -> None:

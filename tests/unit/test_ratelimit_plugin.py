@@ -24,6 +24,10 @@ class FakeExchange:
     def header(self, name: bytes) -> bytes | None:
         return next((v for n, v in self.headers if n.lower() == name), None)
 
+    @property
+    def client_address(self) -> bytes:
+        return self.client_ip.encode()
+
 
 def plugin(**options: Any) -> RateLimit:
     compiled = RateLimit.compile({"key": "ip", **options}, "plugins[0]")

@@ -24,9 +24,9 @@ _EXPECTED = "a key part: 'consumer', 'ip', 'route' or 'header:<name>'"
 SEPARATOR = b"\x1f"
 
 
-def _by_ip(ctx: Any) -> bytes:
-    address: str = ctx.client_ip
-    return address.encode()
+def by_ip(ctx: Any) -> bytes:
+    address: bytes = ctx.client_address
+    return address
 
 
 def _by_consumer(ctx: Any) -> bytes:
@@ -47,7 +47,7 @@ def _by_header(name: bytes) -> KeyOf:
     return by_header
 
 
-_PARTS: dict[str, KeyOf] = {"ip": _by_ip, "consumer": _by_consumer, "route": _by_route}
+_PARTS: dict[str, KeyOf] = {"ip": by_ip, "consumer": _by_consumer, "route": _by_route}
 
 
 def read_key_part(value: object, path: str) -> KeyOf:
