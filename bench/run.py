@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import re
@@ -52,8 +53,13 @@ class Scenario:
 
 
 SCENARIOS = [
-    Scenario("small-get", "/items/1"),
-    Scenario("latency-c1", "/items/1", connections=1),
+    Scenario("small-get", "/items/1", contenders=("direct", "nginx", "haproxy", "fastgw", "aiohttp", "bare")),
+    Scenario(
+        "latency-c1",
+        "/items/1",
+        connections=1,
+        contenders=("direct", "nginx", "haproxy", "fastgw", "aiohttp", "bare"),
+    ),
     Scenario("routes-10k", "/svc9999/items/1", routes=10_000, contenders=("nginx", "fastgw")),
     Scenario("response-64k", "/big", contenders=("direct", "nginx", "haproxy", "fastgw")),
     Scenario("post-4k", "/items", script="post.lua", contenders=("direct", "nginx", "haproxy", "fastgw")),
@@ -253,12 +259,12 @@ def start_haproxy(
 
 
 def start_fastgw(
-    workdir: Path, port: int, upstreams: tuple[int, ...], scenario: Scenario
+    workdir: Path, port: int, upstreams: tuple[int, ...], scenario: Scenario, src: Path = REPO / "src"
 ) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
     conf = fastgw_config(workdir, port, upstreams, scenario)
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")])),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")])),
     }
     return process(
         [sys.executable, "-m", "fastgw.cli", "--log-level", "WARNING", "run", "-c", str(conf)],
@@ -275,13 +281,29 @@ def start_aiohttp(
     return process(argv, port, workdir)
 
 
+def start_bare(
+    workdir: Path, port: int, upstreams: tuple[int, ...], scenario: Scenario
+) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
+    argv = [sys.executable, str(PEERS / "bare_forwarder.py"), str(port), str(upstreams[0])]
+    return process(argv, port, workdir)
+
+
 CONTENDERS: dict[str, Starter] = {
     "direct": start_direct,
     "nginx": start_nginx,
     "haproxy": start_haproxy,
     "fastgw": start_fastgw,
     "aiohttp": start_aiohttp,
+    "bare": start_bare,  # the floor: bytes relayed by uvloop, no gateway work (peers/bare_forwarder.py)
 }
+
+
+def scenario_contenders(scenario: Scenario, baseline: bool) -> list[str]:
+    """The scenario's contenders, with ``baseline`` (another fastgw build) right after fastgw."""
+    names = list(scenario.contenders)
+    if baseline and "fastgw" in names:
+        names.insert(names.index("fastgw") + 1, "baseline")
+    return names
 
 
 # -- measuring -----------------------------------------------------------------------------------
@@ -519,7 +541,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--contenders", default=",".join(CONTENDERS), help="comma-separated")
     parser.add_argument("--idle", type=int, default=10_000, help="connections held in the idle scenario")
     parser.add_argument("--no-install", action="store_true", help="do not apt-get/pip install missing tools")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="another fastgw checkout, built in place, run as contender 'baseline' beside fastgw (A/B)",
+    )
     args = parser.parse_args(argv)
+    if args.baseline is not None:
+        CONTENDERS["baseline"] = functools.partial(start_fastgw, src=args.baseline.resolve() / "src")
+        if "baseline" not in args.contenders.split(","):
+            args.contenders += ",baseline"
     if not args.no_install:
         install_needs()
     raise_fd_limit()
@@ -538,7 +569,7 @@ def main(argv: list[str] | None = None) -> int:
             for scenario in SCENARIOS:
                 if scenario.name not in wanted:
                     continue
-                for name in scenario.contenders:
+                for name in scenario_contenders(scenario, args.baseline is not None):
                     if name not in allowed:
                         continue
                     port = upstream if name == "direct" else free_port()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.run import Result, parse_wrk, with_ratios
+from bench.run import SCENARIOS, Result, Scenario, parse_wrk, scenario_contenders, with_ratios
 
 WRK_OUTPUT = """Running 5s test @ http://127.0.0.1:40000/items/1
   1 threads and 64 connections
@@ -66,3 +66,12 @@ def test_feature_scenarios_report_their_cost_over_plain_fastgw() -> None:
     assert by[("jwt+ratelimit", "fastgw")]["user_over_plain_us"] == 3.5
     assert "cpu_over_plain_us" not in by[("jwt+ratelimit", "nginx")]
     assert "cpu_over_plain_us" not in by[("small-get", "fastgw")]
+
+
+def test_a_baseline_build_runs_right_after_fastgw_wherever_fastgw_runs() -> None:
+    small_get = next(s for s in SCENARIOS if s.name == "small-get")
+    assert scenario_contenders(small_get, baseline=False) == list(small_get.contenders)
+    with_baseline = scenario_contenders(small_get, baseline=True)
+    assert with_baseline[with_baseline.index("fastgw") + 1] == "baseline"
+    assert "bare" in with_baseline  # the floor runs in the small GET
+    assert scenario_contenders(Scenario("x", "/", contenders=("nginx",)), baseline=True) == ["nginx"]
