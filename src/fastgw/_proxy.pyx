@@ -711,6 +711,7 @@ cdef class ClientProtocol:
     def eof_received(self) -> bool:
         # A client half-close: finish what is in flight, then close (do not keep half-open).
         if self.active is None:
+            self.outlet.fd = -1  # uvloop closes the transport now: nothing more goes out
             return False
         self.draining = True
         return True
@@ -2195,6 +2196,10 @@ cdef class UpstreamConnection:
             exchange.flush_to_client()
             if not self.closed:  # else whoever closed it (a failing body filter) released it
                 self.pool.release_conn(self)
+        # uvloop closes the transport on return, and drops what is written to it from now until
+        # connection_lost: so must the direct path (the pool may hand the connection out once
+        # more in between; that request is then retried or failed as before).
+        self.outlet.fd = -1
         return False
 
     cpdef pause_reading(self):
