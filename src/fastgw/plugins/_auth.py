@@ -6,13 +6,14 @@
   ``ExpiringCache`` (``_credentials.pyx``, compiled: a bounded dict of key -> (expires_at, value)).
 - ``ClaimPath``: a claim by name or dotted path (``org.id``), and how a claim value is written
   into a header or a query parameter.
+- ``read_settable_header``: a header name a plugin may set (not one the gateway writes itself).
 - ``without_query_params``: a query string minus some parameters (a credential sent in the query,
   or a client's forged copy of a parameter the gateway sets); ``rename_query_params`` renames some.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -169,6 +170,20 @@ def read_header_name(value: object, path: str) -> str:
     if not name.isascii() or any(not (c.isalnum() or c in "!#$%&'*+-.^_`|~") for c in name):
         raise expected(path, "a header name (letters, digits and !#$%&'*+-.^_`|~)", value)
     return name
+
+
+def read_settable_header(reserved: Collection[bytes], why: str) -> Callable[[object, str], bytes]:
+    """A reader of a header name a plugin may set: not one of ``reserved`` (lower-case) nor an
+    ``X-Forwarded-*`` one, which the gateway writes itself; ``why`` ends the refusal's message."""
+
+    def read(value: object, path: str) -> bytes:
+        name = read_header_name(value, path)
+        lower = name.lower().encode()
+        if lower in reserved or lower.startswith(b"x-forwarded-"):
+            raise ConfigError(path, f"{name} {why}")
+        return name.encode()
+
+    return read
 
 
 def check_one_of(section: Section, keys: Iterable[str], what: str) -> str:

@@ -32,7 +32,7 @@ from fastgw.plugins._auth import (
     ClaimPath,
     claim_text,
     read_claim,
-    read_header_name,
+    read_settable_header,
     without_query_params,
 )
 from fastgw.plugins._template import unsafe_header_value
@@ -43,13 +43,7 @@ _OPTIONS = ("headers", "query", "consumer_header")
 _RESERVED = HOP_BY_HOP | {b"host", b"content-length", b"expect", b"x-request-id"}
 
 
-def _read_settable_header(value: object, path: str) -> bytes:
-    """A header name the gateway does not write itself."""
-    name = read_header_name(value, path)
-    lower = name.lower().encode()
-    if lower in _RESERVED or lower.startswith(b"x-forwarded-"):
-        raise ConfigError(path, f"{name} is set by the gateway itself")
-    return name.encode()
+_read_settable_header = read_settable_header(_RESERVED, "is set by the gateway itself")
 
 
 def _read_headers(value: object, path: str) -> tuple[tuple[bytes, ClaimPath], ...]:

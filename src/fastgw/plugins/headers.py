@@ -28,13 +28,13 @@ X-Request-Id, ...) cannot be named.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from fastgw.config.validate import Section, read_list, read_mapping
 from fastgw.errors import ConfigError
 from fastgw.hooks import Plugin, register_plugin
-from fastgw.plugins._auth import read_header_name
+from fastgw.plugins._auth import read_settable_header
 from fastgw.plugins._template import Template, parse_template, unsafe_header_value
 from fastgw.server.wire import HOP_BY_HOP
 
@@ -69,22 +69,14 @@ class HeaderEdits:
         return lines
 
 
-def _read_name(reserved: Collection[bytes]) -> Any:
-    def read(value: object, path: str) -> bytes:
-        name = read_header_name(value, path)
-        lower = name.lower().encode()
-        if lower in reserved or lower.startswith(b"x-forwarded-"):
-            raise ConfigError(path, f"{name} frames the message or is written by the gateway itself")
-        return name.encode()
-
-    return read
-
-
 def _read_edits(value: object, path: str, *, request: bool) -> HeaderEdits:
     section = Section(value, path, _SIDE_OPTIONS)
     if not section.items:
         raise ConfigError(path, "give at least one of set, add or remove")
-    read_name = _read_name(_RESERVED_REQUEST if request else _RESERVED_RESPONSE)
+    read_name = read_settable_header(
+        _RESERVED_REQUEST if request else _RESERVED_RESPONSE,
+        "frames the message or is written by the gateway itself",
+    )
     rules: dict[str, list[HeaderRule]] = {"set": [], "add": []}
     for kind, found in rules.items():
         if kind in section.items:
