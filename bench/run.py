@@ -274,18 +274,15 @@ def start_fastgw(
     )
 
 
-def start_aiohttp(
-    workdir: Path, port: int, upstreams: tuple[int, ...], scenario: Scenario
-) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
-    argv = [sys.executable, str(PEERS / "aiohttp_proxy.py"), str(port), str(upstreams[0])]
-    return process(argv, port, workdir)
+def python_peer(script: str) -> Starter:
+    """A contender that is one of our Python scripts in ``peers/``: ``script PORT UPSTREAM_PORT``."""
 
+    def start(
+        workdir: Path, port: int, upstreams: tuple[int, ...], scenario: Scenario
+    ) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
+        return process([sys.executable, str(PEERS / script), str(port), str(upstreams[0])], port, workdir)
 
-def start_bare(
-    workdir: Path, port: int, upstreams: tuple[int, ...], scenario: Scenario
-) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
-    argv = [sys.executable, str(PEERS / "bare_forwarder.py"), str(port), str(upstreams[0])]
-    return process(argv, port, workdir)
+    return start
 
 
 CONTENDERS: dict[str, Starter] = {
@@ -293,8 +290,10 @@ CONTENDERS: dict[str, Starter] = {
     "nginx": start_nginx,
     "haproxy": start_haproxy,
     "fastgw": start_fastgw,
-    "aiohttp": start_aiohttp,
-    "bare": start_bare,  # the floor: bytes relayed by uvloop, no gateway work (peers/bare_forwarder.py)
+    "aiohttp": python_peer("aiohttp_proxy.py"),
+    "bare": python_peer(
+        "bare_forwarder.py"
+    ),  # the floor: bytes relayed by uvloop, no gateway work (peers/bare_forwarder.py)
 }
 
 
