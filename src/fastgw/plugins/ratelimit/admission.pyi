@@ -14,6 +14,8 @@ class HeaderRenderer:
     def __bool__(self) -> bool: ...
     def render(self, remaining: int, reset: int, into: Headers) -> Headers:
         """Append the fields for ``remaining`` requests left and ``reset`` seconds to ``into``."""
+    def tell(self, ctx: Any, remaining: int, reset: int) -> None:
+        """Add the fields for an admitted request to the exchange's response headers."""
 
 class LocalAdmission:
     """The ``on_request`` hook of a rate limit counted in this process."""

@@ -58,6 +58,7 @@ cdef class HeaderRenderer:
     cdef bint _draft
     cdef bint _legacy
     cdef bint _x
+    cdef bint _any  # some style is chosen: there is something to tell
 
     def __init__(self, str name, int limit, int window, tuple styles) -> None:
         self._name = b'"' + name.encode() + b'"'
@@ -66,9 +67,19 @@ cdef class HeaderRenderer:
         self._draft = "draft" in styles
         self._legacy = "legacy" in styles
         self._x = "x" in styles
+        self._any = self._draft or self._legacy or self._x
 
     def __bool__(self) -> bool:
-        return self._draft or self._legacy or self._x
+        return self._any
+
+    cpdef tell(self, ctx, long long remaining, long long reset):
+        """Add the fields for an admitted request to the exchange's response headers."""
+        if not self._any:
+            return
+        added = ctx.add_response_headers
+        if added is None:
+            added = ctx.add_response_headers = []
+        self.render(remaining, reset, added)
 
     cpdef list render(self, long long remaining, long long reset, list into):
         """Append the fields for ``remaining`` requests left and ``reset`` seconds to ``into``."""
@@ -110,7 +121,6 @@ cdef class LocalAdmission:
     cdef LocalLimiter limiter
     cdef object key_of
     cdef HeaderRenderer headers
-    cdef bint tells
     cdef object refuse
     cdef object bypass
     cdef bint by_address  # key_of is by_ip: read the exchange's bytes without a Python frame
@@ -120,7 +130,6 @@ cdef class LocalAdmission:
         self.key_of = key_of
         self.by_address = key_of is by_ip
         self.headers = headers
-        self.tells = bool(headers)
         self.refuse = refuse
         self.bypass = bypass
 
@@ -133,9 +142,6 @@ cdef class LocalAdmission:
         cdef int remaining = limiter.hit(key, now)
         if remaining < 0:
             return self.refuse(ctx, limiter.retry_in(key, now))
-        if self.tells:
-            added = ctx.add_response_headers
-            if added is None:
-                added = ctx.add_response_headers = []
-            self.headers.render(remaining, limiter.reset_seconds(key, now), added)
+        if self.headers._any:
+            self.headers.tell(ctx, remaining, limiter.reset_seconds(key, now))
         return None

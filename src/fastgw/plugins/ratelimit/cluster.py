@@ -82,6 +82,5 @@ class ClusterRateLimit(RateLimit):
             return None if redis.closed is None else redis.closed.response(ctx)
         if remaining < 0:
             return self.refuse(ctx, milliseconds / 1000)
-        if self.tells:
-            self.admit(ctx, remaining, whole_seconds(milliseconds / 1000))
+        self.headers.tell(ctx, remaining, whole_seconds(milliseconds / 1000))
         return None

@@ -120,7 +120,6 @@ class RateLimit(Plugin):
         self.limiter = limiter  # the per-process counters (unused when Redis holds them)
         self.key_of = key_of
         self.headers = headers
-        self.tells = bool(headers)  # PERF: whether to render the fields, decided once
         self.reject = reject
         self.bypass = bypass
         self.admission = LocalAdmission(limiter, key_of, headers, self.refuse, bypass)
@@ -173,13 +172,6 @@ class RateLimit(Plugin):
         """Admit (telling the client its quota) or refuse, counting in this process."""
         result: Response | None = self.admission(ctx)
         return result
-
-    def admit(self, ctx: Any, remaining: int, reset: int) -> None:
-        """Tell an admitted request's client its quota (``reset``: whole seconds)."""
-        added: Headers | None = ctx.add_response_headers
-        if added is None:
-            added = ctx.add_response_headers = []
-        self.headers.render(remaining, reset, added)
 
     def refuse(self, ctx: Any, retry: float) -> Response:
         seconds = max(1, whole_seconds(retry))
