@@ -25,6 +25,11 @@ extensions = [
         extra_compile_args=FLAGS,
     ),
     Extension(
+        "fastgw._clock",
+        ["src/fastgw/_clock.pyx"],
+        extra_compile_args=FLAGS,
+    ),
+    Extension(
         "fastgw._router",
         ["src/fastgw/_router.pyx"],
         extra_compile_args=FLAGS,

@@ -9,6 +9,9 @@
 # plugins) sees the `public`/`readonly` fields and the `def`/`cpdef` methods.
 
 
+from cpython.ref cimport PyObject
+
+
 cdef enum:                   # what build_exchange does with a request header, by name
     H_PASS = 0               # forwarded as it is
     H_HOST                   # host
@@ -26,12 +29,35 @@ cdef enum:                   # what build_exchange does with a request header, b
                              # upgrade, proxy-authorization, forwarded
 
 
+cdef enum:                   # a listener's headers_with_underscores
+    U_DROP = 0               # not forwarded, not seen by plugins (nginx, Envoy's DROP_HEADER)
+    U_REJECT                 # 400
+    U_ALLOW                  # forwarded as any other header
+
+
 cdef enum:                   # what on_upstream_head does with a response header; <= R_CL is kept
     R_PASS = 0
+    R_DATE                   # date (kept; the gateway adds one when the upstream sent none)
     R_CL                     # content-length (kept; the body is not re-framed)
     R_CONN                   # connection (dropped, with the headers it names)
     R_TE                     # transfer-encoding (dropped; a body without length is re-chunked)
-    R_DROP                   # keep-alive, proxy-connection, te, trailer, upgrade
+    R_DROP                   # keep-alive, proxy-connection, te, trailer, upgrade, the request id
+
+
+cdef struct ResponseLines:   # what _classify_response found in a response head
+    Py_ssize_t passed_size   # bytes of the lines that go out as they came
+    bint content_length
+    bint chunked
+    bint date
+
+
+cdef struct PassRules:       # which request header lines are forwarded as they came
+    PyObject* named          # set of lower-case names a Connection header lists, or NULL
+    const char* rid_name     # the listener's request-id header name, lower-case
+    Py_ssize_t rid_len
+    bint keep_traceparent    # tracing off: the client's traceparent passes as it is
+    bint keep_tracestate     # ... and tracestate, also when the client's trace is continued
+    bint drop_underscores    # a name with "_" was seen and the listener drops them
 
 
 cdef enum:                   # ClientProtocol.paused: why reading from the client is paused
@@ -41,6 +67,7 @@ cdef enum:                   # ClientProtocol.paused: why reading from the clien
     P_CLIENT_WRITE = 8       # marker only: the client's own write buffer is full
 
 
+from fastgw._clock cimport Timed, TimerWheel
 from fastgw._http cimport HttpParser
 from fastgw._router cimport Router
 
@@ -81,6 +108,8 @@ cdef enum:                   # RequestStats: request counters by method slot and
     METHOD_SLOTS = 8         # GET HEAD POST PUT DELETE PATCH OPTIONS other
     STATUS_SLOTS = 6         # 0: no response (the client left first), then 1xx .. 5xx
     LATENCY_BUCKETS = 15     # LATENCY_BOUNDS (14 upper bounds, seconds) and +Inf
+    TARGET_OUTCOMES = 7      # Target.outcomes: 0 unanswered, 1..5 status class, 6 failed
+    TARGET_FAILED = 6        # connect error, reset, timeout or malformed response
 
 
 cdef class RequestStats:
@@ -102,18 +131,23 @@ cdef class Target:
     cdef readonly int weight
     cdef readonly PoolCore pool
     cdef readonly bytes host_header      # the Host value sent upstream
-    cdef readonly str label              # host:port, for messages and metrics
+    cdef readonly str label              # host:port, for logs and metrics (never error bodies)
     cdef public int in_flight            # requests sent to it and not finished (least-conn, p2c)
+    cdef long long outcomes[TARGET_OUTCOMES]   # attempts by outcome (see TARGET_OUTCOMES)
+    cdef long long latency_buckets[LATENCY_BUCKETS]  # request head sent -> response ended
+    cdef double latency_sum
 
 
 cdef class GroupCore:
     # What the exchange reads of an upstream group (upstream.group.UpstreamGroup subclasses it).
+    cdef public str name                 # the configured name: how errors name the upstream
     cdef public Target single            # the only target, or None: then pick(exchange) chooses
     cdef public bint observes            # call observe(exchange) when an exchange sent to it ends
 
 
-cdef class PoolCore:
-    # The synchronous half of a keep-alive pool (upstream.pool.TargetPool subclasses it).
+cdef class PoolCore(Timed):
+    # The synchronous half of a keep-alive pool (upstream.pool.TargetPool subclasses it); its
+    # waiters' deadlines are filed on the wheel (TargetPool.expire).
     cdef public list idle                # LIFO of idle UpstreamConnections
     cdef public int open
     cdef public int in_use
@@ -143,27 +177,39 @@ cdef class RequestIds:
     cdef unsigned long long random64(self) noexcept
 
 
-cdef class ClientProtocol:
+cdef class ClientProtocol(Timed):
     cdef public object server            # the ListenerServer that accepted the connection
-    cdef public object listener          # its ListenerPlan at accept time (fixed for our life)
+    cdef public object listener          # its ListenerPlan as of this connection's latest request
     cdef public object transport
     cdef public HttpParser parser        # None once a request was refused
     cdef public bytes peer_ip
+    cdef object peer                     # the peer's address (str), or None
     cdef public bint trusted             # a configured proxy: its X-Forwarded-* are believed
     cdef public bint in_head             # a head began in an earlier read (its timeout runs)
     cdef public Exchange active          # the exchange answering now
     cdef public Exchange parsing         # the exchange whose body is being parsed
     cdef public object queue             # deque[Exchange]: pipelined, waiting their turn
+    cdef object refusal                  # a refused request's fault, answered after the queue
     cdef public int paused               # P_* bits
     cdef public bint write_paused
-    cdef public double deadline          # CLOCK.now-based; 0 = none
+    cdef public double deadline          # read side: head, body, keep-alive or linger; 0 = none
+    cdef public double send_deadline     # write side: the client took nothing since; 0 = none
+    cdef Py_ssize_t send_backlog         # unsent() when send_deadline was set
+    cdef int sock_fd                     # the socket, for its send queue's size; -1 if none
     cdef public bint draining
+    cdef public bint lingering           # answered and half-closed: reading and dropping input
+    cdef bint client_eof                 # the client half-closed
     cdef public bint closed
-    # Copied from the listener plan once per connection:
+    cdef double now                      # the clock read when the current read began
+    cdef TimerWheel wheel                # the loop's, where deadlines are filed
     cdef object write_bound              # transport.write, looked up once
     cdef Outlet outlet
-    cdef Router router
     cdef RequestIds request_ids
+    cdef RequestStats unrouted           # the listener's counters of requests matching no route
+    # Copied from the listener's plan by adopt(), again after each reload:
+    cdef unsigned long long generation   # the _plan_generation adopted
+    cdef unsigned long long parser_generation  # ... and the one the parser's limits come from
+    cdef Router router
     cdef Py_ssize_t max_connections
     cdef long long max_body_bytes
     cdef Py_ssize_t max_pipeline
@@ -171,22 +217,33 @@ cdef class ClientProtocol:
     cdef double head_timeout
     cdef double body_timeout
     cdef double keepalive_timeout
+    cdef double send_timeout
+    cdef double linger_timeout
+    cdef int underscores                 # U_*: header names with "_"
+    cdef public bytes request_id_header  # as written on the wire, e.g. b"X-Request-Id"
+    cdef bytes request_id_lower          # lower-case, for matching
     cdef object last_host_header         # the last Host value checked, and its routing form
     cdef object last_host
     cdef bint trace_context              # continue or start a W3C trace, forward our traceparent
-    cdef RequestStats unrouted           # the listener's counters of requests matching no route
     cdef object access_log               # observe.access_log.AccessLog or None (costs nothing)
     cdef object spans                    # observe.otlp.SpanExport or None (costs nothing)
     cdef unsigned long long trace_sample_max  # a new trace is sampled if its id's low half <= this
 
+    cdef int adopt(self, object listener) except -1
+    cdef int renew_parser(self) except -1
     cdef int on_head(self, HttpParser parser) except -1
     cdef int on_message_complete(self) except -1
     cdef Exchange build_exchange(self, HttpParser parser)
+    cdef bytes error_bytes(self, fault, bytes request_id, bint close, list extra, bint head_only)
     cdef int exchange_finished(self, Exchange exchange) except -1
     cdef int reject(self, fault) except -1
+    cdef int linger_close(self) except -1
+    cdef int abandon(self, str reason) except -1
     cdef int write(self, bytes data) except -1
     cdef int pause_reading_for(self, int reason) except -1
     cdef int resume_reading_for(self, int reason) except -1
+    cdef Py_ssize_t unsent(self) except -1
+    cdef int set_deadline(self, double at) except -1
     cpdef close(self)
     cpdef abort(self)
     cpdef start_draining(self)
@@ -231,7 +288,6 @@ cdef class Exchange:
     cdef public list out                 # response bytes gathered during one upstream read
     cdef public bint finished
     cdef public list upstream_headers    # added by on_upstream_request hooks
-    cdef public double started_at
     cdef bint counted                    # counted in target.in_flight
     cdef public int tries                # retries made so far (0: first attempt)
     cdef int admitted                    # slots held, in route.limiters order
@@ -246,10 +302,19 @@ cdef class Exchange:
     cdef public object claims            # the verified token's claims (dict), set by an auth plugin
     cdef object _client_ip               # client_ip, worked out on first use
     cdef int method_slot                 # GET HEAD POST PUT DELETE PATCH OPTIONS other: 0..7
-    cdef public double received_at       # precise monotonic time the head was parsed
+    cdef public double received_at       # monotonic time of the read that completed the head
+    cdef double ended_at                 # ... and of its end (the next keep-alive counts from it)
     cdef public long long bytes_sent     # response bytes written to the client (head included)
     cdef public bytes traceparent        # the traceparent value sent upstream, or None
     cdef public bytes client_traceparent  # the client's valid traceparent value, or None
+    cdef public int upstream_status      # the upstream's final status (0: none): observers judge
+                                         # the target by it, not by what the client got
+    cdef bytes held_head                 # the response head, held while a body filter holds the body
+    cdef object refusal                  # its request turned out malformed or cut: the answer
+    cdef bint continue_sent              # the gateway sent its own 100 Continue
+    cdef bint interim_sent               # a 1xx went to the client: no retry any more
+    cdef public str abort_reason         # why the client got no (complete) response, or None
+    cdef bint drop_underscores           # header names with "_" are not seen nor forwarded
 
     cdef int setup(self, ClientProtocol client) except -1
     cdef int start(self) except -1
@@ -268,7 +333,9 @@ cdef class Exchange:
     cdef int on_client_body(self, bytes data) except -1
     cdef int on_client_complete(self) except -1
     cdef int to_upstream(self, bytes data) except -1
+    cdef int on_upstream_interim(self, int status, HttpParser parser) except -1
     cdef int on_upstream_head(self, int status, HttpParser parser) except -1
+    cdef int release_head(self) except -1
     cdef int on_upstream_body(self, bytes data) except -1
     cdef int flush_to_client(self) except -1
     cdef int on_upstream_complete(self, UpstreamConnection conn, bint keep_alive) except -1
@@ -282,15 +349,19 @@ cdef class Exchange:
     cdef int upstream_write_resumed(self) except -1
     cdef int internal_error(self) except -1
     cpdef fail(self, fault)
+    cdef int refuse(self, fault) except -1
+    cdef str upstream_name(self)
+    cdef object upstream_fault(self, str what, int status)
     cdef int answer_fault(self, fault, list extra) except -1
     cdef int answer(self, response) except -1
     cdef int finish(self) except -1
     cdef int end(self, int status) except -1
-    cdef int client_lost(self) except -1
+    cdef int client_lost(self, str reason) except -1
     cdef int observe_end(self, int status) except -1
+    cdef int count_attempt(self, double now) except -1
 
 
-cdef class UpstreamConnection:
+cdef class UpstreamConnection(Timed):
     cdef public PoolCore pool            # its TargetPool
     cdef public object transport
     cdef object write_bound              # transport.write, looked up once
@@ -301,14 +372,15 @@ cdef class UpstreamConnection:
     cdef public Py_ssize_t served        # responses completed on this connection (0 = fresh)
     cdef public bint received            # any byte of the current response arrived
     cdef public bint closed
-    cdef public double deadline
+    cdef public double deadline          # busy: the exchange's timeout; idle: the pool's; 0 = none
+    cdef double now                      # the clock read when the current read began
+    cdef TimerWheel wheel
     cdef public double read_timeout
     cdef public double send_timeout
     cdef public double head_timeout
     cdef public bint got_head            # the final response head arrived (then: read_timeout)
     cdef public bint sending
     cdef public bint reading_paused
-    cdef public double idle_deadline     # set by the pool while idle
     cdef public bint head_only
     cdef public bint reusable
     cdef public bint close_delimited
@@ -317,18 +389,18 @@ cdef class UpstreamConnection:
     cpdef resume_reading(self)
     cdef int on_head(self, Exchange exchange, HttpParser parser) except -1
     cdef int on_message_complete(self, Exchange exchange, HttpParser parser) except -1
-    cdef int arm(self) except -1
+    cdef int arm(self, double now) except -1
     cdef int request_sent(self) except -1
     cdef int write(self, bytes data) except -1
-    cdef int begin(self, Exchange exchange, bint head_only, RouteCore route, bint sending) except -1
+    cdef int begin(self, Exchange exchange, bint head_only, RouteCore route, bint sending, double now) except -1
     cdef int detach(self, bint reusable) except -1
+    cdef int set_deadline(self, double at) except -1
     cpdef close(self)
     cpdef abort(self)
-    cpdef check_deadline(self, double now)
 
 
-cdef int _request_kind(const char* s, Py_ssize_t n) noexcept nogil
-cdef int _response_kind(const char* s, Py_ssize_t n) noexcept nogil
+cdef int _request_kind(const char* s, Py_ssize_t n, const PassRules* rules) noexcept nogil
+cdef int _response_kind(const char* s, Py_ssize_t n, const char* rid, Py_ssize_t rid_len) noexcept nogil
 cdef long long _content_length(const char* s, Py_ssize_t n) except -1
 cdef bint _valid_request_id(const char* s, Py_ssize_t n) noexcept
 cdef bint _needs_normalizing(bytes path) noexcept

@@ -4,6 +4,7 @@ import asyncio
 from collections import deque
 from typing import Any, ClassVar, final
 
+from fastgw._clock import Timed
 from fastgw._http import HttpParser
 from fastgw.config.schema import UpstreamTimeouts
 from fastgw.errors import HttpFault
@@ -17,9 +18,14 @@ LATENCY_BOUNDS: tuple[float, ...]
 """Upper bounds (seconds) of the latency histogram buckets, before +Inf."""
 METHOD_NAMES: tuple[str, ...]
 """The methods counted apart, then ``"other"``."""
+UNDERSCORE_POLICIES: dict[str, int]
+"""A listener's ``headers_with_underscores`` (drop, reject, allow) as the compiled code's value."""
 SAMPLE_ALL: int
 """2**64 - 1: a new trace is sampled when the lower half of its id is at most a connection's
 ``trace_sample_max``; this one (the value without span export) samples every trace."""
+
+def plan_changed() -> None:
+    """A listener's plan was replaced: every connection takes it from its next request on."""
 
 def chunk_header(size: int) -> bytes:
     """The chunk-size line for ``size`` bytes of data (lower-case hex, as ``wire.chunk_header``)."""
@@ -72,16 +78,22 @@ class ClientProtocol(asyncio.Protocol):  # by duck typing at run time: a cdef cl
     paused: int
     write_paused: bool
     deadline: float
+    """Read side (head, body, keep-alive, linger), coarse monotonic clock; 0 = none."""
+    send_deadline: float
+    """Write side: when the client, taking nothing, is dropped; 0 = none."""
     draining: bool
+    lingering: bool
     closed: bool
+    request_id_header: bytes
 
     def __init__(self, server: ListenerServer) -> None: ...
     # the asyncio callbacks are asyncio.Protocol's
-    # for the listener and the clock
+    # for the listener and the timer wheel
     def close(self) -> None: ...
     def abort(self) -> None: ...
     def start_draining(self) -> None:
         """Graceful shutdown: finish what is in flight, close idle keep-alive connections now."""
+    def expire(self, now: float) -> None: ...
     def check_deadline(self, now: float) -> None: ...
 
 @final
@@ -129,13 +141,16 @@ class Exchange:
     finished: bool
     upstream_headers: list[tuple[bytes, bytes]] | None
     """Extra request headers an ``on_upstream_request`` hook appends."""
-    started_at: float
     tries: int
     """Retries made so far (0 on the first attempt)."""
     total_deadline: float
     """When the route's total timeout ends (coarse clock), from the first send; 0 = none."""
     upstream_error: HttpFault | None
     """The fault that ended it when the upstream failed (connect, reset, malformed, timeout)."""
+    upstream_status: int
+    """The upstream's final status (0: none), whatever the client got instead."""
+    abort_reason: str | None
+    """Why the client got no (complete) response: it left, or stopped reading; else None."""
     add_response_headers: list[tuple[bytes, bytes]] | None
     """Headers added to the proxied response (a sticky-session cookie, for instance)."""
     body_filters: list[BodyFilter] | None
@@ -194,7 +209,6 @@ class UpstreamConnection(asyncio.Protocol):  # by duck typing at run time: a cde
     got_head: bool
     sending: bool
     reading_paused: bool
-    idle_deadline: float
     head_only: bool
     reusable: bool
     close_delimited: bool
@@ -207,7 +221,7 @@ class UpstreamConnection(asyncio.Protocol):  # by duck typing at run time: a cde
     def resume_reading(self) -> None: ...
     def close(self) -> None: ...
     def abort(self) -> None: ...
-    def check_deadline(self, now: float) -> None: ...
+    def expire(self, now: float) -> None: ...
 
 class RouteCore:
     """The per-request face of a compiled route (``plan.RoutePlan`` subclasses it)."""
@@ -265,16 +279,21 @@ class Target:
     def label(self) -> str: ...
     in_flight: int
     """Requests sent to it and not finished."""
+    def snapshot(self) -> dict[str, Any]:
+        """``responses``: {"none"|"1xx".."5xx"|"failed": attempts}; ``latency``: (count per
+        bucket of LATENCY_BOUNDS then +Inf, sum of seconds) from request head sent to response end."""
 
 class GroupCore:
     """The per-request face of an upstream group (``UpstreamGroup`` subclasses it)."""
 
+    name: str
+    """The configured name: how errors name the upstream."""
     single: Target | None
     observes: bool
     """Call ``observe(exchange)`` as each exchange sent to the group ends."""
     def __init__(self) -> None: ...
 
-class PoolCore:
+class PoolCore(Timed):
     """The synchronous half of a keep-alive pool (``TargetPool`` subclasses it)."""
 
     idle: list[UpstreamConnection]

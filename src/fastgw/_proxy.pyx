@@ -68,10 +68,10 @@ group, target and pool are read through C fields (``RouteCore``, ``GroupCore``, 
 """
 
 cimport cython
+from cpython.ref cimport PyObject
 from cpython.bytearray cimport PyByteArray_AS_STRING
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.string cimport memchr, memcmp, memcpy
-from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 import asyncio
 import logging
@@ -93,6 +93,7 @@ from fastgw._http cimport (
     HttpParser,
     _ieq,
 )
+from fastgw._clock cimport Timed, TimerWheel, coarse, date_line, monotonic, running_wheel
 from fastgw._router cimport MethodNotAllowed, RouteMatch
 
 from uvloop.loop import TCPTransport, UnixTransport
@@ -100,7 +101,6 @@ from uvloop.loop import TCPTransport, UnixTransport
 from fastgw.errors import ClientFault, ConnectFault, HttpFault, UpstreamFault
 from fastgw.hooks import Response
 from fastgw.server import limits
-from fastgw.server.clock import CLOCK
 from fastgw.server.wire import (
     CONNECTION_CLOSE,
     CONNECTION_KEEP_ALIVE,
@@ -115,7 +115,6 @@ from fastgw.server.wire import (
 
 log = logging.getLogger("fastgw")
 
-cdef object _CLOCK = CLOCK
 # A response head the gateway accepts from an upstream (nginx's proxy_buffer_size is 4-8 KiB).
 cdef Py_ssize_t UPSTREAM_MAX_HEAD = 64 * 1024
 cdef enum:
@@ -145,34 +144,41 @@ _NOT_FOUND.close = False
 _METHOD_NOT_ALLOWED = ClientFault("method not allowed for this path", 405)
 _METHOD_NOT_ALLOWED.close = False
 
+# A listener's headers_with_underscores, by its configured name.
+UNDERSCORE_POLICIES = {"drop": U_DROP, "reject": U_REJECT, "allow": U_ALLOW}
 
-# PERF: CLOCK.now as a C double, set by the clock's tick (a Python attribute read costs more).
-cdef double _clock_now = CLOCK.now
-
-
-def _set_now(double now) -> None:
-    global _clock_now
-    _clock_now = now
-
-
-CLOCK.listeners.append(_set_now)
+# Why an exchange ended without its response reaching the client (the access log's error).
+cdef str _LEFT_BEFORE = "client closed the connection before the response"
+cdef str _LEFT_DURING = "client closed the connection during the response"
+cdef str _STALLED = "client stopped reading: nothing sent within the send timeout"
 
 
-cdef inline double _now() noexcept:
-    return _clock_now
+# Deadlines and latencies use the precise monotonic clock (the coarse one lags by up to a few
+# jiffies, which would fire timeouts early). PERF: a read costs ~17 ns; each event-loop entry
+# point reads it once (``ClientProtocol.now``, ``UpstreamConnection.now``) and the request path
+# reuses that reading: four reads per proxied request. Deadlines are filed on the loop's timer
+# wheel (``_clock.pyx``), never on a timer of their own.
+cdef inline double _now() noexcept nogil:
+    return monotonic()
 
 
-cdef inline double _precise_now() noexcept nogil:
-    """time.monotonic() to the nanosecond, for latencies a group observes (not the coarse clock)."""
-    cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return ts.tv_sec + ts.tv_nsec * 1e-9
+# Bumped when a reload swaps any listener's plan: each connection compares its own copy once per
+# request and re-reads its listener's plan when they differ (a C compare, no attribute lookup).
+cdef unsigned long long _plan_generation = 0
+
+
+def plan_changed() -> None:
+    """A listener's plan was replaced: every connection takes it from its next request on."""
+    global _plan_generation
+    _plan_generation += 1
 
 
 # -- C helpers for the hot checks and the wire bytes ----------------------------------------------
 
-cdef int _request_kind(const char* s, Py_ssize_t n) noexcept nogil:
+cdef int _request_kind(const char* s, Py_ssize_t n, const PassRules* rules) noexcept nogil:
     """What the head loop does with a request header, by name (H_PASS: forwarded as it is)."""
+    if n == rules.rid_len and _ieq(s, rules.rid_name, n):
+        return H_RID  # the listener's request-id header (X-Request-Id unless configured)
     if n == 4:
         return H_HOST if _ieq(s, "host", 4) else H_PASS
     if n == 14:
@@ -182,36 +188,49 @@ cdef int _request_kind(const char* s, Py_ssize_t n) noexcept nogil:
             return H_CONN
         if _ieq(s, "tracestate", 10):
             return H_TRACESTATE
-        return H_DROP if _ieq(s, "keep-alive", 10) else H_PASS
-    if n == 17:
+        if _ieq(s, "keep-alive", 10):
+            return H_DROP
+    elif n == 17:
         if _ieq(s, "transfer-encoding", 17):
             return H_TE
-        return H_XFP if _ieq(s, "x-forwarded-proto", 17) else H_PASS
-    if n == 15:
-        return H_XFF if _ieq(s, "x-forwarded-for", 15) else H_PASS
-    if n == 16:
+        if _ieq(s, "x-forwarded-proto", 17):
+            return H_XFP
+    elif n == 15:
+        if _ieq(s, "x-forwarded-for", 15):
+            return H_XFF
+    elif n == 16:
         if _ieq(s, "x-forwarded-host", 16):
             return H_XFH
-        return H_DROP if _ieq(s, "proxy-connection", 16) else H_PASS
-    if n == 12:
-        return H_RID if _ieq(s, "x-request-id", 12) else H_PASS
-    if n == 6:
-        return H_EXPECT if _ieq(s, "expect", 6) else H_PASS
-    if n == 11:
-        return H_TRACEPARENT if _ieq(s, "traceparent", 11) else H_PASS
-    if n == 2:
-        return H_DROP if _ieq(s, "te", 2) else H_PASS
-    if n == 7:
-        return H_DROP if _ieq(s, "trailer", 7) or _ieq(s, "upgrade", 7) else H_PASS
-    if n == 9:
-        return H_DROP if _ieq(s, "forwarded", 9) else H_PASS  # RFC 7239: not believed, not re-created
-    if n == 19:
-        return H_DROP if _ieq(s, "proxy-authorization", 19) else H_PASS
+        if _ieq(s, "proxy-connection", 16):
+            return H_DROP
+    elif n == 6:
+        if _ieq(s, "expect", 6):
+            return H_EXPECT
+    elif n == 11:
+        if _ieq(s, "traceparent", 11):
+            return H_TRACEPARENT
+    elif n == 2:
+        if _ieq(s, "te", 2):
+            return H_DROP
+    elif n == 7:
+        if _ieq(s, "trailer", 7) or _ieq(s, "upgrade", 7):
+            return H_DROP
+    elif n == 9:
+        if _ieq(s, "forwarded", 9):
+            return H_DROP  # RFC 7239: not believed, not re-created
+    elif n == 19:
+        if _ieq(s, "proxy-authorization", 19):
+            return H_DROP
     return H_PASS
 
 
-cdef int _response_kind(const char* s, Py_ssize_t n) noexcept nogil:
-    """Response headers the gateway owns towards the client (framing, connection management)."""
+cdef int _response_kind(const char* s, Py_ssize_t n, const char* rid, Py_ssize_t rid_len) noexcept nogil:
+    """Response headers the gateway owns towards the client (framing, connection management, the
+    request id ``rid``, lower-case, which it sets itself) and the Date it adds when missing."""
+    if n == rid_len and _ieq(s, rid, n):
+        return R_DROP
+    if n == 4:
+        return R_DATE if _ieq(s, "date", 4) else R_PASS
     if n == 14:
         return R_CL if _ieq(s, "content-length", 14) else R_PASS
     if n == 10:
@@ -227,6 +246,56 @@ cdef int _response_kind(const char* s, Py_ssize_t n) noexcept nogil:
     if n == 7:
         return R_DROP if _ieq(s, "trailer", 7) or _ieq(s, "upgrade", 7) else R_PASS
     return R_PASS
+
+
+cdef object _classify_response(
+    HttpParser parser, unsigned char* kinds, ResponseLines* lines, bytes request_id_lower
+):
+    """Classify each response header line once (``kinds``), sum what passes as it came and note
+    the framing; return the header names a Connection header lists (hop-by-hop too), or None."""
+    cdef const char* head = parser.head
+    cdef Field* names = parser.st.names
+    cdef Field* values = parser.st.values
+    cdef const char* rid = PyBytes_AS_STRING(request_id_lower)
+    cdef Py_ssize_t rid_len = PyBytes_GET_SIZE(request_id_lower)
+    cdef int i, kind
+    cdef object drop_named = None
+    lines.passed_size = 0
+    lines.content_length = False
+    lines.chunked = False
+    lines.date = False
+    for i in range(parser.st.count):
+        kind = kinds[i] = _response_kind(head + names[i].off, names[i].len, rid, rid_len)
+        if kind <= R_CL:
+            lines.passed_size += names[i].len + values[i].len + 4
+        if kind == R_PASS:
+            continue
+        if kind == R_DATE:
+            lines.date = True
+        elif kind == R_CL:
+            lines.content_length = True
+        elif kind == R_CONN:
+            if not _plain_connection(head + values[i].off, values[i].len):
+                drop_named = _connection_tokens(
+                    PyBytes_FromStringAndSize(head + values[i].off, values[i].len), drop_named
+                )
+        elif kind == R_TE:
+            lines.chunked = True
+    return drop_named
+
+
+cdef bytes _status_line(int status, HttpParser parser):
+    """The upstream's status line as we send it: the precomputed one when its reason phrase is
+    the standard one (PERF: no formatting), else rebuilt with the upstream's phrase."""
+    cdef const char* reason = parser.head + parser.st.target.off
+    cdef Py_ssize_t reason_len = parser.st.target.len
+    line = _STATUS_LINES[status] if 0 <= status < 600 else None
+    if line is None or (
+        PyBytes_GET_SIZE(<bytes>line) - 15 != reason_len
+        or memcmp(PyBytes_AS_STRING(<bytes>line) + 13, reason, reason_len)
+    ):
+        return b"HTTP/1.1 %d %s\r\n" % (status, parser.target())
+    return <bytes>line
 
 
 cdef long long _content_length(const char* s, Py_ssize_t n) except -1:
@@ -353,6 +422,28 @@ cdef extern from "sys/socket.h" nogil:
     ssize_t send(int fd, const void* buf, size_t n, int flags)
     int MSG_NOSIGNAL
     int MSG_DONTWAIT
+
+
+cdef extern from *:
+    """
+    #include <sys/ioctl.h>
+    #ifdef __linux__
+    #include <linux/sockios.h>
+    static Py_ssize_t fastgw_unsent(int fd) {
+        int n = 0;
+        return (fd >= 0 && ioctl(fd, SIOCOUTQ, &n) == 0) ? (Py_ssize_t)n : 0;
+    }
+    #else
+    static Py_ssize_t fastgw_unsent(int fd) { return 0; }
+    #endif
+    """
+    Py_ssize_t fastgw_unsent(int fd) nogil  # bytes in the socket's send queue, not yet acknowledged
+
+
+cdef int _socket_fd(object transport) except? -2:
+    """The descriptor under a transport, or -1 (a transport without a socket of its own)."""
+    sock = transport.get_extra_info("socket")
+    return sock.fileno() if sock is not None else -1
 
 
 cdef int _outlet_open(Outlet* outlet, object transport) except -1:
@@ -503,6 +594,7 @@ cdef bytes _render_traceparent(RequestIds ids, const char* client, unsigned long
 
 # -- request statistics ----------------------------------------------------------------------------
 
+_OUTCOME_NAMES = ("none", "1xx", "2xx", "3xx", "4xx", "5xx", "failed")  # Target.outcomes slots
 LATENCY_BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 METHOD_NAMES = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other")
 cdef double _BOUNDS[LATENCY_BUCKETS - 1]
@@ -588,7 +680,7 @@ cdef class RequestStats:
 # -- the client side -------------------------------------------------------------------------------
 
 @cython.final
-cdef class ClientProtocol:
+cdef class ClientProtocol(Timed):
     PAUSE_UPSTREAM = P_UPSTREAM  # the upstream's write buffer is full
     PAUSE_BUFFER = P_BUFFER  # request body buffered while no upstream connection is ready
     PAUSE_PIPELINE = P_PIPELINE  # too many pipelined requests waiting
@@ -596,28 +688,43 @@ cdef class ClientProtocol:
 
     def __init__(self, server) -> None:
         self.server = server
-        listener = server.plan
-        self.listener = listener
         self.transport = None
         self.outlet.fd = -1
-        lim = listener.limits
-        self.parser = HttpParser(True, lim.max_header_bytes, lim.max_headers, lim.max_uri_bytes)
+        self.parser = None
         self.peer_ip = b""
+        self.peer = None
         self.trusted = False
         self.in_head = False
         self.active = None  # the exchange answering now
         self.parsing = None  # the exchange whose body is being parsed
         self.queue = deque()  # pipelined, waiting their turn
+        self.refusal = None
         self.paused = 0
         self.write_paused = False
         self.deadline = 0.0
+        self.send_deadline = 0.0
+        self.send_backlog = 0
         self.draining = False
+        self.lingering = False
         self.closed = False
-        # PERF: the listener plan is immutable and fixed for the connection's life; its limits
-        # and timeouts are copied into C fields once instead of read through attributes per use.
-        timeouts = listener.timeouts
-        self.router = listener.router
+        self.last_host_header = None
+        self.last_host = None
         self.request_ids = server.request_ids
+        self.unrouted = server.unrouted
+        self.adopt(server.plan)
+
+    cdef int adopt(self, object listener) except -1:
+        """Take the listener's current plan: at accept, and again from the first request after a
+        reload (in-flight requests finish on the plan they started with; they hold their route).
+
+        PERF: the plan's limits and timeouts are copied into C fields here, not read through
+        attributes per request; a reload bumps ``_plan_generation``, compared once per request."""
+        self.generation = _plan_generation
+        self.listener = listener
+        lim = listener.limits
+        timeouts = listener.timeouts
+        config = listener.config
+        self.router = listener.router
         self.max_connections = lim.max_connections
         self.max_body_bytes = lim.max_body_bytes
         self.max_pipeline = lim.max_pipeline
@@ -625,52 +732,76 @@ cdef class ClientProtocol:
         self.head_timeout = timeouts.head
         self.body_timeout = timeouts.body
         self.keepalive_timeout = timeouts.keepalive
-        self.last_host_header = None
-        self.last_host = None
-        self.trace_context = listener.config.trace_context
-        self.unrouted = server.unrouted
+        self.send_timeout = timeouts.send
+        self.linger_timeout = timeouts.linger
+        self.underscores = listener.underscores
+        self.request_id_header = listener.request_id_header
+        self.request_id_lower = listener.request_id_lower
+        self.trace_context = config.trace_context
+        server = self.server
         self.access_log = server.access_log
         self.spans = spans = server.spans
         # Without export every new trace is sampled, as before: the gateway heads it for others.
         self.trace_sample_max = spans.sample_max if spans is not None else SAMPLE_ALL
+        if self.peer is not None:
+            self.trusted = listener.is_trusted(self.peer)  # trusted_proxies may have changed
+        if self.transport is not None:
+            self.transport.set_write_buffer_limits(high=self.buffer_bytes)
+        return 0
+
+    cdef int renew_parser(self) except -1:
+        """A parser with the listener's current head limits; only between messages, where a
+        parser holds nothing (a reload's limits apply from the next request's first byte)."""
+        lim = self.listener.limits
+        self.parser = HttpParser(True, lim.max_header_bytes, lim.max_headers, lim.max_uri_bytes)
+        self.parser_generation = self.generation
+        return 0
 
     # -- asyncio callbacks ---------------------------------------------------------------------
     def connection_made(self, transport) -> None:
         self.transport = transport
         self.write_bound = transport.write
         _outlet_open(&self.outlet, transport)
+        self.sock_fd = _socket_fd(transport)
+        self.wheel = running_wheel()
+        self.renew_parser()
         server = self.server
         server.connections.add(self)
         if len(server.connections) > self.max_connections:
             # Degrade instead of exhausting memory: answer at once and close.
-            transport.write(render_error(_overload_fault, close=True, date_line=_CLOCK.date_line))
+            transport.write(render_error(_overload_fault, close=True, date_line=date_line()))
             transport.close()
             return
         transport.set_write_buffer_limits(high=self.buffer_bytes)
         peer = transport.get_extra_info("peername")
         if peer:
+            self.peer = peer[0]
             self.peer_ip = peer[0].encode()
             self.trusted = self.listener.is_trusted(peer[0])
-        self.deadline = _now() + self.head_timeout
-        _CLOCK.watched.add(self)
+        self.now = _now()
+        self.set_deadline(self.now + self.head_timeout)
 
     def connection_lost(self, exc) -> None:
         self.closed = True
         self.outlet.fd = -1
         self.server.connections.discard(self)
-        _CLOCK.watched.discard(self)
-        cdef Exchange active = self.active
-        if active is not None:
-            active.client_lost()
-        for queued in self.queue:
-            (<Exchange>queued).client_lost()
-        self.queue.clear()
-        self.active = self.parsing = None
+        self.abandon(_LEFT_DURING if self.active is not None and self.active.response_started else _LEFT_BEFORE)
 
     def data_received(self, data) -> None:
+        if self.closed:
+            return
+        if self.lingering:
+            return  # after a refusal: what the client still sends is read and dropped
         cdef HttpParser parser = self.parser
-        if self.closed or parser is None:
+        if parser is None:
             return  # refused: nothing after that is read
+        cdef double now = _now()
+        self.now = now
+        if self.parser_generation != _plan_generation and parser.st.between:
+            if self.generation != _plan_generation:
+                self.adopt(self.server.plan)
+            self.renew_parser()
+            parser = self.parser
         parser.feed(data if type(data) is bytes else bytes(data))
         cdef int event
         try:
@@ -686,7 +817,7 @@ cdef class ClientProtocol:
                 elif event == EV_DONE:
                     self.on_message_complete()
                 else:
-                    raise _request_fault(parser, event)
+                    raise _request_fault(parser, event, self.parsing is not None)
                 if self.closed or self.parser is None:
                     break  # answered and closed, or refused: the rest of this read is not ours
         except HttpFault as fault:
@@ -704,26 +835,41 @@ cdef class ClientProtocol:
             if not self.in_head:
                 # Slowloris: the head timeout counts from the first byte of a request.
                 self.in_head = True
-                self.deadline = _now() + self.head_timeout
+                self.set_deadline(now + self.head_timeout)
         elif self.parsing is not None and not self.paused:
-            self.deadline = _now() + self.body_timeout
+            self.set_deadline(now + self.body_timeout)
 
     def eof_received(self) -> bool:
-        # A client half-close: finish what is in flight, then close (do not keep half-open).
-        if self.active is None:
+        """The client half-closed: it sends nothing more (RFC 9112 9.6)."""
+        cdef Exchange active = self.active
+        if self.lingering or (active is None and self.parsing is None):
             self.outlet.fd = -1  # uvloop closes the transport now: nothing more goes out
             return False
-        self.draining = True
+        if self.parsing is not None:
+            # A request whose body can never be complete: the upstream must not wait for it.
+            self.reject(ClientFault("the client closed the connection before the request body was complete"))
+            return not self.closed
+        if not active.response_started:
+            # Gone before its response (nginx's 499): nothing it asked for is worth finishing.
+            self.abandon(_LEFT_BEFORE)
+            self.close()
+            return False
+        self.draining = True  # its response is on the way: finish it, then close
         return True
 
     def pause_writing(self) -> None:
         self.write_paused = True
+        # The send timeout counts while the client takes nothing (nginx's send_timeout).
+        self.send_backlog = self.unsent()
+        self.send_deadline = _now() + self.send_timeout
+        self.wheel.file(self, self.send_deadline)
         cdef Exchange active = self.active
         if active is not None and active.conn is not None:
             active.conn.pause_reading()
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        self.send_deadline = 0.0
         cdef Exchange active = self.active
         if active is not None and active.conn is not None:
             active.conn.resume_reading()
@@ -731,10 +877,12 @@ cdef class ClientProtocol:
     # -- parser events -------------------------------------------------------------------------
     cdef int on_head(self, HttpParser parser) except -1:
         self.in_head = False
+        if self.generation != _plan_generation:
+            self.adopt(self.server.plan)  # this request starts on the plan current now
         cdef Exchange exchange = self.build_exchange(parser)
         self.parsing = exchange
         if exchange.content_length > 0 or exchange.chunked:
-            self.deadline = _now() + self.body_timeout
+            self.set_deadline(self.now + self.body_timeout)
         else:
             self.deadline = 0.0
         if self.active is None:
@@ -750,7 +898,7 @@ cdef class ClientProtocol:
         cdef Exchange exchange = self.parsing
         self.parsing = None
         if self.active is None and not self.queue:
-            self.deadline = _now() + self.keepalive_timeout
+            self.set_deadline(self.now + self.keepalive_timeout)
         elif not self.paused:
             self.deadline = 0.0  # waiting for the upstream: its own timeouts apply
         if exchange is not None:
@@ -775,6 +923,11 @@ cdef class ClientProtocol:
         cdef int count = parser.st.count
         cdef Exchange exchange = Exchange.__new__(Exchange)
         exchange.setup(self)
+        cdef PassRules rules
+        rules.named = NULL
+        rules.rid_name = PyBytes_AS_STRING(self.request_id_lower)
+        rules.rid_len = PyBytes_GET_SIZE(self.request_id_lower)
+        rules.drop_underscores = False
         cdef const char* host_ptr = NULL
         cdef Py_ssize_t host_len = 0
         cdef long long content_length = -1
@@ -787,12 +940,24 @@ cdef class ClientProtocol:
         cdef list connection_tokens = None
         cdef const char* traceparent = NULL
         cdef Py_ssize_t traceparent_len = -1  # -1: none; -2: more than one (invalid, RFC 9110 5.3)
+        cdef const char* name
         cdef const char* value
         cdef Py_ssize_t value_len
         cdef int i, kind
         for i in range(count):
-            kind = _request_kind(head + names[i].off, names[i].len)
+            name = head + names[i].off
+            kind = _request_kind(name, names[i].len, &rules)
             if kind == H_PASS:
+                if self.underscores == U_ALLOW or memchr(name, b"_", names[i].len) == NULL:
+                    continue
+                # X_User_Id reaches a CGI/WSGI upstream as HTTP_X_USER_ID, the same variable as
+                # the X-User-Id the gateway sets: never forwarded unless the listener allows it.
+                if self.underscores == U_REJECT:
+                    raise ClientFault(
+                        "header name with an underscore: "
+                        + PyBytes_FromStringAndSize(name, names[i].len)[:64].decode("latin-1")
+                    )
+                rules.drop_underscores = True
                 continue
             value = head + values[i].off
             value_len = values[i].len
@@ -836,6 +1001,7 @@ cdef class ClientProtocol:
             raise ClientFault("both Content-Length and Transfer-Encoding")
         if content_length > self.max_body_bytes:
             raise ClientFault("request body too large", 413)
+
 
         cdef bytes method = parser.method()
         cdef const char* target = head + parser.st.target.off
@@ -903,14 +1069,17 @@ cdef class ClientProtocol:
             exchange.traceparent = _render_traceparent(self.request_ids, traceparent, self.trace_sample_max)
         exchange.method_slot = _method_slot(parser.method_number())
         trusted = self.trusted
+        rules.named = <PyObject*>named if named is not None else NULL
+        rules.keep_traceparent = exchange.traceparent is None
+        rules.keep_tracestate = exchange.traceparent is None or exchange.client_traceparent is not None
         exchange.pass_block = _render_pass_block(
             parser,
-            named,
+            &rules,
             exchange.traceparent,
-            exchange.traceparent is None or exchange.client_traceparent is not None,
             xff if trusted and xff else None,
             self.peer_ip,
             xfp if trusted and xfp else _HTTP,
+            self.request_id_header,
             request_id,
             xfh if trusted and xfh else host_header,
         )
@@ -919,6 +1088,7 @@ cdef class ClientProtocol:
             exchange.head_owner = parser.head_owner
             exchange.fields_lo = parser.head_origin + names[0].off
             exchange.fields_hi = parser.head_origin + values[count - 1].off + values[count - 1].len
+        exchange.drop_underscores = rules.drop_underscores
         exchange.method = method
         exchange.http_10 = http_10
         exchange.keep_alive = parser.keep_alive() and not self.draining
@@ -938,14 +1108,24 @@ cdef class ClientProtocol:
         _outlet_write(&self.outlet, self.write_bound, self.transport, data)
         return 0
 
+    cdef bytes error_bytes(self, fault, bytes request_id, bint close, list extra, bint head_only):
+        """A gateway error answer on this listener (its request-id header name, today's Date)."""
+        return render_error(
+            fault, request_id, close=close, extra=extra, date_line=date_line(), head_only=head_only,
+            request_id_header=self.request_id_header,
+        )  # fmt: skip
+
     # -- exchange lifecycle --------------------------------------------------------------------
     cdef int exchange_finished(self, Exchange exchange) except -1:
         """The active exchange wrote its last byte (or failed): close, or start the next one."""
         if exchange is not self.active:
             return 0
         self.active = None
-        if exchange.close_after or (self.draining and not self.queue):
-            self.close()
+        if exchange.close_after:
+            if exchange.request_done or self.closed:
+                self.close()
+            else:
+                self.linger_close()  # the rest of its body may still be on the way
             return 0
         if self.paused & P_PIPELINE and len(self.queue) < self.max_pipeline:
             self.resume_reading_for(P_PIPELINE)
@@ -953,25 +1133,73 @@ cdef class ClientProtocol:
         if self.queue:
             nxt = self.active = self.queue.popleft()
             nxt.start()
+        elif self.refusal is not None:
+            # A request refused after pipelined ones: answered in its turn, then the connection
+            # ends (nothing read after it can be trusted).
+            self.write(self.error_bytes(self.refusal, None, True, None, False))
+            self.linger_close()
+        elif self.draining:
+            self.close()
         elif not self.in_head and self.parsing is None:
-            self.deadline = _now() + self.keepalive_timeout
-            if self.draining:
-                self.close()
+            self.set_deadline(exchange.ended_at + self.keepalive_timeout)
         return 0
 
     cdef int reject(self, fault) except -1:
-        """A request we refuse before it has an exchange: answer in order if possible, close."""
-        self.parser = None  # input after a refusal is not read
+        """Input we refuse: a head we cannot accept, or the body of an accepted one that turned
+        out malformed or cut short. Nothing after it is read; every earlier request is answered
+        first, in order; the upstream never waits for a body that will not come."""
+        self.parser = None
+        self.in_head = False
+        cdef Exchange parsing = self.parsing
+        if parsing is not None:
+            self.parsing = None
+            parsing.refuse(fault)  # answers it (or cuts its response) when its turn comes
+            if self.active is None and not self.queue and not self.closed:
+                self.linger_close()  # it had already been answered (the upstream did not wait)
+            return 0
         if self.unrouted is not None:
             self.unrouted.count(METHOD_SLOTS - 1, fault.status, -1.0, -1.0)
         if self.active is None and not self.queue:
-            self.write(render_error(fault, close=True, date_line=_CLOCK.date_line))
+            self.write(self.error_bytes(fault, None, True, None, False))
+            self.linger_close()
+            return 0
+        self.refusal = fault
+        self.pause_reading_for(P_PIPELINE)
+        return 0
+
+    cdef int linger_close(self) except -1:
+        """End the connection after an error answer without resetting the answer away.
+
+        A close with unread input makes the kernel send RST, and an RST that reaches the client
+        before it read the answer (a 431 or 413 while it still sends) destroys it. So, as nginx's
+        lingering close: stop sending (FIN), read and drop what still comes for at most the
+        listener's ``linger`` timeout, and close when the client closes or the time is up."""
+        if self.closed:
+            return 0
+        if self.client_eof or not self.transport.can_write_eof():
             self.close()
             return 0
-        # Earlier requests are still being answered; the refused one cannot be answered
-        # out of order, and nothing after it can be trusted, so close once they are done.
-        self.draining = True
-        self.pause_reading_for(P_PIPELINE)
+        self.lingering = True
+        self.parser = None
+        self.outlet.fd = -1  # from here the transport alone writes: the FIN goes after the answer
+        self.transport.write_eof()
+        if self.paused:
+            self.paused = 0
+            self.transport.resume_reading()
+        self.set_deadline(_now() + self.linger_timeout)
+        return 0
+
+    cdef int abandon(self, str reason) except -1:
+        """The client is gone (or will get nothing more): every exchange it started ends now,
+        freeing what it holds upstream, recorded as a client abort with ``reason``."""
+        cdef Exchange active = self.active
+        self.active = None
+        self.parsing = None
+        if active is not None:
+            active.client_lost(reason)
+        for queued in self.queue:
+            (<Exchange>queued).client_lost(_LEFT_BEFORE)
+        self.queue.clear()
         return 0
 
     cdef int pause_reading_for(self, int reason) except -1:
@@ -988,7 +1216,18 @@ cdef class ClientProtocol:
         if not self.paused and not self.closed:
             self.transport.resume_reading()
             if self.parsing is not None:
-                self.deadline = _now() + self.body_timeout
+                self.set_deadline(_now() + self.body_timeout)
+        return 0
+
+    cdef Py_ssize_t unsent(self) except -1:
+        """Response bytes the client has not taken: in the transport, and in the kernel's send
+        queue (SIOCOUTQ: a slow reader frees the kernel's buffer long before the transport's)."""
+        return self.transport.get_write_buffer_size() + fastgw_unsent(self.sock_fd)
+
+    cdef inline int set_deadline(self, double at) except -1:
+        """The read-side deadline (head, body, keep-alive or linger), filed on the wheel."""
+        self.deadline = at
+        self.wheel.file(self, at)
         return 0
 
     cpdef close(self):
@@ -1008,34 +1247,64 @@ cdef class ClientProtocol:
         if self.active is None and not self.in_head and self.parsing is None:
             self.close()
 
+    cpdef expire(self, double now):
+        """The wheel's call: a deadline may have passed (else it files the next one again)."""
+        if self.closed:
+            return
+        if self.send_deadline and now >= self.send_deadline:
+            backlog = self.unsent()
+            if backlog >= self.send_backlog:
+                # Nothing taken for a whole send timeout: free the upstream side and go.
+                self.abandon(_STALLED)
+                self.abort()
+                return
+            self.send_backlog = backlog  # it reads, slowly: the timeout counts from this progress
+            self.send_deadline = now + self.send_timeout
+        if self.deadline and now >= self.deadline:
+            self.check_deadline(now)
+            if self.closed:
+                return
+        if self.deadline:
+            self.wheel.file(self, self.deadline)
+        if self.send_deadline:
+            self.wheel.file(self, self.send_deadline)
+
     cpdef check_deadline(self, double now):
+        """The read-side deadline passed: slowloris, a stalled body, an idle keep-alive, a linger."""
         if not self.deadline or now < self.deadline or self.closed:
             return
-        if self.in_head or self.parsing is not None:
+        self.deadline = 0.0
+        if self.lingering:
+            self.close()
+        elif self.in_head or self.parsing is not None:
             # Slowloris or a stalled body: 408 if nothing was answered for it yet.
             if self.active is None or (self.active is self.parsing and not self.active.response_started):
                 fault = ClientFault("timed out reading the request", 408)
                 if self.active is not None:
-                    self.active.fail(fault)
+                    self.active.fail(fault)  # the exchange closes the connection (lingering)
                 else:
-                    self.write(render_error(fault, close=True, date_line=_CLOCK.date_line))
-                self.close()
+                    self.write(self.error_bytes(fault, None, True, None, False))
+                    self.linger_close()
             else:
                 self.abort()
         elif self.active is None:
             self.close()  # idle keep-alive expired
 
 
-cdef inline bint _passes(
-    const char* head, Field name, object named, bint keep_traceparent, bint keep_tracestate
-) except -1:
+cdef inline bint _passes(const char* head, Field name, const PassRules* rules) except -1:
     """Is this request header forwarded as it is?"""
-    cdef int kind = _request_kind(head + name.off, name.len)
-    if kind != H_PASS and not (
-        (kind == H_TRACEPARENT and keep_traceparent) or (kind == H_TRACESTATE and keep_tracestate)
+    cdef int kind = _request_kind(head + name.off, name.len, rules)
+    if kind == H_PASS:
+        if rules.drop_underscores and memchr(head + name.off, b"_", name.len) != NULL:
+            return False
+    elif not (
+        (kind == H_TRACEPARENT and rules.keep_traceparent) or (kind == H_TRACESTATE and rules.keep_tracestate)
     ):
         return False
-    return named is None or PyBytes_FromStringAndSize(head + name.off, name.len).lower() not in named
+    return (
+        rules.named == NULL
+        or PyBytes_FromStringAndSize(head + name.off, name.len).lower() not in <object>rules.named
+    )
 
 
 cdef inline bint _plain_connection(const char* s, Py_ssize_t n) noexcept:
@@ -1054,21 +1323,21 @@ cdef list _tokens(bytes value, list into):
 
 cdef bytes _render_pass_block(
     HttpParser parser,
-    object named,
+    const PassRules* rules,
     object traceparent,
-    bint keep_tracestate,
     object xff,
     bytes peer_ip,
     bytes proto,
+    bytes request_id_header,
     bytes request_id,
     object fwd_host,
 ):
-    """The header lines forwarded as they are (not special, not named in Connection), then the
-    X-Forwarded-For/-Proto, X-Request-Id, X-Forwarded-Host and traceparent lines the gateway adds
-    (without tracing, ``traceparent`` is None and the client's line passes as it is).
-    ``tracestate`` belongs to the traceparent it came with (W3C Trace Context 3.3): it passes
-    when that trace is continued or tracing is off, and is dropped when a new trace starts."""
-    cdef bint keep_traceparent = traceparent is None
+    """The header lines forwarded as they are (``rules``: not special, not named in Connection,
+    no underscore unless allowed), then the X-Forwarded-For/-Proto, request id, X-Forwarded-Host
+    and traceparent lines the gateway adds (without tracing, ``traceparent`` is None and the
+    client's line passes as it is). ``tracestate`` belongs to the traceparent it came with (W3C
+    Trace Context 3.3): it passes when that trace is continued or tracing is off, and is dropped
+    when a new trace starts."""
     cdef const char* head = parser.head
     cdef Field* names = parser.st.names
     cdef Field* values = parser.st.values
@@ -1076,14 +1345,14 @@ cdef bytes _render_pass_block(
     cdef Py_ssize_t size = 0
     cdef char* p
     for i in range(count):
-        if not _passes(head, names[i], named, keep_traceparent, keep_tracestate):
+        if not _passes(head, names[i], rules):
             continue
         size += names[i].len + values[i].len + 4
     size += 17 + PyBytes_GET_SIZE(peer_ip) + 2  # X-Forwarded-For: [xff, ]peer
     if xff is not None:
         size += PyBytes_GET_SIZE(<bytes>xff) + 2
     size += 19 + PyBytes_GET_SIZE(proto) + 2  # X-Forwarded-Proto: proto
-    size += 14 + PyBytes_GET_SIZE(request_id) + 2  # X-Request-Id: id
+    size += PyBytes_GET_SIZE(request_id_header) + 2 + PyBytes_GET_SIZE(request_id) + 2  # X-Request-Id: id
     if fwd_host:
         size += 18 + PyBytes_GET_SIZE(<bytes>fwd_host) + 2  # X-Forwarded-Host: host
     if traceparent is not None:
@@ -1091,7 +1360,7 @@ cdef bytes _render_pass_block(
     cdef bytes out = PyBytes_FromStringAndSize(NULL, size)
     p = PyBytes_AS_STRING(out)
     for i in range(count):
-        if not _passes(head, names[i], named, keep_traceparent, keep_tracestate):
+        if not _passes(head, names[i], rules):
             continue
         p = _put_line(p, head + names[i].off, names[i].len, head + values[i].off, values[i].len)
     p = _put_c(p, "X-Forwarded-For: ", 17)
@@ -1101,7 +1370,9 @@ cdef bytes _render_pass_block(
     p = _put(p, peer_ip)
     p = _put_c(p, "\r\nX-Forwarded-Proto: ", 21)
     p = _put(p, proto)
-    p = _put_c(p, "\r\nX-Request-Id: ", 16)
+    p = _put_c(p, "\r\n", 2)
+    p = _put(p, request_id_header)
+    p = _put_c(p, ": ", 2)
     p = _put(p, request_id)
     p = _put_c(p, "\r\n", 2)
     if fwd_host:
@@ -1116,8 +1387,8 @@ cdef bytes _render_pass_block(
     return out
 
 
-cdef object _request_fault(HttpParser parser, int event):
-    """The answer to a request head the parser refused."""
+cdef object _request_fault(HttpParser parser, int event, bint in_body):
+    """The answer to a request head (or body, ``in_body``) the parser refused."""
     if event == EV_HEAD_TOO_BIG:
         return ClientFault("request header block too large", 431)
     if event == EV_TOO_MANY_FIELDS:
@@ -1126,16 +1397,18 @@ cdef object _request_fault(HttpParser parser, int event):
         return ClientFault("request target too long", 414)
     if event == EV_UPGRADE:
         return ClientFault("protocol upgrade is not supported", 501)
+    if in_body:
+        return ClientFault(f"malformed request body: {parser.error()[:80]}")
     return ClientFault(f"malformed request: {parser.error()[:80]}")
 
 
 cdef str _response_problem(HttpParser parser, int event):
-    """Why an upstream response was refused (the client gets 502 with this message)."""
+    """Why an upstream response was refused (the client gets 502 naming the upstream, then this)."""
     if event == EV_HEAD_TOO_BIG:
-        return "upstream sent a response head over 64 KiB"
+        return "sent a response head over 64 KiB"
     if event == EV_TOO_MANY_FIELDS:
-        return "upstream sent too many response headers"
-    return "upstream sent a malformed response"
+        return "sent too many response headers"
+    return "sent a malformed response"
 
 
 cdef inline bytes _body_piece(HttpParser parser):
@@ -1188,16 +1461,25 @@ cdef class Exchange:
         self.consumer = None
         self.claims = None
         self._client_ip = None
-        self.started_at = _now()
-        self.received_at = _precise_now()
+        self.received_at = client.now  # the read that completed the head
         self.bytes_sent = 0
         self.traceparent = None
         self.client_traceparent = None
+        self.upstream_status = 0
+        self.held_head = None
+        self.refusal = None
+        self.continue_sent = False
+        self.interim_sent = False
+        self.abort_reason = None
+        self.drop_underscores = False
         return 0
 
     # -- start ---------------------------------------------------------------------------------
     cdef int start(self) except -1:
         """Route and begin forwarding; called when this exchange becomes the active one."""
+        if self.refusal is not None:
+            self.answer_fault(self.refusal, None)  # its body turned out malformed or cut short
+            return 0
         try:
             self.route_and_forward()
         except Exception:
@@ -1222,6 +1504,7 @@ cdef class Exchange:
             # RFC 9110 10.1.1: we are about to read the body, so tell the client to send it.
             # (A declared length over the limit was refused with 413 before getting here.)
             self.client.write(CONTINUE_100)
+            self.continue_sent = True
         if route.on_request:
             self._run_request_hooks(route.on_request, 0)
             return 0
@@ -1340,7 +1623,7 @@ cdef class Exchange:
         return True
 
     cdef bint retry_allowed(self, str kind, int status) except -1:
-        if self.finished or self.response_started:
+        if self.finished or self.response_started or self.interim_sent:
             return False  # never once any byte of the response went to the client
         if self.content_length > 0 or self.chunked or self.body_received:
             return False  # the request body was streamed, not kept: it cannot be sent twice
@@ -1354,6 +1637,7 @@ cdef class Exchange:
         cdef Target failed = self.target
         if (<GroupCore>route.upstream).observes:
             route.upstream.observe(self)  # the failed attempt counts for health and outliers
+        self.count_attempt(_now())
         self.tries += 1
         self.uncount_target()
         self.target = None  # observed above: the exchange's end must not report this attempt again
@@ -1397,7 +1681,10 @@ cdef class Exchange:
                 future.result().pool.give_back(future.result())
             return
         if exc is not None:
-            fault = exc if isinstance(exc, HttpFault) else UpstreamFault("upstream connect failed", 502)
+            if isinstance(exc, HttpFault):
+                fault = (<object>exc).naming(self.upstream_name())
+            else:
+                fault = self.upstream_fault("connect failed", 502)
             self.upstream_error = fault
             if isinstance(fault, ConnectFault) and self.try_again("connect", 0):
                 return
@@ -1411,9 +1698,10 @@ cdef class Exchange:
     cdef int attach(self, UpstreamConnection conn) except -1:
         """Bind a connection and write the head plus whatever body already arrived, in one call."""
         cdef RouteCore route = self.route
+        cdef double now = _now()
         self.conn = conn
-        conn.begin(self, self.method == _HEAD, route, not self.request_done)
-        self.upstream_sent_at = _precise_now()  # for the upstream latency metric and observers
+        self.upstream_sent_at = now  # for the upstream latency metric and observers
+        conn.begin(self, self.method == _HEAD, route, not self.request_done, now)
         if route.on_upstream_request:
             self.upstream_headers = []
             for hook in route.on_upstream_request:
@@ -1508,7 +1796,7 @@ cdef class Exchange:
         if conn is not None:
             conn.write(data)
             if conn.sending:
-                conn.arm()  # progress: the send timeout counts from the last write
+                conn.arm(self.client.now)  # progress: the send timeout counts from the last write
             return 0
         if self.pending is None:
             self.pending = []
@@ -1519,46 +1807,45 @@ cdef class Exchange:
         return 0
 
     # -- response ------------------------------------------------------------------------------
+    cdef int on_upstream_interim(self, int status, HttpParser parser) except -1:
+        """A 1xx before the final response: a proxy forwards it (RFC 9110 15.2), but never to an
+        HTTP/1.0 client, and not a 100 when the gateway already sent its own 100 Continue."""
+        if self.http_10 or self.finished or self.response_started or (status == 100 and self.continue_sent):
+            return 0
+        cdef unsigned char kinds[UPSTREAM_MAX_FIELDS]
+        cdef ResponseLines lines
+        _classify_response(parser, kinds, &lines, self.client.request_id_lower)
+        self.out.append(
+            _render_response_head(
+                _status_line(status, parser), None, parser, kinds, lines.passed_size, False, False, False,
+                None, None, None, None,
+            )
+        )  # fmt: skip
+        self.interim_sent = True
+        return 0
+
     cdef int on_upstream_head(self, int status, HttpParser parser) except -1:
-        self.response_status = status
+        self.response_status = self.upstream_status = status
         if (<GroupCore>self.route.upstream).observes:
-            self.upstream_head_at = _precise_now()
+            self.upstream_head_at = _now()
         if status >= 500 and self.route.retry is not None and self.retry_allowed(None, status):
             self._drop_conn(self.conn)  # the rest of this answer is not wanted
             self.retry_later()
             return 0
         if status == 101:
-            self.fail(UpstreamFault("upstream switched protocols unasked", 502))
+            self.fail(self.upstream_fault("switched protocols unasked", 502))
             return 0
-        cdef const char* head = parser.head
-        cdef Field* names = parser.st.names
-        cdef Field* values = parser.st.values
-        cdef int i, kind, count = parser.st.count
-        cdef bint content_length = False
-        cdef bint upstream_chunked = False
-        cdef object drop_named = None
+        cdef ClientProtocol client = self.client
         cdef unsigned char kinds[UPSTREAM_MAX_FIELDS]  # each line classified once
-        cdef Py_ssize_t passed_size = 0  # the lines that go out as they came
-        for i in range(count):
-            kind = kinds[i] = _response_kind(head + names[i].off, names[i].len)
-            if kind <= R_CL:
-                passed_size += names[i].len + values[i].len + 4
-            if kind == R_PASS:
-                continue
-            if kind == R_CL:
-                content_length = True
-            elif kind == R_CONN:
-                if not _plain_connection(head + values[i].off, values[i].len):
-                    drop_named = _connection_tokens(
-                        PyBytes_FromStringAndSize(head + values[i].off, values[i].len), drop_named
-                    )
-            elif kind == R_TE:
-                upstream_chunked = True
+        cdef ResponseLines lines
+        cdef object drop_named = _classify_response(parser, kinds, &lines, client.request_id_lower)
+        cdef bint content_length = lines.content_length
+        cdef bint has_date = lines.date
         on_response = self.route.on_response
         cdef list kept = None  # None: the upstream's own lines, filtered while rendering
         cdef list added = self.add_response_headers
         if on_response or drop_named:
-            kept = _response_pairs(parser, drop_named)
+            kept = _response_pairs(parser, kinds, drop_named)
             if added:
                 kept += added
                 added = None
@@ -1572,14 +1859,14 @@ cdef class Exchange:
                 kept = self.response_headers
                 if content_length and self.body_filters:
                     # A filter that changes the body's length removed Content-Length: re-frame.
-                    content_length = _has_content_length(kept)
-        cdef ClientProtocol client = self.client
+                    content_length = _has_header(kept, b"content-length")
+                has_date = _has_header(kept, b"date")
         cdef bint close = self.close_after or not self.keep_alive or client.draining
         cdef bint no_body = self.method == _HEAD or status == 204 or status == 304
         if no_body:
             self.body_filters = None  # nothing to filter
         cdef bint rechunk = False
-        if not no_body and not content_length and not upstream_chunked and self.conn is not None:
+        if not no_body and not content_length and not lines.chunked and self.conn is not None:
             self.conn.close_delimited = True
         if not no_body and not content_length:
             if self.http_10:
@@ -1587,18 +1874,25 @@ cdef class Exchange:
             else:
                 self.rechunk = rechunk = True
         self.close_after = close
-        cdef const char* reason = head + parser.st.target.off
-        cdef Py_ssize_t reason_len = parser.st.target.len
-        line = _STATUS_LINES[status] if 0 <= status < 600 else None
-        if line is None or (
-            PyBytes_GET_SIZE(<bytes>line) - 15 != reason_len
-            or memcmp(PyBytes_AS_STRING(<bytes>line) + 13, reason, reason_len)
-        ):
-            line = b"HTTP/1.1 %d %s\r\n" % (status, parser.target())
-        self.out.append(
-            _render_response_head(line, kept, parser, kinds, passed_size, rechunk, close, self.http_10, added)
-        )
-        self.response_started = True
+        head = _render_response_head(
+            _status_line(status, parser), kept, parser, kinds, lines.passed_size, rechunk, close, self.http_10,
+            added, None if has_date else date_line(), client.request_id_header, self.request_id,
+        )  # fmt: skip
+        if self.body_filters is not None:
+            # A filter may hold the whole body back (json_fields): until it lets something go,
+            # nothing went out, and a failure is still answered with a proper error response.
+            self.held_head = head
+        else:
+            self.out.append(head)
+            self.response_started = True
+        return 0
+
+    cdef inline int release_head(self) except -1:
+        """The head a body filter held back goes out, before the first body bytes it lets go."""
+        if self.held_head is not None:
+            self.out.append(self.held_head)
+            self.held_head = None
+            self.response_started = True
         return 0
 
     cdef int on_upstream_body(self, bytes data) except -1:
@@ -1609,6 +1903,7 @@ cdef class Exchange:
                 data = body_filter.feed(data)
             if not data:
                 return 0  # a filter holds it back (it buffers, or compresses more before output)
+            self.release_head()
         if self.rechunk:
             self.out += (_chunk_header(PyBytes_GET_SIZE(data)), data, _CRLF)
         else:
@@ -1666,10 +1961,12 @@ cdef class Exchange:
                 if data:
                     data = filters[j].feed(data)
             if data:
+                self.release_head()
                 if self.rechunk:
                     self.out += (_chunk_header(PyBytes_GET_SIZE(data)), data, _CRLF)
                 else:
                     self.out.append(data)
+        self.release_head()  # an empty body: the head goes alone
         return 0
 
     cdef int _replace_response(self, response) except -1:
@@ -1701,7 +1998,7 @@ cdef class Exchange:
             self.retried = True
             self.send_upstream(True, None)
             return 0
-        self.upstream_error = UpstreamFault("upstream closed the connection before the response completed", 502)
+        self.upstream_error = self.upstream_fault("closed the connection before the response completed", 502)
         if self.try_again("reset", 0):
             return 0
         self.fail(self.upstream_error)
@@ -1709,7 +2006,7 @@ cdef class Exchange:
 
     cdef int on_upstream_malformed(self, UpstreamConnection conn, str problem) except -1:
         self._drop_conn(conn)
-        self.upstream_error = UpstreamFault(problem, 502)
+        self.upstream_error = self.upstream_fault(problem, 502)
         self.fail(self.upstream_error)
         return 0
 
@@ -1718,9 +2015,9 @@ cdef class Exchange:
         self.conn = None
         conn.detach(False)
         conn.pool.release_conn(conn)
-        self.upstream_error = UpstreamFault(
-            "upstream timed out" if not self.total_deadline or _now() < self.total_deadline
-            else "upstream exceeded the route's total timeout",
+        self.upstream_error = self.upstream_fault(
+            "timed out" if not self.total_deadline or _now() < self.total_deadline
+            else "exceeded the route's total timeout",
             504,
         )
         if self.try_again("reset", 0):
@@ -1754,6 +2051,7 @@ cdef class Exchange:
         """A failure at any point: an error response if nothing went out yet, else a close."""
         if self.finished:
             return
+        self.held_head = None  # a head a body filter held back never goes out
         if self.response_started:
             self.out.clear()
             conn = self.conn
@@ -1767,21 +2065,39 @@ cdef class Exchange:
         conn = self.conn
         if conn is not None:
             self._drop_conn(conn)
+        self.flush_to_client()  # 1xx responses already forwarded go before the answer
         self.answer_fault(fault, None)
+
+    cdef int refuse(self, fault) except -1:
+        """Its request can never be complete (the body is malformed, or the client stopped
+        sending it): abort what went upstream, and answer ``fault`` now if this exchange is the
+        one answering, or when its turn comes; a response already under way is cut. Nothing is
+        counted against the upstream: the client broke the request."""
+        self.refusal = fault
+        self.close_after = True
+        if not self.finished and self is self.client.active:
+            self.fail(fault)
+        return 0
+
+    cdef str upstream_name(self):
+        return f"upstream {(<GroupCore>self.route.upstream).name!r}"
+
+    cdef object upstream_fault(self, str what, int status):
+        """A failure of the upstream, as the client reads it (the upstream's configured name) and
+        as the log reads it (also the target's address)."""
+        target = self.target
+        return UpstreamFault(
+            f"{self.upstream_name()} {what}", status, target.label if target is not None else None
+        )
 
     cdef int answer_fault(self, fault, list extra) except -1:
         if extra is None:
             extra = fault.headers  # None for most faults; Retry-After for an unavailable upstream
-        cdef bint close = fault.close or not self.request_done or not self.keep_alive or self.client.draining
-        self.close_after = close
-        data = render_error(
-            fault,
-            self.request_id,
-            close=close,
-            extra=extra,
-            date_line=_CLOCK.date_line,
-            head_only=self.method == _HEAD,
+        cdef bint close = (
+            fault.close or self.close_after or not self.request_done or not self.keep_alive or self.client.draining
         )
+        self.close_after = close
+        data = self.client.error_bytes(fault, self.request_id, close, extra, self.method == _HEAD)
         self.response_status = fault.status
         self.bytes_sent += PyBytes_GET_SIZE(data)
         self.client.write(data)
@@ -1789,20 +2105,19 @@ cdef class Exchange:
         return 0
 
     cdef int answer(self, response) except -1:
-        cdef bint close = not self.request_done or not self.keep_alive or self.client.draining
+        cdef bint close = self.close_after or not self.request_done or not self.keep_alive or self.client.draining
         self.close_after = close
         # Headers earlier plugins added for the response (rate-limit fields) go on any answer.
         added = self.add_response_headers
-        headers = [*response.headers, *added, (b"X-Request-Id", self.request_id)] if added else [
-            *response.headers, (b"X-Request-Id", self.request_id)
-        ]
+        rid = (self.client.request_id_header, self.request_id)
+        headers = [*response.headers, *added, rid] if added else [*response.headers, rid]
         data = render_response(
             response.status,
             response.body,
             content_type=response.content_type,
             close=close,
             extra=headers,
-            date_line=_CLOCK.date_line,
+            date_line=date_line(),
             head_only=self.method == _HEAD,
         )
         self.response_status = response.status
@@ -1839,11 +2154,13 @@ cdef class Exchange:
         self.observe_end(status)
         return 0
 
-    cdef int client_lost(self) except -1:
-        """The client went away: free whatever this exchange holds upstream."""
+    cdef int client_lost(self, str reason) except -1:
+        """The client went away (``reason``, for the log): free whatever this exchange holds
+        upstream, and record a client abort."""
         if self.finished:
             return 0
         self.finished = True  # first: nothing dropped below may act for this exchange again
+        self.abort_reason = reason
         if self.retry_handle is not None:
             self.retry_handle.cancel()
             self.retry_handle = None
@@ -1865,7 +2182,8 @@ cdef class Exchange:
     cdef int observe_end(self, int status) except -1:
         """Every request ends here once: count it (C increments) and, when an access log or span
         export is on, hand it the exchange (their only Python calls, and only then)."""
-        cdef double now = _precise_now()
+        cdef double now = _now()
+        self.ended_at = now
         cdef RouteCore route = self.route
         cdef RequestStats stats = route.stats if route is not None else self.client.unrouted
         cdef double upstream = -1.0  # not observed: no upstream response
@@ -1873,6 +2191,8 @@ cdef class Exchange:
             upstream = now - self.upstream_sent_at  # the last attempt: head sent -> response ended
         if stats is not None:
             stats.count(self.method_slot, status, now - self.received_at, upstream)
+        if self.target is not None:
+            self.count_attempt(now)
         access_log = self.client.access_log
         if access_log is not None:
             access_log.record(self, status, now)
@@ -1881,17 +2201,37 @@ cdef class Exchange:
             spans.record(self, status, now)
         return 0
 
+    cdef int count_attempt(self, double now) except -1:
+        """One attempt at ``target`` ended: count it there, by the upstream's status class, or as
+        failed (connect error, reset, timeout, malformed), or as unanswered (the client left, or
+        the gateway ended it first); time it from the request head sent to now."""
+        cdef Target target = self.target
+        cdef int outcome
+        if self.upstream_error is not None:
+            outcome = TARGET_FAILED
+        elif 100 <= self.upstream_status < 600:
+            outcome = self.upstream_status // 100
+        else:
+            outcome = 0
+        target.outcomes[outcome] += 1
+        if outcome and self.upstream_sent_at > 0.0:
+            target.latency_buckets[_bucket(now - self.upstream_sent_at)] += 1
+            target.latency_sum += now - self.upstream_sent_at
+        return 0
+
     # -- for hooks and predicates --------------------------------------------------------------
     @property
     def headers(self) -> list:
         """The request's headers as received, (name, value) bytes pairs; parsed on first use."""
         if self._headers is None:
-            self._headers = _header_pairs(self.head_owner, self.fields_lo, self.fields_hi)
+            self._headers = _header_pairs(self.head_owner, self.fields_lo, self.fields_hi, self.drop_underscores)
         return self._headers
 
     def header(self, bytes name) -> bytes | None:
         """First value of a request header (name lower-case)."""
         if self._headers is None:
+            if self.drop_underscores and b"_" in name:
+                return None  # dropped: neither forwarded nor seen
             # PERF: scan the validated header lines where they lie, without splitting them all
             # into pairs (an auth plugin reads one header per request).
             return _find_header(self.head_owner, self.fields_lo, self.fields_hi, name)
@@ -1987,13 +2327,16 @@ cdef object _find_header(object owner, Py_ssize_t lo, Py_ssize_t hi, bytes name)
     return None
 
 
-cdef list _header_pairs(object owner, Py_ssize_t lo, Py_ssize_t hi):
-    """Split header lines llhttp already validated (no obs-fold, no bare LF) into pairs."""
+cdef list _header_pairs(object owner, Py_ssize_t lo, Py_ssize_t hi, bint drop_underscores):
+    """Split header lines llhttp already validated (no obs-fold, no bare LF) into pairs; names
+    with "_" are left out when the listener drops them."""
     if owner is None:
         return []
     pairs = []
     for line in bytes(owner[lo:hi]).split(b"\r\n"):
         name, _, value = line.partition(b":")
+        if drop_underscores and b"_" in name:
+            continue
         pairs.append((name, value.strip(b" \t")))
     return pairs
 
@@ -2011,14 +2354,14 @@ cdef object _connection_tokens(bytes value, object into):
     return into
 
 
-cdef bint _has_content_length(list pairs):
+cdef bint _has_header(list pairs, bytes lower_name):
     for name, _ in pairs:
-        if (<bytes>name).lower() == b"content-length":
+        if (<bytes>name).lower() == lower_name:
             return True
     return False
 
 
-cdef list _response_pairs(HttpParser parser, object drop_named):
+cdef list _response_pairs(HttpParser parser, const unsigned char* kinds, object drop_named):
     """The upstream's headers the gateway forwards, as (name, value) pairs for hooks."""
     cdef const char* head = parser.head
     cdef Field* names = parser.st.names
@@ -2027,7 +2370,7 @@ cdef list _response_pairs(HttpParser parser, object drop_named):
     cdef int i
     cdef bytes name
     for i in range(parser.st.count):
-        if _response_kind(head + names[i].off, names[i].len) > R_CL:
+        if kinds[i] > R_CL:
             continue
         name = PyBytes_FromStringAndSize(head + names[i].off, names[i].len)
         if drop_named is not None and name.lower() in drop_named:
@@ -2046,11 +2389,16 @@ cdef bytes _render_response_head(
     bint close,
     bint http_10,
     list added,
+    bytes date,
+    bytes rid_name,
+    bytes rid_value,
 ):
     """Status line, the headers (``kept``: pairs chosen by hooks or filtered by Connection; None:
     the upstream's own lines whose ``kinds`` say they pass, ``passed_size`` bytes, then ``added``,
     pairs plugins add without reading the others: PERF, no pairs made of the upstream's lines),
-    the framing and connection lines, and the blank line: one allocation."""
+    ``date`` (the Date line, when the upstream sent none), the request id line (``rid_name``:
+    ``rid_value``; None for a 1xx), the framing and connection lines, and the blank line: one
+    allocation."""
     cdef Py_ssize_t size = PyBytes_GET_SIZE(line) + 2
     cdef const char* head = parser.head
     cdef Field* names = parser.st.names
@@ -2066,6 +2414,10 @@ cdef bytes _render_response_head(
     if added is not None:
         for name, value in added:
             size += PyBytes_GET_SIZE(name) + PyBytes_GET_SIZE(value) + 4
+    if date is not None:
+        size += PyBytes_GET_SIZE(date)
+    if rid_name is not None:
+        size += PyBytes_GET_SIZE(rid_name) + PyBytes_GET_SIZE(rid_value) + 4
     if rechunk:
         size += PyBytes_GET_SIZE(_TRANSFER_CHUNKED)
     if close:
@@ -2084,6 +2436,10 @@ cdef bytes _render_response_head(
     if added is not None:
         for name, value in added:
             p = _put_line(p, PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name), PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value))
+    if date is not None:
+        p = _put(p, date)
+    if rid_name is not None:
+        p = _put_line(p, PyBytes_AS_STRING(rid_name), PyBytes_GET_SIZE(rid_name), PyBytes_AS_STRING(rid_value), PyBytes_GET_SIZE(rid_value))
     if rechunk:
         p = _put(p, _TRANSFER_CHUNKED)
     if close:
@@ -2098,7 +2454,7 @@ cdef bytes _render_response_head(
 # -- the upstream side -----------------------------------------------------------------------------
 
 @cython.final
-cdef class UpstreamConnection:
+cdef class UpstreamConnection(Timed):
     def __init__(self, pool) -> None:
         self.pool = pool
         self.transport = None
@@ -2117,7 +2473,6 @@ cdef class UpstreamConnection:
         self.send_timeout = 60.0
         self.sending = False
         self.reading_paused = False
-        self.idle_deadline = 0.0
         self.head_only = False
         self.reusable = False  # set by detach(): may the pool keep it after this response
         self.close_delimited = False  # the current response's body ends when the upstream closes
@@ -2127,12 +2482,12 @@ cdef class UpstreamConnection:
         self.transport = transport
         self.write_bound = transport.write
         _outlet_open(&self.outlet, transport)
-        _CLOCK.watched.add(self)
+        self.wheel = running_wheel()
 
     def connection_lost(self, exc) -> None:
         self.closed = True
         self.outlet.fd = -1
-        _CLOCK.watched.discard(self)
+        self.deadline = 0.0
         cdef Exchange exchange = self.exchange
         if exchange is not None:
             self.exchange = None
@@ -2146,8 +2501,9 @@ cdef class UpstreamConnection:
             self.close()
             return
         self.received = True
+        self.now = _now()
         if not self.sending and not self.reading_paused:
-            self.arm()  # progress: the next pause is timed from now
+            self.arm(self.now)  # progress: the next pause is timed from now
         cdef HttpParser parser = self.parser
         parser.feed(data if type(data) is bytes else bytes(data))
         cdef int event
@@ -2215,14 +2571,14 @@ cdef class UpstreamConnection:
         self.reading_paused = False
         if self.transport is not None and not self.closed:
             self.transport.resume_reading()
-        self.arm()
+        self.arm(_now())
 
     cdef int write(self, bytes data) except -1:
         """PERF: the transport's bound write, looked up once per connection."""
         _outlet_write(&self.outlet, self.write_bound, self.transport, data)
         return 0
 
-    cdef int arm(self) except -1:
+    cdef int arm(self, double now) except -1:
         """Set the deadline that applies now (see ``__init__``): the send timeout while the request
         streams up, then the head timeout until the response head, then the read timeout between
         reads; none while we paused reading for a slow client. The route's total timeout, if any,
@@ -2233,7 +2589,7 @@ cdef class UpstreamConnection:
             self.deadline = 0.0
             return 0
         if self.reading_paused:
-            self.deadline = exchange.total_deadline
+            self.set_deadline(exchange.total_deadline)
             return 0
         if self.sending:
             timeout = self.send_timeout
@@ -2241,15 +2597,16 @@ cdef class UpstreamConnection:
             timeout = self.head_timeout
         else:
             timeout = self.read_timeout
-        self.deadline = _now() + timeout
-        if exchange.total_deadline and exchange.total_deadline < self.deadline:
-            self.deadline = exchange.total_deadline
+        cdef double at = now + timeout
+        if exchange.total_deadline and exchange.total_deadline < at:
+            at = exchange.total_deadline
+        self.set_deadline(at)
         return 0
 
     cdef int request_sent(self) except -1:
         """The whole request went upstream: from now on the read timeout applies."""
         self.sending = False
-        self.arm()
+        self.arm(_now())
         return 0
 
     def pause_writing(self) -> None:
@@ -2264,12 +2621,13 @@ cdef class UpstreamConnection:
     cdef int on_head(self, Exchange exchange, HttpParser parser) except -1:
         cdef int status = parser.status()
         if status < 200 and status != 101:
-            self.interim = True  # 1xx: the gateway answered Expect itself; wait for the final head
+            self.interim = True  # 1xx: passed on (or not) by the exchange; the final head follows
+            exchange.on_upstream_interim(status, parser)
             return 0
         if not self.got_head:
             self.got_head = True
             if self.head_timeout and not self.reading_paused:
-                self.arm()  # from here the read timeout applies between reads
+                self.arm(self.now)  # from here the read timeout applies between reads
         exchange.on_upstream_head(status, parser)
         return 0
 
@@ -2281,7 +2639,7 @@ cdef class UpstreamConnection:
         return 0
 
     # -- used by the exchange and the pool ---------------------------------------------------
-    cdef int begin(self, Exchange exchange, bint head_only, RouteCore route, bint sending) except -1:
+    cdef int begin(self, Exchange exchange, bint head_only, RouteCore route, bint sending, double now) except -1:
         """Bind to an exchange for one request/response; ``sending``: a body is still to come."""
         self.exchange = exchange
         self.received = False
@@ -2294,7 +2652,7 @@ cdef class UpstreamConnection:
         self.head_timeout = route.head_timeout
         self.got_head = False
         self.sending = sending
-        self.arm()
+        self.arm(now)
         return 0
 
     cdef int detach(self, bint reusable) except -1:
@@ -2320,16 +2678,28 @@ cdef class UpstreamConnection:
         if self.transport is not None:
             self.transport.abort()
 
-    cpdef check_deadline(self, double now):
+    cdef inline int set_deadline(self, double at) except -1:
+        """While busy: the exchange's current timeout; while idle in the pool: the idle timeout."""
+        self.deadline = at
+        self.wheel.file(self, at)
+        return 0
+
+    cpdef expire(self, double now):
+        """The wheel's call: time out the exchange, or close an idle connection, when due."""
         cdef Exchange exchange
-        if self.exchange is not None:
-            if self.deadline and now >= self.deadline:
-                exchange = self.exchange
-                self.exchange = None
-                exchange.on_upstream_timeout(self)
-                self.abort()
-        elif self.idle_deadline and now >= self.idle_deadline:
-            self.close()
+        if self.closed or not self.deadline:
+            return
+        if now < self.deadline:
+            self.wheel.file(self, self.deadline)
+            return
+        self.deadline = 0.0
+        exchange = self.exchange
+        if exchange is not None:
+            self.exchange = None
+            exchange.on_upstream_timeout(self)
+            self.abort()
+        else:
+            self.close()  # idle past the pool's idle timeout
 
 
 # -- what the exchange reads of the plan, at C speed ----------------------------------------------
@@ -2382,8 +2752,17 @@ cdef class Target:
         self.weight = weight
         self.pool = pool
         self.host_header = host_header
-        self.label = f"{host}:{port}"
+        self.label = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self.in_flight = 0
+
+    def snapshot(self) -> dict:
+        """{"responses": {"1xx".."5xx" | "failed" | "none": n}, "latency": (per-bucket counts,
+        sum of seconds)}: every attempt sent to this target, summed over plans that shared it."""
+        cdef int i
+        return {
+            "responses": {_OUTCOME_NAMES[i]: self.outcomes[i] for i in range(TARGET_OUTCOMES)},
+            "latency": ([self.latency_buckets[i] for i in range(LATENCY_BUCKETS)], self.latency_sum),
+        }
 
 
 cdef class GroupCore:
@@ -2391,6 +2770,7 @@ cdef class GroupCore:
     and whether the group wants ``observe(exchange)`` called as each exchange sent to it ends."""
 
     def __init__(self) -> None:
+        self.name = ""
         self.single = None
         self.observes = False
 
@@ -2422,7 +2802,7 @@ cdef class PoolCore:
         while idle:
             conn = idle.pop()
             if not conn.closed:
-                conn.idle_deadline = 0.0
+                conn.deadline = 0.0
                 self.in_use += 1
                 self.reused += 1
                 return conn
@@ -2448,7 +2828,7 @@ cdef class PoolCore:
         if len(self.idle) >= self.max_idle:
             conn.close()
             return 0
-        conn.idle_deadline = _now() + self.idle_timeout
+        conn.set_deadline(coarse() + self.idle_timeout)  # PERF: no precise read; a few ms early at most
         self.idle.append(conn)
         return 0
 

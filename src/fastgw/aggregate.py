@@ -289,17 +289,17 @@ class Aggregator(Plugin):
                     backend.method, head, backend.config.max_body, backend.connect_timeout
                 )
         except TimeoutError:
-            raise BackendFailure(f"no answer from {target.label} within {backend.timeout:g}s", 504) from None
+            raise BackendFailure(f"no answer within {backend.timeout:g}s", 504) from None
         except HttpFault as fault:
             raise BackendFailure(fault.message, fault.status) from None
         finally:
             target.in_flight -= 1
         if not 200 <= response.status < 300:
-            raise BackendFailure(f"{target.label} answered status {response.status}")
+            raise BackendFailure(f"answered status {response.status}")
         try:
             return orjson.loads(response.body)
         except orjson.JSONDecodeError:
-            raise BackendFailure(f"{target.label} answered a body that is not JSON") from None
+            raise BackendFailure("answered a body that is not JSON") from None
 
     def _merge(self, results: dict[str, Any]) -> bytes:
         if self.custom_merge is not None:

@@ -8,6 +8,7 @@ values on the wire: each carries the status to answer with (h11's ``error_status
 
 from __future__ import annotations
 
+import copy
 import math
 
 
@@ -38,17 +39,32 @@ class RouteConflict(ValueError):
 
 
 class HttpFault(FastgwError):
-    """A failure answered with one HTTP status; ``close`` says the connection cannot continue."""
+    """A failure answered with one HTTP status; ``close`` says the connection cannot continue.
+
+    ``message`` is what the client reads: it names an upstream or service by its configured
+    name, never an address. ``detail`` is for the log only (the host and port that failed):
+    ``str(fault)`` gives both, as the access log and the error log write them."""
 
     status: int = 500
     close: bool = True
     headers: list[tuple[bytes, bytes]] | None = None  # extra response header lines (Retry-After)
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, detail: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.detail = detail
         if status is not None:
             self.status = status
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.detail})" if self.detail else self.message
+
+    def naming(self, who: str) -> HttpFault:
+        """The same fault (same class, status, detail), its message led by what failed."""
+        fault = copy.copy(self)
+        fault.message = f"{who}: {self.message}"
+        fault.args = (fault.message,)
+        return fault
 
 
 class ClientFault(HttpFault):

@@ -17,7 +17,7 @@ import re
 from typing import Any
 from urllib.parse import parse_qsl
 
-from fastgw._proxy import Limiter, RouteCore
+from fastgw._proxy import UNDERSCORE_POLICIES, Limiter, RouteCore
 from fastgw._router import Router
 from fastgw.aggregate import NoUpstream, compile_aggregator
 from fastgw.config.schema import ConcurrencyConfig, Config, ListenerConfig, PluginConfig, RouteConfig
@@ -112,10 +112,13 @@ class ListenerPlan:
         "config",
         "limits",
         "name",
+        "request_id_header",
+        "request_id_lower",
         "router",
         "routes",
         "timeouts",
         "trusted",
+        "underscores",
     )
 
     def __init__(self, config: ListenerConfig) -> None:
@@ -126,6 +129,9 @@ class ListenerPlan:
         self.limits = config.limits
         self.timeouts = config.timeouts
         self.buffer_bytes = config.buffer_bytes
+        self.underscores = UNDERSCORE_POLICIES[config.headers_with_underscores]
+        self.request_id_header = config.request_id_header.encode("ascii")
+        self.request_id_lower = self.request_id_header.lower()
         self.trusted: tuple[Network, ...] = tuple(
             ipaddress.ip_network(cidr, strict=False) for cidr in config.trusted_proxies
         )

@@ -150,7 +150,7 @@ def test_timeouts_are_per_backend(make_gateway: Make, upstream: int) -> None:
     started = time.monotonic()
     status, _, body = get(gw, "/agg")
     assert status == 504
-    assert body["error"] == f"backend 'optional' failed: no answer from 127.0.0.1:{upstream} within 0.2s"
+    assert body["error"] == "backend 'optional' failed: no answer within 0.2s"
     # a required failure answers at once: it does not wait for the 400 ms branch
     assert time.monotonic() - started < 0.4 + 0.3
 

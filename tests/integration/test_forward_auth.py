@@ -157,7 +157,7 @@ def test_auth_service_that_does_not_answer_is_a_504_naming_it(
     r = get(gw, "/echo/h", [("Authorization", "Bearer allow-erin")])
     assert r.status == 504
     assert r.json() == {
-        "error": f"auth service 127.0.0.1:{auth.port} did not answer within 0.3s",
+        "error": "auth service did not answer within 0.3s",
         "request_id": r.header("X-Request-Id"),
     }
 
@@ -167,7 +167,7 @@ def test_unreachable_auth_service_is_a_502_naming_it(make_gateway: Make, upstrea
     gw = make_gateway(doc(upstream, url=f"http://127.0.0.1:{port}/verify"))
     r = get(gw, "/echo/i", [("Authorization", "Bearer allow-frank")])
     assert r.status == 502
-    assert r.json()["error"] == f"auth service 127.0.0.1:{port} is unreachable"
+    assert r.json()["error"] == "auth service is unreachable"
 
 
 def test_auth_service_closing_without_an_answer_is_a_502(
@@ -176,7 +176,7 @@ def test_auth_service_closing_without_an_answer_is_a_502(
     gw = make_gateway(doc(upstream, url=verify_url(auth, "/hang-up")))
     r = get(gw, "/echo/i", [("Authorization", "Bearer allow-frank")])
     assert r.status == 502
-    assert r.json()["error"] == f"auth service 127.0.0.1:{auth.port} gave no usable answer"
+    assert r.json()["error"] == "auth service gave no usable answer"
 
 
 def test_fail_open_lets_the_request_through_without_identity(make_gateway: Make, upstream: int) -> None:

@@ -105,7 +105,7 @@ def test_wrong_client_credentials_are_the_gateways_failure(
     gw = make_gateway(doc(upstream, endpoint, client_secret="wrong"))
     r = get(gw, "tok-alice")
     assert r.status == 502
-    assert r.json()["error"] == f"introspection endpoint 127.0.0.1:{endpoint.port} answered 401"
+    assert r.json()["error"] == "introspection endpoint answered 401"
     assert endpoint.stats()["rejected_clients"] == 1
 
 
@@ -222,7 +222,7 @@ def test_endpoint_that_does_not_answer_is_a_504(make_gateway: Make, upstream: in
     gw = make_gateway(doc(upstream, None, url=f"http://127.0.0.1:{endpoint.port}/hang", timeout="300ms"))
     r = get(gw, "tok-any")
     assert r.status == 504
-    assert r.json()["error"] == f"introspection endpoint 127.0.0.1:{endpoint.port} did not answer within 0.3s"
+    assert r.json()["error"] == "introspection endpoint did not answer within 0.3s"
 
 
 def test_unreachable_endpoint_is_a_502(make_gateway: Make, upstream: int) -> None:
@@ -230,7 +230,7 @@ def test_unreachable_endpoint_is_a_502(make_gateway: Make, upstream: int) -> Non
     gw = make_gateway(doc(upstream, None, url=f"http://127.0.0.1:{port}/introspect"))
     r = get(gw, "tok-any")
     assert r.status == 502
-    assert r.json()["error"] == f"introspection endpoint 127.0.0.1:{port} is unreachable"
+    assert r.json()["error"] == "introspection endpoint is unreachable"
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,6 @@ import uvloop
 
 from fastgw.config.schema import PoolConfig
 from fastgw.errors import UpstreamFault
-from fastgw.server.clock import CLOCK
 from fastgw.upstream.pool import PoolKey, TargetPool
 from tests.support.gateway import RunningGateway, gateway_config
 from tests.support.rawhttp import build_request, connect, read_response
@@ -25,7 +24,6 @@ def run(coro_fn: Callable[[], object], loop_kind: str) -> None:
     try:
         loop.run_until_complete(coro_fn())  # type: ignore[arg-type]
     finally:
-        CLOCK.stop()
         loop.close()
 
 
@@ -33,7 +31,6 @@ def test_waiter_gets_the_released_connection_and_a_cancelled_one_leaks_nothing(
     upstream: int, loop_kind: str
 ) -> None:
     async def scenario() -> None:
-        CLOCK.start(asyncio.get_running_loop())
         pool = TargetPool(PoolKey("127.0.0.1", upstream, PoolConfig(max_connections=1, max_idle=1)))
         first = await pool.acquire(1.0)
         assert pool.open == 1 and pool.in_use == 1
@@ -55,7 +52,6 @@ def test_waiter_gets_the_released_connection_and_a_cancelled_one_leaks_nothing(
 
 def test_acquire_times_out_with_503(upstream: int, loop_kind: str) -> None:
     async def scenario() -> None:
-        CLOCK.start(asyncio.get_running_loop())
         config = PoolConfig(max_connections=1, max_idle=1, acquire_timeout=0.3)
         pool = TargetPool(PoolKey("127.0.0.1", upstream, config))
         held = await pool.acquire(1.0)

@@ -185,10 +185,11 @@ def test_close_delimited_upstream_body_is_rechunked_complete(gateway: RunningGat
         assert read_response(sock).json()["path"] == "/echo/again"
 
 
-def test_interim_1xx_from_the_upstream_is_not_forwarded(gateway: RunningGateway) -> None:
-    # The upstream sends "100 Continue" nobody asked for; the client sees only the final answer.
+def test_interim_1xx_from_the_upstream_is_forwarded(gateway: RunningGateway) -> None:
+    """RFC 9110 15.2: a proxy forwards 1xx responses it did not ask for itself. The upstream sends
+    a "100 Continue" nobody asked for: an HTTP/1.1 client may parse it, so it is passed on."""
     with connect(gateway.port) as sock:
         sock.sendall(build_request("GET", "/continue"))
         r = read_response(sock)
-        assert r.status == 200 and r.interim == []
+        assert r.status == 200 and [i.status for i in r.interim] == [100]
         assert r.json()["path"] == "/continue"

@@ -29,6 +29,10 @@ Behaviour by path (the query string is ignored but by ``/cache``; every response
 - ``/close``: the echo answer with ``Connection: close``, then closes
 - ``/malformed``: ``HTTP/1.1 2x0 Bad`` and closes
 - ``/continue``: ``100 Continue`` (even without Expect), then the echo answer
+- ``/early-hints``: ``103 Early Hints`` with a ``Link`` header and a ``Connection: keep-alive``,
+  then the echo answer (like every answer here but ``/cache``'s, without a ``Date`` header)
+- ``/answer-first``: a chunked 200 head and a first chunk before the request body is read, the
+  rest (the body's length as text) once it has been
 - ``/respond/{code}``: that status, the request body as its body, and for each request header
   ``X-Respond-Name: value`` a response header ``Name: value`` (a redirect's Location, a
   Content-Type, Content-Encoding, ETag...); Content-Length framing, or chunked when asked
@@ -84,6 +88,7 @@ READ_HIGH = 1024 * 1024  # pause reading when this much is buffered unread
 READ_LOW = 256 * 1024  # and resume below this
 MAX_HEAD = 64 * 1024
 SLOWBODY_SIZE = 1024
+EARLY_HINTS = b"HTTP/1.1 103 Early Hints\r\nLink: </app.css>; rel=preload\r\nConnection: keep-alive\r\n\r\n"
 RESET_SENT, RESET_DECLARED = 1000, 100_000
 
 # -- the deterministic body pattern: byte i is i % 251 -------------------------------------------
@@ -489,6 +494,11 @@ class UpstreamConnection(asyncio.Protocol):
         expects = "100-continue" in request.tokens("expect")
         if path == "/continue" or (expects and (request.chunked or request.content_length)):
             await self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        elif path == "/early-hints":
+            await self.write(EARLY_HINTS)
+        elif path == "/answer-first":
+            headers = [*self.base_headers(request, request.keep_alive), ("Transfer-Encoding", "chunked")]
+            await self.write(render_head(200, headers) + b"8\r\nstarted\n\r\n")
         if path.startswith("/respond/"):
             request.body = bytearray()
         body_len, body_sha256 = await self.read_body(request)
@@ -607,6 +617,12 @@ async def _slowbody(c: UpstreamConnection, r: Request, ms: str, n: int, sha: str
     return keep_alive
 
 
+async def _answer_first(c: UpstreamConnection, r: Request, _: str, n: int, sha: str) -> bool:
+    text = str(n).encode()
+    await c.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(text), text))  # the head went before the body was read
+    return r.keep_alive
+
+
 async def _hang(c: UpstreamConnection, r: Request, _: str, n: int, sha: str) -> bool:
     assert c.lost is not None
     await c.lost
@@ -705,6 +721,8 @@ _EXACT: dict[str, Handler] = {
     "/close": _close,
     "/malformed": _malformed,
     "/continue": _echo,
+    "/early-hints": _echo,
+    "/answer-first": _answer_first,
     "/stats": _stats,
     "/stats/reset": _stats,
     "/health": _health,

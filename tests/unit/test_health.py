@@ -153,7 +153,7 @@ class RecordingGroup:
     def end(self, port: int, status: int = 200, error: UpstreamFault | None = None) -> None:
         """An exchange sent to the target at ``port`` ended."""
         target = next(t for t in self.targets if t.port == port)
-        exchange = SimpleNamespace(target=target, response_status=status, upstream_error=error)
+        exchange = SimpleNamespace(target=target, upstream_status=status, upstream_error=error)
         for observer in self.observers:
             observer(exchange)
 

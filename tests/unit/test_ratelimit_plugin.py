@@ -4,13 +4,14 @@ roll-over as the client sees them (fields and Retry-After), without waiting."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from fastgw.hooks import Response
 from fastgw.plugins.ratelimit import RateLimit
-from fastgw.server.clock import CLOCK
+from fastgw import _clock
 
 
 @dataclass
@@ -39,10 +40,28 @@ def fields(headers: list[tuple[bytes, bytes]] | None) -> dict[bytes, bytes]:
     return dict(headers or [])
 
 
+class HeldClock:
+    """The process clock, held at ``now`` and moved by hand."""
+
+    def __init__(self, now: float) -> None:
+        self._now = now
+        _clock.hold(now)
+
+    @property
+    def now(self) -> float:
+        return self._now
+
+    @now.setter
+    def now(self, value: float) -> None:
+        self._now = value
+        _clock.hold(value)
+
+
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setattr(CLOCK, "now", 1000.0)
-    return CLOCK
+def clock() -> Iterator[HeldClock]:
+    held = HeldClock(1000.0)
+    yield held
+    _clock.hold(None)
 
 
 def test_bucket_refills_as_the_clock_moves(clock: Any) -> None:

@@ -294,16 +294,33 @@ _read_client_timeouts = read_record(
         "head": read_duration(),
         "body": read_duration(),
         "keepalive": read_duration(),
+        "send": read_duration(),
+        "linger": read_duration(),
         "drain": read_duration(allow_zero=True),
     },
 )
-_LISTENER_KEYS = ("name", "bind", "trusted_proxies", "buffer_bytes", "limits", "timeouts", "trace_context")
+
+
+def _read_request_id_header(value: object, path: str) -> str:
+    if not isinstance(value, str) or not _TOKEN.fullmatch(value) or "_" in value:
+        raise expected(path, "a header name (an HTTP token without '_', like 'X-Request-Id')", value)
+    if value.lower() in _GATEWAY_HEADERS - {"x-request-id"}:
+        raise ConfigError(path, f"{value!r} is a header the gateway owns; choose another name")
+    return value
+
+
+_LISTENER_KEYS = (
+    "name", "bind", "trusted_proxies", "buffer_bytes", "limits", "timeouts", "trace_context",
+    "headers_with_underscores", "request_id_header",
+)  # fmt: skip
 _LISTENER_READERS: Mapping[str, Reader[object]] = {
     "trusted_proxies": read_list(_read_network),
     "trace_context": read_bool,
     "buffer_bytes": read_size,
     "limits": _read_limits,
     "timeouts": _read_client_timeouts,
+    "headers_with_underscores": read_one_of("a policy", ("drop", "reject", "allow")),
+    "request_id_header": _read_request_id_header,
 }
 
 

@@ -29,6 +29,8 @@ class ClientTimeouts:
     head: float = 10.0  # from first byte (or keep-alive reuse) to the end of the head: slowloris
     body: float = 30.0  # longest pause between two request body reads
     keepalive: float = 75.0  # idle keep-alive connection between requests
+    send: float = 60.0  # a client that takes no response bytes this long is dropped (nginx's send_timeout)
+    linger: float = 5.0  # after an error answer, how long unread input is drained before the close
     drain: float = 30.0  # graceful shutdown: how long in-flight requests may take
 
 
@@ -42,6 +44,8 @@ class ListenerConfig:
     timeouts: ClientTimeouts = field(default_factory=ClientTimeouts)
     buffer_bytes: int = 256 * 1024  # write-buffer high watermark per side (flow control)
     trace_context: bool = True  # continue or start a W3C trace; forward the gateway's traceparent
+    headers_with_underscores: str = "drop"  # "drop" | "reject" (400) | "allow" (nginx, Envoy: not "allow")
+    request_id_header: str = "X-Request-Id"  # read from clients, sent upstream, returned on every response
 
 
 @dataclass(frozen=True, slots=True)

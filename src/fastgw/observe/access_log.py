@@ -8,7 +8,7 @@ file block only for the copy into the page cache; a slow stdout pipe is written 
 
 A request that ended in an error has its ``error`` field set (the upstream fault's message), so
 each error is logged once, on the request's own line, with its request id. Sampling keeps every
-5xx and every request that got no response.
+5xx, every request that got no response and every client abort (whose ``error`` says why).
 
 On reload, an unchanged ``access_log`` section keeps the same log; a changed one starts a new
 log and the old one flushes, closes its file, and passes the lines of requests still finishing
@@ -69,11 +69,8 @@ def line_values(x: Any, status: int, now: float) -> dict[str, object]:
         "trace_id": tp[3:35].decode() if tp is not None else None,
         "span_id": tp[36:52].decode() if tp is not None else None,
         "consumer": x.consumer,
-        "error": str(fault) if fault is not None else (_CLIENT_LEFT if status == 0 else None),
+        "error": str(fault) if fault is not None else x.abort_reason,
     }
-
-
-_CLIENT_LEFT = "client closed the connection before the response"
 
 
 _last_milli = -1
@@ -113,7 +110,12 @@ class AccessLog:
             if self.successor is not None:
                 self.successor.record(exchange, status, now)
             return
-        if self.sample < 1.0 and 0 < status < 500 and random.random() >= self.sample:
+        if (
+            self.sample < 1.0
+            and 0 < status < 500
+            and exchange.abort_reason is None  # client aborts are always logged
+            and random.random() >= self.sample
+        ):
             return
         buffer = self.buffer
         values = line_values(exchange, status, now)

@@ -3,8 +3,8 @@ timeout, reading its answers within a size bound, turning a failed call into the
 answers the client (naming the service), and the JSON refusals they send.
 
 A failed call is the gateway's failure, not the client's: 504 when the service did not answer in
-time, 502 when it could not be reached or answered something unusable, each naming the service
-by host and port (never its path or query, which may carry secrets).
+time, 502 when it could not be reached or answered something unusable, each naming the kind of
+service; its host and port go to the log only (never its path or query, which may carry secrets).
 """
 
 from __future__ import annotations
@@ -28,19 +28,19 @@ class Service:
 
     kind: str  # how errors name it: "auth service", "introspection endpoint"
     url: str
-    label: str  # the kind, host and port
+    address: str  # host and port, for the log only: error bodies never name internal hosts
     timeout: aiohttp.ClientTimeout
 
     def fault(self, error: BaseException) -> UpstreamFault:
         """The answer to a call that failed with ``error`` (a timeout or a client error)."""
         if isinstance(error, TimeoutError):
-            return UpstreamFault(f"{self.label} did not answer within {self.timeout.total:g}s", 504)
+            return UpstreamFault(f"{self.kind} did not answer within {self.timeout.total:g}s", 504, self.address)
         if isinstance(error, (aiohttp.ClientConnectorError, OSError)):
-            return UpstreamFault(f"{self.label} is unreachable", 502)
-        return UpstreamFault(f"{self.label} gave no usable answer", 502)  # reset, malformed, ...
+            return UpstreamFault(f"{self.kind} is unreachable", 502, self.address)
+        return UpstreamFault(f"{self.kind} gave no usable answer", 502, self.address)  # reset, malformed, ...
 
     def bad_answer(self, what: str) -> UpstreamFault:
-        return UpstreamFault(f"{self.label} {what}", 502)
+        return UpstreamFault(f"{self.kind} {what}", 502, self.address)
 
 
 # What a call can fail with: aiohttp's errors (refused, reset, malformed) and its timeouts.
@@ -71,7 +71,7 @@ def read_service(section: Section, kind: str) -> Service:
     url = section.require("url", read_url)
     timeout = section.get("timeout", read_duration()) or DEFAULT_TIMEOUT
     # total covers the whole call: waiting for a pooled connection, connecting, and the answer.
-    return Service(kind, url, f"{kind} {authority(url)}", aiohttp.ClientTimeout(total=timeout))
+    return Service(kind, url, authority(url), aiohttp.ClientTimeout(total=timeout))
 
 
 async def read_bounded(answer: aiohttp.ClientResponse, limit: int) -> bytes:

@@ -7,13 +7,13 @@ import logging
 
 from fastgw.config import load_config
 from fastgw.config.schema import Config, OtlpConfig
+from fastgw._proxy import plan_changed
 from fastgw.control_http import close_control_session
 from fastgw.errors import ConfigError
 from fastgw.observe.access_log import AccessLog, access_log_for
 from fastgw.observe.metrics import Families, ReloadRecord, collect_gateway
 from fastgw.observe.otlp import SpanExport, span_export_for
 from fastgw.plan import Plan, activate_plan, compile_plan, retire_plan
-from fastgw.server.clock import CLOCK
 from fastgw.server.listener import ListenerServer
 from fastgw.upstream.health import stop_monitors
 
@@ -55,7 +55,6 @@ class Gateway:
         self.reloads = ReloadRecord()
 
     async def start(self, reuse_port: bool = False) -> None:
-        CLOCK.start(asyncio.get_running_loop())
         activate_plan(self.plan)  # health checks start before traffic, once per worker process
         if self.spans is not None:
             self.spans.start()  # here, in the process that serves: after fork
@@ -90,6 +89,7 @@ class Gateway:
         old, self.plan = self.plan, new
         for name, server in self.listeners.items():
             server.plan = new.listeners[name]
+        plan_changed()  # every connection takes its listener's new plan from its next request
         self._use_access_log(access_log_for(config.access_log, self.access_log))
         self._use_span_export(span_export_for(_otlp(config), self.spans))
         retire_plan(old, new)
@@ -154,4 +154,3 @@ class Gateway:
         for spans in (*self.retired_spans, self.spans):
             if spans is not None:  # the spans of the requests just drained, within the drain's time
                 await spans.close(deadline - loop.time())
-        CLOCK.stop()

@@ -99,11 +99,12 @@ def render_error(
     extra: list[tuple[bytes, bytes]] | None = None,
     date_line: bytes = b"",
     head_only: bool = False,
+    request_id_header: bytes = b"X-Request-Id",
 ) -> bytes:
     """The one function that turns a failure into a response: small JSON naming the cause."""
     headers = list(extra) if extra else []
     if request_id:
-        headers.append((b"X-Request-Id", request_id))
+        headers.append((request_id_header, request_id))
     return render_response(
         fault.status,
         error_body(fault.message, request_id),

@@ -46,8 +46,8 @@ class UpstreamGroup(GroupCore):
     """Targets of one upstream and the balancer that picks among the usable ones."""
 
     __slots__ = (
-        "_gates", "_held", "_observers", "_retry_hints", "balancer", "config", "name", "targets",
-        "timeouts", "usable",
+        "_gates", "_held", "_observers", "_retry_hints", "balancer", "config", "targets", "timeouts",
+        "usable",
     )  # fmt: skip
 
     def __init__(

@@ -157,7 +157,7 @@ def attempt_failed(exchange: Exchange, count_5xx: bool) -> bool | None:
     error = exchange.upstream_error
     if error is not None:
         return None if error.status == _OWN_POOL_LIMIT else True
-    status = exchange.response_status
+    status = exchange.upstream_status  # not what the client got: the gateway may have answered
     if status == 0:
         return None
     return status >= 500 and count_5xx
@@ -166,7 +166,7 @@ def attempt_failed(exchange: Exchange, count_5xx: bool) -> bool | None:
 def failure_summary(exchange: Exchange) -> str:
     """What went wrong, for the log line of an ejection or an opened breaker."""
     error = exchange.upstream_error
-    return error.message if error is not None else f"status {exchange.response_status}"
+    return str(error) if error is not None else f"status {exchange.upstream_status}"
 
 
 def ejection_limit(targets: int, max_ejected_percent: int) -> int:

@@ -14,12 +14,13 @@ request once on a fresh connection when a reused one dies before any response by
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import NamedTuple
 
 from fastgw._proxy import PoolCore, UpstreamConnection
 from fastgw.config.schema import PoolConfig
 from fastgw.errors import ConnectFault, UpstreamFault
-from fastgw.server.clock import CLOCK
+from fastgw import _clock
 
 
 class PoolKey(NamedTuple):
@@ -34,7 +35,7 @@ class TargetPool(PoolCore):
     """A target's pool: the idle list, counters and release are ``PoolCore`` (C, per request);
     opening connections and waiting for one are here."""
 
-    __slots__ = ("__weakref__", "config", "host", "key", "port")
+    __slots__ = ("__weakref__", "config", "host", "key", "label", "port")
 
     def __init__(self, key: PoolKey) -> None:
         super().__init__(key.config.max_idle, key.config.idle_timeout)
@@ -42,6 +43,7 @@ class TargetPool(PoolCore):
         self.host = key.host
         self.port = key.port
         self.config = key.config
+        self.label = f"[{key.host}]:{key.port}" if ":" in key.host else f"{key.host}:{key.port}"
 
     def acquire(self, connect_timeout: float) -> asyncio.Future[UpstreamConnection]:
         """A future for a connection: a new one, or the next one released (slow path)."""
@@ -50,8 +52,9 @@ class TargetPool(PoolCore):
             self.open += 1
             return loop.create_task(self._connect(connect_timeout))
         waiter: asyncio.Future[UpstreamConnection] = loop.create_future()
-        self.waiters.append((waiter, CLOCK.now + self.config.acquire_timeout))
-        CLOCK.watched.add(self)
+        deadline = _clock.now() + self.config.acquire_timeout
+        self.waiters.append((waiter, deadline))
+        _clock.file(self, deadline)
         return waiter
 
     def connect_fresh(self, connect_timeout: float) -> asyncio.Future[UpstreamConnection]:
@@ -68,12 +71,10 @@ class TargetPool(PoolCore):
             )
         except TimeoutError:
             self._connect_failed()
-            raise ConnectFault(f"connect to {self.host}:{self.port} timed out", 504) from None
+            raise ConnectFault(f"connect timed out after {timeout:g}s", 504, self.label) from None
         except OSError as exc:
             self._connect_failed()
-            raise ConnectFault(
-                f"connect to {self.host}:{self.port} failed: {exc.strerror or exc}", 502
-            ) from None
+            raise ConnectFault(f"connect failed: {_why(exc)}", 502, self.label) from None
         except BaseException:
             self._connect_failed()
             raise
@@ -103,19 +104,31 @@ class TargetPool(PoolCore):
             _chain(task, waiter, self)
             return
 
-    def check_deadline(self, now: float) -> None:
-        """Expire waiters that waited longer than acquire_timeout (called by the clock)."""
+    def expire(self, now: float) -> None:
+        """Fail the waiters that waited longer than acquire_timeout (called by the timer wheel)."""
         while self.waiters and (self.waiters[0][0].done() or self.waiters[0][1] <= now):
             waiter, _ = self.waiters.popleft()
             if not waiter.done():
-                waiter.set_exception(UpstreamFault(f"no free connection to {self.host}:{self.port}", 503))
-        if not self.waiters:
-            CLOCK.watched.discard(self)
+                waiter.set_exception(
+                    UpstreamFault(
+                        f"no free connection within {self.config.acquire_timeout:g}s "
+                        f"(pool of {self.config.max_connections} per target)", 503, self.label,
+                    )
+                )  # fmt: skip
+        if self.waiters:
+            _clock.file(self, self.waiters[0][1])
 
     def close(self) -> None:
         for conn in self.idle:
             conn.close()
         self.idle.clear()
+
+
+def _why(exc: OSError) -> str:
+    """What went wrong, without the address (asyncio's messages quote it): the errno's text."""
+    if exc.errno:
+        return os.strerror(exc.errno)
+    return exc.strerror or type(exc).__name__
 
 
 def _chain(

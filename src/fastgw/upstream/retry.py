@@ -11,10 +11,10 @@ token bucket refilled by traffic: each request the route saw adds ``budget`` tok
 from __future__ import annotations
 
 import random
+import time
 
 from fastgw._proxy import Exchange, RouteCore
 from fastgw.config.schema import RetryConfig
-from fastgw.server.clock import CLOCK
 
 MIN_PER_SECOND = 3.0  # retries allowed per second whatever the traffic, so a quiet route can retry
 BURST = 10.0  # most tokens saved up
@@ -29,7 +29,7 @@ class RetryPolicy:
         self.methods = None if config.methods is None else frozenset(m.encode() for m in config.methods)
         self.tokens = BURST
         self.seen = 0  # route.requests when the bucket was last refilled
-        self.stamp = CLOCK.now
+        self.stamp = time.monotonic()
         self.spent = 0  # retries made, and refused by the budget: for metrics and tests
         self.denied = 0
 
@@ -52,7 +52,7 @@ class RetryPolicy:
 
     def _spend(self) -> bool:
         requests = self.route.requests
-        now = CLOCK.now
+        now = time.monotonic()
         earned = (requests - self.seen) * self.config.budget + (now - self.stamp) * MIN_PER_SECOND
         self.tokens = min(BURST, self.tokens + earned)
         self.seen, self.stamp = requests, now

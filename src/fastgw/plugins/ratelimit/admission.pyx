@@ -20,10 +20,10 @@ bench/hot_path.py 200000 rate_limit``); the limiter's own arithmetic is in ``alg
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.string cimport memcpy
 
+from fastgw._clock cimport coarse
 from fastgw.plugins.ratelimit.algorithms cimport LocalLimiter
 
 from fastgw.plugins.ratelimit.keys import by_ip
-from fastgw.server.clock import CLOCK
 
 
 cdef char* _put_decimal(char* p, long long n) noexcept:
@@ -138,7 +138,7 @@ cdef class LocalAdmission:
             return None
         key = ctx.client_address if self.by_address else self.key_of(ctx)
         cdef LocalLimiter limiter = self.limiter
-        cdef double now = CLOCK.now
+        cdef double now = coarse()
         cdef int remaining = limiter.hit(key, now)
         if remaining < 0:
             return self.refuse(ctx, limiter.retry_in(key, now))

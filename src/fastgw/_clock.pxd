@@ -1,0 +1,33 @@
+# fastgw._clock: table of contents.
+#
+# The code and its theory of operation are in _clock.pyx; the typed face is _clock.pyi.
+# Time for the hot path (two clocks read in C), the Date header line, and one timer wheel per
+# event loop on which every connection files its deadlines without a timer of its own.
+
+
+cdef double monotonic() noexcept nogil   # CLOCK_MONOTONIC, to the nanosecond: latencies
+cdef double coarse() noexcept nogil      # CLOCK_MONOTONIC_COARSE (a few ms behind): deadlines
+cdef bytes date_line()                   # b"Date: <IMF-fixdate>\r\n", re-rendered once a second
+
+
+cdef class Timed:
+    # Something with a deadline filed on a TimerWheel (a connection, a pool's waiters).
+    cdef double wheel_at                 # when the wheel slot it is filed in fires; 0: not filed
+
+    cpdef expire(self, double now)       # the wheel's slot fired: act if a deadline passed, or
+                                         # file again for the next one
+
+
+cdef class TimerWheel:
+    cdef list slots                      # SLOTS lists of Timed, slot i covers [i*W, (i+1)*W)
+    cdef long long cursor                # the next slot (absolute index) to fire
+    cdef Py_ssize_t filed                # entries in the slots (stale ones included)
+    cdef object loop
+    cdef object handle                   # the loop timer of the next tick, None when idle
+    cdef readonly long long ticks        # slots fired (tests: the wheel really runs)
+
+    cdef int file(self, Timed item, double at) except -1
+    cdef int _arm(self) except -1
+
+
+cpdef TimerWheel running_wheel()         # the wheel of the running event loop (made on first use)

@@ -1,0 +1,107 @@
+"""The timer wheel (``_clock.pyx``) on a real event loop: every deadline fires once it has
+passed, never before, however it moved while filed (later, earlier, past the wheel's horizon);
+stale entries do nothing; an idle wheel stops ticking. No sockets: the owners are small
+``Timed`` subclasses recording when they were told."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import uvloop
+
+from fastgw import _clock
+
+
+class Owner(_clock.Timed):
+    """Keeps one deadline like a connection does: files it, and files it again if told early."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.fired: list[float] = []
+
+    def move(self, deadline: float) -> None:
+        self.deadline = deadline
+        _clock.file(self, deadline)
+
+    def expire(self, now: float) -> None:
+        if not self.deadline:
+            return
+        if now < self.deadline:
+            _clock.file(self, self.deadline)
+            return
+        self.fired.append(time.monotonic())
+        self.deadline = 0.0
+
+
+def run(loop_kind: str, scenario) -> None:  # type: ignore[no-untyped-def]
+    loop = uvloop.new_event_loop() if loop_kind == "uvloop" else asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(scenario())
+    finally:
+        loop.close()
+
+
+def test_deadlines_fire_once_never_early_whichever_way_they_moved(loop_kind: str) -> None:
+    async def scenario() -> None:
+        now = _clock.now()
+        plain = Owner(now + 0.05)
+        later = Owner(now + 0.02)  # filed early, then moved later: filed once, told twice
+        earlier = Owner(now + 0.3)  # moved earlier: filed again; the old entry goes stale
+        cancelled = Owner(now + 0.03)
+        for owner in (plain, later, earlier, cancelled):
+            _clock.file(owner, owner.deadline)
+        later.deadline = now + 0.15
+        earlier.move(now + 0.08)
+        cancelled.deadline = 0.0
+        await asyncio.sleep(0.45)
+        for owner, due in ((plain, now + 0.05), (later, now + 0.15), (earlier, now + 0.08)):
+            assert len(owner.fired) == 1
+            assert owner.fired[0] >= due  # never early
+        assert cancelled.fired == []
+
+    run(loop_kind, scenario)
+
+
+def test_a_deadline_beyond_the_horizon_is_filed_again_until_due() -> None:
+    async def scenario() -> None:
+        wheel = _clock.running_wheel()
+        due = _clock.now() + 1024 * _clock.SLOT_SECONDS + 0.3  # past the wheel's horizon
+        far = Owner(due)
+        _clock.file(far, due)
+        await asyncio.sleep(due - time.monotonic() + 0.1)
+        assert len(far.fired) == 1 and far.fired[0] >= due
+        assert wheel.ticks > 1024
+
+    run("uvloop", scenario)
+
+
+def test_an_idle_wheel_stops_ticking(loop_kind: str) -> None:
+    async def scenario() -> None:
+        wheel = _clock.running_wheel()
+        owner = Owner(_clock.now() + 0.02)
+        _clock.file(owner, owner.deadline)
+        await asyncio.sleep(0.1)
+        assert owner.fired and wheel.pending == 0
+        ticks = wheel.ticks
+        await asyncio.sleep(0.1)
+        assert wheel.ticks == ticks  # nothing filed: no timer runs
+
+    run(loop_kind, scenario)
+
+
+def test_a_wheel_per_loop() -> None:
+    wheels = []
+
+    async def scenario() -> None:
+        wheels.append(_clock.running_wheel())
+        assert _clock.running_wheel() is wheels[-1]
+
+    run("uvloop", scenario)
+    run("asyncio", scenario)
+    assert wheels[0] is not wheels[1]
+
+
+def test_the_date_line_is_an_imf_fixdate() -> None:
+    line = _clock.current_date_line()
+    assert line.startswith(b"Date: ") and line.endswith(b" GMT\r\n") and len(line) == 37
