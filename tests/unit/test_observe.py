@@ -144,6 +144,48 @@ def test_ops_config_errors_name_the_key_path(ops: dict[str, Any], message: str) 
     assert str(raised.value).startswith(message)
 
 
+@pytest.mark.parametrize(
+    ("admin", "listeners", "message"),
+    [
+        ({"bind": "127.0.0.1:8080"}, ["127.0.0.1:8080"], "127.0.0.1:8080 overlaps listeners[0].bind (127.0.0.1:8080)"),
+        (
+            {"bind": "0.0.0.0:8080", "token": "t"},
+            ["127.0.0.1:9000", "127.0.0.1:8080"],
+            "0.0.0.0:8080 overlaps listeners[1].bind (127.0.0.1:8080)",
+        ),
+        ({"bind": "127.0.0.1:9901"}, ["0.0.0.0:9901"], "127.0.0.1:9901 overlaps listeners[0].bind (0.0.0.0:9901)"),
+        ({}, ["0.0.0.0:9901"], "127.0.0.1:9901 overlaps listeners[0].bind (0.0.0.0:9901)"),  # the default
+        ({"bind": "[::1]:8080"}, ["[::]:8080"], "[::1]:8080 overlaps listeners[0].bind ([::]:8080)"),
+        ({"bind": "localhost:8080"}, ["127.0.0.1:8080"], "localhost:8080 overlaps listeners[0].bind"),
+    ],
+)
+def test_admin_bind_overlapping_a_listener_is_a_config_error(
+    admin: dict[str, str], listeners: list[str], message: str
+) -> None:
+    # Two sockets on one port: the second fails to bind when the gateway starts, or, with
+    # --workers (SO_REUSEPORT), the admin API and the listener share the port's connections.
+    doc = {**_DOC, "listeners": [{"bind": bind} for bind in listeners], "admin": admin}
+    with pytest.raises(ConfigError) as raised:
+        parse_config(doc, "gw.yaml")
+    assert str(raised.value).startswith(f"gw.yaml: admin.bind: {message}")
+
+
+@pytest.mark.parametrize(
+    ("admin", "listener"),
+    [
+        ("127.0.0.1:9901", "127.0.0.1:8080"),  # another port
+        ("127.0.0.1:8080", "127.0.0.2:8080"),  # another address on the port
+        ("127.0.0.1:0", "127.0.0.1:0"),  # any free port: never the same one
+        ("[::1]:8080", "0.0.0.0:8080"),  # IPv6 and the IPv4 wildcard (sockets are IPv6-only)
+        ("[::]:8080", "127.0.0.1:8080"),
+    ],
+)
+def test_admin_bind_beside_a_listener_is_accepted(admin: str, listener: str) -> None:
+    doc = {**_DOC, "listeners": [{"bind": listener}], "admin": {"bind": admin, "token": "t"}}
+    config = parse_config(doc, "gw.yaml")
+    assert config.admin is not None and config.admin.port == int(admin.rsplit(":", 1)[1])
+
+
 def test_ops_config_defaults_and_values() -> None:
     config = parse_config(
         {**_DOC, "admin": {"bind": "0.0.0.0:9901", "token": "s3cret"}, "access_log": {"sample": 0.5}},
