@@ -275,7 +275,9 @@ def _authorized(port: int, authorization: str | None) -> tuple[int, str | None]:
     """GET /metrics with this Authorization header (or none): the status and WWW-Authenticate."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
     try:
-        conn.request("GET", "/metrics", headers={} if authorization is None else {"Authorization": authorization})
+        conn.request(
+            "GET", "/metrics", headers={} if authorization is None else {"Authorization": authorization}
+        )
         response = conn.getresponse()
         response.read()
         return response.status, response.headers.get("WWW-Authenticate")

@@ -11,7 +11,7 @@ from fastgw._proxy import LATENCY_BOUNDS, RequestIds, RequestStats
 from fastgw.config import parse_config
 from fastgw.errors import ConfigError
 from fastgw.observe.counters import CounterRegistry
-from fastgw.observe.metrics import Family, collect_gateway, merge, render
+from fastgw.observe.metrics import Family, collect_gateway, counters_of, label_worker, merge, render
 from fastgw.plan import compile_plan
 
 _DOC: dict[str, Any] = {
@@ -86,6 +86,26 @@ def test_merge_sums_counters_and_takes_the_minimum_of_up() -> None:
     assert merged["up"].samples == {("", (("target", "t"),)): 0}
 
 
+def test_merge_keeps_per_worker_states_apart_and_a_per_worker_limit_as_it_is() -> None:
+    def worker(state: str, limit: float) -> dict[str, Family]:
+        breaker = Family("gauge", "b", "worker")
+        for each in ("closed", "open"):
+            breaker.add((("target", "t"), ("state", each)), 1.0 if each == state else 0.0)
+        per_worker = Family("gauge", "l", "max")
+        per_worker.add((("limit", "x"),), limit)
+        return {"breaker": breaker, "limit": per_worker, "c_total": Family("counter", "c")}
+
+    merged = merge([label_worker(worker("closed", 5), 0), label_worker(worker("open", 5), 1)])
+    assert merged["breaker"].samples == {
+        ("", (("target", "t"), ("state", "closed"), ("worker", "0"))): 1,
+        ("", (("target", "t"), ("state", "open"), ("worker", "0"))): 0,
+        ("", (("target", "t"), ("state", "closed"), ("worker", "1"))): 0,
+        ("", (("target", "t"), ("state", "open"), ("worker", "1"))): 1,
+    }
+    assert merged["limit"].samples == {("", (("limit", "x"),)): 5}  # not 10: each worker's own
+    assert sorted(counters_of(worker("open", 5))) == ["c_total"]  # what a worker gone leaves
+
+
 def test_label_values_are_escaped() -> None:
     family = Family("counter", 'help with \\ and "quotes"')
     family.add((("route", 'a"b\\c\nd'),), 1)
@@ -147,13 +167,21 @@ def test_ops_config_errors_name_the_key_path(ops: dict[str, Any], message: str) 
 @pytest.mark.parametrize(
     ("admin", "listeners", "message"),
     [
-        ({"bind": "127.0.0.1:8080"}, ["127.0.0.1:8080"], "127.0.0.1:8080 overlaps listeners[0].bind (127.0.0.1:8080)"),
+        (
+            {"bind": "127.0.0.1:8080"},
+            ["127.0.0.1:8080"],
+            "127.0.0.1:8080 overlaps listeners[0].bind (127.0.0.1:8080)",
+        ),
         (
             {"bind": "0.0.0.0:8080", "token": "t"},
             ["127.0.0.1:9000", "127.0.0.1:8080"],
             "0.0.0.0:8080 overlaps listeners[1].bind (127.0.0.1:8080)",
         ),
-        ({"bind": "127.0.0.1:9901"}, ["0.0.0.0:9901"], "127.0.0.1:9901 overlaps listeners[0].bind (0.0.0.0:9901)"),
+        (
+            {"bind": "127.0.0.1:9901"},
+            ["0.0.0.0:9901"],
+            "127.0.0.1:9901 overlaps listeners[0].bind (0.0.0.0:9901)",
+        ),
         ({}, ["0.0.0.0:9901"], "127.0.0.1:9901 overlaps listeners[0].bind (0.0.0.0:9901)"),  # the default
         ({"bind": "[::1]:8080"}, ["[::]:8080"], "[::1]:8080 overlaps listeners[0].bind ([::]:8080)"),
         ({"bind": "localhost:8080"}, ["127.0.0.1:8080"], "localhost:8080 overlaps listeners[0].bind"),
