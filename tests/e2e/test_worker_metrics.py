@@ -13,14 +13,15 @@ from __future__ import annotations
 import os
 import signal
 import socket
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.conftest import RunGateway, Upstream, accepted_inodes, socket_inodes, wait_for
+from tests.e2e.conftest import GatewayProc, RunGateway, Upstream, accepted_inodes, socket_inodes, wait_for
 from tests.e2e.test_ops import _admin, _ops_doc
 from tests.e2e.test_workers import (
-    _accepted_by,
     _open_connections,
+    _spread,
     _wait_upstream_requests,
     _wait_workers,
     _wait_workers_replacing,
@@ -62,19 +63,19 @@ def _connection_to(worker: int, port: int, tries: int = 64) -> socket.socket:
     raise AssertionError(f"no connection of {tries} landed on worker {worker}")
 
 
+def _start(run_gateway: RunGateway, doc: dict[str, Any], admin_port: int) -> tuple[GatewayProc, list[int]]:
+    """``fastgw run --workers 2`` with this config, once its admin API and both workers are up."""
+    gw = run_gateway(doc, workers=2)
+    wait_for_port(admin_port)
+    return gw, _wait_workers(gw, 2)
+
+
 def test_counters_never_go_back_when_a_worker_is_killed(
     run_gateway: RunGateway, upstream_proc: Upstream
 ) -> None:
     doc, admin_port = _ops_doc(upstream_proc)
-    gw = run_gateway(doc, workers=2)
-    wait_for_port(admin_port)
-    workers = _wait_workers(gw, 2)
-    socks = _open_connections(gw.port, CONNECTIONS)
-    try:
-        served = _accepted_by(workers, gw.port)
-    finally:
-        for sock in socks:
-            sock.close()
+    gw, workers = _start(run_gateway, doc, admin_port)
+    served = _spread(workers, gw.port, CONNECTIONS)
     victim = max(served, key=lambda pid: served[pid])
     assert served[victim] > 0
 
@@ -100,9 +101,7 @@ def test_a_worker_that_drains_sends_the_counters_of_its_last_requests(
     run_gateway: RunGateway, upstream_proc: Upstream
 ) -> None:
     doc, admin_port = _ops_doc(upstream_proc)
-    gw = run_gateway(doc, workers=2)
-    wait_for_port(admin_port)
-    victim, _ = _wait_workers(gw, 2)
+    gw, (victim, _) = _start(run_gateway, doc, admin_port)
     for sock in _open_connections(gw.port, CONNECTIONS):
         sock.close()
     with _connection_to(victim, gw.port) as slow:
@@ -127,9 +126,7 @@ def test_breaker_states_are_per_worker(run_gateway: RunGateway, upstream_proc: U
     upstream = {"targets": [good, dead], "breaker": {"failures": 1, "open_for": "60s"}}
     doc, admin_port = _ops_doc(upstream_proc)
     doc["upstreams"]["up"] = upstream
-    gw = run_gateway(doc, workers=2)
-    wait_for_port(admin_port)
-    _wait_workers(gw, 2)
+    gw, _ = _start(run_gateway, doc, admin_port)
     _, every = _scrape(admin_port)
 
     def states(target: str, worker: str) -> list[float]:
@@ -162,9 +159,7 @@ def test_concurrency_limits_show_slots_in_use_and_the_limit_per_worker(
 ) -> None:
     doc, admin_port = _ops_doc(upstream_proc)
     doc["upstreams"]["up"]["concurrency"] = {"max_in_flight": 5}
-    gw = run_gateway(doc, workers=2)
-    wait_for_port(admin_port)
-    _wait_workers(gw, 2)
+    gw, _ = _start(run_gateway, doc, admin_port)
     limit = (("limit", "upstream 'up'"),)
     slow = []
     try:
