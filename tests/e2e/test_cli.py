@@ -145,6 +145,11 @@ BAD_ROUTE = {
         "routes[0].rewrite",
         ["unknown parameter 'idd'", "did you mean 'id'?"],
     ),
+    "admin-on-a-listener-port": (
+        config_text() + 'admin: {bind: "0.0.0.0:18080", token: "t"}\n',
+        "admin.bind",
+        ["0.0.0.0:18080 overlaps listeners[0].bind (127.0.0.1:18080)"],
+    ),
     "duplicate-route-id": (
         config_text("routes:\n  - {id: a, path: /a, upstream: up}\n  - {id: a, path: /b, upstream: up}\n"),
         "routes[1].id",

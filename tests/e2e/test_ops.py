@@ -3,6 +3,7 @@ access log, the admin API and reloads (admin, SIGHUP, --watch, under wrk load), 
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -268,6 +269,40 @@ def test_admin_token_is_required_when_set(run_gateway: RunGateway, upstream_proc
         assert _admin(admin_port, path, token="wrong")[0] == 401
         assert _admin(admin_port, path, token="s3cret")[0] == 200
     assert _admin(admin_port, "/reload", "POST")[0] == 401
+
+
+def _authorized(port: int, authorization: str | None) -> tuple[int, str | None]:
+    """GET /metrics with this Authorization header (or none): the status and WWW-Authenticate."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+    try:
+        conn.request(
+            "GET", "/metrics", headers={} if authorization is None else {"Authorization": authorization}
+        )
+        response = conn.getresponse()
+        response.read()
+        return response.status, response.headers.get("WWW-Authenticate")
+    finally:
+        conn.close()
+
+
+def test_admin_bearer_scheme_ignores_case_and_a_401_says_how_to_authenticate(
+    run_gateway: RunGateway, upstream_proc: Upstream
+) -> None:
+    # RFC 9110 section 11.1: the auth scheme is case-insensitive. RFC 9110 section 15.5.2 and
+    # RFC 6750 section 3: a 401 carries a WWW-Authenticate challenge; the error code says why
+    # when a bearer token was sent, and is left out when none was.
+    doc, admin_port = _ops_doc(upstream_proc, admin={"token": "s3cret"})
+    run_gateway(doc)
+    wait_for_port(admin_port)
+    for scheme in ("Bearer", "bearer", "BEARER", "bEaReR"):
+        assert _authorized(admin_port, f"{scheme} s3cret")[0] == 200, scheme
+    challenge = 'Bearer realm="fastgw-admin"'
+    assert _authorized(admin_port, None) == (401, challenge)
+    assert _authorized(admin_port, "Basic czNjcmV0") == (401, challenge)
+    assert _authorized(admin_port, "Bearer wrong") == (401, f'{challenge}, error="invalid_token"')
+    assert _authorized(admin_port, "bearer s3cre") == (401, f'{challenge}, error="invalid_token"')
+    assert _authorized(admin_port, "Bearer") == (401, f'{challenge}, error="invalid_request"')
+    assert _authorized(admin_port, "s3cret") == (401, challenge)
 
 
 def test_sighup_reloads_every_worker(run_gateway: RunGateway, upstream_proc: Upstream, procs: Any) -> None:

@@ -68,6 +68,16 @@ def _accepted_by(pids: list[int], port: int) -> dict[int, int]:
     return {pid: len(socket_inodes(pid) & established) for pid in pids}
 
 
+def _spread(pids: list[int], port: int, count: int) -> dict[int, int]:
+    """Open ``count`` connections (one request each), count which process accepted each, close them."""
+    socks = _open_connections(port, count)
+    try:
+        return _accepted_by(pids, port)
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 def _wait_workers(gw: GatewayProc, count: int) -> list[int]:
     """The supervisor's worker pids, once it has exactly ``count``."""
 
@@ -117,12 +127,7 @@ def test_two_workers_both_accept_connections(run_gateway: RunGateway, upstream_p
     gw = run_gateway(gateway_doc(upstream_proc.port), workers=2)
     workers = _wait_workers(gw, 2)
     assert sorted({pid for pid, _ in gw.listening_lines()}) == workers
-    socks = _open_connections(gw.port, CONNECTIONS)
-    try:
-        counts = _accepted_by(workers, gw.port)
-    finally:
-        for sock in socks:
-            sock.close()
+    counts = _spread(workers, gw.port, CONNECTIONS)
     assert sum(counts.values()) == CONNECTIONS, counts
     assert all(n > 0 for n in counts.values()), f"connections per worker: {counts}"
 
@@ -179,12 +184,7 @@ def test_killed_worker_is_replaced_and_port_keeps_serving(
     wait_for(lambda: (replacement, gw.port) in gw.listening_lines(), 10, "the new worker's listener")
     assert gw.proc.alive
 
-    socks = _open_connections(gw.port, CONNECTIONS)
-    try:
-        counts = _accepted_by(workers, gw.port)
-    finally:
-        for sock in socks:
-            sock.close()
+    counts = _spread(workers, gw.port, CONNECTIONS)
     assert all(n > 0 for n in counts.values()), f"the replacement must take connections too: {counts}"
 
     # And the supervisor still drains and exits cleanly afterwards.

@@ -11,7 +11,7 @@ from fastgw._proxy import LATENCY_BOUNDS, RequestIds, RequestStats
 from fastgw.config import parse_config
 from fastgw.errors import ConfigError
 from fastgw.observe.counters import CounterRegistry
-from fastgw.observe.metrics import Family, collect_gateway, merge, render
+from fastgw.observe.metrics import Family, collect_gateway, counters_of, label_worker, merge, render
 from fastgw.plan import compile_plan
 
 _DOC: dict[str, Any] = {
@@ -86,6 +86,26 @@ def test_merge_sums_counters_and_takes_the_minimum_of_up() -> None:
     assert merged["up"].samples == {("", (("target", "t"),)): 0}
 
 
+def test_merge_keeps_per_worker_states_apart_and_a_per_worker_limit_as_it_is() -> None:
+    def worker(state: str, limit: float) -> dict[str, Family]:
+        breaker = Family("gauge", "b", "worker")
+        for each in ("closed", "open"):
+            breaker.add((("target", "t"), ("state", each)), 1.0 if each == state else 0.0)
+        per_worker = Family("gauge", "l", "max")
+        per_worker.add((("limit", "x"),), limit)
+        return {"breaker": breaker, "limit": per_worker, "c_total": Family("counter", "c")}
+
+    merged = merge([label_worker(worker("closed", 5), 0), label_worker(worker("open", 5), 1)])
+    assert merged["breaker"].samples == {
+        ("", (("target", "t"), ("state", "closed"), ("worker", "0"))): 1,
+        ("", (("target", "t"), ("state", "open"), ("worker", "0"))): 0,
+        ("", (("target", "t"), ("state", "closed"), ("worker", "1"))): 0,
+        ("", (("target", "t"), ("state", "open"), ("worker", "1"))): 1,
+    }
+    assert merged["limit"].samples == {("", (("limit", "x"),)): 5}  # not 10: each worker's own
+    assert sorted(counters_of(worker("open", 5))) == ["c_total"]  # what a worker gone leaves
+
+
 def test_label_values_are_escaped() -> None:
     family = Family("counter", 'help with \\ and "quotes"')
     family.add((("route", 'a"b\\c\nd'),), 1)
@@ -142,6 +162,56 @@ def test_ops_config_errors_name_the_key_path(ops: dict[str, Any], message: str) 
     with pytest.raises(ConfigError) as raised:
         parse_config({**_DOC, **ops}, "gw.yaml")
     assert str(raised.value).startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("admin", "listeners", "message"),
+    [
+        (
+            {"bind": "127.0.0.1:8080"},
+            ["127.0.0.1:8080"],
+            "127.0.0.1:8080 overlaps listeners[0].bind (127.0.0.1:8080)",
+        ),
+        (
+            {"bind": "0.0.0.0:8080", "token": "t"},
+            ["127.0.0.1:9000", "127.0.0.1:8080"],
+            "0.0.0.0:8080 overlaps listeners[1].bind (127.0.0.1:8080)",
+        ),
+        (
+            {"bind": "127.0.0.1:9901"},
+            ["0.0.0.0:9901"],
+            "127.0.0.1:9901 overlaps listeners[0].bind (0.0.0.0:9901)",
+        ),
+        ({}, ["0.0.0.0:9901"], "127.0.0.1:9901 overlaps listeners[0].bind (0.0.0.0:9901)"),  # the default
+        ({"bind": "[::1]:8080"}, ["[::]:8080"], "[::1]:8080 overlaps listeners[0].bind ([::]:8080)"),
+        ({"bind": "localhost:8080"}, ["127.0.0.1:8080"], "localhost:8080 overlaps listeners[0].bind"),
+    ],
+)
+def test_admin_bind_overlapping_a_listener_is_a_config_error(
+    admin: dict[str, str], listeners: list[str], message: str
+) -> None:
+    # Two sockets on one port: the second fails to bind when the gateway starts, or, with
+    # --workers (SO_REUSEPORT), the admin API and the listener share the port's connections.
+    doc = {**_DOC, "listeners": [{"bind": bind} for bind in listeners], "admin": admin}
+    with pytest.raises(ConfigError) as raised:
+        parse_config(doc, "gw.yaml")
+    assert str(raised.value).startswith(f"gw.yaml: admin.bind: {message}")
+
+
+@pytest.mark.parametrize(
+    ("admin", "listener"),
+    [
+        ("127.0.0.1:9901", "127.0.0.1:8080"),  # another port
+        ("127.0.0.1:8080", "127.0.0.2:8080"),  # another address on the port
+        ("127.0.0.1:0", "127.0.0.1:0"),  # any free port: never the same one
+        ("[::1]:8080", "0.0.0.0:8080"),  # IPv6 and the IPv4 wildcard (sockets are IPv6-only)
+        ("[::]:8080", "127.0.0.1:8080"),
+    ],
+)
+def test_admin_bind_beside_a_listener_is_accepted(admin: str, listener: str) -> None:
+    doc = {**_DOC, "listeners": [{"bind": listener}], "admin": {"bind": admin, "token": "t"}}
+    config = parse_config(doc, "gw.yaml")
+    assert config.admin is not None and config.admin.port == int(admin.rsplit(":", 1)[1])
 
 
 def test_ops_config_defaults_and_values() -> None:

@@ -14,8 +14,9 @@
 
 Answers are JSON (``/metrics`` and the page aside); an unknown path is a JSON 404, a wrong
 method a JSON 405. When ``admin.token`` is set every endpoint but ``/healthz``, ``/readyz`` and
-the page itself needs ``Authorization: Bearer TOKEN`` (401 otherwise); the page asks for the
-token and sends it with its own requests.
+the page itself needs ``Authorization: Bearer TOKEN`` (the scheme in any case); otherwise 401 with
+``WWW-Authenticate: Bearer realm="fastgw-admin"`` (RFC 6750, with ``error="invalid_token"`` for a
+wrong token). The page asks for the token and sends it with its own requests.
 """
 
 from __future__ import annotations
@@ -36,11 +37,35 @@ log = logging.getLogger("fastgw")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/"})
+REALM = "fastgw-admin"  # of the Bearer challenge a 401 carries
 CONTROL: web.AppKey[Control] = web.AppKey("control")
 
 
 def _json(data: object, status: int = 200) -> web.Response:
     return web.json_response(data, status=status)
+
+
+def _refuse_token(authorization: str | None, token: str) -> web.Response | None:
+    """None when ``authorization`` carries the admin token, else the 401 to send.
+
+    The scheme name is case-insensitive (RFC 9110 section 11.1: ``bearer`` and ``BEARER`` are
+    ``Bearer``). The challenge follows RFC 6750 section 3: no error code when no bearer token was
+    sent (none at all, or another scheme), ``invalid_request`` for an empty one,
+    ``invalid_token`` for a wrong one."""
+    scheme, _, credentials = (authorization or "").strip().partition(" ")
+    given = credentials.strip()
+    if scheme.lower() == "bearer" and given and hmac.compare_digest(given.encode(), token.encode()):
+        return None
+    if scheme.lower() != "bearer":
+        error, message = None, "missing admin token (Authorization: Bearer ...)"
+    elif not given:
+        error, message = "invalid_request", "empty admin token (Authorization: Bearer ...)"
+    else:
+        error, message = "invalid_token", "wrong admin token"
+    challenge = f'Bearer realm="{REALM}"' + (f', error="{error}"' if error else "")
+    response = _json({"error": message}, 401)
+    response.headers["WWW-Authenticate"] = challenge
+    return response
 
 
 @web.middleware
@@ -49,9 +74,9 @@ async def _errors_and_auth(request: web.Request, handler: Handler) -> web.Stream
     admin = control.plan().config.admin
     token = admin.token if admin is not None else None
     if token is not None and request.path not in OPEN_PATHS:
-        given = request.headers.get("Authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-            return _json({"error": "missing or wrong admin token (Authorization: Bearer ...)"}, 401)
+        refusal = _refuse_token(request.headers.get("Authorization"), token)
+        if refusal is not None:
+            return refusal
     try:
         return await handler(request)
     except web.HTTPNotFound:

@@ -52,6 +52,7 @@ from fastgw.config.schema import (
 from fastgw.config.validate import (
     Reader,
     Section,
+    binds_overlap,
     describe,
     expected,
     join,
@@ -67,6 +68,7 @@ from fastgw.config.validate import (
     read_size,
     read_str,
     read_text,
+    show_address,
     suggest,
 )
 from fastgw.errors import ConfigError
@@ -337,7 +339,7 @@ def _read_listeners(value: object, path: str) -> tuple[ListenerConfig, ...]:
         if port:  # several listeners may each ask for an ephemeral port
             _claim(
                 binds,
-                f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+                show_address((host, port)),
                 at,
                 section.at("bind"),
                 "bind address",
@@ -1007,6 +1009,18 @@ def _read_admin(value: object, path: str) -> AdminConfig:
     return AdminConfig(host=host, port=port, token=token)
 
 
+def _check_admin_bind(admin: AdminConfig, listeners: tuple[ListenerConfig, ...]) -> None:
+    """The admin API and a listener on one port: one of them fails to bind, or (workers bind with
+    SO_REUSEPORT) the two share the port and each gets some of the other's connections."""
+    for index, listener in enumerate(listeners):
+        if binds_overlap((admin.host, admin.port), (listener.host, listener.port)):
+            raise ConfigError(
+                "admin.bind",
+                f"{show_address((admin.host, admin.port))} overlaps listeners[{index}].bind"
+                f" ({show_address((listener.host, listener.port))}); expected a port no listener uses",
+            )
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -1108,13 +1122,17 @@ def _read_config(document: object, source: str) -> Config:
     names = [listener.name for listener in listeners]
     routes = section.require("routes", lambda value, path: _read_routes(value, path, names, upstreams))
     _check_hash_params(upstreams, routes)
+    plugins = section.get("plugins", read_list(_read_plugin)) or ()
+    admin = section.get("admin", _read_admin)
+    if admin is not None:
+        _check_admin_bind(admin, listeners)
     return Config(
         source=source,
         listeners=listeners,
         upstreams=upstreams,
         routes=routes,
-        plugins=section.get("plugins", read_list(_read_plugin)) or (),
-        admin=section.get("admin", _read_admin),
+        plugins=plugins,
+        admin=admin,
         access_log=section.get("access_log", _read_access_log),
         tracing=section.get("tracing", _read_tracing),
     )

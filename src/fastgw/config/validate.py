@@ -13,6 +13,7 @@ JSON boolean is never an integer.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import math
 import re
 from collections.abc import Callable, Collection, Iterable, Mapping
@@ -259,3 +260,48 @@ def read_record(build: Callable[..., T], readers: Mapping[str, Reader[object]]) 
         return build(**read_fields(value, path, readers))
 
     return read
+
+
+# -- listening addresses ---------------------------------------------------------------------------
+
+Address = tuple[str, int]  # (host without brackets, port), as the address readers return it
+
+
+def show_address(address: Address) -> str:
+    """``host:port``, or ``[v6]:port``."""
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def binds_overlap(a: Address, b: Address) -> bool:
+    """Would sockets listening on ``a`` and on ``b`` take each other's port?
+
+    The same port (port 0, any free port, never collides), and: the same address; or one side is
+    the wildcard of the other's family (``0.0.0.0`` holds the port on every IPv4 address, ``::``
+    on every IPv6 one: the gateway's sockets are IPv6-only, so ``0.0.0.0`` and ``::`` do not
+    collide); or the same host name. ``localhost`` is 127.0.0.1 and ::1; other names are not
+    resolved, so a name only collides with itself.
+    """
+    if a[1] != b[1] or a[1] == 0:
+        return False
+    return any(_ips_overlap(x, y) for x in _bind_ips(a[0]) for y in _bind_ips(b[0]))
+
+
+_BindIp = ipaddress.IPv4Address | ipaddress.IPv6Address | str  # str: a host name, lower-cased
+
+
+def _bind_ips(host: str) -> list[_BindIp]:
+    if host.lower() == "localhost":
+        return [ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")]
+    try:
+        return [ipaddress.ip_address(host)]
+    except ValueError:
+        return [host.lower()]
+
+
+def _ips_overlap(a: _BindIp, b: _BindIp) -> bool:
+    if a == b:
+        return True
+    if isinstance(a, str) or isinstance(b, str):
+        return False
+    return a.version == b.version and (a.is_unspecified or b.is_unspecified)

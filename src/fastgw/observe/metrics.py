@@ -5,7 +5,14 @@ route and listener, ``PoolCore`` counters per target); ``collect`` reads them in
 records only when someone scrapes. With ``--workers N`` each worker collects its own families,
 the supervisor asks every worker for them (``server/control.py``) and ``merge`` adds them up, so
 a scrape sees the whole gateway. Each family says how to merge: counters, histograms and
-connection gauges add up; a target is reported up only if every worker sees it up (``min``).
+connection gauges add up; a target is reported up only if every worker sees it up (``min``); a
+per-worker setting is the same in each (``max``); a state that each worker has on its own, such
+as a circuit breaker's, is kept apart by a ``worker`` label (``worker``: the worker's slot, 0 to
+N-1, which a replacement takes over; see ``label_worker``).
+
+Counters never go back, even when a worker dies: the supervisor keeps each worker's counters as
+last collected (``counters_of``), or as the worker sent them when it drained, and adds those of
+the workers gone to every later scrape. Gauges of a worker gone are dropped: they described it.
 
 Rendered in the Prometheus text exposition format (version 0.0.4).
 """
@@ -35,7 +42,7 @@ UNMATCHED = "(unmatched)"  # the route label of requests that matched no route
 class Family:
     kind: Literal["counter", "gauge", "histogram"]
     help: str
-    merge: Literal["sum", "min"] = "sum"
+    merge: Literal["sum", "min", "max", "worker"] = "sum"
     samples: dict[SampleKey, float] = field(default_factory=dict)
 
     def add(self, labels: Labels, value: float, suffix: str = "") -> None:
@@ -141,25 +148,47 @@ def _collect_upstreams(plan: Plan, families: Families) -> None:
             labels = (("upstream", name), ("target", target.label))
             up.add(labels, 1.0 if target in group.usable else 0.0)
             in_flight.add(labels, target.in_flight)
+    _collect_limiters(plan, families)
+    _collect_breakers(plan, families)
+
+
+def _collect_limiters(plan: Plan, families: Families) -> None:
+    """Concurrency limits count in each worker process: with ``--workers N`` a limit of
+    ``max_in_flight`` lets N times that many requests through the gateway. The slots in use add
+    up to the gateway's; the limit is shown as what it is, per worker."""
     refused = families["fastgw_concurrency_refused_total"] = Family(
         "counter", "Requests answered 503 by a route's or an upstream's concurrency limit."
+    )
+    in_use = families["fastgw_concurrency_slots_in_use"] = Family(
+        "gauge", "Requests holding a slot of a concurrency limit, in all worker processes together."
+    )
+    limit = families["fastgw_concurrency_limit_per_worker"] = Family(
+        "gauge",
+        "max_in_flight of a concurrency limit: each worker process enforces it on its own, so the"
+        " gateway admits up to this times fastgw_workers_reporting.",
+        "max",
     )
     seen = set()
     for route in plan.routes:
         for limiter in route.limiters:
             if id(limiter) not in seen:
                 seen.add(id(limiter))
-                refused.add((("limit", limiter.name),), limiter.refused)
-    _collect_breakers(plan, families)
+                at = (("limit", limiter.name),)
+                refused.add(at, limiter.refused)
+                in_use.add(at, limiter.active)
+                limit.add(at, limiter.limit)
 
 
 def _collect_breakers(plan: Plan, families: Families) -> None:
     """Per target of an upstream with ``breaker:``, its circuit state as three 0/1 gauges (one
-    per state), summed over workers: ``state="open"`` then reads how many workers have it open."""
+    per state). Each worker process has its own breakers: merged, they keep a ``worker`` label."""
     if not plan.breakers:
         return
     state = families["fastgw_upstream_breaker_state"] = Family(
-        "gauge", "Circuit breaker state per target: 1 for the state it is in (summed over workers)."
+        "gauge",
+        "Circuit breaker state per target and worker process (each has its own breakers): 1 for the"
+        " state it is in, else 0.",
+        "worker",
     )
     for breaker in plan.breakers.values():
         for label, target in breaker.states.items():
@@ -185,7 +214,7 @@ def collect_reloads(record: ReloadRecord, workers: int) -> Families:
     last.add((), 1.0 if record.last_ok else 0.0)
     loaded = Family("gauge", "Unix time the running configuration was loaded.")
     loaded.add((), record.loaded_at)
-    counted = Family("gauge", "Worker processes whose counters this scrape includes.")
+    counted = Family("gauge", "Worker processes serving that answered this scrape.")
     counted.add((), workers)
     return {
         "fastgw_config_reloads_total": reloads,
@@ -193,6 +222,24 @@ def collect_reloads(record: ReloadRecord, workers: int) -> Families:
         "fastgw_config_loaded_timestamp_seconds": loaded,
         "fastgw_workers_reporting": counted,
     }
+
+
+def label_worker(families: Families, index: int) -> Families:
+    """One worker's families, its per-worker states (merge ``worker``) labelled with its slot."""
+    labelled = dict(families)
+    for name, family in families.items():
+        if family.merge == "worker":
+            samples = {
+                (suffix, (*labels, ("worker", str(index)))): v
+                for (suffix, labels), v in family.samples.items()
+            }
+            labelled[name] = Family(family.kind, family.help, family.merge, samples)
+    return labelled
+
+
+def counters_of(families: Families) -> Families:
+    """The families that only grow (counters, histograms): what a worker gone leaves behind."""
+    return {name: family for name, family in families.items() if family.kind != "gauge"}
 
 
 def merge(parts: Iterable[Families]) -> Families:
@@ -208,8 +255,12 @@ def merge(parts: Iterable[Families]) -> Families:
                 old = into.samples.get(key)
                 if old is None:
                     into.samples[key] = value
+                elif into.merge == "min":
+                    into.samples[key] = min(old, value)
+                elif into.merge == "max":
+                    into.samples[key] = max(old, value)
                 else:
-                    into.samples[key] = min(old, value) if into.merge == "min" else old + value
+                    into.samples[key] = old + value
     return merged
 
 

@@ -7,19 +7,27 @@ is a single-process gateway. With
 ``WorkerChannel`` per worker, a socketpair made before the fork, over which it asks for the
 worker's metric families on each scrape and tells it to reload. Messages are length-prefixed
 pickles: both ends are this program, forked from one process.
+
+The line: the supervisor sends ``{"op": ..., "id": n}``, one request at a time; the worker answers
+``(n, answer)`` (a late answer to a request that timed out is told apart by its number and
+dropped). A worker answers until it has drained, then sends ``FinalCounters``, unasked, and
+exits: the requests it finished while draining are counted too. The supervisor reads the line all
+the time, so that last message never waits for a reader.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import pickle
 import socket
 import struct
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from fastgw.errors import ConfigError
-from fastgw.observe.metrics import Families, collect_reloads, merge
+from fastgw.observe.metrics import Families, collect_reloads, label_worker, merge
 from fastgw.plan import Plan
 from fastgw.plugins.cache import purge_entries
 from fastgw.server.gateway import Gateway
@@ -29,6 +37,7 @@ log = logging.getLogger("fastgw")
 ReloadResult = dict[str, Any]  # {"ok": True, "routes": n, ...} or {"ok": False, "error": "file: key: ..."}
 PurgeResult = dict[str, Any]  # {"purged": n, "errors": ["redis://...: why", ...]}
 _LENGTH = struct.Struct("!I")
+FINAL_TIMEOUT = 5.0  # a draining worker gives up sending its final counters after this long
 
 
 class Control(Protocol):
@@ -55,7 +64,7 @@ class LocalControl:
         return self.gateway.ready
 
     async def families(self) -> Families:
-        return merge([self.gateway.collect(), collect_reloads(self.gateway.reloads, 1)])
+        return merge([label_worker(self.gateway.collect(), 0), collect_reloads(self.gateway.reloads, 1)])
 
     async def reload(self) -> ReloadResult:
         if self.config_path is None:
@@ -85,46 +94,119 @@ async def _receive(reader: asyncio.StreamReader) -> Any:
     return pickle.loads(await reader.readexactly(size))
 
 
+@dataclass(frozen=True, slots=True)
+class FinalCounters:
+    """A worker's last message, unasked: its families once its requests have finished."""
+
+    families: Families
+
+
 class WorkerChannel:
-    """The supervisor's end: one request at a time, each answered or timed out."""
+    """The supervisor's end: one request at a time, each answered or timed out. A reader takes
+    every message the worker sends, from ``start`` until the worker exits."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
+        self.final: Families | None = None  # what the worker sent as it exited, if it drained
         self._lock = asyncio.Lock()
-        self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self._asked = 0
+        self._waiting: tuple[int, asyncio.Future[Any]] | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._connected = asyncio.Event()
+        self._reading: asyncio.Task[None] | None = None
+        self._ended = False
+
+    def start(self) -> None:
+        """Start reading (in the supervisor's loop, right after the fork)."""
+        self._reading = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self) -> None:
+        reader, self._writer = await asyncio.open_connection(sock=self.sock)
+        self._connected.set()
+        try:
+            while True:
+                message = await _receive(reader)
+                if isinstance(message, FinalCounters):
+                    self.final = message.families
+                elif self._waiting is not None and message[0] == self._waiting[0]:
+                    answer = self._waiting[1]
+                    if not answer.done():  # not timed out this very moment
+                        answer.set_result(message[1])
+                # else: the late answer to a request that timed out, dropped
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the worker exited
+        finally:
+            self._ended = True
+            if self._waiting is not None and not self._waiting[1].done():
+                self._waiting[1].set_exception(ConnectionError("the worker closed its channel"))
 
     async def ask(self, message: dict[str, Any], timeout: float) -> Any:
         async with self._lock:
-            if self._streams is None:
-                self._streams = await asyncio.open_connection(sock=self.sock)
-            reader, writer = self._streams
-            await _send(writer, message)
-            return await asyncio.wait_for(_receive(reader), timeout)
+            await asyncio.wait_for(self._connected.wait(), timeout)
+            assert self._writer is not None
+            self._asked += 1
+            answer = asyncio.get_running_loop().create_future()
+            self._waiting = (self._asked, answer)
+            try:
+                if self._ended:
+                    raise ConnectionError("the worker closed its channel")
+                await _send(self._writer, {**message, "id": self._asked})
+                return await asyncio.wait_for(answer, timeout)
+            finally:
+                self._waiting = None
+
+    async def ended(self, timeout: float) -> Families | None:
+        """Once the worker has exited: its final counters, or None if it sent none (killed)."""
+        if self._reading is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._reading), timeout)
+        return self.final
 
     def close(self) -> None:
-        if self._streams is not None:
-            self._streams[1].close()
+        if self._reading is not None:
+            self._reading.cancel()
+        if self._writer is not None:
+            self._writer.close()
         else:
             self.sock.close()
 
 
-async def answer_supervisor(sock: socket.socket, gateway: Gateway, config_path: str | None) -> None:
-    """The worker's end: answer the supervisor until it closes the channel."""
-    local = LocalControl(gateway, config_path)
-    reader, writer = await asyncio.open_connection(sock=sock)
-    try:
-        while True:
-            try:
+class SupervisorLine:
+    """The worker's end: ``answer`` the supervisor until the worker has drained, then ``finish``:
+    send the final counters and close."""
+
+    def __init__(self, sock: socket.socket, gateway: Gateway, config_path: str | None) -> None:
+        self.sock = sock
+        self.gateway = gateway
+        self.local = LocalControl(gateway, config_path)
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def answer(self) -> None:
+        reader, self._writer = await asyncio.open_connection(sock=self.sock)
+        try:
+            while True:
                 message = await _receive(reader)
-            except (asyncio.IncompleteReadError, ConnectionError):
-                return
-            if message.get("op") == "collect":
-                await _send(writer, gateway.collect())
-            elif message.get("op") == "reload":
-                await _send(writer, await local.reload())
-            elif message.get("op") == "purge_cache":
-                await _send(writer, await local.purge_cache(message.get("key"), message.get("prefix")))
-            else:
-                await _send(writer, {"ok": False, "error": f"unknown operation {message!r}"})
-    finally:
-        writer.close()
+                await _send(self._writer, (message.get("id"), await self._answer(message)))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return  # the supervisor is gone
+
+    async def _answer(self, message: dict[str, Any]) -> Any:
+        op = message.get("op")
+        if op == "collect":
+            return self.gateway.collect()
+        if op == "reload":
+            return await self.local.reload()
+        if op == "purge_cache":
+            return await self.local.purge_cache(message.get("key"), message.get("prefix"))
+        return {"ok": False, "error": f"unknown operation {message!r}"}
+
+    async def finish(self, answering: asyncio.Task[None]) -> None:
+        """Stop ``answering``, send the counters as they are now (nothing runs any more), close."""
+        answering.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await answering
+        if self._writer is None:
+            return
+        with contextlib.suppress(ConnectionError, TimeoutError):  # the supervisor is gone or stuck
+            await asyncio.wait_for(_send(self._writer, FinalCounters(self.gateway.collect())), FINAL_TIMEOUT)
+        self._writer.close()

@@ -27,14 +27,21 @@ import uvloop
 
 from fastgw.config import load_config
 from fastgw.errors import ConfigError
-from fastgw.observe.metrics import Families, ReloadRecord, collect_reloads, merge
+from fastgw.observe.metrics import (
+    Families,
+    ReloadRecord,
+    collect_reloads,
+    counters_of,
+    label_worker,
+    merge,
+)
 from fastgw.plan import Plan, compile_plan
 from fastgw.server.control import (
     LocalControl,
     PurgeResult,
     ReloadResult,
+    SupervisorLine,
     WorkerChannel,
-    answer_supervisor,
 )
 from fastgw.server.gateway import Gateway, check_reloadable
 from fastgw.server.watch import watch_file
@@ -105,8 +112,9 @@ async def _serve(
         loop.add_signal_handler(signal.SIGHUP, lambda: in_background(control.reload()))
         if watch and supervisor is None:
             in_background(watch_file(config_path, control.reload))
-    if supervisor is not None:
-        in_background(answer_supervisor(supervisor, gateway, config_path))
+    line = SupervisorLine(supervisor, gateway, config_path) if supervisor is not None else None
+    # Not in the background tasks: the supervisor still asks for counters while this one drains.
+    answering = loop.create_task(line.answer()) if line is not None else None
     if on_ready is not None:
         on_ready(gateway)
     await stop.wait()
@@ -115,6 +123,8 @@ async def _serve(
     for task in list(background):
         task.cancel()
     await gateway.drain(drain_timeout(gateway.plan))
+    if line is not None and answering is not None:
+        await line.finish(answering)  # the counters of the requests finished while draining
     if admin is not None:
         await admin.stop()
     return 0
@@ -166,6 +176,7 @@ class Worker:
         self.channel = channel
         self.started = time.monotonic()
         self.retiring = False  # told to drain (a failed reload): not restarted when it exits
+        self.counters: Families = {}  # as last collected, or as it sent them when it drained
 
 
 class Supervisor:
@@ -175,7 +186,13 @@ class Supervisor:
     reloads over its channel, and one that fails is drained and replaced. Its asyncio loop only
     waits for signals, the admin listener and the channels; workers fork from inside it (each
     child closes the supervisor's sockets and starts a fresh loop: asyncio ties the running
-    loop to the process id)."""
+    loop to the process id).
+
+    Scrapes: every worker is asked for its families; a worker that serves adds all of them, its
+    per-worker states labelled with its slot; one that drains (replaced), or does not answer,
+    adds its counters as last collected. A worker that exits is kept until its channel has
+    ended (a worker that drained sends its final counters), then its counters are folded into
+    ``retired``, which every later scrape adds: counters never go back."""
 
     def __init__(self, plan: Plan, config_path: str, workers: int, watch: bool) -> None:
         self.current = plan  # the plan new workers start with; replaced by a successful reload
@@ -183,6 +200,8 @@ class Supervisor:
         self.count = workers
         self.watch = watch
         self.workers: dict[int, Worker] = {}  # by pid
+        self.exited: dict[int, Worker] = {}  # reaped, their counters not yet in ``retired``
+        self.retired: Families = {}  # the counters of the workers gone, added to every scrape
         self.reloads = ReloadRecord()
         self.crashes: list[float] = []
         self.stopping = False
@@ -205,12 +224,21 @@ class Supervisor:
 
     async def families(self) -> Families:
         """Every worker's counters, summed: the whole gateway, not one worker."""
-        workers = [w for w in self.workers.values() if not w.retiring]
+        asked = list(self.workers.values())
         answers = await asyncio.gather(
-            *(w.channel.ask({"op": "collect"}, CHANNEL_TIMEOUT) for w in workers), return_exceptions=True
+            *(w.channel.ask({"op": "collect"}, CHANNEL_TIMEOUT) for w in asked), return_exceptions=True
         )
-        parts = [a for a in answers if isinstance(a, dict)]
-        return merge([*parts, collect_reloads(self.reloads, len(parts))])
+        serving: dict[int, Families] = {}
+        for worker, answer in zip(asked, answers, strict=True):
+            if isinstance(answer, dict):
+                worker.counters = counters_of(answer)
+                if not worker.retiring:
+                    serving[worker.pid] = label_worker(answer, worker.index)
+        # Taken after the answers came in, with no await between: a worker that exited meanwhile
+        # is counted once, here or in ``retired``.
+        known = [*self.workers.values(), *self.exited.values()]
+        parts = [serving.get(w.pid, w.counters) for w in known]
+        return merge([self.retired, *parts, collect_reloads(self.reloads, len(serving))])
 
     async def reload(self) -> ReloadResult:
         async with self._reload_lock:
@@ -287,7 +315,7 @@ class Supervisor:
 
     def spawn(self, index: int) -> None:
         parent_end, child_end = socket.socketpair()
-        inherited = [w.channel.sock for w in self.workers.values()]
+        inherited = [w.channel.sock for w in (*self.workers.values(), *self.exited.values())]
         pid = os.fork()
         if pid == 0:
             code = 1
@@ -310,7 +338,9 @@ class Supervisor:
                 sys.stderr.flush()
                 os._exit(code)
         child_end.close()
-        self.workers[pid] = Worker(index, pid, WorkerChannel(parent_end))
+        channel = WorkerChannel(parent_end)
+        channel.start()
+        self.workers[pid] = Worker(index, pid, channel)
 
     def replace(self, worker: Worker) -> None:
         """Drain ``worker`` and start another in its place, on the current plan."""
@@ -337,7 +367,8 @@ class Supervisor:
             worker = self.workers.pop(pid, None)
             if worker is None:
                 continue
-            worker.channel.close()
+            self.exited[pid] = worker
+            self._in_background(self._retire(worker))
             if self.stopping or worker.retiring:
                 continue
             log.error("worker %d exited with %d; starting a new one", pid, os.waitstatus_to_exitcode(status))
@@ -352,6 +383,16 @@ class Supervisor:
             asyncio.get_running_loop().call_later(delay, self._respawn, worker.index)
         if self.stopping and not self.workers:
             self._all_exited.set()
+
+    async def _retire(self, worker: Worker) -> None:
+        """Fold the counters of a worker that exited into ``retired``: as it sent them after
+        draining, or (killed) as last collected."""
+        final = await worker.channel.ended(CHANNEL_TIMEOUT)
+        if final is not None:
+            worker.counters = counters_of(final)
+        self.retired = merge([self.retired, worker.counters])
+        del self.exited[worker.pid]
+        worker.channel.close()
 
     def _respawn(self, index: int) -> None:
         if not self.stopping:
