@@ -35,6 +35,12 @@ class FakeExchange:
         self.upstream_headers: list[tuple[bytes, bytes]] | None = None
         self.removed: list[bytes] = []
 
+    @property
+    def pass_block(self) -> bytes:
+        """The header lines forwarded upstream: here every one the exchange has (no hop-by-hop
+        filtering, no X-Forwarded-* lines)."""
+        return b"".join(n + b": " + v + b"\r\n" for n, v in self.headers)
+
     def header(self, name: bytes) -> bytes | None:
         for n, v in self.headers:
             if n.lower() == name:
