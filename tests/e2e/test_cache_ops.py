@@ -1,6 +1,7 @@
 """The response cache with ``fastgw run``: ``POST /cache/purge`` on the admin API reaches the
 memory zone of every worker (``--workers 2``), by key and by prefix; two gateway processes share
-one Redis cache, and a purge through either one's admin API empties it for both."""
+one Redis cache, and a purge through either one's admin API empties it for both; an unsafe
+request's success invalidates the Redis entries of its URI for every worker."""
 
 from __future__ import annotations
 
@@ -32,9 +33,9 @@ def cache_doc(upstream: Upstream, **cache: Any) -> tuple[dict[str, Any], int]:
     return doc, admin_port
 
 
-def get(port: int, target: str) -> RawResponse:
+def get(port: int, target: str, method: str = "GET") -> RawResponse:
     with connect(port) as sock:  # a new connection each time: the kernel picks the worker
-        sock.sendall(build_request("GET", target, [("Connection", "close")]))
+        sock.sendall(build_request(method, target, [("Connection", "close")]))
         return read_response(sock)
 
 
@@ -117,3 +118,25 @@ def test_two_gateways_share_the_redis_cache_and_its_purge(
     status, answer = purge(admin_one, json.dumps({"prefix": HOST}).encode())
     assert status == 503 and answer["ok"] is False and redis_server.url in answer["error"]
     assert get(one.port, target).header("X-Cache") == "MISS"  # and requests still get answers
+
+
+# RFC 9111 4.4 across workers: the Redis entries are every worker's, and so is their invalidation.
+def test_an_unsafe_request_invalidates_the_redis_cache_of_every_worker(
+    run_gateway: RunGateway, upstream_proc: Upstream, redis_server: RedisServer
+) -> None:
+    doc, _ = cache_doc(upstream_proc, redis={"url": redis_server.url, "prefix": "e2e-changed:"})
+    gw = run_gateway(doc, workers=2)
+    target = f"/cache/changed?{MAX_AGE}"
+    filled = get(gw.port, target).json()["n"]
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        wait_for(lambda: client.exists(b"e2e-changed:" + (HOST + target).encode()), 5, "the entry in Redis")
+    finally:
+        client.close()
+    assert {get(gw.port, target).json()["n"] for _ in range(8)} == {filled}  # hits, in either worker
+
+    changed = get(gw.port, target, "PUT").json()["n"]
+    # The worker that took the PUT sent the invalidation; an answer newer than the PUT means
+    # Redis ran it (the old entry is fresh for a minute), and from then on no worker has it.
+    wait_for(lambda: get(gw.port, target).json()["n"] > changed, 5, "an answer newer than the PUT")
+    assert all(get(gw.port, target).json()["n"] > changed for _ in range(8))

@@ -8,6 +8,8 @@ import base64
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from fastgw.plugins.auth_basic import hash_password
 from fastgw.plugins.auth_key import hash_key
 from tests.support.gateway import RunningGateway, gateway_config
@@ -165,3 +167,35 @@ def test_basic_auth_good_and_bad(make_gateway: Make, upstream: int) -> None:
     assert error(call(gw, "/staff/x", [basic("ann", "wrong")]), 401) == ("invalid credentials", challenge)
     assert error(call(gw, "/staff/x", [basic("bob", "s3cret")]), 401) == ("invalid credentials", challenge)
     assert error(call(gw, "/staff/x"), 401) == ("missing credentials", challenge)
+
+
+# RFC 9110 5.3: Authorization (and an API key header) is a singleton field. With two, the plugin
+# would verify one while the upstream may read the other, unverified: the request is refused.
+@pytest.mark.parametrize("cached", [False, True], ids=["first-sight", "cache-hit"])
+def test_jwt_refuses_a_second_authorization_header(make_gateway: Make, upstream: int, cached: bool) -> None:
+    gw = make_gateway(gateway_config(upstream, routes=routes()))
+    valid = bearer(sign(claims(sub="alice", scope="orders:read", org={"tenant": "acme"})))
+    if cached:  # the compiled cache-hit hook must refuse it too
+        assert call(gw, "/orders/1", [valid]).status == 200
+    message = "more than one Authorization header"
+    challenge = f'Bearer realm="fastgw", error="invalid_request", error_description="{message}"'
+    for second in (("Authorization", "Bearer forged"), ("authorization", valid[1])):
+        assert error(call(gw, "/orders/1", [valid, second]), 400) == (message, challenge)
+    # A client naming Authorization in Connection (hop-by-hop, so not forwarded) is still refused.
+    hop = [valid, ("Authorization", "Bearer forged"), ("Connection", "keep-alive, Authorization")]
+    assert error(call(gw, "/orders/1", hop), 400) == (message, challenge)
+
+
+def test_api_key_refuses_a_second_key_header(make_gateway: Make, upstream: int) -> None:
+    gw = make_gateway(gateway_config(upstream, routes=routes()))
+    for second in ("key-b", "key-a"):
+        headers = [("X-API-Key", "key-a"), ("x-api-key", second)]
+        assert error(call(gw, "/keyed/a", headers), 400) == ("more than one X-API-Key header", None)
+
+
+def test_basic_auth_refuses_a_second_authorization_header(make_gateway: Make, upstream: int) -> None:
+    gw = make_gateway(gateway_config(upstream, routes=routes()))
+    good = ("Authorization", "Basic " + base64.b64encode(b"ann:s3cret").decode())
+    assert call(gw, "/staff/x", [good]).status == 200  # cached: the second check is a lookup
+    headers = [good, ("Authorization", "Bearer something-else")]
+    assert error(call(gw, "/staff/x", headers), 400) == ("more than one Authorization header", None)

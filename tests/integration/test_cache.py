@@ -6,6 +6,7 @@ stale-while-revalidate, the counters, and the Redis store shared by gateways (an
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import time
@@ -19,6 +20,7 @@ import redis
 
 from fastgw.observe.metrics import samples_by
 from fastgw.plugins.cache.plugin import CachePlugin
+from fastgw.plugins.cache.remote import RedisCache
 from fastgw.plugins.cache.store import ZONES
 from tests.support.gateway import RunningGateway, gateway_config
 from tests.support.procs import ProcessReaper, reaper
@@ -234,6 +236,76 @@ def test_request_no_cache_refreshes_and_no_store_keeps_out(
     assert get(gw, kept_out).header("X-Cache") == "MISS"
 
 
+# -- invalidation by unsafe requests (RFC 9111 4.4) ------------------------------------------------
+
+
+def test_an_unsafe_request_that_succeeds_invalidates_its_target_uri(
+    make_gateway: Make, upstream: int, zone: str
+) -> None:
+    # The key holds only cc, so the POST's own status=... leaves its target URI the cached one.
+    gw = make_gateway(cached(upstream, zone, key={"query": ["cc"]}))
+    target, other = f"/cache/changed?{cc('max-age=60')}", f"/cache/unchanged?{cc('max-age=60')}"
+    for t in (target, other):
+        assert [get(gw, t).header("X-Cache") for _ in range(2)] == ["MISS", "HIT"]
+    # An error answer changes nothing; nor does a safe method.
+    for method, status in (("POST", 400), ("DELETE", 404), ("PUT", 500), ("OPTIONS", 200)):
+        assert get(gw, f"{target}&status={status}", method=method).status == status
+        assert get(gw, target).header("X-Cache") == "HIT", (method, status)
+    # 2xx and 3xx do, for every unsafe method, one the gateway knows nothing about too.
+    for method, status in (("POST", 201), ("PUT", 204), ("PATCH", 200), ("DELETE", 303), ("MKCOL", 201)):
+        changed = get(gw, f"{target}&status={status}", method=method)
+        assert changed.status == status and changed.header("X-Cache") is None
+        after = get(gw, target)
+        assert after.header("X-Cache") == "MISS", (method, status)
+        assert get(gw, target).header("X-Cache") == "HIT"
+    assert get(gw, other).header("X-Cache") == "HIT"  # another URI is not touched
+
+
+def test_invalidation_takes_every_variant_and_header_selection_of_the_uri(
+    make_gateway: Make, upstream: int, zone: str
+) -> None:
+    gw = make_gateway(cached(upstream, zone, key={"headers": ["X-Tenant"]}))
+    target = f"/cache/variants?{cc('max-age=60')}&vary=Accept"
+    askers = [[("X-Tenant", t), ("Accept", a)] for t in ("a", "b") for a in ("text/plain", "text/html")]
+
+    def results() -> list[str | None]:
+        return [get(gw, target, headers).header("X-Cache") for headers in askers]
+
+    assert (results(), results()) == (["MISS"] * 4, ["HIT"] * 4)
+    assert get(gw, target, [("X-Tenant", "c")], method="DELETE").status == 200
+    assert (results(), results()) == (["MISS"] * 4, ["HIT"] * 4)
+
+
+def test_location_and_content_location_on_the_same_host_are_invalidated_too(
+    make_gateway: Make, upstream: int, zone: str
+) -> None:
+    gw = make_gateway(cached(upstream, zone))
+    stored = {name: f"/cache/{name}?{cc('max-age=60')}" for name in ("created", "described", "near", "away")}
+    elsewhere = [("Host", "elsewhere.example")]
+    for target in stored.values():
+        get(gw, target)
+    get(gw, stored["away"], elsewhere)
+
+    def post(**references: str) -> None:
+        query = "&".join(f"{name}={quote(value, safe='')}" for name, value in references.items())
+        assert get(gw, f"/cache/new?{query}", method="POST").status == 200
+
+    def hits() -> dict[str, bool]:
+        found = {name: get(gw, target).header("X-Cache") == "HIT" for name, target in stored.items()}
+        return found | {"away@elsewhere": get(gw, stored["away"], elsewhere).header("X-Cache") == "HIT"}
+
+    post(location=stored["created"], content_location="http://TEST.local:8080" + stored["described"])
+    assert hits() == {
+        "created": False, "described": False, "near": True, "away": True, "away@elsewhere": True
+    }  # fmt: skip
+    # A reference relative to the request's path, with a dot segment.
+    post(location="./" + stored["near"].removeprefix("/cache/"))
+    assert hits() == {"created": True, "described": True, "near": False, "away": True, "away@elsewhere": True}
+    # Another host's URI is not this one's to invalidate (RFC 9111 4.4: same origin only).
+    post(location="http://elsewhere.example" + stored["away"])
+    assert hits() == {"created": True, "described": True, "near": True, "away": True, "away@elsewhere": True}
+
+
 # -- coalescing ------------------------------------------------------------------------------------
 
 
@@ -379,29 +451,67 @@ def in_redis(upstream: int, url: str, prefix: str) -> dict[str, Any]:
     return cached(upstream, "unused", redis=options)
 
 
+def keys_in_redis(url: str, pattern: bytes, at_least: int) -> list[bytes]:
+    """The keys matching ``pattern``, once there are ``at_least`` (the cache writes in the background)."""
+    client = redis.Redis.from_url(url)
+    try:
+        deadline = time.monotonic() + 5
+        while len(keys := client.keys(pattern)) < at_least:
+            assert time.monotonic() < deadline, f"fewer than {at_least} keys {pattern!r} ever reached Redis"
+            time.sleep(0.02)
+        return keys
+    finally:
+        client.close()
+
+
 def test_gateways_share_the_redis_cache(
     make_gateway: Make, upstream: int, processes: ProcessReaper, zone: str
 ) -> None:
     server = RedisServer(processes).start()
-    one, two = (
-        make_gateway(in_redis(upstream, server.url, zone)),
-        make_gateway(in_redis(upstream, server.url, zone)),
-    )
+    one, two = (make_gateway(in_redis(upstream, server.url, zone)) for _ in range(2))
     target = f"/cache/redis?{cc('max-age=60')}&vary=Accept"
     first = get(one, target, [("Accept", "text/plain")])
-    client = redis.Redis.from_url(server.url)
-    try:
-        deadline = time.monotonic() + 5
-        while len(client.keys(zone.encode() + b"*")) < 2:  # the VaryRecord and the variant, in the background
-            assert time.monotonic() < deadline, "the entry never reached Redis"
-            time.sleep(0.02)
-    finally:
-        client.close()
+    keys_in_redis(server.url, zone.encode() + b"*", 2)  # the VaryRecord and the variant
     before = upstream_calls(upstream)
     hit = get(two, target, [("Accept", "text/plain")])
     assert (first.header("X-Cache"), hit.header("X-Cache"), hit.body) == ("MISS", "HIT", first.body)
     assert upstream_calls(upstream) == before
     assert get(two, target, [("Accept", "application/json")]).header("X-Cache") == "MISS"
+
+
+def test_an_unsafe_request_through_one_gateway_invalidates_the_redis_entries_for_all(
+    make_gateway: Make, upstream: int, processes: ProcessReaper, zone: str
+) -> None:
+    server = RedisServer(processes).start()
+    one, two = (make_gateway(in_redis(upstream, server.url, zone)) for _ in range(2))
+    target = f"/cache/redis-changed?{cc('max-age=60')}&vary=Accept"
+    accepts = ([("Accept", "text/plain")], [("Accept", "text/html")])
+    filled = [get(one, target, accept).json()["n"] for accept in accepts]
+    keys_in_redis(server.url, zone.encode() + b"*[^\x1d]", 3)  # the VaryRecord, the two variants
+    assert [get(two, target, accept).json()["n"] for accept in accepts] == filled  # hits
+    changed = get(two, target, method="PUT").json()["n"]
+    # Gateway two waits for its own invalidation before it looks the URI up again.
+    after = [get(two, target, accept) for accept in accepts]
+    assert [r.header("X-Cache") for r in after] == ["MISS", "MISS"]
+    assert all(r.json()["n"] > changed for r in after)
+    # For gateway one the old entries are gone too: whatever it answers is newer than the PUT.
+    assert all(get(one, target, accept).json()["n"] > changed for accept in accepts)
+
+
+def test_a_redis_purge_by_prefix_counts_entries_and_takes_the_uri_indexes_too(
+    make_gateway: Make, upstream: int, processes: ProcessReaper, zone: str
+) -> None:
+    server = RedisServer(processes).start()
+    gw = make_gateway(in_redis(upstream, server.url, zone))
+    target = f"/cache/redis-purged?{cc('max-age=60')}&vary=Accept"
+    for accept in ("text/plain", "text/html"):
+        get(gw, target, [("Accept", accept)])
+    keys_in_redis(server.url, zone.encode() + b"*", 4)  # the VaryRecord, two variants, the URI's index
+    cache = cache_of(gw)
+    assert isinstance(cache, RedisCache)
+    purge = cache.remote.purge(prefix=b"test.local/cache/redis-purged")
+    assert asyncio.run_coroutine_threadsafe(purge, gw.loop).result(10) == 3
+    assert keys_in_redis(server.url, zone.encode() + b"*", 0) == []
 
 
 def test_redis_down_means_misses_logged_once(

@@ -213,6 +213,21 @@ def test_cached_allow_decisions_skip_the_auth_service(
     assert auth.stats()["calls"] == 4
 
 
+# RFC 9110 5.3: Authorization is a singleton field. With two, the auth service might judge one
+# (or, from the cache, neither) while the upstream reads the other: refused before any call.
+def test_two_authorization_headers_are_refused_without_asking(
+    make_gateway: Make, upstream: int, auth: Control
+) -> None:
+    cache = {"ttl": "1m", "key_headers": ["authorization"]}
+    gw = make_gateway(doc(upstream, url=verify_url(auth), cache=cache))
+    allowed = ("Authorization", "Bearer allow-gina")
+    assert get(gw, "/echo/k", [allowed]).status == 200  # now an allow decision in the cache
+    r = get(gw, "/echo/k", [allowed, ("Authorization", "Bearer forged")])
+    assert r.status == 400
+    assert r.json() == {"error": "more than one Authorization header", "request_id": r.header("X-Request-Id")}
+    assert auth.stats()["calls"] == 1
+
+
 def test_without_cache_every_request_asks(make_gateway: Make, upstream: int, auth: Control) -> None:
     gw = make_gateway(doc(upstream, url=verify_url(auth)))
     for _ in range(2):

@@ -144,6 +144,21 @@ def test_missing_or_malformed_token_is_refused_without_a_call(
     assert endpoint.stats()["calls"] == 0
 
 
+def test_two_authorization_headers_are_refused_without_a_call(
+    make_gateway: Make, upstream: int, endpoint: Control
+) -> None:
+    endpoint.set_tokens({"tok-a": {"active": True, "sub": "a"}})
+    gw = make_gateway(doc(upstream, endpoint))
+    headers = [("Authorization", "Bearer tok-a"), ("Authorization", "Bearer tok-b")]
+    with connect(gw.port) as sock:
+        sock.sendall(build_request("GET", "/echo/x", headers))
+        r = read_response(sock)
+    assert r.status == 400
+    assert r.header("WWW-Authenticate") == 'Bearer error="invalid_request"'
+    assert r.json()["error"] == "more than one Authorization header"
+    assert endpoint.stats()["calls"] == 0
+
+
 def test_token_whose_exp_passed_is_refused_even_if_the_endpoint_says_active(
     make_gateway: Make, upstream: int, endpoint: Control
 ) -> None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import socket
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar
 
@@ -115,6 +117,75 @@ def test_a_missing_variable_sets_nothing(make_gateway: Make, upstream: int) -> N
     gw = make_gateway(gateway_config(upstream, routes=[route("/echo/{id}", HEADERS)]))
     seen = echoed_headers(call(gw, "/echo/1", [("X-User", "forged")]))  # no claims, no consumer
     assert not [n for n, _ in seen if n == "x-user"]
+
+
+def test_rename_moves_request_and_response_headers_keeping_their_values(
+    make_gateway: Make, upstream: int
+) -> None:
+    renames = {
+        "name": "headers",
+        "request": {"rename": {"X-Api-Version": "X-Version"}, "set": {"X-Tenant": "{header.X-Org}"}},
+        "response": {
+            "rename": {"X-Upstream-Time": "X-Backend-Time"},
+            "add": {"X-Org-Seen": "<{header.X-Org}>"},
+        },
+    }
+    gw = make_gateway(gateway_config(upstream, routes=[route("/{*rest}", renames)]))
+    sent = [("X-Api-Version", "1"), ("X-Version", "forged"), ("X-Org", "acme"), ("x-api-version", "2")]
+    r = call(gw, "/echo/1", sent)
+    seen = echoed_headers(r)
+    assert [v for n, v in seen if n == "x-version"] == ["1", "2"]  # both values, in order; no forgery
+    assert not [n for n, _ in seen if n == "x-api-version"]
+    assert [v for n, v in seen if n == "x-tenant"] == ["acme"] and r.header("X-Org-Seen") == "<acme>"
+    # {header.NAME} of a header the request does not have is empty
+    assert [v for n, v in echoed_headers(call(gw, "/echo/2")) if n == "x-tenant"] == [""]
+    upstream_sets = [("X-Respond-X-Upstream-Time", "5"), ("X-Respond-X-Backend-Time", "old")]
+    upstream_sets.append(("X-Respond-x-upstream-time", "6"))
+    r = call(gw, "/respond/200", upstream_sets)
+    assert r.header_values("X-Backend-Time") == ["5", "6"] and r.header("X-Upstream-Time") is None
+
+
+@pytest.fixture
+def hanging_up() -> Iterator[tuple[int, list[int]]]:
+    """A target that accepts, reads a request and closes without answering: (port, [accepted])."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted = [0]
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return  # closed: the test is over
+            accepted[0] += 1
+            with conn:
+                conn.recv(65536)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1], accepted
+    listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close alone would not)
+    listener.close()
+    thread.join(5)
+
+
+def test_renamed_request_headers_go_with_a_retried_attempt(
+    make_gateway: Make, upstream: int, hanging_up: tuple[int, list[int]]
+) -> None:
+    port, accepted = hanging_up
+    renames = {"name": "headers", "request": {"rename": {"X-Api-Version": "X-Version"}}}
+    doc = gateway_config(
+        upstream, routes=[route("/{*rest}", renames, retry={"attempts": 2, "when": ["reset"], "backoff": 0})]
+    )
+    doc["upstreams"]["up"]["targets"] = [f"127.0.0.1:{port}", f"127.0.0.1:{upstream}"]
+    gw = make_gateway(doc)
+    for i in range(4):  # round robin: some go to the target that hangs up, then to the other one
+        seen = echoed_headers(call(gw, f"/echo/{i}", [("X-Api-Version", "1"), ("X-Api-Version", "2")]))
+        assert [(n, v) for n, v in seen if n in ("x-version", "x-api-version")] == [
+            ("x-version", "1"),
+            ("x-version", "2"),
+        ]
+    assert accepted[0] >= 1
 
 
 # -- query -----------------------------------------------------------------------------------------

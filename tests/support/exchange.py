@@ -34,6 +34,13 @@ class FakeExchange:
         self.claims: dict[str, Any] | None = None
         self.upstream_headers: list[tuple[bytes, bytes]] | None = None
         self.removed: list[bytes] = []
+        self.added: list[tuple[bytes, bytes]] = []  # add_request_header's lines: forwarded, not in headers
+
+    @property
+    def pass_block(self) -> bytes:
+        """The header lines forwarded upstream: here every one the exchange has, then the added
+        ones (no hop-by-hop filtering, no X-Forwarded-* lines)."""
+        return b"".join(n + b": " + v + b"\r\n" for n, v in (*self.headers, *self.added))
 
     def header(self, name: bytes) -> bytes | None:
         for n, v in self.headers:
@@ -44,6 +51,10 @@ class FakeExchange:
     def remove_request_header(self, name: bytes) -> None:
         self.removed.append(name)
         self.headers = [(n, v) for n, v in self.headers if n.lower() != name]
+        self.added = [(n, v) for n, v in self.added if n.lower() != name]
+
+    def add_request_header(self, name: bytes, value: bytes) -> None:
+        self.added.append((name, value))
 
 
 def _bytes(text: str | bytes) -> bytes:

@@ -45,9 +45,11 @@ Behaviour by path (the query string is ignored but by ``/cache``; every response
   counts the ``/health`` requests so far. ``/health/checks`` answers that JSON, changing nothing.
 - ``/cache/{name}``: a response for cache tests, shaped by the query: ``status`` (default 200),
   ``cc`` (Cache-Control), ``vary`` (Vary), ``expires`` (seconds from now: Expires with Date),
-  ``age`` (Age), ``cookie`` (a Set-Cookie), ``delay`` (ms before answering), ``size`` (body
-  bytes of ``pattern``, instead of JSON). The JSON body is {n, target, vary}: ``n`` counts the
-  ``/cache`` requests this server answered, ``vary`` the request's values of the Vary headers.
+  ``age`` (Age), ``cookie`` (a Set-Cookie), ``location`` (Location), ``content_location``
+  (Content-Location), ``delay`` (ms before answering), ``size`` (body bytes of ``pattern``,
+  instead of JSON); any method gets the same answer. The JSON body is {n, target, vary}: ``n``
+  counts the ``/cache`` requests this server answered, ``vary`` the request's values of the Vary
+  headers.
 - anything else: 404
 """
 
@@ -687,7 +689,9 @@ async def _cache(c: UpstreamConnection, r: Request, _: str, n: int, sha: str) ->
     status = int(query.get("status", "200"))
     keep_alive = r.keep_alive
     headers = c.base_headers(r, keep_alive)
-    for field, name in (("cc", "Cache-Control"), ("vary", "Vary"), ("age", "Age"), ("cookie", "Set-Cookie")):
+    fields = (("cc", "Cache-Control"), ("vary", "Vary"), ("age", "Age"), ("cookie", "Set-Cookie"))
+    fields += (("location", "Location"), ("content_location", "Content-Location"))
+    for field, name in fields:
         if field in query:
             headers.append((name, query[field]))
     if "expires" in query:

@@ -192,6 +192,26 @@ def test_missing_token(headers: list[tuple[str, str]]) -> None:
     assert (message, challenge) == ("missing bearer token", 'Bearer realm="fastgw"')
 
 
+# RFC 9110 5.3 / RFC 6750 3.1: the token header twice is a malformed request (400,
+# invalid_request), whether the first token is valid, cached or not; even for an optional token.
+@pytest.mark.parametrize("cache", [False, {"ttl": "1m"}], ids=["no-cache", "cache"])
+def test_token_header_twice_is_refused(cache: object) -> None:
+    token = sign(claims())
+    for header, options in (("Authorization", {}), ("X-Token", {"header": "X-Token", "optional": True})):
+        gate = plugin(cache=cache, **options)
+        value = f"Bearer {token}"
+        assert run_request([gate], FakeExchange([(header, value)])) is None  # cached, if it caches
+        ctx = FakeExchange([(header, value), (header.lower(), "Bearer forged")])
+        response = run_request([gate], ctx)
+        assert response is not None and response.status == 400
+        message = f"more than one {header} header"
+        assert orjson.loads(response.body) == {"error": message, "request_id": "fake-00000001"}
+        assert dict(response.headers)[b"WWW-Authenticate"].decode() == (
+            f'Bearer realm="fastgw", error="invalid_request", error_description="{message}"'
+        )
+        assert ctx.claims is None and ctx.consumer is None
+
+
 def test_optional_lets_anonymous_requests_through_but_not_bad_tokens() -> None:
     gate = plugin(optional=True)
     ctx = FakeExchange()

@@ -64,6 +64,24 @@ def test_api_key_in_header_names_the_consumer_and_is_hidden() -> None:
         assert run_request([api_key()], ctx) is None and ctx.consumer == "bob"
 
 
+# RFC 9110 5.3: which of two keys would the upstream read? Refused, even when both are valid.
+@pytest.mark.parametrize("header", ["X-API-Key", "X-Key"])
+def test_api_key_header_twice_is_refused(header: str) -> None:
+    gate = api_key(header=header, query="api_key")
+    for second in (BOB_KEYS[0], ALICE_KEY):
+        ctx = FakeExchange([(header, ALICE_KEY), (header.upper(), second)], query=b"?api_key=x")
+        assert refused(run_request([gate], ctx), 400) == (f"more than one {header} header", None)
+        assert ctx.consumer is None
+
+
+def test_basic_auth_header_twice_is_refused() -> None:
+    gate = basic()
+    assert run_request([gate], FakeExchange([basic_header("alice", "wonderland")])) is None  # cached
+    ctx = FakeExchange([basic_header("alice", "wonderland"), basic_header("bob", "builder")])
+    assert refused(run_request([gate], ctx), 400) == ("more than one Authorization header", None)
+    assert ctx.consumer is None
+
+
 def test_api_key_in_query_is_removed_from_the_query() -> None:
     gate = api_key(query="api_key", header="X-Key")
     ctx = FakeExchange(query=f"?a=1&api_key={ALICE_KEY}&b=%20x".encode())

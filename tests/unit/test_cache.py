@@ -11,7 +11,7 @@ from fastgw.config import parse_config
 from fastgw.errors import ConfigError
 from fastgw.hooks import Response
 from fastgw.plan import compile_plan
-from fastgw.plugins.cache.key import KeySpec, purge_matches, variant_key, vary_names
+from fastgw.plugins.cache.key import KeySpec, purge_matches, uri_of, variant_key, vary_names
 from fastgw.plugins.cache.plugin import Cache
 from fastgw.plugins.cache.policy import (
     HEURISTIC_STATUSES,
@@ -181,6 +181,27 @@ def test_keys() -> None:
     assert not purge_matches(b"kk", b"k", None) and purge_matches(b"kk", None, b"k")
 
 
+# RFC 9111 4.4: what a successful unsafe request invalidates, by URI key.
+def test_uri_keys_of_keys_and_of_location_references() -> None:
+    for key in (b"h/p?q", b"h/p?q\x1fx=1", b"h/p?q\x1ede\x1fen", b"h/p?q\x1fx=1\x1ede"):
+        assert uri_of(key) == b"h/p?q"
+    every, some = KeySpec(None, ()), KeySpec((b"lang",), ())
+    assert some.uri_key(b"h", b"/p", b"?utm=1&lang=en") == b"h/p?lang=en"
+    named = {
+        b"/items/9": b"h/items/9",
+        b"9?lang=en": b"h/items/9?lang=en",  # relative to the target /items/new
+        b"../other/./x": b"h/other/x",
+        b"http://H/items/9#top": b"h/items/9",
+        b"https://h:8443/items/9": b"h/items/9",  # same host, whatever the scheme and port
+        b"//h/items/9": b"h/items/9",
+    }
+    for reference, uri in named.items():
+        assert every.reference_key(b"h", b"/items/new", reference) == uri, reference
+    for elsewhere in (b"http://other/items/9", b"mailto:a@h", b"http://[::1/x", b"/caf\xc3\xa9"):
+        assert every.reference_key(b"h", b"/items/new", elsewhere) is None, elsewhere
+    assert every.reference_key(b"[::1]", b"/a", b"http://[::1]:80/b") == b"[::1]/b"
+
+
 # -- the zone --------------------------------------------------------------------------------------
 
 
@@ -215,6 +236,22 @@ def test_purge_by_key_takes_every_variant_and_by_prefix_everything_under_it() ->
     assert zone.purge(base=b"h/a") == 3 and set(zone.entries) == {b"h/ab", b"h/b", b"g/a"}
     assert zone.purge(prefix=b"h/") == 2 and set(zone.entries) == {b"g/a"}
     assert zone.size == len(b"g/a") + entry(b".").size
+
+
+def test_invalidate_takes_every_entry_of_a_uri_through_the_index() -> None:
+    zone = MemoryStore("unit", 1 << 20)
+    for key in (b"h/a", b"h/a\x1ede\x1fen", b"h/a\x1fx=1", b"h/a\x1fx=2\x1ede", b"h/ab", b"h/a?b"):
+        zone.put(key, entry(b"."))
+    assert zone.invalidate(b"h/a") == 4 and set(zone.entries) == {b"h/ab", b"h/a?b"}
+    assert zone.invalidate(b"h/a") == 0 and set(zone.by_uri) == {b"h/ab", b"h/a?b"}
+    # the index follows every way an entry leaves: eviction, expiry, purge, replacement
+    small = MemoryStore("unit", 2 * (entry(b".").size + 8))
+    for key in (b"h/1", b"h/2", b"h/3"):
+        small.put(key, entry(b"."))
+    small.put(b"h/3", entry(b"."))
+    small.put(b"h/4", entry(b".", stale_until=5.0))
+    assert small.get(b"h/4", 6.0) is None and small.purge(base=b"h/3") == 1
+    assert small.by_uri == {} and small.size == 0
 
 
 def test_redis_encoding_round_trips() -> None:

@@ -13,6 +13,7 @@ from fastgw.plan import compile_plan
 from fastgw.plugins._template import parse_template
 from fastgw.plugins.compress import choose_coding
 from fastgw.plugins.cors import Cors
+from fastgw.plugins.headers import Headers
 from fastgw.plugins.json_fields import allow_fields, build_tree, deny_fields
 from tests.support.exchange import FakeExchange
 
@@ -38,7 +39,7 @@ def error_of(plugin: dict[str, Any], path: str = "/items/{id}", global_plugin: b
         (
             {"name": "headers", "request": {"set": {"X-A": "{nope}"}}},
             "routes[0].plugins[0].request.set.X-A: unknown variable '{nope}'; expected one of: client_ip, "
-            "request_id, consumer, host, method, path, upstream_host, param.NAME, claim.PATH",
+            "request_id, consumer, host, method, path, upstream_host, param.NAME, claim.PATH, header.NAME",
         ),
         (
             {"name": "headers", "request": {"add": {"X-A": "{param.slug}"}}},
@@ -60,9 +61,76 @@ def error_of(plugin: dict[str, Any], path: str = "/items/{id}", global_plugin: b
             "written by the gateway itself",
         ),
         ({"name": "headers"}, "routes[0].plugins[0]: give request or response (or both)"),
+        # rename: never a header that frames the message or that the gateway writes, either way
+        *(
+            (
+                {"name": "headers", side: {"rename": {old: new}}},
+                f"routes[0].plugins[0].{side}.rename.{old}: {reserved} frames the message or is written "
+                "by the gateway itself",
+            )
+            for side, old, new, reserved in (
+                ("request", "Host", "X-Host", "Host"),
+                ("request", "X-Length", "Content-Length", "Content-Length"),
+                ("request", "Transfer-Encoding", "X-TE", "Transfer-Encoding"),
+                ("request", "X-Conn", "Connection", "Connection"),
+                ("request", "X-Request-Id", "X-Id", "X-Request-Id"),
+                ("request", "X-Forwarded-For", "X-Client", "X-Forwarded-For"),
+                ("response", "Content-Length", "X-Length", "Content-Length"),
+                ("response", "X-Encoding", "Transfer-Encoding", "Transfer-Encoding"),
+                ("response", "Keep-Alive", "X-Keep-Alive", "Keep-Alive"),
+            )
+        ),
+        (
+            {"name": "headers", "request": {"rename": {"X-A": "bad name"}}},
+            "routes[0].plugins[0].request.rename.X-A: expected a header name (letters, digits and "
+            "!#$%&'*+-.^_`|~), found 'bad name'",
+        ),
+        (
+            {"name": "headers", "request": {"rename": {"X-A": "X-B"}, "remove": ["x-b"]}},
+            "routes[0].plugins[0].request.rename.X-A: X-B is also removed or set on this side",
+        ),
+        (
+            {"name": "headers", "response": {"rename": {"X-A": "X-B"}, "set": {"X-A": "1"}}},
+            "routes[0].plugins[0].response.rename.X-A: X-A is also removed or set on this side",
+        ),
+        (
+            {"name": "headers", "request": {"rename": {"X-A": "X-C", "X-B": "x-c"}}},
+            "routes[0].plugins[0].request.rename.X-B: x-c is already the new name of X-A",
+        ),
+        (
+            {"name": "headers", "request": {"rename": {"X-A": "X-B", "X-B": "X-C"}}},
+            "routes[0].plugins[0].request.rename.X-B: X-B is both renamed and renamed to",
+        ),
+        (
+            {"name": "headers", "request": {"rename": {"X-A": 7}}},
+            "routes[0].plugins[0].request.rename.X-A: expected a non-empty string, found 7",
+        ),
+        # {header.NAME}: a header name, and not one the request side takes away before rendering
+        (
+            {"name": "headers", "request": {"set": {"X-A": "{header.X B}"}}},
+            "routes[0].plugins[0].request.set.X-A: {header.NAME}: expected a header name (letters, "
+            "digits and !#$%&'*+-.^_`|~), found 'X B'",
+        ),
+        *(
+            (
+                {"name": "headers", "request": request, "response": {"add": {"X-Echo": "{header.x-old}"}}},
+                "routes[0].plugins[0].response.add.X-Echo: reads {header.x-old}, which request renames, "
+                "removes or sets: it is gone before the template renders",
+            )
+            for request in (
+                {"rename": {"X-Old": "X-New"}},
+                {"rename": {"X-Older": "X-Old"}},
+                {"remove": ["X-Old"]},
+                {"set": {"X-Old": "1"}},
+            )
+        ),
+        (
+            {"name": "query", "set": {"tenant": "{header.}"}},
+            "routes[0].plugins[0].set.tenant: {header.NAME}: expected a non-empty string, found ''",
+        ),
         (
             {"name": "headers", "request": {}},
-            "routes[0].plugins[0].request: give at least one of set, add or remove",
+            "routes[0].plugins[0].request: give at least one of rename, set, add or remove",
         ),
         (
             {"name": "query", "add": {"a": "{upstream_host}"}},
@@ -136,6 +204,45 @@ def test_templates_render_literals_variables_and_braces() -> None:
     assert template.render(ctx) == b"{x} PUT /p 5 a,b"
     assert parse_template("{claim.none}", "t", upstream=False).render(ctx) is None
     assert parse_template(7, "t", upstream=False).render(ctx) == b"7"
+
+
+def test_header_variable_reads_the_first_line_empty_when_absent_none_when_unsafe() -> None:
+    template = parse_template("org-{header.X-Org}", "t", upstream=False)
+    assert template.headers == {b"x-org"}
+    assert template.render(FakeExchange([("x-org", "acme"), ("X-Org", "other")])) == b"org-acme"
+    assert template.render(FakeExchange([("X-Org", "")])) == b"org-"
+    assert template.render(FakeExchange()) == b"org-"  # absent: empty
+    assert template.render(FakeExchange([("X-Org", "caf\xc3\xa9\tx")])) == b"org-caf\xc3\xa9\tx"
+    for unsafe in ("a\r\nX-Evil: 1", "a\x00", "a\x7f", "a\x1b"):  # would break a header line
+        assert template.render(FakeExchange([("X-Org", unsafe)])) is None, unsafe
+
+
+def test_rename_moves_every_line_keeping_values_and_order() -> None:
+    plugin = Headers.compile(
+        {
+            "request": {"rename": {"X-Api-Version": "X-Version"}, "add": {"X-Seen": "{header.Accept}"}},
+            "response": {"rename": {"X-Upstream-Time": "X-Backend-Time"}},
+        },
+        "plugins[0]",
+    )
+    ctx = FakeExchange(
+        [("X-Api-Version", "1"), ("Accept", "*/*"), ("x-version", "forged"), ("x-api-version", "2")]
+    )
+    for _ in range(2):  # a retried attempt runs the hook again; the renamed lines stay once
+        ctx.upstream_headers = []
+        plugin.on_upstream_request(ctx)
+        assert [name for name, _ in ctx.headers] == [b"Accept"]
+        assert ctx.added == [(b"X-Version", b"1"), (b"X-Version", b"2")]
+        assert ctx.upstream_headers == [(b"X-Seen", b"*/*")]
+    untouched = FakeExchange([("X-Version", "3")])
+    untouched.upstream_headers = []
+    plugin.on_upstream_request(untouched)  # nothing to rename: the header already there stays
+    assert untouched.headers == [(b"X-Version", b"3")] and untouched.added == []
+    ctx.response_headers = [
+        (b"X-Backend-Time", b"old"), (b"x-upstream-time", b"5"), (b"Server", b"s"), (b"X-Upstream-Time", b"6")
+    ]  # fmt: skip
+    plugin.on_response(ctx)
+    assert ctx.response_headers == [(b"X-Backend-Time", b"5"), (b"Server", b"s"), (b"X-Backend-Time", b"6")]
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,8 @@
 
 - ``deny``: the 401/403 answer, a small JSON error body as the core's own (``wire.error_body``)
   with the ``WWW-Authenticate`` challenge RFC 9110 section 11.6.1 asks of every 401.
+- ``CredentialHeader`` (compiled, in ``_credentials.pyx`` beside the jwt token check that uses
+  it): the header a credential comes in, and the 400 for a request that carries it twice.
 - ``read_cache``: the ``cache:`` option of a plugin that keeps verified credentials in an
   ``ExpiringCache`` (``_credentials.pyx``, compiled: a bounded dict of key -> (expires_at, value)).
 - ``ClaimPath``: a claim by name or dotted path (``org.id``), and how a claim value is written

@@ -1,7 +1,10 @@
-"""The verified-credentials cache, and a token check's compiled hit path (_credentials.pyx)."""
+"""The verified-credentials cache, the header a credential comes in, and a token check's compiled
+hit path (_credentials.pyx)."""
 
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
+
+from fastgw.hooks import Response
 
 V = TypeVar("V")
 
@@ -20,12 +23,24 @@ class ExpiringCache(Generic[V]):
     def put(self, key: Any, value: V, not_after: float | None = None) -> None:
         """Keep ``value`` for ``ttl`` seconds, never past ``not_after``."""
 
+class CredentialHeader:
+    """The request header a credential comes in, refused when a request carries it twice."""
+
+    @property
+    def name(self) -> bytes:
+        """Lower-case."""
+    def __init__(self, name: str, challenge: bytes | None = None) -> None: ...
+    def read(self, ctx: Any) -> bytes | Response | None:
+        """The header's value; None when the request has none; the 400 when it has more than one."""
+    def refuse(self, ctx: Any) -> Response:
+        """The 400 for a request with more than one line of the header."""
+
 class CachedTokenCheck:
     """An ``on_request`` hook: a token seen before is one lookup; others go to ``check``."""
 
     def __init__(
         self,
-        header: bytes,
+        credential: CredentialHeader,
         cache: ExpiringCache[Any],
         absent: Callable[[Any], Any],
         check: Callable[[Any, bytes], Any],

@@ -1,6 +1,6 @@
 # cython: language_level=3
-"""The verified-credentials cache of the authentication plugins, and the compiled hit path of a
-token read from one header (the ``jwt`` plugin's).
+"""The verified-credentials cache of the authentication plugins, the header their credential comes
+in, and the compiled hit path of a token read from one header (the ``jwt`` plugin's).
 
 ``ExpiringCache`` holds at most ``max_entries`` values, each until its own expiry (``time.time()``
 seconds), so a client's repeated requests skip the signature check or the password KDF. A full
@@ -12,9 +12,18 @@ PERF: compiled, because every authenticated request looks its credential up here
 the ``jwt`` plugin's hook for a token seen before (the header, the lookup, the clock, the claims
 set on the exchange) cost about 1 us of a request's CPU (``python bench/hot_path.py 200000
 jwt``); ``CachedTokenCheck`` is that hook in C, and hands everything else to the plugin.
+
+``CredentialHeader`` reads the header a credential comes in, and refuses a request that carries
+it more than once: such a header is a singleton field (RFC 9110 section 5.3), and with two lines
+a plugin verifies the first while the upstream may read the other, unverified. The refusal is a
+400 naming the header, before anything is verified.
 """
 
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from libc.string cimport memchr
 from posix.time cimport CLOCK_REALTIME, clock_gettime, timespec
+
+from fastgw.plugins._refusal import Refusal
 
 
 cdef inline double _wall_now() noexcept nogil:
@@ -57,32 +66,108 @@ cdef class ExpiringCache:
         entries[key] = (expires, value)
 
 
-cdef class CachedTokenCheck:
-    """An ``on_request`` hook: the value of ``header`` is the cache key of a verified token, and
-    a hit, ``(claims, consumer)``, goes onto the exchange. A request without the header goes to
-    ``absent(ctx)``, a token not in the cache to ``check(ctx, value)``: the plugin's own."""
+cdef inline bint _name_is(const char* line, Py_ssize_t size, bytes name) noexcept:
+    """Is ``line`` (``size`` bytes) a header line named ``name`` (lower-case)?"""
+    cdef const char* want = PyBytes_AS_STRING(name)
+    cdef Py_ssize_t i, n = PyBytes_GET_SIZE(name)
+    cdef char c
+    if size <= n or line[n] != b":":
+        return False
+    for i in range(n):
+        c = line[i]
+        if b"A" <= c <= b"Z":
+            c = c + 32
+        if c != want[i]:
+            return False
+    return True
 
-    cdef bytes header
+
+cdef Py_ssize_t _count_lines(bytes block, bytes name) noexcept:
+    """How many of the CRLF-separated header lines in ``block`` are named ``name``, up to 2."""
+    cdef const char* p = PyBytes_AS_STRING(block)
+    cdef const char* end = p + PyBytes_GET_SIZE(block)
+    cdef const char* line_end
+    cdef Py_ssize_t found = 0
+    while p < end and found < 2:
+        line_end = <const char*>memchr(p, b"\r", end - p)
+        if line_end == NULL:
+            line_end = end
+        if _name_is(p, line_end - p, name):
+            found += 1
+        p = line_end + 2
+    return found
+
+
+cdef bint _repeated(object ctx, bytes name) except -1:
+    """Does the request carry more than one ``name`` header? Only asked when it has one."""
+    # PERF: counted in the header block forwarded upstream (every line as received but the
+    # hop-by-hop ones, minus those a plugin removed), a scan in C, rather than in ctx.headers,
+    # which splits every header into a pair (about 1 us for a browser's request).
+    cdef Py_ssize_t forwarded = _count_lines(ctx.pass_block, name)
+    if forwarded:
+        return forwarded > 1
+    # Not forwarded, as the client named it in Connection: count the lines it sent.
+    return sum(1 for line_name, _ in ctx.headers if line_name.lower() == name) > 1
+
+
+cdef class CredentialHeader:
+    """The request header a credential comes in (``name`` as configured, e.g. ``Authorization``);
+    ``challenge``, if any, goes with the 400 for a repeated one in ``WWW-Authenticate``."""
+
+    cdef readonly bytes name
+    cdef object refusal
+    cdef object challenge
+
+    def __init__(self, str name, challenge=None) -> None:
+        self.name = name.lower().encode()
+        self.refusal = Refusal(400, f"more than one {name} header")
+        self.challenge = challenge
+
+    cpdef object read(self, ctx):
+        """The header's value; None when the request has none; the 400 (a Response) when it has
+        more than one."""
+        value = ctx.header(self.name)
+        if value is not None and _repeated(ctx, self.name):
+            return self.refuse(ctx)
+        return value
+
+    cpdef object refuse(self, ctx):
+        """The 400 for a request with more than one line of the header."""
+        challenge = self.challenge
+        return self.refusal.response(ctx, [(b"WWW-Authenticate", challenge)] if challenge else None)
+
+
+cdef class CachedTokenCheck:
+    """An ``on_request`` hook: the value of the ``credential`` header is the cache key of a
+    verified token, and a hit, ``(claims, consumer)``, goes onto the exchange. A request without
+    the header goes to ``absent(ctx)``, a token not in the cache to ``check(ctx, value)``: the
+    plugin's own; one with the header twice gets the credential header's refusal."""
+
+    cdef CredentialHeader credential
     cdef ExpiringCache cache
     cdef object absent
     cdef object check
     cdef bint forward
 
-    def __init__(self, bytes header, ExpiringCache cache, absent, check, bint forward) -> None:
-        self.header = header
+    def __init__(
+        self, CredentialHeader credential, ExpiringCache cache, absent, check, bint forward
+    ) -> None:
+        self.credential = credential
         self.cache = cache
         self.absent = absent
         self.check = check
         self.forward = forward
 
     def __call__(self, ctx):
-        value = ctx.header(self.header)
+        value = self.credential.read(ctx)
         if value is None:
             return self.absent(ctx)
+        if type(value) is not bytes:
+            return value  # the refusal of a repeated header
         verified = self.cache.get(value)
         if verified is None:
             return self.check(ctx, value)
         ctx.claims, ctx.consumer = <tuple>verified
         if not self.forward:
-            ctx.remove_request_header(self.header)
+            ctx.remove_request_header(self.credential.name)
         return None

@@ -9,6 +9,9 @@ users do without it, and for ``retry_interval`` seconds requests do not touch Re
 path). Then a single request probes again; its success ends the outage (logged too). The
 connection pool is dropped on failure, so no connection from before an outage is reused after it.
 
+A ``Script`` is a Lua script sent by ``EVALSHA``; on ``NOSCRIPT`` (a restarted or flushed server)
+by ``EVAL``, which caches it again.
+
 A client is made lazily on the running loop (plans are compiled before workers fork, and a client
 must not cross processes or loops); stores are shared per process by URL, timeouts and role, so
 every plugin pointing at one Redis for one use shares one pool, across reloads too.
@@ -18,15 +21,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError
 
 from fastgw.config.validate import Section, read_duration, read_str
 from fastgw.errors import ConfigError
@@ -127,6 +133,24 @@ class RedisStore:
             self._client = None
             with contextlib.suppress(Exception):  # closing sockets to a dead server: nothing to do
                 await client.connection_pool.disconnect()
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    """A Lua script, known to the server by its SHA-1 once it ran."""
+
+    source: str
+    sha: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
+
+    async def run(self, client: redis.asyncio.Redis, keys: Sequence[bytes], args: Sequence[Any]) -> Any:
+        """The script's reply for ``keys`` and ``args`` (inside ``RedisStore.run``'s command)."""
+        try:
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await client.eval(self.source, len(keys), *keys, *args)
 
 
 _STORES: dict[tuple[str, float, float, tuple[str, str]], RedisStore] = {}

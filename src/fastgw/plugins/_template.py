@@ -7,12 +7,14 @@ one pass over those parts. Variables:
   received), ``{method}``, ``{path}`` (the normalized request path, before any rewrite)
 - ``{param.NAME}``: a route parameter (checked against each route the plugin is on)
 - ``{claim.PATH}``: a claim of the verified token, by name or dotted path (as in ``claims``)
+- ``{header.NAME}``: the request header's value (the first line of it), empty when the request
+  has none; one holding a control character (which would break a header line) has no value
 - ``{upstream_host}``: the chosen target's ``host:port``; known only once the request goes
   upstream, so only where the caller allows it (request headers, response headers)
 
 ``{{`` and ``}}`` stand for literal braces. A variable with no value for this request (no claim,
-no consumer) makes the whole template render as None: the caller then sets nothing, rather than
-a half-filled value.
+no consumer, a header with a control character) makes the whole template render as None: the
+caller then sets nothing, rather than a half-filled value.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 
 from fastgw.config.validate import describe
 from fastgw.errors import ConfigError
-from fastgw.plugins._auth import MISSING, ClaimPath, claim_text
+from fastgw.plugins._auth import MISSING, ClaimPath, claim_text, read_header_name
 
 Reader = Callable[[Any], bytes | None]
 
@@ -31,7 +33,7 @@ _TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
 # A header value must never end a header line: no control characters but tab (RFC 9110 5.5).
 _UNSAFE_HEADER_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # a tab is fine (RFC 9110 5.5)
 _SIMPLE = ("client_ip", "request_id", "consumer", "host", "method", "path")
-VARIABLES = (*_SIMPLE, "upstream_host", "param.NAME", "claim.PATH")
+VARIABLES = (*_SIMPLE, "upstream_host", "param.NAME", "claim.PATH", "header.NAME")
 
 
 def unsafe_header_value(value: bytes) -> bool:
@@ -98,16 +100,34 @@ def _claim_reader(path: ClaimPath) -> Reader:
     return read
 
 
+def _header_reader(name: bytes) -> Reader:
+    def read(ctx: Any) -> bytes | None:
+        value: bytes | None = ctx.header(name)
+        if value is None:
+            return b""  # absent: empty, so one template serves requests with and without it
+        return None if unsafe_header_value(value) else value
+
+    return read
+
+
 class Template:
     """A parsed template: ``render(ctx)`` is its bytes for this request, or None."""
 
-    __slots__ = ("key_path", "params", "parts", "text")
+    __slots__ = ("headers", "key_path", "params", "parts", "text")
 
-    def __init__(self, text: str, key_path: str, parts: tuple[bytes | Reader, ...], params: frozenset[str]):
+    def __init__(
+        self,
+        text: str,
+        key_path: str,
+        parts: tuple[bytes | Reader, ...],
+        params: frozenset[str],
+        headers: frozenset[bytes] = frozenset(),
+    ):
         self.text = text
         self.key_path = key_path
         self.parts = parts
         self.params = params  # route parameters it reads, checked per route (check_params)
+        self.headers = headers  # request headers it reads (lower-case)
 
     def render(self, ctx: Any) -> bytes | None:
         out: list[bytes] = []
@@ -138,6 +158,7 @@ def parse_template(value: object, path: str, *, upstream: bool) -> Template:
         )
     parts: list[bytes | Reader] = []
     params: set[str] = set()
+    headers: set[bytes] = set()
     literal: list[str] = []
     pos = 0
     for match in _TOKEN.finditer(value):
@@ -154,20 +175,24 @@ def parse_template(value: object, path: str, *, upstream: bool) -> Template:
         if literal and "".join(literal):
             parts.append("".join(literal).encode())
         literal = []
-        parts.append(_reader(match.group(1).strip(), path, upstream, params))
+        parts.append(_reader(match.group(1).strip(), path, upstream, params, headers))
     literal.append(value[pos:])
     if "".join(literal):
         parts.append("".join(literal).encode())
-    return Template(value, path, tuple(parts), frozenset(params))
+    return Template(value, path, tuple(parts), frozenset(params), frozenset(headers))
 
 
-def _reader(name: str, path: str, upstream: bool, params: set[str]) -> Reader:
+def _reader(name: str, path: str, upstream: bool, params: set[str], headers: set[bytes]) -> Reader:
     kind, dot, rest = name.partition(".")
     if dot and kind == "param" and rest.isidentifier():
         params.add(rest)
         return _param_reader(rest)
     if dot and kind == "claim" and rest:
         return _claim_reader(ClaimPath(rest))
+    if dot and kind == "header":
+        header = read_header_name(rest, f"{path}: {{header.NAME}}").lower().encode()
+        headers.add(header)
+        return _header_reader(header)
     if name == "upstream_host" and not upstream:
         raise ConfigError(
             path, "'{upstream_host}' is known only once the request goes upstream: use it in a header"

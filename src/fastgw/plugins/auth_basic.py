@@ -13,7 +13,8 @@ at most ``MAX_PENDING`` checks wait there at once, beyond which the answer is 50
 user is checked against a dummy hash of the same cost, so timing does not tell which users
 exist. A successful check is cached for ``cache.ttl`` (default 60s) under a keyed BLAKE2b digest
 of the whole ``Authorization`` value (the process keeps no password in clear), so a client's
-repeated requests cost a hash and a dict lookup, not a KDF. A failed check is never cached.
+repeated requests cost a hash and a dict lookup, not a KDF. A failed check is never cached. A
+request with two Authorization headers is refused with 400 before any of this.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from fastgw.config.validate import Section, read_bool, read_mapping, read_str
 from fastgw.errors import ConfigError
 from fastgw.hooks import HookResult, Plugin, Response, register_plugin
 from fastgw.plugins._auth import deny, quoted, read_cache
-from fastgw.plugins._credentials import ExpiringCache
+from fastgw.plugins._credentials import CredentialHeader, ExpiringCache
 
 MAX_PENDING = 64  # password checks queued or running at once, per plugin
 KDF_THREADS = 2
@@ -158,6 +159,8 @@ def parse_basic(value: bytes) -> tuple[str, bytes] | None:
 
 _OPTIONS = ("users", "realm", "cache", "hide")
 
+AUTHORIZATION = CredentialHeader("Authorization")
+
 
 @register_plugin
 class BasicAuth(Plugin):
@@ -202,9 +205,11 @@ class BasicAuth(Plugin):
         )
 
     def on_request(self, ctx: Any) -> HookResult:
-        value = ctx.header(b"authorization")
+        value = AUTHORIZATION.read(ctx)
         if value is None:
             return deny(ctx, 401, "missing credentials", self.challenge)
+        if isinstance(value, Response):
+            return value  # the header came twice
         key = b""
         if self.cache is not None:
             # PERF: a client's repeated requests cost one keyed BLAKE2b and a dict lookup.

@@ -24,7 +24,8 @@ an unknown ``kid`` while a refetch is allowed) leaves the synchronous path.
 On success ``ctx.claims`` holds the claims (shared with the cache: read them, never change them)
 and ``ctx.consumer`` the ``consumer_claim`` (``sub`` by default). Failures answer 401 with
 ``WWW-Authenticate: Bearer realm=..., error="invalid_token", error_description=...``; a request
-without credentials gets the challenge without an error code (RFC 6750 section 3.1).
+without credentials gets the challenge without an error code (RFC 6750 section 3.1), and one with
+the token header twice a 400 with ``error="invalid_request"``, whatever either token is.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ from fastgw.plugins._auth import (
     read_header_name,
     read_names,
 )
-from fastgw.plugins._credentials import CachedTokenCheck, ExpiringCache
+from fastgw.plugins._credentials import CachedTokenCheck, CredentialHeader, ExpiringCache
 
 log = logging.getLogger("fastgw.plugins.jwt")
 
@@ -429,7 +430,13 @@ class JwtAuth(Plugin):
         self.issuer = issuer
         self.audience = list(audience) if audience else None
         self.leeway = leeway
-        self.header = header.lower().encode()
+        self.realm = b"Bearer realm=" + quoted(realm)
+        # RFC 6750 3.1: a request with the header twice is a malformed one (invalid_request, 400).
+        repeated = f"more than one {header} header"
+        self.credential = CredentialHeader(
+            header, self.realm + b', error="invalid_request", error_description=' + quoted(repeated)
+        )
+        self.header = self.credential.name
         self.bearer = self.header == b"authorization"
         self.consumer_claim = consumer_claim
         self.optional = optional
@@ -440,11 +447,10 @@ class JwtAuth(Plugin):
             # dict lookup and a clock read, in C (build_chain takes the instance's callable);
             # any other goes to authenticate().
             self.on_request = CachedTokenCheck(  # type: ignore[method-assign]
-                self.header, cache, self.absent, self.authenticate, forward_token
+                self.credential, cache, self.absent, self.authenticate, forward_token
             )
         self.decoder = jwt.PyJWT()
         self.decode_options: dict[str, Any] = {"require": list(require), "verify_aud": audience is not None}
-        self.realm = b"Bearer realm=" + quoted(realm)
 
     @classmethod
     def compile(cls, options: Mapping[str, Any], key_path: str) -> Plugin:
@@ -495,9 +501,11 @@ class JwtAuth(Plugin):
 
     def on_request(self, ctx: Any) -> HookResult:
         """Without a cache (with one, the compiled CachedTokenCheck takes this place)."""
-        value = ctx.header(self.header)
+        value = self.credential.read(ctx)
         if value is None:
             return self.absent(ctx)
+        if isinstance(value, Response):
+            return value  # the header came twice
         return self.authenticate(ctx, value)
 
     def absent(self, ctx: Any) -> Response | None:

@@ -7,7 +7,8 @@ enough to keep the config from being a list of working keys, and the lookup leak
 timing attacker could use (it would have to find preimages of SHA-256).
 
 On success ``ctx.consumer`` is the consumer's name, and (``hide``, the default) the key is
-removed from the request before it goes upstream. A missing or unknown key answers 401.
+removed from the request before it goes upstream. A missing or unknown key answers 401, a
+request with the key header twice 400 (which of the two would the upstream read?).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from fastgw.config.validate import Section, expected, read_bool, read_mapping, r
 from fastgw.errors import ConfigError
 from fastgw.hooks import Plugin, Response, register_plugin
 from fastgw.plugins._auth import deny, query_param, quoted, read_header_name, without_query_params
+from fastgw.plugins._credentials import CredentialHeader
 
 _HEX_DIGEST = re.compile(r"(?:sha256:)?([0-9a-fA-F]{64})")
 
@@ -58,7 +60,8 @@ class ApiKeyAuth(Plugin):
         self, digests: dict[str, str], header: str, query: str | None, hide: bool, realm: str
     ) -> None:
         self.digests = digests
-        self.header = header.lower().encode()
+        self.credential = CredentialHeader(header)
+        self.header = self.credential.name
         self.query = query.encode() if query is not None else None
         self.hide = hide
         self.challenge = b"ApiKey realm=" + quoted(realm)
@@ -93,7 +96,9 @@ class ApiKeyAuth(Plugin):
         )
 
     def on_request(self, ctx: Any) -> Response | None:
-        key = ctx.header(self.header)
+        key = self.credential.read(ctx)
+        if isinstance(key, Response):
+            return key  # the header came twice
         in_header = key is not None
         if key is None and self.query is not None:
             key = query_param(ctx.query, self.query)

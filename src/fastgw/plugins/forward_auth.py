@@ -14,6 +14,7 @@ those are replaced, so the auth service sees what the gateway saw.
 - Any other answer goes back to the client as the auth service gave it: status, the listed
   ``deny_headers`` (WWW-Authenticate, Location, Set-Cookie by default), its Content-Type, and
   at most ``max_body`` bytes of its body.
+- A request with two Authorization headers is refused with 400 without asking.
 - No answer within ``timeout`` is a 504, an unreachable service a 502, both naming the auth
   service. ``unsafe_fail_open`` lets the request through instead, with no identity.
 
@@ -34,6 +35,7 @@ import aiohttp
 from fastgw.config.validate import Section, expected, read_bool, read_duration, read_int, read_list, read_size
 from fastgw.control_http import control_session
 from fastgw.hooks import HookResult, Plugin, Response, register_plugin
+from fastgw.plugins._credentials import CredentialHeader
 from fastgw.plugins._service import CALL_ERRORS, Service, read_bounded, read_service
 from fastgw.plugins._ttlcache import TTLCache
 from fastgw.server.wire import HOP_BY_HOP
@@ -55,6 +57,8 @@ _OWN_RESPONSE_HEADERS = HOP_BY_HOP | {b"content-type", b"content-length", b"x-re
 DEFAULT_DENY_HEADERS = (b"www-authenticate", b"location", b"set-cookie")
 DEFAULT_MAX_BODY = 64 * 1024
 DEFAULT_CACHE_ENTRIES = 10_000
+
+AUTHORIZATION = CredentialHeader("Authorization")
 
 _OPTIONS = (
     "url", "timeout", "request_headers", "upstream_headers", "consumer_header", "deny_headers",
@@ -156,6 +160,9 @@ class ForwardAuth(Plugin):
         return cls(read_options(options, key_path))
 
     def on_request(self, ctx: Any) -> HookResult:
+        credentials = AUTHORIZATION.read(ctx)
+        if isinstance(credentials, Response):
+            return credentials  # two: the auth service might judge one, the upstream read the other
         key = None
         if self.cache is not None:
             key = self._cache_key(ctx)

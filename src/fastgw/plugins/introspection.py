@@ -50,6 +50,7 @@ from fastgw.config.validate import (
 from fastgw.control_http import control_session
 from fastgw.errors import UpstreamFault
 from fastgw.hooks import HookResult, Plugin, Response, register_plugin
+from fastgw.plugins._credentials import CredentialHeader
 from fastgw.plugins._service import CALL_ERRORS, Service, read_bounded, read_service, refusal
 from fastgw.plugins._ttlcache import TTLCache
 
@@ -133,15 +134,13 @@ def read_options(options: Mapping[str, Any], key_path: str) -> IntrospectionOpti
 
 def bearer_token(ctx: Any) -> bytes | Response | None:
     """The request's bearer token, None when it has none, or the 400 for a malformed one."""
-    values = [value for name, value in ctx.headers if name.lower() == b"authorization"]
-    if not values:
-        return None
-    if len(values) > 1:
-        return refusal(400, "more than one Authorization header", ctx.request_id, _INVALID_REQUEST)
-    match = _BEARER.fullmatch(values[0])
+    value = _AUTHORIZATION.read(ctx)
+    if value is None or isinstance(value, Response):
+        return value
+    match = _BEARER.fullmatch(value)
     if match is not None:
         return match[1]
-    if values[0].split(b" ", 1)[0].lower() == b"bearer":
+    if value.split(b" ", 1)[0].lower() == b"bearer":
         return refusal(400, "malformed bearer token", ctx.request_id, _INVALID_REQUEST)
     return None  # another scheme: no bearer token
 
@@ -153,6 +152,7 @@ def challenge(realm: str | None, *params: str) -> bytes:
 
 
 _INVALID_REQUEST = challenge(None, 'error="invalid_request"')
+_AUTHORIZATION = CredentialHeader("Authorization", _INVALID_REQUEST)
 
 
 @register_plugin

@@ -12,17 +12,25 @@ entry (RFC 9110 9.3.2: the same header fields). ``query`` is the query string as
 (``all``, the default), none of it (``none``), or only the listed parameters, sorted by name, so
 parameter order and unrelated parameters (tracking tags) do not split the cache. \\x1f and \\x1e
 cannot occur in a host, a normalized path or a header value, so parts never run into each other.
+
+The part before the header selections and the variant is the *URI key* (``uri_key``, ``uri_of``):
+what an unsafe request's success invalidates (RFC 9111 4.4), all header selections and variants
+together. A store that must find them without a scan indexes its keys by it; in Redis that index
+is a set under the URI key and \\x1d (``INDEX_SEP``).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
-from urllib.parse import quote_from_bytes
+from urllib.parse import quote_from_bytes, urljoin, urlsplit
 
 from fastgw.plugins._auth import query_param
 
 HEADERS_SEP = b"\x1f"
 VARIANT_SEP = b"\x1e"
+INDEX_SEP = b"\x1d"
+_AFTER_URI = re.compile(b"[" + HEADERS_SEP + VARIANT_SEP + b"]")  # what ends the URI part of a key
 
 
 class KeySpec:
@@ -36,24 +44,48 @@ class KeySpec:
 
     def base_key(self, ctx: Any, fields: dict[bytes, bytes]) -> bytes:
         """The key of the request without Vary; ``fields`` holds the request's selected headers."""
-        query = self.query
-        key: bytes
-        if query is None:
-            key = ctx.host + ctx.path + ctx.query
-        elif not query or not ctx.query:
-            key = ctx.host + ctx.path
-        else:
-            pairs = []
-            for name in query:
-                value = query_param(ctx.query, name)
-                if value is not None:
-                    pairs.append(name + b"=" + quote_from_bytes(value, safe="").encode())
-            key = ctx.host + ctx.path + (b"?" + b"&".join(pairs) if pairs else b"")
+        key = self.uri_key(ctx.host, ctx.path, ctx.query)
         if self.header_names:
             key += HEADERS_SEP + HEADERS_SEP.join(
                 [name + b"=" + fields.get(name, b"") for name in self.header_names]
             )
         return key
+
+    def uri_key(self, host: bytes, path: bytes, query: bytes) -> bytes:
+        """The key part naming the URI: ``host + path`` and the query (``b""`` or ``b"?..."``)
+        as the route keys it."""
+        selected = self.query
+        if selected is None:
+            return host + path + query
+        if not selected or not query:
+            return host + path
+        pairs = []
+        for name in selected:
+            value = query_param(query, name)
+            if value is not None:
+                pairs.append(name + b"=" + quote_from_bytes(value, safe="").encode())
+        return host + path + (b"?" + b"&".join(pairs) if pairs else b"")
+
+    def reference_key(self, host: bytes, path: bytes, reference: bytes) -> bytes | None:
+        """The URI key of what ``reference`` (a Location or Content-Location value) names,
+        resolved against ``path`` (RFC 3986 5.2: relative references, dot segments); None when
+        it names another host or is not an http(s) URI."""
+        try:
+            base = "http://" + host.decode("ascii") + path.decode("ascii")
+            target = urlsplit(urljoin(base, reference.decode("ascii").strip()))
+            named = target.hostname
+        except (UnicodeDecodeError, ValueError):
+            return None
+        if target.scheme not in ("http", "https") or named != host.decode("ascii").strip("[]"):
+            return None
+        query = b"?" + target.query.encode() if target.query else b""
+        return self.uri_key(host, (target.path or "/").encode(), query)
+
+
+def uri_of(key: bytes) -> bytes:
+    """The URI key of a stored key: what comes before its header selections or its variant."""
+    end = _AFTER_URI.search(key)
+    return key if end is None else key[: end.start()]
 
 
 def variant_key(base: bytes, vary: tuple[bytes, ...], ctx: Any) -> bytes:

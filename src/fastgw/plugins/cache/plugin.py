@@ -17,6 +17,12 @@ Per request, on a cached route:
   runs only when the body completed: a response cut mid-body is never stored.
 - ``on_complete``: whatever the leader's request came to, its followers are released.
 
+An unsafe request (any method but GET, HEAD, OPTIONS and TRACE) that gets a 2xx or 3xx
+invalidates, in ``on_response``, the stored responses of its target URI, and of the URIs its
+response's ``Location`` and ``Content-Location`` name on the same host (RFC 9111 4.4): every
+header selection and variant of each, in the store this plugin uses (its zone in this process,
+or Redis for every worker and instance).
+
 Every answer carries ``X-Cache: HIT|MISS|STALE|BYPASS`` and is counted in
 ``fastgw_cache_requests_total{route,result}``. A hit is one dict lookup (two when the response
 varies), one Response, one write; the headers of the request are read once for the few that
@@ -67,6 +73,8 @@ X_CACHE = tuple((b"X-Cache", result.upper().encode()) for result in RESULTS)
 
 _GET = b"GET"
 _HEAD = b"HEAD"
+_SAFE = frozenset({_GET, _HEAD, b"OPTIONS", b"TRACE"})  # RFC 9110 9.2.1; the rest may change state
+_NAMING_CHANGED = frozenset({b"location", b"content-location"})  # RFC 9111 4.4: also invalidated
 # Request fields the cache reads; key.headers adds its own.
 _REQUEST_FIELDS = frozenset(
     {
@@ -280,6 +288,8 @@ class CachePlugin(Plugin):
     def on_response(self, ctx: Any) -> None:
         miss = self.misses.get(ctx)
         if miss is None:
+            if ctx.method not in _SAFE and 200 <= ctx.response_status < 400:
+                self.invalidate(self.changed_uris(ctx))
             return None
         status: int = ctx.response_status
         headers: list[tuple[bytes, bytes]] = ctx.response_headers
@@ -342,7 +352,23 @@ class CachePlugin(Plugin):
         if miss.flight is not None:
             self.coalescer.land(miss.flight, Landing(entry, vary, key))
 
+    def changed_uris(self, ctx: Any) -> list[bytes]:
+        """The URI keys a successful unsafe request invalidates: its target's, and those its
+        response's Location and Content-Location name on the same host."""
+        host = ctx.host
+        uris = [self.keys.uri_key(host, ctx.path, ctx.query)]
+        for name, value in ctx.response_headers:
+            if name.lower() in _NAMING_CHANGED:
+                uri = self.keys.reference_key(host, ctx.path, value)
+                if uri is not None and uri not in uris:
+                    uris.append(uri)
+        return uris
+
     def keep(self, key: bytes, value: Stored, now: float) -> None:
+        raise NotImplementedError
+
+    def invalidate(self, uris: list[bytes]) -> None:
+        """Remove every stored response under these URI keys."""
         raise NotImplementedError
 
 
@@ -404,6 +430,10 @@ class Cache(CachePlugin):
 
     def keep(self, key: bytes, value: Stored, now: float) -> None:
         self.store.put(key, value)
+
+    def invalidate(self, uris: list[bytes]) -> None:
+        for uri in uris:
+            self.store.invalidate(uri)
 
 
 # -- options -----------------------------------------------------------------------------------------

@@ -5,6 +5,11 @@ being servable, so Redis forgets entries by itself. An ``Entry`` is ``E``, one J
 fields, then the body as raw bytes; a ``VaryRecord`` is ``V`` and the header names joined by
 commas. Header bytes go through latin-1, which maps every byte to one character and back.
 
+Each key also goes into the set of its URI (``prefix + URI key + INDEX_SEP``), which lives as
+long as the longest-lived key in it: an unsafe request's success invalidates the URI's entries
+(RFC 9111 4.4) through that set, in one script, without a scan. Storing is a script too, so an
+entry is never in Redis without its index.
+
 Talking to Redis goes through ``plugins/_redis.py``'s ``RedisStore`` (a client per event loop, short
 timeouts, one warning per outage, a pause before retrying): while Redis is down or slow, every
 lookup is a miss and nothing is stored, and no request waits longer than the timeouts.
@@ -20,14 +25,42 @@ import asyncio
 import orjson
 import redis.asyncio
 
-from fastgw.plugins._redis import RedisStore
-from fastgw.plugins.cache.key import HEADERS_SEP, VARIANT_SEP
+from fastgw.plugins._redis import RedisStore, Script
+from fastgw.plugins.cache.key import HEADERS_SEP, INDEX_SEP, VARIANT_SEP, uri_of
 from fastgw.plugins.cache.purge import RemoteUnavailable
 from fastgw.plugins.cache.store import Entry, Stored, VaryRecord
 
 PURGE_TIMEOUT = 30.0
 
 CACHE_ROLE = ("cache store", "lookups miss and nothing is stored")
+
+# KEYS: the entry, its URI's index; ARGV: the value, its lifetime (ms).
+PUT = Script(
+    """
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SADD', KEYS[2], KEYS[1])
+if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[2]) then
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+end
+"""
+)
+
+# KEYS: pairs of a URI's index and its URI key. Removes the indexed keys, the URI key (an entry
+# stored before indexes were kept) and the index; returns how many keys went.
+INVALIDATE = Script(
+    """
+local removed = 0
+for i = 1, #KEYS, 2 do
+  local doomed = redis.call('SMEMBERS', KEYS[i])
+  table.insert(doomed, KEYS[i + 1])
+  table.insert(doomed, KEYS[i])
+  for j = 1, #doomed, 1000 do
+    removed = removed + redis.call('UNLINK', unpack(doomed, j, math.min(j + 999, #doomed)))
+  end
+end
+return removed
+"""
+)
 
 
 def encode(value: Stored) -> bytes:
@@ -100,10 +133,24 @@ class RedisCacheStore:
         if milliseconds <= 0:
             return
 
+        index = self.key_prefix + uri_of(key) + INDEX_SEP
+
         async def command(client: redis.asyncio.Redis) -> None:
-            await client.set(self.key_prefix + key, encode(value), px=milliseconds)
+            await PUT.run(client, (self.key_prefix + key, index), (encode(value), milliseconds))
 
         await self.redis.run(command)
+
+    async def invalidate(self, uris: list[bytes]) -> int:
+        """Remove every entry under these URI keys; how many Redis keys went (indexes too).
+        StoreUnavailable when Redis cannot answer."""
+        keys: list[bytes] = []
+        for uri in uris:
+            keys += (self.key_prefix + uri + INDEX_SEP, self.key_prefix + uri)
+
+        async def command(client: redis.asyncio.Redis) -> int:
+            return int(await INVALIDATE.run(client, keys, ()))
+
+        return await self.redis.run(command)
 
     async def purge(self, base: bytes | None = None, prefix: bytes | None = None) -> int:
         """Remove base key ``base`` with its header selections and variants, or every key under
@@ -133,8 +180,17 @@ class RedisCacheStore:
         async for found in client.scan_iter(match=pattern, count=500):
             batch.append(found)
             if len(batch) >= 500:
-                removed += int(await client.unlink(*batch))
+                removed += await _unlink_counting_entries(client, batch)
                 batch.clear()
         if batch:
-            removed += int(await client.unlink(*batch))
+            removed += await _unlink_counting_entries(client, batch)
         return removed
+
+
+async def _unlink_counting_entries(client: redis.asyncio.Redis, keys: list[bytes]) -> int:
+    """UNLINK ``keys``; how many of them were entries (URI indexes go too, but are not counted)."""
+    indexes = [key for key in keys if key.endswith(INDEX_SEP)]
+    if indexes:
+        await client.unlink(*indexes)
+    entries = [key for key in keys if not key.endswith(INDEX_SEP)]
+    return int(await client.unlink(*entries)) if entries else 0

@@ -6,6 +6,11 @@ request is a miss at once), and storing is a write in the background (the respon
 wait for it; while Redis is down nothing is written). Coalescing stays per process: followers in
 this worker wait for its leader; other workers and instances lead their own flights, and find
 the entry in Redis once it is there.
+
+Invalidating a URI (after a successful unsafe request) is a write in the background too, sent
+as the response head goes out. Until it is done, a lookup of that URI in this process waits for
+it, so a client's next request here does not get what its own request just changed; in other
+workers and instances that holds once Redis ran the invalidation (a round trip later).
 """
 
 from __future__ import annotations
@@ -13,12 +18,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 from fastgw.config.validate import Section, read_str
 from fastgw.hooks import HookResult, Response
 from fastgw.plugins._redis import StoreUnavailable, read_store, redacted
-from fastgw.plugins.cache.key import variant_key
+from fastgw.plugins.cache.key import uri_of, variant_key
 from fastgw.plugins.cache.plugin import CachePlugin, CacheSettings
 from fastgw.plugins.cache.policy import RequestDirectives
 from fastgw.plugins.cache.purge import REMOTE_STORES
@@ -42,6 +48,7 @@ class RedisCache(CachePlugin):
         super().__init__(settings)
         self.remote = remote
         self.writes: set[asyncio.Task[None]] = set()  # held until done (the loop keeps weak refs)
+        self.invalidating: dict[bytes, asyncio.Task[None]] = {}  # URI key -> its invalidation
 
     def on_request(self, ctx: Any) -> HookResult:
         prepared = self.prepare(ctx)
@@ -56,6 +63,10 @@ class RedisCache(CachePlugin):
         self, ctx: Any, base: bytes, fields: dict[bytes, bytes], directives: RequestDirectives
     ) -> Response | None:
         found: Stored | None
+        if self.invalidating:
+            pending = self.invalidating.get(uri_of(base))
+            if pending is not None:
+                await asyncio.wait((pending,))  # read what this process just invalidated
         try:
             found = await self.remote.get(base)
             if type(found) is VaryRecord:
@@ -74,12 +85,30 @@ class RedisCache(CachePlugin):
         return answer
 
     def keep(self, key: bytes, value: Stored, now: float) -> None:
+        if self.remote.available():
+            self._in_background(self.remote.put(key, value, now))
+
+    def invalidate(self, uris: list[bytes]) -> None:
         if not self.remote.available():
             return
-        task = asyncio.get_running_loop().create_task(self._write(key, value, now))
+        task = self._in_background(self.remote.invalidate(uris))
+        for uri in uris:
+            self.invalidating[uri] = task
+
+        def done(_: asyncio.Task[None]) -> None:
+            for uri in uris:
+                if self.invalidating.get(uri) is task:
+                    del self.invalidating[uri]
+
+        task.add_done_callback(done)
+
+    def _in_background(self, write: Awaitable[object]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(_unless_unavailable(write))
         self.writes.add(task)
         task.add_done_callback(self.writes.discard)
+        return task
 
-    async def _write(self, key: bytes, value: Stored, now: float) -> None:
-        with contextlib.suppress(StoreUnavailable):  # logged by the store; the entry is just not kept
-            await self.remote.put(key, value, now)
+
+async def _unless_unavailable(write: Awaitable[object]) -> None:
+    with contextlib.suppress(StoreUnavailable):  # logged by the store; the write is just not done
+        await write

@@ -12,6 +12,10 @@ shared per process (``zone_for``), so routes naming one zone share it, and a rel
 entries (with the new size). Expired entries are dropped when looked up, or pushed out by newer
 ones like any other. One event loop per process uses them: no locking.
 
+Each zone also indexes its keys by URI key (``key.uri_of``), so ``invalidate`` drops every entry
+of a URI (header selections and variants) in O(its entries), not a scan of the zone: it runs on
+the request path, after every successful unsafe request.
+
 Times are wall-clock seconds (``time.time()``), because Redis entries are shared by processes
 and machines.
 """
@@ -20,7 +24,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from fastgw.plugins.cache.key import purge_matches
+from fastgw.plugins.cache.key import purge_matches, uri_of
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -87,12 +91,13 @@ Stored = Entry | VaryRecord
 class MemoryStore:
     """One zone: LRU entries bounded by ``max_bytes`` (see the module docstring)."""
 
-    __slots__ = ("entries", "max_bytes", "name", "size")
+    __slots__ = ("by_uri", "entries", "max_bytes", "name", "size")
 
     def __init__(self, name: str, max_bytes: int) -> None:
         self.name = name
         self.max_bytes = max_bytes
         self.entries: OrderedDict[bytes, Stored] = OrderedDict()
+        self.by_uri: dict[bytes, set[bytes]] = {}  # URI key -> the keys held under it
         self.size = 0  # bytes counted for the entries held
 
     def __len__(self) -> int:
@@ -118,6 +123,11 @@ class MemoryStore:
             self._remove(key)
         self.entries[key] = value
         self.size += size
+        uri = uri_of(key)
+        keys = self.by_uri.get(uri)
+        if keys is None:
+            keys = self.by_uri[uri] = set()
+        keys.add(key)
         self._fit()
         return True
 
@@ -132,15 +142,28 @@ class MemoryStore:
             self._remove(key)
         return len(doomed)
 
+    def invalidate(self, uri: bytes) -> int:
+        """Remove every entry under URI key ``uri``; how many."""
+        keys = self.by_uri.get(uri)
+        if not keys:
+            return 0
+        doomed = list(keys)
+        for key in doomed:
+            self._remove(key)
+        return len(doomed)
+
     def _fit(self) -> None:
-        entries = self.entries
         while self.size > self.max_bytes:
-            key, value = entries.popitem(last=False)
-            self.size -= len(key) + value.size
+            self._remove(next(iter(self.entries)))  # the least recently used
 
     def _remove(self, key: bytes) -> None:
         value = self.entries.pop(key)
         self.size -= len(key) + value.size
+        uri = uri_of(key)
+        keys = self.by_uri[uri]
+        keys.discard(key)
+        if not keys:
+            del self.by_uri[uri]
 
 
 ZONES: dict[str, MemoryStore] = {}

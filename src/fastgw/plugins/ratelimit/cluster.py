@@ -13,13 +13,13 @@ from typing import Any
 from fastgw.config.validate import Section, read_one_of, read_str
 from fastgw.errors import ConfigError
 from fastgw.hooks import Response
-from fastgw.plugins._redis import RedisStore, StoreUnavailable, read_store
+from fastgw.plugins._redis import RedisStore, Script, StoreUnavailable, read_store
 from fastgw.plugins._refusal import Refusal
 from fastgw.plugins.ratelimit.admission import HeaderRenderer
 from fastgw.plugins.ratelimit.algorithms import LocalLimiter, whole_seconds
 from fastgw.plugins.ratelimit.keys import KeyOf
 from fastgw.plugins.ratelimit.plugin import Bypass, RateLimit, read_status
-from fastgw.plugins.ratelimit.redis_store import RATE_LIMIT_ROLE, SCRIPTS, Script, evaluate
+from fastgw.plugins.ratelimit.redis_store import RATE_LIMIT_ROLE, SCRIPTS, evaluate
 
 _KEYS = ("url", "timeout", "on_error", "closed_status", "retry_interval", "prefix")
 

@@ -4,21 +4,17 @@ Every worker of every gateway instance runs the same script against the same key
 one limit. The scripts do the arithmetic of ``algorithms`` on the server, in milliseconds, with
 the server's clock (``TIME``), so gateway clocks need not agree. Each returns
 ``{remaining or -1, milliseconds}``: when admitted, until the quota is whole again (bucket full,
-window over); when refused, until a request would be admitted. A script is sent by ``EVALSHA``;
-on ``NOSCRIPT`` (a restarted or flushed server) by ``EVAL``, which caches it again.
+window over); when refused, until a request would be admitted.
 
-Talking to Redis (timeouts, outages, the failure policy's pause) is ``plugins/_redis.py``'s.
+Talking to Redis (timeouts, outages, the failure policy's pause, sending scripts) is
+``plugins/_redis.py``'s.
 """
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass, field
-
 import redis.asyncio
-from redis.exceptions import NoScriptError
 
-from fastgw.plugins._redis import RedisStore
+from fastgw.plugins._redis import RedisStore, Script
 
 RATE_LIMIT_ROLE = ("rate limit store", "limits using it fail open or closed as configured")
 
@@ -91,15 +87,6 @@ return {math.floor(limit - used - 1), math.ceil(start + window - now)}
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Script:
-    source: str
-    sha: str = field(init=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
-
-
 SCRIPTS = {"token_bucket": Script(TOKEN_BUCKET_LUA), "sliding_window": Script(SLIDING_WINDOW_LUA)}
 
 
@@ -110,10 +97,7 @@ async def evaluate(
     cannot answer within the timeouts."""
 
     async def command(client: redis.asyncio.Redis) -> list[int]:
-        try:
-            reply: list[int] = await client.evalsha(script.sha, 1, key, limit, window_ms)
-        except NoScriptError:
-            reply = await client.eval(script.source, 1, key, limit, window_ms)
+        reply: list[int] = await script.run(client, (key,), (limit, window_ms))
         return reply
 
     reply = await store.run(command)
