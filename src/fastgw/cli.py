@@ -29,6 +29,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     routes = sub.add_parser("routes", help="print the route table, or explain one request")
     routes.add_argument("-c", "--config", required=True)
     routes.add_argument("--match", metavar='"METHOD URL"', help='e.g. "GET http://api.example.com/items/7"')
+    routes.add_argument(
+        "-H",
+        "--header",
+        action="append",
+        default=[],
+        metavar='"NAME: VALUE"',
+        help="a request header for --match, as curl takes it (repeatable; Host stands for the URL's host)",
+    )
 
     demo = sub.add_parser("demo", help="run the gateway in front of the bundled e-commerce demo")
     demo.add_argument("--bind", default=None, help="gateway address (default 127.0.0.1:8080)")
@@ -49,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check":
             return _check(args.config)
         if args.command == "routes":
-            return _routes(args.config, args.match)
+            return _routes(args.config, args.match, args.header)
         if args.command == "hash-key":
             return _hash_key(args.generate)
         if args.command == "hash-password":
@@ -96,7 +104,17 @@ def _check(path: str) -> int:
     return 0
 
 
-def _routes(path: str, match: str | None) -> int:
+def _routes(path: str, match: str | None, header_lines: list[str]) -> int:
+    from fastgw.explain import explain_match, parse_header
+
+    if header_lines and match is None:
+        print("fastgw: -H/--header describes the request of --match; give --match too", file=sys.stderr)
+        return 2
+    try:
+        headers = [parse_header(line) for line in header_lines]
+    except ValueError as exc:
+        print(f"fastgw: -H: {exc}", file=sys.stderr)
+        return 2
     config, plan = _load(path)
     if match is None:
         rows = [("ID", "LISTENERS", "METHODS", "HOSTS", "PATH", "UPSTREAM", "REWRITE", "PRIO")]
@@ -117,10 +135,8 @@ def _routes(path: str, match: str | None) -> int:
         for row in rows:
             print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
         return 0
-    from fastgw.explain import explain_match
-
     try:
-        lines, found = explain_match(plan, match)
+        lines, found = explain_match(plan, match, headers)
     except (ValueError, ClientFault) as exc:
         print(f"fastgw: cannot explain {match!r}: {exc}", file=sys.stderr)
         return 2

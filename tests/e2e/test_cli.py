@@ -230,6 +230,73 @@ def test_routes_match_wrong_method_is_405_exit_1(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+PREDICATE_ROUTES = """\
+routes:
+  - {id: items, path: "/items/{id}", upstream: up}
+  - {id: items-v2, path: "/items/{id}", upstream: other, headers: {X-Version: "2"}}
+  - {id: items-v3-beta, path: "/items/{id}", upstream: other, headers: {X-Version: "3", X-Beta: "yes"}}
+  - {id: preview, path: "/items/{id}", upstream: up, query: {preview: ""}, priority: 1}
+  - {id: api-host, path: "/items/{id}", upstream: up, host: api.example.com}
+"""
+
+
+def test_routes_match_takes_headers_like_curl(tmp_path: Path) -> None:
+    path = write(tmp_path, config_text(PREDICATE_ROUTES))
+
+    def explain(*args: str) -> CliResult:
+        return run_cli("routes", "-c", str(path), "--match", "GET http://host/items/7", *args)
+
+    plain = explain()
+    assert plain.code == 0, plain
+    assert "route items (routes[0])" in plain.stdout
+    # The header route is not taken without its header, and the answer says what it needed.
+    assert "passed over: route items-v2 (routes[1]): needs header x-version: 2 (not sent)" in plain.stdout
+    with_header = explain("-H", "X-Version: 2")
+    assert with_header.code == 0, with_header
+    assert "route items-v2 (routes[1])" in with_header.stdout
+    assert re.search(r"because:.*header x-version: 2", with_header.stdout)
+    assert "http://127.0.0.1:10/items/7" in with_header.stdout  # the v2 route's upstream
+    # Repeatable; names ignore case and the value's surrounding blanks go, as curl sends them.
+    both = explain("-H", "x-version:3", "--header", "X-Beta:   yes")
+    assert "route items-v3-beta (routes[2])" in both.stdout, both
+    one = explain("-H", "X-Version: 3")
+    assert "route items (routes[0])" in one.stdout
+    assert "passed over: route items-v3-beta (routes[2]): needs header x-beta: yes (not sent)" in one.stdout
+    assert "needs header x-version: 2 (sent '3')" in one.stdout
+    # A Host header stands for the URL's host, as with curl.
+    host = explain("-H", "Host: API.example.com:8443")
+    assert "route api-host (routes[4])" in host.stdout, host
+
+
+def test_routes_match_reads_query_predicates_from_the_url(tmp_path: Path) -> None:
+    path = write(tmp_path, config_text(PREDICATE_ROUTES))
+    taken = run_cli("routes", "-c", str(path), "--match", "GET http://host/items/7?preview&x=1")
+    assert "route preview (routes[3])" in taken.stdout, taken
+    assert re.search(r"because:.*query preview present; priority 1", taken.stdout)
+    assert "http://127.0.0.1:9/items/7?preview&x=1" in taken.stdout
+    missed = run_cli("routes", "-c", str(path), "--match", "GET http://host/items/7?x=1")
+    assert "route items (routes[0])" in missed.stdout
+    assert "passed over: route preview (routes[3]): needs query parameter 'preview' (not in the URL)" in (
+        missed.stdout
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--match", "GET http://host/items/7", "-H", "X-Version 2"], 'expected a header as "Name: value"'),
+        (["--match", "GET http://host/items/7", "-H", "X Version: 2"], 'expected a header as "Name: value"'),
+        (["-H", "X-Version: 2"], "give --match too"),
+    ],
+)
+def test_routes_header_usage_errors(tmp_path: Path, args: list[str], message: str) -> None:
+    path = write(tmp_path, config_text(PREDICATE_ROUTES))
+    result = run_cli("routes", "-c", str(path), *args)
+    assert result.code == 2, result
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize("request_text", ["garbage", "GET http://bad host/a", "GET http://host/%zz"])
 def test_routes_match_malformed_request_is_usage_error(tmp_path: Path, request_text: str) -> None:
     path = write(tmp_path, config_text())
