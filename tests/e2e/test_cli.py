@@ -177,6 +177,22 @@ def test_check_route_conflict_names_both_routes(tmp_path: Path) -> None:
     assert "'first'" in line or "routes[0]" in line, f"the conflicting route is not named: {line!r}"
 
 
+def test_check_overlapping_constraints_name_both_routes(tmp_path: Path) -> None:
+    # `abc` is hex and alpha: the hex route would take every such request from the alpha one.
+    path = write(
+        tmp_path,
+        config_text(
+            "routes:\n"
+            "  - {id: by-hex, path: '/v/{v:hex}', upstream: up}\n"
+            "  - {id: by-alpha, path: '/v/{name:alpha}', upstream: other, priority: 5}\n"
+        ),
+    )
+    line = assert_config_error(run_cli("check", "-c", str(path)), path, "routes[1].path", "conflicts with")
+    assert "route 'by-hex' (routes[0])" in line, line
+    assert "'/v/{v:hex}'" in line and "'/v/{name:alpha}'" in line
+    assert "'abc'" in line
+
+
 def test_check_invalid_yaml_names_file_and_position(tmp_path: Path) -> None:
     path = write(tmp_path, "listeners: [\n  - name: x\n")
     assert_config_error(run_cli("check", "-c", str(path)), path, "", "invalid YAML at line 2, column 3")
