@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shlex
 import sys
 from collections.abc import Sequence
 
 from fastgw import __version__
 from fastgw.errors import ClientFault, ConfigError
+
+DEFAULT_CONFIG = "fastgw.yaml"  # in the current directory, when -c is not given
+_CONFIG_HELP = f"YAML or JSON config file (default: ./{DEFAULT_CONFIG})"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -19,15 +24,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the gateway")
-    run.add_argument("-c", "--config", required=True, help="YAML or JSON config file")
+    run.add_argument("-c", "--config", help=_CONFIG_HELP)
     run.add_argument("-w", "--workers", type=int, default=1, help="worker processes (SO_REUSEPORT)")
     run.add_argument("--watch", action="store_true", help="reload when the config file changes")
 
     check = sub.add_parser("check", help="validate a config and print a summary")
-    check.add_argument("-c", "--config", required=True)
+    check.add_argument("-c", "--config", help=_CONFIG_HELP)
 
     routes = sub.add_parser("routes", help="print the route table, or explain one request")
-    routes.add_argument("-c", "--config", required=True)
+    routes.add_argument("-c", "--config", help=_CONFIG_HELP)
     routes.add_argument("--match", metavar='"METHOD URL"', help='e.g. "GET http://api.example.com/items/7"')
     routes.add_argument(
         "-H",
@@ -47,10 +52,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     hash_password = sub.add_parser("hash-password", help="print the hash a basic_auth user's config holds")
     hash_password.add_argument("--pbkdf2", action="store_true", help="PBKDF2-SHA256 instead of scrypt")
 
-    args = parser.parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    misplaced = _command_option_first(parser, sub, arguments)
+    if misplaced is not None:
+        parser.error(misplaced)
+    args = parser.parse_args(arguments)
     logging.basicConfig(
         level=args.log_level, stream=sys.stderr, format="%(asctime)s fastgw %(levelname)s %(message)s"
     )
+    if args.command in ("run", "check", "routes") and args.config is None:
+        if not os.path.exists(DEFAULT_CONFIG):
+            print(
+                f"fastgw: no configuration: ./{DEFAULT_CONFIG} does not exist; name the file with -c, "
+                f"e.g. fastgw {args.command} -c gateway.yaml",
+                file=sys.stderr,
+            )
+            return 2
+        args.config = DEFAULT_CONFIG
     try:
         if args.command == "run":
             return _run(args.config, args.workers, args.watch)
@@ -70,6 +88,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _command_option_first(
+    parser: argparse.ArgumentParser,
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    arguments: list[str],
+) -> str | None:
+    """The usage error for a command's option given before any command (``fastgw --workers 8``,
+    which argparse would report as "invalid choice: '8'"), suggesting the command; else None."""
+    index = 0
+    while index < len(arguments):
+        argument = arguments[index]
+        if not argument.startswith("-"):
+            return None  # the command comes first: argparse takes it from here
+        option = argument.split("=", 1)[0]
+        own = parser._option_string_actions.get(option)
+        if own is not None:
+            index += 2 if own.nargs != 0 and "=" not in argument else 1  # --log-level VALUE
+            continue
+        owners = [name for name, command in sub.choices.items() if option in command._option_string_actions]
+        if owners:
+            suggestion = shlex.join(["fastgw", owners[0], *arguments[index:]])
+            commands = "|".join(owners)
+            return f"{option} is an option of 'fastgw {commands}', not of fastgw itself: try {suggestion}"
+        return None
+    return None
 
 
 def _load(path: str):  # type: ignore[no-untyped-def]

@@ -20,6 +20,7 @@ from tests.e2e.conftest import (
     CliResult,
     RunGateway,
     Upstream,
+    _wait_listening,
     cli_env,
     fastgw_argv,
     gateway_doc,
@@ -408,6 +409,46 @@ def test_run_bad_worker_count_is_usage_error(tmp_path: Path) -> None:
     ephemeral = write(tmp_path, config_text(port=0), "ephemeral.yaml")
     result = run_cli("run", "-c", str(ephemeral), "--workers", "2", timeout=15)
     assert result.code == 2 and "port 0" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_run_without_c_reads_fastgw_yaml_in_the_current_directory(
+    tmp_path: Path, procs: ProcessReaper, upstream_proc: Upstream
+) -> None:
+    # `fastgw run --workers 2` as an operator types it in the directory holding the config.
+    write_config(tmp_path, gateway_doc(upstream_proc.port, port=free_port()), "fastgw.yaml")
+    gateway = procs.start(fastgw_argv("run", "--workers", "2"), env=cli_env(), cwd=str(tmp_path))
+    port = _wait_listening(gateway, 2, 15)
+    with connect(port) as sock:
+        sock.sendall(build_request("GET", "/echo/hello"))
+        assert read_response(sock).status == 200
+    assert "fastgw.yaml" in run_cli("run", "--help").stdout  # the default is documented
+
+
+@pytest.mark.parametrize("command", [["run", "--workers", "8"], ["check"], ["routes"]])
+def test_without_c_and_without_fastgw_yaml_the_error_names_the_file_and_c(
+    tmp_path: Path, command: list[str]
+) -> None:
+    result = run_cli(*command, cwd=tmp_path, timeout=15)
+    assert result.code == 2, result
+    assert "./fastgw.yaml does not exist" in result.stderr
+    assert f"fastgw {command[0]} -c " in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "suggestion"),
+    [
+        (["--workers", "8"], "try fastgw run --workers 8"),
+        (["--log-level", "WARNING", "-w", "2"], "try fastgw run -w 2"),
+        (["--match", "GET http://h/x"], "try fastgw routes --match 'GET http://h/x'"),
+    ],
+)
+def test_a_command_option_before_the_command_suggests_the_command(args: list[str], suggestion: str) -> None:
+    result = run_cli(*args, timeout=15)
+    assert result.code == 2, result
+    assert suggestion in result.stderr
+    assert "invalid choice" not in result.stderr
     assert "Traceback" not in result.stderr
 
 

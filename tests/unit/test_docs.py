@@ -101,3 +101,17 @@ def test_the_shipped_example_says_how_to_check_it() -> None:
     example = (ROOT / "src" / "fastgw" / "config" / "example.yaml").read_text()
     assert "fastgw check -c " in example
     assert not re.search(r"fastgw check (?!-c)", example)
+
+
+def test_the_readme_starts_with_two_commands_and_says_what_scripts_test_installs() -> None:
+    readme = (ROOT / "README.md").read_text()
+    first_block = re.search(r"```sh\n(.*?)```", readme, re.S)
+    assert first_block is not None
+    commands = [line.split("#")[0].strip() for line in first_block.group(1).splitlines()]
+    assert commands == ["scripts/demo", "scripts/test"]
+    packages = re.search(r"DEBIAN_PACKAGES=\(([^)]*)\)", (ROOT / "scripts" / "test").read_text())
+    assert packages is not None
+    quick_start = " ".join(readme.split("## Running it")[0].split())
+    assert "apt" in quick_start and "sudo" in quick_start
+    for package in packages.group(1).split():
+        assert package in quick_start, f"README's quick start does not say scripts/test installs {package}"
