@@ -296,9 +296,12 @@ def installed_fastgw(python: str) -> str | None:
     """Where ``python`` imports a working fastgw from (a ``pip install .``), or None."""
     probe = "import fastgw, " + ", ".join(f"fastgw.{name}" for name in COMPILED) + "; print(fastgw.__file__)"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    found = subprocess.run(
-        [python, "-c", probe], capture_output=True, text=True, env=env, cwd=tempfile.gettempdir()
-    )
+    try:
+        found = subprocess.run(
+            [python, "-c", probe], capture_output=True, text=True, env=env, cwd=tempfile.gettempdir()
+        )
+    except OSError:  # no such interpreter
+        return None
     return str(Path(found.stdout.strip()).parent) if found.returncode == 0 else None
 
 
@@ -323,6 +326,10 @@ def fastgw_environment(src: Path, python: str = sys.executable) -> tuple[dict[st
 def not_runnable(src: Path, python: str, own: bool) -> str:
     venv = REPO / ".venv" / "bin" / "python"
     use = str(venv.relative_to(REPO)) if venv.exists() else python
+    if own and venv.exists() and installed_fastgw(str(venv)):
+        return (
+            f"{python} has no fastgw installed, {use} has (as scripts/demo installs it): run {use} -m bench"
+        )
     lines = [
         f"no runnable fastgw: its compiled extensions ({', '.join(COMPILED)}) are not built in {src}"
         + (f", and {python} has no fastgw installed" if own else ""),

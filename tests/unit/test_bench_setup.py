@@ -108,3 +108,24 @@ def test_without_either_the_error_says_what_to_run(tmp_path: Path, monkeypatch: 
     assert ".venv/bin/python -m pip install -e ." in message
     assert ".venv/bin/python -m pip install ." in message
     assert "then run:  .venv/bin/python -m bench" in message
+
+
+def test_a_venv_that_has_fastgw_is_named_when_another_python_runs_the_bench(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `python3 -m bench` after scripts/demo: the system Python has no fastgw, .venv has.
+    bare = tmp_path / "bare-python"
+    bare.write_text(f'#!/bin/sh\nexec {sys.executable} -S "$@"\n')
+    bare.chmod(0o755)
+    repo = tmp_path / "checkout"
+    (repo / ".venv" / "bin").mkdir(parents=True)
+    venv_python = repo / ".venv" / "bin" / "python"
+    venv_python.write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')  # this one has fastgw
+    venv_python.chmod(0o755)
+    monkeypatch.setattr(bench.run, "REPO", repo)
+    with pytest.raises(BenchError) as info:
+        fastgw_environment(python_only_checkout(repo), python=str(bare))
+    assert str(info.value) == (
+        f"{bare} has no fastgw installed, .venv/bin/python has (as scripts/demo installs it): "
+        "run .venv/bin/python -m bench"
+    )
