@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import importlib.machinery
 import json
 import os
 import re
@@ -37,6 +38,12 @@ PEERS = BENCH / "peers"
 RESULTS = BENCH / "results"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 DEBIAN_NEEDS = {"wrk": "wrk", "nginx": "nginx-light", "haproxy": "haproxy"}
+COMPILED = ("_router", "_http", "_proxy")  # fastgw's extension modules: no gateway without them
+LOG_TAIL_LINES = 40  # of a contender's log, printed when it does not start
+
+
+class BenchError(Exception):
+    """The bench cannot go on; the message says why and what to do. Printed without a traceback."""
 
 
 @dataclass(frozen=True)
@@ -121,13 +128,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_port(port: int, timeout: float = 20.0) -> None:
+def wait_port(port: int, timeout: float = 20.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Wait until something listens on ``port``; BenchError when ``proc`` exits first or time runs out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
             return
+        if proc is not None and proc.poll() is not None:
+            raise BenchError(f"exited with status {proc.returncode} before listening on {port}")
         time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on {port} after {timeout}s")
+    raise BenchError(f"nothing listening on {port} after {timeout:g} s")
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    text = path.read_text(errors="replace").rstrip("\n")
+    kept = text.splitlines()[-lines:]
+    return "\n".join(f"    {line}" for line in kept) if kept else "    (empty)"
 
 
 def render(template: str, workdir: Path, **values: object) -> Path:
@@ -143,10 +159,17 @@ def render(template: str, workdir: Path, **values: object) -> Path:
 def process(
     argv: list[str], port: int, workdir: Path, env: dict[str, str] | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
-    log = (workdir / f"{Path(argv[0]).name}-{port}.log").open("wb")
+    log_path = workdir / f"{Path(argv[0]).name}-{port}.log"
+    log = log_path.open("wb")
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     try:
-        wait_port(port)
+        try:
+            wait_port(port, proc=proc)
+        except BenchError as exc:
+            # The work directory is deleted at the end: its log goes with the error, now.
+            log.flush()
+            output = log_tail(log_path)
+            raise BenchError(f"{' '.join(argv)}\n  {exc}; the last lines of its output:\n{output}") from None
         yield proc
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -258,14 +281,74 @@ def start_haproxy(
     return process(["haproxy", "-db", "-f", str(conf)], port, workdir)
 
 
+def built_in_place(src: Path) -> bool:
+    """Does ``src/fastgw`` hold fastgw's extension modules built for this interpreter (an editable
+    install, or ``python setup.py build_ext --inplace``)?"""
+    package = src / "fastgw"
+    return all(
+        any((package / f"{name}{suffix}").exists() for suffix in importlib.machinery.EXTENSION_SUFFIXES)
+        for name in COMPILED
+    )
+
+
+@functools.cache
+def installed_fastgw(python: str) -> str | None:
+    """Where ``python`` imports a working fastgw from (a ``pip install .``), or None."""
+    probe = "import fastgw, " + ", ".join(f"fastgw.{name}" for name in COMPILED) + "; print(fastgw.__file__)"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    try:
+        found = subprocess.run(
+            [python, "-c", probe], capture_output=True, text=True, env=env, cwd=tempfile.gettempdir()
+        )
+    except OSError:  # no such interpreter
+        return None
+    return str(Path(found.stdout.strip()).parent) if found.returncode == 0 else None
+
+
+def fastgw_environment(src: Path, python: str = sys.executable) -> tuple[dict[str, str], str]:
+    """The environment to run the fastgw of the checkout ``src`` belongs to, and what it runs.
+
+    ``src`` itself when its extensions are built in place (PYTHONPATH=src); else, for this
+    checkout, the fastgw that ``python`` has installed (``pip install .``: the extensions are in
+    site-packages, and putting ``src`` first would shadow them with a package that cannot load);
+    else BenchError saying what to run."""
+    if built_in_place(src):
+        path = os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")]))
+        return {**os.environ, "PYTHONPATH": path}, f"{src} (built in place)"
+    own = src.resolve() == (REPO / "src").resolve()
+    where = installed_fastgw(python) if own else None
+    if where is not None:
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        return env, f"{where} (installed: reinstall after changing the code)"
+    raise BenchError(not_runnable(src, python, own))
+
+
+def not_runnable(src: Path, python: str, own: bool) -> str:
+    venv = REPO / ".venv" / "bin" / "python"
+    use = str(venv.relative_to(REPO)) if venv.exists() else python
+    if own and venv.exists() and installed_fastgw(str(venv)):
+        return (
+            f"{python} has no fastgw installed, {use} has (as scripts/demo installs it): run {use} -m bench"
+        )
+    lines = [
+        f"no runnable fastgw: its compiled extensions ({', '.join(COMPILED)}) are not built in {src}"
+        + (f", and {python} has no fastgw installed" if own else ""),
+        f"  build them in place:  cd {src.parent} && {use} -m pip install -e .",
+        f"                  (or:  cd {src.parent} && {use} setup.py build_ext --inplace)",
+    ]
+    if own:
+        lines += [
+            f"  or install the checkout into the interpreter that runs the bench: {use} -m pip install .",
+            f"  then run:  {use} -m bench",
+        ]
+    return "\n".join(lines)
+
+
 def start_fastgw(
     workdir: Path, port: int, upstreams: tuple[int, ...], scenario: Scenario, src: Path = REPO / "src"
 ) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
     conf = fastgw_config(workdir, port, upstreams, scenario)
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")])),
-    }
+    env, _ = fastgw_environment(src)
     return process(
         [sys.executable, "-m", "fastgw.cli", "--log-level", "WARNING", "run", "-c", str(conf)],
         port,
@@ -295,6 +378,9 @@ CONTENDERS: dict[str, Starter] = {
         "bare_forwarder.py"
     ),  # the floor: bytes relayed by uvloop, no gateway work (peers/bare_forwarder.py)
 }
+DEFAULT_CONTENDERS = tuple(CONTENDERS)  # before --baseline adds its own
+DEFAULT_ROUNDS = 3
+DEFAULT_SECONDS = 5
 
 
 def scenario_contenders(scenario: Scenario, baseline: bool) -> list[str]:
@@ -532,12 +618,12 @@ def draw_chart(rows: list[dict[str, object]], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS)
+    parser.add_argument("--seconds", type=int, default=DEFAULT_SECONDS)
     parser.add_argument(
         "--scenarios", default=",".join(s.name for s in SCENARIOS) + ",idle", help="comma-separated"
     )
-    parser.add_argument("--contenders", default=",".join(CONTENDERS), help="comma-separated")
+    parser.add_argument("--contenders", default=",".join(DEFAULT_CONTENDERS), help="comma-separated")
     parser.add_argument("--idle", type=int, default=10_000, help="connections held in the idle scenario")
     parser.add_argument("--no-install", action="store_true", help="do not apt-get/pip install missing tools")
     parser.add_argument(
@@ -545,16 +631,46 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="another fastgw checkout, built in place, run as contender 'baseline' beside fastgw (A/B)",
     )
+    parser.add_argument(
+        "--latest",
+        action="store_true",
+        help="also replace results/latest.json and latest.png (what the README shows); a full run"
+        " (every scenario and contender, at least the default rounds and seconds) always does",
+    )
     args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except BenchError as exc:
+        print(f"python -m bench: {exc}", file=sys.stderr)
+        return 1
+
+
+def is_full_run(args: argparse.Namespace) -> bool:
+    """Every scenario and every contender, rounds and seconds at least the defaults: a run fit to
+    replace the figures the README shows."""
+    every_scenario = {s.name for s in SCENARIOS} | {"idle"}
+    return (
+        set(args.scenarios.split(",")) >= every_scenario
+        and set(args.contenders.split(",")) >= set(DEFAULT_CONTENDERS)
+        and args.rounds >= DEFAULT_ROUNDS
+        and args.seconds >= DEFAULT_SECONDS
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    wanted = set(args.scenarios.split(","))
+    allowed = set(args.contenders.split(","))
     if args.baseline is not None:
-        CONTENDERS["baseline"] = functools.partial(start_fastgw, src=args.baseline.resolve() / "src")
-        if "baseline" not in args.contenders.split(","):
-            args.contenders += ",baseline"
+        baseline = args.baseline.resolve() / "src"
+        fastgw_environment(baseline)  # fail now, not after the tools are installed
+        CONTENDERS["baseline"] = functools.partial(start_fastgw, src=baseline)
+        allowed.add("baseline")
+    if "fastgw" in allowed:
+        _, what = fastgw_environment(REPO / "src")
+        print(f"fastgw: {what}", flush=True)
     if not args.no_install:
         install_needs()
     raise_fd_limit()
-    wanted = set(args.scenarios.split(","))
-    allowed = set(args.contenders.split(","))
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="fastgw-bench-") as tmp:
         workdir = Path(tmp)
@@ -586,15 +702,33 @@ def main(argv: list[str] | None = None) -> int:
     rows = with_ratios(results)
     print()
     print_table(rows)
-    RESULTS.mkdir(exist_ok=True)
+    print()
+    for line in save_results(rows, RESULTS, latest=args.latest or is_full_run(args)):
+        print(line)
+    return 0
+
+
+def save_results(rows: list[dict[str, object]], directory: Path, latest: bool) -> list[str]:
+    """``<time>.json`` always; ``latest.json`` and ``latest.png`` (the README's) only when
+    ``latest``, so a quick look never replaces the full run's figures. Returns lines to print."""
+    directory.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     doc = {
         "when": stamp,
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "results": rows,
     }
-    for name in (f"{stamp}.json", "latest.json"):
-        (RESULTS / name).write_text(json.dumps(doc, indent=2) + "\n")
-    draw_chart(rows, RESULTS / "latest.png")
-    print(f"\nresults: {RESULTS / 'latest.json'}, chart: {RESULTS / 'latest.png'}")
-    return 0
+    text = json.dumps(doc, indent=2) + "\n"
+    (directory / f"{stamp}.json").write_text(text)
+    if not latest:
+        return [
+            f"results: {directory / f'{stamp}.json'}",
+            f"not a full run: {directory / 'latest.json'} and latest.png are left as they are"
+            " (--latest replaces them)",
+        ]
+    (directory / "latest.json").write_text(text)
+    draw_chart(rows, directory / "latest.png")
+    return [
+        f"results: {directory / f'{stamp}.json'} and {directory / 'latest.json'}",
+        f"chart: {directory / 'latest.png'}",
+    ]

@@ -120,6 +120,7 @@ cdef class _Table:
 @cython.final
 cdef class Router:
     cdef dict _trees                 # host key (None | b"host" | b"*.suffix") -> {shape: _Leaf}
+    cdef dict _similar               # host key -> {shape, constraints blurred: [shapes]} (conflicts)
     cdef Py_ssize_t _count           # successful add() calls; also the insertion sequence
     cdef _Table _table               # None after a change, rebuilt by the next match()
 

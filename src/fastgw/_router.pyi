@@ -64,8 +64,10 @@ class Router:
         predicate itself, and must be None when there is no predicate.
 
         Raises ValueError (naming the template) for a malformed template, method or host, and
-        ``RouteConflict`` when a route with the same host entry, path shape (names ignored),
-        priority and predicate key has an overlapping method set. A failed add changes nothing.
+        ``RouteConflict`` when a route with the same host entry, priority and predicate key has an
+        overlapping method set and the same path shape (names ignored) or one that differs only
+        in constraints accepting a common segment: int, hex and alnum overlap pairwise, alpha
+        overlaps hex (``abc``) and alnum, uuid overlaps none. A failed add changes nothing.
         """
     def match(
         self, method: bytes, host: bytes, path: bytes, request: object = None

@@ -6,8 +6,11 @@ Theory of operation
 A template is parsed once into a *shape*: its static text (bytes, '/' included) interleaved with
 parameter kinds, e.g. ``/a/{id:int}/b`` -> ``(b"/a/", K_INT, b"/b")``. Parameter names are not
 part of the shape: routes of one shape under one host key share one *leaf*, and a leaf holds
-routes for different methods, priorities and predicates. add() checks conflicts against the leaf,
-then keeps the leaf's per-method candidate order and its 405 Allow value up to date.
+routes for different methods, priorities and predicates. add() checks conflicts against the leaf
+and against the leaves of shapes that differ only in constraints accepting a common segment
+(``{v:hex}`` and ``{v:alpha}`` both take ``abc``; found through an index of shapes with their
+constraints blurred, so match() never pays for it), then keeps the leaf's per-method candidate
+order and its 405 Allow value up to date.
 
 The first match() after a change flattens every leaf into a _Table: per host key one byte-level
 compressed radix tree (node prefixes compared byte by byte, static children found by their
@@ -43,6 +46,32 @@ from fastgw.errors import RouteConflict
 __all__ = ["MethodNotAllowed", "RouteMatch", "Router"]
 
 _CONSTRAINTS = {"int": K_INT, "hex": K_HEX, "uuid": K_UUID, "alpha": K_ALPHA, "alnum": K_ALNUM}
+_KIND_NAMES = {kind: name for name, kind in _CONSTRAINTS.items()}
+
+# Which constraints accept a common segment (a segment is never empty and never holds '/'):
+#
+#            int          hex          uuid   alpha        alnum
+#   int      [0-9]+       [0-9]+       -      -            [0-9]+
+#   hex      [0-9]+       [0-9a-fA-F]+ -      [a-fA-F]+    [0-9a-fA-F]+
+#   uuid     -            -            uuid   -            -
+#   alpha    -            [a-fA-F]+    -      [A-Za-z]+    [A-Za-z]+
+#   alnum    [0-9]+       [0-9a-fA-F]+ -      [A-Za-z]+    [A-Za-z0-9]+
+#
+# int, hex, alpha and alnum are each one character class repeated, so two of them share a
+# segment exactly when their classes share a character: int < hex < alnum and alpha < alnum,
+# hex and alpha share a-f, int (digits) and alpha (letters) share nothing. A uuid has '-' at 8,
+# 13, 18 and 23, which no other constraint accepts, so it shares nothing with them. Two routes
+# whose shapes differ only in such pairs answer the same requests: the walk would always take
+# the first kind in its order and never the other, which the later route's author did not ask
+# for, so add() refuses it as it refuses identical shapes. Each pair maps to a segment both
+# accept, for the error message.
+_SHARED_SEGMENT = {
+    frozenset((K_INT, K_HEX)): "42",
+    frozenset((K_INT, K_ALNUM)): "42",
+    frozenset((K_HEX, K_ALPHA)): "abc",
+    frozenset((K_HEX, K_ALNUM)): "abc",
+    frozenset((K_ALPHA, K_ALNUM)): "abc",
+}
 _TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 _HOST_FORBIDDEN = frozenset(" \t\r\n/\\?#@:*[]")
 cdef tuple _EMPTY = ()  # PERF: a C static, not a module-dict lookup per match
@@ -327,6 +356,18 @@ class _Entry:
         self.predicate_key = predicate_key  # None when there is no predicate
         self.seq = seq
 
+    def shares_methods(self, other):
+        return self.methods is None or other.methods is None or bool(self.methods & other.methods)
+
+
+def _shadows(first, later):
+    """Does ``first``, whose leaf the walk reaches first on every path two overlapping shapes
+    share, take every such request ``later`` would answer? Priority cannot say otherwise: it
+    orders the routes of one leaf only. A predicate on ``first`` that ``later`` does not share
+    lets ``later`` answer what it declines, as predicate routes go first within a leaf."""
+    return first.shares_methods(later) and (
+        first.predicate_key is None or first.predicate_key == later.predicate_key)
+
 
 class _Leaf:
     """The routes of one host key and one path shape, with their lookups precomputed."""
@@ -345,7 +386,7 @@ class _Leaf:
             if (
                 old.priority == new.priority
                 and old.predicate_key == new.predicate_key
-                and (old.methods is None or new.methods is None or old.methods & new.methods)
+                and old.shares_methods(new)
             ):
                 return old
         return None
@@ -553,6 +594,29 @@ def _parse(str template):
     return tuple(shape), tuple(names)
 
 
+def _blurred(shape):
+    """The shape with every constraint replaced by None: shapes that may overlap share this key,
+    and a shape without constraints is its own."""
+    return tuple(None if type(piece) is not bytes and piece in _KIND_NAMES else piece
+                 for piece in shape)
+
+
+def _shared_segment(shape, other):
+    """(kind, kind, segment) for the first position where two shapes of one blurred key take
+    different constraints, if every such position has constraints that share a segment; else
+    None (the shapes answer no common path)."""
+    first = None
+    for mine, theirs in zip(shape, other):
+        if mine == theirs:
+            continue
+        segment = _SHARED_SEGMENT.get(frozenset((mine, theirs)))
+        if segment is None:
+            return None
+        if first is None:
+            first = (mine, theirs, segment)
+    return first
+
+
 def _methods(methods, template):
     if methods is None:
         return None
@@ -593,6 +657,7 @@ def _host_keys(hosts, template):
 cdef class Router:
     def __init__(self):
         self._trees = {}
+        self._similar = {}
         self._count = 0
         self._table = None
 
@@ -614,24 +679,51 @@ cdef class Router:
         elif predicate_key is None:
             predicate_key = predicate
         entry = _Entry(route, path, method_set, priority, predicate, predicate_key, self._count)
+        blurred = _blurred(shape)
         for key in keys:  # check every tree before changing any
-            leaf = self._trees.get(key, {}).get(shape)
-            old = None if leaf is None else leaf.conflict(entry)
-            if old is not None:
-                where = "any host" if key is None else f"host {key.decode()!r}"
-                raise RouteConflict(
-                    f"route {path!r} conflicts with route {old.template!r}: same path shape and "
-                    f"{where}, overlapping methods, priority {priority} and the same predicate key"
-                )
+            self._check_conflicts(key, shape, blurred, entry)
         for key in keys:
             shapes = self._trees.setdefault(key, {})
             leaf = shapes.get(shape)
             if leaf is None:
                 leaf = shapes[shape] = _Leaf(len(names))
+                if blurred != shape:
+                    self._similar.setdefault(key, {}).setdefault(blurred, []).append(shape)
             leaf.add(entry)
         self._count += 1
         self._table = None
         return names
+
+    def _check_conflicts(self, key, shape, blurred, entry):
+        """RouteConflict if a route of this tree would answer a request entry claims, or the
+        other way round: one of its own shape, or of a shape whose constraints overlap (add time
+        only: match() never pays for it)."""
+        shapes = self._trees.get(key, {})
+        where = "any host" if key is None else f"host {key.decode()!r}"
+        leaf = shapes.get(shape)
+        old = None if leaf is None else leaf.conflict(entry)
+        if old is not None:
+            raise RouteConflict(
+                f"route {entry.template!r} conflicts with route {old.template!r}: same path shape and "
+                f"{where}, overlapping methods, priority {entry.priority} and the same predicate key")
+        if blurred == shape:
+            return
+        for other in self._similar.get(key, {}).get(blurred, ()):
+            shared = None if other == shape else _shared_segment(shape, other)
+            if shared is None:
+                continue
+            mine, theirs, segment = shared
+            for old in shapes[other].entries:
+                # At the first position where the shapes differ the walk tries kinds in K_* order.
+                first, later = (entry, old) if mine < theirs else (old, entry)
+                if _shadows(first, later):
+                    raise RouteConflict(
+                        f"route {entry.template!r} conflicts with route {old.template!r}: "
+                        f"{_KIND_NAMES[mine]} and {_KIND_NAMES[theirs]} both accept a segment like "
+                        f"{segment!r}, and on {where} with overlapping methods route "
+                        f"{first.template!r} is tried first and takes every such request (priority "
+                        f"orders only routes of one path shape; a predicate of its own on the first "
+                        f"would let the other answer what it declines)")
 
     cdef _Table _compile(self):
         self._table = _load(_Builder(self._trees))

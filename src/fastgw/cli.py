@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shlex
 import sys
 from collections.abc import Sequence
 
 from fastgw import __version__
 from fastgw.errors import ClientFault, ConfigError
+
+DEFAULT_CONFIG = "fastgw.yaml"  # in the current directory, when -c is not given
+_CONFIG_HELP = f"YAML or JSON config file (default: ./{DEFAULT_CONFIG})"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -19,16 +24,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the gateway")
-    run.add_argument("-c", "--config", required=True, help="YAML or JSON config file")
+    run.add_argument("-c", "--config", help=_CONFIG_HELP)
     run.add_argument("-w", "--workers", type=int, default=1, help="worker processes (SO_REUSEPORT)")
     run.add_argument("--watch", action="store_true", help="reload when the config file changes")
 
     check = sub.add_parser("check", help="validate a config and print a summary")
-    check.add_argument("-c", "--config", required=True)
+    check.add_argument("-c", "--config", help=_CONFIG_HELP)
 
     routes = sub.add_parser("routes", help="print the route table, or explain one request")
-    routes.add_argument("-c", "--config", required=True)
+    routes.add_argument("-c", "--config", help=_CONFIG_HELP)
     routes.add_argument("--match", metavar='"METHOD URL"', help='e.g. "GET http://api.example.com/items/7"')
+    routes.add_argument(
+        "-H",
+        "--header",
+        action="append",
+        default=[],
+        metavar='"NAME: VALUE"',
+        help="a request header for --match, as curl takes it (repeatable; Host stands for the URL's host)",
+    )
 
     demo = sub.add_parser("demo", help="run the gateway in front of the bundled e-commerce demo")
     demo.add_argument("--bind", default=None, help="gateway address (default 127.0.0.1:8080)")
@@ -39,17 +52,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     hash_password = sub.add_parser("hash-password", help="print the hash a basic_auth user's config holds")
     hash_password.add_argument("--pbkdf2", action="store_true", help="PBKDF2-SHA256 instead of scrypt")
 
-    args = parser.parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    misplaced = _command_option_first(parser, sub, arguments)
+    if misplaced is not None:
+        parser.error(misplaced)
+    args = parser.parse_args(arguments)
     logging.basicConfig(
         level=args.log_level, stream=sys.stderr, format="%(asctime)s fastgw %(levelname)s %(message)s"
     )
+    if args.command in ("run", "check", "routes") and args.config is None:
+        if not os.path.exists(DEFAULT_CONFIG):
+            print(
+                f"fastgw: no configuration: ./{DEFAULT_CONFIG} does not exist; name the file with -c, "
+                f"e.g. fastgw {args.command} -c gateway.yaml",
+                file=sys.stderr,
+            )
+            return 2
+        args.config = DEFAULT_CONFIG
     try:
         if args.command == "run":
             return _run(args.config, args.workers, args.watch)
         if args.command == "check":
             return _check(args.config)
         if args.command == "routes":
-            return _routes(args.config, args.match)
+            return _routes(args.config, args.match, args.header)
         if args.command == "hash-key":
             return _hash_key(args.generate)
         if args.command == "hash-password":
@@ -62,6 +88,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _command_option_first(
+    parser: argparse.ArgumentParser,
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    arguments: list[str],
+) -> str | None:
+    """The usage error for a command's option given before any command (``fastgw --workers 8``,
+    which argparse would report as "invalid choice: '8'"), suggesting the command; else None."""
+    index = 0
+    while index < len(arguments):
+        argument = arguments[index]
+        if not argument.startswith("-"):
+            return None  # the command comes first: argparse takes it from here
+        option = argument.split("=", 1)[0]
+        own = parser._option_string_actions.get(option)
+        if own is not None:
+            index += 2 if own.nargs != 0 and "=" not in argument else 1  # --log-level VALUE
+            continue
+        owners = [name for name, command in sub.choices.items() if option in command._option_string_actions]
+        if owners:
+            suggestion = shlex.join(["fastgw", owners[0], *arguments[index:]])
+            commands = "|".join(owners)
+            return f"{option} is an option of 'fastgw {commands}', not of fastgw itself: try {suggestion}"
+        return None
+    return None
 
 
 def _load(path: str):  # type: ignore[no-untyped-def]
@@ -96,7 +148,17 @@ def _check(path: str) -> int:
     return 0
 
 
-def _routes(path: str, match: str | None) -> int:
+def _routes(path: str, match: str | None, header_lines: list[str]) -> int:
+    from fastgw.explain import explain_match, parse_header
+
+    if header_lines and match is None:
+        print("fastgw: -H/--header describes the request of --match; give --match too", file=sys.stderr)
+        return 2
+    try:
+        headers = [parse_header(line) for line in header_lines]
+    except ValueError as exc:
+        print(f"fastgw: -H: {exc}", file=sys.stderr)
+        return 2
     config, plan = _load(path)
     if match is None:
         rows = [("ID", "LISTENERS", "METHODS", "HOSTS", "PATH", "UPSTREAM", "REWRITE", "PRIO")]
@@ -117,10 +179,8 @@ def _routes(path: str, match: str | None) -> int:
         for row in rows:
             print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
         return 0
-    from fastgw.explain import explain_match
-
     try:
-        lines, found = explain_match(plan, match)
+        lines, found = explain_match(plan, match, headers)
     except (ValueError, ClientFault) as exc:
         print(f"fastgw: cannot explain {match!r}: {exc}", file=sys.stderr)
         return 2

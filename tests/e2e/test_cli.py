@@ -20,6 +20,7 @@ from tests.e2e.conftest import (
     CliResult,
     RunGateway,
     Upstream,
+    _wait_listening,
     cli_env,
     fastgw_argv,
     gateway_doc,
@@ -182,6 +183,22 @@ def test_check_route_conflict_names_both_routes(tmp_path: Path) -> None:
     assert "'first'" in line or "routes[0]" in line, f"the conflicting route is not named: {line!r}"
 
 
+def test_check_overlapping_constraints_name_both_routes(tmp_path: Path) -> None:
+    # `abc` is hex and alpha: the hex route would take every such request from the alpha one.
+    path = write(
+        tmp_path,
+        config_text(
+            "routes:\n"
+            "  - {id: by-hex, path: '/v/{v:hex}', upstream: up}\n"
+            "  - {id: by-alpha, path: '/v/{name:alpha}', upstream: other, priority: 5}\n"
+        ),
+    )
+    line = assert_config_error(run_cli("check", "-c", str(path)), path, "routes[1].path", "conflicts with")
+    assert "route 'by-hex' (routes[0])" in line, line
+    assert "'/v/{v:hex}'" in line and "'/v/{name:alpha}'" in line
+    assert "'abc'" in line
+
+
 def test_check_invalid_yaml_names_file_and_position(tmp_path: Path) -> None:
     path = write(tmp_path, "listeners: [\n  - name: x\n")
     assert_config_error(run_cli("check", "-c", str(path)), path, "", "invalid YAML at line 2, column 3")
@@ -232,6 +249,73 @@ def test_routes_match_wrong_method_is_405_exit_1(tmp_path: Path) -> None:
     assert result.code == 1, result
     assert "405" in result.stdout
     assert "POST" in result.stdout  # what is allowed
+    assert "Traceback" not in result.stderr
+
+
+PREDICATE_ROUTES = """\
+routes:
+  - {id: items, path: "/items/{id}", upstream: up}
+  - {id: items-v2, path: "/items/{id}", upstream: other, headers: {X-Version: "2"}}
+  - {id: items-v3-beta, path: "/items/{id}", upstream: other, headers: {X-Version: "3", X-Beta: "yes"}}
+  - {id: preview, path: "/items/{id}", upstream: up, query: {preview: ""}, priority: 1}
+  - {id: api-host, path: "/items/{id}", upstream: up, host: api.example.com}
+"""
+
+
+def test_routes_match_takes_headers_like_curl(tmp_path: Path) -> None:
+    path = write(tmp_path, config_text(PREDICATE_ROUTES))
+
+    def explain(*args: str) -> CliResult:
+        return run_cli("routes", "-c", str(path), "--match", "GET http://host/items/7", *args)
+
+    plain = explain()
+    assert plain.code == 0, plain
+    assert "route items (routes[0])" in plain.stdout
+    # The header route is not taken without its header, and the answer says what it needed.
+    assert "passed over: route items-v2 (routes[1]): needs header x-version: 2 (not sent)" in plain.stdout
+    with_header = explain("-H", "X-Version: 2")
+    assert with_header.code == 0, with_header
+    assert "route items-v2 (routes[1])" in with_header.stdout
+    assert re.search(r"because:.*header x-version: 2", with_header.stdout)
+    assert "http://127.0.0.1:10/items/7" in with_header.stdout  # the v2 route's upstream
+    # Repeatable; names ignore case and the value's surrounding blanks go, as curl sends them.
+    both = explain("-H", "x-version:3", "--header", "X-Beta:   yes")
+    assert "route items-v3-beta (routes[2])" in both.stdout, both
+    one = explain("-H", "X-Version: 3")
+    assert "route items (routes[0])" in one.stdout
+    assert "passed over: route items-v3-beta (routes[2]): needs header x-beta: yes (not sent)" in one.stdout
+    assert "needs header x-version: 2 (sent '3')" in one.stdout
+    # A Host header stands for the URL's host, as with curl.
+    host = explain("-H", "Host: API.example.com:8443")
+    assert "route api-host (routes[4])" in host.stdout, host
+
+
+def test_routes_match_reads_query_predicates_from_the_url(tmp_path: Path) -> None:
+    path = write(tmp_path, config_text(PREDICATE_ROUTES))
+    taken = run_cli("routes", "-c", str(path), "--match", "GET http://host/items/7?preview&x=1")
+    assert "route preview (routes[3])" in taken.stdout, taken
+    assert re.search(r"because:.*query preview present; priority 1", taken.stdout)
+    assert "http://127.0.0.1:9/items/7?preview&x=1" in taken.stdout
+    missed = run_cli("routes", "-c", str(path), "--match", "GET http://host/items/7?x=1")
+    assert "route items (routes[0])" in missed.stdout
+    assert "passed over: route preview (routes[3]): needs query parameter 'preview' (not in the URL)" in (
+        missed.stdout
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--match", "GET http://host/items/7", "-H", "X-Version 2"], 'expected a header as "Name: value"'),
+        (["--match", "GET http://host/items/7", "-H", "X Version: 2"], 'expected a header as "Name: value"'),
+        (["-H", "X-Version: 2"], "give --match too"),
+    ],
+)
+def test_routes_header_usage_errors(tmp_path: Path, args: list[str], message: str) -> None:
+    path = write(tmp_path, config_text(PREDICATE_ROUTES))
+    result = run_cli("routes", "-c", str(path), *args)
+    assert result.code == 2, result
+    assert message in result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -330,6 +414,46 @@ def test_run_bad_worker_count_is_usage_error(tmp_path: Path) -> None:
     ephemeral = write(tmp_path, config_text(port=0), "ephemeral.yaml")
     result = run_cli("run", "-c", str(ephemeral), "--workers", "2", timeout=15)
     assert result.code == 2 and "port 0" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_run_without_c_reads_fastgw_yaml_in_the_current_directory(
+    tmp_path: Path, procs: ProcessReaper, upstream_proc: Upstream
+) -> None:
+    # `fastgw run --workers 2` as an operator types it in the directory holding the config.
+    write_config(tmp_path, gateway_doc(upstream_proc.port, port=free_port()), "fastgw.yaml")
+    gateway = procs.start(fastgw_argv("run", "--workers", "2"), env=cli_env(), cwd=str(tmp_path))
+    port = _wait_listening(gateway, 2, 15)
+    with connect(port) as sock:
+        sock.sendall(build_request("GET", "/echo/hello"))
+        assert read_response(sock).status == 200
+    assert "fastgw.yaml" in run_cli("run", "--help").stdout  # the default is documented
+
+
+@pytest.mark.parametrize("command", [["run", "--workers", "8"], ["check"], ["routes"]])
+def test_without_c_and_without_fastgw_yaml_the_error_names_the_file_and_c(
+    tmp_path: Path, command: list[str]
+) -> None:
+    result = run_cli(*command, cwd=tmp_path, timeout=15)
+    assert result.code == 2, result
+    assert "./fastgw.yaml does not exist" in result.stderr
+    assert f"fastgw {command[0]} -c " in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "suggestion"),
+    [
+        (["--workers", "8"], "try fastgw run --workers 8"),
+        (["--log-level", "WARNING", "-w", "2"], "try fastgw run -w 2"),
+        (["--match", "GET http://h/x"], "try fastgw routes --match 'GET http://h/x'"),
+    ],
+)
+def test_a_command_option_before_the_command_suggests_the_command(args: list[str], suggestion: str) -> None:
+    result = run_cli(*args, timeout=15)
+    assert result.code == 2, result
+    assert suggestion in result.stderr
+    assert "invalid choice" not in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -4,6 +4,11 @@ No tree: ``match`` tries every route of a host tree against the path segment by 
 the matching path shapes (per segment: static < int < hex < uuid < alpha < alnum < {name} <
 catch-all, compared left to right), and takes the first candidate, in candidate order, of the
 best-ranked shape that has one. The compiled router must agree with it exactly.
+
+Conflicts, between routes of the same host entry and overlapping methods: the same segments with
+the same priority and predicate key; or segments that are, position by position, equal or two
+constraints accepting a common segment (found by trying ``SAMPLES`` against both patterns), when
+the route ranked first has no predicate or the same predicate key as the other.
 """
 
 from __future__ import annotations
@@ -24,6 +29,11 @@ PATTERNS = {
     5: re.compile(rb"[A-Za-z0-9]+"),
     6: re.compile(rb"[^/]+"),
 }
+# int, hex, alpha and alnum are each one character class repeated; their classes are unions of
+# digits, a-f and g-z (either case). So two of them accept a common segment exactly when one of
+# "0", "a", "g" fits both. A uuid is accepted by no other pattern ('-'), so a uuid sample is all
+# it needs.
+SAMPLES = (b"0", b"a", b"g", b"A", b"G", b"0123abcd-0123-4567-89ab-0123456789ab")
 PARAM = re.compile(r"\{(\*?)([^{}:]*)(?::([^{}]*))?\}")
 TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
@@ -109,6 +119,21 @@ def match_segments(segments: tuple[Segment, ...], path: bytes) -> tuple[bytes, .
     return tuple(values) if len(parts) == len(segments) else None
 
 
+def overlap(mine: tuple[Segment, ...], theirs: tuple[Segment, ...]) -> bool:
+    """Does some path fit both templates at the same rank (the same shape, or constraints that
+    share a segment where they differ)?"""
+    if len(mine) != len(theirs):
+        return False
+    for a, b in zip(mine, theirs, strict=True):
+        if a == b:
+            continue
+        if a.rank not in PATTERNS or b.rank not in PATTERNS or CONSTRAINTS[None] in (a.rank, b.rank):
+            return False
+        if not any(PATTERNS[a.rank].fullmatch(s) and PATTERNS[b.rank].fullmatch(s) for s in SAMPLES):
+            return False
+    return True
+
+
 def allow_of(methods: set[str]) -> bytes:
     if "GET" in methods:
         methods = methods | {"HEAD"}
@@ -157,21 +182,23 @@ class ReferenceRouter:
         ]
         for r in new:
             for old in self.routes:
-                if (
-                    old.host == r.host
-                    and self.shape(old) == self.shape(r)
-                    and old.priority == r.priority
-                    and old.predicate_key == r.predicate_key
-                    and (old.methods is None or r.methods is None or old.methods & r.methods)
+                if old.host != r.host or not (
+                    old.methods is None or r.methods is None or old.methods & r.methods
                 ):
+                    continue
+                if old.segments == r.segments:
+                    clash = old.priority == r.priority and old.predicate_key == r.predicate_key
+                else:
+                    first, later = sorted((old, r), key=lambda x: [seg.rank for seg in x.segments])
+                    clash = overlap(old.segments, r.segments) and first.predicate_key in (
+                        None,
+                        later.predicate_key,
+                    )
+                if clash:
                     raise RouteConflict(f"route {path!r} conflicts with route {old.template!r}")
         self.routes.extend(new)
         self.count += 1
         return names
-
-    @staticmethod
-    def shape(r: RefRoute) -> tuple[Segment, ...]:
-        return r.segments
 
     def match(
         self, method: bytes, host: bytes, path: bytes, request: object = None

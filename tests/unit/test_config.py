@@ -1236,8 +1236,12 @@ def test_example_file_loads() -> None:
         connect=5.0, read=10.0, send=60.0, head=2.0, total=30.0
     )
     assert config.routes[1].methods is None
-    assert config.routes[1].plugins[0].options == {"set": {"X-Price-Currency": "$ (USD)"}}
-    assert [plugin.name for plugin in config.plugins] == ["access_log"]
+    assert config.routes[1].plugins[0].options == {"request": {"set": {"X-Price-Currency": "$ (USD)"}}}
+    assert [plugin.name for plugin in config.routes[0].plugins] == ["rate_limit"]
+    assert [plugin.name for plugin in config.plugins] == ["ip_filter"]
+    assert config.access_log is not None and config.access_log.sink == "stdout"
+    assert config.admin is not None and (config.admin.host, config.admin.port) == ("127.0.0.1", 9901)
+    assert config.tracing is not None and config.tracing.otlp is not None
 
 
 def test_retry_reads_conditions_statuses_and_methods() -> None:

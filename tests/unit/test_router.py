@@ -4,11 +4,14 @@ brute-force reference router on random tables."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 import fastgw._router
 from fastgw._router import MethodNotAllowed, RouteMatch, Router
 from fastgw.errors import RouteConflict
+from tests.support.reference_router import CONSTRAINTS, PATTERNS
 
 UUID = b"123e4567-e89b-12d3-a456-426614174000"
 
@@ -191,9 +194,11 @@ def test_static_beats_param_beats_catch_all() -> None:
 
 
 def test_constrained_params_are_tried_int_hex_uuid_alpha_alnum_then_any() -> None:
+    # Overlapping constraints at one position conflict unless something else tells the routes
+    # apart: here each route has a predicate of its own (always true), so the walk's order shows.
     r = Router()
     for kind in ("alnum", "alpha", "uuid", "hex", "int"):
-        r.add(kind, f"/v/{{p:{kind}}}")
+        r.add(kind, f"/v/{{p:{kind}}}", predicate=lambda request: True)
     r.add("any", "/v/{p}")
     assert found(r, b"/v/123")[0] == "int"  # type: ignore[index]
     assert found(r, b"/v/12ab")[0] == "hex"  # type: ignore[index]
@@ -471,6 +476,126 @@ def test_conflicts(first: dict[str, object], second: dict[str, object]) -> None:
     r.add("first", "/u", **first)
     with pytest.raises(RouteConflict):
         r.add("second", "/u", **second)
+
+
+# Segments to find, by brute force over the constraints' own patterns, whether two constraints
+# accept a common segment: every string of one or two characters from digits, letters on both
+# sides of 'f' in both cases, and punctuation, plus uuids.
+SEGMENTS = [
+    "".join(chars).encode() for n in (1, 2) for chars in itertools.product("09afAFgzGZ-_.", repeat=n)
+] + [UUID, UUID.upper()]
+KINDS = [name for name in CONSTRAINTS if name is not None]
+
+
+def accepted_by_both(first: str, second: str) -> list[bytes]:
+    a, b = PATTERNS[CONSTRAINTS[first]], PATTERNS[CONSTRAINTS[second]]
+    return [s for s in SEGMENTS if a.fullmatch(s) and b.fullmatch(s)]
+
+
+@pytest.mark.parametrize(("first", "second"), list(itertools.permutations(KINDS, 2)))
+def test_constraints_that_accept_a_common_segment_conflict(first: str, second: str) -> None:
+    # Otherwise the later route silently never sees a segment the earlier kind takes first
+    # (`abc` is hex and alpha): two routes answering the same request are a conflict.
+    r = Router()
+    r.add("first", f"/v/{{a:{first}}}/x")
+    shared = accepted_by_both(first, second)
+    if shared:
+        with pytest.raises(RouteConflict) as info:
+            r.add("second", f"/v/{{b:{second}}}/x")
+        message = str(info.value)
+        assert f"'/v/{{b:{second}}}/x'" in message and f"'/v/{{a:{first}}}/x'" in message
+        assert f"{second} and {first} both accept" in message
+        assert len(r) == 1
+    else:
+        r.add("second", f"/v/{{b:{second}}}/x")
+        for kind, route in ((first, "first"), (second, "second")):
+            for segment in SEGMENTS:
+                if PATTERNS[CONSTRAINTS[kind]].fullmatch(segment):
+                    assert found(r, b"/v/" + segment + b"/x") == (route, (segment,))
+
+
+def test_the_overlap_table_is_the_documented_one() -> None:
+    overlapping = {frozenset(pair) for pair in itertools.combinations(KINDS, 2) if accepted_by_both(*pair)}
+    assert overlapping == {
+        frozenset(pair)
+        for pair in [("int", "hex"), ("int", "alnum"), ("hex", "alpha"), ("hex", "alnum"), ("alpha", "alnum")]
+    }
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("/{a:int}/{b:alpha}", "/{a:hex}/{b:alnum}"),  # every differing position overlaps
+        ("/{a:alpha}/{b:int}", "/{a:alpha}/{b:hex}"),  # one position differs, one is equal
+        ("/{a:int}/s/{*rest}", "/{a:alnum}/s/{*rest}"),
+    ],
+)
+def test_overlapping_constraints_conflict_at_any_position(first: str, second: str) -> None:
+    r = Router()
+    r.add("first", first)
+    with pytest.raises(RouteConflict):
+        r.add("second", second)
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ({"path": "/{a:int}/{b:alpha}"}, {"path": "/{a:hex}/{b:int}"}),  # b: letters vs digits
+        ({"path": "/{a:int}/x"}, {"path": "/{a:hex}/y"}),
+        ({"path": "/{a:int}"}, {"path": "/{a:hex}/y"}),
+        ({"path": "/{a:int}"}, {"path": "/{a}"}),  # constrained before plain: documented order
+        ({"methods": ["GET"]}, {"methods": ["POST"]}),
+        ({"hosts": ["a.com"]}, {}),
+        ({"predicate": bool, "predicate_key": "k"}, {}),  # int, tried first, may decline
+        ({"predicate": bool, "predicate_key": "j"}, {"predicate": bool, "predicate_key": "k"}),
+    ],
+)
+def test_overlapping_constraints_do_not_conflict_when_anything_else_differs(
+    first: dict[str, object], second: dict[str, object]
+) -> None:
+    r = Router()
+    r.add("first", **{"path": "/{a:int}", **first})
+    r.add("second", **{"path": "/{a:hex}", **second})
+    assert len(r) == 2
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ({"priority": 1}, {"priority": 2}),  # priority orders the routes of one shape only
+        ({}, {"predicate": bool, "predicate_key": "k"}),  # int, tried first, takes them all
+        ({"predicate": bool, "predicate_key": "k"}, {"predicate": bool, "predicate_key": "k"}),
+    ],
+)
+def test_overlapping_constraints_conflict_when_the_first_kind_takes_every_shared_request(
+    first: dict[str, object], second: dict[str, object]
+) -> None:
+    for order in ((first, "/{a:int}"), (second, "/{a:hex}")), ((second, "/{a:hex}"), (first, "/{a:int}")):
+        r = Router()
+        (kwargs, path), (later_kwargs, later_path) = order
+        r.add("earlier", path, **kwargs)
+        with pytest.raises(RouteConflict) as info:
+            r.add("later", later_path, **later_kwargs)
+        assert "route '/{a:int}' is tried first" in str(info.value)
+
+
+def test_a_predicate_on_the_first_kind_lets_the_overlapping_route_answer_what_it_declines() -> None:
+    r = Router()
+    r.add("hex", "/{a:hex}")
+    r.add("int-beta", "/{a:int}", predicate=lambda request: request == "beta")
+    assert found(r, b"/42", request="beta") == ("int-beta", (b"42",))
+    assert found(r, b"/42", request="other") == ("hex", (b"42",))
+    assert found(r, b"/4f", request="beta") == ("hex", (b"4f",))
+
+
+def test_an_overlap_found_in_one_host_tree_changes_no_tree() -> None:
+    r = Router()
+    r.add("hex", "/v/{a:hex}", hosts=["b.com"])
+    with pytest.raises(RouteConflict):
+        r.add("alpha", "/v/{a:alpha}", hosts=["a.com", "b.com"])
+    assert found(r, b"/v/abc", host=b"a.com") is None
+    r.add("alnum", "/v/{a:alnum}", hosts=["a.com"])  # the refused route left nothing to clash with
+    assert found(r, b"/v/abc", host=b"a.com") == ("alnum", (b"abc",))
 
 
 def test_a_failed_add_leaves_the_router_unchanged() -> None:
