@@ -10,7 +10,7 @@ import pytest
 from fastgw.errors import ConfigError
 from fastgw.importers.ocelot import Status, translate_files
 from fastgw.importers.ocelot.reading import OcelotObject, Registry, parse_jsonc
-from fastgw.importers.ocelot.translate import is_ocelot_text
+from fastgw.importers.ocelot.translate import is_ocelot_document
 from tests.support.ocelot_files import entries, ocelot_route, translate
 
 
@@ -96,12 +96,11 @@ def test_invalid_json_names_the_file(tmp_path: Path) -> None:
 
 
 def test_an_ocelot_document_is_told_from_a_fastgw_one() -> None:
-    assert is_ocelot_text('// comment\n{"Routes": [],}')
-    assert is_ocelot_text('\ufeff{"reRoutes": []}')
-    assert not is_ocelot_text('{"listeners": [], "routes": [], "upstreams": {}}')
-    assert not is_ocelot_text('{"GlobalConfiguration": {}}')
-    assert not is_ocelot_text("[1, 2]")
-    assert not is_ocelot_text("{not json")
+    assert is_ocelot_document(parse_jsonc('// comment\n{"Routes": [],}'))
+    assert is_ocelot_document(parse_jsonc('{"reRoutes": []}'))
+    assert not is_ocelot_document(parse_jsonc('{"listeners": [], "routes": [], "upstreams": {}}'))
+    assert not is_ocelot_document(parse_jsonc('{"GlobalConfiguration": {}}'))
+    assert not is_ocelot_document(parse_jsonc("[1, 2]"))
 
 
 def test_accessors_read_leniently_and_remember_what_they_read() -> None:

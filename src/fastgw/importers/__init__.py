@@ -22,9 +22,11 @@ def foreign_document(path: str, text: str) -> dict[str, Any] | None:
     when the file is an Ocelot configuration that cannot be translated."""
     if not path.lower().endswith(".json"):
         return None
-    from fastgw.importers.ocelot import is_ocelot_text, translate_files
+    from fastgw.importers.ocelot import is_ocelot_document, parse_jsonc, translate_files
 
-    if not is_ocelot_text(text):
+    # JSON with comments, as Ocelot's files are; a file that is not even that is an error here,
+    # named by line and column as fastgw's own JSON parser would name it.
+    if not is_ocelot_document(parse_jsonc(text)):
         return None
     translation = translate_files([path])
     translation.report.log(log)

@@ -8,7 +8,8 @@ the order a translation uses them: ``reading`` (JSON with comments, keys in any 
 holds the mappings that wait for fastgw features (service discovery, upstream TLS).
 """
 
+from fastgw.importers.ocelot.reading import parse_jsonc
 from fastgw.importers.ocelot.report import Report, Status
-from fastgw.importers.ocelot.translate import Translation, is_ocelot_text, translate_files
+from fastgw.importers.ocelot.translate import Translation, is_ocelot_document, translate_files
 
-__all__ = ["Report", "Status", "Translation", "is_ocelot_text", "translate_files"]
+__all__ = ["Report", "Status", "Translation", "is_ocelot_document", "parse_jsonc", "translate_files"]

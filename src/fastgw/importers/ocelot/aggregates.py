@@ -23,7 +23,16 @@ from typing import Any
 from fastgw.importers.ocelot.paths import UpstreamTemplate, parse_upstream
 from fastgw.importers.ocelot.reading import OcelotObject, Registry
 from fastgw.importers.ocelot.report import Report
-from fastgw.importers.ocelot.routes import Context, RouteDraft, read_host, read_methods, route_ident
+from fastgw.importers.ocelot.routes import (
+    Context,
+    RouteDraft,
+    header_predicates,
+    read_host,
+    read_methods,
+    read_priority,
+    required_template,
+    route_ident,
+)
 
 __all__ = ["translate_aggregate"]
 
@@ -86,9 +95,7 @@ def translate_aggregate(
 ) -> RouteDraft | None:
     """The fastgw aggregate route(s) of one Ocelot aggregate; None when none of it can be kept."""
     report = context.report
-    text = obj.text("UpstreamPathTemplate")
-    if not text:
-        raise obj.error("UpstreamPathTemplate", "a path template like '/'", obj.raw("UpstreamPathTemplate"))
+    text = required_template(obj, "UpstreamPathTemplate")
     parsed = parse_upstream(text)
     keys_name = "RouteKeys" if obj.has("RouteKeys") else "ReRouteKeys"
     keys = obj.strings(keys_name)
@@ -108,17 +115,11 @@ def translate_aggregate(
         return None
     obj.flag("RouteIsCaseSensitive")
     obj.flag("ReRouteIsCaseSensitive")
-    priority = obj.integer("Priority")
     paths = " and ".join(variant.path for variant in parsed.variants)
     report.mapped(obj.file, obj.at("UpstreamPathTemplate"), f"path {paths}, answering GET")
-    if priority is not None:
-        report.mapped(
-            obj.file, obj.at("Priority"), f"{priority}: Ocelot's order is kept where fastgw needs it"
-        )
-    if obj.table("UpstreamHeaderTemplates"):
-        report.unsupported(
-            obj.file, obj.at("UpstreamHeaderTemplates"), "header templates on aggregates; left out"
-        )
+    effective = read_priority(obj, parsed, report)
+    headers = header_predicates(obj, report)
+    if headers is None:
         return None
     aggregator = obj.text("Aggregator")
     if aggregator:
@@ -185,6 +186,8 @@ def translate_aggregate(
         route["methods"] = ["GET"]
         if host:
             route["host"] = host
+        if headers:
+            route["headers"] = headers
         route["aggregate"] = {"merge": "by_key", "backends": backends}
         if auth:
             route["plugins"] = auth
@@ -209,11 +212,6 @@ def translate_aggregate(
         obj.path.split(".", 1)[0],
         f"GET {text} -> route{'s' if len(routes) > 1 else ''} {', '.join(r['id'] for r in routes)}",
     )
-    effective = (
-        parsed.forced_priority
-        if parsed.forced_priority is not None
-        else (1 if priority is None else priority)
-    )
     return RouteDraft(
         obj=obj,
         ident=ident,
@@ -223,6 +221,6 @@ def translate_aggregate(
         host=host,
         methods=("GET",),
         template=parsed,
-        predicates=False,
+        predicates=bool(headers),
         routes=routes,
     )

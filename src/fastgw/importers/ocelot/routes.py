@@ -27,7 +27,17 @@ from fastgw.importers.ocelot.reading import OcelotObject, Registry
 from fastgw.importers.ocelot.report import Report
 from fastgw.importers.ocelot.upstreams import UpstreamRegistry, route_timeouts, upstream_of
 
-__all__ = ["Context", "RouteDraft", "read_host", "read_methods", "route_ident", "translate_route"]
+__all__ = [
+    "Context",
+    "RouteDraft",
+    "header_predicates",
+    "read_host",
+    "read_methods",
+    "read_priority",
+    "required_template",
+    "route_ident",
+    "translate_route",
+]
 
 _METHOD = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _HOST = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*")
@@ -120,6 +130,26 @@ def read_host(obj: OcelotObject, report: Report) -> tuple[str | None, bool]:
     return lowered, True
 
 
+def required_template(obj: OcelotObject, name: str) -> str:
+    """A path template Ocelot requires (its validator refuses to start without one)."""
+    text = obj.text(name)
+    if not text:
+        raise obj.error(name, "a path template like '/api/{everything}'", obj.raw(name))
+    return text
+
+
+def read_priority(obj: OcelotObject, template: UpstreamTemplate, report: Report) -> int:
+    """The priority Ocelot orders the route by: ``Priority`` (default 1), 0 for ``/{x}``."""
+    priority = obj.integer("Priority")
+    if priority is not None:
+        report.mapped(
+            obj.file, obj.at("Priority"), f"{priority}: Ocelot's order is kept where fastgw needs it"
+        )
+    if template.forced_priority is not None:
+        return template.forced_priority
+    return 1 if priority is None else priority
+
+
 def _report_case(obj: OcelotObject, template: UpstreamTemplate, report: Report) -> None:
     sensitive = obj.flag("RouteIsCaseSensitive")
     old = obj.flag("ReRouteIsCaseSensitive")
@@ -155,7 +185,7 @@ def _report_paths(obj: OcelotObject, template: UpstreamTemplate, report: Report)
     report.mapped(obj.file, obj.at("UpstreamPathTemplate"), detail)
 
 
-def _header_predicates(obj: OcelotObject, report: Report) -> dict[str, str] | None:
+def header_predicates(obj: OcelotObject, report: Report) -> dict[str, str] | None:
     """``UpstreamHeaderTemplates`` as header predicates; None when one holds a placeholder."""
     templates = obj.table("UpstreamHeaderTemplates")
     for header, value in templates.items():
@@ -206,13 +236,7 @@ def translate_route(
 ) -> RouteDraft | None:
     """The fastgw routes of one Ocelot route; None when it is left out (the report says why)."""
     report = context.report
-    template_text = obj.text("UpstreamPathTemplate")
-    if not template_text:
-        raise obj.error(
-            "UpstreamPathTemplate",
-            "a path template like '/api/{everything}'",
-            obj.raw("UpstreamPathTemplate"),
-        )
+    template_text = required_template(obj, "UpstreamPathTemplate")
     key = obj.text("Key") or None
     ident = route_ident(obj, template_text, key, context.ids)
     parsed = parse_upstream(template_text)
@@ -227,28 +251,14 @@ def translate_route(
     report.head(
         obj.file, obj.path.split(".", 1)[0], f"{','.join(methods) if methods else '*'} {template_text}"
     )
-    priority = obj.integer("Priority")
-    effective = (
-        template.forced_priority
-        if template.forced_priority is not None
-        else (1 if priority is None else priority)
-    )
-    if priority is not None:
-        report.mapped(
-            obj.file, obj.at("Priority"), f"{priority}: Ocelot's order is kept where fastgw's router needs it"
-        )
+    _report_paths(obj, template, report)
+    effective = read_priority(obj, template, report)
     if key:
         report.mapped(obj.file, obj.at("Key"), f"route id {ident} (aggregates name the route by it)")
-    headers = _header_predicates(obj, report)
+    headers = header_predicates(obj, report)
     if headers is None:
         return None
-    downstream_text = obj.text("DownstreamPathTemplate")
-    if not downstream_text:
-        raise obj.error(
-            "DownstreamPathTemplate",
-            "a path template like '/api/{everything}'",
-            obj.raw("DownstreamPathTemplate"),
-        )
+    downstream_text = required_template(obj, "DownstreamPathTemplate")
     change = obj.table("ChangeDownstreamPathTemplate")
     if change:
         report.unsupported(
@@ -287,7 +297,6 @@ def translate_route(
     auth = auth_plugins(obj, key, context.glob, edits.made, report)
     if auth is None:
         return None
-    _report_paths(obj, template, report)
     _report_case(obj, template, report)
     plugins: list[dict[str, Any]] = []
     ip_filter = ip_filter_plugin(obj, context.glob, context.registry, report)

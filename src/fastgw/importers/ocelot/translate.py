@@ -28,7 +28,7 @@ from fastgw.importers.ocelot.report import Report
 from fastgw.importers.ocelot.routes import Context, RouteDraft, translate_route
 from fastgw.importers.ocelot.upstreams import UpstreamRegistry
 
-__all__ = ["Translation", "is_ocelot_text", "translate_files"]
+__all__ = ["Translation", "is_ocelot_document", "translate_files"]
 
 _SUB_CONFIG = re.compile(r"ocelot\.(.*?)\.json", re.IGNORECASE)
 _ENV_REFERENCE = re.compile(r"^\$\{FASTGW_JWT_[A-Z0-9_]+:-[^}]*\}$")
@@ -63,13 +63,9 @@ _KNOWN_KEYS = frozenset(
 )
 
 
-def is_ocelot_text(text: str) -> bool:
-    """Is this a JSON document whose top level has ``Routes`` or ``ReRoutes`` (any case) and is
-    not a fastgw document (``listeners``)?"""
-    try:
-        data = parse_jsonc(text.lstrip("\ufeff"))
-    except ConfigError:
-        return False
+def is_ocelot_document(data: object) -> bool:
+    """Is this JSON document an Ocelot configuration: its top level has ``Routes`` or ``ReRoutes``
+    (any case), and no ``listeners`` (a fastgw document)?"""
     if not isinstance(data, dict):
         return False
     keys = {str(key).casefold() for key in data}
