@@ -5,6 +5,7 @@ route, as does each key of GlobalConfiguration, and unknown keys are reported as
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -104,3 +105,21 @@ def test_the_yaml_names_its_source_and_what_differs(translation: Translation) ->
     for entry in translation.report.entries:
         if entry.status is not Status.MAPPED:
             assert entry.detail[:40] in head.replace("\n# ", " ").replace("\n#", "")
+
+
+def test_the_migration_guides_example_is_what_the_translation_makes(tmp_path: Path) -> None:
+    """docs/migrating-from-ocelot.md shows an Ocelot file and its translation, with the JWT setting
+    completed and the second form of the orders route left out, as its text says."""
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "migrating-from-ocelot.md").read_text()
+    ocelot = re.search(r"```json\n(.*?)```", guide, re.S)
+    shown = re.search(r"becomes this.*?```yaml\n(.*?)```", guide, re.S)
+    assert ocelot is not None and shown is not None
+    source = tmp_path / "ocelot.json"
+    source.write_text(ocelot[1])
+    document = translate_files([str(source)]).document
+    document["routes"] = [route for route in document["routes"] if not route["id"].endswith(".2")]
+    for route in document["routes"]:
+        for options in route.get("plugins", []):
+            if options["name"] == "jwt":
+                options["jwks_url"] = "https://login.example.com/.well-known/jwks.json"
+    assert document == yaml.safe_load(shown[1])
