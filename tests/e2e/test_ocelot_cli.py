@@ -5,14 +5,15 @@ file in front of a real upstream, and one-line errors (exit 2) for what cannot b
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
 import yaml
 
-from tests.e2e.conftest import Upstream, _wait_listening, cli_env, fastgw_argv, run_cli
+from tests.e2e.conftest import Upstream, _wait_listening, cli_env, fastgw_argv, run_cli, wait_for
 from tests.support.ocelot_files import DATA, retarget
 from tests.support.procs import ProcessReaper
-from tests.support.rawhttp import build_request, connect, read_response
+from tests.support.rawhttp import RawResponse, build_request, connect, read_response
 
 
 def test_import_writes_yaml_that_passes_check_and_prints_the_report(tmp_path: Path) -> None:
@@ -48,6 +49,12 @@ def ocelot_file(tmp_path: Path, source: str, upstream: int) -> Path:
     return path
 
 
+def get(port: int, target: str) -> RawResponse:
+    with connect(port) as sock:
+        sock.sendall(build_request("GET", target))
+        return read_response(sock)
+
+
 def test_run_serves_an_ocelot_file_directly(
     tmp_path: Path, procs: ProcessReaper, upstream_proc: Upstream
 ) -> None:
@@ -55,13 +62,17 @@ def test_run_serves_an_ocelot_file_directly(
     path.write_text(path.read_text().replace('"http://localhost:5555"', '"http://127.0.0.1:0"'))
     proc = procs.start(fastgw_argv("run", "-c", str(path)), env=cli_env(), timeout=15)
     port = _wait_listening(proc, 1, 15)
-    with connect(port) as sock:
-        sock.sendall(build_request("GET", "/ocelot/posts/42"))
-        response = read_response(sock)
+    response = get(port, "/ocelot/posts/42")
     assert response.status == 200 and response.json()["path"] == "/echo/todos/42"
     log = proc.stderr()
     assert f"Ocelot configuration {path} translated: " in log
     assert "RouteIsCaseSensitive: approximated: absent (false)" in log  # each difference is logged
+    # a reload reads the Ocelot file again
+    path.write_text(path.read_text().replace('"/ocelot/posts/{id}"', '"/ocelot/todos/{id}"'))
+    proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "configuration reloaded" in proc.stderr(), 10, "the reload")
+    assert get(port, "/ocelot/todos/42").json()["path"] == "/echo/todos/42"
+    assert get(port, "/ocelot/posts/42").status == 404
 
 
 def test_check_and_routes_read_an_ocelot_file(tmp_path: Path) -> None:
