@@ -39,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "files", nargs="+", metavar="FILE", help="ocelot.json, ocelot.*.json files or a folder"
     )
     ocelot.add_argument("-o", "--output", help="write the fastgw YAML here (default: standard output)")
-    ocelot.add_argument("--bind", help="the listener's address (default: BaseUrl's port, else 0.0.0.0:5000)")
+    ocelot.add_argument("--bind", help="the listener's address (default: from BaseUrl, else 127.0.0.1:5000)")
     ocelot.add_argument(
         "--environment",
         default="Development",
