@@ -1,5 +1,5 @@
-"""Command line: ``fastgw run | check | routes | demo | hash-key | hash-password``. Parsing and
-printing only."""
+"""Command line: ``fastgw run | check | routes | import | demo | hash-key | hash-password``. Parsing
+and printing only."""
 
 from __future__ import annotations
 
@@ -43,6 +43,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="a request header for --match, as curl takes it (repeatable; Host stands for the URL's host)",
     )
 
+    imports = sub.add_parser("import", help="translate another gateway's configuration into fastgw's")
+    sources = imports.add_subparsers(dest="source", required=True)
+    ocelot = sources.add_parser(
+        "ocelot", help="Ocelot's ocelot.json; several files (or a folder of ocelot.*.json) merge as in Ocelot"
+    )
+    ocelot.add_argument(
+        "files", nargs="+", metavar="FILE", help="ocelot.json, ocelot.*.json files or a folder"
+    )
+    ocelot.add_argument("-o", "--output", help="write the fastgw YAML here (default: standard output)")
+    ocelot.add_argument("--bind", help="the listener's address (default: from BaseUrl, else 127.0.0.1:5000)")
+    ocelot.add_argument(
+        "--environment",
+        default="Development",
+        help="a folder's ocelot.ENVIRONMENT.json is skipped (as Ocelot does)",
+    )
+
     demo = sub.add_parser("demo", help="run the gateway in front of the bundled e-commerce demo")
     demo.add_argument("--bind", default=None, help="gateway address (default 127.0.0.1:8080)")
     demo.add_argument("--smoke", action="store_true", help="call every demo URL once and exit")
@@ -76,6 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(args.config)
         if args.command == "routes":
             return _routes(args.config, args.match, args.header)
+        if args.command == "import":
+            return _import_ocelot(args.files, args.output, args.bind, args.environment)
         if args.command == "hash-key":
             return _hash_key(args.generate)
         if args.command == "hash-password":
@@ -186,6 +204,26 @@ def _routes(path: str, match: str | None, header_lines: list[str]) -> int:
         return 2
     print("\n".join(lines))
     return 0 if found else 1
+
+
+def _import_ocelot(files: list[str], output: str | None, bind: str | None, environment: str) -> int:
+    """The YAML to ``output`` (or standard output) and the report to the other stream."""
+    from fastgw.importers.ocelot import translate_files
+
+    translation = translate_files(files, environment=environment, bind=bind)
+    print(translation.report.render(), file=sys.stdout if output else sys.stderr, end="")
+    text = translation.checked_yaml()
+    if output is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        with open(output, "w", encoding="utf-8") as file:
+            file.write(text)
+    except OSError as error:
+        print(f"fastgw: cannot write {output}: {error.strerror or error}", file=sys.stderr)
+        return 2
+    print(f"\nwrote {output}")
+    return 0
 
 
 def _read_secret(prompt: str, confirm: bool) -> str | None:

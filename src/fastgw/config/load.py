@@ -72,6 +72,7 @@ from fastgw.config.validate import (
     suggest,
 )
 from fastgw.errors import ConfigError
+from fastgw.importers import foreign_document
 
 __all__ = ["load_config", "parse_config"]
 
@@ -148,7 +149,9 @@ def load_config(path: str, *, env: Mapping[str, str] | None = None) -> Config:
             ) from None
         if not text.strip():
             raise ConfigError("", _EMPTY)
-        data = parse(text)
+        data: object = foreign_document(path, text)  # another gateway's file (Ocelot's), translated
+        if data is None:
+            data = parse(text)
     except ConfigError as error:
         raise error.with_file(path) from None
     except RecursionError:
