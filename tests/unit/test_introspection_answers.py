@@ -68,4 +68,5 @@ def test_unusable_answers_are_the_endpoints_failure(status: int, body: bytes, er
     with pytest.raises(UpstreamFault) as fault:
         plugin()._read_answer(status, body)
     assert fault.value.status == 502
-    assert fault.value.message == f"introspection endpoint idp.internal:8080 {error}"
+    assert fault.value.message == f"introspection endpoint {error}"  # the body names no host
+    assert fault.value.detail == "idp.internal:8080"  # the log does
