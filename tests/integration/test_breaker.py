@@ -19,10 +19,11 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from fastgw.observe.metrics import collect_gateway, render
+from fastgw.observe.metrics import collect_gateway, render, samples_by
 from fastgw.upstream.breaker import State, UpstreamBreaker
 from tests.e2e.conftest import Upstream, wait_for
 from tests.support.gateway import RunningGateway
+from tests.support.ports import free_port
 from tests.support.procs import reaper
 from tests.support.rawhttp import RawResponse, build_request, connect, read_response
 from tests.support.upstream_server import start_upstream_process
@@ -214,3 +215,25 @@ def test_breaker_states_are_in_the_metrics(make_gateway: Make, upstreams: Any) -
 
     assert [gauge(bad, s) for s in ("closed", "open", "half_open")] == [0, 1, 0]
     assert [gauge(good, s) for s in ("closed", "open", "half_open")] == [1, 0, 0]
+
+
+def test_every_attempt_is_counted_per_target_by_outcome(
+    make_gateway: Make, upstreams: Callable[[int], list[Upstream]]
+) -> None:
+    """fastgw_upstream_target_responses_total and the per-target latency histogram: a healthy
+    target's 2xx and a dead one's failures (a retry sends each request on), per attempt."""
+    (good,) = upstreams(1)
+    dead = free_port()
+    doc = document([good])
+    doc["upstreams"]["catalog"]["targets"].append(f"127.0.0.1:{dead}")
+    doc["routes"][0]["retry"] = {"attempts": 2, "when": ["connect"]}
+    gw = make_gateway(doc)
+    for _ in range(4):
+        assert get(gw).status == 200  # round robin: two of them met the dead target first
+    families = gw.call(gw.gateway.collect)
+    responses = samples_by(families, "fastgw_upstream_target_responses_total")
+    at_good = (("upstream", "catalog"), ("target", label(good)))
+    at_dead = (("upstream", "catalog"), ("target", f"127.0.0.1:{dead}"))
+    assert responses == {(*at_good, ("outcome", "2xx")): 4, (*at_dead, ("outcome", "failed")): 2}
+    counts = samples_by(families, "fastgw_upstream_target_duration_seconds", "_count")
+    assert counts == {at_good: 4, at_dead: 0}  # a connection never made sent no request to time

@@ -130,7 +130,7 @@ def _collect_upstreams(plan: Plan, families: Families) -> None:
         "counter", "Failed upstream connection attempts, per target."
     )
     for pool in plan.pools.values():
-        at: Labels = (("target", f"{pool.host}:{pool.port}"),)
+        at: Labels = (("target", pool.label),)
         pool_gauge.add((*at, ("state", "idle")), len(pool.idle))
         pool_gauge.add((*at, ("state", "in_use")), pool.in_use)
         pool_gauge.add((*at, ("state", "open")), pool.open)
@@ -143,11 +143,27 @@ def _collect_upstreams(plan: Plan, families: Families) -> None:
     in_flight = families["fastgw_upstream_requests_in_flight"] = Family(
         "gauge", "Requests sent to a target and not finished."
     )
+    responses = families["fastgw_upstream_target_responses_total"] = Family(
+        "counter",
+        "Attempts sent to a target (retries each count), by outcome: the response's status class,"
+        " failed (connect error, reset, timeout, malformed response) or none (the client left or"
+        " the gateway ended it before an answer).",
+    )
+    latency = families["fastgw_upstream_target_duration_seconds"] = Family(
+        "histogram",
+        "From the request head written to a target to the end of its response, per attempt that"
+        " reached the target (a failed connect sent nothing to time).",
+    )
     for name, group in plan.upstreams.items():
         for target in group.targets:
             labels = (("upstream", name), ("target", target.label))
             up.add(labels, 1.0 if target in group.usable else 0.0)
             in_flight.add(labels, target.in_flight)
+            snap = target.snapshot()
+            for outcome, n in snap["responses"].items():
+                if n:
+                    responses.add((*labels, ("outcome", outcome)), n)
+            _add_histogram(latency, labels, *snap["latency"])
     _collect_limiters(plan, families)
     _collect_breakers(plan, families)
 
