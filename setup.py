@@ -1,7 +1,7 @@
 """Build the compiled parts of fastgw.
 
 One Extension per .pyx file (the proxy's core, and the plugins' per-request paths that every
-rate-limited or authenticated request runs); ``fastgw._http`` also compiles llhttp (``vendor/llhttp``, MIT, the
+rate-limited or authenticated request runs); ``fastgw.http._parser`` also compiles llhttp (``vendor/llhttp``, MIT, the
 parser inside httptools and Node.js) so that its callbacks can be C functions. ``FASTGW_DEBUG_BUILD=1`` builds with line tracing off, asserts on and
 writes ``cython -a`` annotation HTML next to the source, to check that the hot functions stay
 free of Python-object work.
@@ -19,14 +19,14 @@ LLHTTP = "vendor/llhttp"
 
 extensions = [
     Extension(
-        "fastgw._http",
-        ["src/fastgw/_http.pyx", *(f"{LLHTTP}/src/{name}.c" for name in ("llhttp", "api", "http"))],
+        "fastgw.http._parser",
+        ["src/fastgw/http/_parser.pyx", *(f"{LLHTTP}/src/{name}.c" for name in ("llhttp", "api", "http"))],
         include_dirs=[f"{LLHTTP}/include"],
         extra_compile_args=FLAGS,
     ),
     Extension(
-        "fastgw._clock",
-        ["src/fastgw/_clock.pyx"],
+        "fastgw.http._clock",
+        ["src/fastgw/http/_clock.pyx"],
         extra_compile_args=FLAGS,
     ),
     Extension(
@@ -61,7 +61,7 @@ setup(
     ext_modules=cythonize(
         extensions,
         language_level=3,
-        include_path=["src"],  # _proxy cimports fastgw._router and fastgw._http
+        include_path=["src"],  # _proxy cimports fastgw._router and fastgw.http._parser
         annotate=DEBUG,
         compiler_directives={
             "boundscheck": DEBUG,

@@ -38,7 +38,7 @@ PEERS = BENCH / "peers"
 RESULTS = BENCH / "results"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 DEBIAN_NEEDS = {"wrk": "wrk", "nginx": "nginx-light", "haproxy": "haproxy"}
-COMPILED = ("_router", "_http", "_proxy")  # fastgw's extension modules: no gateway without them
+COMPILED = ("_router", "http._parser", "_proxy")  # fastgw's extension modules: no gateway without them
 LOG_TAIL_LINES = 40  # of a contender's log, printed when it does not start
 
 
@@ -286,7 +286,10 @@ def built_in_place(src: Path) -> bool:
     install, or ``python setup.py build_ext --inplace``)?"""
     package = src / "fastgw"
     return all(
-        any((package / f"{name}{suffix}").exists() for suffix in importlib.machinery.EXTENSION_SUFFIXES)
+        any(
+            (package / f"{name.replace('.', '/')}{suffix}").exists()
+            for suffix in importlib.machinery.EXTENSION_SUFFIXES
+        )
         for name in COMPILED
     )
 

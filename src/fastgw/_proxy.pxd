@@ -4,7 +4,7 @@
 # ClientProtocol (one per client connection), Exchange (one per request) and UpstreamConnection
 # (one per upstream socket) are cdef classes in one module, so each reads the others' fields at
 # C speed. asyncio calls their `def` methods (it duck-types a protocol); each drives its own
-# fastgw._http.HttpParser and acts on its events; the three call each other through the `cdef`
+# fastgw.http._parser.HttpParser and acts on its events; the three call each other through the `cdef`
 # methods below; Python code (pools, listeners, the clock,
 # plugins) sees the `public`/`readonly` fields and the `def`/`cpdef` methods.
 
@@ -67,8 +67,8 @@ cdef enum:                   # ClientProtocol.paused: why reading from the clien
     P_CLIENT_WRITE = 8       # marker only: the client's own write buffer is full
 
 
-from fastgw._clock cimport Timed, TimerWheel
-from fastgw._http cimport HttpParser
+from fastgw.http._clock cimport Timed, TimerWheel
+from fastgw.http._parser cimport HttpParser
 from fastgw._router cimport Router
 
 

@@ -4,8 +4,8 @@ import asyncio
 from collections import deque
 from typing import Any, ClassVar, final
 
-from fastgw._clock import Timed
-from fastgw._http import HttpParser
+from fastgw.http._clock import Timed
+from fastgw.http._parser import HttpParser
 from fastgw.config.schema import UpstreamTimeouts
 from fastgw.errors import HttpFault
 from fastgw.hooks import BodyFilter, HookChain

@@ -79,7 +79,7 @@ import os
 from collections import deque
 from functools import partial
 
-from fastgw._http cimport (
+from fastgw.http._parser cimport (
     EV_BODY,
     EV_DONE,
     EV_HEAD,
@@ -93,15 +93,15 @@ from fastgw._http cimport (
     HttpParser,
     _ieq,
 )
-from fastgw._clock cimport Timed, TimerWheel, coarse, date_line, monotonic, running_wheel
+from fastgw.http._clock cimport Timed, TimerWheel, coarse, date_line, monotonic, running_wheel
 from fastgw._router cimport MethodNotAllowed, RouteMatch
 
 from uvloop.loop import TCPTransport, UnixTransport
 
 from fastgw.errors import ClientFault, ConnectFault, HttpFault, UpstreamFault
 from fastgw.hooks import Response
-from fastgw.server import limits
-from fastgw.server.wire import (
+from fastgw.http import limits
+from fastgw.http.wire import (
     CONNECTION_CLOSE,
     CONNECTION_KEEP_ALIVE,
     CONTINUE_100,

@@ -4,6 +4,9 @@ from collections.abc import Callable, Hashable, Sequence
 from typing import final
 
 @final
+class RouteConflict(ValueError):
+    """Two routes would answer the same request: same host, path shape, method and priority."""
+
 class RouteMatch:
     """A route was found: the object given to ``Router.add`` and its parameter values."""
 

@@ -41,9 +41,8 @@ from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 from libc.stdint cimport int32_t
 from libc.string cimport memchr, memcmp
 
-from fastgw.errors import RouteConflict
 
-__all__ = ["MethodNotAllowed", "RouteMatch", "Router"]
+__all__ = ["MethodNotAllowed", "RouteConflict", "RouteMatch", "Router"]
 
 _CONSTRAINTS = {"int": K_INT, "hex": K_HEX, "uuid": K_UUID, "alpha": K_ALPHA, "alnum": K_ALNUM}
 _KIND_NAMES = {kind: name for name, kind in _CONSTRAINTS.items()}
@@ -74,6 +73,13 @@ _SHARED_SEGMENT = {
 }
 _TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 _HOST_FORBIDDEN = frozenset(" \t\r\n/\\?#@:*[]")
+
+
+class RouteConflict(ValueError):
+    """Two routes would answer the same request: same host, path shape, method and priority. The
+    router's own (it imports nothing of fastgw); ``plan.compile_plan`` names both routes."""
+
+
 cdef tuple _EMPTY = ()  # PERF: a C static, not a module-dict lookup per match
 
 

@@ -2,18 +2,29 @@
 
 Config errors are the operator's: they render as ``file: key.path: message`` and stop the
 process (or a reload) before any traffic sees the bad config. Client and upstream faults are
-values on the wire: each carries the status to answer with (h11's ``error_status_hint``), and
-``server.wire.render_error`` is the one function that turns them into bytes.
+values on the wire (``fastgw.http.faults``, re-exported here): each carries the status to answer
+with, and ``fastgw.http.wire.render_error`` is the one function that turns them into bytes. Two
+routes that would answer the same request raise the router's own ``RouteConflict``
+(``fastgw._router``, which imports nothing of fastgw).
 """
 
 from __future__ import annotations
 
-import copy
-import math
+from fastgw.http.faults import ClientFault, ConnectFault, HttpFault, UnavailableFault, UpstreamFault
+
+__all__ = [
+    "ClientFault",
+    "ConfigError",
+    "ConnectFault",
+    "FastgwError",
+    "HttpFault",
+    "UnavailableFault",
+    "UpstreamFault",
+]
 
 
 class FastgwError(Exception):
-    """Base class of every error fastgw raises on purpose."""
+    """Base class of the errors fastgw raises on purpose outside the wire (configuration)."""
 
 
 class ConfigError(FastgwError):
@@ -34,64 +45,3 @@ class ConfigError(FastgwError):
         return f"{prefix}{where}{self.message}"
 
 
-class RouteConflict(ValueError):
-    """Two routes would answer the same request: same host, path shape, method and priority."""
-
-
-class HttpFault(FastgwError):
-    """A failure answered with one HTTP status; ``close`` says the connection cannot continue.
-
-    ``message`` is what the client reads: it names an upstream or service by its configured
-    name, never an address. ``detail`` is for the log only (the host and port that failed):
-    ``str(fault)`` gives both, as the access log and the error log write them."""
-
-    status: int = 500
-    close: bool = True
-    headers: list[tuple[bytes, bytes]] | None = None  # extra response header lines (Retry-After)
-
-    def __init__(self, message: str, status: int | None = None, detail: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.detail = detail
-        if status is not None:
-            self.status = status
-
-    def __str__(self) -> str:
-        return f"{self.message} ({self.detail})" if self.detail else self.message
-
-    def naming(self, who: str) -> HttpFault:
-        """The same fault (same class, status, detail), its message led by what failed."""
-        fault = copy.copy(self)
-        fault.message = f"{who}: {self.message}"
-        fault.args = (fault.message,)
-        return fault
-
-
-class ClientFault(HttpFault):
-    """The client sent something we refuse (400, 413, 414, 431, ...)."""
-
-    status = 400
-
-
-class UpstreamFault(HttpFault):
-    """The upstream failed before a response head reached the client (502, 503, 504)."""
-
-    status = 502
-    close = False
-
-
-class UnavailableFault(UpstreamFault):
-    """No target of an upstream may take the request now (health, open circuit breakers): 503,
-    with ``Retry-After`` when it is known when one will be tried again."""
-
-    status = 503
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        if retry_after is not None:
-            # RFC 9110 10.2.3: whole seconds; never 0, which invites an immediate retry storm.
-            self.headers = [(b"Retry-After", str(max(1, math.ceil(retry_after))).encode("ascii"))]
-
-
-class ConnectFault(UpstreamFault):
-    """Opening a connection to an upstream target failed or timed out (502, 504)."""

@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from fastgw._router import MethodNotAllowed, RouteMatch, Router
 from fastgw.plan import Plan, RoutePlan
-from fastgw.server import limits
+from fastgw.http import limits
 
 _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 field name
 

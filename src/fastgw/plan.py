@@ -18,10 +18,10 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from fastgw._proxy import UNDERSCORE_POLICIES, Limiter, RouteCore
-from fastgw._router import Router
+from fastgw._router import RouteConflict, Router
 from fastgw.aggregate import NoUpstream, compile_aggregator
 from fastgw.config.schema import ConcurrencyConfig, Config, ListenerConfig, PluginConfig, RouteConfig
-from fastgw.errors import ConfigError, RouteConflict
+from fastgw.errors import ConfigError
 from fastgw.hooks import Plugin, build_chain, find_plugin, known_plugins
 from fastgw.plugins import BUILTIN, load_builtin_plugin
 from fastgw.upstream.breaker import BreakerKey, UpstreamBreaker

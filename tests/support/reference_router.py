@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
-from fastgw.errors import RouteConflict
+from fastgw._router import RouteConflict
 
 STATIC, CATCHALL = 0, 7
 CONSTRAINTS = {"int": 1, "hex": 2, "uuid": 3, "alpha": 4, "alnum": 5, None: 6}

@@ -75,7 +75,9 @@ def test_src_built_in_place_runs_from_src(tmp_path: Path) -> None:
     src = python_only_checkout(tmp_path)
     suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
     for name in COMPILED:
-        (src / "fastgw" / f"{name}{suffix}").write_bytes(b"")
+        built = src / "fastgw" / f"{name.replace('.', '/')}{suffix}"
+        built.parent.mkdir(parents=True, exist_ok=True)
+        built.write_bytes(b"")
     env, what = fastgw_environment(src)
     assert env["PYTHONPATH"].split(":")[0] == str(src)
     assert "built in place" in what

@@ -10,7 +10,7 @@ import time
 
 import uvloop
 
-from fastgw import _clock
+from fastgw.http import _clock
 
 
 class Owner(_clock.Timed):

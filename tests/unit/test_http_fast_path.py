@@ -1,4 +1,4 @@
-"""The fast path of ``fastgw._http.HttpParser`` against llhttp alone.
+"""The fast path of ``fastgw.http._parser.HttpParser`` against llhttp alone.
 
 The fast path reads the common request and upstream response without llhttp. It must never
 change what the proxy sees: for every input (valid or not, fed whole or split at any byte, one
@@ -12,7 +12,7 @@ import random
 
 import pytest
 
-from fastgw._http import HttpParser
+from fastgw.http._parser import HttpParser
 
 STATUS_LINES = [
     b"HTTP/1.1 200 OK",

@@ -1,4 +1,4 @@
-"""fastgw._http.HttpParser, the llhttp wrapper that parses both sides of the proxy.
+"""fastgw.http._parser.HttpParser, the llhttp wrapper that parses both sides of the proxy.
 
 Three claims, each checked on a fixed corpus that names the interesting cases and on streams that
 hypothesis assembles (and sometimes corrupts by one byte):
@@ -23,7 +23,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastgw._http import HttpParser
+from fastgw.http._parser import HttpParser
 
 Event = tuple[str, Any]
 Stream = tuple[bool, bytes]  # (a request stream?, its bytes)

@@ -11,7 +11,7 @@ import pytest
 
 from fastgw.hooks import Response
 from fastgw.plugins.ratelimit import RateLimit
-from fastgw import _clock
+from fastgw.http import _clock
 
 
 @dataclass

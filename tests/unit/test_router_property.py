@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from fastgw._router import MethodNotAllowed, RouteMatch, Router
-from fastgw.errors import RouteConflict
+from fastgw._router import RouteConflict
 from tests.support.reference_router import ReferenceRouter, RefMatch, RefNotAllowed
 
 UUID = "123e4567-e89b-12d3-a456-426614174000"

@@ -25,7 +25,7 @@ from fastgw.config.validate import Section, expected, read_duration, read_int, r
 from fastgw.errors import ConfigError
 from fastgw.hooks import Response
 from fastgw.plugins._credentials import ExpiringCache
-from fastgw.server.wire import error_body
+from fastgw.http.wire import error_body
 
 
 def deny(ctx: Any, status: int, message: str, challenge: bytes | None = None) -> Response:

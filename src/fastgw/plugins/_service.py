@@ -17,7 +17,7 @@ import aiohttp
 from fastgw.config.validate import Section, expected, read_duration, read_str
 from fastgw.errors import UpstreamFault
 from fastgw.hooks import Response
-from fastgw.server.wire import error_body
+from fastgw.http.wire import error_body
 
 DEFAULT_TIMEOUT = 5.0
 

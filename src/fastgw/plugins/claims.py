@@ -36,7 +36,7 @@ from fastgw.plugins._auth import (
     without_query_params,
 )
 from fastgw.plugins._template import unsafe_header_value
-from fastgw.server.wire import HOP_BY_HOP
+from fastgw.http.wire import HOP_BY_HOP
 
 _OPTIONS = ("headers", "query", "consumer_header")
 # Headers the gateway writes itself or that frame the message: never set from a claim.

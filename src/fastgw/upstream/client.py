@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 from typing import NamedTuple, cast
 
-from fastgw._http import HttpParser
+from fastgw.http._parser import HttpParser
 from fastgw.config.schema import IDEMPOTENT_METHODS
 from fastgw.errors import ConnectFault, UpstreamFault
 from fastgw.upstream.pool import PoolKey

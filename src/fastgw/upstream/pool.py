@@ -20,7 +20,7 @@ from typing import NamedTuple
 from fastgw._proxy import PoolCore, UpstreamConnection
 from fastgw.config.schema import PoolConfig
 from fastgw.errors import ConnectFault, UpstreamFault
-from fastgw import _clock
+from fastgw.http import _clock
 
 
 class PoolKey(NamedTuple):

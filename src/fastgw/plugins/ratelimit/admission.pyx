@@ -20,7 +20,7 @@ bench/hot_path.py 200000 rate_limit``); the limiter's own arithmetic is in ``alg
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.string cimport memcpy
 
-from fastgw._clock cimport coarse
+from fastgw.http._clock cimport coarse
 from fastgw.plugins.ratelimit.algorithms cimport LocalLimiter
 
 from fastgw.plugins.ratelimit.keys import by_ip

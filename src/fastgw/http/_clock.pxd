@@ -1,4 +1,4 @@
-# fastgw._clock: table of contents.
+# fastgw.http._clock: table of contents.
 #
 # The code and its theory of operation are in _clock.pyx; the typed face is _clock.pyi.
 # Time for the hot path (two clocks read in C), the Date header line, and one timer wheel per

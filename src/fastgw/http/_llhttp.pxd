@@ -1,6 +1,6 @@
-# The parts of llhttp's C API (vendor/llhttp/include/llhttp.h) that fastgw._http uses.
+# The parts of llhttp's C API (vendor/llhttp/include/llhttp.h) that fastgw.http._parser uses.
 #
-# llhttp is the parser inside httptools and Node.js; fastgw compiles it into fastgw._http and
+# llhttp is the parser inside httptools and Node.js; fastgw compiles it into fastgw.http._parser and
 # drives it with C callbacks instead of httptools' per-callback Python calls.
 
 from libc.stdint cimport uint8_t, uint16_t, uint64_t
@@ -58,7 +58,7 @@ cdef extern from "llhttp.h" nogil:
         F_CONTENT_LENGTH
         F_TRANSFER_ENCODING
 
-    enum:                    # llhttp_method_t: the methods fastgw._http names itself
+    enum:                    # llhttp_method_t: the methods fastgw.http._parser names itself
         HTTP_CONNECT
         HTTP_DELETE
         HTTP_GET

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 
-from fastgw.errors import ClientFault
+from fastgw.http.faults import ClientFault
 
 # RFC 3986 unreserved characters: their percent-encodings are decoded, every other escape is kept
 # (upper-cased), so "%2F" stays an escaped slash and never becomes a separator.

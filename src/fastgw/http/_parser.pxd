@@ -1,10 +1,10 @@
-# fastgw._http: table of contents.
+# fastgw.http._parser: table of contents.
 #
 # The code and its theory of operation are in _http.pyx. HttpParser wraps one llhttp parser whose
 # callbacks are C functions recording where things are; the protocols in _proxy.pyx drive it
 # with feed() and next() and read the fields below directly.
 
-from fastgw._llhttp cimport llhttp_t
+from fastgw.http._llhttp cimport llhttp_t
 
 
 cdef inline unsigned char _lc(char c) noexcept nogil:

@@ -33,7 +33,7 @@ from cpython.bytearray cimport PyByteArray_AS_STRING
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.string cimport memchr, memcmp
 
-from fastgw._llhttp cimport (
+from fastgw.http._llhttp cimport (
     F_CONNECTION_UPGRADE,
     F_UPGRADE,
     HPE_OK,

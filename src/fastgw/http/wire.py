@@ -10,7 +10,7 @@ from http import HTTPStatus
 
 import orjson
 
-from fastgw.errors import HttpFault
+from fastgw.http.faults import HttpFault
 
 
 def _reason(code: int) -> bytes:
