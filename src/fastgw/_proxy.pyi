@@ -1,4 +1,5 @@
-"""The per-request path: client protocol, exchange and upstream connection (see _proxy.pyx)."""
+"""The per-request path, compiled (see _proxy.pyx for the walk through it, proxy/*.pxd for the
+pieces and the exchange's two interfaces)."""
 
 import asyncio
 from collections import deque
@@ -9,17 +10,21 @@ from fastgw.http._parser import HttpParser
 from fastgw.config.schema import UpstreamTimeouts
 from fastgw.errors import HttpFault
 from fastgw.hooks import BodyFilter, HookChain
+from fastgw._router import Router
+from fastgw.hooks import Response
 from fastgw.plan import ListenerPlan, RewriteTemplate, RoutePlan
 from fastgw.server.listener import ListenerServer
-from fastgw.upstream.retry import RetryPolicy
+from fastgw.upstream.retry import RetryRules
 
-IDEMPOTENT: frozenset[bytes]
 LATENCY_BOUNDS: tuple[float, ...]
 """Upper bounds (seconds) of the latency histogram buckets, before +Inf."""
 METHOD_NAMES: tuple[str, ...]
 """The methods counted apart, then ``"other"``."""
 UNDERSCORE_POLICIES: dict[str, int]
 """A listener's ``headers_with_underscores`` (drop, reject, allow) as the compiled code's value."""
+FAILURE_CAUSES: dict[int, str]
+"""The kinds of failure an exchange reports to its route's retry rules: connect, stale, reset,
+status (a 5xx head), other."""
 SAMPLE_ALL: int
 """2**64 - 1: a new trace is sampled when the lower half of its id is at most a connection's
 ``trace_sample_max``; this one (the value without span export) samples every trace."""
@@ -27,8 +32,22 @@ SAMPLE_ALL: int
 def plan_changed() -> None:
     """A listener's plan was replaced: every connection takes it from its next request on."""
 
-def chunk_header(size: int) -> bytes:
-    """The chunk-size line for ``size`` bytes of data (lower-case hex, as ``wire.chunk_header``)."""
+def render_chunk_header(size: int) -> bytes:
+    """The chunk-size line for ``size`` bytes of data (lower-case hex)."""
+
+class Collected:
+    """The response to one of the gateway's own calls."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+def fetch(
+    route: RouteCore, parent: Exchange, method: bytes, path: bytes, pass_block: bytes, max_body: int
+) -> asyncio.Future[Collected]:
+    """One request of the gateway's own through ``route``'s upstream (an aggregate's backend call):
+    the same pools, balancer, health checks, breakers and retries as a proxied request. An
+    HttpFault (502/503/504 naming the upstream) when it fails; cancelling drops it."""
 
 @final
 class RequestIds:
@@ -56,21 +75,36 @@ class RequestStats:
         """``requests``: {(method, status class): n}; ``denied``: {401|403|429: n}; ``total`` and
         ``upstream``: (count per bucket of LATENCY_BOUNDS then +Inf, sum of seconds)."""
 
+class Downstream(Timed):
+    """The client side of exchanges (the interface is C-level: proxy/exchange.pxd)."""
+
+    listener: ListenerPlan
+    peer_ip: bytes
+    peer: str | None
+    trusted: bool
+
+class UpstreamSide(Timed):
+    """The upstream side of an exchange (the interface is C-level: proxy/exchange.pxd)."""
+
+    pool: PoolCore
+    exchange: Exchange | None
+    closed: bool
+    received: bool
+    served: int
+    reusable: bool
+    def close(self) -> None: ...
+
 @final
-class ClientProtocol(asyncio.Protocol):  # by duck typing at run time: a cdef class
-    """One accepted client connection, driven by its HttpParser (an asyncio protocol by duck typing)."""
+class ClientProtocol(Downstream, asyncio.Protocol):  # by duck typing at run time: a cdef class
+    """One accepted HTTP/1.1 connection, driven by its HttpParser (an asyncio protocol by duck typing)."""
 
     PAUSE_UPSTREAM: ClassVar[int]
     PAUSE_BUFFER: ClassVar[int]
     PAUSE_PIPELINE: ClassVar[int]
-    PAUSE_CLIENT_WRITE: ClassVar[int]
 
     server: ListenerServer
-    listener: ListenerPlan
     transport: Any
     parser: HttpParser | None
-    peer_ip: bytes
-    trusted: bool
     in_head: bool
     active: Exchange | None
     parsing: Exchange | None
@@ -78,13 +112,12 @@ class ClientProtocol(asyncio.Protocol):  # by duck typing at run time: a cdef cl
     paused: int
     write_paused: bool
     deadline: float
-    """Read side (head, body, keep-alive, linger), coarse monotonic clock; 0 = none."""
+    """Read side (head, body, keep-alive, linger), monotonic clock; 0 = none."""
     send_deadline: float
     """Write side: when the client, taking nothing, is dropped; 0 = none."""
     draining: bool
     lingering: bool
     closed: bool
-    request_id_header: bytes
 
     def __init__(self, server: ListenerServer) -> None: ...
     # the asyncio callbacks are asyncio.Protocol's
@@ -100,7 +133,8 @@ class ClientProtocol(asyncio.Protocol):  # by duck typing at run time: a cdef cl
 class Exchange:
     """One request/response exchange: the ``ctx`` every hook receives."""
 
-    client: ClientProtocol
+    client: Downstream
+    """Who asked: an HTTP/1.1 connection, or the gateway itself (an aggregate's backend call)."""
     listener: ListenerPlan
     method: bytes
     path: bytes
@@ -123,28 +157,35 @@ class Exchange:
     pass_block: bytes
     route: RoutePlan | None
     params: tuple[bytes, ...]
+    state: int
+    """Where it is (ExchangeState, proxy/exchange.pxd): waiting, hooks, admission, connecting,
+    backoff, sent, held, streaming, done."""
+    @property
+    def finished(self) -> bool:
+        """It ended (answered, completed, cut, or abandoned by the client)."""
     request_done: bool
+    must_close: bool
+    """The client connection must not take another request after this one."""
     body_received: int
     pending: list[bytes] | None
     pending_size: int
     target: Target | None
-    conn: UpstreamConnection | None
-    acquiring: asyncio.Future[UpstreamConnection] | None
-    retried: bool
+    conn: UpstreamSide | None
+    acquiring: asyncio.Future[UpstreamSide] | None
+    retried_stale: bool
+    """The one retry of a request a stale pooled connection lost was made."""
+    interim_sent: bool
+    """A 1xx response went to the client (no retry from then on)."""
     response_status: int
     response_headers: list[tuple[bytes, bytes]] | None
     """The response headers an ``on_response`` hook may edit or replace."""
     response_started: bool
-    rechunk: bool
-    close_after: bool
-    out: list[bytes]
-    finished: bool
     upstream_headers: list[tuple[bytes, bytes]] | None
     """Extra request headers an ``on_upstream_request`` hook appends."""
     tries: int
     """Retries made so far (0 on the first attempt)."""
     total_deadline: float
-    """When the route's total timeout ends (coarse clock), from the first send; 0 = none."""
+    """When the route's total timeout ends (monotonic clock), from the first send; 0 = none."""
     upstream_error: HttpFault | None
     """The fault that ended it when the upstream failed (connect, reset, malformed, timeout)."""
     upstream_status: int
@@ -160,16 +201,16 @@ class Exchange:
     upstream_head_at: float
     """... and the response head was parsed (only when the group observes)."""
     received_at: float
-    """Precise monotonic time the request head was parsed."""
+    """Monotonic time of the read that completed the request head."""
     bytes_sent: int
-    """Response bytes written to the client, head included."""
+    """Response bytes handed to the client side, head included."""
     traceparent: bytes | None
     """The W3C traceparent sent upstream (the gateway's span), or None without trace context."""
     client_traceparent: bytes | None
     """The client's traceparent when it was valid (its trace was continued), else None."""
 
     def fail(self, fault: HttpFault) -> None:
-        """A failure at any point: an error response if nothing went out yet, else a close."""
+        """A failure at any point: an error response if nothing went out yet, else a cut."""
     def header(self, name: bytes) -> bytes | None:
         """First value of a request header (name lower-case); for plugins, not the hot path."""
     def param(self, name: str) -> bytes | None:
@@ -191,37 +232,74 @@ class Exchange:
         learned it by I/O); ValueError if the name or value could break the header block."""
 
 @final
-class UpstreamConnection(asyncio.Protocol):  # by duck typing at run time: a cdef class
+class UpstreamConnection(UpstreamSide, asyncio.Protocol):  # by duck typing at run time: a cdef class
     """One keep-alive HTTP/1.1 connection to an upstream target."""
 
-    pool: PoolCore
     transport: Any
-    exchange: Exchange | None
     parser: HttpParser
     interim: bool
-    served: int
-    received: bool
-    closed: bool
     deadline: float
     read_timeout: float
     send_timeout: float
     head_timeout: float
     got_head: bool
     sending: bool
+    chunked: bool
     reading_paused: bool
-    head_only: bool
-    reusable: bool
     close_delimited: bool
 
     def __init__(self, pool: PoolCore) -> None: ...
-    # the asyncio callbacks are asyncio.Protocol's
-    # for the exchange, the pool and the clock
-    def pause_reading(self) -> None:
-        """Backpressure from a slow client: the upstream is not stalled, so no read deadline."""
-    def resume_reading(self) -> None: ...
-    def close(self) -> None: ...
+    # the asyncio callbacks are asyncio.Protocol's; the exchange's calls are C-level
     def abort(self) -> None: ...
     def expire(self, now: float) -> None: ...
+
+class ListenerCore:
+    """The per-request face of a compiled listener (``plan.ListenerPlan`` subclasses it)."""
+
+    def __init__(
+        self,
+        router: Router,
+        limits: Any,
+        timeouts: Any,
+        buffer_bytes: int,
+        underscores: str,
+        request_id_header: str,
+        trace_context: bool,
+    ) -> None: ...
+    @property
+    def router(self) -> Router: ...
+    @property
+    def max_header_bytes(self) -> int: ...
+    @property
+    def max_headers(self) -> int: ...
+    @property
+    def max_uri_bytes(self) -> int: ...
+    @property
+    def max_body_bytes(self) -> int: ...
+    @property
+    def max_connections(self) -> int: ...
+    @property
+    def max_pipeline(self) -> int: ...
+    @property
+    def buffer_bytes(self) -> int: ...
+    @property
+    def head_timeout(self) -> float: ...
+    @property
+    def body_timeout(self) -> float: ...
+    @property
+    def keepalive_timeout(self) -> float: ...
+    @property
+    def send_timeout(self) -> float: ...
+    @property
+    def linger_timeout(self) -> float: ...
+    @property
+    def underscores(self) -> int: ...
+    @property
+    def request_id_header(self) -> bytes: ...
+    @property
+    def request_id_lower(self) -> bytes: ...
+    @property
+    def trace_context(self) -> bool: ...
 
 class RouteCore:
     """The per-request face of a compiled route (``plan.RoutePlan`` subclasses it)."""
@@ -232,7 +310,7 @@ class RouteCore:
     preserve_host: bool
     strip_prefix: bytes | None
     rewrite: RewriteTemplate | None
-    retry: RetryPolicy | None
+    retry: RetryRules
     requests: int
     """Requests matched to the route (the retry budget's base)."""
     limiters: tuple[Limiter, ...]
@@ -256,6 +334,10 @@ class RouteCore:
         chain: HookChain,
         preserve_host: bool,
         strip_prefix: bytes | None,
+        rewrite: RewriteTemplate | None,
+        retry: RetryRules,
+        limiters: tuple[Limiter, ...],
+        stats: RequestStats,
     ) -> None: ...
     def upstream_path(self, path: bytes, params: tuple[bytes, ...]) -> bytes:
         """The path sent upstream: the rewrite template, the path minus strip_prefix, or as is."""
@@ -296,10 +378,10 @@ class GroupCore:
 class PoolCore(Timed):
     """The synchronous half of a keep-alive pool (``TargetPool`` subclasses it)."""
 
-    idle: list[UpstreamConnection]
+    idle: list[UpstreamSide]
     open: int
     in_use: int
-    waiters: deque[tuple[asyncio.Future[UpstreamConnection], float]]
+    waiters: deque[tuple[asyncio.Future[UpstreamSide], float]]
     opened: int
     reused: int
     connect_errors: int
@@ -309,11 +391,11 @@ class PoolCore(Timed):
     @property
     def stats(self) -> dict[str, int]:
         """Counters read by metrics and tests."""
-    def take_idle(self) -> UpstreamConnection | None:
+    def take_idle(self) -> UpstreamSide | None:
         """The most recently used idle connection still open, or None."""
-    def release(self, conn: UpstreamConnection) -> None:
+    def release(self, conn: UpstreamSide) -> None:
         """Take a connection back after a response; keep it only if it is clean and reusable."""
-    def give_back(self, conn: UpstreamConnection) -> None:
+    def give_back(self, conn: UpstreamSide) -> None:
         """A waiter was cancelled after it was handed a connection: return it unused."""
 
 @final

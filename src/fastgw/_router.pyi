@@ -90,3 +90,6 @@ class Router:
         """
     def __len__(self) -> int:
         """The number of successful ``add`` calls."""
+
+def template_params(template: str) -> tuple[str, ...]:
+    """The parameter names of a route template, in order (ValueError naming what is wrong)."""

@@ -42,7 +42,7 @@ from libc.stdint cimport int32_t
 from libc.string cimport memchr, memcmp
 
 
-__all__ = ["MethodNotAllowed", "RouteConflict", "RouteMatch", "Router"]
+__all__ = ["MethodNotAllowed", "RouteConflict", "RouteMatch", "Router", "template_params"]
 
 _CONSTRAINTS = {"int": K_INT, "hex": K_HEX, "uuid": K_UUID, "alpha": K_ALPHA, "alnum": K_ALNUM}
 _KIND_NAMES = {kind: name for name, kind in _CONSTRAINTS.items()}
@@ -554,6 +554,11 @@ class _Builder:
 
 
 # -- add-time parsing --------------------------------------------------------------------------
+
+def template_params(str template):
+    """The parameter names of a route template, in order (ValueError naming what is wrong)."""
+    return _parse(template)[1]
+
 
 def _parse(str template):
     """``(shape, names)`` of a template, or ValueError naming it."""

@@ -15,9 +15,10 @@ slowest chain, not the sum. Each call:
 
 1. renders its path: route parameters by name, earlier backends' fields (of the body as
    received, before selection) percent-encoded;
-2. picks a target of its upstream group (the balancer, with health checks and open circuit
-   breakers honoured) and sends ``method path`` through ``upstream.client`` with the client's
-   headers it lists, ``X-Request-Id``, ``X-Forwarded-For`` and the trace context;
+2. sends ``method path`` with the client's headers it lists, ``X-Request-Id``,
+   ``X-Forwarded-For`` and the trace context through the gateway's own exchange
+   (``_proxy.fetch``): the same balancer, pools, health checks, circuit breakers, per-target
+   counters and latency estimates as proxied requests, with the upstream's concurrency limit;
 3. within ``timeout`` (connect included) expects a 2xx JSON body of at most ``max_body`` bytes;
 4. shapes it: ``target`` (a sub-object), ``fields`` (an allow list), ``mapping`` (renames).
 
@@ -43,13 +44,12 @@ from urllib.parse import quote
 
 import orjson
 
-from fastgw._proxy import GroupCore
+from fastgw._proxy import GroupCore, Limiter, RequestStats, RouteCore, fetch
 from fastgw.config.schema import AggregateBackend, AggregateConfig, UpstreamTimeouts
 from fastgw.errors import ConfigError, HttpFault, UpstreamFault
-from fastgw.hooks import Plugin, Response
-from fastgw.upstream.client import HttpClient, render_request
+from fastgw.hooks import EMPTY_CHAIN, Plugin, Response
 from fastgw.upstream.group import UpstreamGroup
-from fastgw.upstream.pool import PoolKey
+from fastgw.upstream.retry import RetryRules
 
 log = logging.getLogger("fastgw")
 
@@ -136,22 +136,36 @@ def _field(body: Any, path: tuple[str, ...]) -> Any:
     return body
 
 
+def backend_route(config: AggregateBackend, group: UpstreamGroup, limiter: Limiter | None) -> RouteCore:
+    """The route one backend's calls take: to its upstream group, within the backend's timeout
+    (connect included), with the upstream's concurrency limit, no hooks, and the retry rules
+    every route has (a request a stale pooled connection lost goes once more)."""
+    timeouts = group.timeouts
+    timeouts = UpstreamTimeouts(
+        connect=min(timeouts.connect, config.timeout),
+        read=timeouts.read,
+        send=timeouts.send,
+        head=timeouts.head,
+        total=config.timeout,
+    )
+    limiters = (limiter,) if limiter is not None else ()
+    return RouteCore(group, timeouts, EMPTY_CHAIN, False, None, None, RetryRules(None), limiters, RequestStats())
+
+
 class Backend:
     """One compiled backend call of an aggregate route."""
 
     __slots__ = (
-        "config", "connect_timeout", "fields", "group", "group_key", "headers", "key", "mapping",
-        "method", "pool_key_config", "required", "target", "template", "timeout",
+        "config", "fields", "group_key", "headers", "key", "mapping", "method", "required", "route",
+        "target", "template", "timeout",
     )  # fmt: skip
 
-    def __init__(self, config: AggregateBackend, group: UpstreamGroup) -> None:
+    def __init__(self, config: AggregateBackend, route: RouteCore) -> None:
         self.config = config
         self.key = config.key
-        self.group = group
-        self.pool_key_config = group.config.pool
-        self.connect_timeout = min(group.timeouts.connect, config.timeout)
+        self.route = route
         self.template = PathTemplate(config.path)
-        self.method = config.method
+        self.method = config.method.encode("ascii")
         self.headers = frozenset(name.encode("ascii") for name in config.headers)
         self.timeout = config.timeout
         self.required = config.required
@@ -175,7 +189,8 @@ class Backend:
             body = {self.mapping.get(name, name): value for name, value in body.items()}
         return body
 
-    def request_head(self, ctx: Any, path: bytes, host: bytes) -> bytes:
+    def header_lines(self, ctx: Any) -> bytes:
+        """The header lines the call sends (the gateway adds Host and the framing)."""
         headers = [(name, value) for name, value in ctx.headers if name.lower() in self.headers]
         client = ctx.client
         forwarded = [value for name, value in ctx.headers if name.lower() == b"x-forwarded-for"]
@@ -187,7 +202,7 @@ class Backend:
         ]
         if ctx.traceparent is not None:
             headers.append((b"traceparent", ctx.traceparent))
-        return render_request(self.method, path, host, headers)
+        return b"".join(name + b": " + value + b"\r\n" for name, value in headers)
 
 
 def _kind(body: Any) -> str:
@@ -218,18 +233,11 @@ class Aggregator(Plugin):
 
     name = "aggregate"
 
-    def __init__(
-        self,
-        config: AggregateConfig,
-        backends: tuple[Backend, ...],
-        merge: CustomMerge | None,
-        client: HttpClient,
-    ) -> None:
+    def __init__(self, config: AggregateConfig, backends: tuple[Backend, ...], merge: CustomMerge | None) -> None:
         self.config = config
         self.backends = backends
         self.custom_merge = merge
         self.deep = config.merge == "deep"
-        self.client = client
 
     def on_request(self, ctx: Any) -> Awaitable[Response]:
         return self.answer(ctx)
@@ -274,26 +282,14 @@ class Aggregator(Plugin):
             return Outcome(failure=failure.message)
 
     async def _call(self, backend: Backend, ctx: Any, path: bytes) -> Any:
-        """Pick a target, send, check the answer: the backend's JSON body."""
-        group = backend.group
+        """Send through the backend's route (the same exchange as proxied requests), check the
+        answer: the backend's JSON body."""
         try:
-            target = group.pick(None)
-        except HttpFault as fault:  # no usable target (health checks, open breakers)
+            response = await fetch(backend.route, ctx, backend.method, path, backend.header_lines(ctx), backend.config.max_body)
+        except HttpFault as fault:  # 502/503/504 naming the upstream, as a proxied request's
+            if fault.status == 504:  # the backend's timeout bounds connect and answer together
+                raise BackendFailure(f"no answer within {backend.timeout:g}s", 504) from None
             raise BackendFailure(fault.message, fault.status) from None
-        pool = self.client.pool(PoolKey(target.host, target.port, backend.pool_key_config))
-        head = backend.request_head(ctx, path, target.host_header)
-        target.in_flight += 1  # least-conn and p2c balance the gateway's own calls too
-        try:
-            async with asyncio.timeout(backend.timeout):
-                response = await pool.request(
-                    backend.method, head, backend.config.max_body, backend.connect_timeout
-                )
-        except TimeoutError:
-            raise BackendFailure(f"no answer within {backend.timeout:g}s", 504) from None
-        except HttpFault as fault:
-            raise BackendFailure(fault.message, fault.status) from None
-        finally:
-            target.in_flight -= 1
         if not 200 <= response.status < 300:
             raise BackendFailure(f"answered status {response.status}")
         try:
@@ -328,12 +324,11 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def compile_aggregator(
-    config: AggregateConfig, upstreams: Mapping[str, UpstreamGroup], client: HttpClient
-) -> Aggregator:
-    backends = tuple(Backend(b, upstreams[b.upstream]) for b in config.backends)
+def compile_aggregator(config: AggregateConfig, routes: Mapping[str, RouteCore]) -> Aggregator:
+    """``routes``: each backend's route (``backend_route``) by backend key."""
+    backends = tuple(Backend(b, routes[b.key]) for b in config.backends)
     merge = _resolve(config.aggregator, f"{config.key_path}.aggregator") if config.aggregator else None
-    return Aggregator(config, backends, merge, client)
+    return Aggregator(config, backends, merge)
 
 
 def _resolve(name: str, key_path: str) -> CustomMerge:

@@ -143,18 +143,20 @@ def _load(path: str):  # type: ignore[no-untyped-def]
 
 
 def _run(path: str, workers: int, watch: bool = False) -> int:
+    from fastgw.reload import FileReloader
     from fastgw.server.workers import run_workers, serve
 
     if workers < 1:
         print("fastgw: --workers must be at least 1", file=sys.stderr)
         return 2
-    _, plan = _load(path)
+    reloader = FileReloader(path)
+    plan = reloader.first()
     if workers == 1:
-        return serve(plan, path, watch=watch)
-    if any(lp.config.port == 0 for lp in plan.listeners.values()):
+        return serve(plan, reloader, watch=watch)
+    if any(lp.port == 0 for lp in plan.listeners.values()):
         print("fastgw: --workers > 1 needs fixed listener ports (port 0 found)", file=sys.stderr)
         return 2
-    return run_workers(plan, path, workers, watch)
+    return run_workers(plan, reloader, workers, watch)
 
 
 def _check(path: str) -> int:

@@ -1,13 +1,18 @@
-"""Compile a validated Config into the immutable Plan the data path runs on.
+"""Compile a validated Config into the Plan the data path runs on, and carry live state across.
 
 Everything that can be decided before traffic is decided here: routers built (conflicts are
 config errors naming both routes), rewrite templates parsed into literal/param parts, Host values
 pre-rendered, trusted-proxy networks parsed, plugins compiled and their hooks gathered into one
-``HookChain`` per route. A reload compiles a new Plan beside the running one; pools of upstream
-targets whose address and pool settings did not change are adopted, so their warm connections
-survive the swap; so are the health monitors of upstreams whose health-relevant settings did not
-change (``HealthKey``), so verdicts and running checkers survive too. A compiled plan only starts
-steering its groups when it is swapped in (``activate_plan``, on the worker's loop).
+``HookChain`` per route, each route's retry rules and concurrency limits. A Plan is not changed
+once ``compile_plan`` returns it; it is replaced whole on reload.
+
+What runs on from plan to plan lives in one ``LiveState`` the Plan points at, and is adopted by a
+new plan where its settings did not change: the pools of targets whose address and pool settings
+are the same (warm connections survive the swap), the targets and balancer of an unchanged
+upstream (in-flight counts, latency estimates), health monitors (verdicts, running checkers),
+circuit breakers, concurrency limiters (requests in flight on the old plan hold their slots) and
+route counters (by route id). A compiled plan only starts steering its groups when it is swapped
+in (``activate_plan``, on the worker's loop); ``retire_plan`` stops what the new one did not adopt.
 """
 
 from __future__ import annotations
@@ -17,23 +22,23 @@ import re
 from typing import Any
 from urllib.parse import parse_qsl
 
-from fastgw._proxy import UNDERSCORE_POLICIES, Limiter, RouteCore
-from fastgw._router import RouteConflict, Router
-from fastgw.aggregate import NoUpstream, compile_aggregator
+from fastgw._proxy import Limiter, ListenerCore, RequestStats, RouteCore
+from fastgw._router import RouteConflict, Router, template_params
+from fastgw.aggregate import NoUpstream, backend_route, compile_aggregator
 from fastgw.config.schema import ConcurrencyConfig, Config, ListenerConfig, PluginConfig, RouteConfig
 from fastgw.errors import ConfigError
 from fastgw.hooks import Plugin, build_chain, find_plugin, known_plugins
 from fastgw.plugins import BUILTIN, load_builtin_plugin
 from fastgw.upstream.breaker import BreakerKey, UpstreamBreaker
-from fastgw.upstream.client import HttpClient
 from fastgw.upstream.group import UpstreamGroup
 from fastgw.upstream.health import HealthKey, UpstreamHealth
 from fastgw.upstream.pool import PoolKey, TargetPool
-from fastgw.upstream.retry import RetryPolicy
+from fastgw.upstream.retry import RetryPolicy, RetryRules
 
 _TEMPLATE_PARAM = re.compile(r"\{\*?([A-Za-z_][A-Za-z0-9_]*)(?::[a-z]+)?\}")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+LimiterKey = tuple[str, ConcurrencyConfig]
 
 
 class RewriteTemplate:
@@ -62,34 +67,47 @@ class RewriteTemplate:
 
 class RoutePlan(RouteCore):
     """A compiled route: what the exchange needs, nothing it must compute per request. The fields
-    read per request (upstream, timeouts, hook chain, path rewriting) live in ``RouteCore``."""
+    read per request (upstream, timeouts, hook chain, path rewriting, retry rules, limits,
+    counters) live in ``RouteCore``."""
 
-    __slots__ = (
-        "config",
-        "header_predicates",
-        "id",
-        "param_names",
-        "plugins",
-        "query_predicates",
-    )
+    __slots__ = ("config", "header_predicates", "id", "methods", "param_names", "plugins", "query_predicates")
 
     def __init__(
-        self, config: RouteConfig, upstream: UpstreamGroup | NoUpstream, plugins: list[Plugin]
+        self,
+        config: RouteConfig,
+        upstream: UpstreamGroup | NoUpstream,
+        plugins: list[Plugin],
+        limiters: tuple[Limiter, ...],
+        stats: RequestStats,
     ) -> None:
+        key_path = config.key_path
+        try:
+            param_names = template_params(config.path)
+        except ValueError as exc:
+            raise ConfigError(f"{key_path}.path", str(exc)) from None
+        policy = RetryPolicy(config.retry) if config.retry else None
         super().__init__(
             upstream,
             config.timeouts or upstream.timeouts,
             build_chain(plugins),
             config.preserve_host,
             config.strip_prefix.encode() if config.strip_prefix else None,
+            RewriteTemplate(config.rewrite, param_names, f"{key_path}.rewrite") if config.rewrite else None,
+            RetryRules(policy),
+            limiters,
+            stats,
         )
+        if policy is not None:
+            policy.route = self  # its budget grows with this route's requests
         self.id = config.id
         self.config = config
-        self.param_names: tuple[str, ...] = ()
+        self.methods = config.methods
+        self.param_names = param_names
         self.plugins = plugins
         self.header_predicates = tuple((n.encode(), v.encode()) for n, v in config.headers)
         self.query_predicates = tuple((n, v) for n, v in config.query)
-        self.retry = RetryPolicy(config.retry, self) if config.retry else None
+        for plugin in plugins:
+            plugin.check_route(param_names, f"route '{config.id}' ({key_path})")
 
     def accepts(self, exchange: Any) -> bool:
         """Header and query predicates; only routes that have some are asked."""
@@ -105,37 +123,35 @@ class RoutePlan(RouteCore):
         return True
 
 
-class ListenerPlan:
-    __slots__ = (
-        "_trust_cache",
-        "buffer_bytes",
-        "config",
-        "limits",
-        "name",
-        "request_id_header",
-        "request_id_lower",
-        "router",
-        "routes",
-        "timeouts",
-        "trusted",
-        "underscores",
-    )
+class ListenerPlan(ListenerCore):
+    """A compiled listener: where it binds, who its trusted proxies are, its routes. What a
+    connection reads per request (router, limits, timeouts) lives in ``ListenerCore``."""
+
+    __slots__ = ("_trust_cache", "drain_timeout", "host", "name", "port", "routes", "trusted")
 
     def __init__(self, config: ListenerConfig) -> None:
+        super().__init__(
+            Router(),
+            config.limits,
+            config.timeouts,
+            config.buffer_bytes,
+            config.headers_with_underscores,
+            config.request_id_header,
+            config.trace_context,
+        )
         self.name = config.name
-        self.config = config
-        self.router = Router()
+        self.host = config.host
+        self.port = config.port
+        self.drain_timeout = config.timeouts.drain
         self.routes: list[RoutePlan] = []
-        self.limits = config.limits
-        self.timeouts = config.timeouts
-        self.buffer_bytes = config.buffer_bytes
-        self.underscores = UNDERSCORE_POLICIES[config.headers_with_underscores]
-        self.request_id_header = config.request_id_header.encode("ascii")
-        self.request_id_lower = self.request_id_header.lower()
         self.trusted: tuple[Network, ...] = tuple(
             ipaddress.ip_network(cidr, strict=False) for cidr in config.trusted_proxies
         )
         self._trust_cache: dict[str, bool] = {}
+
+    @property
+    def bind(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     def is_trusted(self, address: str) -> bool:
         """Is this peer a configured proxy whose X-Forwarded-* headers we believe?"""
@@ -153,24 +169,59 @@ class ListenerPlan:
         return cached
 
 
+class LiveState:
+    """What one worker process's running plans share, carried over by a reload when unchanged."""
+
+    __slots__ = ("breakers", "groups", "health", "limiters", "pools", "route_stats")
+
+    def __init__(self) -> None:
+        self.pools: dict[PoolKey, TargetPool] = {}
+        self.groups: dict[str, UpstreamGroup] = {}  # by name: a new group adopts targets, balancer
+        self.health: dict[HealthKey, UpstreamHealth] = {}
+        self.breakers: dict[BreakerKey, UpstreamBreaker] = {}
+        self.limiters: dict[LimiterKey, Limiter] = {}
+        self.route_stats: dict[str, RequestStats] = {}
+
+
 class Plan:
+    """A compiled configuration: listeners with their routers, routes, upstream groups, and the
+    settings the server and observers start from. Never changed after ``compile_plan``."""
+
     __slots__ = (
-        "breakers", "client", "config", "health", "limiters", "listeners", "pools", "routes", "upstreams",
+        "access_log", "admin", "config", "listeners", "otlp", "routes", "source", "state", "upstreams",
     )  # fmt: skip
 
-    def __init__(self, config: Config) -> None:
-        self.config = config
+    def __init__(self, config: Config, state: LiveState) -> None:
+        self.config = config  # for the admin API and explanations; the server reads the fields below
+        self.source = config.source
+        self.state = state
+        self.admin = config.admin
+        self.access_log = config.access_log
+        self.otlp = config.tracing.otlp if config.tracing is not None else None
         self.listeners: dict[str, ListenerPlan] = {}
         self.upstreams: dict[str, UpstreamGroup] = {}
         self.routes: list[RoutePlan] = []
-        self.pools: dict[PoolKey, TargetPool] = {}
-        self.health: dict[HealthKey, UpstreamHealth] = {}
-        self.breakers: dict[BreakerKey, UpstreamBreaker] = {}
-        # Concurrency limits by what they limit and how: adopted on reload while unchanged, so
-        # requests in flight on the old plan still count against the limit.
-        self.limiters: dict[tuple[str, ConcurrencyConfig], Limiter] = {}
-        # The keep-alive pools of aggregate routes' own calls; handed from plan to plan on reload.
-        self.client = HttpClient()
+
+    @property
+    def pools(self) -> dict[PoolKey, TargetPool]:
+        return self.state.pools
+
+    @property
+    def breakers(self) -> dict[BreakerKey, UpstreamBreaker]:
+        return self.state.breakers
+
+    @property
+    def health(self) -> dict[HealthKey, UpstreamHealth]:
+        return self.state.health
+
+    @property
+    def limiters(self) -> dict[LimiterKey, Limiter]:
+        return self.state.limiters
+
+    @property
+    def drain_timeout(self) -> float:
+        """How long in-flight requests may take after a stop: the longest any listener allows."""
+        return max((lp.drain_timeout for lp in self.listeners.values()), default=30.0)
 
 
 def compile_plugins(configs: tuple[PluginConfig, ...]) -> list[Plugin]:
@@ -186,47 +237,40 @@ def compile_plugins(configs: tuple[PluginConfig, ...]) -> list[Plugin]:
 
 
 def compile_plan(config: Config, previous: Plan | None = None) -> Plan:
-    """Build a Plan; raises ConfigError (with the config's file) for anything that cannot run."""
+    """Build a Plan, adopting what it can of ``previous``'s live state; raises ConfigError (with
+    the config's file) for anything that cannot run."""
     try:
-        return _compile(config, previous)
+        return _compile(config, previous.state if previous is not None else LiveState())
     except ConfigError as exc:
         raise exc if exc.file else exc.with_file(config.source) from None
 
 
-def _compile(config: Config, previous: Plan | None) -> Plan:
-    plan = Plan(config)
-    old_pools = previous.pools if previous is not None else {}
-    old_health = previous.health if previous is not None else {}
-    old_breakers = previous.breakers if previous is not None else {}
-    old_groups = previous.upstreams if previous is not None else {}
-    old_limiters = previous.limiters if previous is not None else {}
-    old_stats = {route.id: route.stats for route in previous.routes} if previous is not None else {}
-    if previous is not None:
-        plan.client = previous.client
+def _compile(config: Config, old: LiveState) -> Plan:
+    state = LiveState()
+    plan = Plan(config, state)
 
     def pool_for(key: PoolKey) -> TargetPool:
-        pool = plan.pools.get(key)
+        pool = state.pools.get(key)
         if pool is None:
-            # Adopt the warm connections of a target whose address and pool settings are unchanged.
-            pool = plan.pools[key] = old_pools.get(key) or TargetPool(key)
+            pool = state.pools[key] = old.pools.get(key) or TargetPool(key)
         return pool
 
     def limiter_for(name: str, config: ConcurrencyConfig) -> Limiter:
         key = (name, config)
-        limiter = plan.limiters[key] = old_limiters.get(key) or _limiter(name, config)
+        limiter = state.limiters[key] = old.limiters.get(key) or Limiter(
+            name, config.max_in_flight, config.queue, config.queue_timeout
+        )
         return limiter
 
     upstream_limits: dict[str, Limiter] = {}
     for name, upstream in config.upstreams.items():
-        # Adopt the targets (in-flight counts) and balancer (latency estimates) of an unchanged group.
-        plan.upstreams[name] = UpstreamGroup(upstream, pool_for, old_groups.get(name))
+        plan.upstreams[name] = state.groups[name] = UpstreamGroup(upstream, pool_for, old.groups.get(name))
         health_key = HealthKey.of(upstream)
         if health_key is not None:
-            # Adopt the verdicts and running checker of an upstream whose health did not change.
-            plan.health[health_key] = old_health.get(health_key) or UpstreamHealth(health_key)
+            state.health[health_key] = old.health.get(health_key) or UpstreamHealth(health_key)
         breaker_key = BreakerKey.of(upstream)
         if breaker_key is not None:
-            plan.breakers[breaker_key] = old_breakers.get(breaker_key) or UpstreamBreaker(breaker_key)
+            state.breakers[breaker_key] = old.breakers.get(breaker_key) or UpstreamBreaker(breaker_key)
         if upstream.concurrency is not None:
             upstream_limits[name] = limiter_for(f"upstream {name!r}", upstream.concurrency)
     for lc in config.listeners:
@@ -236,15 +280,17 @@ def _compile(config: Config, previous: Plan | None) -> Plan:
         plugins = global_plugins + compile_plugins(rc.plugins)
         if rc.aggregate is not None:
             # The aggregator answers every request after the route's plugins: last in the chain.
-            plugins.append(compile_aggregator(rc.aggregate, plan.upstreams, plan.client))
-            route = RoutePlan(rc, NoUpstream(), plugins)
+            # Its backend calls go through the same groups and pools as proxied requests.
+            backends = {
+                b.key: backend_route(b, plan.upstreams[b.upstream], upstream_limits.get(b.upstream))
+                for b in rc.aggregate.backends
+            }
+            plugins.append(compile_aggregator(rc.aggregate, backends))
+            group: UpstreamGroup | NoUpstream = NoUpstream()
         else:
-            route = RoutePlan(rc, plan.upstreams[rc.upstream], plugins)
-        plan.routes.append(route)
-        if rc.id in old_stats:
-            route.stats = old_stats[rc.id]  # a route's counters run on across reloads, by id
+            group = plan.upstreams[rc.upstream]
         # A request holds its route's slot, then its upstream's (shared by every route to it).
-        route.limiters = tuple(
+        limiters = tuple(
             limiter
             for limiter in (
                 limiter_for(f"route {rc.id!r}", rc.concurrency) if rc.concurrency else None,
@@ -252,30 +298,25 @@ def _compile(config: Config, previous: Plan | None) -> Plan:
             )
             if limiter is not None
         )
-        names = rc.listeners or tuple(plan.listeners)
-        for listener_name in names:
+        # A route's counters run on across reloads, by id.
+        stats = state.route_stats[rc.id] = old.route_stats.get(rc.id) or RequestStats()
+        route = RoutePlan(rc, group, plugins, limiters, stats)
+        plan.routes.append(route)
+        for listener_name in rc.listeners or tuple(plan.listeners):
             listener = plan.listeners[listener_name]
             try:
-                route.param_names = _add_route(listener.router, route)
+                _add_route(listener.router, route)
             except RouteConflict as exc:
                 other = _conflicting_route(listener.routes, route)
                 raise ConfigError(f"{rc.key_path}.path", f"conflicts with {other}: {exc}") from None
             except ValueError as exc:
                 raise ConfigError(f"{rc.key_path}.path", str(exc)) from None
             listener.routes.append(route)
-        if rc.rewrite:
-            route.rewrite = RewriteTemplate(rc.rewrite, route.param_names, f"{rc.key_path}.rewrite")
-        for plugin in route.plugins:
-            plugin.check_route(route.param_names, f"route '{rc.id}' ({rc.key_path})")
     for listener in plan.listeners.values():
         # The router flattens its tables on the first match after changes: do it now, at
         # compile time, not in the first request.
         listener.router.match(b"GET", b"", b"/")
     return plan
-
-
-def _limiter(name: str, config: ConcurrencyConfig) -> Limiter:
-    return Limiter(name, config.max_in_flight, config.queue, config.queue_timeout)
 
 
 def _add_route(router: Router, route: RoutePlan) -> tuple[str, ...]:
@@ -305,24 +346,22 @@ def _conflicting_route(earlier: list[RoutePlan], route: RoutePlan) -> str:
 def activate_plan(plan: Plan) -> None:
     """The plan starts serving (gateway start, or a reload's swap): its health monitors steer its
     groups and their checkers run. On the worker's loop, so checks run once per worker process."""
-    for monitor in plan.health.values():
+    for monitor in plan.state.health.values():
         monitor.serve(plan.upstreams[monitor.name])
-    for breaker in plan.breakers.values():
+    for breaker in plan.state.breakers.values():
         breaker.serve(plan.upstreams[breaker.name])
 
 
 def retire_plan(old: Plan, new: Plan) -> None:
     """Close idle connections of pools the new plan did not adopt (busy ones finish first), and
     stop the health monitors and circuit breakers it did not adopt."""
-    kept = set(map(id, new.pools.values()))
-    for pool in old.pools.values():
+    kept = set(map(id, new.state.pools.values()))
+    for pool in old.state.pools.values():
         if id(pool) not in kept:
             pool.close()
-    for key, monitor in old.health.items():
-        if new.health.get(key) is not monitor:
+    for key, monitor in old.state.health.items():
+        if new.state.health.get(key) is not monitor:
             monitor.stop()
-    for breaker_key, breaker in old.breakers.items():
-        if new.breakers.get(breaker_key) is not breaker:
+    for breaker_key, breaker in old.state.breakers.items():
+        if new.state.breakers.get(breaker_key) is not breaker:
             breaker.stop()
-    if new.client is not old.client:
-        old.client.close()

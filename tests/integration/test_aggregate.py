@@ -114,8 +114,8 @@ def test_optional_failures_are_left_out_and_marked(make_gateway: Make, upstream:
     [
         ("/status/503", "up", 502, "answered status 503"),
         ("/bytes/10", "up", 502, "answered a body that is not JSON"),
-        ("/echo/x", "down", 502, "failed: connect to"),
-        ("/bytes/5000", "up", 502, "answered 5000 bytes, over the limit of 1024"),
+        ("/echo/x", "down", 502, "upstream 'down': connect failed"),
+        ("/bytes/5000", "up", 502, "upstream 'up' answered more than 1024 bytes"),
     ],
 )
 def test_a_required_failure_answers_an_error_naming_the_backend(

@@ -172,11 +172,11 @@ def test_a_reload_keeps_the_state_of_an_unchanged_upstream(
     path = tmp_path / "reloaded.yaml"
     doc["routes"].append({"id": "more", "path": "/more/{*rest}", "upstream": "catalog"})
     path.write_text(yaml.safe_dump(doc))
-    gw.call(gw.gateway.reload, str(path))
+    gw.reload(str(path))
     assert get(gw).status == 503  # still open: same breaker, same timer
     doc["upstreams"]["catalog"]["breaker"]["open_for"] = "20s"  # a changed breaker starts afresh
     path.write_text(yaml.safe_dump(doc))
-    gw.call(gw.gateway.reload, str(path))
+    gw.reload(str(path))
     assert get(gw).status == 200
 
 

@@ -216,7 +216,7 @@ def test_a_reload_keeps_the_verdicts_and_checker_of_an_unchanged_upstream(
     unrelated["routes"].insert(0, {"id": "extra", "path": "/extra", "upstream": "catalog"})
     path = tmp_path / "reloaded.yaml"
     path.write_text(yaml.safe_dump(unrelated))
-    gw.call(gw.gateway.reload, str(path))
+    gw.reload(str(path))
     assert gw.gateway.plan is not gw.plan and monitor(gw) is old
     assert gw.call(lambda: old.running)
     assert in_rotation(gw) == {a.label: False, b.label: False, c.label: True}
@@ -229,7 +229,7 @@ def test_a_reload_keeps_the_verdicts_and_checker_of_an_unchanged_upstream(
     changed = copy.deepcopy(unrelated)
     changed["upstreams"]["catalog"]["health"] = {**CHECKS, "unhealthy_after": 3}
     path.write_text(yaml.safe_dump(changed))
-    gw.call(gw.gateway.reload, str(path))
+    gw.reload(str(path))
     fresh = monitor(gw)
     assert fresh is not old
     wait_for(lambda: not gw.call(lambda: old.running), 2, "the old checker to end")

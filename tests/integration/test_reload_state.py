@@ -35,7 +35,7 @@ def get(gw: RunningGateway, target: str) -> RawResponse:
 
 def reload(gw: RunningGateway, doc: dict[str, Any], path: Path) -> None:
     path.write_text(yaml.safe_dump(doc))
-    gw.call(gw.gateway.reload, str(path))
+    gw.reload(str(path))
 
 
 def only_target(gw: RunningGateway) -> Target:

@@ -42,7 +42,7 @@ def test_export_task_runs_while_configured_and_stops_on_reload_and_drain(tmp_pat
 
         path = tmp_path / "gateway.yaml"
         path.write_text(yaml.safe_dump({**doc, "listeners": [{"name": "main", "bind": "127.0.0.1:0"}]}))
-        gw.call(gw.gateway.reload, str(path))
+        gw.reload(str(path))
         assert gw.gateway.spans is None and exporter.retired
         deadline = time.monotonic() + 5
         while not task.done() and time.monotonic() < deadline:

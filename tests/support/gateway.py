@@ -16,6 +16,7 @@ import uvloop
 from fastgw.config import parse_config
 from fastgw.errors import ConfigError
 from fastgw.plan import compile_plan
+from fastgw.reload import FileReloader
 from fastgw.server.gateway import Gateway
 
 
@@ -85,6 +86,10 @@ class RunningGateway:
         self.loop.call_soon_threadsafe(run)
         done.wait(5)
         return box[0]
+
+    def reload(self, path: str) -> None:
+        """Reload from the file at ``path`` as SIGHUP would (raises its ConfigError)."""
+        self.call(self.gateway.reload, FileReloader(path))
 
     def connection_count(self) -> int:
         return int(self.call(lambda: sum(len(s.connections) for s in self.gateway.listeners.values())))

@@ -98,6 +98,7 @@ cdef class HttpParser:
     cdef int http_major(self) noexcept
     cdef int http_minor(self) noexcept
     cdef bint keep_alive(self) noexcept
+    cdef bint framed(self) noexcept          # Content-Length or chunked (after EV_HEAD)
     cdef bint wants_upgrade(self) noexcept
     cdef bytes method(self)
     cdef bytes target(self)               # request-target, or reason phrase (after EV_HEAD)

@@ -34,7 +34,9 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.string cimport memchr, memcmp
 
 from fastgw.http._llhttp cimport (
+    F_CHUNKED,
     F_CONNECTION_UPGRADE,
+    F_CONTENT_LENGTH,
     F_UPGRADE,
     HPE_OK,
     HPE_PAUSED,
@@ -605,6 +607,12 @@ cdef class HttpParser:
 
     cdef bint keep_alive(self) noexcept:
         return self.fast or llhttp_should_keep_alive(&self.parser) != 0
+
+    cdef bint framed(self) noexcept:
+        """The message's body length is known from its head: Content-Length, or chunked (the
+        fast path takes only messages with a length or no body). Else a response's body runs
+        until the close."""
+        return self.fast or (self.parser.flags & (F_CONTENT_LENGTH | F_CHUNKED)) != 0
 
     cdef bint wants_upgrade(self) noexcept:
         if self.fast:

@@ -49,8 +49,8 @@ HOP_BY_HOP = frozenset(
 )
 
 
-def chunk_header(size: int) -> bytes:
-    return b"%x\r\n" % size
+# RFC 9110 9.2.2: methods whose intended effect is the same however often a request is sent.
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
 
 
 def render_response(

@@ -30,7 +30,7 @@ from fastgw.errors import ConfigError
 from fastgw.observe.metrics import Families, collect_reloads, label_worker, merge
 from fastgw.plan import Plan
 from fastgw.plugins.cache import purge_entries
-from fastgw.server.gateway import Gateway
+from fastgw.server.gateway import Gateway, Reloader
 
 log = logging.getLogger("fastgw")
 
@@ -41,7 +41,7 @@ FINAL_TIMEOUT = 5.0  # a draining worker gives up sending its final counters aft
 
 
 class Control(Protocol):
-    config_path: str | None
+    reloader: Reloader | None  # None: the gateway was not started from a file
 
     def plan(self) -> Plan: ...
     def ready(self) -> bool: ...
@@ -53,9 +53,9 @@ class Control(Protocol):
 class LocalControl:
     """A gateway running alone in this process."""
 
-    def __init__(self, gateway: Gateway, config_path: str | None) -> None:
+    def __init__(self, gateway: Gateway, reloader: Reloader | None) -> None:
         self.gateway = gateway
-        self.config_path = config_path
+        self.reloader = reloader
 
     def plan(self) -> Plan:
         return self.gateway.plan
@@ -67,10 +67,10 @@ class LocalControl:
         return merge([label_worker(self.gateway.collect(), 0), collect_reloads(self.gateway.reloads, 1)])
 
     async def reload(self) -> ReloadResult:
-        if self.config_path is None:
+        if self.reloader is None:
             return {"ok": False, "error": "the gateway was not started from a file"}
         try:
-            self.gateway.reload(self.config_path)
+            self.gateway.reload(self.reloader)
         except ConfigError as exc:
             log.error("reload failed, keeping the running configuration: %s", exc)
             return {"ok": False, "error": str(exc)}
@@ -175,10 +175,10 @@ class SupervisorLine:
     """The worker's end: ``answer`` the supervisor until the worker has drained, then ``finish``:
     send the final counters and close."""
 
-    def __init__(self, sock: socket.socket, gateway: Gateway, config_path: str | None) -> None:
+    def __init__(self, sock: socket.socket, gateway: Gateway, reloader: Reloader | None) -> None:
         self.sock = sock
         self.gateway = gateway
-        self.local = LocalControl(gateway, config_path)
+        self.local = LocalControl(gateway, reloader)
         self._writer: asyncio.StreamWriter | None = None
 
     async def answer(self) -> None:

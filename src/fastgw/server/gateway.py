@@ -1,43 +1,32 @@
-"""One process's gateway: its listeners, the current Plan, reload and graceful drain."""
+"""One process's gateway: its listeners, the current Plan, swapping in a reloaded one, and
+graceful drain. It sees only compiled Plans (``fastgw.reload`` turns files into them)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Protocol
 
-from fastgw.config import load_config
-from fastgw.config.schema import Config, OtlpConfig
 from fastgw._proxy import plan_changed
 from fastgw.control_http import close_control_session
 from fastgw.errors import ConfigError
 from fastgw.observe.access_log import AccessLog, access_log_for
 from fastgw.observe.metrics import Families, ReloadRecord, collect_gateway
 from fastgw.observe.otlp import SpanExport, span_export_for
-from fastgw.plan import Plan, activate_plan, compile_plan, retire_plan
+from fastgw.plan import Plan, activate_plan, retire_plan
 from fastgw.server.listener import ListenerServer
 from fastgw.upstream.health import stop_monitors
 
 log = logging.getLogger("fastgw")
 
 
-def check_reloadable(old: Config, new: Config) -> None:
-    """What a reload cannot change: listener names and binds, the admin listener."""
-    old_binds = {lc.name: (lc.host, lc.port) for lc in old.listeners}
-    new_binds = {lc.name: (lc.host, lc.port) for lc in new.listeners}
-    if old_binds != new_binds:
-        raise ConfigError(
-            "listeners", "listener names and binds cannot change on reload; restart instead", new.source
-        )
-    old_admin = (old.admin.host, old.admin.port) if old.admin else None
-    new_admin = (new.admin.host, new.admin.port) if new.admin else None
-    if old_admin != new_admin:
-        raise ConfigError(
-            "admin.bind", "the admin listener cannot change on reload; restart instead", new.source
-        )
+class Reloader(Protocol):
+    """Makes the next Plan beside the running one (``fastgw.reload.FileReloader``): raises
+    ConfigError when it cannot. ``path`` names its source, for messages and ``--watch``."""
 
+    path: str
 
-def _otlp(config: Config) -> OtlpConfig | None:
-    return config.tracing.otlp if config.tracing is not None else None
+    def __call__(self, running: Plan) -> Plan: ...
 
 
 class Gateway:
@@ -48,10 +37,10 @@ class Gateway:
         }
         self.ready = False  # listening, and not draining
         self.access_log: AccessLog | None = None
-        self._use_access_log(access_log_for(plan.config.access_log, None))
+        self._use_access_log(access_log_for(plan.access_log, None))
         self.spans: SpanExport | None = None
         self.retired_spans: list[SpanExport] = []  # replaced on reload, flushed again at drain
-        self._use_span_export(span_export_for(_otlp(plan.config), None))
+        self._use_span_export(span_export_for(plan.otlp, None))
         self.reloads = ReloadRecord()
 
     async def start(self, reuse_port: bool = False) -> None:
@@ -70,30 +59,29 @@ class Gateway:
                 out.append((name, f"http://{authority}:{port}"))
         return out
 
-    def reload(self, path: str) -> None:
-        """Validate and compile the file beside the running plan, then swap; raise ConfigError
-        (the running plan stays) if it cannot be used. Listeners' binds cannot change here.
-        Counted in ``reloads`` either way."""
+    def reload(self, load: Reloader) -> None:
+        """Swap in the plan ``load`` makes beside the running one (it raises ConfigError, and the
+        running plan stays, when the file cannot be used). Counted in ``reloads`` either way."""
         try:
-            self._reload(path)
+            new = load(self.plan)
         except ConfigError as exc:
             self.reloads.failure(str(exc))
             raise
+        self.swap(new)
         self.reloads.success()
 
-    def _reload(self, path: str) -> None:
-        config = load_config(path)
-        check_reloadable(self.plan.config, config)
-        new = compile_plan(config, self.plan)
+    def swap(self, new: Plan) -> None:
+        """Serve ``new`` from now on: each request that starts from here runs on it (also on
+        keep-alive connections opened before); requests in flight finish on the old one."""
         activate_plan(new)
         old, self.plan = self.plan, new
         for name, server in self.listeners.items():
             server.plan = new.listeners[name]
         plan_changed()  # every connection takes its listener's new plan from its next request
-        self._use_access_log(access_log_for(config.access_log, self.access_log))
-        self._use_span_export(span_export_for(_otlp(config), self.spans))
+        self._use_access_log(access_log_for(new.access_log, self.access_log))
+        self._use_span_export(span_export_for(new.otlp, self.spans))
         retire_plan(old, new)
-        log.info("configuration reloaded from %s: %d routes", path, len(new.routes))
+        log.info("configuration reloaded from %s: %d routes", new.source, len(new.routes))
 
     def _use_access_log(self, access_log: AccessLog | None) -> None:
         """New connections log to ``access_log``; a replaced log hands late lines on to it."""
@@ -144,7 +132,6 @@ class Gateway:
                 server.abort_all()
         for pool in self.plan.pools.values():
             pool.close()
-        self.plan.client.close()
         await stop_monitors(self.plan.health.values())
         for breaker in self.plan.breakers.values():
             breaker.stop()  # its timers must not fire on a loop that is closing

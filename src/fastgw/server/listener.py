@@ -34,18 +34,17 @@ class ListenerServer:
 
     async def start(self, reuse_port: bool = False) -> None:
         loop = asyncio.get_running_loop()
-        config = self.plan.config
+        plan = self.plan
         try:
             self.server = await loop.create_server(
                 lambda: ClientProtocol(self),
-                config.host,
-                config.port,
+                plan.host,
+                plan.port,
                 reuse_port=reuse_port or None,
                 backlog=4096,
             )
         except OSError as exc:
-            where = f"listener {self.plan.name} on {config.host}:{config.port}"
-            raise OSError(exc.errno, f"{where}: {exc.strerror or exc}") from None
+            raise OSError(exc.errno, f"listener {plan.name} on {plan.bind}: {exc.strerror or exc}") from None
 
     @property
     def addresses(self) -> list[tuple[str, int]]:

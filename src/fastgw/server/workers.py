@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 
 import uvloop
 
-from fastgw.config import load_config
 from fastgw.errors import ConfigError
 from fastgw.observe.metrics import (
     Families,
@@ -35,7 +34,7 @@ from fastgw.observe.metrics import (
     label_worker,
     merge,
 )
-from fastgw.plan import Plan, compile_plan
+from fastgw.plan import Plan
 from fastgw.server.control import (
     LocalControl,
     PurgeResult,
@@ -43,7 +42,7 @@ from fastgw.server.control import (
     SupervisorLine,
     WorkerChannel,
 )
-from fastgw.server.gateway import Gateway, check_reloadable
+from fastgw.server.gateway import Gateway, Reloader
 from fastgw.server.watch import watch_file
 
 if TYPE_CHECKING:
@@ -56,13 +55,9 @@ CHANNEL_TIMEOUT = 10.0  # a worker that cannot answer the supervisor in this lon
 _PR_SET_PDEATHSIG = 1
 
 
-def drain_timeout(plan: Plan) -> float:
-    return max((lp.timeouts.drain for lp in plan.listeners.values()), default=30.0)
-
-
 def serve(
     plan: Plan,
-    config_path: str | None,
+    reloader: Reloader | None,
     reuse_port: bool = False,
     on_ready: Callable[[Gateway], None] | None = None,
     watch: bool = False,
@@ -72,12 +67,12 @@ def serve(
 
     Alone, it also runs the admin listener (if configured) and ``--watch``; as a worker it
     answers the ``supervisor`` channel instead (metrics, reload) and the supervisor does those."""
-    return uvloop.run(_serve(plan, config_path, reuse_port, on_ready, watch, supervisor))
+    return uvloop.run(_serve(plan, reloader, reuse_port, on_ready, watch, supervisor))
 
 
 async def _serve(
     plan: Plan,
-    config_path: str | None,
+    reloader: Reloader | None,
     reuse_port: bool,
     on_ready: Callable[[Gateway], None] | None,
     watch: bool,
@@ -85,14 +80,14 @@ async def _serve(
 ) -> int:
     loop = asyncio.get_running_loop()
     gateway = Gateway(plan)
-    control = LocalControl(gateway, config_path)
+    control = LocalControl(gateway, reloader)
     admin: AdminServer | None = None
     try:
         await gateway.start(reuse_port)
-        if supervisor is None and plan.config.admin is not None:
+        if supervisor is None and plan.admin is not None:
             from fastgw.admin.api import start_admin  # aiohttp's server: loaded only when configured
 
-            admin = await start_admin(control, plan.config.admin)
+            admin = await start_admin(control, plan.admin)
     except OSError as exc:
         log.error("cannot listen: %s", exc.strerror)
         return 1
@@ -108,11 +103,11 @@ async def _serve(
         background.add(task)
         task.add_done_callback(background.discard)
 
-    if config_path is not None:
+    if reloader is not None:
         loop.add_signal_handler(signal.SIGHUP, lambda: in_background(control.reload()))
         if watch and supervisor is None:
-            in_background(watch_file(config_path, control.reload))
-    line = SupervisorLine(supervisor, gateway, config_path) if supervisor is not None else None
+            in_background(watch_file(reloader.path, control.reload))
+    line = SupervisorLine(supervisor, gateway, reloader) if supervisor is not None else None
     # Not in the background tasks: the supervisor still asks for counters while this one drains.
     answering = loop.create_task(line.answer()) if line is not None else None
     if on_ready is not None:
@@ -122,7 +117,7 @@ async def _serve(
     log.info("worker %d: draining", os.getpid())  # new connections are refused from here on
     for task in list(background):
         task.cancel()
-    await gateway.drain(drain_timeout(gateway.plan))
+    await gateway.drain(gateway.plan.drain_timeout)
     if line is not None and answering is not None:
         await line.finish(answering)  # the counters of the requests finished while draining
     if admin is not None:
@@ -134,14 +129,14 @@ def check_ports_free(plan: Plan) -> None:
     """Bind each listener once *without* SO_REUSEPORT before forking. Workers bind with it, so
     without this check a second gateway on the same port would silently take half the traffic."""
     for lp in plan.listeners.values():
-        family = socket.AF_INET6 if ":" in lp.config.host else socket.AF_INET
+        family = socket.AF_INET6 if ":" in lp.host else socket.AF_INET
         with socket.socket(family, socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
-                probe.bind((lp.config.host, lp.config.port))
+                probe.bind((lp.host, lp.port))
             except OSError as exc:
                 raise OSError(
-                    exc.errno, f"listener {lp.name} on {lp.config.host}:{lp.config.port}: {exc.strerror}"
+                    exc.errno, f"listener {lp.name} on {lp.bind}: {exc.strerror}"
                 ) from None
 
 
@@ -154,7 +149,7 @@ def _die_with_parent() -> None:
         pass
 
 
-def run_workers(plan: Plan, config_path: str, workers: int, watch: bool = False) -> int:
+def run_workers(plan: Plan, reloader: Reloader, workers: int, watch: bool = False) -> int:
     """Fork ``workers`` processes sharing the listeners' ports; supervise until told to stop.
 
     Returns 0 after a requested stop, 1 if the workers kept dying (e.g. they cannot listen).
@@ -164,7 +159,7 @@ def run_workers(plan: Plan, config_path: str, workers: int, watch: bool = False)
     except OSError as exc:
         log.error("cannot listen: %s", exc.strerror)
         return 1
-    return asyncio.run(Supervisor(plan, config_path, workers, watch).run())
+    return asyncio.run(Supervisor(plan, reloader, workers, watch).run())
 
 
 class Worker:
@@ -194,9 +189,9 @@ class Supervisor:
     ended (a worker that drained sends its final counters), then its counters are folded into
     ``retired``, which every later scrape adds: counters never go back."""
 
-    def __init__(self, plan: Plan, config_path: str, workers: int, watch: bool) -> None:
+    def __init__(self, plan: Plan, reloader: Reloader, workers: int, watch: bool) -> None:
         self.current = plan  # the plan new workers start with; replaced by a successful reload
-        self.config_path: str | None = config_path
+        self.reloader: Reloader | None = reloader
         self.count = workers
         self.watch = watch
         self.workers: dict[int, Worker] = {}  # by pid
@@ -213,7 +208,7 @@ class Supervisor:
 
     @property
     def path(self) -> str:
-        return self.config_path or ""  # always set: workers are started from a file
+        return self.reloader.path if self.reloader is not None else ""
 
     # -- Control, for the admin API ------------------------------------------------------------
     def plan(self) -> Plan:
@@ -243,9 +238,8 @@ class Supervisor:
     async def reload(self) -> ReloadResult:
         async with self._reload_lock:
             try:
-                config = load_config(self.path)
-                check_reloadable(self.current.config, config)
-                plan = compile_plan(config)
+                assert self.reloader is not None  # workers always start from a file
+                plan = self.reloader(self.current)
             except ConfigError as exc:
                 self.reloads.failure(str(exc))
                 log.error("reload failed, keeping the running configuration: %s", exc)
@@ -288,11 +282,11 @@ class Supervisor:
             loop.add_signal_handler(sig, self.stop)
         loop.add_signal_handler(signal.SIGHUP, lambda: self._in_background(self.reload()))
         loop.add_signal_handler(signal.SIGCHLD, self._reap)
-        if self.current.config.admin is not None:
+        if self.current.admin is not None:
             try:
                 from fastgw.admin.api import start_admin
 
-                self.admin = await start_admin(self, self.current.config.admin)
+                self.admin = await start_admin(self, self.current.admin)
             except OSError as exc:
                 log.error("cannot listen: %s", exc.strerror)
                 return 1
@@ -330,7 +324,7 @@ class Supervisor:
                 if self.admin is not None:
                     for listening in self.admin.sockets():
                         os.close(listening.fileno())  # asyncio wraps it: close the fd itself
-                code = serve(self.current, self.config_path, reuse_port=True, supervisor=child_end)
+                code = serve(self.current, self.reloader, reuse_port=True, supervisor=child_end)
             except BaseException:
                 log.exception("worker %d crashed", os.getpid())
             finally:
@@ -354,7 +348,7 @@ class Supervisor:
         self.stopping = True
         for pid in self.workers:
             _kill(pid, signal.SIGTERM)
-        asyncio.get_running_loop().call_later(drain_timeout(self.current) + 5.0, self._kill_all)
+        asyncio.get_running_loop().call_later(self.current.drain_timeout + 5.0, self._kill_all)
         if not self.workers:
             self._all_exited.set()
 

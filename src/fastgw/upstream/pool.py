@@ -17,7 +17,7 @@ import asyncio
 import os
 from typing import NamedTuple
 
-from fastgw._proxy import PoolCore, UpstreamConnection
+from fastgw._proxy import PoolCore, UpstreamConnection, UpstreamSide
 from fastgw.config.schema import PoolConfig
 from fastgw.errors import ConnectFault, UpstreamFault
 from fastgw.http import _clock
@@ -45,24 +45,24 @@ class TargetPool(PoolCore):
         self.config = key.config
         self.label = f"[{key.host}]:{key.port}" if ":" in key.host else f"{key.host}:{key.port}"
 
-    def acquire(self, connect_timeout: float) -> asyncio.Future[UpstreamConnection]:
+    def acquire(self, connect_timeout: float) -> asyncio.Future[UpstreamSide]:
         """A future for a connection: a new one, or the next one released (slow path)."""
         loop = asyncio.get_running_loop()
         if self.open < self.config.max_connections:
             self.open += 1
             return loop.create_task(self._connect(connect_timeout))
-        waiter: asyncio.Future[UpstreamConnection] = loop.create_future()
+        waiter: asyncio.Future[UpstreamSide] = loop.create_future()
         deadline = _clock.now() + self.config.acquire_timeout
         self.waiters.append((waiter, deadline))
         _clock.file(self, deadline)
         return waiter
 
-    def connect_fresh(self, connect_timeout: float) -> asyncio.Future[UpstreamConnection]:
+    def connect_fresh(self, connect_timeout: float) -> asyncio.Future[UpstreamSide]:
         """A new connection even at the limit: used once to retry after a stale reused one."""
         self.open += 1
         return asyncio.get_running_loop().create_task(self._connect(connect_timeout))
 
-    async def _connect(self, timeout: float) -> UpstreamConnection:
+    async def _connect(self, timeout: float) -> UpstreamSide:
         loop = asyncio.get_running_loop()
         try:
             _, conn = await asyncio.wait_for(
@@ -87,7 +87,7 @@ class TargetPool(PoolCore):
         self.connect_errors += 1
         self._open_for_waiter()
 
-    def forget(self, conn: UpstreamConnection) -> None:
+    def forget(self, conn: UpstreamSide) -> None:
         """The connection closed (either side); free its slot for a waiter."""
         self.open -= 1
         if conn in self.idle:
@@ -132,9 +132,9 @@ def _why(exc: OSError) -> str:
 
 
 def _chain(
-    task: asyncio.Task[UpstreamConnection], waiter: asyncio.Future[UpstreamConnection], pool: TargetPool
+    task: asyncio.Task[UpstreamSide], waiter: asyncio.Future[UpstreamSide], pool: TargetPool
 ) -> None:
-    def done(t: asyncio.Task[UpstreamConnection]) -> None:
+    def done(t: asyncio.Task[UpstreamSide]) -> None:
         if t.cancelled():
             if not waiter.done():
                 waiter.cancel()

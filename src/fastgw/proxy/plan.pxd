@@ -1,0 +1,73 @@
+# What the hot path reads of the compiled plan (plan.pyx), at C speed. The plan's Python classes
+# subclass these (plan.ListenerPlan, plan.RoutePlan, upstream.group.UpstreamGroup); everything
+# else about a listener, a route or a group stays in Python.
+
+cdef enum:                   # a listener's headers_with_underscores
+    U_DROP = 0               # not forwarded, not seen by plugins (nginx, Envoy's DROP_HEADER)
+    U_REJECT                 # 400
+    U_ALLOW                  # forwarded as any other header
+
+
+cdef class ListenerCore:
+    cdef readonly Router router
+    cdef readonly Py_ssize_t max_header_bytes    # the request head, whole -> 431
+    cdef readonly int max_headers                # header lines -> 431
+    cdef readonly Py_ssize_t max_uri_bytes       # the request-target -> 414
+    cdef readonly long long max_body_bytes       # -> 413
+    cdef readonly Py_ssize_t max_connections     # open client connections per worker
+    cdef readonly Py_ssize_t max_pipeline        # parsed requests queued behind the active one
+    cdef readonly Py_ssize_t buffer_bytes        # write-buffer high watermark per side
+    cdef readonly double head_timeout            # client timeouts (seconds)
+    cdef readonly double body_timeout
+    cdef readonly double keepalive_timeout
+    cdef readonly double send_timeout
+    cdef readonly double linger_timeout
+    cdef readonly int underscores                # U_*
+    cdef readonly bytes request_id_header        # as written on the wire, e.g. b"X-Request-Id"
+    cdef readonly bytes request_id_lower
+    cdef readonly bint trace_context             # continue or start a W3C trace
+
+
+cdef class RouteCore:
+    # What the exchange reads of a compiled route.
+    cdef public object upstream          # GroupCore (plan: UpstreamGroup)
+    cdef public object timeouts          # UpstreamTimeouts, and its values:
+    cdef readonly double connect_timeout
+    cdef readonly double read_timeout
+    cdef readonly double send_timeout
+    cdef readonly double head_timeout    # 0: read_timeout applies to the head too
+    cdef readonly double total_timeout   # 0: none
+    cdef public object chain             # HookChain, and its four tuples:
+    cdef readonly tuple on_request
+    cdef readonly tuple on_upstream_request
+    cdef readonly tuple on_response
+    cdef readonly tuple on_complete
+    cdef public bint preserve_host
+    cdef public object strip_prefix      # bytes or None
+    cdef public object rewrite           # RewriteTemplate or None
+    cdef public object retry             # upstream.retry.RetryRules: when an attempt is sent again
+    cdef public long long requests       # requests matched to it (the retry budget's base)
+    cdef public tuple limiters           # Limiters an exchange takes a slot in, in order
+    cdef public RequestStats stats       # what ended here, counted in C (adopted by id on reload)
+
+    cdef bytes path_upstream(self, bytes path, tuple params)
+
+
+cdef class Target:
+    cdef readonly str host
+    cdef readonly int port
+    cdef readonly int weight
+    cdef readonly PoolCore pool
+    cdef readonly bytes host_header      # the Host value sent upstream
+    cdef readonly str label              # host:port, for logs and metrics (never error bodies)
+    cdef public int in_flight            # requests sent to it and not finished (least-conn, p2c)
+    cdef long long outcomes[TARGET_OUTCOMES]   # attempts by outcome (stats.pxd)
+    cdef long long latency_buckets[LATENCY_BUCKETS]  # request head sent -> response ended
+    cdef double latency_sum
+
+
+cdef class GroupCore:
+    # What the exchange reads of an upstream group.
+    cdef public str name                 # the configured name: how errors name the upstream
+    cdef public Target single            # the only target, or None: then pick(exchange) chooses
+    cdef public bint observes            # call observe(exchange) when an exchange sent to it ends

@@ -1,0 +1,16 @@
+# The synchronous half of a target's keep-alive pool (pool.pyx); upstream.pool.TargetPool adds
+# opening connections and waiting for one, and files its waiters' deadlines (it is Timed).
+
+cdef class PoolCore(Timed):
+    cdef public list idle                # LIFO of idle connections
+    cdef public int open                 # connections open or being opened
+    cdef public int in_use
+    cdef public object waiters           # deque[(Future, deadline)]
+    cdef public long long opened
+    cdef public long long reused
+    cdef public long long connect_errors
+    cdef public int max_idle
+    cdef public double idle_timeout
+
+    cdef UpstreamSide take_idle_conn(self)
+    cdef int release_conn(self, UpstreamSide conn) except -1

@@ -1,0 +1,66 @@
+# -- a target's keep-alive pool, its synchronous half -----------------------------------------------
+
+cdef class PoolCore(Timed):
+    """The synchronous half of a target's keep-alive pool (``upstream/pool.py`` adds the async
+    half): a LIFO idle list, the counters, and taking back a connection after a response."""
+
+    def __init__(self, int max_idle, double idle_timeout) -> None:
+        self.idle = []
+        self.open = 0  # connections open or being opened
+        self.in_use = 0
+        self.waiters = deque()  # (future, deadline) of requests waiting for a connection
+        self.opened = 0
+        self.reused = 0
+        self.connect_errors = 0
+        self.max_idle = max_idle
+        self.idle_timeout = idle_timeout
+
+    @property
+    def stats(self) -> dict:
+        """Counters read by metrics and tests."""
+        return {"opened": self.opened, "reused": self.reused, "connect_errors": self.connect_errors}
+
+    cdef UpstreamSide take_idle_conn(self):
+        """The most recently used idle connection still open, or None (the synchronous fast path)."""
+        cdef list idle = self.idle
+        cdef UpstreamSide conn
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                conn.unpark()
+                self.in_use += 1
+                self.reused += 1
+                return conn
+        return None
+
+    def take_idle(self) -> UpstreamSide | None:
+        return self.take_idle_conn()
+
+    cdef int release_conn(self, UpstreamSide conn) except -1:
+        """Take a connection back after a response; keep it only if it is clean and reusable."""
+        self.in_use -= 1
+        if not conn.reusable or conn.closed:
+            conn.close()
+            return 0
+        waiters = self.waiters
+        while waiters:
+            waiter = waiters.popleft()[0]
+            if not waiter.done():
+                self.in_use += 1
+                self.reused += 1
+                waiter.set_result(conn)
+                return 0
+        if len(self.idle) >= self.max_idle:
+            conn.close()
+            return 0
+        conn.park(coarse() + self.idle_timeout)  # PERF: no precise read; a few ms early at most
+        self.idle.append(conn)
+        return 0
+
+    def release(self, UpstreamSide conn) -> None:
+        self.release_conn(conn)
+
+    def give_back(self, UpstreamSide conn) -> None:
+        """A waiter was cancelled after it was handed a connection: return it unused."""
+        conn.reusable = not conn.closed
+        self.release_conn(conn)

@@ -1,0 +1,149 @@
+# -- wire bytes: writers into one preallocated buffer -----------------------------------------------
+# A renderer sizes its output first, allocates one bytes object, fills it with these, and checks
+# it filled exactly that (check_end): no joins, no formatting per request.
+
+cdef char* put(char* p, bytes b) noexcept:
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(b)
+    memcpy(p, PyBytes_AS_STRING(b), n)
+    return p + n
+
+
+cdef char* put_c(char* p, const char* s, Py_ssize_t n) noexcept nogil:
+    memcpy(p, s, n)
+    return p + n
+
+
+cdef char* put_line(
+    char* p, const char* name, Py_ssize_t name_len, const char* value, Py_ssize_t value_len
+) noexcept nogil:
+    """``name: value\\r\\n``"""
+    p = put_c(p, name, name_len)
+    p = put_c(p, ": ", 2)
+    p = put_c(p, value, value_len)
+    return put_c(p, "\r\n", 2)
+
+
+cdef int hex_digits(unsigned long long value) noexcept nogil:
+    cdef int n = 1
+    while value >= 16:
+        value >>= 4
+        n += 1
+    return n
+
+
+cdef char* put_hex(char* p, unsigned long long value, int width) noexcept nogil:
+    cdef int i
+    for i in range(width - 1, -1, -1):
+        p[i] = b"0123456789abcdef"[value & 15]
+        value >>= 4
+    return p + width
+
+
+cdef int dec_digits(unsigned long long value) noexcept nogil:
+    cdef int n = 1
+    while value >= 10:
+        value //= 10
+        n += 1
+    return n
+
+
+cdef char* put_dec(char* p, unsigned long long value, int width) noexcept nogil:
+    cdef int i
+    for i in range(width - 1, -1, -1):
+        p[i] = <char>(48 + value % 10)
+        value //= 10
+    return p + width
+
+
+cdef bytes chunk_header(Py_ssize_t size):
+    """``b"%x\\r\\n" % size``."""
+    cdef int width = hex_digits(<unsigned long long>size)
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, width + 2)
+    cdef char* p = put_hex(PyBytes_AS_STRING(out), <unsigned long long>size, width)
+    p[0] = b"\r"
+    p[1] = b"\n"
+    return out
+
+
+def render_chunk_header(size: int) -> bytes:
+    """The chunk-size line for ``size`` bytes of data (lower-case hex)."""
+    return chunk_header(size)
+
+
+cdef int check_end(char* p, bytes out) except -1:
+    if p != PyBytes_AS_STRING(out) + PyBytes_GET_SIZE(out):
+        raise SystemError("fastgw._proxy: rendered size mismatch")
+    return 0
+
+
+# -- writing: straight to the socket while the transport holds nothing -----------------------------
+
+cdef extern from "sys/socket.h" nogil:
+    ssize_t send(int fd, const void* buf, size_t n, int flags)
+    int MSG_NOSIGNAL
+    int MSG_DONTWAIT
+
+
+cdef extern from *:
+    """
+    #include <sys/ioctl.h>
+    #ifdef __linux__
+    #include <linux/sockios.h>
+    static Py_ssize_t fastgw_unsent(int fd) {
+        int n = 0;
+        return (fd >= 0 && ioctl(fd, SIOCOUTQ, &n) == 0) ? (Py_ssize_t)n : 0;
+    }
+    #else
+    static Py_ssize_t fastgw_unsent(int fd) { return 0; }
+    #endif
+    """
+    Py_ssize_t fastgw_unsent(int fd) nogil
+
+
+cdef Py_ssize_t socket_unsent(int fd) noexcept nogil:
+    return fastgw_unsent(fd)
+
+
+cdef int socket_fd(object transport) except? -2:
+    """The descriptor under a transport, or -1 (a transport without a socket of its own)."""
+    sock = transport.get_extra_info("socket")
+    return sock.fileno() if sock is not None else -1
+
+
+cdef int outlet_open(Outlet* outlet, object transport) except -1:
+    """Find the socket under a plain uvloop stream transport (TLS and others keep fd -1)."""
+    outlet.fd = -1
+    outlet.queued = False
+    if type(transport) is TCPTransport or type(transport) is UnixTransport:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            outlet.fd = sock.fileno()
+    return 0
+
+
+cdef int outlet_write(Outlet* outlet, object write, object transport, bytes data) except -1:
+    """Write ``data``: with one send() when the transport has nothing queued, else (and for
+    whatever the kernel did not take) through the transport, which keeps the order, buffers and
+    reports errors.
+
+    PERF: uvloop's write() costs about as much again as the send() it makes (buffer bookkeeping,
+    flow-control checks, a Python call); a small response needs none of it. Safe because the
+    descriptor stays open until connection_lost (uvloop closes the handle after calling it) and
+    the outlet is shut before: close(), abort() and connection_lost set fd to -1."""
+    cdef Py_ssize_t size = PyBytes_GET_SIZE(data)
+    cdef ssize_t sent
+    if outlet.fd >= 0:
+        if outlet.queued:
+            if transport.get_write_buffer_size():
+                write(data)
+                return 0
+            outlet.queued = False
+        sent = send(outlet.fd, PyBytes_AS_STRING(data), size, MSG_NOSIGNAL | MSG_DONTWAIT)
+        if sent == size:
+            return 0
+        outlet.queued = True
+        if sent > 0:
+            data = PyBytes_FromStringAndSize(PyBytes_AS_STRING(data) + sent, size - sent)
+        # sent < 0: EAGAIN, or an error the transport meets again and reports as usual
+    write(data)
+    return 0
