@@ -731,6 +731,55 @@ def test_drain_may_be_zero(value: object) -> None:
     assert parse(with_value("listeners[0].timeouts.drain", value)).listeners[0].timeouts.drain == 0.0
 
 
+def _failure_ratio(config: Config) -> float:
+    breaker = config.upstreams["catalog"].breaker
+    assert breaker is not None
+    return breaker.failure_ratio
+
+
+def _retry_budget(config: Config) -> float:
+    retry = config.routes[0].retry
+    assert retry is not None
+    return retry.budget
+
+
+def _access_log_sample(config: Config) -> float:
+    assert config.access_log is not None
+    return config.access_log.sample
+
+
+# Three keys read by one fraction reader: only the retry budget may be 0 (no retries at all).
+_FRACTIONS = [
+    ("upstreams.catalog.breaker.failure_ratio", _failure_ratio, "greater than 0 and at most 1, like 0.5"),
+    ("routes[0].retry.budget", _retry_budget, "from 0 to 1, like 0.2"),
+    ("access_log.sample", _access_log_sample, "greater than 0 and at most 1, like 0.1"),
+]
+
+
+@pytest.mark.parametrize(("path", "read", "bounds"), _FRACTIONS)
+@pytest.mark.parametrize("value", [1, 0.5, 0.001])
+def test_fractions(path: str, read: Any, bounds: str, value: float) -> None:
+    assert read(parse(with_value(path, value))) == value
+
+
+def test_a_retry_budget_may_be_zero() -> None:
+    assert _retry_budget(parse(with_value("routes[0].retry.budget", 0))) == 0.0
+
+
+@pytest.mark.parametrize(("path", "read", "bounds"), [_FRACTIONS[0], _FRACTIONS[2]])
+def test_other_fractions_may_not_be_zero(path: str, read: Any, bounds: str) -> None:
+    assert error_of(with_value(path, 0)) == f"{SOURCE}: {path}: expected a fraction {bounds}, found 0"
+
+
+@pytest.mark.parametrize(("path", "read", "bounds"), _FRACTIONS)
+@pytest.mark.parametrize(
+    ("value", "shown"), [(math.nan, "nan"), (1.5, "1.5"), (-0.1, "-0.1"), (True, "true"), ("0.5", "'0.5'")]
+)
+def test_fraction_errors(path: str, read: Any, bounds: str, value: object, shown: str) -> None:
+    message = f"{SOURCE}: {path}: expected a fraction {bounds}, found {shown}"
+    assert error_of(with_value(path, value)) == message
+
+
 @pytest.mark.parametrize(
     ("value", "size"),
     [

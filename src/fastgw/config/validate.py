@@ -16,7 +16,7 @@ import difflib
 import ipaddress
 import math
 import re
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from fastgw.errors import ConfigError
@@ -155,6 +155,17 @@ def read_size(value: object, path: str) -> int:
     return size
 
 
+def read_matching(pattern: re.Pattern[str], what: str) -> Reader[str]:
+    """A string ``pattern`` matches whole; ``what`` says what was expected."""
+
+    def read(value: object, path: str) -> str:
+        if not isinstance(value, str) or not pattern.fullmatch(value):
+            raise expected(path, what, value)
+        return value
+
+    return read
+
+
 def read_one_of(kind: str, names: Collection[str]) -> Reader[str]:
     """A string naming one of ``names`` (``kind`` is e.g. ``"an upstream"``)."""
     listed = ", ".join(names)
@@ -186,6 +197,20 @@ def read_list(item: Reader[T], *, non_empty: bool = False, single: bool = False)
         if not isinstance(value, list) or (non_empty and not value):
             raise expected(path, what, value)
         return tuple(item(entry, f"{path}[{index}]") for index, entry in enumerate(value))
+
+    return read
+
+
+def read_fraction(example: str, *, allow_zero: bool = False) -> Reader[float]:
+    """A number from 0 (excluded unless ``allow_zero``) to 1; ``example`` shows one in messages."""
+    lowest = "from 0 to 1" if allow_zero else "greater than 0 and at most 1"
+    what = f"a fraction {lowest}, like {example}"
+
+    def read(value: object, path: str) -> float:
+        number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        if number is not None and (number > 0 or (allow_zero and number == 0)) and number <= 1:
+            return float(number)
+        raise expected(path, what, value)  # NaN too: it compares false
 
     return read
 
@@ -262,9 +287,67 @@ def read_record(build: Callable[..., T], readers: Mapping[str, Reader[object]]) 
     return read
 
 
-# -- listening addresses ---------------------------------------------------------------------------
+def claim(seen: dict[str, str], key: str, owner: str, path: str, what: str) -> None:
+    """Record that ``owner`` uses ``key``; a second use is an error pointing at the first."""
+    if key in seen:
+        raise ConfigError(path, f"duplicate {what} {key!r} (first at {seen[key]})")
+    seen[key] = owner
+
+
+def named_sections(
+    value: object,
+    path: str,
+    allowed: Collection[str],
+    required: Collection[str],
+    *,
+    name_key: str,
+    default: str,
+    what: str,
+) -> Iterator[tuple[str, Section]]:
+    """The entries of a non-empty list, each a Section with a unique name: its ``name_key``, or
+    ``default`` followed by its index (``route0``). ``what`` names the name in a duplicate's error."""
+    names: dict[str, str] = {}
+    for index, entry in enumerate(read_sequence(value, path, non_empty=True)):
+        at = f"{path}[{index}]"
+        section = Section(entry, at, allowed, required)
+        name = section.get(name_key, read_str) or f"{default}{index}"
+        claim(names, name, at, section.at(name_key), what)
+        yield name, section
+
+
+# -- addresses -------------------------------------------------------------------------------------
 
 Address = tuple[str, int]  # (host without brackets, port), as the address readers return it
+
+_HOST_NAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?")
+_PORT = re.compile(r"[0-9]{1,5}")
+
+
+def _split_address(text: str) -> Address | None:
+    """``host:port`` or ``[v6]:port`` -> (host without brackets, port), or None."""
+    if text.startswith("["):
+        host, bracket, port = text[1:].partition("]:")
+        try:
+            valid_host = bool(bracket) and ipaddress.ip_address(host).version == 6
+        except ValueError:
+            valid_host = False
+    else:
+        host, colon, port = text.rpartition(":")
+        valid_host = bool(colon) and _HOST_NAME.fullmatch(host) is not None
+    return (host, int(port)) if valid_host and _PORT.fullmatch(port) else None
+
+
+def read_address(min_port: int) -> Reader[Address]:
+    """``host:port`` or ``[v6]:port`` with a port from ``min_port`` (0: any free port) to 65535."""
+    what = f"host:port or [ipv6]:port with a port from {min_port} to 65535"
+
+    def read(value: object, path: str) -> Address:
+        address = _split_address(value) if isinstance(value, str) else None
+        if address is None or not min_port <= address[1] <= 65535:
+            raise expected(path, what, value)
+        return address
+
+    return read
 
 
 def show_address(address: Address) -> str:
