@@ -95,9 +95,8 @@ def main() -> None:
         ms = [x * 1000 for x in late]
         early = sum(1 for x in late if x < 0)
         p99 = ms[min(len(ms) - 1, int(len(ms) * 0.99))] if ms else float("nan")
-        print(
-            f"{count:>11} {len(ms):>6} {early:>5} {ms[0]:>6.1f} {statistics.median(ms):>6.1f} {p99:>6.1f} {ms[-1]:>6.1f}"
-        )
+        median = statistics.median(ms)
+        print(f"{count:>11} {len(ms):>6} {early:>5} {ms[0]:>6.1f} {median:>6.1f} {p99:>6.1f} {ms[-1]:>6.1f}")
 
 
 if __name__ == "__main__":

@@ -5,13 +5,12 @@ import asyncio
 from collections import deque
 from typing import Any, ClassVar, final
 
-from fastgw.http._clock import Timed
-from fastgw.http._parser import HttpParser
+from fastgw._router import Router
 from fastgw.config.schema import UpstreamTimeouts
 from fastgw.errors import HttpFault
 from fastgw.hooks import BodyFilter, HookChain
-from fastgw._router import Router
-from fastgw.hooks import Response
+from fastgw.http._clock import Timed
+from fastgw.http._parser import HttpParser
 from fastgw.plan import ListenerPlan, RewriteTemplate, RoutePlan
 from fastgw.server.listener import ListenerServer
 from fastgw.upstream.retry import RetryRules

@@ -149,7 +149,9 @@ def backend_route(config: AggregateBackend, group: UpstreamGroup, limiter: Limit
         total=config.timeout,
     )
     limiters = (limiter,) if limiter is not None else ()
-    return RouteCore(group, timeouts, EMPTY_CHAIN, False, None, None, RetryRules(None), limiters, RequestStats())
+    return RouteCore(
+        group, timeouts, EMPTY_CHAIN, False, None, None, RetryRules(None), limiters, RequestStats()
+    )
 
 
 class Backend:
@@ -233,7 +235,9 @@ class Aggregator(Plugin):
 
     name = "aggregate"
 
-    def __init__(self, config: AggregateConfig, backends: tuple[Backend, ...], merge: CustomMerge | None) -> None:
+    def __init__(
+        self, config: AggregateConfig, backends: tuple[Backend, ...], merge: CustomMerge | None
+    ) -> None:
         self.config = config
         self.backends = backends
         self.custom_merge = merge
@@ -285,7 +289,9 @@ class Aggregator(Plugin):
         """Send through the backend's route (the same exchange as proxied requests), check the
         answer: the backend's JSON body."""
         try:
-            response = await fetch(backend.route, ctx, backend.method, path, backend.header_lines(ctx), backend.config.max_body)
+            response = await fetch(
+                backend.route, ctx, backend.method, path, backend.header_lines(ctx), backend.config.max_body
+            )
         except HttpFault as fault:  # 502/503/504 naming the upstream, as a proxied request's
             if fault.status == 504:  # the backend's timeout bounds connect and answer together
                 raise BackendFailure(f"no answer within {backend.timeout:g}s", 504) from None

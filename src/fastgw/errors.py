@@ -43,5 +43,3 @@ class ConfigError(FastgwError):
         where = f"{self.path}: " if self.path else ""
         prefix = f"{self.file}: " if self.file else ""
         return f"{prefix}{where}{self.message}"
-
-

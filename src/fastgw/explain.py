@@ -15,8 +15,8 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from fastgw._router import MethodNotAllowed, RouteMatch, Router
-from fastgw.plan import Plan, RoutePlan
 from fastgw.http import limits
+from fastgw.plan import Plan, RoutePlan
 
 _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 field name
 

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from fastgw.observe.metrics import collect_gateway, render, samples_by
+from fastgw.observe.metrics import render, samples_by
 from fastgw.upstream.breaker import State, UpstreamBreaker
 from tests.e2e.conftest import Upstream, wait_for
 from tests.support.gateway import RunningGateway
@@ -202,7 +202,7 @@ def test_breaker_states_are_in_the_metrics(make_gateway: Make, upstreams: Any) -
     bad.proc.stop()
     wait_for(lambda: get(gw).status == 502 or state(gw, bad) is State.OPEN, 5, "a failure on the dead target")
     assert state(gw, bad) is State.OPEN
-    text = gw.call(lambda: render(collect_gateway(gw.gateway.plan, gw.gateway.listeners)))
+    text = gw.call(lambda: render(gw.gateway.collect()))
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in text_string_to_metric_families(text)

@@ -35,7 +35,9 @@ def upstream_busy(gw: RunningGateway) -> int:
 
 
 def in_flight(gw: RunningGateway) -> int:
-    return int(gw.call(lambda: sum(t.in_flight for g in gw.gateway.plan.upstreams.values() for t in g.targets)))
+    return int(
+        gw.call(lambda: sum(t.in_flight for g in gw.gateway.plan.upstreams.values() for t in g.targets))
+    )
 
 
 def route_requests(gw: RunningGateway) -> dict[tuple[str, str], int]:
@@ -238,7 +240,9 @@ def test_a_refusal_while_the_client_still_sends_is_read_not_reset(make_gateway: 
         assert sock.recv(100) == b""  # a clean end, not ConnectionResetError
 
 
-def test_a_413_before_the_body_is_read_reaches_a_client_still_sending(make_gateway: Make, upstream: int) -> None:
+def test_a_413_before_the_body_is_read_reaches_a_client_still_sending(
+    make_gateway: Make, upstream: int
+) -> None:
     gw = make_gateway(gateway_config(upstream, limits={"max_body_bytes": 1000}))
     with connect(gw.port) as sock:
         sock.settimeout(5)

@@ -42,7 +42,9 @@ def test_no_1xx_for_an_http10_client(gateway: RunningGateway) -> None:
 
 def test_the_upstreams_100_is_not_sent_again_after_the_gateways_own(gateway: RunningGateway) -> None:
     with connect(gateway.port) as sock:
-        sock.sendall(build_request("POST", "/continue", [("Content-Length", "5"), ("Expect", "100-continue")]))
+        sock.sendall(
+            build_request("POST", "/continue", [("Content-Length", "5"), ("Expect", "100-continue")])
+        )
         sock.settimeout(5)
         assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"  # the gateway's own
         sock.sendall(b"hello")

@@ -332,7 +332,10 @@ def test_over_the_limit_with_a_known_length_is_a_502(make_gateway: Make, upstrea
 
 @pytest.mark.parametrize(
     ("body", "why"),
-    [(orjson.dumps([DOCUMENT] * 1000), "is over max_bytes (1000)"), (b'{"secret": "s", "broken', "is not valid JSON")],
+    [
+        (orjson.dumps([DOCUMENT] * 1000), "is over max_bytes (1000)"),
+        (b'{"secret": "s", "broken', "is not valid JSON"),
+    ],
 )
 def test_unknown_length_over_the_limit_or_not_json_is_a_502_naming_why(
     make_gateway: Make, upstream: int, body: bytes, why: str
@@ -352,5 +355,3 @@ def test_unknown_length_over_the_limit_or_not_json_is_a_502_naming_why(
         assert read_response(sock).status == 200
     counts = gw.call(lambda: gw.gateway.plan.routes[0].stats.snapshot()["requests"])
     assert counts == {("POST", "5xx"): 1, ("GET", "2xx"): 1}
-
-

@@ -18,11 +18,11 @@ import pytest
 
 from fastgw.config import parse_config
 from fastgw.errors import ConfigError
+from fastgw.http import limits
 from fastgw.plugins.auth_jwt import JwtAuth
 from fastgw.plugins.cache.key import KeySpec
 from fastgw.plugins.ratelimit.admission import HeaderRenderer
 from fastgw.plugins.ratelimit.algorithms import SlidingWindow, TokenBucket
-from fastgw.http import limits
 from tests.support.exchange import FakeExchange, run_request
 from tests.support.tokens import claims, jwks, public_pem, sign
 

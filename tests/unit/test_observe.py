@@ -36,7 +36,7 @@ def test_request_stats_render_as_parsable_prometheus_text() -> None:
     stats.record("GET", 204, 0.7, 0.6)
     stats.record("POST", 429, 0.0001)
     stats.record("BREW", 0, 0.01)  # an unknown method, and the client left: no response
-    samples = _samples(render(collect_gateway(plan, {})))
+    samples = _samples(render(collect_gateway(plan, [])))
     assert samples[("fastgw_requests_total", (("method", "GET"), ("route", "items"), ("status", "2xx")))] == 2
     assert (
         samples[("fastgw_requests_total", (("method", "POST"), ("route", "items"), ("status", "4xx")))] == 1

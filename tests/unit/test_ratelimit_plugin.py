@@ -3,15 +3,15 @@ roll-over as the client sees them (fields and Retry-After), without waiting."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
 from fastgw.hooks import Response
-from fastgw.plugins.ratelimit import RateLimit
 from fastgw.http import _clock
+from fastgw.plugins.ratelimit import RateLimit
 
 
 @dataclass

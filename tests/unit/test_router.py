@@ -9,8 +9,7 @@ import itertools
 import pytest
 
 import fastgw._router
-from fastgw._router import MethodNotAllowed, RouteMatch, Router
-from fastgw._router import RouteConflict
+from fastgw._router import MethodNotAllowed, RouteConflict, RouteMatch, Router
 from tests.support.reference_router import CONSTRAINTS, PATTERNS
 
 UUID = b"123e4567-e89b-12d3-a456-426614174000"

@@ -15,8 +15,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from fastgw._router import MethodNotAllowed, RouteMatch, Router
-from fastgw._router import RouteConflict
+from fastgw._router import MethodNotAllowed, RouteConflict, RouteMatch, Router
 from tests.support.reference_router import ReferenceRouter, RefMatch, RefNotAllowed
 
 UUID = "123e4567-e89b-12d3-a456-426614174000"

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -31,7 +31,6 @@ from fastgw.upstream.breaker import State
 
 if TYPE_CHECKING:
     from fastgw.plan import Plan
-    from fastgw.server.listener import ListenerServer
 
 Labels = tuple[tuple[str, str], ...]
 SampleKey = tuple[str, Labels]  # (name suffix such as "_bucket" or "", labels)
@@ -75,8 +74,9 @@ class ReloadRecord:
         self.last_error = error
 
 
-def collect_gateway(plan: Plan, listeners: Mapping[str, ListenerServer]) -> Families:
-    """One process's families: requests, latencies, pools, targets, plugin counters."""
+def collect_gateway(plan: Plan, unrouted: Iterable[RequestStats]) -> Families:
+    """One process's families: requests (``unrouted``: each listener's counters of requests
+    that matched no route), latencies, pools, targets, plugin counters."""
     families: Families = {}
     requests = families["fastgw_requests_total"] = Family(
         "counter", "Requests by route, method and status class (none: the client left first)."
@@ -91,7 +91,7 @@ def collect_gateway(plan: Plan, listeners: Mapping[str, ListenerServer]) -> Fami
         "histogram", "From the request head written upstream to the end of its response, by route."
     )
     stats: list[tuple[str, RequestStats]] = [(route.id, route.stats) for route in plan.routes]
-    stats += [(UNMATCHED, server.unrouted) for server in listeners.values()]
+    stats += [(UNMATCHED, listener_stats) for listener_stats in unrouted]
     for route_id, route_stats in stats:
         snap = route_stats.snapshot()
         for (method, status_class), n in snap["requests"].items():

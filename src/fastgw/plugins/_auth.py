@@ -24,8 +24,8 @@ import orjson
 from fastgw.config.validate import Section, expected, read_duration, read_int, read_str
 from fastgw.errors import ConfigError
 from fastgw.hooks import Response
-from fastgw.plugins._credentials import ExpiringCache
 from fastgw.http.wire import error_body
+from fastgw.plugins._credentials import ExpiringCache
 
 
 def deny(ctx: Any, status: int, message: str, challenge: bytes | None = None) -> Response:

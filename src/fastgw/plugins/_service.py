@@ -34,7 +34,9 @@ class Service:
     def fault(self, error: BaseException) -> UpstreamFault:
         """The answer to a call that failed with ``error`` (a timeout or a client error)."""
         if isinstance(error, TimeoutError):
-            return UpstreamFault(f"{self.kind} did not answer within {self.timeout.total:g}s", 504, self.address)
+            return UpstreamFault(
+                f"{self.kind} did not answer within {self.timeout.total:g}s", 504, self.address
+            )
         if isinstance(error, (aiohttp.ClientConnectorError, OSError)):
             return UpstreamFault(f"{self.kind} is unreachable", 502, self.address)
         return UpstreamFault(f"{self.kind} gave no usable answer", 502, self.address)  # reset, malformed, ...

@@ -27,6 +27,7 @@ from urllib.parse import quote
 from fastgw.config.validate import Section, read_mapping
 from fastgw.errors import ConfigError
 from fastgw.hooks import Plugin, register_plugin
+from fastgw.http.wire import HOP_BY_HOP
 from fastgw.plugins._auth import (
     MISSING,
     ClaimPath,
@@ -36,7 +37,6 @@ from fastgw.plugins._auth import (
     without_query_params,
 )
 from fastgw.plugins._template import unsafe_header_value
-from fastgw.http.wire import HOP_BY_HOP
 
 _OPTIONS = ("headers", "query", "consumer_header")
 # Headers the gateway writes itself or that frame the message: never set from a claim.

@@ -41,9 +41,9 @@ from typing import Any, ClassVar
 from fastgw.config.validate import Section, expected, read_bool, read_duration, read_list, read_str
 from fastgw.errors import ConfigError
 from fastgw.hooks import Plugin, Response, register_plugin
+from fastgw.http.wire import error_body
 from fastgw.plugins._auth import read_header_name
 from fastgw.plugins._refusal import Refusal
-from fastgw.http.wire import error_body
 
 _OPTIONS = ("origins", "methods", "headers", "expose_headers", "credentials", "max_age")
 _ORIGIN = re.compile(r"(https?)://([a-z0-9*.-]+)(:[0-9]{1,5})?")

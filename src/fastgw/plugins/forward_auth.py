@@ -35,10 +35,10 @@ import aiohttp
 from fastgw.config.validate import Section, expected, read_bool, read_duration, read_int, read_list, read_size
 from fastgw.control_http import control_session
 from fastgw.hooks import HookResult, Plugin, Response, register_plugin
+from fastgw.http.wire import HOP_BY_HOP
 from fastgw.plugins._credentials import CredentialHeader
 from fastgw.plugins._service import CALL_ERRORS, Service, read_bounded, read_service
 from fastgw.plugins._ttlcache import TTLCache
-from fastgw.http.wire import HOP_BY_HOP
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 5.1 field-name
 

@@ -41,9 +41,9 @@ from typing import Any, ClassVar
 from fastgw.config.validate import Section, read_list, read_mapping
 from fastgw.errors import ConfigError
 from fastgw.hooks import Plugin, register_plugin
+from fastgw.http.wire import HOP_BY_HOP
 from fastgw.plugins._auth import read_settable_header
 from fastgw.plugins._template import Template, parse_template, unsafe_header_value
-from fastgw.http.wire import HOP_BY_HOP
 
 _SIDE_OPTIONS = ("rename", "set", "add", "remove")
 # Framing and what the gateway writes itself: changing them would corrupt or spoof the message.

@@ -104,7 +104,7 @@ class Gateway:
 
     def collect(self) -> Families:
         """This process's metrics (see ``observe.metrics``)."""
-        return collect_gateway(self.plan, self.listeners)
+        return collect_gateway(self.plan, [server.unrouted for server in self.listeners.values()])
 
     async def stop_accepting(self) -> None:
         """Close the listening sockets, and return once they are closed: uvloop closes a handle's

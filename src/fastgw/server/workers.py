@@ -135,9 +135,7 @@ def check_ports_free(plan: Plan) -> None:
             try:
                 probe.bind((lp.host, lp.port))
             except OSError as exc:
-                raise OSError(
-                    exc.errno, f"listener {lp.name} on {lp.bind}: {exc.strerror}"
-                ) from None
+                raise OSError(exc.errno, f"listener {lp.name} on {lp.bind}: {exc.strerror}") from None
 
 
 def _die_with_parent() -> None:

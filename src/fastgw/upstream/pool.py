@@ -131,9 +131,7 @@ def _why(exc: OSError) -> str:
     return exc.strerror or type(exc).__name__
 
 
-def _chain(
-    task: asyncio.Task[UpstreamSide], waiter: asyncio.Future[UpstreamSide], pool: TargetPool
-) -> None:
+def _chain(task: asyncio.Task[UpstreamSide], waiter: asyncio.Future[UpstreamSide], pool: TargetPool) -> None:
     def done(t: asyncio.Task[UpstreamSide]) -> None:
         if t.cancelled():
             if not waiter.done():
