@@ -68,6 +68,7 @@ class RoutePlan(RouteCore):
         "config",
         "header_predicates",
         "id",
+        "methods",
         "param_names",
         "plugins",
         "query_predicates",
@@ -84,6 +85,7 @@ class RoutePlan(RouteCore):
             config.strip_prefix.encode() if config.strip_prefix else None,
         )
         self.id = config.id
+        self.methods = config.methods  # None: any (plugins read it: hooks.RouteInfo)
         self.config = config
         self.param_names: tuple[str, ...] = ()
         self.plugins = plugins
