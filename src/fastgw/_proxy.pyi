@@ -8,7 +8,7 @@ from typing import Any, ClassVar, final
 from fastgw._router import Router
 from fastgw.config.schema import UpstreamTimeouts
 from fastgw.errors import HttpFault
-from fastgw.hooks import BodyFilter, HookChain
+from fastgw.hooks import BodyFilter, HookChain, RequestContext
 from fastgw.http._clock import Timed
 from fastgw.http._parser import HttpParser
 from fastgw.plan import ListenerPlan, RewriteTemplate, RoutePlan
@@ -42,7 +42,7 @@ class Collected:
     body: bytes
 
 def fetch(
-    route: RouteCore, parent: Exchange, method: bytes, path: bytes, pass_block: bytes, max_body: int
+    route: RouteCore, parent: RequestContext, method: bytes, path: bytes, pass_block: bytes, max_body: int
 ) -> asyncio.Future[Collected]:
     """One request of the gateway's own through ``route``'s upstream (an aggregate's backend call):
     the same pools, balancer, health checks, breakers and retries as a proxied request. An
@@ -212,18 +212,27 @@ class Exchange:
         """A failure at any point: an error response if nothing went out yet, else a cut."""
     def header(self, name: bytes) -> bytes | None:
         """First value of a request header (name lower-case); for plugins, not the hot path."""
+    def header_count(self, name: bytes) -> int:
+        """How many lines of a request header (name lower-case) ``headers`` holds."""
     def param(self, name: str) -> bytes | None:
         """A route parameter's value by name, or None."""
     consumer: str | None
     """Who the request is from, set by an authentication plugin (API key, Basic, JWT subject)."""
     claims: dict[str, Any] | None
     """The verified token's claims, set by an authentication plugin."""
+    # The client as hooks.RequestContext describes it: fastgw.http.forwarded.resolve, on first use.
     @property
-    def client_ip(self) -> str:
-        """The TCP peer, or the nearest untrusted X-Forwarded-For hop when the peer is trusted."""
+    def client_ip(self) -> str: ...
     @property
-    def client_address(self) -> bytes:
-        """``client_ip`` as bytes."""
+    def client_address(self) -> bytes: ...
+    @property
+    def via_trusted_proxy(self) -> bool: ...
+    @property
+    def forwarded_proto(self) -> bytes: ...
+    @property
+    def forwarded_host(self) -> bytes: ...
+    @property
+    def forwarded_for(self) -> bytes: ...
     def remove_request_header(self, name: bytes) -> None:
         """Keep a client's request header (lower-case name) from the upstream."""
     def add_request_header(self, name: bytes, value: bytes) -> None:

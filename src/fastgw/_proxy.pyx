@@ -71,7 +71,7 @@ from functools import partial
 from uvloop.loop import TCPTransport, UnixTransport
 
 from fastgw.hooks import Response
-from fastgw.http import limits
+from fastgw.http import forwarded, limits
 from fastgw.http.faults import ClientFault, ConnectFault, HttpFault, UpstreamFault
 from fastgw.http.wire import (
     CONNECTION_CLOSE,

@@ -47,7 +47,7 @@ import orjson
 from fastgw._proxy import GroupCore, Limiter, RequestStats, RouteCore, fetch
 from fastgw.config.schema import AggregateBackend, AggregateConfig, UpstreamTimeouts
 from fastgw.errors import ConfigError, HttpFault, UpstreamFault
-from fastgw.hooks import EMPTY_CHAIN, Plugin, Response
+from fastgw.hooks import EMPTY_CHAIN, Plugin, RequestContext, Response
 from fastgw.upstream.group import UpstreamGroup
 from fastgw.upstream.retry import RetryRules
 
@@ -101,7 +101,7 @@ class PathTemplate:
         """The backends whose answers this path needs, in order of first use."""
         return tuple(dict.fromkeys(part[0] for part in self.parts if isinstance(part, tuple)))
 
-    def render(self, ctx: Any, answers: Mapping[str, Any]) -> bytes:
+    def render(self, ctx: RequestContext, answers: Mapping[str, Any]) -> bytes:
         out: list[bytes] = []
         for part in self.parts:
             if isinstance(part, bytes):
@@ -191,15 +191,12 @@ class Backend:
             body = {self.mapping.get(name, name): value for name, value in body.items()}
         return body
 
-    def header_lines(self, ctx: Any) -> bytes:
+    def header_lines(self, ctx: RequestContext) -> bytes:
         """The header lines the call sends (the gateway adds Host and the framing)."""
         headers = [(name, value) for name, value in ctx.headers if name.lower() in self.headers]
-        client = ctx.client
-        forwarded = [value for name, value in ctx.headers if name.lower() == b"x-forwarded-for"]
-        chain = b", ".join([*forwarded, client.peer_ip]) if client.trusted else client.peer_ip
         headers += [
             (b"Accept", b"application/json"),
-            (b"X-Forwarded-For", chain),
+            (b"X-Forwarded-For", ctx.forwarded_for),
             (b"X-Request-Id", ctx.request_id),
         ]
         if ctx.traceparent is not None:
@@ -243,10 +240,10 @@ class Aggregator(Plugin):
         self.custom_merge = merge
         self.deep = config.merge == "deep"
 
-    def on_request(self, ctx: Any) -> Awaitable[Response]:
+    def on_request(self, ctx: RequestContext) -> Awaitable[Response]:
         return self.answer(ctx)
 
-    async def answer(self, ctx: Any) -> Response:
+    async def answer(self, ctx: RequestContext) -> Response:
         tasks: dict[str, asyncio.Task[Outcome]] = {}
         for backend in self.backends:
             tasks[backend.key] = asyncio.ensure_future(self._run(backend, ctx, tasks))
@@ -267,7 +264,9 @@ class Aggregator(Plugin):
         headers = [(PARTIAL_HEADER, ",".join(failed).encode("ascii"))] if failed else []
         return Response(200, body, headers)
 
-    async def _run(self, backend: Backend, ctx: Any, tasks: Mapping[str, asyncio.Task[Outcome]]) -> Outcome:
+    async def _run(
+        self, backend: Backend, ctx: RequestContext, tasks: Mapping[str, asyncio.Task[Outcome]]
+    ) -> Outcome:
         """One call, after the calls it depends on; raises only for a required backend."""
         try:
             answers = {}
@@ -285,7 +284,7 @@ class Aggregator(Plugin):
                 ) from None
             return Outcome(failure=failure.message)
 
-    async def _call(self, backend: Backend, ctx: Any, path: bytes) -> Any:
+    async def _call(self, backend: Backend, ctx: RequestContext, path: bytes) -> Any:
         """Send through the backend's route (the same exchange as proxied requests), check the
         answer: the backend's JSON body."""
         try:

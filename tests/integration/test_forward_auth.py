@@ -117,6 +117,29 @@ def test_auth_service_is_told_about_the_request(make_gateway: Make, upstream: in
     assert [sent["x-request-id"]] == upstream_saw(r)["x-request-id"]  # one id for both
 
 
+def test_behind_a_trusted_proxy_the_auth_service_is_told_what_the_client_used(
+    make_gateway: Make, upstream: int, auth: Control
+) -> None:
+    # The context's one reading of X-Forwarded-* (fastgw.http.forwarded), as rewrite_location
+    # and ip_filter read it: the first element of -Proto and -Host, checked, not the raw line.
+    document = doc(upstream, url=verify_url(auth))
+    document["listeners"][0]["trusted_proxies"] = ["127.0.0.0/8"]
+    gw = make_gateway(document)
+    forwarded = [
+        ("X-Forwarded-For", "198.51.100.1, 203.0.113.9"),
+        ("X-Forwarded-Proto", "HTTPS, http"),
+        ("X-Forwarded-Host", "api.example.com, internal.local"),
+    ]
+    assert get(gw, "/echo/b", [("Authorization", "Bearer allow-bob"), *forwarded]).status == 200
+    sent = {name.lower(): value for name, value in auth.stats()["last_headers"]}
+    assert (sent["x-forwarded-proto"], sent["x-forwarded-host"]) == ("https", "api.example.com")
+    assert sent["x-forwarded-for"] == "203.0.113.9"  # the nearest untrusted hop
+    forwarded[2] = ("X-Forwarded-Host", "api.example.com/evil")
+    assert get(gw, "/echo/b", [("Authorization", "Bearer allow-bob"), *forwarded]).status == 200
+    sent = {name.lower(): value for name, value in auth.stats()["last_headers"]}
+    assert sent["x-forwarded-host"] == ""  # malformed: no host is known, none is made up
+
+
 def test_request_headers_limits_what_the_auth_service_sees(
     make_gateway: Make, upstream: int, auth: Control
 ) -> None:

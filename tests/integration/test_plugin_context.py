@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from fastgw import hooks
-from fastgw.hooks import Plugin, Response, register_plugin
+from fastgw.hooks import Plugin, RequestContext, Response, register_plugin
 from tests.support.gateway import RunningGateway, gateway_config
 from tests.support.rawhttp import build_request, connect, read_response
 
@@ -166,3 +166,86 @@ def test_header_finds_exact_names_case_blind_and_trims_whitespace(
         }
     finally:
         hooks._REGISTRY.pop(ReadHeaders.name, None)
+
+
+class CountHeaders(Plugin):
+    """Answers with ctx.header_count for a few names: from the raw head, then from the parsed
+    pairs, then once x-twice is removed; and what the context says about the client."""
+
+    name: ClassVar[str] = "test_count_headers"
+
+    @classmethod
+    def compile(cls, options: Mapping[str, Any], key_path: str) -> Plugin:
+        return cls()
+
+    def on_request(self, ctx: RequestContext) -> Response:
+        raw = {n.decode(): ctx.header_count(n) for n in COUNTED}
+        assert ctx.headers  # parsed into pairs from here on
+        parsed = {n.decode(): ctx.header_count(n) for n in COUNTED}
+        ctx.remove_request_header(b"x-twice")
+        client = {
+            "ip": ctx.client_ip,
+            "address": ctx.client_address.decode(),
+            "trusted": ctx.via_trusted_proxy,
+            "proto": ctx.forwarded_proto.decode(),
+            "host": ctx.forwarded_host.decode(),
+            "for": ctx.forwarded_for.decode(),
+        }
+        answer = {"raw": raw, "parsed": parsed, "removed": ctx.header_count(b"x-twice"), "client": client}
+        return Response(200, orjson.dumps(answer))
+
+
+COUNTED = [b"x-twice", b"x-once", b"x-hop", b"x-missing", b"x_under"]
+COUNTED_HEAD = (
+    b"GET /c HTTP/1.1\r\nHost: gw.test:8080\r\nX-Twice: 1\r\nx-twice-not: 3\r\nX-Once: 1\r\n"
+    b"x-twice: 2\r\nX-Hop: a\r\nConnection: keep-alive, x-hop\r\nX-Hop: b\r\nX_Under: u\r\n"
+    b"X-Forwarded-For: 198.51.100.1, 203.0.113.9\r\nX-Forwarded-Proto: HTTPS\r\n"
+    b"X-Forwarded-Host: api.example.com, internal\r\n\r\n"
+)
+
+
+def counted(make_gateway: Make, upstream: int, **listener: Any) -> dict[str, Any]:
+    register_plugin(CountHeaders)
+    try:
+        routes = [
+            {"id": "r", "path": "/{*rest}", "upstream": "up", "plugins": [{"name": "test_count_headers"}]}
+        ]
+        gw = make_gateway(gateway_config(upstream, routes=routes, **listener))
+        with connect(gw.port) as sock:
+            sock.sendall(COUNTED_HEAD)
+            r = read_response(sock)
+    finally:
+        hooks._REGISTRY.pop(CountHeaders.name, None)
+    assert r.status == 200, r.body
+    answer: dict[str, Any] = r.json()
+    return answer
+
+
+def test_header_count_counts_the_lines_received_until_one_is_removed(
+    make_gateway: Make, upstream: int
+) -> None:
+    answer = counted(make_gateway, upstream)
+    # x-hop is named in Connection (not forwarded) but was received twice; x_under is dropped
+    # (headers_with_underscores: drop): neither forwarded nor seen.
+    expected = {"x-twice": 2, "x-once": 1, "x-hop": 2, "x-missing": 0, "x_under": 0}
+    assert answer["raw"] == expected and answer["parsed"] == expected
+    assert answer["removed"] == 0
+
+
+def test_the_context_reads_x_forwarded_only_from_a_trusted_proxy(make_gateway: Make, upstream: int) -> None:
+    assert counted(make_gateway, upstream)["client"] == {
+        "ip": "127.0.0.1",
+        "address": "127.0.0.1",
+        "trusted": False,
+        "proto": "http",
+        "host": "gw.test:8080",
+        "for": "127.0.0.1",
+    }
+    assert counted(make_gateway, upstream, trusted_proxies=["127.0.0.0/8"])["client"] == {
+        "ip": "203.0.113.9",
+        "address": "203.0.113.9",
+        "trusted": True,
+        "proto": "https",
+        "host": "api.example.com",
+        "for": "198.51.100.1, 203.0.113.9, 127.0.0.1",
+    }

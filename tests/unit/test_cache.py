@@ -24,22 +24,11 @@ from fastgw.plugins.cache.store import ENTRY_OVERHEAD, Entry, MemoryStore, VaryR
 from tests.support.exchange import FakeExchange
 
 
-class Route:
-    id = "r"
-
-
 class CacheExchange(FakeExchange):
-    """The fields the cache reads or sets besides the request's."""
+    """A request to host ``h``."""
 
     def __init__(self, method: bytes = b"GET", path: bytes = b"/", query: bytes = b"", **kwargs: Any) -> None:
-        super().__init__(method=method, path=path, query=query, **kwargs)
-        self.host = b"h"
-        self.route = Route()
-        self.add_response_headers: list[tuple[bytes, bytes]] | None = None
-        self.body_filters: list[Any] | None = None
-        self.response_status = 0
-        self.response_headers: list[tuple[bytes, bytes]] = []
-        self.finished = False
+        super().__init__(method=method, path=path, query=query, host_header=b"h", **kwargs)
 
 
 # -- config errors ---------------------------------------------------------------------------------

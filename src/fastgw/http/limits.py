@@ -113,6 +113,11 @@ def check_transfer_encoding(value: bytes, http_10: bool) -> None:
 _host_cache: dict[bytes, bytes] = {}
 
 
+def is_host(value: bytes) -> bool:
+    """Is this a ``host[:port]`` (what a Host header must be)?"""
+    return _HOST_RE.fullmatch(value) is not None
+
+
 def check_host(value: bytes) -> bytes:
     """Validate a Host value; return the lower-cased host without port, for routing.
 
@@ -128,7 +133,7 @@ def check_host(value: bytes) -> bytes:
 
 
 def _parse_host(value: bytes) -> bytes:
-    if not _HOST_RE.fullmatch(value):
+    if not is_host(value):
         raise ClientFault("invalid Host header")
     if value[:1] == b"[":
         return value[: value.index(b"]") + 1].lower()

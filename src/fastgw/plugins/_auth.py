@@ -23,12 +23,12 @@ import orjson
 
 from fastgw.config.validate import Section, expected, read_duration, read_int, read_str
 from fastgw.errors import ConfigError
-from fastgw.hooks import Response
+from fastgw.hooks import RequestContext, Response
 from fastgw.http.wire import error_body
 from fastgw.plugins._credentials import ExpiringCache
 
 
-def deny(ctx: Any, status: int, message: str, challenge: bytes | None = None) -> Response:
+def deny(ctx: RequestContext, status: int, message: str, challenge: bytes | None = None) -> Response:
     """A 401 (with its challenge) or 403 answered by an auth plugin."""
     headers = [(b"WWW-Authenticate", challenge)] if challenge else []
     return Response(status, error_body(message, ctx.request_id), headers)

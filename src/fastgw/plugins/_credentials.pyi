@@ -4,7 +4,7 @@ hit path (_credentials.pyx)."""
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from fastgw.hooks import Response
+from fastgw.hooks import HookResult, RequestContext, Response
 
 V = TypeVar("V")
 
@@ -30,9 +30,9 @@ class CredentialHeader:
     def name(self) -> bytes:
         """Lower-case."""
     def __init__(self, name: str, challenge: bytes | None = None) -> None: ...
-    def read(self, ctx: Any) -> bytes | Response | None:
+    def read(self, ctx: RequestContext) -> bytes | Response | None:
         """The header's value; None when the request has none; the 400 when it has more than one."""
-    def refuse(self, ctx: Any) -> Response:
+    def refuse(self, ctx: RequestContext) -> Response:
         """The 400 for a request with more than one line of the header."""
 
 class CachedTokenCheck:
@@ -42,8 +42,8 @@ class CachedTokenCheck:
         self,
         credential: CredentialHeader,
         cache: ExpiringCache[Any],
-        absent: Callable[[Any], Any],
-        check: Callable[[Any, bytes], Any],
+        absent: Callable[[RequestContext], HookResult],
+        check: Callable[[RequestContext, bytes], HookResult],
         forward: bool,
     ) -> None: ...
-    def __call__(self, ctx: Any) -> Any: ...
+    def __call__(self, ctx: RequestContext) -> HookResult: ...

@@ -19,8 +19,6 @@ a plugin verifies the first while the upstream may read the other, unverified. T
 400 naming the header, before anything is verified.
 """
 
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
-from libc.string cimport memchr
 from posix.time cimport CLOCK_REALTIME, clock_gettime, timespec
 
 from fastgw.plugins._refusal import Refusal
@@ -66,50 +64,6 @@ cdef class ExpiringCache:
         entries[key] = (expires, value)
 
 
-cdef inline bint _name_is(const char* line, Py_ssize_t size, bytes name) noexcept:
-    """Is ``line`` (``size`` bytes) a header line named ``name`` (lower-case)?"""
-    cdef const char* want = PyBytes_AS_STRING(name)
-    cdef Py_ssize_t i, n = PyBytes_GET_SIZE(name)
-    cdef char c
-    if size <= n or line[n] != b":":
-        return False
-    for i in range(n):
-        c = line[i]
-        if b"A" <= c <= b"Z":
-            c = c + 32
-        if c != want[i]:
-            return False
-    return True
-
-
-cdef Py_ssize_t _count_lines(bytes block, bytes name) noexcept:
-    """How many of the CRLF-separated header lines in ``block`` are named ``name``, up to 2."""
-    cdef const char* p = PyBytes_AS_STRING(block)
-    cdef const char* end = p + PyBytes_GET_SIZE(block)
-    cdef const char* line_end
-    cdef Py_ssize_t found = 0
-    while p < end and found < 2:
-        line_end = <const char*>memchr(p, b"\r", end - p)
-        if line_end == NULL:
-            line_end = end
-        if _name_is(p, line_end - p, name):
-            found += 1
-        p = line_end + 2
-    return found
-
-
-cdef bint _repeated(object ctx, bytes name) except -1:
-    """Does the request carry more than one ``name`` header? Only asked when it has one."""
-    # PERF: counted in the header block forwarded upstream (every line as received but the
-    # hop-by-hop ones, minus those a plugin removed), a scan in C, rather than in ctx.headers,
-    # which splits every header into a pair (about 1 us for a browser's request).
-    cdef Py_ssize_t forwarded = _count_lines(ctx.pass_block, name)
-    if forwarded:
-        return forwarded > 1
-    # Not forwarded, as the client named it in Connection: count the lines it sent.
-    return sum(1 for line_name, _ in ctx.headers if line_name.lower() == name) > 1
-
-
 cdef class CredentialHeader:
     """The request header a credential comes in (``name`` as configured, e.g. ``Authorization``);
     ``challenge``, if any, goes with the 400 for a repeated one in ``WWW-Authenticate``."""
@@ -127,7 +81,7 @@ cdef class CredentialHeader:
         """The header's value; None when the request has none; the 400 (a Response) when it has
         more than one."""
         value = ctx.header(self.name)
-        if value is not None and _repeated(ctx, self.name):
+        if value is not None and ctx.header_count(self.name) > 1:
             return self.refuse(ctx)
         return value
 

@@ -8,9 +8,8 @@ escaping).
 from __future__ import annotations
 
 import json
-from typing import Any
 
-from fastgw.hooks import Response
+from fastgw.hooks import RequestContext, Response
 
 
 class Refusal:
@@ -27,6 +26,6 @@ class Refusal:
         self.body = body
         self._head = json.dumps({"error": message})[:-1].encode() + b', "request_id": "'
 
-    def response(self, ctx: Any, headers: list[tuple[bytes, bytes]] | None = None) -> Response:
+    def response(self, ctx: RequestContext, headers: list[tuple[bytes, bytes]] | None = None) -> Response:
         body = self.body if self.body is not None else self._head + ctx.request_id + b'"}'
         return Response(self.status, body, headers if headers is not None else [], self.content_type)

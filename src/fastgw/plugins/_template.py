@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Collection
-from typing import Any
 
 from fastgw.config.validate import describe
 from fastgw.errors import ConfigError
+from fastgw.hooks import RequestContext
 from fastgw.plugins._auth import MISSING, ClaimPath, claim_text, read_header_name
 
-Reader = Callable[[Any], bytes | None]
+Reader = Callable[[RequestContext], bytes | None]
 
 _TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
 # A header value must never end a header line: no control characters but tab (RFC 9110 5.5).
@@ -41,31 +41,31 @@ def unsafe_header_value(value: bytes) -> bool:
     return _UNSAFE_HEADER_VALUE.search(value) is not None
 
 
-def _client_ip(ctx: Any) -> bytes:
-    return str(ctx.client_ip).encode()
+def _client_ip(ctx: RequestContext) -> bytes:
+    return ctx.client_address
 
 
-def _request_id(ctx: Any) -> bytes:
-    return bytes(ctx.request_id)
+def _request_id(ctx: RequestContext) -> bytes:
+    return ctx.request_id
 
 
-def _consumer(ctx: Any) -> bytes | None:
-    return None if ctx.consumer is None else str(ctx.consumer).encode()
+def _consumer(ctx: RequestContext) -> bytes | None:
+    return None if ctx.consumer is None else ctx.consumer.encode()
 
 
-def _host(ctx: Any) -> bytes | None:
-    return bytes(ctx.host_header) or None
+def _host(ctx: RequestContext) -> bytes | None:
+    return ctx.host_header or None
 
 
-def _method(ctx: Any) -> bytes:
-    return bytes(ctx.method)
+def _method(ctx: RequestContext) -> bytes:
+    return ctx.method
 
 
-def _path(ctx: Any) -> bytes:
-    return bytes(ctx.path)
+def _path(ctx: RequestContext) -> bytes:
+    return ctx.path
 
 
-def _upstream_host(ctx: Any) -> bytes | None:
+def _upstream_host(ctx: RequestContext) -> bytes | None:
     target = ctx.target
     if target is None:
         return None
@@ -85,15 +85,14 @@ _READERS: dict[str, Reader] = {
 
 
 def _param_reader(name: str) -> Reader:
-    def read(ctx: Any) -> bytes | None:
-        value: bytes | None = ctx.param(name)
-        return value
+    def read(ctx: RequestContext) -> bytes | None:
+        return ctx.param(name)
 
     return read
 
 
 def _claim_reader(path: ClaimPath) -> Reader:
-    def read(ctx: Any) -> bytes | None:
+    def read(ctx: RequestContext) -> bytes | None:
         value = path.find(ctx.claims)
         return None if value is MISSING or value is None else claim_text(value).encode()
 
@@ -101,8 +100,8 @@ def _claim_reader(path: ClaimPath) -> Reader:
 
 
 def _header_reader(name: bytes) -> Reader:
-    def read(ctx: Any) -> bytes | None:
-        value: bytes | None = ctx.header(name)
+    def read(ctx: RequestContext) -> bytes | None:
+        value = ctx.header(name)
         if value is None:
             return b""  # absent: empty, so one template serves requests with and without it
         return None if unsafe_header_value(value) else value
@@ -129,7 +128,7 @@ class Template:
         self.params = params  # route parameters it reads, checked per route (check_params)
         self.headers = headers  # request headers it reads (lower-case)
 
-    def render(self, ctx: Any) -> bytes | None:
+    def render(self, ctx: RequestContext) -> bytes | None:
         out: list[bytes] = []
         for part in self.parts:
             if type(part) is bytes:

@@ -32,7 +32,7 @@ from typing import Any, ClassVar, NamedTuple
 
 from fastgw.config.validate import Section, read_bool, read_mapping, read_str
 from fastgw.errors import ConfigError
-from fastgw.hooks import HookResult, Plugin, Response, register_plugin
+from fastgw.hooks import HookResult, Plugin, RequestContext, Response, register_plugin
 from fastgw.plugins._auth import deny, quoted, read_cache
 from fastgw.plugins._credentials import CredentialHeader, ExpiringCache
 
@@ -204,7 +204,7 @@ class BasicAuth(Plugin):
             True if hide is None else hide,
         )
 
-    def on_request(self, ctx: Any) -> HookResult:
+    def on_request(self, ctx: RequestContext) -> HookResult:
         value = AUTHORIZATION.read(ctx)
         if value is None:
             return deny(ctx, 401, "missing credentials", self.challenge)
@@ -227,7 +227,7 @@ class BasicAuth(Plugin):
             return busy
         return self.check(ctx, key, *credentials)
 
-    async def check(self, ctx: Any, key: bytes, user: str, password: bytes) -> Response | None:
+    async def check(self, ctx: RequestContext, key: bytes, user: str, password: bytes) -> Response | None:
         stored = self.users.get(user)
         self.pending += 1
         try:
@@ -242,7 +242,7 @@ class BasicAuth(Plugin):
         self.accept(ctx, user)
         return None
 
-    def accept(self, ctx: Any, user: str) -> None:
+    def accept(self, ctx: RequestContext, user: str) -> None:
         ctx.consumer = user
         if self.hide:
             ctx.remove_request_header(b"authorization")

@@ -55,7 +55,7 @@ from fastgw.config.validate import (
     suggest,
 )
 from fastgw.errors import ConfigError
-from fastgw.hooks import HookResult, Plugin, Response, register_plugin
+from fastgw.hooks import HookResult, Plugin, RequestContext, Response, register_plugin
 from fastgw.plugins._auth import (
     MISSING,
     ClaimPath,
@@ -499,7 +499,7 @@ class JwtAuth(Plugin):
 
     # -- per request -------------------------------------------------------------------------------
 
-    def on_request(self, ctx: Any) -> HookResult:
+    def on_request(self, ctx: RequestContext) -> HookResult:
         """Without a cache (with one, the compiled CachedTokenCheck takes this place)."""
         value = self.credential.read(ctx)
         if value is None:
@@ -508,10 +508,10 @@ class JwtAuth(Plugin):
             return value  # the header came twice
         return self.authenticate(ctx, value)
 
-    def absent(self, ctx: Any) -> Response | None:
+    def absent(self, ctx: RequestContext) -> Response | None:
         return None if self.optional else self.missing(ctx)
 
-    def authenticate(self, ctx: Any, value: bytes) -> HookResult:
+    def authenticate(self, ctx: RequestContext, value: bytes) -> HookResult:
         """A token not in the cache: choose its key (fetching keys if needed), then verify."""
         token = self.token_of(value)
         if token is None:
@@ -537,7 +537,7 @@ class JwtAuth(Plugin):
         return self.verify(ctx, value, token, alg, kid, keys)
 
     async def verify_after_fetch(
-        self, ctx: Any, value: bytes, token: str, alg: str, kid: str | None
+        self, ctx: RequestContext, value: bytes, token: str, alg: str, kid: str | None
     ) -> Response | None:
         assert self.remote is not None
         keys = await self.remote.fetch()
@@ -546,7 +546,7 @@ class JwtAuth(Plugin):
         return self.verify(ctx, value, token, alg, kid, keys)
 
     def verify(
-        self, ctx: Any, value: bytes, token: str, alg: str, kid: str | None, keys: KeySet | None
+        self, ctx: RequestContext, value: bytes, token: str, alg: str, kid: str | None, keys: KeySet | None
     ) -> Response | None:
         assert keys is not None
         known = keys.by_kid.get(kid) if kid is not None else None
@@ -608,10 +608,10 @@ class JwtAuth(Plugin):
             return None
         return str(value)
 
-    def missing(self, ctx: Any) -> Response:
+    def missing(self, ctx: RequestContext) -> Response:
         return deny(ctx, 401, "missing bearer token", self.realm)
 
-    def invalid(self, ctx: Any, message: str) -> Response:
+    def invalid(self, ctx: RequestContext, message: str) -> Response:
         challenge = self.realm + b', error="invalid_token", error_description=' + quoted(message)
         return deny(ctx, 401, message, challenge)
 

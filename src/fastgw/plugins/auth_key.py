@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 from fastgw.config.validate import Section, expected, read_bool, read_mapping, read_str
 from fastgw.errors import ConfigError
-from fastgw.hooks import Plugin, Response, register_plugin
+from fastgw.hooks import Plugin, RequestContext, Response, register_plugin
 from fastgw.plugins._auth import deny, query_param, quoted, read_header_name, without_query_params
 from fastgw.plugins._credentials import CredentialHeader
 
@@ -95,7 +95,7 @@ class ApiKeyAuth(Plugin):
             section.get("realm", read_str) or "fastgw",
         )
 
-    def on_request(self, ctx: Any) -> Response | None:
+    def on_request(self, ctx: RequestContext) -> Response | None:
         key = self.credential.read(ctx)
         if isinstance(key, Response):
             return key  # the header came twice

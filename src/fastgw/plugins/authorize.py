@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 from fastgw.config.validate import Section, expected, read_list, read_mapping, read_str, read_text
 from fastgw.errors import ConfigError
-from fastgw.hooks import Plugin, Response, register_plugin
+from fastgw.hooks import Plugin, RequestContext, Response, register_plugin
 from fastgw.plugins._auth import MISSING, ClaimPath, claim_values, deny, quoted
 
 _OPTIONS = ("scopes", "any_scopes", "claims", "consumers", "scope_claims", "realm")
@@ -114,7 +114,7 @@ class Authorize(Plugin):
             section.get("realm", read_str) or "fastgw",
         )
 
-    def on_request(self, ctx: Any) -> Response | None:
+    def on_request(self, ctx: RequestContext) -> Response | None:
         claims = ctx.claims
         consumer = ctx.consumer
         if claims is None and consumer is None:

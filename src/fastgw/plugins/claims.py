@@ -26,7 +26,7 @@ from urllib.parse import quote
 
 from fastgw.config.validate import Section, read_mapping
 from fastgw.errors import ConfigError
-from fastgw.hooks import Plugin, register_plugin
+from fastgw.hooks import Plugin, RequestContext, register_plugin
 from fastgw.http.wire import HOP_BY_HOP
 from fastgw.plugins._auth import (
     MISSING,
@@ -94,7 +94,7 @@ class ClaimsToRequest(Plugin):
             section.get("consumer_header", _read_settable_header),
         )
 
-    def on_request(self, ctx: Any) -> None:
+    def on_request(self, ctx: RequestContext) -> None:
         for name in self.forgeable:
             if ctx.header(name) is not None:
                 ctx.remove_request_header(name)
@@ -107,8 +107,9 @@ class ClaimsToRequest(Plugin):
                     parts += (b"&" if parts else b"?", name, b"=", quote(claim_text(value), safe="").encode())
             ctx.query = b"".join(parts)
 
-    def on_upstream_request(self, ctx: Any) -> None:
+    def on_upstream_request(self, ctx: RequestContext) -> None:
         extra = ctx.upstream_headers
+        assert extra is not None, "on_upstream_request runs once the list exists"
         claims = ctx.claims
         if claims is not None:
             for name, path in self.headers:

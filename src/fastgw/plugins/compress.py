@@ -47,7 +47,7 @@ from fastgw.config.validate import (
     read_str,
 )
 from fastgw.errors import ConfigError
-from fastgw.hooks import Plugin, register_plugin
+from fastgw.hooks import Plugin, RequestContext, register_plugin
 
 _OPTIONS = ("encodings", "min_bytes", "gzip_level", "brotli_quality", "types")
 _CODINGS = ("br", "gzip")
@@ -245,11 +245,12 @@ class Compress(Plugin):
                 return False
         return media is not None and self.types.match(media) and not already_compressed(media)
 
-    def on_response(self, ctx: Any) -> None:
+    def on_response(self, ctx: RequestContext) -> None:
         status = ctx.response_status
         if status < 200 or status in (204, 206, 304):
             return
         headers = ctx.response_headers
+        assert headers is not None, "on_response runs once the response head is parsed"
         if not self.compressible(headers):
             return
         _add_vary(headers)

@@ -40,7 +40,7 @@ from typing import Any, ClassVar
 
 from fastgw.config.validate import Section, expected, read_bool, read_duration, read_list, read_str
 from fastgw.errors import ConfigError
-from fastgw.hooks import Plugin, Response, register_plugin
+from fastgw.hooks import Plugin, RequestContext, Response, register_plugin
 from fastgw.http.wire import error_body
 from fastgw.plugins._auth import read_header_name
 from fastgw.plugins._refusal import Refusal
@@ -93,6 +93,12 @@ def _read_star_or(item: Any) -> Any:
         return result
 
     return read
+
+
+def _route_methods(ctx: RequestContext) -> tuple[str, ...] | None:
+    """The methods the request's route was configured for (None: any)."""
+    route = ctx.route
+    return route.methods if route is not None else None
 
 
 @register_plugin
@@ -158,13 +164,13 @@ class Cors(Plugin):
             return origin  # any origin, with credentials: echo it
         return origin if self.origins.fullmatch(origin.decode("latin-1").lower()) else None
 
-    def on_request(self, ctx: Any) -> Response | None:
+    def on_request(self, ctx: RequestContext) -> Response | None:
         if ctx.method != b"OPTIONS":
             return None
         origin = ctx.header(b"origin")
         requested = ctx.header(b"access-control-request-method")
         if origin is None or requested is None:
-            route_methods = ctx.route.config.methods
+            route_methods = _route_methods(ctx)
             if route_methods is not None and "OPTIONS" not in route_methods:
                 # Not a preflight: the router let it through only for preflights (answers_methods).
                 allow = ", ".join(sorted(route_methods)).encode()
@@ -174,11 +180,11 @@ class Cors(Plugin):
             return None
         return self.preflight(ctx, origin, requested.strip())
 
-    def preflight(self, ctx: Any, origin: bytes, requested: bytes) -> Response:
+    def preflight(self, ctx: RequestContext, origin: bytes, requested: bytes) -> Response:
         allow_origin = self.allowed_origin(origin)
         if allow_origin is None:
             return _FORBIDDEN_ORIGIN.response(ctx, [_VARY_ORIGIN])
-        methods = self.methods or ctx.route.config.methods
+        methods = self.methods or _route_methods(ctx)
         method = requested.decode("latin-1")
         if methods is not None and method not in methods and method not in ("GET", "HEAD", "POST"):
             return self.refuse(ctx, f"CORS: method {method} not allowed")
@@ -198,11 +204,12 @@ class Cors(Plugin):
             headers.append((b"Access-Control-Allow-Headers", b", ".join(names)))
         return Response(204, b"", headers)
 
-    def refuse(self, ctx: Any, message: str) -> Response:
+    def refuse(self, ctx: RequestContext, message: str) -> Response:
         return Response(403, error_body(message, ctx.request_id), [_VARY_ORIGIN])
 
-    def on_response(self, ctx: Any) -> None:
+    def on_response(self, ctx: RequestContext) -> None:
         headers = ctx.response_headers
+        assert headers is not None, "on_response runs once the response head is parsed"
         headers[:] = [(n, v) for n, v in headers if n.lower() not in _UPSTREAM_CORS]
         allow_origin = self.allowed_origin(ctx.header(b"origin"))
         if allow_origin is not None:

@@ -3,9 +3,10 @@ nginx's auth_request).
 
 For each request the gateway sends ``GET <url>`` to the auth service with the request's headers
 (all, or the listed ``request_headers``; never hop-by-hop or framing ones) and what it knows
-about the request: X-Forwarded-Method, -Proto, -Host, -Uri (normalized path and query),
--For (the client's address, ``ctx.client_ip``) and X-Request-Id. The client's own copies of
-those are replaced, so the auth service sees what the gateway saw.
+about the request: X-Forwarded-Method, -Proto and -Host (``ctx.forwarded_proto`` and
+``ctx.forwarded_host``: a trusted proxy's, else ``http`` and the request's Host), -Uri
+(normalized path and query), -For (the client's address, ``ctx.client_ip``) and X-Request-Id.
+The client's own copies of those are replaced, so the auth service sees what the gateway saw.
 
 - A 2xx answer lets the request through. The ``upstream_headers`` it carries are copied onto the
   upstream request, and the client's copies of those names are always dropped, whether the
@@ -34,7 +35,7 @@ import aiohttp
 
 from fastgw.config.validate import Section, expected, read_bool, read_duration, read_int, read_list, read_size
 from fastgw.control_http import control_session
-from fastgw.hooks import HookResult, Plugin, Response, register_plugin
+from fastgw.hooks import HookResult, Plugin, RequestContext, Response, register_plugin
 from fastgw.http.wire import HOP_BY_HOP
 from fastgw.plugins._credentials import CredentialHeader
 from fastgw.plugins._service import CALL_ERRORS, Service, read_bounded, read_service
@@ -159,7 +160,7 @@ class ForwardAuth(Plugin):
     def compile(cls, options: Mapping[str, Any], key_path: str) -> Plugin:
         return cls(read_options(options, key_path))
 
-    def on_request(self, ctx: Any) -> HookResult:
+    def on_request(self, ctx: RequestContext) -> HookResult:
         credentials = AUTHORIZATION.read(ctx)
         if isinstance(credentials, Response):
             return credentials  # two: the auth service might judge one, the upstream read the other
@@ -173,13 +174,13 @@ class ForwardAuth(Plugin):
                 return None
         return self._ask(ctx, key)
 
-    def _cache_key(self, ctx: Any) -> tuple[bytes | None, ...] | None:
+    def _cache_key(self, ctx: RequestContext) -> tuple[bytes | None, ...] | None:
         """The values of the cache's key headers, or None when the request has none of them
         (a request without credentials is never answered from the cache)."""
         key = tuple(ctx.header(name) for name in self.cache_key_headers)
         return key if any(value is not None for value in key) else None
 
-    def _admit(self, ctx: Any, grant: Grant) -> None:
+    def _admit(self, ctx: RequestContext, grant: Grant) -> None:
         for name in self.options.upstream_headers:
             ctx.remove_request_header(name)
         for name, value in grant.headers:
@@ -187,7 +188,7 @@ class ForwardAuth(Plugin):
         if grant.consumer is not None:
             ctx.consumer = grant.consumer
 
-    async def _ask(self, ctx: Any, key: tuple[bytes | None, ...] | None) -> Response | None:
+    async def _ask(self, ctx: RequestContext, key: tuple[bytes | None, ...] | None) -> Response | None:
         self.calls += 1
         try:
             async with control_session().get(
@@ -212,7 +213,7 @@ class ForwardAuth(Plugin):
         self._admit(ctx, grant)
         return None
 
-    def _auth_request_headers(self, ctx: Any) -> list[tuple[str, str]]:
+    def _auth_request_headers(self, ctx: RequestContext) -> list[tuple[str, str]]:
         chosen = self.options.request_headers
         headers = [
             (name.decode("latin-1"), value.decode("latin-1"))
@@ -221,8 +222,8 @@ class ForwardAuth(Plugin):
         ]
         headers += [
             ("X-Forwarded-Method", ctx.method.decode("latin-1")),
-            ("X-Forwarded-Proto", _from_trusted_proxy(ctx, b"x-forwarded-proto", b"http")),
-            ("X-Forwarded-Host", _from_trusted_proxy(ctx, b"x-forwarded-host", ctx.host_header)),
+            ("X-Forwarded-Proto", ctx.forwarded_proto.decode("latin-1")),
+            ("X-Forwarded-Host", ctx.forwarded_host.decode("latin-1")),
             ("X-Forwarded-Uri", (ctx.path + ctx.query).decode("latin-1")),
             ("X-Forwarded-For", ctx.client_ip),
             ("X-Request-Id", ctx.request_id.decode("latin-1")),
@@ -251,10 +252,3 @@ class ForwardAuth(Plugin):
             (value for name, value in answer.raw_headers if name.lower() == b"content-type"), b"text/plain"
         )
         return Response(answer.status, body, headers, content_type)
-
-
-def _from_trusted_proxy(ctx: Any, name: bytes, own: bytes) -> str:
-    """A trusted proxy's X-Forwarded-* value for the request, else the gateway's own (the same
-    rule as the X-Forwarded-* lines the gateway sends upstream)."""
-    value = ctx.header(name) if ctx.client.trusted else None
-    return (value or own).decode("latin-1")

@@ -40,7 +40,7 @@ from typing import Any, ClassVar
 
 from fastgw.config.validate import Section, read_list, read_mapping
 from fastgw.errors import ConfigError
-from fastgw.hooks import Plugin, register_plugin
+from fastgw.hooks import Plugin, RequestContext, register_plugin
 from fastgw.http.wire import HOP_BY_HOP
 from fastgw.plugins._auth import read_settable_header
 from fastgw.plugins._template import Template, parse_template, unsafe_header_value
@@ -76,7 +76,7 @@ class HeaderEdits:
         renamed = [name for old, new in self.rename for name in (old, new.lower())]
         return frozenset((*self.drop, *renamed))
 
-    def rendered(self, ctx: Any) -> list[tuple[bytes, bytes]]:
+    def rendered(self, ctx: RequestContext) -> list[tuple[bytes, bytes]]:
         """The header lines to add for this request: the ones whose value rendered safely."""
         lines = []
         for name, template in self.add:
@@ -166,7 +166,7 @@ class Headers(Plugin):
         for template in self.templates:
             template.check_params(param_names, route)
 
-    def on_upstream_request(self, ctx: Any) -> None:
+    def on_upstream_request(self, ctx: RequestContext) -> None:
         edits = self.request
         if edits is None:
             return
@@ -181,13 +181,16 @@ class Headers(Plugin):
         for name in edits.drop:
             if ctx.header(name) is not None:
                 ctx.remove_request_header(name)
-        ctx.upstream_headers.extend(edits.rendered(ctx))
+        extra = ctx.upstream_headers
+        assert extra is not None, "on_upstream_request runs once the list exists"
+        extra.extend(edits.rendered(ctx))
 
-    def on_response(self, ctx: Any) -> None:
+    def on_response(self, ctx: RequestContext) -> None:
         edits = self.response
         if edits is None:
             return
         headers = ctx.response_headers
+        assert headers is not None, "on_response runs once the response head is parsed"
         for old, new in edits.rename:
             if any(name.lower() == old for name, _ in headers):
                 headers[:] = _renamed(headers, old, new)

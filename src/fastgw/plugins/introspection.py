@@ -49,7 +49,7 @@ from fastgw.config.validate import (
 )
 from fastgw.control_http import control_session
 from fastgw.errors import UpstreamFault
-from fastgw.hooks import HookResult, Plugin, Response, register_plugin
+from fastgw.hooks import HookResult, Plugin, RequestContext, Response, register_plugin
 from fastgw.plugins._credentials import CredentialHeader
 from fastgw.plugins._service import CALL_ERRORS, Service, read_bounded, read_service, refusal
 from fastgw.plugins._ttlcache import TTLCache
@@ -132,7 +132,7 @@ def read_options(options: Mapping[str, Any], key_path: str) -> IntrospectionOpti
     return IntrospectionOptions(service=read_service(section, "introspection endpoint"), **fields)
 
 
-def bearer_token(ctx: Any) -> bytes | Response | None:
+def bearer_token(ctx: RequestContext) -> bytes | Response | None:
     """The request's bearer token, None when it has none, or the 400 for a malformed one."""
     value = _AUTHORIZATION.read(ctx)
     if value is None or isinstance(value, Response):
@@ -191,7 +191,7 @@ class Introspection(Plugin):
         headers["Authorization"] = "Basic " + base64.b64encode(userpass).decode("ascii")
         return headers, {}
 
-    def on_request(self, ctx: Any) -> HookResult:
+    def on_request(self, ctx: RequestContext) -> HookResult:
         token = bearer_token(ctx)
         if token is None:
             return refusal(401, "missing bearer token", ctx.request_id, self.challenge)
@@ -204,7 +204,7 @@ class Introspection(Plugin):
             return self._decide(ctx, known)
         return self._introspect_then_decide(ctx, key, token)
 
-    async def _introspect_then_decide(self, ctx: Any, key: bytes, token: bytes) -> Response | None:
+    async def _introspect_then_decide(self, ctx: RequestContext, key: bytes, token: bytes) -> Response | None:
         call = self.in_flight.get(key)
         if call is None:
             # A task of its own, so a client that goes away does not cancel the others' answer.
@@ -215,7 +215,7 @@ class Introspection(Plugin):
             self.coalesced += 1
         return self._decide(ctx, await asyncio.shield(call))
 
-    def _decide(self, ctx: Any, known: Introspected) -> Response | None:
+    def _decide(self, ctx: RequestContext, known: Introspected) -> Response | None:
         if not known.active:
             return refusal(401, "invalid or expired token", ctx.request_id, self.invalid_token)
         if not known.scopes.issuperset(self.options.required_scopes):

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 from fastgw.config.validate import Section, read_int
 from fastgw.errors import ConfigError
-from fastgw.hooks import Plugin, Response, register_plugin
+from fastgw.hooks import Plugin, RequestContext, Response, register_plugin
 from fastgw.plugins._addresses import NetworkSet, read_networks
 from fastgw.plugins._refusal import Refusal
 
@@ -46,7 +46,7 @@ class IpFilter(Plugin):
             raise ConfigError(key_path, "expected a non-empty 'allow' or 'deny' list of CIDRs")
         return cls(allow, deny)
 
-    def on_request(self, ctx: Any) -> Response | None:
+    def on_request(self, ctx: RequestContext) -> Response | None:
         address = ctx.client_ip
         if self.deny:
             denied = self.deny.contains(address)

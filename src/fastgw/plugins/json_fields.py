@@ -35,7 +35,7 @@ import orjson
 
 from fastgw.config.validate import Section, expected, read_list, read_size, read_str
 from fastgw.errors import UpstreamFault
-from fastgw.hooks import Plugin, Response, register_plugin
+from fastgw.hooks import Plugin, RequestContext, Response, register_plugin
 from fastgw.plugins._auth import check_one_of
 from fastgw.plugins._refusal import Refusal
 from fastgw.plugins.compress import CompressingFilter
@@ -130,7 +130,7 @@ class FieldFilter:
 
     __slots__ = ("ctx", "decoder", "parts", "plugin", "size")
 
-    def __init__(self, plugin: JsonFields, ctx: Any, decoder: _Decoder | None) -> None:
+    def __init__(self, plugin: JsonFields, ctx: RequestContext, decoder: _Decoder | None) -> None:
         self.plugin = plugin
         self.ctx = ctx
         self.decoder = decoder
@@ -195,11 +195,12 @@ class JsonFields(Plugin):
             self.warned = True
             log.warning("json_fields: a response body %s; cut instead of sent unfiltered (logged once)", why)
 
-    def on_response(self, ctx: Any) -> Response | None:
+    def on_response(self, ctx: RequestContext) -> Response | None:
         status = ctx.response_status
         if status < 200 or status in (204, 304) or ctx.method == b"HEAD":
             return None
         headers = ctx.response_headers
+        assert headers is not None, "on_response runs once the response head is parsed"
         content_type = coding = length = None
         for name, value in headers:
             lower = name.lower()

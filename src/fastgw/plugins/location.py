@@ -14,11 +14,12 @@ and each of ``internal_urls`` (its path, when it has one, is part of what is rep
 ``https://`` links to its own plain-HTTP address.
 
 Such a URL becomes the public base URL plus the path the client must use. The public base is
-``public_url`` when given, else the request's: scheme from X-Forwarded-Proto only when the
-client is a trusted proxy (else ``http``), host from X-Forwarded-Host under the same condition,
-else from the request's Host. The path: when the route strips a prefix (``strip_prefix``,
-without a ``rewrite``), the upstream never saw it, so it is put back: the upstream's
-``/items/7`` on a route ``/api/{*rest}`` stripping ``/api`` becomes ``/api/items/7``. A
+``public_url`` when given, else the request's: ``ctx.forwarded_proto`` and
+``ctx.forwarded_host`` (X-Forwarded-Proto and -Host only from a trusted proxy, else ``http`` and
+the request's Host; none when a trusted proxy forwarded a malformed host, and then nothing is
+rewritten). The path: when the route strips a prefix (``strip_prefix``, without a ``rewrite``),
+the upstream never saw it, so it is put back: the upstream's ``/items/7`` on a route
+``/api/{*rest}`` stripping ``/api`` becomes ``/api/items/7``. A
 path-absolute reference (``Location: /items/7``) is the upstream's own address too, so it gets the
 prefix back as well (and stays relative) unless ``relative: false``. A route with a ``rewrite``
 template cannot be inverted in general: only the base is replaced there. Anything else (another
@@ -34,12 +35,11 @@ from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from fastgw.config.validate import Section, expected, read_bool, read_list, read_one_of, read_str
-from fastgw.hooks import Plugin, register_plugin
+from fastgw.hooks import Plugin, RequestContext, RouteInfo, register_plugin
 
 _OPTIONS = ("public_url", "internal_urls", "headers", "relative")
 _HEADERS = {"Location": b"location", "Content-Location": b"content-location", "Refresh": b"refresh"}
 _REFRESH = re.compile(rb"^(\s*[0-9.]+\s*[;,]\s*url\s*=\s*)(['\"]?)(.*?)(\2\s*)$", re.IGNORECASE)
-_FORWARDED_SCHEMES = {b"http": b"http", b"https": b"https"}
 
 
 def _read_base(value: object, path: str) -> tuple[bytes, bytes]:
@@ -112,8 +112,9 @@ class RewriteLocation(Plugin):
             True if relative is None else relative,
         )
 
-    def on_response(self, ctx: Any) -> None:
+    def on_response(self, ctx: RequestContext) -> None:
         headers = ctx.response_headers
+        assert headers is not None, "on_response runs once the response head is parsed"
         for i, (name, value) in enumerate(headers):
             if name.lower() not in self.headers:
                 continue
@@ -128,9 +129,10 @@ class RewriteLocation(Plugin):
             if url is not None:
                 headers[i] = (name, url)
 
-    def rewrite(self, ctx: Any, url: bytes) -> bytes | None:
+    def rewrite(self, ctx: RequestContext, url: bytes) -> bytes | None:
         """The public form of a URL pointing at the upstream, or None to leave it as it is."""
         route = ctx.route
+        assert route is not None, "hooks run on a matched route"
         prefix: bytes = (
             route.strip_prefix.rstrip(b"/") if route.strip_prefix and route.rewrite is None else b""
         )
@@ -144,7 +146,7 @@ class RewriteLocation(Plugin):
             return None
         authority, rest = split
         authority = authority.lower()
-        if not self.is_upstream(ctx, authority):
+        if not self.is_upstream(ctx, route, authority):
             for internal, internal_path in self.internal:
                 if authority == internal and rest.startswith(internal_path):
                     rest = rest[len(internal_path) :]
@@ -157,28 +159,20 @@ class RewriteLocation(Plugin):
         # ``http://up`` and ``http://up?x`` mean the path ``/``
         return base + prefix + (rest if rest.startswith(b"/") else b"/" + rest)
 
-    def is_upstream(self, ctx: Any, authority: bytes) -> bool:
+    def is_upstream(self, ctx: RequestContext, route: RouteInfo, authority: bytes) -> bool:
         target = ctx.target
         if target is None:
             return False
         if authority == target.label.encode().lower():
             return True
-        sent = ctx.host_header if ctx.route.preserve_host and ctx.host_header else target.host_header
-        return bool(authority == sent.lower())
+        sent = ctx.host_header if route.preserve_host and ctx.host_header else target.host_header
+        return authority == sent.lower()
 
-    def public_base(self, ctx: Any) -> bytes | None:
+    def public_base(self, ctx: RequestContext) -> bytes | None:
         """``scheme://host[/path]`` the client reached the gateway at."""
         if self.public is not None:
             return self.public[0] + self.public[1]
-        scheme = b"http"
-        host = ctx.host_header
-        if ctx.client.trusted:
-            forwarded = ctx.header(b"x-forwarded-proto")
-            if forwarded:
-                scheme = _FORWARDED_SCHEMES.get(forwarded.split(b",")[0].strip().lower(), b"http")
-            forwarded_host = ctx.header(b"x-forwarded-host")
-            if forwarded_host:
-                host = forwarded_host.split(b",")[0].strip()
-        if not host or any(c in host for c in b" \t/\\"):
+        host = ctx.forwarded_host
+        if not host:
             return None
-        return bytes(scheme + b"://" + host)
+        return ctx.forwarded_proto + b"://" + host

@@ -26,7 +26,7 @@ from urllib.parse import quote
 
 from fastgw.config.validate import Section, read_list, read_mapping, read_str
 from fastgw.errors import ConfigError
-from fastgw.hooks import Plugin, register_plugin
+from fastgw.hooks import Plugin, RequestContext, register_plugin
 from fastgw.plugins._auth import rename_query_params, without_query_params
 from fastgw.plugins._template import Template, parse_template
 
@@ -82,7 +82,7 @@ class Query(Plugin):
         for _, template in self.append:
             template.check_params(param_names, route)
 
-    def on_request(self, ctx: Any) -> None:
+    def on_request(self, ctx: RequestContext) -> None:
         query = ctx.query
         if self.drop:
             query = without_query_params(query, self.drop)

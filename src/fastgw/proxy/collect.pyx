@@ -111,14 +111,15 @@ cdef class Collector(Downstream):
         return 0
 
 
-def fetch(RouteCore route, Exchange parent, bytes method, bytes path, bytes pass_block, Py_ssize_t max_body):
+def fetch(RouteCore route, object parent, bytes method, bytes path, bytes pass_block, Py_ssize_t max_body):
     """One request of the gateway's own (an aggregate's backend call) through ``route``'s
     upstream: ``method path`` with ``pass_block``'s header lines, for ``parent`` (whose request id
     it carries). A Future of its ``Collected`` response; an ``HttpFault`` when it fails (a 502,
     503 or 504 naming the upstream), as a proxied request would be answered. Cancelling the
     future drops the upstream request."""
+    cdef Exchange client_request = <Exchange?>parent  # the hooks' context is the exchange
     future = asyncio.get_running_loop().create_future()
-    cdef Collector collector = Collector(parent.listener, max_body, future)
+    cdef Collector collector = Collector(client_request.listener, max_body, future)
     cdef Exchange x = Exchange.__new__(Exchange)
     x.setup(collector)
     x.method = method
@@ -132,7 +133,7 @@ def fetch(RouteCore route, Exchange parent, bytes method, bytes path, bytes pass
     x.content_length = -1
     x.chunked = False
     x.expect_continue = False
-    x.request_id = parent.request_id
+    x.request_id = client_request.request_id
     x.pass_block = pass_block
     x.request_done = True
     x.route = route

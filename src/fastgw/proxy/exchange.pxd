@@ -162,7 +162,7 @@ cdef class Exchange:
     cdef public list upstream_headers    # added by on_upstream_request hooks
     cdef public object consumer          # who the request is from, set by an auth plugin (str)
     cdef public object claims            # the verified token's claims (dict), set by an auth plugin
-    cdef object _client_ip               # client_ip, worked out on first use
+    cdef object _forwarded               # http.forwarded.Forwarded: who the client is, on first use
     cdef public bytes traceparent        # the traceparent value sent upstream, or None
     cdef public bytes client_traceparent  # the client's valid traceparent value, or None
     cdef public int response_status      # what the client got (0: nothing yet, or nothing at all)

@@ -147,7 +147,7 @@ cdef class Exchange:
         self.drop_underscores = False
         self.consumer = None
         self.claims = None
-        self._client_ip = None
+        self._forwarded = None
         self.traceparent = None
         self.client_traceparent = None
         self.upstream_sent_at = 0.0
@@ -730,33 +730,46 @@ cdef class Exchange:
                 return v
         return None
 
+    def header_count(self, bytes name) -> int:
+        """How many lines of a request header (name lower-case) ``headers`` holds."""
+        if self._headers is None:
+            if self.drop_underscores and b"_" in name:
+                return 0
+            # PERF: counted where the lines lie (an auth plugin asks on every request it reads)
+            return _count_header(self.head_owner, self.fields_lo, self.fields_hi, name)
+        return sum(1 for n, _ in self._headers if n.lower() == name)
+
+    # The client as the listener's trusted proxies tell it: one rule, fastgw.http.forwarded,
+    # worked out on first use and kept (``_forwarded``).
+    # PERF: without a trusted proxy the client is the peer, read without that call (the access
+    # log asks on every request).
     @property
     def client_ip(self) -> str:
-        """The client's address: the TCP peer, or, when the peer is a trusted proxy, the nearest
-        address in X-Forwarded-For that is not itself a trusted proxy (read right to left, as
-        each proxy appends the address it saw)."""
-        if self._client_ip is None:
-            address = self.client.peer_ip.decode()
-            if self.client.trusted:
-                forwarded = [v for n, v in self.headers if n.lower() == b"x-forwarded-for"]
-                hops = b",".join(forwarded).decode("latin-1").split(",") if forwarded else []
-                for hop in reversed(hops):
-                    hop = hop.strip()
-                    if not hop:
-                        continue
-                    address = hop
-                    if not self.listener.is_trusted(hop):
-                        break
-            self._client_ip = address
-        return self._client_ip
+        if not self.client.trusted:
+            return self.client.peer_ip.decode()
+        return _forwarded(self).client_ip
 
     @property
     def client_address(self) -> bytes:
-        """``client_ip`` as bytes (a rate limit's key). PERF: the peer's own bytes, made once per
-        connection, unless a trusted proxy sent the request."""
         if not self.client.trusted:
-            return self.client.peer_ip
-        return self.client_ip.encode()
+            return self.client.peer_ip  # made once per connection
+        return _forwarded(self).client_address
+
+    @property
+    def via_trusted_proxy(self) -> bool:
+        return self.client.trusted
+
+    @property
+    def forwarded_proto(self) -> bytes:
+        return _forwarded(self).proto
+
+    @property
+    def forwarded_host(self) -> bytes:
+        return _forwarded(self).host
+
+    @property
+    def forwarded_for(self) -> bytes:
+        return _forwarded(self).forwarded_for
 
     def remove_request_header(self, name: bytes) -> None:
         """Stop a client's request header (name lower-case) from reaching the upstream, for
@@ -788,33 +801,76 @@ cdef class Exchange:
             return None
 
 
-cdef object _find_header(object owner, Py_ssize_t lo, Py_ssize_t hi, bytes name):
-    """The value of the first header line named ``name`` (lower-case) in owner[lo:hi], lines
-    llhttp already validated (``name: value`` separated by CRLF), or None."""
-    if owner is None:
-        return None
-    cdef const char* base = (
-        PyBytes_AS_STRING(owner) if type(owner) is bytes else PyByteArray_AS_STRING(owner)
-    )
-    cdef const char* p = base + lo
-    cdef const char* end = base + hi
-    cdef const char* want = PyBytes_AS_STRING(name)
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(name)
+cdef object _forwarded(Exchange exchange):
+    """The exchange's ``forwarded.Forwarded``, resolved on first use (headers parsed only when the
+    peer is a trusted proxy)."""
+    cdef Downstream client
+    if exchange._forwarded is None:
+        client = exchange.client
+        exchange._forwarded = forwarded.resolve(
+            client.peer_ip,
+            client.trusted,
+            exchange.headers if client.trusted else (),
+            exchange.host_header,
+            exchange.listener.is_trusted,
+        )
+    return exchange._forwarded
+
+
+cdef const char* _named_line(const char* p, const char* end, const char* want, Py_ssize_t n) noexcept nogil:
+    """The start of the first line in [p, end) named ``want`` (``n`` bytes, lower-case), or NULL;
+    lines llhttp already validated (``name: value`` separated by CRLF)."""
     cdef const char* line_end
-    cdef const char* value
     while p < end:
         line_end = <const char*>memchr(p, b"\r", end - p)
         if line_end == NULL:
             line_end = end
         if line_end - p > n and p[n] == b":" and _ieq(p, want, n):
-            value = p + n + 1
-            while value < line_end and (value[0] == b" " or value[0] == b"\t"):
-                value += 1
-            while line_end > value and ((line_end - 1)[0] == b" " or (line_end - 1)[0] == b"\t"):
-                line_end -= 1
-            return PyBytes_FromStringAndSize(value, line_end - value)
+            return p
         p = line_end + 2
-    return None
+    return NULL
+
+
+cdef inline const char* _owner_bytes(object owner):
+    return PyBytes_AS_STRING(owner) if type(owner) is bytes else PyByteArray_AS_STRING(owner)
+
+
+cdef object _find_header(object owner, Py_ssize_t lo, Py_ssize_t hi, bytes name):
+    """The value of the first header line named ``name`` (lower-case) in owner[lo:hi], or None."""
+    if owner is None:
+        return None
+    cdef const char* end = _owner_bytes(owner) + hi
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(name)
+    cdef const char* p = _named_line(_owner_bytes(owner) + lo, end, PyBytes_AS_STRING(name), n)
+    if p == NULL:
+        return None
+    cdef const char* line_end = <const char*>memchr(p, b"\r", end - p)
+    if line_end == NULL:
+        line_end = end
+    cdef const char* value = p + n + 1
+    while value < line_end and (value[0] == b" " or value[0] == b"\t"):
+        value += 1
+    while line_end > value and ((line_end - 1)[0] == b" " or (line_end - 1)[0] == b"\t"):
+        line_end -= 1
+    return PyBytes_FromStringAndSize(value, line_end - value)
+
+
+cdef Py_ssize_t _count_header(object owner, Py_ssize_t lo, Py_ssize_t hi, bytes name):
+    """How many header lines in owner[lo:hi] are named ``name`` (lower-case)."""
+    if owner is None:
+        return 0
+    cdef const char* end = _owner_bytes(owner) + hi
+    cdef const char* p = _owner_bytes(owner) + lo
+    cdef Py_ssize_t found = 0
+    while True:
+        p = _named_line(p, end, PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name))
+        if p == NULL:
+            return found
+        found += 1
+        p = <const char*>memchr(p, b"\r", end - p)
+        if p == NULL:
+            return found
+        p += 2
 
 
 cdef list _header_pairs(object owner, Py_ssize_t lo, Py_ssize_t hi, bint drop_underscores):

@@ -22,9 +22,9 @@ is a set under the URI key and \\x1d (``INDEX_SEP``).
 from __future__ import annotations
 
 import re
-from typing import Any
 from urllib.parse import quote_from_bytes, urljoin, urlsplit
 
+from fastgw.hooks import RequestContext
 from fastgw.plugins._auth import query_param
 
 HEADERS_SEP = b"\x1f"
@@ -42,7 +42,7 @@ class KeySpec:
         self.query = query  # None: the whole query string; () none of it; else these, sorted
         self.header_names = header_names  # lower-case
 
-    def base_key(self, ctx: Any, fields: dict[bytes, bytes]) -> bytes:
+    def base_key(self, ctx: RequestContext, fields: dict[bytes, bytes]) -> bytes:
         """The key of the request without Vary; ``fields`` holds the request's selected headers."""
         key = self.uri_key(ctx.host, ctx.path, ctx.query)
         if self.header_names:
@@ -88,7 +88,7 @@ def uri_of(key: bytes) -> bytes:
     return key if end is None else key[: end.start()]
 
 
-def variant_key(base: bytes, vary: tuple[bytes, ...], ctx: Any) -> bytes:
+def variant_key(base: bytes, vary: tuple[bytes, ...], ctx: RequestContext) -> bytes:
     """The key of the response variant ``ctx`` selects among those varying by ``vary``."""
     values: list[bytes] = [ctx.header(name) or b"" for name in vary]
     return base + VARIANT_SEP + HEADERS_SEP.join(values)

@@ -47,7 +47,7 @@ from fastgw.config.validate import (
     read_str,
 )
 from fastgw.errors import ConfigError
-from fastgw.hooks import HookResult, Plugin, Response, register_plugin
+from fastgw.hooks import HookResult, Plugin, RequestContext, Response, RouteInfo, register_plugin
 from fastgw.observe.counters import Counter, declare_counter
 from fastgw.plugins._auth import read_header_name
 from fastgw.plugins.cache.coalesce import Coalescer, Flight, Landing
@@ -198,11 +198,11 @@ class CachePlugin(Plugin):
         self.max_object = settings.max_object
         self.authorized = settings.authorized
         self.wanted = _REQUEST_FIELDS | frozenset(keys.header_names)
-        self.misses: dict[Any, Miss] = {}  # by exchange, from on_request to on_complete
-        self.route_counts: dict[Any, tuple[Counter, ...]] = {}
+        self.misses: dict[RequestContext, Miss] = {}  # by exchange, from on_request to on_complete
+        self.route_counts: dict[RouteInfo, tuple[Counter, ...]] = {}
 
     # -- requests --------------------------------------------------------------------------------
-    def prepare(self, ctx: Any) -> tuple[bytes, dict[bytes, bytes], RequestDirectives] | None:
+    def prepare(self, ctx: RequestContext) -> tuple[bytes, dict[bytes, bytes], RequestDirectives] | None:
         """The base key, the request fields read and its directives, for a lookup; None when there
         is none to make: the cache stays out (not GET/HEAD, or BYPASS, already told), or the
         client asked for a fresh answer (a miss, already registered)."""
@@ -224,7 +224,7 @@ class CachePlugin(Plugin):
 
     def answer(
         self,
-        ctx: Any,
+        ctx: RequestContext,
         base: bytes,
         found: Stored | None,
         fields: dict[bytes, bytes],
@@ -246,19 +246,19 @@ class CachePlugin(Plugin):
         self.miss(ctx, base, lead, directives)
         return None
 
-    def hit(self, ctx: Any, entry: Entry, now: float, result: int) -> Response:
+    def hit(self, ctx: RequestContext, entry: Entry, now: float, result: int) -> Response:
         # Other plugins' fields (rate limit, CORS) in ctx.add_response_headers go on any answer.
         headers = [*entry.headers, (b"Age", b"%d" % entry.age(now)), X_CACHE[result]]
         self.count(ctx, result)
         return Response(entry.status, entry.body, headers, entry.content_type)
 
-    def miss(self, ctx: Any, base: bytes, lead: bool, directives: RequestDirectives) -> None:
+    def miss(self, ctx: RequestContext, base: bytes, lead: bool, directives: RequestDirectives) -> None:
         self.tell(ctx, MISS)
         if ctx.method == _GET and not directives.no_store:
             self.misses[ctx] = Miss(base, self.coalescer.take_off(base) if lead else None)
 
     async def follow_flight(
-        self, ctx: Any, base: bytes, flight: Flight, directives: RequestDirectives
+        self, ctx: RequestContext, base: bytes, flight: Flight, directives: RequestDirectives
     ) -> Response | None:
         landing = await flight.wait(self.coalescer.timeout)
         if ctx.finished:
@@ -270,29 +270,31 @@ class CachePlugin(Plugin):
         self.miss(ctx, base, False, directives)
         return None
 
-    def tell(self, ctx: Any, result: int) -> None:
+    def tell(self, ctx: RequestContext, result: int) -> None:
         added = ctx.add_response_headers
         if added is None:
             added = ctx.add_response_headers = []
         added.append(X_CACHE[result])
         self.count(ctx, result)
 
-    def count(self, ctx: Any, result: int) -> None:
-        counts = self.route_counts.get(ctx.route)
+    def count(self, ctx: RequestContext, result: int) -> None:
+        route = ctx.route
+        assert route is not None, "hooks run on a matched route"
+        counts = self.route_counts.get(route)
         if counts is None:
-            route_id = ctx.route.id
-            counts = self.route_counts[ctx.route] = tuple(REQUESTS.labels(route_id, r) for r in RESULTS)
+            counts = self.route_counts[route] = tuple(REQUESTS.labels(route.id, r) for r in RESULTS)
         counts[result].inc()
 
     # -- responses -------------------------------------------------------------------------------
-    def on_response(self, ctx: Any) -> None:
+    def on_response(self, ctx: RequestContext) -> None:
+        headers = ctx.response_headers
+        assert headers is not None, "on_response runs once the response head is parsed"
         miss = self.misses.get(ctx)
         if miss is None:
             if ctx.method not in _SAFE and 200 <= ctx.response_status < 400:
-                self.invalidate(self.changed_uris(ctx))
+                self.invalidate(self.changed_uris(ctx, headers))
             return None
-        status: int = ctx.response_status
-        headers: list[tuple[bytes, bytes]] = ctx.response_headers
+        status = ctx.response_status
         freshness = self.policy.freshness(status, headers)
         if freshness is None:
             self.release(miss)
@@ -334,7 +336,7 @@ class CachePlugin(Plugin):
         ctx.body_filters.append(BodyCollector(self, miss, key, vary, entry, self.max_object))
         return None
 
-    def on_complete(self, ctx: Any) -> None:
+    def on_complete(self, ctx: RequestContext) -> None:
         miss = self.misses.pop(ctx, None)
         if miss is not None:
             self.release(miss)
@@ -352,12 +354,12 @@ class CachePlugin(Plugin):
         if miss.flight is not None:
             self.coalescer.land(miss.flight, Landing(entry, vary, key))
 
-    def changed_uris(self, ctx: Any) -> list[bytes]:
+    def changed_uris(self, ctx: RequestContext, headers: list[tuple[bytes, bytes]]) -> list[bytes]:
         """The URI keys a successful unsafe request invalidates: its target's, and those its
-        response's Location and Content-Location name on the same host."""
+        response ``headers`` Location and Content-Location name on the same host."""
         host = ctx.host
         uris = [self.keys.uri_key(host, ctx.path, ctx.query)]
-        for name, value in ctx.response_headers:
+        for name, value in headers:
             if name.lower() in _NAMING_CHANGED:
                 uri = self.keys.reference_key(host, ctx.path, value)
                 if uri is not None and uri not in uris:
@@ -416,7 +418,7 @@ class Cache(CachePlugin):
         zone = section.get("zone", read_str) or "default"
         return cls(zone_for(zone, max_bytes), settings)
 
-    def on_request(self, ctx: Any) -> HookResult:
+    def on_request(self, ctx: RequestContext) -> HookResult:
         prepared = self.prepare(ctx)
         if prepared is None:
             return None

@@ -19,10 +19,9 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable
-from typing import Any
 
 from fastgw.config.validate import Section, read_str
-from fastgw.hooks import HookResult, Response
+from fastgw.hooks import HookResult, RequestContext, Response
 from fastgw.plugins._redis import StoreUnavailable, read_store, redacted
 from fastgw.plugins.cache.key import uri_of, variant_key
 from fastgw.plugins.cache.plugin import CachePlugin, CacheSettings
@@ -50,7 +49,7 @@ class RedisCache(CachePlugin):
         self.writes: set[asyncio.Task[None]] = set()  # held until done (the loop keeps weak refs)
         self.invalidating: dict[bytes, asyncio.Task[None]] = {}  # URI key -> its invalidation
 
-    def on_request(self, ctx: Any) -> HookResult:
+    def on_request(self, ctx: RequestContext) -> HookResult:
         prepared = self.prepare(ctx)
         if prepared is None:
             return None
@@ -60,7 +59,7 @@ class RedisCache(CachePlugin):
         return self.look_up(ctx, base, fields, directives)
 
     async def look_up(
-        self, ctx: Any, base: bytes, fields: dict[bytes, bytes], directives: RequestDirectives
+        self, ctx: RequestContext, base: bytes, fields: dict[bytes, bytes], directives: RequestDirectives
     ) -> Response | None:
         found: Stored | None
         if self.invalidating:

@@ -1,9 +1,10 @@
 """A rate limit counted in this process, answered in C, and its response fields (admission.pyx)."""
 
 from collections.abc import Callable
-from typing import Any
 
+from fastgw.hooks import RequestContext, Response
 from fastgw.plugins.ratelimit.algorithms import LocalLimiter
+from fastgw.plugins.ratelimit.plugin import Bypass
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -14,7 +15,7 @@ class HeaderRenderer:
     def __bool__(self) -> bool: ...
     def render(self, remaining: int, reset: int, into: Headers) -> Headers:
         """Append the fields for ``remaining`` requests left and ``reset`` seconds to ``into``."""
-    def tell(self, ctx: Any, remaining: int, reset: int) -> None:
+    def tell(self, ctx: RequestContext, remaining: int, reset: int) -> None:
         """Add the fields for an admitted request to the exchange's response headers."""
 
 class LocalAdmission:
@@ -23,9 +24,9 @@ class LocalAdmission:
     def __init__(
         self,
         limiter: LocalLimiter,
-        key_of: Callable[[Any], bytes],
+        key_of: Callable[[RequestContext], bytes],
         headers: HeaderRenderer,
-        refuse: Callable[[Any, float], Any],
-        bypass: Any,
+        refuse: Callable[[RequestContext, float], Response],
+        bypass: Bypass | None,
     ) -> None: ...
-    def __call__(self, ctx: Any) -> Any: ...
+    def __call__(self, ctx: RequestContext) -> Response | None: ...

@@ -8,11 +8,9 @@ fields, since nothing was counted), ``closed`` refuses it with ``closed_status``
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastgw.config.validate import Section, read_one_of, read_str
 from fastgw.errors import ConfigError
-from fastgw.hooks import Response
+from fastgw.hooks import HookResult, RequestContext, Response
 from fastgw.plugins._redis import RedisStore, Script, StoreUnavailable, read_store
 from fastgw.plugins._refusal import Refusal
 from fastgw.plugins.ratelimit.admission import HeaderRenderer
@@ -64,7 +62,7 @@ class ClusterRateLimit(RateLimit):
         self.limit = limiter.limit
         self.window_ms = int(limiter.window * 1000)
 
-    def on_request(self, ctx: Any) -> Any:
+    def on_request(self, ctx: RequestContext) -> HookResult:
         if self.bypass is not None and self.bypass.applies(ctx):
             return None
         redis = self.redis
@@ -72,7 +70,7 @@ class ClusterRateLimit(RateLimit):
             return None if redis.closed is None else redis.closed.response(ctx)
         return self._ask_redis(ctx, redis.key_prefix + self.key_of(ctx))
 
-    async def _ask_redis(self, ctx: Any, key: bytes) -> Response | None:
+    async def _ask_redis(self, ctx: RequestContext, key: bytes) -> Response | None:
         redis = self.redis
         try:
             remaining, milliseconds = await evaluate(

@@ -12,37 +12,36 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
 
 from fastgw.config.validate import describe, read_list
 from fastgw.errors import ConfigError
+from fastgw.hooks import RequestContext
 
-KeyOf = Callable[[Any], bytes]
+KeyOf = Callable[[RequestContext], bytes]
 
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token
 _EXPECTED = "a key part: 'consumer', 'ip', 'route' or 'header:<name>'"
 SEPARATOR = b"\x1f"
 
 
-def by_ip(ctx: Any) -> bytes:
-    address: bytes = ctx.client_address
-    return address
+def by_ip(ctx: RequestContext) -> bytes:
+    return ctx.client_address
 
 
-def _by_consumer(ctx: Any) -> bytes:
-    consumer: str | None = ctx.consumer
+def _by_consumer(ctx: RequestContext) -> bytes:
+    consumer = ctx.consumer
     return consumer.encode() if consumer else b""
 
 
-def _by_route(ctx: Any) -> bytes:
-    route_id: str = ctx.route.id
-    return route_id.encode()
+def _by_route(ctx: RequestContext) -> bytes:
+    route = ctx.route
+    assert route is not None, "hooks run on a matched route"
+    return route.id.encode()
 
 
 def _by_header(name: bytes) -> KeyOf:
-    def by_header(ctx: Any) -> bytes:
-        value: bytes | None = ctx.header(name)
-        return value or b""
+    def by_header(ctx: RequestContext) -> bytes:
+        return ctx.header(name) or b""
 
     return by_header
 
@@ -70,7 +69,7 @@ def read_key(value: object, path: str) -> KeyOf:
         return parts[0]
     join = SEPARATOR.join
 
-    def combined(ctx: Any) -> bytes:
+    def combined(ctx: RequestContext) -> bytes:
         return join([part(ctx) for part in parts])
 
     return combined

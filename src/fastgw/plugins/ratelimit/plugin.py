@@ -37,7 +37,7 @@ from typing import Any, ClassVar
 
 from fastgw.config.validate import Section, read_duration, read_int, read_list, read_one_of, read_str
 from fastgw.errors import ConfigError
-from fastgw.hooks import Plugin, Response, register_plugin
+from fastgw.hooks import HookResult, Plugin, RequestContext, Response, register_plugin
 from fastgw.plugins._addresses import NetworkSet, read_networks
 from fastgw.plugins._refusal import Refusal
 from fastgw.plugins.ratelimit.admission import HeaderRenderer, LocalAdmission
@@ -99,7 +99,7 @@ class Bypass:
         consumers = frozenset(section.get("consumers", read_list(read_str)) or ())
         return cls(networks, consumers)
 
-    def applies(self, ctx: Any) -> bool:
+    def applies(self, ctx: RequestContext) -> bool:
         if self.consumers and ctx.consumer in self.consumers:
             return True
         return bool(self.networks) and self.networks.contains(ctx.client_ip) is True
@@ -168,12 +168,11 @@ class RateLimit(Plugin):
         redis = RedisLimit.read(section.items["redis"], section.at("redis"), policy, algorithm)
         return ClusterRateLimit(limiter, key_of, headers, reject, bypass, redis)
 
-    def on_request(self, ctx: Any) -> Response | None:
+    def on_request(self, ctx: RequestContext) -> HookResult:
         """Admit (telling the client its quota) or refuse, counting in this process."""
-        result: Response | None = self.admission(ctx)
-        return result
+        return self.admission(ctx)
 
-    def refuse(self, ctx: Any, retry: float) -> Response:
+    def refuse(self, ctx: RequestContext, retry: float) -> Response:
         seconds = max(1, whole_seconds(retry))
         headers: Headers = [(b"Retry-After", b"%d" % seconds)]
         return self.reject.response(ctx, self.headers.render(0, seconds, headers))
