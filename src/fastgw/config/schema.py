@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from fastgw.http.wire import IDEMPOTENT
+
 
 @dataclass(frozen=True, slots=True)
 class Limits:
@@ -148,7 +150,7 @@ class UpstreamConfig:
     concurrency: ConcurrencyConfig | None = None  # for the whole upstream, all routes together
 
 
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+IDEMPOTENT_METHODS = frozenset(method.decode("ascii") for method in IDEMPOTENT)  # http.wire's, as text
 
 
 @dataclass(frozen=True, slots=True)

@@ -95,13 +95,6 @@ def _remove_dot_segments(path: bytes) -> bytes:
     return b"/" + b"/".join(out)
 
 
-def check_content_length(value: bytes) -> int:
-    """Strict digits-only Content-Length (RFC 9110 section 8.6)."""
-    if not value or not value.isdigit() or len(value) > 18:
-        raise ClientFault("invalid Content-Length")
-    return int(value)
-
-
 def check_transfer_encoding(value: bytes, http_10: bool) -> None:
     """Only exactly ``chunked`` is forwarded; anything else is ambiguous framing (RFC 9112 6.1)."""
     if http_10:
@@ -155,10 +148,3 @@ def split_absolute_target(url: bytes) -> tuple[bytes, bytes]:
         return rest, b"/"
     return rest[:slash], rest[slash:]
 
-
-_REQUEST_ID_RE = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
-
-
-def is_valid_request_id(value: bytes) -> bool:
-    """A client's X-Request-Id is kept only if it is short and plain (no log or header injection)."""
-    return _REQUEST_ID_RE.fullmatch(value) is not None

@@ -36,10 +36,6 @@ def _ms(seconds: float) -> float:
     return int(seconds * 1000000.0) / 1000.0
 
 
-def _text(value: bytes | None) -> str | None:
-    return value.decode("latin-1") if value is not None else None
-
-
 def line_values(x: Any, status: int, now: float) -> dict[str, object]:
     """Every field of one request's line (``ACCESS_LOG_FIELDS``), from the exchange, the status
     it ended with (0: none) and the precise end time. PERF: one function with the fields inline,

@@ -153,7 +153,6 @@ class ForwardAuth(Plugin):
         self.cache_key_headers = cache.key_headers if cache else ()
         # Counters, for metrics and tests.
         self.calls = 0
-        self.cache_hits = 0
         self.failures = 0
 
     @classmethod
@@ -169,7 +168,6 @@ class ForwardAuth(Plugin):
             key = self._cache_key(ctx)
             grant = self.cache.get(key) if key is not None else None
             if grant is not None:
-                self.cache_hits += 1
                 self._admit(ctx, grant)
                 return None
         return self._ask(ctx, key)

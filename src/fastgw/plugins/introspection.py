@@ -172,7 +172,6 @@ class Introspection(Plugin):
         self.insufficient_scope = challenge(realm, 'error="insufficient_scope"', f'scope="{scope}"')
         # Counters, for metrics and tests.
         self.calls = 0
-        self.cache_hits = 0
         self.coalesced = 0
         self.failures = 0
 
@@ -200,7 +199,6 @@ class Introspection(Plugin):
         key = hashlib.sha256(token).digest()
         known = self.cache.get(key)
         if known is not None:
-            self.cache_hits += 1
             return self._decide(ctx, known)
         return self._introspect_then_decide(ctx, key, token)
 

@@ -108,8 +108,8 @@ cdef bytes render_traceparent(RequestIds ids, const char* client, unsigned long 
 
 
 cdef bint valid_request_id(const char* s, Py_ssize_t n) noexcept:
-    """``[A-Za-z0-9._:-]{1,128}``, as ``http.limits.is_valid_request_id``: a client's id is continued
-    only if it is this (anything else could smuggle text into logs and headers)."""
+    """``[A-Za-z0-9._:-]{1,128}``: a client's id is continued only if it is this (anything else
+    could smuggle text into logs and headers)."""
     cdef Py_ssize_t i
     cdef unsigned char c
     if n < 1 or n > 128:

@@ -28,10 +28,6 @@ class ListenerServer:
         self.access_log: AccessLog | None = None
         self.spans: SpanExport | None = None  # the same, for span export
 
-    def new_request_id(self) -> bytes:
-        """A random per-process prefix and a counter: unique, cheap, and sortable per worker."""
-        return self.request_ids.next()
-
     async def start(self, reuse_port: bool = False) -> None:
         loop = asyncio.get_running_loop()
         plan = self.plan

@@ -150,10 +150,6 @@ class UpstreamGroup(GroupCore):
         self._observers = (*self._observers, observer)
         self.observes = True
 
-    def remove_observer(self, observer: Observer) -> None:
-        self._observers = tuple(o for o in self._observers if o != observer)
-        self.observes = bool(self._observers)
-
     def observe(self, exchange: Exchange) -> None:
         """Called by the hot path as each exchange sent to this group ends, when ``observes``."""
         for observer in self._observers:
