@@ -1,7 +1,8 @@
 # fastgw.http._parser: table of contents.
 #
-# The code and its theory of operation are in _http.pyx. HttpParser wraps one llhttp parser whose
-# callbacks are C functions recording where things are; the protocols in _proxy.pyx drive it
+# The code and its theory of operation are in _parser.pyx. HttpParser wraps one llhttp parser whose
+# callbacks are C functions recording where things are; the client and upstream sides of the hot
+# path (fastgw._proxy: proxy/client.pyx, proxy/upstream.pyx) drive it
 # with feed() and next() and read the fields below directly.
 
 from fastgw.http._llhttp cimport llhttp_t
@@ -43,7 +44,7 @@ cdef struct ParseState:      # what the C callbacks write; parser.data points he
     long long stream         # stream offset of buf[0]: bytes fed before this read
     long long head_at        # stream offset of the head's first byte seen, -1 before it
     bint in_head             # a message began and its head is not complete
-    int open                 # which span a split read left open (O_* in _http.pyx)
+    int open                 # which span a split read left open (O_* in _parser.pyx)
     Field target             # request-target, or a response's reason phrase
     Field* names
     Field* values

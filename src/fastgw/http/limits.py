@@ -1,6 +1,6 @@
 """The request checks llhttp leaves to us, and the one path normalization.
 
-llhttp (strict mode, see _http.pyx) already rejects CL+TE, duplicate Content-Length, signed or hex
+llhttp (strict mode, see _parser.pyx) already rejects CL+TE, duplicate Content-Length, signed or hex
 lengths, obs-fold, bare LF, NUL/CR in values and bad chunk sizes. It accepts the shapes below,
 which are request-smuggling or cache-poisoning tools when a proxy forwards them; each raises a
 ``ClientFault`` with the status to answer:
