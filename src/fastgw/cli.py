@@ -9,9 +9,13 @@ import os
 import shlex
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from fastgw import __version__
 from fastgw.errors import ClientFault, ConfigError
+
+if TYPE_CHECKING:
+    from fastgw.config.schema import ListenerConfig, UpstreamConfig
 
 DEFAULT_CONFIG = "fastgw.yaml"  # in the current directory, when -c is not given
 _CONFIG_HELP = f"YAML or JSON config file (default: ./{DEFAULT_CONFIG})"
@@ -61,6 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     demo = sub.add_parser("demo", help="run the gateway in front of the bundled e-commerce demo")
     demo.add_argument("--bind", default=None, help="gateway address (default 127.0.0.1:8080)")
+    demo.add_argument("--tls-bind", default=None, help="its HTTPS address (default 127.0.0.1:8443)")
     demo.add_argument("--smoke", action="store_true", help="call every demo URL once and exit")
 
     hash_key = sub.add_parser("hash-key", help="print the digest an api_key plugin's config holds for a key")
@@ -100,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _hash_password(args.pbkdf2)
         from fastgw.demo.runner import run_demo
 
-        return run_demo(args.bind, args.smoke)
+        return run_demo(args.bind, args.smoke, args.tls_bind)
     except ConfigError as exc:
         print(f"fastgw: invalid configuration: {exc}", file=sys.stderr)
         return 2
@@ -162,10 +167,27 @@ def _run(path: str, workers: int, watch: bool = False) -> int:
 def _check(path: str) -> int:
     config, plan = _load(path)
     print(f"{path}: OK")
-    print(f"  listeners: {', '.join(f'{lc.name} ({lc.host}:{lc.port})' for lc in config.listeners)}")
-    print(f"  upstreams: {', '.join(f'{n} ({len(u.targets)} targets)' for n, u in config.upstreams.items())}")
+    print(f"  listeners: {', '.join(_describe_listener(lc) for lc in config.listeners)}")
+    print(f"  upstreams: {', '.join(_describe_upstream(n, u) for n, u in config.upstreams.items())}")
     print(f"  routes:    {len(plan.routes)}")
     return 0
+
+
+def _describe_listener(lc: ListenerConfig) -> str:
+    authority = f"[{lc.host}]:{lc.port}" if ":" in lc.host else f"{lc.host}:{lc.port}"
+    if lc.tls is None:
+        return f"{lc.name} (http://{authority})"
+    certificates = len(lc.tls.certificates)
+    extra = f", {certificates} certificates" if certificates > 1 else ""
+    if lc.tls.client_certificates is not None:
+        extra += f", client certificates {lc.tls.client_certificates.mode}"
+    return f"{lc.name} (https://{authority}{extra})"
+
+
+def _describe_upstream(name: str, upstream: UpstreamConfig) -> str:
+    tls = upstream.tls
+    kind = "" if tls is None else ", https, NOT VERIFIED" if tls.insecure_skip_verify else ", https"
+    return f"{name} ({len(upstream.targets)} targets{kind})"
 
 
 def _routes(path: str, match: str | None, header_lines: list[str]) -> int:

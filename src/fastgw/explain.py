@@ -146,4 +146,5 @@ def _upstream_line(route: Any, path: bytes, params: tuple[bytes, ...], query: by
         return f"  aggregate: {calls}"
     target = route.upstream.targets[0]
     upstream_path = route.upstream_path(path, params).decode()
-    return f"  upstream: {rc.upstream} -> http://{target.label}{upstream_path}{query.decode()}"
+    scheme = "https" if route.upstream.config.tls is not None else "http"
+    return f"  upstream: {rc.upstream} -> {scheme}://{target.label}{upstream_path}{query.decode()}"

@@ -18,6 +18,7 @@ in (``activate_plan``, on the worker's loop); ``retire_plan`` stops what the new
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
 from typing import Any
 from urllib.parse import parse_qsl
@@ -29,6 +30,8 @@ from fastgw.config.schema import ConcurrencyConfig, Config, ListenerConfig, Plug
 from fastgw.errors import ConfigError
 from fastgw.hooks import Plugin, build_chain, find_plugin, known_plugins
 from fastgw.plugins import BUILTIN, load_builtin_plugin
+from fastgw.plugins._https_redirect import HttpsRedirect
+from fastgw.tls.server import ServerTls, TlsFront
 from fastgw.upstream.breaker import BreakerKey, UpstreamBreaker
 from fastgw.upstream.group import UpstreamGroup
 from fastgw.upstream.health import HealthKey, UpstreamHealth
@@ -36,6 +39,8 @@ from fastgw.upstream.pool import PoolKey, TargetPool
 from fastgw.upstream.retry import RetryPolicy, RetryRules
 
 _TEMPLATE_PARAM = re.compile(r"\{\*?([A-Za-z_][A-Za-z0-9_]*)(?::[a-z]+)?\}")
+
+log = logging.getLogger("fastgw")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 LimiterKey = tuple[str, ConcurrencyConfig]
@@ -127,9 +132,10 @@ class ListenerPlan(ListenerCore):
     """A compiled listener: where it binds, who its trusted proxies are, its routes. What a
     connection reads per request (router, limits, timeouts) lives in ``ListenerCore``."""
 
-    __slots__ = ("_trust_cache", "drain_timeout", "host", "name", "port", "routes", "trusted")
+    __slots__ = ("_trust_cache", "drain_timeout", "host", "name", "port", "routes", "tls_front", "trusted")
 
-    def __init__(self, config: ListenerConfig) -> None:
+    def __init__(self, config: ListenerConfig, tls_front: TlsFront | None) -> None:
+        tls = config.tls
         super().__init__(
             Router(),
             config.limits,
@@ -138,7 +144,10 @@ class ListenerPlan(ListenerCore):
             config.headers_with_underscores,
             config.request_id_header,
             config.trace_context,
+            ServerTls(tls) if tls is not None else None,
+            tls.client_certificates.headers if tls is not None and tls.client_certificates else (),
         )
+        self.tls_front = tls_front  # live state: the listening socket's context, across reloads
         self.name = config.name
         self.host = config.host
         self.port = config.port
@@ -172,7 +181,7 @@ class ListenerPlan(ListenerCore):
 class LiveState:
     """What one worker process's running plans share, carried over by a reload when unchanged."""
 
-    __slots__ = ("breakers", "groups", "health", "limiters", "pools", "route_stats")
+    __slots__ = ("breakers", "groups", "health", "limiters", "pools", "route_stats", "tls_fronts")
 
     def __init__(self) -> None:
         self.pools: dict[PoolKey, TargetPool] = {}
@@ -181,6 +190,8 @@ class LiveState:
         self.breakers: dict[BreakerKey, UpstreamBreaker] = {}
         self.limiters: dict[LimiterKey, Limiter] = {}
         self.route_stats: dict[str, RequestStats] = {}
+        # A TLS listener's socket context, by listener name: made once, before workers fork.
+        self.tls_fronts: dict[str, TlsFront] = {}
 
 
 class Plan:
@@ -218,6 +229,19 @@ class Plan:
     def limiters(self) -> dict[LimiterKey, Limiter]:
         return self.state.limiters
 
+    def files(self) -> tuple[str, ...]:
+        """Every file this plan was read from: the config and the TLS certificates, keys and CA
+        bundles it names (``--watch`` reloads when any of them changes)."""
+        files = [self.source]
+        for lp in self.listeners.values():
+            if lp.tls is not None:
+                files += lp.tls.files
+        for upstream in self.config.upstreams.values():
+            tls = upstream.tls
+            if tls is not None:
+                files += [f for f in (tls.ca, tls.cert, tls.key) if f]
+        return tuple(dict.fromkeys(files))
+
     @property
     def drain_timeout(self) -> float:
         """How long in-flight requests may take after a stop: the longest any listener allows."""
@@ -249,10 +273,16 @@ def _compile(config: Config, old: LiveState) -> Plan:
     state = LiveState()
     plan = Plan(config, state)
 
-    def pool_for(key: PoolKey) -> TargetPool:
+    def pool_for(key: PoolKey, upstream: str) -> TargetPool:
         pool = state.pools.get(key)
         if pool is None:
-            pool = state.pools[key] = old.pools.get(key) or TargetPool(key)
+            pool = old.pools.get(key)
+            if pool is None:
+                pool = TargetPool(key)
+            elif key.tls is not None:
+                pool.load_tls()  # its files may have changed: new connections use them
+            state.pools[key] = pool
+        pool.upstreams.add(upstream)
         return pool
 
     def limiter_for(name: str, config: ConcurrencyConfig) -> Limiter:
@@ -274,10 +304,15 @@ def _compile(config: Config, old: LiveState) -> Plan:
         if upstream.concurrency is not None:
             upstream_limits[name] = limiter_for(f"upstream {name!r}", upstream.concurrency)
     for lc in config.listeners:
-        plan.listeners[lc.name] = ListenerPlan(lc)
+        front = None
+        if lc.tls is not None:
+            front = state.tls_fronts[lc.name] = old.tls_fronts.get(lc.name) or TlsFront(None)
+        plan.listeners[lc.name] = ListenerPlan(lc, front)
     global_plugins = compile_plugins(config.plugins)
     for rc in config.routes:
         plugins = global_plugins + compile_plugins(rc.plugins)
+        if rc.redirect_https is not None:
+            plugins.insert(0, HttpsRedirect(rc.redirect_https))  # before anything else: no work for it
         if rc.aggregate is not None:
             # The aggregator answers every request after the route's plugins: last in the chain.
             # Its backend calls go through the same groups and pools as proxied requests.
@@ -350,6 +385,12 @@ def activate_plan(plan: Plan) -> None:
         monitor.serve(plan.upstreams[monitor.name])
     for breaker in plan.state.breakers.values():
         breaker.serve(plan.upstreams[breaker.name])
+    for listener in plan.listeners.values():
+        if listener.tls_front is not None and listener.tls is not None:
+            listener.tls_front.use(listener.tls)  # handshakes from now on get this plan's certificates
+    for group in plan.upstreams.values():
+        if group.config.tls is not None and group.config.tls.insecure_skip_verify:
+            log.warning("upstream %r: TLS certificates are not verified (insecure_skip_verify)", group.name)
 
 
 def retire_plan(old: Plan, new: Plan) -> None:
@@ -365,3 +406,9 @@ def retire_plan(old: Plan, new: Plan) -> None:
     for breaker_key, breaker in old.state.breakers.items():
         if new.state.breakers.get(breaker_key) is not breaker:
             breaker.stop()
+    for name, front in old.state.tls_fronts.items():
+        if new.state.tls_fronts.get(name) is not front:
+            front.stop()
+    for listener in old.listeners.values():
+        if listener.tls is not None:
+            listener.tls.retire()

@@ -150,7 +150,7 @@ _PATH = "expected a path starting with '/' without '?' or '#'"
 _HOST = "expected a host name like 'api.example.com' or '*.example.com', without port"
 _ROUTE_KEYS = (
     "id, path, upstream, methods, host, listeners, headers, query, priority, rewrite,"
-    " strip_prefix, preserve_host, timeouts, retry, concurrency, plugins, aggregate"
+    " strip_prefix, preserve_host, timeouts, retry, concurrency, plugins, aggregate, redirect_https"
 )
 
 _VALUE_ERRORS: list[tuple[str, object, str]] = [
@@ -297,7 +297,7 @@ _VALUE_ERRORS: list[tuple[str, object, str]] = [
         "listeners[0].tiemouts",
         {},
         "listeners[0]: unknown key 'tiemouts'; expected one of: name, bind, trusted_proxies,"
-        " buffer_bytes, limits, timeouts, trace_context, headers_with_underscores, request_id_header;"
+        " buffer_bytes, limits, timeouts, trace_context, headers_with_underscores, request_id_header, tls;"
         " did you mean 'timeouts'?",
     ),
     # upstreams
@@ -309,7 +309,7 @@ _VALUE_ERRORS: list[tuple[str, object, str]] = [
         "upstreams.catalog.tragets",
         ["127.0.0.1:1"],
         "upstreams.catalog: unknown key 'tragets'; expected one of: targets, pool, timeouts,"
-        " host_header, health, outlier, breaker, balance, concurrency; did you mean 'targets'?",
+        " host_header, health, outlier, breaker, balance, concurrency, tls; did you mean 'targets'?",
     ),
     (
         "upstreams.catalog.targets",

@@ -48,6 +48,7 @@ class ListenerConfig:
     trace_context: bool = True  # continue or start a W3C trace; forward the gateway's traceparent
     headers_with_underscores: str = "drop"  # "drop" | "reject" (400) | "allow" (nginx, Envoy: not "allow")
     request_id_header: str = "X-Request-Id"  # read from clients, sent upstream, returned on every response
+    tls: ListenerTlsConfig | None = None  # None: cleartext HTTP
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +149,7 @@ class UpstreamConfig:
     breaker: BreakerConfig | None = None  # None = no circuit breaker
     balance: BalanceConfig = field(default_factory=BalanceConfig)
     concurrency: ConcurrencyConfig | None = None  # for the whole upstream, all routes together
+    tls: UpstreamTlsConfig | None = None  # None: cleartext HTTP to the targets
 
 
 IDEMPOTENT_METHODS = frozenset(method.decode("ascii") for method in IDEMPOTENT)  # http.wire's, as text
@@ -222,6 +224,7 @@ class RouteConfig:
     concurrency: ConcurrencyConfig | None = None
     plugins: tuple[PluginConfig, ...] = ()
     aggregate: AggregateConfig | None = None  # instead of upstream: answered by several calls
+    redirect_https: HttpsRedirectConfig | None = None  # cleartext requests get a redirect to HTTPS
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,7 +240,7 @@ class AdminConfig:
 ACCESS_LOG_FIELDS = (
     "time", "request_id", "client", "method", "host", "path", "query", "listener", "route",
     "upstream", "status", "bytes_in", "bytes_out", "duration_ms", "upstream_ms", "trace_id",
-    "span_id", "consumer", "error",
+    "span_id", "consumer", "error", "tls_version", "tls_cipher",
 )  # fmt: skip
 
 
@@ -283,3 +286,73 @@ class Config:
     admin: AdminConfig | None = None  # None: no admin listener
     access_log: AccessLogConfig | None = None  # None: no access log, at no cost
     tracing: TracingConfig | None = None  # None: no span export
+
+
+# -- TLS ----------------------------------------------------------------------------------------
+
+# Mozilla's "intermediate" TLS 1.2 suites (forward secret AEAD only); TLS 1.3's own are always on.
+MODERN_CIPHERS = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateConfig:
+    """One certificate chain and its key; entries serving the same names share one TLS context
+    (an ECDSA and an RSA certificate side by side: each client gets the one it can use)."""
+
+    cert: str  # PEM file: the certificate, then its intermediates
+    key: str  # PEM file: its private key
+    names: tuple[str, ...] = ()  # SNI names (exact, or "*.example.com"); () = the certificate's own
+    ocsp: str | None = None  # a DER OCSP response for it, stapled to handshakes that ask
+    key_path: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ClientCertificatesConfig:
+    """mTLS on a listener: clients present certificates verified against ``ca``."""
+
+    mode: str  # "optional" | "required"
+    ca: str  # PEM bundle of the CAs whose clients are accepted
+    headers: tuple[tuple[str, str], ...] = ()  # (subject | sans | fingerprint, header sent upstream)
+    key_path: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionTicketsConfig:
+    enabled: bool = True
+    rotate: float = 3600.0  # a new ticket key each period (all workers derive the same one)
+    secret: str | None = None  # the key material's seed, to share tickets across instances
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerTlsConfig:
+    certificates: tuple[CertificateConfig, ...]  # the first entry's names are the default's
+    min_version: str = "1.2"  # "1.2" | "1.3"
+    ciphers: str = MODERN_CIPHERS  # TLS 1.2 suites (OpenSSL syntax)
+    alpn: tuple[str, ...] = ("http/1.1",)
+    tickets: SessionTicketsConfig = field(default_factory=SessionTicketsConfig)
+    client_certificates: ClientCertificatesConfig | None = None
+    key_path: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamTlsConfig:
+    """HTTPS to an upstream's targets: verified unless ``insecure_skip_verify``."""
+
+    ca: str | None = None  # PEM bundle; None = the system's CA store
+    server_name: str | None = None  # SNI and the name checked; None = each target's host
+    cert: str | None = None  # a client certificate (mTLS to the upstream) ...
+    key: str | None = None  # ... and its key
+    insecure_skip_verify: bool = False  # no certificate or name check at all (logged at start)
+    min_version: str = "1.2"
+    key_path: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class HttpsRedirectConfig:
+    """A route answers cleartext requests with a redirect to the same URL over HTTPS."""
+
+    status: int = 308  # 301, 302, 307 or 308 (307/308 keep the method and body)
+    port: int = 443  # of the HTTPS URL (443 is left out of it)

@@ -25,6 +25,7 @@ from fastgw.config.schema import (
     UpstreamTimeouts,
 )
 from fastgw.config.syntax import TOKEN, read_request_target
+from fastgw.config.tls import read_upstream_tls
 from fastgw.config.validate import (
     Reader,
     Section,
@@ -257,7 +258,8 @@ def read_concurrency(value: object, path: str) -> ConcurrencyConfig:
 
 
 _UPSTREAM_KEYS = (
-    "targets", "pool", "timeouts", "host_header", "health", "outlier", "breaker", "balance", "concurrency"
+    "targets", "pool", "timeouts", "host_header", "health", "outlier", "breaker", "balance", "concurrency",
+    "tls",
 )  # fmt: skip
 _UPSTREAM_READERS: Mapping[str, Reader[object]] = {
     "pool": _read_pool,
@@ -268,6 +270,7 @@ _UPSTREAM_READERS: Mapping[str, Reader[object]] = {
     "breaker": _read_breaker,
     "balance": _read_balance,
     "concurrency": read_concurrency,
+    "tls": read_upstream_tls,
 }
 
 

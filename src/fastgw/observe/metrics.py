@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -74,9 +74,14 @@ class ReloadRecord:
         self.last_error = error
 
 
-def collect_gateway(plan: Plan, unrouted: Iterable[RequestStats]) -> Families:
+def collect_gateway(
+    plan: Plan,
+    unrouted: Iterable[RequestStats],
+    handshakes: Mapping[str, Mapping[tuple[str | None, str | None, bool], int]] | None = None,
+) -> Families:
     """One process's families: requests (``unrouted``: each listener's counters of requests
-    that matched no route), latencies, pools, targets, plugin counters."""
+    that matched no route), latencies, pools, targets, TLS handshakes (``handshakes``: by
+    listener, by (version, cipher, resumed)), plugin counters."""
     families: Families = {}
     requests = families["fastgw_requests_total"] = Family(
         "counter", "Requests by route, method and status class (none: the client left first)."
@@ -102,6 +107,20 @@ def collect_gateway(plan: Plan, unrouted: Iterable[RequestStats]) -> Families:
         if route_id != UNMATCHED:
             _add_histogram(total, (("route", route_id),), *snap["total"])
             _add_histogram(upstream, (("route", route_id),), *snap["upstream"])
+    if handshakes:
+        tls = families["fastgw_tls_handshakes_total"] = Family(
+            "counter",
+            "TLS handshakes completed on a listener, by protocol version, cipher suite and whether"
+            " a session was resumed (a ticket) rather than made anew.",
+        )
+        for listener, by_kind in handshakes.items():
+            for (version, cipher, resumed), n in by_kind.items():
+                labels = (
+                    ("version", version or ""),
+                    ("cipher", cipher or ""),
+                    ("resumed", str(resumed).lower()),
+                )
+                tls.add((("listener", listener), *labels), n)
     _collect_upstreams(plan, families)
     _collect_plugin_counters(COUNTERS, families)
     return families

@@ -56,7 +56,7 @@ class Gateway:
         for name, server in self.listeners.items():
             for host, port in server.addresses:
                 authority = f"[{host}]" if ":" in host else host
-                out.append((name, f"http://{authority}:{port}"))
+                out.append((name, f"{server.plan.scheme.decode()}://{authority}:{port}"))
         return out
 
     def reload(self, load: Reloader) -> None:
@@ -104,7 +104,11 @@ class Gateway:
 
     def collect(self) -> Families:
         """This process's metrics (see ``observe.metrics``)."""
-        return collect_gateway(self.plan, [server.unrouted for server in self.listeners.values()])
+        return collect_gateway(
+            self.plan,
+            [server.unrouted for server in self.listeners.values()],
+            {name: server.handshakes for name, server in self.listeners.items() if server.handshakes},
+        )
 
     async def stop_accepting(self) -> None:
         """Close the listening sockets, and return once they are closed: uvloop closes a handle's
@@ -135,6 +139,8 @@ class Gateway:
         await stop_monitors(self.plan.health.values())
         for breaker in self.plan.breakers.values():
             breaker.stop()  # its timers must not fire on a loop that is closing
+        for front in self.plan.state.tls_fronts.values():
+            front.stop()  # its ticket-key timer, likewise
         await close_control_session()  # the auth plugins' client, if a request made one
         if self.access_log is not None:
             self.access_log.flush()

@@ -43,7 +43,7 @@ from fastgw.server.control import (
     WorkerChannel,
 )
 from fastgw.server.gateway import Gateway, Reloader
-from fastgw.server.watch import watch_file
+from fastgw.server.watch import watch_files
 
 if TYPE_CHECKING:
     from fastgw.admin.api import AdminServer  # imported when an admin listener is configured
@@ -106,7 +106,7 @@ async def _serve(
     if reloader is not None:
         loop.add_signal_handler(signal.SIGHUP, lambda: in_background(control.reload()))
         if watch and supervisor is None:
-            in_background(watch_file(reloader.path, control.reload))
+            in_background(watch_files(lambda: gateway.plan.files(), control.reload))
     line = SupervisorLine(supervisor, gateway, reloader) if supervisor is not None else None
     # Not in the background tasks: the supervisor still asks for counters while this one drains.
     answering = loop.create_task(line.answer()) if line is not None else None
@@ -292,7 +292,7 @@ class Supervisor:
             self.spawn(index)
         log.info("supervisor %d: %d workers", os.getpid(), self.count)
         if self.watch:
-            self._in_background(watch_file(self.path, self.reload))
+            self._in_background(watch_files(lambda: self.current.files(), self.reload))
         await self._all_exited.wait()
         for task in list(self._background):
             task.cancel()

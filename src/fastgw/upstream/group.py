@@ -53,7 +53,7 @@ class UpstreamGroup(GroupCore):
     def __init__(
         self,
         config: UpstreamConfig,
-        pool_for: Callable[[PoolKey], TargetPool],
+        pool_for: Callable[[PoolKey, str], TargetPool],
         previous: UpstreamGroup | None = None,
     ) -> None:
         super().__init__()
@@ -64,7 +64,9 @@ class UpstreamGroup(GroupCore):
             self.targets: tuple[Target, ...] = previous.targets
             self.balancer: Balancer = previous.balancer
             for target in self.targets:
-                pool_for(PoolKey(target.host, target.port, config.pool))  # the plan keeps the same pools
+                pool_for(
+                    PoolKey(target.host, target.port, config.pool, config.tls), self.name
+                )  # the same pools
         else:
             self.targets = tuple(self._target(t, config, pool_for) for t in config.targets)
             self.balancer = make_balancer(config.balance, self.targets)
@@ -78,8 +80,10 @@ class UpstreamGroup(GroupCore):
         self._update_single()
 
     @staticmethod
-    def _target(t: TargetConfig, config: UpstreamConfig, pool_for: Callable[[PoolKey], TargetPool]) -> Target:
-        pool = pool_for(PoolKey(t.host, t.port, config.pool))
+    def _target(
+        t: TargetConfig, config: UpstreamConfig, pool_for: Callable[[PoolKey, str], TargetPool]
+    ) -> Target:
+        pool = pool_for(PoolKey(t.host, t.port, config.pool, config.tls), config.name)
         authority = f"[{t.host}]" if ":" in t.host else t.host
         host_header = (config.host_header or f"{authority}:{t.port}").encode("ascii")
         return Target(t.host, t.port, t.weight, pool, host_header)
