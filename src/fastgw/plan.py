@@ -11,12 +11,15 @@ new plan where its settings did not change: the pools of targets whose address a
 are the same (warm connections survive the swap), the targets and balancer of an unchanged
 upstream (in-flight counts, latency estimates), health monitors (verdicts, running checkers),
 circuit breakers, concurrency limiters (requests in flight on the old plan hold their slots) and
-route counters (by route id). A compiled plan only starts steering its groups when it is swapped
-in (``activate_plan``, on the worker's loop); ``retire_plan`` stops what the new one did not adopt.
+route counters (by route id), and discovery feeds (a registry's watch goes on across a reload that
+did not change the upstream's ``discovery``). A compiled plan only starts steering its groups when
+it is swapped in (``activate_plan``, on the worker's loop); ``retire_plan`` stops what the new one
+did not adopt.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import re
 from typing import Any
@@ -26,6 +29,7 @@ from fastgw._proxy import Limiter, ListenerCore, RequestStats, RouteCore
 from fastgw._router import RouteConflict, Router, template_params
 from fastgw.aggregate import NoUpstream, backend_route, compile_aggregator
 from fastgw.config.schema import ConcurrencyConfig, Config, ListenerConfig, PluginConfig, RouteConfig
+from fastgw.discovery import DiscoveryKey, ServiceFeed, make_resolver
 from fastgw.errors import ConfigError
 from fastgw.hooks import Plugin, build_chain, find_plugin, known_plugins
 from fastgw.plugins import BUILTIN, load_builtin_plugin
@@ -172,7 +176,7 @@ class ListenerPlan(ListenerCore):
 class LiveState:
     """What one worker process's running plans share, carried over by a reload when unchanged."""
 
-    __slots__ = ("breakers", "groups", "health", "limiters", "pools", "route_stats")
+    __slots__ = ("breakers", "feeds", "groups", "health", "limiters", "pools", "route_stats")
 
     def __init__(self) -> None:
         self.pools: dict[PoolKey, TargetPool] = {}
@@ -181,6 +185,24 @@ class LiveState:
         self.breakers: dict[BreakerKey, UpstreamBreaker] = {}
         self.limiters: dict[LimiterKey, Limiter] = {}
         self.route_stats: dict[str, RequestStats] = {}
+        self.feeds: dict[DiscoveryKey, ServiceFeed] = {}
+
+    def pool_for(self, key: PoolKey) -> TargetPool:
+        """The pool of a target discovery added at run time: the one this plan has, or a new one."""
+        pool = self.pools.get(key)
+        if pool is None:
+            pool = self.pools[key] = TargetPool(key)
+        return pool
+
+    def release_pool(self, pool: TargetPool) -> None:
+        """A target left its group: unless another target of this plan uses the pool, drop it and
+        close its connections, idle ones now and busy ones as their requests end."""
+        if any(t.pool is pool for group in self.groups.values() for t in group.targets):
+            return
+        if self.pools.get(pool.key) is pool:
+            del self.pools[pool.key]
+        pool.max_idle = 0  # a connection coming back is closed, not parked
+        pool.close()
 
 
 class Plan:
@@ -217,6 +239,10 @@ class Plan:
     @property
     def limiters(self) -> dict[LimiterKey, Limiter]:
         return self.state.limiters
+
+    @property
+    def feeds(self) -> dict[DiscoveryKey, ServiceFeed]:
+        return self.state.feeds
 
     @property
     def drain_timeout(self) -> float:
@@ -264,7 +290,15 @@ def _compile(config: Config, old: LiveState) -> Plan:
 
     upstream_limits: dict[str, Limiter] = {}
     for name, upstream in config.upstreams.items():
-        plan.upstreams[name] = state.groups[name] = UpstreamGroup(upstream, pool_for, old.groups.get(name))
+        plan.upstreams[name] = state.groups[name] = UpstreamGroup(
+            upstream, pool_for, old.groups.get(name), state
+        )
+        discovery_key = DiscoveryKey.of(upstream)
+        if discovery_key is not None:
+            feed = old.feeds.get(discovery_key)
+            if feed is None:
+                feed = ServiceFeed(discovery_key, make_resolver(discovery_key.discovery))
+            state.feeds[discovery_key] = feed
         health_key = HealthKey.of(upstream)
         if health_key is not None:
             state.health[health_key] = old.health.get(health_key) or UpstreamHealth(health_key)
@@ -344,8 +378,11 @@ def _conflicting_route(earlier: list[RoutePlan], route: RoutePlan) -> str:
 
 
 def activate_plan(plan: Plan) -> None:
-    """The plan starts serving (gateway start, or a reload's swap): its health monitors steer its
-    groups and their checkers run. On the worker's loop, so checks run once per worker process."""
+    """The plan starts serving (gateway start, or a reload's swap): discovery feeds set its
+    groups' targets and follow their registries, health monitors steer its groups and their
+    checkers run. On the worker's loop, so checks and watches run once per worker process."""
+    for feed in plan.state.feeds.values():
+        feed.serve(plan.upstreams[feed.name])
     for monitor in plan.state.health.values():
         monitor.serve(plan.upstreams[monitor.name])
     for breaker in plan.state.breakers.values():
@@ -365,3 +402,20 @@ def retire_plan(old: Plan, new: Plan) -> None:
     for breaker_key, breaker in old.state.breakers.items():
         if new.state.breakers.get(breaker_key) is not breaker:
             breaker.stop()
+    for feed_key, feed in old.state.feeds.items():
+        if new.state.feeds.get(feed_key) is not feed:
+            feed.stop()
+
+
+async def first_discovery(plan: Plan, timeout: float) -> None:
+    """Wait (at most ``timeout``) until every discovery feed of an activated plan has tried its
+    registry once, so that a starting gateway listens with the targets it can find."""
+    waits = [feed.attempted.wait() for feed in plan.state.feeds.values() if not feed.attempted.is_set()]
+    if waits:
+        await asyncio.wait([asyncio.ensure_future(w) for w in waits], timeout=timeout)
+
+
+async def stop_feeds(plan: Plan) -> None:
+    """Stop the plan's discovery feeds and wait until their tasks ended (drain)."""
+    tasks = [task for feed in plan.state.feeds.values() if (task := feed.stop()) is not None]
+    await asyncio.gather(*tasks, return_exceptions=True)

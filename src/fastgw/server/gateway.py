@@ -13,11 +13,13 @@ from fastgw.errors import ConfigError
 from fastgw.observe.access_log import AccessLog, access_log_for
 from fastgw.observe.metrics import Families, ReloadRecord, collect_gateway
 from fastgw.observe.otlp import SpanExport, span_export_for
-from fastgw.plan import Plan, activate_plan, retire_plan
+from fastgw.plan import Plan, activate_plan, first_discovery, retire_plan, stop_feeds
 from fastgw.server.listener import ListenerServer
 from fastgw.upstream.health import stop_monitors
 
 log = logging.getLogger("fastgw")
+
+FIRST_DISCOVERY_WAIT = 10.0  # at start, how long listening waits for the registries' first answers
 
 
 class Reloader(Protocol):
@@ -45,6 +47,7 @@ class Gateway:
 
     async def start(self, reuse_port: bool = False) -> None:
         activate_plan(self.plan)  # health checks start before traffic, once per worker process
+        await first_discovery(self.plan, FIRST_DISCOVERY_WAIT)
         if self.spans is not None:
             self.spans.start()  # here, in the process that serves: after fork
         for server in self.listeners.values():
@@ -133,6 +136,7 @@ class Gateway:
         for pool in self.plan.pools.values():
             pool.close()
         await stop_monitors(self.plan.health.values())
+        await stop_feeds(self.plan)
         for breaker in self.plan.breakers.values():
             breaker.stop()  # its timers must not fire on a loop that is closing
         await close_control_session()  # the auth plugins' client, if a request made one
