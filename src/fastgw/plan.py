@@ -210,12 +210,14 @@ class Plan:
     settings the server and observers start from. Never changed after ``compile_plan``."""
 
     __slots__ = (
-        "access_log", "admin", "config", "listeners", "otlp", "routes", "source", "state", "upstreams",
+        "access_log", "admin", "config", "listeners", "otlp", "revision", "routes", "source", "state",
+        "upstreams",
     )  # fmt: skip
 
     def __init__(self, config: Config, state: LiveState) -> None:
         self.config = config  # for the admin API and explanations; the server reads the fields below
         self.source = config.source
+        self.revision = config.revision  # of a versioned source (an etcd key's mod revision)
         self.state = state
         self.admin = config.admin
         self.access_log = config.access_log

@@ -5,6 +5,8 @@
     GET  /routes      the loaded routes, with request counts by status class
     GET  /upstreams   the loaded upstreams and their targets: in rotation, pool connections
     GET  /metrics     Prometheus text format
+    GET  /config      where the configuration comes from, the revision running (an etcd key's),
+                      the last reload's outcome and the revision it refused, if any
     POST /reload      reload the config file: 200 {"ok": true, ...} or 400 {"ok": false, "error"}
     POST /cache/purge {"key": "host/path?query"} or {"prefix": "host/path/"}: the cached responses
                       under that base key (every variant) or key prefix, in every worker and
@@ -167,6 +169,22 @@ async def upstreams(request: web.Request) -> web.Response:
     return _json({"upstreams": out})
 
 
+async def config_state(request: web.Request) -> web.Response:
+    control = request.app[CONTROL]
+    plan, record = control.plan(), control.reloads
+    return _json(
+        {
+            "source": plan.source,
+            "revision": plan.revision,
+            "loaded_at": record.loaded_at,
+            "reloads": {"succeeded": record.succeeded, "failed": record.failed},
+            "last_reload_ok": record.last_ok,
+            "last_error": record.last_error,
+            "rejected_revision": record.rejected_revision,
+        }
+    )
+
+
 async def reload(request: web.Request) -> web.Response:
     result = await request.app[CONTROL].reload()
     return _json(result, 200 if result.get("ok") else 400)
@@ -212,6 +230,7 @@ def make_app(control: Control) -> web.Application:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/routes", routes)
     app.router.add_get("/upstreams", upstreams)
+    app.router.add_get("/config", config_state)
     app.router.add_post("/reload", reload)
     app.router.add_post("/cache/purge", purge_cache)
     app.router.add_get("/", page)

@@ -61,17 +61,22 @@ class ReloadRecord:
     last_ok: bool = True
     last_error: str | None = None
     loaded_at: float = field(default_factory=time.time)
+    applied_revision: int | None = None  # of a versioned source (etcd): the one running
+    rejected_revision: int | None = None  # the last one a reload refused
 
-    def success(self) -> None:
+    def success(self, revision: int | None = None) -> None:
         self.succeeded += 1
         self.last_ok = True
         self.last_error = None
         self.loaded_at = time.time()
+        self.applied_revision = revision
 
-    def failure(self, error: str) -> None:
+    def failure(self, error: str, revision: int | None = None) -> None:
         self.failed += 1
         self.last_ok = False
         self.last_error = error
+        if revision is not None and revision != self.applied_revision:
+            self.rejected_revision = revision
 
 
 def collect_gateway(plan: Plan, unrouted: Iterable[RequestStats]) -> Families:
@@ -232,12 +237,23 @@ def collect_reloads(record: ReloadRecord, workers: int) -> Families:
     loaded.add((), record.loaded_at)
     counted = Family("gauge", "Worker processes serving that answered this scrape.")
     counted.add((), workers)
-    return {
+    families = {
         "fastgw_config_reloads_total": reloads,
         "fastgw_config_last_reload_successful": last,
         "fastgw_config_loaded_timestamp_seconds": loaded,
         "fastgw_workers_reporting": counted,
     }
+    if record.applied_revision is not None:
+        applied = families["fastgw_config_revision"] = Family(
+            "gauge", "The revision of the configuration running (an etcd key's mod revision)."
+        )
+        applied.add((), record.applied_revision)
+    if record.rejected_revision is not None:
+        rejected = families["fastgw_config_rejected_revision"] = Family(
+            "gauge", "The last revision of the configuration a reload refused (invalid), still in the source."
+        )
+        rejected.add((), record.rejected_revision)
+    return families
 
 
 def label_worker(families: Families, index: int) -> Families:
