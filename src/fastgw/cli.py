@@ -53,7 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     config_commands = config.add_subparsers(dest="config_command", required=True)
     push = config_commands.add_parser("push", help="validate a config file, then write it to an etcd key")
     push.add_argument("-c", "--config", required=True, help="the YAML or JSON file to push")
-    push.add_argument("--etcd", action="append", required=True, metavar="URL", help="an etcd endpoint (repeatable)")
+    push.add_argument(
+        "--etcd", action="append", required=True, metavar="URL", help="an etcd endpoint (repeatable)"
+    )
     push.add_argument("--key", required=True, help="the etcd key the gateways watch")
 
     imports = sub.add_parser("import", help="translate another gateway's configuration into fastgw's")
@@ -222,7 +224,9 @@ def _push(path: str, endpoints: list[str], key: str) -> int:
         with open(path, encoding="utf-8-sig") as file:
             text = file.read()
     except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError("", f"cannot read the file: {getattr(error, 'strerror', None) or error}", path) from None
+        raise ConfigError(
+            "", f"cannot read the file: {getattr(error, 'strerror', None) or error}", path
+        ) from None
     plan = compile_plan(load_text(text, path))
     client = EtcdClient(_etcd_registry(endpoints))
 
@@ -245,13 +249,17 @@ def _check(path: str) -> int:
     config, plan = _load(path)
     print(f"{path}: OK")
     print(f"  listeners: {', '.join(f'{lc.name} ({lc.host}:{lc.port})' for lc in config.listeners)}")
-    print(f"  upstreams: {', '.join(f'{n} ({len(u.targets)} targets)' for n, u in config.upstreams.items())}")
+    upstreams = [
+        f"{n} ({len(u.targets)} targets{f' + {u.discovery.describe()}' if u.discovery else ''})"
+        for n, u in config.upstreams.items()
+    ]
+    print(f"  upstreams: {', '.join(upstreams)}")
     print(f"  routes:    {len(plan.routes)}")
     return 0
 
 
 def _routes(path: str, match: str | None, header_lines: list[str]) -> int:
-    from fastgw.explain import explain_match, parse_header
+    from fastgw.explain import explain_match, parse_header, resolve_discovered
 
     if header_lines and match is None:
         print("fastgw: -H/--header describes the request of --match; give --match too", file=sys.stderr)
@@ -282,7 +290,7 @@ def _routes(path: str, match: str | None, header_lines: list[str]) -> int:
             print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
         return 0
     try:
-        lines, found = explain_match(plan, match, headers)
+        lines, found = explain_match(plan, match, headers, resolve_discovered(plan))
     except (ValueError, ClientFault) as exc:
         print(f"fastgw: cannot explain {match!r}: {exc}", file=sys.stderr)
         return 2

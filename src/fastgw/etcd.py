@@ -104,7 +104,9 @@ class EtcdClient:
 
     # -- calls -------------------------------------------------------------------------------------
 
-    async def range(self, key: bytes, prefix: bool = False, revision: int | None = None) -> tuple[int, list[KeyValue]]:
+    async def range(
+        self, key: bytes, prefix: bool = False, revision: int | None = None
+    ) -> tuple[int, list[KeyValue]]:
         """The store's revision and the keys (one, or all under a prefix) at ``revision`` (now)."""
         body: dict[str, Any] = {"key": _b64(key)}
         if prefix:
@@ -291,6 +293,8 @@ def _watch_message(line: bytes, endpoint: str) -> WatchBatch | None:
     return WatchBatch(int(result.get("header", {}).get("revision", 0)), events)
 
 
-def registry_of(endpoints: Sequence[str], username: str | None, password: str | None, tls: TlsFiles | None) -> EtcdRegistry:
+def registry_of(
+    endpoints: Sequence[str], username: str | None, password: str | None, tls: TlsFiles | None
+) -> EtcdRegistry:
     """Connection settings made from the command line and environment (``fastgw run --etcd``)."""
     return EtcdRegistry(endpoints=tuple(endpoints), username=username, password=password, tls=tls)

@@ -147,7 +147,9 @@ class EtcdReloader:
                     await on_change()
                 failures = 0
                 async for batch in self.client.watch(key, prefix=False, start_revision=store_revision + 1):
-                    changed = [e for e in batch.events if not e.deleted and e.kv.mod_revision != self.revision]
+                    changed = [
+                        e for e in batch.events if not e.deleted and e.kv.mod_revision != self.revision
+                    ]
                     if any(e.deleted for e in batch.events):
                         log.warning("%s was deleted; keeping the running configuration", self.path)
                     if changed:

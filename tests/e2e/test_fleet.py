@@ -44,7 +44,10 @@ def fleet_config(upstream: int, routes: list[str]) -> str:
         "listeners": [{"name": "main", "bind": "127.0.0.1:${GW_PORT:-8080}"}],
         "admin": {"bind": "127.0.0.1:${ADMIN_PORT:-9901}"},
         "upstreams": {"up": {"targets": [f"127.0.0.1:{upstream}"]}},
-        "routes": [{"id": name, "path": f"/{name}/{{*rest}}", "upstream": "up", "rewrite": "/echo/{rest}"} for name in routes],
+        "routes": [
+            {"id": name, "path": f"/{name}/{{*rest}}", "upstream": "up", "rewrite": "/echo/{rest}"}
+            for name in routes
+        ],
     }
     return yaml.safe_dump(doc, sort_keys=False)
 

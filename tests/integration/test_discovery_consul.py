@@ -31,7 +31,12 @@ def document(consul: ConsulDouble, **discovery: Any) -> dict[str, Any]:
     return {
         "listeners": [{"name": "main", "bind": "127.0.0.1:0"}],
         "registries": {
-            "consul": {"address": consul.url, "token": "${CONSUL_TOKEN_FOR_TEST}", "wait": "2s", "timeout": "2s"}
+            "consul": {
+                "address": consul.url,
+                "token": "${CONSUL_TOKEN_FOR_TEST}",
+                "wait": "2s",
+                "timeout": "2s",
+            }
         },
         "upstreams": {"up": {"discovery": {"provider": "consul", "service": "catalog", **discovery}}},
         "routes": [{"id": "all", "path": "/{*rest}", "upstream": "up"}],
@@ -40,7 +45,6 @@ def document(consul: ConsulDouble, **discovery: Any) -> dict[str, Any]:
 
 def targets(gw: RunningGateway) -> list[tuple[int, int]]:
     return sorted(gw.call(lambda: [(t.port, t.weight) for t in gw.gateway.plan.upstreams["up"].targets]))
-
 
 
 def entry(entry_id: str, port: int, **fields: Any) -> ConsulEntry:
@@ -70,7 +74,9 @@ def test_passing_tagged_instances_of_the_datacenter_followed_by_blocking_queries
     assert feed.errors == 0 and feed.healthy
 
 
-def test_an_index_that_goes_backwards_starts_over(make_gateway: Make, consul: ConsulDouble, upstream: int) -> None:
+def test_an_index_that_goes_backwards_starts_over(
+    make_gateway: Make, consul: ConsulDouble, upstream: int
+) -> None:
     consul.register(entry("a", upstream))
     gw = make_gateway(document(consul))
     wait_for(lambda: any("index" in q.query for q in consul.seen("/v1/health")), 10, "a blocking query")

@@ -43,7 +43,9 @@ def document(dns: DnsServer, discovery: dict[str, Any]) -> dict[str, Any]:
 
 
 def labels(gw: RunningGateway) -> list[tuple[str, int, int]]:
-    return sorted(gw.call(lambda: [(t.host, t.port, t.weight) for t in gw.gateway.plan.upstreams["up"].targets]))
+    return sorted(
+        gw.call(lambda: [(t.host, t.port, t.weight) for t in gw.gateway.plan.upstreams["up"].targets])
+    )
 
 
 def status(gw: RunningGateway, path: str = "/echo/x") -> int:
@@ -83,18 +85,26 @@ def test_a_records_are_resolved_again_when_their_ttl_runs_out(make_gateway: Make
         second.stop()
 
 
-def test_srv_records_give_ports_and_weights_of_the_lowest_priority(make_gateway: Make, dns: DnsServer) -> None:
+def test_srv_records_give_ports_and_weights_of_the_lowest_priority(
+    make_gateway: Make, dns: DnsServer
+) -> None:
     p1, p2, p3 = free_port(), free_port(), free_port()
     dns.set_a("n1.catalog.test", ["127.0.0.1"])
     dns.set_a("n2.catalog.test", ["127.0.0.1"])
     dns.set_a("backup.catalog.test", ["127.0.0.1"])
     dns.set_srv(
         "_http._tcp.catalog.test",
-        [(10, 10, p1, "n1.catalog.test."), (10, 30, p2, "n2.catalog.test."), (20, 50, p3, "backup.catalog.test.")],
+        [
+            (10, 10, p1, "n1.catalog.test."),
+            (10, 30, p2, "n2.catalog.test."),
+            (20, 50, p3, "backup.catalog.test."),
+        ],
     )
     gw = make_gateway(document(dns, {"name": "_http._tcp.catalog.test", "type": "SRV"}))
     assert labels(gw) == sorted([("127.0.0.1", p1, 10), ("127.0.0.1", p2, 30)])
-    dns.set_srv("_http._tcp.catalog.test", [(10, 0, p2, "n2.catalog.test."), (20, 50, p3, "backup.catalog.test.")])
+    dns.set_srv(
+        "_http._tcp.catalog.test", [(10, 0, p2, "n2.catalog.test."), (20, 50, p3, "backup.catalog.test.")]
+    )
     wait_for(lambda: labels(gw) == [("127.0.0.1", p2, 1)], 10, "n1 to leave (weight 0 counts as 1)")
     dns.set_srv("_http._tcp.catalog.test", [(20, 50, p3, "backup.catalog.test.")])
     wait_for(lambda: labels(gw) == [("127.0.0.1", p3, 50)], 10, "the fallback priority, now the lowest")

@@ -50,7 +50,9 @@ def test_up_instances_followed_by_delta_fetches(make_gateway: Make, upstream: in
         wait_for(lambda: ports(gw) == {upstream, 9001}, 10, "cat-2 to be UP")
         eureka.cancel("CATALOG", "cat-1")
         wait_for(lambda: ports(gw) == {9001}, 10, "cat-1 to leave")
-        assert len(eureka.seen("/eureka/apps")) - len(eureka.seen("/eureka/apps/delta")) == full  # deltas only
+        assert (
+            len(eureka.seen("/eureka/apps")) - len(eureka.seen("/eureka/apps/delta")) == full
+        )  # deltas only
         eureka.forget_changes()
         eureka.register(EurekaInstance("CATALOG", "cat-4", "127.0.0.1", 9004))
         eureka.forget_changes()  # the change is gone from the delta: the hash tells, a full fetch finds it
@@ -83,12 +85,20 @@ def test_the_reconcile_hash_and_both_shapes() -> None:
         b'<status>UP</status><port enabled="true">80</port><metadata><weight>4</weight></metadata></instance>'
         b"<instance><instanceId>b</instanceId><ipAddr>10.0.0.2</ipAddr><status>DOWN</status>"
         b'<port enabled="true">80</port></instance></application><application><name>BASKET</name>'
-        b'<instance><instanceId>c</instanceId><ipAddr>10.0.0.3</ipAddr><status>UP</status><port enabled="true">81'
+        b"<instance><instanceId>c</instanceId><ipAddr>10.0.0.3</ipAddr><status>UP</status>"
+        b'<port enabled="true">81'
         b"</port></instance></application></applications>"
     )
     found = parse_applications(xml, "application/xml")
     assert reconcile_hash(found.records) == found.hashcode == "DOWN_1_UP_2_"
-    assert [(r.app, r.id, r.weight) for r in found.records] == [("CATALOG", "a", 4), ("CATALOG", "b", 1), ("BASKET", "c", 1)]
-    one = b'{"applications": {"apps__hashcode": "UP_1_", "application": {"name": "X", "instance": {"instanceId": "i", "ipAddr": "10.0.0.9", "status": "UP", "port": {"$": 8080, "@enabled": "true"}}}}}'
+    assert [(r.app, r.id, r.weight) for r in found.records] == [
+        ("CATALOG", "a", 4),
+        ("CATALOG", "b", 1),
+        ("BASKET", "c", 1),
+    ]
+    one = (  # a list of one, rendered as the object itself
+        b'{"applications": {"apps__hashcode": "UP_1_", "application": {"name": "X", "instance": {'
+        b'"instanceId": "i", "ipAddr": "10.0.0.9", "status": "UP", "port": {"$": 8080, "@enabled": "true"}}}}}'
+    )
     (record,) = parse_applications(one, "application/json").records
     assert (record.app, record.address, record.port, record.port_enabled) == ("X", "10.0.0.9", 8080, True)

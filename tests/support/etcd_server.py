@@ -30,7 +30,9 @@ __all__ = ["EtcdServer", "etcd_path"]
 def etcd_path(name: str = "etcd") -> str:
     path = shutil.which(name)
     if path is None:  # scripts/test installs it; a missing binary is a broken setup, not a skip
-        raise RuntimeError(f"{name} is not installed (etcd-server/etcd-client are in scripts/test's DEBIAN_PACKAGES)")
+        raise RuntimeError(
+            f"{name} is not installed (etcd-server/etcd-client are in scripts/test's DEBIAN_PACKAGES)"
+        )
     return path
 
 

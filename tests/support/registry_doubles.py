@@ -115,7 +115,10 @@ class ConsulEntry:
 
     def render(self) -> dict[str, Any]:
         return {
-            "Node": {"ID": f"id-{self.node}", "Node": self.node, "Address": self.node_address, "Datacenter": self.datacenter},
+            "Node": {
+                "ID": f"id-{self.node}", "Node": self.node, "Address": self.node_address,
+                "Datacenter": self.datacenter,
+            },
             "Service": {
                 "ID": self.id, "Service": self.service, "Tags": self.tags, "Address": self.address,
                 "Port": self.port, "Meta": self.meta, "Weights": {"Passing": self.weight, "Warning": 1},
@@ -206,7 +209,9 @@ class ConsulDouble(ThreadedApp):
             and (not passing or e.status == "passing")
         ]  # fmt: skip
         index = self.service_index.get(service, self.index)
-        return web.json_response(found, headers={"X-Consul-Index": str(index), "X-Consul-KnownLeader": "true"})
+        return web.json_response(
+            found, headers={"X-Consul-Index": str(index), "X-Consul-KnownLeader": "true"}
+        )
 
 
 def _duration(text: str) -> float | None:
@@ -237,7 +242,9 @@ class EurekaInstance:
             "ipAddr": self.ip, "status": self.status, "overriddenStatus": "UNKNOWN",
             "port": {"$": self.port, "@enabled": "true" if self.port_enabled else "false"},
             "securePort": {"$": 443, "@enabled": "false"}, "countryId": 1,
-            "dataCenterInfo": {"@class": "com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo", "name": "MyOwn"},
+            "dataCenterInfo": {
+                "@class": "com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo", "name": "MyOwn",
+            },
             "metadata": self.metadata or {"@class": "java.util.Collections$EmptyMap"},
             "vipAddress": self.app.lower(), "actionType": self.action,
         }  # fmt: skip

@@ -1,7 +1,8 @@
 """Configuration: typed records (``schema``) and the validating loader.
 
-``load`` reads a file into a plain document and hands it to ``document``, which reads each
-section with its module (``listeners``, ``discovery`` (registries), ``upstreams``, ``routes`` with ``aggregates``,
+``load`` reads a file (or text: an etcd key's value) into a plain document and hands it to
+``document``, which reads each section with its module (``listeners``, ``discovery`` for
+``registries`` and an upstream's ``discovery``, ``upstreams``, ``routes`` with ``aggregates``,
 ``operations``) and checks what spans sections. ``validate`` is the toolkit of typed readers they
 are written with (plugins use it too); ``syntax`` holds the HTTP syntax several sections share.
 """

@@ -168,9 +168,13 @@ def read_registries(value: object, path: str) -> RegistriesConfig:
 
 # -- an upstream's discovery ---------------------------------------------------------------------
 
-_DNS_NAME = re.compile(r"(?=.{1,253}\.?$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62})(?:\.[A-Za-z0-9_][A-Za-z0-9_-]{0,62})*\.?")
+_DNS_NAME = re.compile(
+    r"(?=.{1,253}\.?$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62})(?:\.[A-Za-z0-9_][A-Za-z0-9_-]{0,62})*\.?"
+)
 _SERVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")
-_read_dns_name = read_matching(_DNS_NAME, "a DNS name like 'catalog.internal' or '_http._tcp.catalog.internal'")
+_read_dns_name = read_matching(
+    _DNS_NAME, "a DNS name like 'catalog.internal' or '_http._tcp.catalog.internal'"
+)
 _read_service = read_matching(_SERVICE_NAME, "a service name (letters, digits, '_', '.', ':', '-')")
 _read_tag = read_matching(re.compile(r"[^\s&?=#/]+"), "a tag without spaces, '&', '?', '=', '#' or '/'")
 
@@ -245,7 +249,9 @@ def read_discovery(value: object, path: str, registries: RegistriesConfig) -> Di
         if discovery.record == "SRV" and discovery.port is not None:
             raise ConfigError(section.at("port"), "SRV records carry their own ports; expected no port")
         if discovery.record != "SRV" and discovery.port is None:
-            raise ConfigError(path, f"missing required key 'port' (the targets' port for {discovery.record} records)")
+            raise ConfigError(
+                path, f"missing required key 'port' (the targets' port for {discovery.record} records)"
+            )
     return discovery
 
 

@@ -287,7 +287,9 @@ def read_upstreams(
         discovery = section.get(
             "discovery", lambda v, p: read_discovery(v, p, registries or RegistriesConfig())
         )
-        upstream = UpstreamConfig(name=name, targets=targets, discovery=discovery, **section.read(_UPSTREAM_READERS))
+        upstream = UpstreamConfig(
+            name=name, targets=targets, discovery=discovery, **section.read(_UPSTREAM_READERS)
+        )
         if discovery is not None and discovery.require_health_check and upstream.health is None:
             raise ConfigError(
                 section.at("discovery.require_health_check"),

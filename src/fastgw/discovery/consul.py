@@ -82,7 +82,9 @@ class ConsulResolver(Resolver):
         while True:
             entries, answered = await self.query(self.index)
             self.index = next_index(self.index, answered)
-            sink.publish([i for entry in entries if (i := entry_instance(entry, self.weight_meta)) is not None])
+            sink.publish(
+                [i for entry in entries if (i := entry_instance(entry, self.weight_meta)) is not None]
+            )
 
     async def query(self, index: int) -> tuple[list[Any], int]:
         """One (blocking, when ``index``) query: the entries and the X-Consul-Index."""

@@ -71,7 +71,9 @@ def _json_record(app: str, raw: Any) -> Record | None:
     if not isinstance(raw, dict):
         return None
     port = raw.get("port")
-    number, enabled = (port.get("$"), str(port.get("@enabled", "true"))) if isinstance(port, dict) else (port, "true")
+    number, enabled = (
+        (port.get("$"), str(port.get("@enabled", "true"))) if isinstance(port, dict) else (port, "true")
+    )
     metadata = raw.get("metadata")
     metadata = metadata if isinstance(metadata, dict) else {}
     return _record(
@@ -137,7 +139,9 @@ def parse_applications(data: bytes, content_type: str) -> Applications:
     for app in _as_list(applications.get("application")):
         if isinstance(app, dict):
             name = str(app.get("name", ""))
-            found += [r for raw in _as_list(app.get("instance")) if (r := _json_record(name, raw)) is not None]
+            found += [
+                r for raw in _as_list(app.get("instance")) if (r := _json_record(name, raw)) is not None
+            ]
     return Applications(tuple(found), str(applications.get("apps__hashcode", "")))
 
 
