@@ -98,7 +98,8 @@ def test_the_reconcile_hash_and_both_shapes() -> None:
     ]
     one = (  # a list of one, rendered as the object itself
         b'{"applications": {"apps__hashcode": "UP_1_", "application": {"name": "X", "instance": {'
-        b'"instanceId": "i", "ipAddr": "10.0.0.9", "status": "UP", "port": {"$": 8080, "@enabled": "true"}}}}}'
+        b'"instanceId": "i", "ipAddr": "10.0.0.9", "status": "UP",'
+        b' "port": {"$": 8080, "@enabled": "true"}}}}}'
     )
     (record,) = parse_applications(one, "application/json").records
     assert (record.app, record.address, record.port, record.port_enabled) == ("X", "10.0.0.9", 8080, True)
