@@ -88,7 +88,10 @@ class LocalControl:
             log.error("reload failed, keeping the running configuration: %s", exc)
             return {"ok": False, "error": str(exc)}
         plan = self.gateway.plan
-        return {"ok": True, "routes": len(plan.routes), "revision": plan.revision}
+        result: ReloadResult = {"ok": True, "routes": len(plan.routes)}
+        if plan.revision is not None:
+            result["revision"] = plan.revision
+        return result
 
     async def purge_cache(self, key: str | None, prefix: str | None) -> PurgeResult:
         return await purge_entries(key, prefix)

@@ -257,10 +257,15 @@ class Supervisor:
                     replaced += 1
             self.reloads.success(plan.revision)
             log.info("configuration reloaded from %s: %d routes", plan.source, len(plan.routes))
-            return {
-                "ok": True, "routes": len(plan.routes), "revision": plan.revision, "workers": len(workers),
+            result: ReloadResult = {
+                "ok": True,
+                "routes": len(plan.routes),
+                "workers": len(workers),
                 "replaced": replaced,
-            }  # fmt: skip
+            }
+            if plan.revision is not None:
+                result["revision"] = plan.revision
+            return result
 
     async def purge_cache(self, key: str | None, prefix: str | None) -> PurgeResult:
         """Every worker purges its own memory zones (and the Redis caches it uses): summed."""
