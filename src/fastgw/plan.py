@@ -11,12 +11,15 @@ new plan where its settings did not change: the pools of targets whose address a
 are the same (warm connections survive the swap), the targets and balancer of an unchanged
 upstream (in-flight counts, latency estimates), health monitors (verdicts, running checkers),
 circuit breakers, concurrency limiters (requests in flight on the old plan hold their slots) and
-route counters (by route id). A compiled plan only starts steering its groups when it is swapped
-in (``activate_plan``, on the worker's loop); ``retire_plan`` stops what the new one did not adopt.
+route counters (by route id), and discovery feeds (a registry's watch goes on across a reload that
+did not change the upstream's ``discovery``). A compiled plan only starts steering its groups when
+it is swapped in (``activate_plan``, on the worker's loop); ``retire_plan`` stops what the new one
+did not adopt.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import re
@@ -27,6 +30,7 @@ from fastgw._proxy import Limiter, ListenerCore, RequestStats, RouteCore
 from fastgw._router import RouteConflict, Router, template_params
 from fastgw.aggregate import NoUpstream, backend_route, compile_aggregator
 from fastgw.config.schema import ConcurrencyConfig, Config, ListenerConfig, PluginConfig, RouteConfig
+from fastgw.discovery import DiscoveryKey, ServiceFeed, make_resolver
 from fastgw.errors import ConfigError
 from fastgw.hooks import Plugin, build_chain, find_plugin, known_plugins
 from fastgw.plugins import BUILTIN, load_builtin_plugin
@@ -181,7 +185,7 @@ class ListenerPlan(ListenerCore):
 class LiveState:
     """What one worker process's running plans share, carried over by a reload when unchanged."""
 
-    __slots__ = ("breakers", "groups", "health", "limiters", "pools", "route_stats", "tls_fronts")
+    __slots__ = ("breakers", "feeds", "groups", "health", "limiters", "pools", "route_stats", "tls_fronts")
 
     def __init__(self) -> None:
         self.pools: dict[PoolKey, TargetPool] = {}
@@ -192,6 +196,25 @@ class LiveState:
         self.route_stats: dict[str, RequestStats] = {}
         # A TLS listener's socket context, by listener name: made once, before workers fork.
         self.tls_fronts: dict[str, TlsFront] = {}
+        self.feeds: dict[DiscoveryKey, ServiceFeed] = {}
+
+    def pool_for(self, key: PoolKey, upstream: str) -> TargetPool:
+        """The pool of a target discovery added at run time: the one this plan has, or a new one."""
+        pool = self.pools.get(key)
+        if pool is None:
+            pool = self.pools[key] = TargetPool(key)
+        pool.upstreams.add(upstream)
+        return pool
+
+    def release_pool(self, pool: TargetPool) -> None:
+        """A target left its group: unless another target of this plan uses the pool, drop it and
+        close its connections, idle ones now and busy ones as their requests end."""
+        if any(t.pool is pool for group in self.groups.values() for t in group.targets):
+            return
+        if self.pools.get(pool.key) is pool:
+            del self.pools[pool.key]
+        pool.max_idle = 0  # a connection coming back is closed, not parked
+        pool.close()
 
 
 class Plan:
@@ -199,12 +222,14 @@ class Plan:
     settings the server and observers start from. Never changed after ``compile_plan``."""
 
     __slots__ = (
-        "access_log", "admin", "config", "listeners", "otlp", "routes", "source", "state", "upstreams",
+        "access_log", "admin", "config", "listeners", "otlp", "revision", "routes", "source", "state",
+        "upstreams",
     )  # fmt: skip
 
     def __init__(self, config: Config, state: LiveState) -> None:
         self.config = config  # for the admin API and explanations; the server reads the fields below
         self.source = config.source
+        self.revision = config.revision  # of a versioned source (an etcd key's mod revision)
         self.state = state
         self.admin = config.admin
         self.access_log = config.access_log
@@ -229,10 +254,10 @@ class Plan:
     def limiters(self) -> dict[LimiterKey, Limiter]:
         return self.state.limiters
 
-    def files(self) -> tuple[str, ...]:
-        """Every file this plan was read from: the config and the TLS certificates, keys and CA
-        bundles it names (``--watch`` reloads when any of them changes)."""
-        files = [self.source]
+    def named_files(self) -> tuple[str, ...]:
+        """The files the config names and the plan read: TLS certificates, keys, CA bundles and
+        OCSP responses (``--watch`` reloads when one changes, as when the config does)."""
+        files: list[str] = []
         for lp in self.listeners.values():
             if lp.tls is not None:
                 files += lp.tls.files
@@ -241,6 +266,10 @@ class Plan:
             if tls is not None:
                 files += [f for f in (tls.ca, tls.cert, tls.key) if f]
         return tuple(dict.fromkeys(files))
+
+    @property
+    def feeds(self) -> dict[DiscoveryKey, ServiceFeed]:
+        return self.state.feeds
 
     @property
     def drain_timeout(self) -> float:
@@ -294,7 +323,15 @@ def _compile(config: Config, old: LiveState) -> Plan:
 
     upstream_limits: dict[str, Limiter] = {}
     for name, upstream in config.upstreams.items():
-        plan.upstreams[name] = state.groups[name] = UpstreamGroup(upstream, pool_for, old.groups.get(name))
+        plan.upstreams[name] = state.groups[name] = UpstreamGroup(
+            upstream, pool_for, old.groups.get(name), state
+        )
+        discovery_key = DiscoveryKey.of(upstream)
+        if discovery_key is not None:
+            feed = old.feeds.get(discovery_key)
+            if feed is None:
+                feed = ServiceFeed(discovery_key, make_resolver(discovery_key.discovery))
+            state.feeds[discovery_key] = feed
         health_key = HealthKey.of(upstream)
         if health_key is not None:
             state.health[health_key] = old.health.get(health_key) or UpstreamHealth(health_key)
@@ -379,8 +416,11 @@ def _conflicting_route(earlier: list[RoutePlan], route: RoutePlan) -> str:
 
 
 def activate_plan(plan: Plan) -> None:
-    """The plan starts serving (gateway start, or a reload's swap): its health monitors steer its
-    groups and their checkers run. On the worker's loop, so checks run once per worker process."""
+    """The plan starts serving (gateway start, or a reload's swap): discovery feeds set its
+    groups' targets and follow their registries, health monitors steer its groups and their
+    checkers run. On the worker's loop, so checks and watches run once per worker process."""
+    for feed in plan.state.feeds.values():
+        feed.serve(plan.upstreams[feed.name])
     for monitor in plan.state.health.values():
         monitor.serve(plan.upstreams[monitor.name])
     for breaker in plan.state.breakers.values():
@@ -412,3 +452,20 @@ def retire_plan(old: Plan, new: Plan) -> None:
     for listener in old.listeners.values():
         if listener.tls is not None:
             listener.tls.retire()
+    for feed_key, feed in old.state.feeds.items():
+        if new.state.feeds.get(feed_key) is not feed:
+            feed.stop()
+
+
+async def first_discovery(plan: Plan, timeout: float) -> None:
+    """Wait (at most ``timeout``) until every discovery feed of an activated plan has tried its
+    registry once, so that a starting gateway listens with the targets it can find."""
+    waits = [feed.attempted.wait() for feed in plan.state.feeds.values() if not feed.attempted.is_set()]
+    if waits:
+        await asyncio.wait([asyncio.ensure_future(w) for w in waits], timeout=timeout)
+
+
+async def stop_feeds(plan: Plan) -> None:
+    """Stop the plan's discovery feeds and wait until their tasks ended (drain)."""
+    tasks = [task for feed in plan.state.feeds.values() if (task := feed.stop()) is not None]
+    await asyncio.gather(*tasks, return_exceptions=True)

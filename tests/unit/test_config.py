@@ -120,12 +120,12 @@ _DOCUMENT_ERRORS: list[tuple[object, str]] = [
     (
         {**_MINIMAL, "route": []},
         "gw.yaml: unknown key 'route'; expected one of: listeners, upstreams, routes, plugins, admin,"
-        " access_log, tracing; did you mean 'routes'?",
+        " access_log, tracing, registries; did you mean 'routes'?",
     ),
     (
         {**_MINIMAL, "extra": 1},
         "gw.yaml: unknown key 'extra'; expected one of: listeners, upstreams, routes, plugins, admin,"
-        " access_log, tracing",
+        " access_log, tracing, registries",
     ),
     (
         {k: v for k, v in _MINIMAL.items() if k != "routes"},
@@ -304,12 +304,13 @@ _VALUE_ERRORS: list[tuple[str, object, str]] = [
     ("upstreams", {}, "upstreams: expected a non-empty mapping, found an empty mapping"),
     ("upstreams", ["catalog"], "upstreams: expected a non-empty mapping, found a list"),
     ("upstreams.catalog", None, "upstreams.catalog: expected a mapping, found null"),
-    ("upstreams.catalog", {"pool": {}}, "upstreams.catalog: missing required key 'targets'"),
+    ("upstreams.catalog", {"pool": {}}, "upstreams.catalog: missing required key 'targets' (or 'discovery')"),
     (
         "upstreams.catalog.tragets",
         ["127.0.0.1:1"],
         "upstreams.catalog: unknown key 'tragets'; expected one of: targets, pool, timeouts,"
-        " host_header, health, outlier, breaker, balance, concurrency, tls; did you mean 'targets'?",
+        " host_header, health, outlier, breaker, balance, concurrency, tls, discovery;"
+        " did you mean 'targets'?",
     ),
     (
         "upstreams.catalog.targets",

@@ -138,9 +138,105 @@ class BalanceConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """PEM files for a registry reached over https: the CA to trust, a client certificate and key."""
+
+    ca: str | None = None  # None: the system's trust store
+    cert: str | None = None
+    key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DnsRegistry:
+    """Where DNS questions go (discovery/dns.py)."""
+
+    nameservers: tuple[tuple[str, int], ...] = ()  # (ip, port); empty: the system's /etc/resolv.conf
+    timeout: float = 2.0  # one question, all nameservers tried
+
+
+@dataclass(frozen=True, slots=True)
+class EtcdRegistry:
+    """An etcd v3 cluster, over its JSON gateway (fastgw/etcd.py)."""
+
+    endpoints: tuple[str, ...]  # http(s)://host:port, tried in order
+    username: str | None = None
+    password: str | None = None
+    tls: TlsFiles | None = None
+    timeout: float = 5.0  # one request (a watch waits longer: it is a stream)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsulRegistry:
+    """A Consul agent or server, over its HTTP API (discovery/consul.py)."""
+
+    address: str = "http://127.0.0.1:8500"
+    token: str | None = None  # ACL token, sent as X-Consul-Token
+    datacenter: str | None = None  # default for upstreams that name none; None: the agent's own
+    wait: float = 300.0  # longest a blocking query waits for a change (Consul caps it at 10m)
+    tls: TlsFiles | None = None
+    timeout: float = 5.0  # on top of ``wait`` for a blocking query
+
+
+@dataclass(frozen=True, slots=True)
+class EurekaRegistry:
+    """A Eureka server, over its REST API (discovery/eureka.py)."""
+
+    url: str  # the service URL, e.g. http://127.0.0.1:8761/eureka
+    username: str | None = None  # HTTP basic auth
+    password: str | None = None
+    interval: float = 30.0  # between two fetches (Eureka's clients default to 30s)
+    tls: TlsFiles | None = None
+    timeout: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class RegistriesConfig:
+    """The ``registries:`` section: each provider's connection settings, once per gateway."""
+
+    dns: DnsRegistry = field(default_factory=DnsRegistry)
+    etcd: EtcdRegistry | None = None
+    consul: ConsulRegistry | None = None
+    eureka: EurekaRegistry | None = None
+
+
+Registry = DnsRegistry | EtcdRegistry | ConsulRegistry | EurekaRegistry
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveryConfig:
+    """An upstream's ``discovery:``: which service of which registry its targets come from."""
+
+    provider: str  # dns | etcd | consul | eureka
+    service: str  # dns: the name; etcd: the key prefix; consul: the service; eureka: the app
+    registry: Registry  # the provider's settings from ``registries:`` (a change restarts the feed)
+    record: str = "A"  # dns: A, AAAA or SRV
+    port: int | None = None  # dns A/AAAA: the targets' port (SRV records carry theirs)
+    tags: tuple[str, ...] = ()  # consul: every one of these tags
+    datacenter: str | None = None  # consul: None is the registry's default
+    weight_meta: str | None = None  # consul: the service meta key holding a weight
+    min_targets: int = 1  # floor: a smaller answer is not applied while a larger set is known
+    require_health_check: bool = False  # a target joining a running set waits for one passed check
+    retry_base: float = 0.5  # backoff after a failure: doubles up to retry_max, with full jitter
+    retry_max: float = 30.0
+
+    def describe(self) -> str:
+        """Where the targets come from, in words: ``consul service catalog [v2] in dc1``."""
+        if self.provider == "dns":
+            port = f" port {self.port}" if self.port is not None else ""
+            return f"dns {self.record} {self.service}{port}"
+        if self.provider == "etcd":
+            return f"etcd prefix {self.service}"
+        if self.provider == "consul":
+            tags = f" [{', '.join(self.tags)}]" if self.tags else ""
+            datacenter = self.datacenter or getattr(self.registry, "datacenter", None)
+            return f"consul service {self.service}{tags}" + (f" in {datacenter}" if datacenter else "")
+        return f"eureka app {self.service}"
+
+
+@dataclass(frozen=True, slots=True)
 class UpstreamConfig:
     name: str
-    targets: tuple[TargetConfig, ...]
+    targets: tuple[TargetConfig, ...]  # static ones; with discovery, beside the discovered ones
     pool: PoolConfig = field(default_factory=PoolConfig)
     timeouts: UpstreamTimeouts = field(default_factory=UpstreamTimeouts)
     host_header: str | None = None  # Host sent upstream; None = the target's host:port
@@ -150,6 +246,7 @@ class UpstreamConfig:
     balance: BalanceConfig = field(default_factory=BalanceConfig)
     concurrency: ConcurrencyConfig | None = None  # for the whole upstream, all routes together
     tls: UpstreamTlsConfig | None = None  # None: cleartext HTTP to the targets
+    discovery: DiscoveryConfig | None = None  # targets from a registry, changing at run time
 
 
 IDEMPOTENT_METHODS = frozenset(method.decode("ascii") for method in IDEMPOTENT)  # http.wire's, as text
@@ -278,7 +375,7 @@ class TracingConfig:
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    source: str  # the file it came from
+    source: str  # the file it came from (or the etcd key, with its revision)
     listeners: tuple[ListenerConfig, ...]
     upstreams: Mapping[str, UpstreamConfig]
     routes: tuple[RouteConfig, ...]
@@ -286,6 +383,8 @@ class Config:
     admin: AdminConfig | None = None  # None: no admin listener
     access_log: AccessLogConfig | None = None  # None: no access log, at no cost
     tracing: TracingConfig | None = None  # None: no span export
+    registries: RegistriesConfig = field(default_factory=RegistriesConfig)
+    revision: int | None = None  # the version of the source read (etcd's mod revision); None: a file
 
 
 # -- TLS ----------------------------------------------------------------------------------------

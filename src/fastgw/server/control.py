@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from fastgw.errors import ConfigError
-from fastgw.observe.metrics import Families, collect_reloads, label_worker, merge
+from fastgw.observe.metrics import Families, ReloadRecord, collect_reloads, label_worker, merge
 from fastgw.plan import Plan
 from fastgw.plugins.cache import purge_entries
 from fastgw.server.gateway import Gateway, Reloader
@@ -42,6 +42,9 @@ FINAL_TIMEOUT = 5.0  # a draining worker gives up sending its final counters aft
 
 class Control(Protocol):
     reloader: Reloader | None  # None: the gateway was not started from a file
+
+    @property
+    def reloads(self) -> ReloadRecord: ...  # where reloads are decided: outcomes, revisions
 
     def plan(self) -> Plan: ...
     def ready(self) -> bool: ...
@@ -60,21 +63,35 @@ class LocalControl:
     def plan(self) -> Plan:
         return self.gateway.plan
 
+    @property
+    def reloads(self) -> ReloadRecord:
+        return self.gateway.reloads
+
     def ready(self) -> bool:
         return self.gateway.ready
 
     async def families(self) -> Families:
         return merge([label_worker(self.gateway.collect(), 0), collect_reloads(self.gateway.reloads, 1)])
 
-    async def reload(self) -> ReloadResult:
+    async def reload(self, revision: int | None = None) -> ReloadResult:
+        """Read the source again (at ``revision``: what the supervisor validated) and swap."""
         if self.reloader is None:
             return {"ok": False, "error": "the gateway was not started from a file"}
         try:
+            try:
+                await self.reloader.refresh(revision)
+            except ConfigError as exc:
+                self.gateway.reloads.failure(str(exc))  # (gateway.reload counts its own failures)
+                raise
             self.gateway.reload(self.reloader)
         except ConfigError as exc:
             log.error("reload failed, keeping the running configuration: %s", exc)
             return {"ok": False, "error": str(exc)}
-        return {"ok": True, "routes": len(self.gateway.plan.routes)}
+        plan = self.gateway.plan
+        result: ReloadResult = {"ok": True, "routes": len(plan.routes)}
+        if plan.revision is not None:
+            result["revision"] = plan.revision
+        return result
 
     async def purge_cache(self, key: str | None, prefix: str | None) -> PurgeResult:
         return await purge_entries(key, prefix)
@@ -195,7 +212,7 @@ class SupervisorLine:
         if op == "collect":
             return self.gateway.collect()
         if op == "reload":
-            return await self.local.reload()
+            return await self.local.reload(message.get("revision"))
         if op == "purge_cache":
             return await self.local.purge_cache(message.get("key"), message.get("prefix"))
         return {"ok": False, "error": f"unknown operation {message!r}"}

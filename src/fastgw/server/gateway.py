@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from fastgw._proxy import plan_changed
@@ -13,20 +14,30 @@ from fastgw.errors import ConfigError
 from fastgw.observe.access_log import AccessLog, access_log_for
 from fastgw.observe.metrics import Families, ReloadRecord, collect_gateway
 from fastgw.observe.otlp import SpanExport, span_export_for
-from fastgw.plan import Plan, activate_plan, retire_plan
+from fastgw.plan import Plan, activate_plan, first_discovery, retire_plan, stop_feeds
 from fastgw.server.listener import ListenerServer
 from fastgw.upstream.health import stop_monitors
 
 log = logging.getLogger("fastgw")
 
+FIRST_DISCOVERY_WAIT = 10.0  # at start, how long listening waits for the registries' first answers
+
 
 class Reloader(Protocol):
-    """Makes the next Plan beside the running one (``fastgw.reload.FileReloader``): raises
-    ConfigError when it cannot. ``path`` names its source, for messages and ``--watch``."""
+    """Makes the next Plan beside the running one (``fastgw.reload``: a file, an etcd key).
+
+    ``refresh`` reads the source (at ``revision``, when it has versions and one is given);
+    ``__call__`` makes the Plan of what was read, beside the running one; both raise ConfigError
+    when they cannot. ``watch`` calls ``on_change`` each time the source changes, until
+    cancelled. ``path`` names the source in messages; ``revision`` is the version last read
+    (None for a source without versions)."""
 
     path: str
+    revision: int | None
 
+    async def refresh(self, revision: int | None = None) -> None: ...
     def __call__(self, running: Plan) -> Plan: ...
+    async def watch(self, on_change: Callable[[], Awaitable[object]]) -> None: ...
 
 
 class Gateway:
@@ -41,10 +52,11 @@ class Gateway:
         self.spans: SpanExport | None = None
         self.retired_spans: list[SpanExport] = []  # replaced on reload, flushed again at drain
         self._use_span_export(span_export_for(plan.otlp, None))
-        self.reloads = ReloadRecord()
+        self.reloads = ReloadRecord(applied_revision=plan.revision)
 
     async def start(self, reuse_port: bool = False) -> None:
         activate_plan(self.plan)  # health checks start before traffic, once per worker process
+        await first_discovery(self.plan, FIRST_DISCOVERY_WAIT)
         if self.spans is not None:
             self.spans.start()  # here, in the process that serves: after fork
         for server in self.listeners.values():
@@ -60,15 +72,16 @@ class Gateway:
         return out
 
     def reload(self, load: Reloader) -> None:
-        """Swap in the plan ``load`` makes beside the running one (it raises ConfigError, and the
-        running plan stays, when the file cannot be used). Counted in ``reloads`` either way."""
+        """Swap in the plan ``load`` makes of what it read, beside the running one (it raises
+        ConfigError, and the running plan stays, when that cannot be used). Counted in
+        ``reloads`` either way."""
         try:
             new = load(self.plan)
         except ConfigError as exc:
-            self.reloads.failure(str(exc))
+            self.reloads.failure(str(exc), load.revision)
             raise
         self.swap(new)
-        self.reloads.success()
+        self.reloads.success(new.revision)
 
     def swap(self, new: Plan) -> None:
         """Serve ``new`` from now on: each request that starts from here runs on it (also on
@@ -137,6 +150,7 @@ class Gateway:
         for pool in self.plan.pools.values():
             pool.close()
         await stop_monitors(self.plan.health.values())
+        await stop_feeds(self.plan)
         for breaker in self.plan.breakers.values():
             breaker.stop()  # its timers must not fire on a loop that is closing
         for front in self.plan.state.tls_fronts.values():

@@ -106,7 +106,8 @@ async def _serve(
     if reloader is not None:
         loop.add_signal_handler(signal.SIGHUP, lambda: in_background(control.reload()))
         if watch and supervisor is None:
-            in_background(watch_files(lambda: gateway.plan.files(), control.reload))
+            in_background(reloader.watch(control.reload))
+            in_background(watch_files(lambda: gateway.plan.named_files(), control.reload))
     line = SupervisorLine(supervisor, gateway, reloader) if supervisor is not None else None
     # Not in the background tasks: the supervisor still asks for counters while this one drains.
     answering = loop.create_task(line.answer()) if line is not None else None
@@ -195,7 +196,7 @@ class Supervisor:
         self.workers: dict[int, Worker] = {}  # by pid
         self.exited: dict[int, Worker] = {}  # reaped, their counters not yet in ``retired``
         self.retired: Families = {}  # the counters of the workers gone, added to every scrape
-        self.reloads = ReloadRecord()
+        self.reloads = ReloadRecord(applied_revision=plan.revision)
         self.crashes: list[float] = []
         self.stopping = False
         self.gave_up = False
@@ -235,17 +236,20 @@ class Supervisor:
 
     async def reload(self) -> ReloadResult:
         async with self._reload_lock:
+            assert self.reloader is not None  # workers always start from a source
             try:
-                assert self.reloader is not None  # workers always start from a file
+                await self.reloader.refresh()
                 plan = self.reloader(self.current)
             except ConfigError as exc:
-                self.reloads.failure(str(exc))
+                self.reloads.failure(str(exc), self.reloader.revision)
                 log.error("reload failed, keeping the running configuration: %s", exc)
                 return {"ok": False, "error": str(exc)}
             self.current = plan
             workers = [w for w in self.workers.values() if not w.retiring]
+            # Each worker reads the revision validated here, not whatever is newest by then.
+            message = {"op": "reload", "revision": plan.revision}
             answers = await asyncio.gather(
-                *(w.channel.ask({"op": "reload"}, CHANNEL_TIMEOUT) for w in workers), return_exceptions=True
+                *(w.channel.ask(message, CHANNEL_TIMEOUT) for w in workers), return_exceptions=True
             )
             replaced = 0
             for worker, answer in zip(workers, answers, strict=True):
@@ -253,9 +257,17 @@ class Supervisor:
                     log.error("worker %d failed to reload (%s); replacing it", worker.pid, answer)
                     self.replace(worker)
                     replaced += 1
-            self.reloads.success()
-            log.info("configuration reloaded from %s: %d routes", self.path, len(plan.routes))
-            return {"ok": True, "routes": len(plan.routes), "workers": len(workers), "replaced": replaced}
+            self.reloads.success(plan.revision)
+            log.info("configuration reloaded from %s: %d routes", plan.source, len(plan.routes))
+            result: ReloadResult = {
+                "ok": True,
+                "routes": len(plan.routes),
+                "workers": len(workers),
+                "replaced": replaced,
+            }
+            if plan.revision is not None:
+                result["revision"] = plan.revision
+            return result
 
     async def purge_cache(self, key: str | None, prefix: str | None) -> PurgeResult:
         """Every worker purges its own memory zones (and the Redis caches it uses): summed."""
@@ -291,8 +303,9 @@ class Supervisor:
         for index in range(self.count):
             self.spawn(index)
         log.info("supervisor %d: %d workers", os.getpid(), self.count)
-        if self.watch:
-            self._in_background(watch_files(lambda: self.current.files(), self.reload))
+        if self.watch and self.reloader is not None:
+            self._in_background(self.reloader.watch(self.reload))
+            self._in_background(watch_files(lambda: self.current.named_files(), self.reload))
         await self._all_exited.wait()
         for task in list(self._background):
             task.cancel()
