@@ -82,6 +82,11 @@ cdef class Downstream(Timed):
     cdef public str tls_cipher           # ... and cipher suite, or None
     cdef public object client_certificate  # tls.server.ClientCertificate verified, or None
     cdef bytes cert_lines                # its facts as header lines for upstreams (b"": none)
+    cdef public bint draining            # the gateway drains: no request after the current ones
+    cdef RequestIds request_ids          # the listener's request-id generator
+    cdef unsigned long long trace_sample_max  # a new trace is sampled if its id's low half <= this
+    cdef object last_host_header         # the last Host value checked, and its routing form
+    cdef object last_host                # (PERF: a client repeats its Host)
 
     # The response, in order. Nothing reaches the client before flush() (or send_error /
     # send_answer, which write at once); the exchange flushes after each upstream read.
