@@ -98,6 +98,9 @@ cdef class Downstream(Timed):
         # the final head; the client side chooses the body's framing
     cdef int send_body(self, Exchange x, bytes data) except -1
         # a piece of the body (never empty)
+    cdef int send_trailers(self, Exchange x, list pairs) except -1
+        # trailer fields (name, value) after the body, just before send_end (gRPC's status):
+        # sent where the protocol carries them (HTTP/2), dropped where it cannot
     cdef int send_end(self, Exchange x) except -1
         # the body is complete (and so is the response)
     cdef int send_error(self, Exchange x, object fault, list extra) except -1
@@ -179,6 +182,7 @@ cdef class Exchange:
     cdef public list add_response_headers  # (name, value) pairs added to the response head
     cdef public list body_filters        # hooks.BodyFilter objects the response body runs through
     cdef public bint response_started    # the response head went to the client
+    cdef public list trailers            # the upstream's trailer fields (name, value), or None
 
     # The machinery (exchange.pyx, hooks.pyx): its state, its upstream attempts, its end.
     cdef public ExchangeState state
@@ -225,6 +229,7 @@ cdef class Exchange:
     cdef int on_upstream_interim(self, int status, HeadLines* lines) except -1
     cdef int on_upstream_head(self, int status, HeadLines* lines) except -1
     cdef int on_upstream_body(self, bytes data) except -1
+    cdef int on_upstream_trailers(self, list pairs) except -1  # before on_upstream_complete
     cdef int on_upstream_complete(self, bint reusable) except -1
     cdef int on_upstream_flush(self) except -1          # end of one upstream read
     cdef int on_upstream_failed(self, int cause, str what, int status) except -1

@@ -16,6 +16,9 @@ cdef class Downstream(Timed):
     cdef int send_body(self, Exchange x, bytes data) except -1:
         raise NotImplementedError
 
+    cdef int send_trailers(self, Exchange x, list pairs) except -1:
+        return 0  # a client side that cannot carry trailers drops them
+
     cdef int send_end(self, Exchange x) except -1:
         raise NotImplementedError
 
@@ -138,6 +141,7 @@ cdef class Exchange:
         self.bytes_sent = 0
         self.response_status = 0
         self.response_started = False
+        self.trailers = None
         self.response_headers = None
         self.add_response_headers = None
         self.body_filters = None
@@ -490,6 +494,13 @@ cdef class Exchange:
         self.client.send_body(self, data)
         return 0
 
+    cdef int on_upstream_trailers(self, list pairs) except -1:
+        """The upstream's trailer fields (an HTTP/2 upstream's: gRPC's grpc-status and
+        grpc-message), passed on after the body by a client side that carries trailers."""
+        if self.state != X_DONE:
+            self.trailers = pairs
+        return 0
+
     cdef int on_upstream_complete(self, bint reusable) except -1:
         """The response ended; the upstream side has unbound itself."""
         self.conn = None
@@ -500,6 +511,8 @@ cdef class Exchange:
         self.release_head()  # an empty body: the head goes alone
         if not self.request_done:
             self.must_close = True  # we stop reading a body the upstream did not wait for
+        if self.trailers is not None:
+            self.client.send_trailers(self, self.trailers)
         self.client.send_end(self)
         self.client.flush()
         self.finish()

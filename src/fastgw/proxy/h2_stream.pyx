@@ -394,6 +394,10 @@ cdef class H2Stream(Downstream):
         x.bytes_sent += PyBytes_GET_SIZE(data)
         return self.queue(data)
 
+    cdef int send_trailers(self, Exchange x, list pairs) except -1:
+        self.trailers = pairs  # submitted once the body's last DATA is read (take)
+        return 0
+
     cdef int send_end(self, Exchange x) except -1:
         self.out_eof = True
         return self.resume()
