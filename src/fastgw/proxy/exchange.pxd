@@ -78,6 +78,7 @@ cdef class Downstream(Timed):
     cdef RequestStats unrouted           # the listener's counters of requests matching no route
     cdef object access_log               # observe.access_log.AccessLog or None
     cdef object spans                    # observe.otlp.SpanExport or None
+    cdef object recent_errors            # observe.recent_errors.RecentErrors or None
 
     # The response, in order. Nothing reaches the client before flush() (or send_error /
     # send_answer, which write at once); the exchange flushes after each upstream read.
