@@ -168,7 +168,7 @@ async def upstreams(request: web.Request) -> web.Response:
 
 
 async def reload(request: web.Request) -> web.Response:
-    result = await request.app[CONTROL].reload()
+    result = await request.app[CONTROL].reload("admin")
     return _json(result, 200 if result.get("ok") else 400)
 
 

@@ -283,3 +283,6 @@ class Config:
     admin: AdminConfig | None = None  # None: no admin listener
     access_log: AccessLogConfig | None = None  # None: no access log, at no cost
     tracing: TracingConfig | None = None  # None: no span export
+    # Which revision of its source this is: the SHA-256 of the file's bytes ("" when the document
+    # did not come from a file). A configuration store would name its own revision beside it.
+    digest: str = ""

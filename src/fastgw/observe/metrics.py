@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from fastgw._proxy import LATENCY_BOUNDS, RequestStats
+from fastgw.errors import ConfigError
 from fastgw.observe.counters import COUNTERS, CounterRegistry
 from fastgw.upstream.breaker import State
 
@@ -52,32 +54,58 @@ class Family:
 Families = dict[str, Family]
 
 
+Trigger = Literal["start", "admin", "signal", "watch", "supervisor"]  # what loaded a configuration
+RELOAD_FAILURES_KEPT = 5
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadFailure:
+    """A reload that kept the running configuration: when, what asked, and what was wrong where."""
+
+    at: float  # Unix time
+    trigger: Trigger
+    file: str | None
+    key_path: str  # "" when the file as a whole was the problem (unreadable, not YAML)
+    message: str
+
+
 @dataclass(slots=True)
 class ReloadRecord:
-    """Configuration reloads and their outcome, kept where reloads are decided."""
+    """Configuration loads and their outcome, kept where reloads are decided: when and by what
+    the running configuration was loaded, the counts, and the last failures with their key
+    paths (for the status page)."""
 
     succeeded: int = 0
     failed: int = 0
     last_ok: bool = True
-    last_error: str | None = None
     loaded_at: float = field(default_factory=time.time)
+    loaded_by: Trigger = "start"  # admin: POST /reload; signal: SIGHUP; watch: --watch
+    failures: deque[ReloadFailure] = field(default_factory=lambda: deque(maxlen=RELOAD_FAILURES_KEPT))
 
-    def success(self) -> None:
+    def success(self, trigger: Trigger) -> None:
         self.succeeded += 1
         self.last_ok = True
-        self.last_error = None
         self.loaded_at = time.time()
+        self.loaded_by = trigger
 
-    def failure(self, error: str) -> None:
+    def failure(self, error: ConfigError, trigger: Trigger) -> None:
         self.failed += 1
         self.last_ok = False
-        self.last_error = error
+        self.failures.append(ReloadFailure(time.time(), trigger, error.file, error.path, error.message))
 
 
-def collect_gateway(plan: Plan, unrouted: Iterable[RequestStats]) -> Families:
+def collect_gateway(
+    plan: Plan, unrouted: Iterable[RequestStats], connections: Mapping[str, int] | None = None
+) -> Families:
     """One process's families: requests (``unrouted``: each listener's counters of requests
-    that matched no route), latencies, pools, targets, plugin counters."""
+    that matched no route), open client connections (``connections``, by listener),
+    latencies, pools, targets, plugin counters."""
     families: Families = {}
+    open_connections = families["fastgw_client_connections"] = Family(
+        "gauge", "Client connections open, by listener."
+    )
+    for listener, count in (connections or {}).items():
+        open_connections.add((("listener", listener),), count)
     requests = families["fastgw_requests_total"] = Family(
         "counter", "Requests by route, method and status class (none: the client left first)."
     )
