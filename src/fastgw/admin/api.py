@@ -10,11 +10,12 @@
                       under that base key (every variant) or key prefix, in every worker and
                       Redis cache: 200 {"ok": true, "purged": n}; 503 {"ok": false, "error"}
                       when a Redis cache could not be reached; 400 for a body that is not that
-    GET  /            the status page (its data comes from the endpoints above)
+    GET  /            the status page; its data: /series, /targets, /errors, /config, /match
+                      (``admin/page.py``)
 
 Answers are JSON (``/metrics`` and the page aside); an unknown path is a JSON 404, a wrong
 method a JSON 405. When ``admin.token`` is set every endpoint but ``/healthz``, ``/readyz`` and
-the page itself needs ``Authorization: Bearer TOKEN`` (the scheme in any case); otherwise 401 with
+the page's own files needs ``Authorization: Bearer TOKEN`` (the scheme in any case); otherwise 401 with
 ``WWW-Authenticate: Bearer realm="fastgw-admin"`` (RFC 6750, with ``error="invalid_token"`` for a
 wrong token). The page asks for the token and sends it with its own requests.
 """
@@ -24,11 +25,11 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
-from importlib import resources
 from typing import Any
 
 from aiohttp import web
 
+from fastgw.admin.page import ASSETS, StatusPage
 from fastgw.config.schema import AdminConfig
 from fastgw.observe.metrics import Families, render, samples_by
 from fastgw.server.control import Control
@@ -36,7 +37,7 @@ from fastgw.server.control import Control
 log = logging.getLogger("fastgw")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz", *ASSETS})  # the page's files hold no data
 REALM = "fastgw-admin"  # of the Bearer challenge a 401 carries
 CONTROL: web.AppKey[Control] = web.AppKey("control")
 
@@ -199,11 +200,6 @@ async def purge_cache(request: web.Request) -> web.Response:
     return _json({"ok": True, "purged": result["purged"]})
 
 
-async def page(request: web.Request) -> web.Response:
-    html = resources.files("fastgw.admin").joinpath("status.html").read_text(encoding="utf-8")
-    return web.Response(text=html, content_type="text/html")
-
-
 def make_app(control: Control) -> web.Application:
     app = web.Application(middlewares=[_errors_and_auth])
     app[CONTROL] = control
@@ -214,7 +210,7 @@ def make_app(control: Control) -> web.Application:
     app.router.add_get("/upstreams", upstreams)
     app.router.add_post("/reload", reload)
     app.router.add_post("/cache/purge", purge_cache)
-    app.router.add_get("/", page)
+    StatusPage(control).mount(app)
     return app
 
 
