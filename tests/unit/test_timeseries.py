@@ -152,3 +152,31 @@ def test_a_cache_shows_lookups_and_hits_once_a_route_has_one() -> None:
     REQUESTS.labels(_CACHED, "bypass").inc(5)  # not cacheable: not a lookup
     sampler.add(collect_gateway(plan, []), 1.0)
     assert sampler.points[0]["cache"] == {"lookups": 4, "hits": 3}
+
+
+def test_sampling_stretches_its_period_to_stay_under_two_percent_of_a_core(monkeypatch: Any) -> None:
+    """A sample costing 0.1 s of CPU (thousands of routes) is taken every 5 s, not every second;
+    one costing 2 s, once a minute at most."""
+    import asyncio
+
+    from fastgw.observe import timeseries
+
+    plan = _plan()
+    costs = iter([0.0, 0.1, 0.0, 2.0])  # process_time around each of two samples
+    monkeypatch.setattr(timeseries.time, "process_time", lambda: next(costs))
+    spacings: list[float] = []
+
+    async def source() -> Any:
+        return collect_gateway(plan, [])
+
+    sampler = Sampler(source)
+
+    async def sleep(seconds: float) -> None:
+        spacings.append(sampler.spacing)
+        if len(spacings) == 2:
+            raise asyncio.CancelledError
+
+    monkeypatch.setattr(timeseries.asyncio, "sleep", sleep)
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(sampler.run())
+    assert spacings == [pytest.approx(5.0), 60.0]

@@ -11,9 +11,11 @@ differences since the previous sample:
 - refusals by rate limits (429) and by authentication (401, 403), cache lookups and hits.
 
 Points sit in a ring covering ``window`` (15 minutes). Nothing runs per request: the hot path
-only keeps its C counters. The cost is one collection per period in every worker; the more
-routes and targets, the longer a collection takes, so the period stretches to keep sampling
-under about 2% of a core (``SPACING_FACTOR``); each point carries its own ``dt``.
+only keeps its C counters. The cost is one collection per period in every worker, the same work
+as a ``/metrics`` scrape, and it grows with the routes and targets (measured: 0.1 ms with one
+route, 4 ms with 100, 46 ms with 1,000, 0.9 s with 10,000), so the period stretches to keep
+sampling under about 2% of a core (``SPACING_FACTOR``, as measured in this process), up to a
+minute; each point carries its own ``dt``.
 
 A point holds counts, not rates: the page divides by ``dt``, and the counts of every point add up
 to exactly what the counters grew by (the tests check the page against ``/metrics`` that way).
@@ -45,7 +47,7 @@ PERIOD = 1.0  # seconds between samples, at least
 WINDOW = 900.0  # seconds of points kept: 15 minutes
 KEPT = 32  # routes and upstreams with an entry of their own per point, the busiest first
 SPACING_FACTOR = 50.0  # the period stretches to this many times what one sample cost (2%)
-MAX_SPACING = 30.0  # ... but never past this many seconds
+MAX_SPACING = 60.0  # ... but never past a minute (15 points in the window at least)
 EWMA_DECAY = 10.0  # seconds: the time constant of each target's latency average
 QUANTILES = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
 
