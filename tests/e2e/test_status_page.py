@@ -11,7 +11,6 @@ and the route explanation, the same as ``fastgw routes --match``.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import signal
@@ -25,38 +24,27 @@ from typing import Any
 
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.conftest import REPO, RunGateway, StartUpstream, Upstream, run_cli, wait_for
+from tests.e2e.conftest import (
+    REPO,
+    RunGateway,
+    Samples,
+    StartUpstream,
+    Upstream,
+    admin_call,
+    run_cli,
+    scrape_metrics,
+    wait_for,
+)
 from tests.support.ports import free_port, wait_for_port
 from tests.support.rawhttp import RawResponse, build_request, connect, read_response
 
 ARTIFACTS = REPO / "tests" / "artifacts"
 TOKEN = "status-page-token"
 
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
 
 def _admin(port: int, path: str, method: str = "GET", token: str | None = TOKEN) -> tuple[int, Any]:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
-    if token is not None:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=15) as response:
-            body, status, kind = response.read().decode(), response.status, response.headers["Content-Type"]
-    except urllib.error.HTTPError as error:
-        body, status, kind = error.read().decode(), error.code, error.headers["Content-Type"]
-    return status, json.loads(body) if kind.startswith("application/json") else body
-
-
-def _metrics(port: int) -> Samples:
-    status, text = _admin(port, "/metrics")
-    assert status == 200
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
+    return admin_call(port, path, method, token)
 
 
 def _total(samples: Samples, name: str, **labels: str) -> float:
@@ -188,7 +176,7 @@ def test_the_status_page_shows_live_graphs_and_states_that_match_the_metrics(
         lambda: sum(p["t"] > stopped for p in _page_state(chromium)["series"]) >= 2, 20, "two new points"
     )
     page = _page_state(chromium)
-    metrics = _metrics(admin_port)
+    metrics = scrape_metrics(admin_port, TOKEN)
 
     # The graphs' points add up to what /metrics counted, route by route and overall.
     series = page["series"]

@@ -230,14 +230,20 @@ function cell(row, content, className) {
   return td;
 }
 
+// A row of the route or upstream table: a click graphs that one alone (or all again).
+function pickRow(body, kind, name) {
+  const row = body.insertRow();
+  row.dataset[kind] = name;
+  row.className = "pick" + (state.scope.kind === kind && state.scope.name === name ? " chosen" : "");
+  row.addEventListener("click", () => choose(kind, name));
+  return row;
+}
+
 function drawRoutes() {
   const body = document.querySelector("#routes tbody");
   body.replaceChildren();
   for (const r of state.routes) {
-    const row = body.insertRow();
-    row.dataset.route = r.id;
-    row.className = "pick" + (state.scope.kind === "route" && state.scope.name === r.id ? " chosen" : "");
-    row.addEventListener("click", () => choose("route", r.id));
+    const row = pickRow(body, "route", r.id);
     const count = (key) => (p) => (p.routes[r.id] ? p.routes[r.id][key] : 0);
     cell(row, r.id); cell(row, r.path); cell(row, r.methods ? r.methods.join(", ") : "any");
     cell(row, r.upstream || "aggregate");
@@ -254,10 +260,7 @@ function drawUpstreams() {
   const body = document.querySelector("#upstreams tbody");
   body.replaceChildren();
   for (const u of state.upstreams) {
-    const row = body.insertRow();
-    row.dataset.upstream = u.name;
-    row.className = "pick" + (state.scope.kind === "upstream" && state.scope.name === u.name ? " chosen" : "");
-    row.addEventListener("click", () => choose("upstream", u.name));
+    const row = pickRow(body, "upstream", u.name);
     const count = (key) => (p) => (p.upstreams[u.name] ? p.upstreams[u.name][key] : 0);
     cell(row, u.name); cell(row, u.balance);
     cell(row, format(recentRate(count("n"))), "num");
