@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from bench import tls
 from bench.status_poll import polling
 
 BENCH = Path(__file__).resolve().parent
@@ -39,7 +40,7 @@ REPO = BENCH.parent
 PEERS = BENCH / "peers"
 RESULTS = BENCH / "results"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-DEBIAN_NEEDS = {"wrk": "wrk", "nginx": "nginx-light", "haproxy": "haproxy"}
+DEBIAN_NEEDS = {"wrk": "wrk", "nginx": "nginx-light", "haproxy": "haproxy", "openssl": "openssl"}
 COMPILED = ("_router", "http._parser", "_proxy")  # fastgw's extension modules: no gateway without them
 LOG_TAIL_LINES = 40  # of a contender's log, printed when it does not start
 
@@ -59,6 +60,9 @@ class Scenario:
     targets: int = 1  # upstream servers behind the proxy (the upstream nginx listens on two ports)
     balance: str = "round_robin"  # fastgw's balancer; nginx balances round robin
     features: tuple[str, ...] = ()  # fastgw features switched on (FEATURES); the peers proxy plainly
+    tls: str = ""  # "client": HTTPS from wrk to the proxy; "upstream": HTTPS from the proxy upstream
+    key_type: str = "ecdsa"  # of the proxy's certificate (bench/tls.py)
+    driver: str = "wrk"  # or "new" / "reuse": TLS handshakes by openssl s_time (bench/tls.py)
     poll_admin: bool = False  # poll fastgw's admin API as an open status page does (status_poll.py)
 
 
@@ -86,7 +90,14 @@ SCENARIOS = [
         Scenario(f"balance-{name}", "/items/1", contenders=("nginx", "fastgw"), targets=2, balance=name)
         for name in ("round_robin", "p2c", "ewma")
     ),
-]
+    # TLS: the same certificate, versions and ciphers for every contender (bench/tls.py).
+    Scenario("tls-small-get", "/items/1", contenders=("nginx", "fastgw", "bare"), tls="client"),
+    Scenario("tls-handshake", "/items/1", contenders=("nginx", "fastgw", "bare"), tls="client", driver="new"),
+    Scenario("tls-handshake-rsa", "/items/1", contenders=("nginx", "fastgw"), tls="client", driver="new",
+             key_type="rsa"),
+    Scenario("tls-resumed", "/items/1", contenders=("nginx", "fastgw", "bare"), tls="client", driver="reuse"),
+    Scenario("https-upstream", "/items/1", contenders=("nginx", "fastgw"), tls="upstream"),
+]  # fmt: skip
 
 
 @dataclass
@@ -247,15 +258,22 @@ def header_script(workdir: Path, scenario: Scenario, headers: dict[str, str]) ->
 
 
 # -- contenders ----------------------------------------------------------------------------------
+def upstream_ports(upstreams: tuple[int, ...], scenario: Scenario) -> tuple[int, ...]:
+    """The upstream nginx's ports a scenario proxies to: its TLS port for ``https-upstream``."""
+    return upstreams[-1:] if scenario.tls == "upstream" else upstreams[: scenario.targets]
+
+
 def fastgw_config(workdir: Path, port: int, upstreams: tuple[int, ...], scenario: Scenario) -> Path:
-    targets = ", ".join(f"'127.0.0.1:{p}'" for p in upstreams[: scenario.targets])
+    targets = ", ".join(f"'127.0.0.1:{p}'" for p in upstream_ports(upstreams, scenario))
     routes = scenario.routes
+    upstream_tls = tls.fastgw_upstream_tls(workdir) if scenario.tls == "upstream" else ""
     lines = [
         "listeners:",
         f"  - bind: 127.0.0.1:{port}",
         "    limits: {max_connections: 30000}",
+        *([tls.fastgw_listener_tls(workdir, scenario.key_type)] if scenario.tls == "client" else []),
         "upstreams:",
-        f"  up: {{targets: [{targets}], balance: {scenario.balance},"
+        f"  up: {{targets: [{targets}], balance: {scenario.balance},{upstream_tls}"
         " pool: {max_connections: 4096, max_idle: 2048}}",
         "routes:",
     ]
@@ -285,8 +303,14 @@ def start_nginx(
     proxied = 'proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection "";'
     count = scenario.routes if scenario.routes > 1 else 0
     locations = "\n".join(f"        location /svc{i}/ {{ {proxied} }}" for i in range(count))
-    servers = " ".join(f"server 127.0.0.1:{p};" for p in upstreams[: scenario.targets])
-    conf = render("nginx_proxy.conf", workdir, dir=workdir, port=port, servers=servers, locations=locations)
+    servers = " ".join(f"server 127.0.0.1:{p};" for p in upstream_ports(upstreams, scenario))
+    conf = render(
+        "nginx_proxy.conf", workdir, dir=workdir, port=port, servers=servers, locations=locations,
+        listen_ssl=" ssl" if scenario.tls == "client" else "",
+        server_tls=tls.nginx_server_tls(workdir, scenario.key_type) if scenario.tls == "client" else "",
+        scheme="https" if scenario.tls == "upstream" else "http",
+        upstream_tls=tls.nginx_upstream_tls(workdir) if scenario.tls == "upstream" else "",
+    )  # fmt: skip
     return process(["nginx", "-c", str(conf), "-p", str(workdir)], port, workdir)
 
 
@@ -377,12 +401,16 @@ def start_fastgw(
 
 
 def python_peer(script: str) -> Starter:
-    """A contender that is one of our Python scripts in ``peers/``: ``script PORT UPSTREAM_PORT``."""
+    """A contender that is one of our Python scripts in ``peers/``: ``script PORT UPSTREAM_PORT``
+    (and ``CERT KEY`` when the scenario has clients speak TLS to it)."""
 
     def start(
         workdir: Path, port: int, upstreams: tuple[int, ...], scenario: Scenario
     ) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
-        return process([sys.executable, str(PEERS / script), str(port), str(upstreams[0])], port, workdir)
+        argv = [sys.executable, str(PEERS / script), str(port), str(upstreams[0])]
+        if scenario.tls == "client":
+            argv += map(str, tls.certificate(workdir, scenario.key_type))
+        return process(argv, port, workdir)
 
     return start
 
@@ -468,7 +496,7 @@ def wrk(port: int, scenario: Scenario, seconds: float, script: Path | None = Non
         argv += ["-s", str(PEERS / scenario.script)]
     elif script is not None:
         argv += ["-s", str(script)]
-    url = f"http://127.0.0.1:{port}{scenario.path}"
+    url = f"{'https' if scenario.tls == 'client' else 'http'}://127.0.0.1:{port}{scenario.path}"
     return parse_wrk(subprocess.run([*argv, url], capture_output=True, text=True, check=True).stdout)
 
 
@@ -495,12 +523,17 @@ def measure(
     seconds: float,
     script: Path | None = None,
 ) -> Result:
-    wrk(port, scenario, max(1.0, seconds / 2), script)  # warm-up: pools filled, caches hot
+    def drive(seconds: float) -> dict[str, float]:
+        if scenario.driver == "wrk":
+            return wrk(port, scenario, seconds, script)
+        return tls.handshakes(port, scenario.path, seconds, reuse=scenario.driver == "reuse")
+
+    drive(max(1.0, seconds / 2))  # warm-up: pools filled, caches hot
     samples = []
     for _ in range(rounds):
         pids = process_tree(proc.pid) if proc is not None else []
         before = cpu_ticks(pids)
-        run = wrk(port, scenario, seconds, script)
+        run = drive(seconds)
         after = cpu_ticks(pids)
         per = 1e6 / CLK_TCK / max(run["requests"], 1)
         samples.append((run, (after[0] - before[0]) * per, (after[1] - before[1]) * per, rss_mb(pids)))
@@ -708,9 +741,12 @@ def run(args: argparse.Namespace) -> int:
         workdir.chmod(0o755)  # nginx workers run as nobody: they must reach big.bin (else 403)
         (workdir / "big.bin").write_bytes(os.urandom(64 * 1024))
         (workdir / "big.bin").chmod(0o644)
-        upstreams = (free_port(), free_port())
+        upstreams = (free_port(), free_port(), free_port())  # the third speaks TLS (https-upstream)
         upstream = upstreams[0]
-        conf = render("nginx_upstream.conf", workdir, dir=workdir, port=upstream, port2=upstreams[1])
+        conf = render(
+            "nginx_upstream.conf", workdir, dir=workdir, port=upstream, port2=upstreams[1],
+            port_tls=upstreams[2], server_tls=tls.nginx_server_tls(workdir, "ecdsa"),
+        )  # fmt: skip
         with process(["nginx", "-c", str(conf), "-p", str(workdir)], upstream, workdir):
             for scenario in SCENARIOS:
                 if scenario.name not in wanted:

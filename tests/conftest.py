@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.certs import Pki
 from tests.support.gateway import RunningGateway, gateway_config
 from tests.support.ports import free_port
 from tests.support.procs import Proc, start_process
@@ -56,3 +57,9 @@ def make_gateway(loop_kind: str) -> Iterator[Callable[..., RunningGateway]]:
 def gateway(make_gateway: Callable[..., RunningGateway], upstream: int) -> RunningGateway:
     """A gateway with one catch-all route to the shared upstream."""
     return make_gateway(gateway_config(upstream))
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """Test CAs (server, client, unrelated) and the certificates issued from them, as files."""
+    return Pki(tmp_path_factory.mktemp("pki"))

@@ -3,13 +3,16 @@ relayed both ways as they come, no routing, no header handling, no parsing of re
 
 Not a gateway (it cannot reuse upstream connections, route or check anything): the bench runs it
 to show how much of a proxied request's CPU uvloop and the kernel take before any gateway work.
-``python bare_forwarder.py LISTEN_PORT UPSTREAM_PORT``
+``python bare_forwarder.py LISTEN_PORT UPSTREAM_PORT [CERT KEY]``: with a certificate it
+terminates TLS in uvloop's TLS layer (a context made once, tickets on), the floor of a TLS
+proxy in Python.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import sys
 from typing import Any
 
@@ -58,12 +61,19 @@ class Client(asyncio.Protocol):
             self.upstream.close()
 
 
-async def serve(port: int, upstream_port: int) -> None:
+async def serve(port: int, upstream_port: int, tls: ssl.SSLContext | None) -> None:
     loop = asyncio.get_running_loop()
     upstream = ("127.0.0.1", upstream_port)
-    await loop.create_server(lambda: Client(upstream), "127.0.0.1", port, backlog=8192)
+    await loop.create_server(lambda: Client(upstream), "127.0.0.1", port, backlog=8192, ssl=tls)
     await asyncio.Event().wait()
 
 
+def server_context(cert: str, key: str) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context
+
+
 if __name__ == "__main__":
-    uvloop.run(serve(int(sys.argv[1]), int(sys.argv[2])))
+    tls = server_context(sys.argv[3], sys.argv[4]) if len(sys.argv) > 4 else None
+    uvloop.run(serve(int(sys.argv[1]), int(sys.argv[2]), tls))

@@ -13,6 +13,7 @@ from fastgw.http._clock import Timed
 from fastgw.http._parser import HttpParser
 from fastgw.plan import ListenerPlan, RewriteTemplate, RoutePlan
 from fastgw.server.listener import ListenerServer
+from fastgw.tls.server import ClientCertificate, ServerTls
 from fastgw.upstream.retry import RetryRules
 
 LATENCY_BOUNDS: tuple[float, ...]
@@ -81,6 +82,10 @@ class Downstream(Timed):
     peer_ip: bytes
     peer: str | None
     trusted: bool
+    tls_version: str | None
+    """The connection's TLS version ("TLSv1.3"), or None for cleartext."""
+    tls_cipher: str | None
+    client_certificate: ClientCertificate | None
 
 class UpstreamSide(Timed):
     """The upstream side of an exchange (the interface is C-level: proxy/exchange.pxd)."""
@@ -228,6 +233,8 @@ class Exchange:
     @property
     def via_trusted_proxy(self) -> bool: ...
     @property
+    def client_certificate(self) -> ClientCertificate | None: ...
+    @property
     def forwarded_proto(self) -> bytes: ...
     @property
     def forwarded_host(self) -> bytes: ...
@@ -273,6 +280,8 @@ class ListenerCore:
         underscores: str,
         request_id_header: str,
         trace_context: bool,
+        tls: ServerTls | None = None,
+        cert_headers: tuple[tuple[str, str], ...] = (),
     ) -> None: ...
     @property
     def router(self) -> Router: ...
@@ -308,6 +317,15 @@ class ListenerCore:
     def request_id_lower(self) -> bytes: ...
     @property
     def trace_context(self) -> bool: ...
+    @property
+    def scheme(self) -> bytes:
+        """b"https" on a TLS listener, else b"http"."""
+    @property
+    def tls(self) -> ServerTls | None: ...
+    @property
+    def cert_headers(self) -> tuple[tuple[str, bytes], ...]: ...
+    @property
+    def owned_headers(self) -> frozenset[bytes] | None: ...
 
 class RouteCore:
     """The per-request face of a compiled route (``plan.RoutePlan`` subclasses it)."""

@@ -88,7 +88,6 @@ from fastgw.http.wire import (
 log = logging.getLogger("fastgw")
 
 cdef bytes _HEAD = b"HEAD"
-cdef bytes _HTTP = b"http"
 _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b"Keep-Alive", b"Close"})
 # STATUS_LINES by code, as a tuple: an index instead of a dict lookup.
 cdef tuple STATUS_LINE_BY_CODE = tuple([STATUS_LINES.get(code) for code in range(600)])

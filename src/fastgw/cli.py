@@ -1,5 +1,5 @@
-"""Command line: ``fastgw run | check | routes | import | demo | hash-key | hash-password``. Parsing
-and printing only."""
+"""Command line: ``fastgw run | check | routes | config push | import | demo | hash-key |
+hash-password``. Parsing and printing only."""
 
 from __future__ import annotations
 
@@ -9,9 +9,13 @@ import os
 import shlex
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from fastgw import __version__
 from fastgw.errors import ClientFault, ConfigError
+
+if TYPE_CHECKING:
+    from fastgw.config.schema import ListenerConfig, UpstreamConfig
 
 DEFAULT_CONFIG = "fastgw.yaml"  # in the current directory, when -c is not given
 _CONFIG_HELP = f"YAML or JSON config file (default: ./{DEFAULT_CONFIG})"
@@ -27,6 +31,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("-c", "--config", help=_CONFIG_HELP)
     run.add_argument("-w", "--workers", type=int, default=1, help="worker processes (SO_REUSEPORT)")
     run.add_argument("--watch", action="store_true", help="reload when the config file changes")
+    run.add_argument(
+        "--etcd", action="append", metavar="URL",
+        help="read the config from etcd (repeatable: endpoints of one cluster) instead of a file;"
+        " reload on each change of --key",
+    )  # fmt: skip
+    run.add_argument("--key", help="the etcd key holding the config (with --etcd)")
 
     check = sub.add_parser("check", help="validate a config and print a summary")
     check.add_argument("-c", "--config", help=_CONFIG_HELP)
@@ -42,6 +52,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar='"NAME: VALUE"',
         help="a request header for --match, as curl takes it (repeatable; Host stands for the URL's host)",
     )
+
+    config = sub.add_parser("config", help="the configuration a fleet of gateways shares in etcd")
+    config_commands = config.add_subparsers(dest="config_command", required=True)
+    push = config_commands.add_parser("push", help="validate a config file, then write it to an etcd key")
+    push.add_argument("-c", "--config", required=True, help="the YAML or JSON file to push")
+    push.add_argument(
+        "--etcd", action="append", required=True, metavar="URL", help="an etcd endpoint (repeatable)"
+    )
+    push.add_argument("--key", required=True, help="the etcd key the gateways watch")
 
     imports = sub.add_parser("import", help="translate another gateway's configuration into fastgw's")
     sources = imports.add_subparsers(dest="source", required=True)
@@ -61,6 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     demo = sub.add_parser("demo", help="run the gateway in front of the bundled e-commerce demo")
     demo.add_argument("--bind", default=None, help="gateway address (default 127.0.0.1:8080)")
+    demo.add_argument("--tls-bind", default=None, help="its HTTPS address (default 127.0.0.1:8443)")
     demo.add_argument("--smoke", action="store_true", help="call every demo URL once and exit")
 
     hash_key = sub.add_parser("hash-key", help="print the digest an api_key plugin's config holds for a key")
@@ -76,7 +96,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level, stream=sys.stderr, format="%(asctime)s fastgw %(levelname)s %(message)s"
     )
-    if args.command in ("run", "check", "routes") and args.config is None:
+    if args.command == "run" and (args.etcd is None) != (args.key is None):
+        parser.error("--etcd and --key go together: the etcd endpoint and the key holding the config")
+    if args.command == "run" and args.etcd is not None and (args.config is not None or args.watch):
+        parser.error("--etcd reads the config from etcd (and follows it): no -c or --watch with it")
+    from_etcd = args.command == "run" and args.etcd is not None
+    if args.command in ("run", "check", "routes") and args.config is None and not from_etcd:
         if not os.path.exists(DEFAULT_CONFIG):
             print(
                 f"fastgw: no configuration: ./{DEFAULT_CONFIG} does not exist; name the file with -c, "
@@ -86,8 +111,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         args.config = DEFAULT_CONFIG
     try:
+        if args.command == "run" and from_etcd:
+            return _run_from_etcd(args.etcd, args.key, args.workers)
         if args.command == "run":
             return _run(args.config, args.workers, args.watch)
+        if args.command == "config":
+            return _push(args.config, args.etcd, args.key)
         if args.command == "check":
             return _check(args.config)
         if args.command == "routes":
@@ -100,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _hash_password(args.pbkdf2)
         from fastgw.demo.runner import run_demo
 
-        return run_demo(args.bind, args.smoke)
+        return run_demo(args.bind, args.smoke, args.tls_bind)
     except ConfigError as exc:
         print(f"fastgw: invalid configuration: {exc}", file=sys.stderr)
         return 2
@@ -144,12 +173,39 @@ def _load(path: str):  # type: ignore[no-untyped-def]
 
 def _run(path: str, workers: int, watch: bool = False) -> int:
     from fastgw.reload import FileReloader
+
+    return _serve(FileReloader(path), workers, watch)
+
+
+def _etcd_registry(endpoints: list[str]):  # type: ignore[no-untyped-def]
+    """Connection settings from the command line and etcdctl's own environment variables:
+    ETCDCTL_USER (``name:password``, or the name with ETCDCTL_PASSWORD), ETCDCTL_CACERT,
+    ETCDCTL_CERT, ETCDCTL_KEY; so one environment serves etcdctl and fastgw alike."""
+    from fastgw.config.discovery import read_http_url
+    from fastgw.config.schema import EtcdRegistry, TlsFiles
+
+    urls = tuple(read_http_url(url, "--etcd") for url in endpoints)
+    user = os.environ.get("ETCDCTL_USER") or None
+    password = os.environ.get("ETCDCTL_PASSWORD") or None
+    if user is not None and password is None and ":" in user:
+        user, password = user.split(":", 1)
+    ca, cert, key = (os.environ.get(f"ETCDCTL_{name}") or None for name in ("CACERT", "CERT", "KEY"))
+    tls = TlsFiles(ca, cert, key) if ca or cert else None
+    return EtcdRegistry(endpoints=urls, username=user, password=password, tls=tls)
+
+
+def _run_from_etcd(endpoints: list[str], key: str, workers: int) -> int:
+    from fastgw.reload import EtcdReloader
+
+    return _serve(EtcdReloader(_etcd_registry(endpoints), key), workers, watch=True)
+
+
+def _serve(reloader, workers: int, watch: bool) -> int:  # type: ignore[no-untyped-def]
     from fastgw.server.workers import run_workers, serve
 
     if workers < 1:
         print("fastgw: --workers must be at least 1", file=sys.stderr)
         return 2
-    reloader = FileReloader(path)
     plan = reloader.first()
     if workers == 1:
         return serve(plan, reloader, watch=watch)
@@ -159,17 +215,70 @@ def _run(path: str, workers: int, watch: bool = False) -> int:
     return run_workers(plan, reloader, workers, watch)
 
 
+def _push(path: str, endpoints: list[str], key: str) -> int:
+    """Validate ``path`` exactly as the gateways will read it (its text, parsed and compiled),
+    then write that text to ``key``; an invalid file is never written."""
+    import asyncio
+
+    from fastgw.config import load_text
+    from fastgw.control_http import close_control_session
+    from fastgw.etcd import EtcdClient, EtcdError
+    from fastgw.plan import compile_plan
+
+    try:
+        with open(path, encoding="utf-8-sig") as file:
+            text = file.read()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(
+            "", f"cannot read the file: {getattr(error, 'strerror', None) or error}", path
+        ) from None
+    plan = compile_plan(load_text(text, path))
+    client = EtcdClient(_etcd_registry(endpoints))
+
+    async def write() -> int:
+        try:
+            return await client.put(key.encode(), text.encode())
+        finally:
+            await close_control_session()
+
+    try:
+        revision = asyncio.run(write())
+    except EtcdError as error:
+        print(f"fastgw: {path} is valid, but writing it to etcd failed: {error}", file=sys.stderr)
+        return 1
+    print(f"{path}: OK ({len(plan.routes)} routes); pushed to etcd key {key} at revision {revision}")
+    return 0
+
+
 def _check(path: str) -> int:
     config, plan = _load(path)
     print(f"{path}: OK")
-    print(f"  listeners: {', '.join(f'{lc.name} ({lc.host}:{lc.port})' for lc in config.listeners)}")
-    print(f"  upstreams: {', '.join(f'{n} ({len(u.targets)} targets)' for n, u in config.upstreams.items())}")
+    print(f"  listeners: {', '.join(_describe_listener(lc) for lc in config.listeners)}")
+    print(f"  upstreams: {', '.join(_describe_upstream(n, u) for n, u in config.upstreams.items())}")
     print(f"  routes:    {len(plan.routes)}")
     return 0
 
 
+def _describe_listener(lc: ListenerConfig) -> str:
+    authority = f"[{lc.host}]:{lc.port}" if ":" in lc.host else f"{lc.host}:{lc.port}"
+    if lc.tls is None:
+        return f"{lc.name} (http://{authority})"
+    certificates = len(lc.tls.certificates)
+    extra = f", {certificates} certificates" if certificates > 1 else ""
+    if lc.tls.client_certificates is not None:
+        extra += f", client certificates {lc.tls.client_certificates.mode}"
+    return f"{lc.name} (https://{authority}{extra})"
+
+
+def _describe_upstream(name: str, upstream: UpstreamConfig) -> str:
+    tls = upstream.tls
+    kind = "" if tls is None else ", https, NOT VERIFIED" if tls.insecure_skip_verify else ", https"
+    found = f" + {upstream.discovery.describe()}" if upstream.discovery else ""
+    return f"{name} ({len(upstream.targets)} targets{found}{kind})"
+
+
 def _routes(path: str, match: str | None, header_lines: list[str]) -> int:
-    from fastgw.explain import explain_match, parse_header
+    from fastgw.explain import explain_match, parse_header, resolve_discovered
 
     if header_lines and match is None:
         print("fastgw: -H/--header describes the request of --match; give --match too", file=sys.stderr)
@@ -200,7 +309,7 @@ def _routes(path: str, match: str | None, header_lines: list[str]) -> int:
             print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
         return 0
     try:
-        lines, found = explain_match(plan, match, headers)
+        lines, found = explain_match(plan, match, headers, resolve_discovered(plan))
     except (ValueError, ClientFault) as exc:
         print(f"fastgw: cannot explain {match!r}: {exc}", file=sys.stderr)
         return 2

@@ -10,13 +10,18 @@ passed over.
 
 from __future__ import annotations
 
+import asyncio
 import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from fastgw._router import MethodNotAllowed, RouteMatch, Router
+from fastgw.discovery import Instance, make_resolver, resolve_once
 from fastgw.http import limits
 from fastgw.plan import Plan, RoutePlan
+
+Discovered = Mapping[str, "Sequence[Instance] | str"]  # upstream -> its instances, or the error
 
 _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 field name
 
@@ -46,11 +51,37 @@ def parse_header(text: str) -> tuple[bytes, bytes]:
     return raw_name, value.strip(" \t").encode("latin-1", "replace")
 
 
+def resolve_discovered(plan: Plan, timeout: float = 5.0) -> dict[str, Sequence[Instance] | str]:
+    """Ask each discovery upstream's registry once (on a loop of its own): its instances, or what
+    went wrong."""
+    from fastgw.control_http import close_control_session
+
+    async def resolve_all() -> dict[str, Sequence[Instance] | str]:
+        found: dict[str, Sequence[Instance] | str] = {}
+        try:
+            for name, group in plan.upstreams.items():
+                discovery = group.config.discovery
+                if discovery is None:
+                    continue
+                try:
+                    found[name] = await resolve_once(make_resolver(discovery), timeout)
+                except Exception as exc:  # the registry's error, whatever it is, is the answer
+                    found[name] = f"{discovery.describe()}: {exc or type(exc).__name__}"
+        finally:
+            await close_control_session()
+        return found
+
+    return asyncio.run(resolve_all())
+
+
 def explain_match(
-    plan: Plan, request: str, headers: list[tuple[bytes, bytes]] | None = None
+    plan: Plan,
+    request: str,
+    headers: list[tuple[bytes, bytes]] | None = None,
+    discovered: Discovered | None = None,
 ) -> tuple[list[str], bool]:
     """Explain ``"METHOD URL"`` sent with ``headers``; returns (lines to print, whether a route
-    matched)."""
+    matched). ``discovered``: what ``resolve_discovered`` found."""
     method, _, url = request.strip().partition(" ")
     if not url:
         raise ValueError('expected "METHOD URL", e.g. "GET http://localhost/items/1"')
@@ -73,7 +104,7 @@ def explain_match(
             lines.append(f"{prefix} path matches but not the method (405, Allow: {result.allow.decode()})")
         else:
             found = True
-            lines += _route_lines(prefix, result, path, probe)
+            lines += _route_lines(prefix, result, path, probe, discovered or {})
         lines += [
             f"  passed over: route {route.id} ({route.config.key_path}): {why}"
             for route, why in _failed_predicates(listener.routes, taken, verb, host, path, probe)
@@ -81,7 +112,9 @@ def explain_match(
     return lines, found
 
 
-def _route_lines(prefix: str, result: RouteMatch, path: bytes, probe: _Probe) -> list[str]:
+def _route_lines(
+    prefix: str, result: RouteMatch, path: bytes, probe: _Probe, discovered: Discovered
+) -> list[str]:
     route: Any = result.route
     rc = route.config
     params = dict(zip(route.param_names, (p.decode() for p in result.params), strict=True))
@@ -99,7 +132,7 @@ def _route_lines(prefix: str, result: RouteMatch, path: bytes, probe: _Probe) ->
         f"{prefix} route {rc.id} ({rc.key_path})",
         f"  because:  {'; '.join(why)}",
         f"  params:   {params or '{}'}",
-        _upstream_line(route, path, result.params, probe.query),
+        *_upstream_lines(route, path, result.params, probe.query, discovered),
         f"  plugins:  {plugins}",
     ]
 
@@ -139,11 +172,34 @@ def _first_failure(route: RoutePlan, probe: _Probe) -> str | None:
     return None
 
 
-def _upstream_line(route: Any, path: bytes, params: tuple[bytes, ...], query: bytes) -> str:
+def _upstream_lines(
+    route: Any, path: bytes, params: tuple[bytes, ...], query: bytes, discovered: Discovered
+) -> list[str]:
     rc = route.config
     if rc.aggregate is not None:
         calls = ", ".join(f"{b.key}: {b.upstream} {b.method} {b.path}" for b in rc.aggregate.backends)
-        return f"  aggregate: {calls}"
-    target = route.upstream.targets[0]
-    upstream_path = route.upstream_path(path, params).decode()
-    return f"  upstream: {rc.upstream} -> http://{target.label}{upstream_path}{query.decode()}"
+        return [f"  aggregate: {calls}"]
+    group = route.upstream
+    targets = [(t.label, "static") for t in group.targets]
+    discovery = group.config.discovery
+    found = discovered.get(rc.upstream) if discovery is not None else None
+    error = found if isinstance(found, str) else None
+    if discovery is not None and not isinstance(found, str):
+        static = {label for label, _ in targets}
+        targets += [
+            (i.label, f"{discovery.describe()}: {i.origin}" if i.origin else discovery.describe())
+            for i in found or ()
+            if i.label not in static
+        ]
+    upstream_path = route.upstream_path(path, params).decode() + query.decode()
+    scheme = "https" if group.config.tls is not None else "http"
+    first = f"{scheme}://{targets[0][0]}{upstream_path}" if targets else f"(no target){upstream_path}"
+    lines = [f"  upstream: {rc.upstream} -> {first}"]
+    if discovery is not None or len(targets) > 1:
+        listed = "; ".join(f"{label} ({where})" for label, where in targets) or "none"
+        lines.append(f"  targets:  {listed}")
+    if error is not None:
+        lines.append(f"  registry: {error} (targets unknown until it answers)")
+    elif discovery is not None and found is None:
+        lines.append(f"  registry: {discovery.describe()} (not asked)")
+    return lines

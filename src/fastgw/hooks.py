@@ -97,6 +97,22 @@ class TargetInfo(Protocol):
         """The Host value sent to it (unless the route preserves the client's)."""
 
 
+class ClientCertificateInfo(Protocol):
+    """What a verified client certificate says (``tls.server.ClientCertificate``)."""
+
+    @property
+    def subject(self) -> str:
+        """RFC 4514, e.g. ``CN=alice,O=Example``."""
+
+    @property
+    def sans(self) -> tuple[str, ...]:
+        """Subject alternative names: ``DNS:...``, ``email:...``, ``URI:...``, ``IP:...``."""
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of the certificate's DER, lower-case hex."""
+
+
 class RequestContext(Protocol):
     """The ``ctx`` every hook receives: what plugins read and write of one request/response.
 
@@ -166,6 +182,10 @@ class RequestContext(Protocol):
     @property
     def via_trusted_proxy(self) -> bool:
         """Is the TCP peer one of the listener's trusted proxies (its X-Forwarded-* believed)?"""
+
+    @property
+    def client_certificate(self) -> ClientCertificateInfo | None:
+        """The client's TLS certificate, verified against the listener's CAs (mTLS), or None."""
 
     @property
     def forwarded_proto(self) -> bytes:

@@ -11,13 +11,17 @@ new plan where its settings did not change: the pools of targets whose address a
 are the same (warm connections survive the swap), the targets and balancer of an unchanged
 upstream (in-flight counts, latency estimates), health monitors (verdicts, running checkers),
 circuit breakers, concurrency limiters (requests in flight on the old plan hold their slots) and
-route counters (by route id). A compiled plan only starts steering its groups when it is swapped
-in (``activate_plan``, on the worker's loop); ``retire_plan`` stops what the new one did not adopt.
+route counters (by route id), and discovery feeds (a registry's watch goes on across a reload that
+did not change the upstream's ``discovery``). A compiled plan only starts steering its groups when
+it is swapped in (``activate_plan``, on the worker's loop); ``retire_plan`` stops what the new one
+did not adopt.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import logging
 import re
 from typing import Any
 from urllib.parse import parse_qsl
@@ -26,9 +30,12 @@ from fastgw._proxy import Limiter, ListenerCore, RequestStats, RouteCore
 from fastgw._router import RouteConflict, Router, template_params
 from fastgw.aggregate import NoUpstream, backend_route, compile_aggregator
 from fastgw.config.schema import ConcurrencyConfig, Config, ListenerConfig, PluginConfig, RouteConfig
+from fastgw.discovery import DiscoveryKey, ServiceFeed, make_resolver
 from fastgw.errors import ConfigError
 from fastgw.hooks import Plugin, build_chain, find_plugin, known_plugins
 from fastgw.plugins import BUILTIN, load_builtin_plugin
+from fastgw.plugins._https_redirect import HttpsRedirect
+from fastgw.tls.server import ServerTls, TlsFront
 from fastgw.upstream.breaker import BreakerKey, UpstreamBreaker
 from fastgw.upstream.group import UpstreamGroup
 from fastgw.upstream.health import HealthKey, UpstreamHealth
@@ -36,6 +43,8 @@ from fastgw.upstream.pool import PoolKey, TargetPool
 from fastgw.upstream.retry import RetryPolicy, RetryRules
 
 _TEMPLATE_PARAM = re.compile(r"\{\*?([A-Za-z_][A-Za-z0-9_]*)(?::[a-z]+)?\}")
+
+log = logging.getLogger("fastgw")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 LimiterKey = tuple[str, ConcurrencyConfig]
@@ -127,9 +136,10 @@ class ListenerPlan(ListenerCore):
     """A compiled listener: where it binds, who its trusted proxies are, its routes. What a
     connection reads per request (router, limits, timeouts) lives in ``ListenerCore``."""
 
-    __slots__ = ("_trust_cache", "drain_timeout", "host", "name", "port", "routes", "trusted")
+    __slots__ = ("_trust_cache", "drain_timeout", "host", "name", "port", "routes", "tls_front", "trusted")
 
-    def __init__(self, config: ListenerConfig) -> None:
+    def __init__(self, config: ListenerConfig, tls_front: TlsFront | None) -> None:
+        tls = config.tls
         super().__init__(
             Router(),
             config.limits,
@@ -138,7 +148,10 @@ class ListenerPlan(ListenerCore):
             config.headers_with_underscores,
             config.request_id_header,
             config.trace_context,
+            ServerTls(tls) if tls is not None else None,
+            tls.client_certificates.headers if tls is not None and tls.client_certificates else (),
         )
+        self.tls_front = tls_front  # live state: the listening socket's context, across reloads
         self.name = config.name
         self.host = config.host
         self.port = config.port
@@ -172,7 +185,7 @@ class ListenerPlan(ListenerCore):
 class LiveState:
     """What one worker process's running plans share, carried over by a reload when unchanged."""
 
-    __slots__ = ("breakers", "groups", "health", "limiters", "pools", "route_stats")
+    __slots__ = ("breakers", "feeds", "groups", "health", "limiters", "pools", "route_stats", "tls_fronts")
 
     def __init__(self) -> None:
         self.pools: dict[PoolKey, TargetPool] = {}
@@ -181,6 +194,27 @@ class LiveState:
         self.breakers: dict[BreakerKey, UpstreamBreaker] = {}
         self.limiters: dict[LimiterKey, Limiter] = {}
         self.route_stats: dict[str, RequestStats] = {}
+        # A TLS listener's socket context, by listener name: made once, before workers fork.
+        self.tls_fronts: dict[str, TlsFront] = {}
+        self.feeds: dict[DiscoveryKey, ServiceFeed] = {}
+
+    def pool_for(self, key: PoolKey, upstream: str) -> TargetPool:
+        """The pool of a target discovery added at run time: the one this plan has, or a new one."""
+        pool = self.pools.get(key)
+        if pool is None:
+            pool = self.pools[key] = TargetPool(key)
+        pool.upstreams.add(upstream)
+        return pool
+
+    def release_pool(self, pool: TargetPool) -> None:
+        """A target left its group: unless another target of this plan uses the pool, drop it and
+        close its connections, idle ones now and busy ones as their requests end."""
+        if any(t.pool is pool for group in self.groups.values() for t in group.targets):
+            return
+        if self.pools.get(pool.key) is pool:
+            del self.pools[pool.key]
+        pool.max_idle = 0  # a connection coming back is closed, not parked
+        pool.close()
 
 
 class Plan:
@@ -188,12 +222,14 @@ class Plan:
     settings the server and observers start from. Never changed after ``compile_plan``."""
 
     __slots__ = (
-        "access_log", "admin", "config", "listeners", "otlp", "routes", "source", "state", "upstreams",
+        "access_log", "admin", "config", "listeners", "otlp", "revision", "routes", "source", "state",
+        "upstreams",
     )  # fmt: skip
 
     def __init__(self, config: Config, state: LiveState) -> None:
         self.config = config  # for the admin API and explanations; the server reads the fields below
         self.source = config.source
+        self.revision = config.revision  # of a versioned source (an etcd key's mod revision)
         self.state = state
         self.admin = config.admin
         self.access_log = config.access_log
@@ -217,6 +253,23 @@ class Plan:
     @property
     def limiters(self) -> dict[LimiterKey, Limiter]:
         return self.state.limiters
+
+    def named_files(self) -> tuple[str, ...]:
+        """The files the config names and the plan read: TLS certificates, keys, CA bundles and
+        OCSP responses (``--watch`` reloads when one changes, as when the config does)."""
+        files: list[str] = []
+        for lp in self.listeners.values():
+            if lp.tls is not None:
+                files += lp.tls.files
+        for upstream in self.config.upstreams.values():
+            tls = upstream.tls
+            if tls is not None:
+                files += [f for f in (tls.ca, tls.cert, tls.key) if f]
+        return tuple(dict.fromkeys(files))
+
+    @property
+    def feeds(self) -> dict[DiscoveryKey, ServiceFeed]:
+        return self.state.feeds
 
     @property
     def drain_timeout(self) -> float:
@@ -249,10 +302,16 @@ def _compile(config: Config, old: LiveState) -> Plan:
     state = LiveState()
     plan = Plan(config, state)
 
-    def pool_for(key: PoolKey) -> TargetPool:
+    def pool_for(key: PoolKey, upstream: str) -> TargetPool:
         pool = state.pools.get(key)
         if pool is None:
-            pool = state.pools[key] = old.pools.get(key) or TargetPool(key)
+            pool = old.pools.get(key)
+            if pool is None:
+                pool = TargetPool(key)
+            elif key.tls is not None:
+                pool.load_tls()  # its files may have changed: new connections use them
+            state.pools[key] = pool
+        pool.upstreams.add(upstream)
         return pool
 
     def limiter_for(name: str, config: ConcurrencyConfig) -> Limiter:
@@ -264,7 +323,15 @@ def _compile(config: Config, old: LiveState) -> Plan:
 
     upstream_limits: dict[str, Limiter] = {}
     for name, upstream in config.upstreams.items():
-        plan.upstreams[name] = state.groups[name] = UpstreamGroup(upstream, pool_for, old.groups.get(name))
+        plan.upstreams[name] = state.groups[name] = UpstreamGroup(
+            upstream, pool_for, old.groups.get(name), state
+        )
+        discovery_key = DiscoveryKey.of(upstream)
+        if discovery_key is not None:
+            feed = old.feeds.get(discovery_key)
+            if feed is None:
+                feed = ServiceFeed(discovery_key, make_resolver(discovery_key.discovery))
+            state.feeds[discovery_key] = feed
         health_key = HealthKey.of(upstream)
         if health_key is not None:
             state.health[health_key] = old.health.get(health_key) or UpstreamHealth(health_key)
@@ -274,10 +341,15 @@ def _compile(config: Config, old: LiveState) -> Plan:
         if upstream.concurrency is not None:
             upstream_limits[name] = limiter_for(f"upstream {name!r}", upstream.concurrency)
     for lc in config.listeners:
-        plan.listeners[lc.name] = ListenerPlan(lc)
+        front = None
+        if lc.tls is not None:
+            front = state.tls_fronts[lc.name] = old.tls_fronts.get(lc.name) or TlsFront(None)
+        plan.listeners[lc.name] = ListenerPlan(lc, front)
     global_plugins = compile_plugins(config.plugins)
     for rc in config.routes:
         plugins = global_plugins + compile_plugins(rc.plugins)
+        if rc.redirect_https is not None:
+            plugins.insert(0, HttpsRedirect(rc.redirect_https))  # before anything else: no work for it
         if rc.aggregate is not None:
             # The aggregator answers every request after the route's plugins: last in the chain.
             # Its backend calls go through the same groups and pools as proxied requests.
@@ -344,12 +416,21 @@ def _conflicting_route(earlier: list[RoutePlan], route: RoutePlan) -> str:
 
 
 def activate_plan(plan: Plan) -> None:
-    """The plan starts serving (gateway start, or a reload's swap): its health monitors steer its
-    groups and their checkers run. On the worker's loop, so checks run once per worker process."""
+    """The plan starts serving (gateway start, or a reload's swap): discovery feeds set its
+    groups' targets and follow their registries, health monitors steer its groups and their
+    checkers run. On the worker's loop, so checks and watches run once per worker process."""
+    for feed in plan.state.feeds.values():
+        feed.serve(plan.upstreams[feed.name])
     for monitor in plan.state.health.values():
         monitor.serve(plan.upstreams[monitor.name])
     for breaker in plan.state.breakers.values():
         breaker.serve(plan.upstreams[breaker.name])
+    for listener in plan.listeners.values():
+        if listener.tls_front is not None and listener.tls is not None:
+            listener.tls_front.use(listener.tls)  # handshakes from now on get this plan's certificates
+    for group in plan.upstreams.values():
+        if group.config.tls is not None and group.config.tls.insecure_skip_verify:
+            log.warning("upstream %r: TLS certificates are not verified (insecure_skip_verify)", group.name)
 
 
 def retire_plan(old: Plan, new: Plan) -> None:
@@ -365,3 +446,26 @@ def retire_plan(old: Plan, new: Plan) -> None:
     for breaker_key, breaker in old.state.breakers.items():
         if new.state.breakers.get(breaker_key) is not breaker:
             breaker.stop()
+    for name, front in old.state.tls_fronts.items():
+        if new.state.tls_fronts.get(name) is not front:
+            front.stop()
+    for listener in old.listeners.values():
+        if listener.tls is not None:
+            listener.tls.retire()
+    for feed_key, feed in old.state.feeds.items():
+        if new.state.feeds.get(feed_key) is not feed:
+            feed.stop()
+
+
+async def first_discovery(plan: Plan, timeout: float) -> None:
+    """Wait (at most ``timeout``) until every discovery feed of an activated plan has tried its
+    registry once, so that a starting gateway listens with the targets it can find."""
+    waits = [feed.attempted.wait() for feed in plan.state.feeds.values() if not feed.attempted.is_set()]
+    if waits:
+        await asyncio.wait([asyncio.ensure_future(w) for w in waits], timeout=timeout)
+
+
+async def stop_feeds(plan: Plan) -> None:
+    """Stop the plan's discovery feeds and wait until their tasks ended (drain)."""
+    tasks = [task for feed in plan.state.feeds.values() if (task := feed.stop()) is not None]
+    await asyncio.gather(*tasks, return_exceptions=True)

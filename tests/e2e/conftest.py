@@ -45,7 +45,7 @@ from tests.support.upstream_server import start_upstream_process
 REPO = Path(__file__).resolve().parents[2]
 SRC = REPO / "src"
 
-_LISTENING = re.compile(r"worker (\d+): listener (\S+) on http://(\S+):(\d+)")
+_LISTENING = re.compile(r"worker (\d+): listener (\S+) on https?://(\S+):(\d+)")
 
 
 def cli_env(extra_paths: Sequence[str | Path] = (), **env: str) -> dict[str, str]:

@@ -95,7 +95,7 @@ def test_check_good_file_prints_a_summary(tmp_path: Path) -> None:
     assert result.stderr == ""
     out = result.stdout.splitlines()
     assert out[0] == f"{path}: OK"
-    assert re.search(r"listeners:\s+main \(127\.0\.0\.1:18080\)", result.stdout)
+    assert re.search(r"listeners:\s+main \(http://127\.0\.0\.1:18080\)", result.stdout)
     assert re.search(r"upstreams:\s+up \(1 targets?\), other \(2 targets\)", result.stdout)
     assert re.search(r"routes:\s+3\b", result.stdout)
 
@@ -532,8 +532,11 @@ def test_demo_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert result.code == 0, result
     lines = [line for line in result.stdout.splitlines() if line.strip()]
     assert lines, result
+    schemes = set()
     for line in lines:
         status, url = line.split(" ", 1)
         assert status.isdigit() and 200 <= int(status) < 300, line
-        assert url.startswith("http://127.0.0.1:"), line
+        assert url.startswith(("http://127.0.0.1:", "https://127.0.0.1:")), line
+        schemes.add(url.split(":", 1)[0])
+    assert schemes == {"http", "https"}  # the HTTPS listener too, verified against its certificate
     assert "Traceback" not in result.stderr

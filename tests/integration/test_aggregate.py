@@ -14,6 +14,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +24,7 @@ from fastgw.config import parse_config
 from fastgw.demo import CONFIG_PATH, port_env
 from fastgw.errors import ConfigError
 from fastgw.plan import compile_plan
+from fastgw.tls.selfsigned import write_self_signed
 from tests.support.gateway import RunningGateway
 from tests.support.ports import free_port
 from tests.support.procs import start_process
@@ -290,11 +292,15 @@ def demo_services() -> Iterator[dict[str, int]]:
 
 
 def test_the_demo_dashboard(
-    make_gateway: Make, demo_services: dict[str, int], monkeypatch: pytest.MonkeyPatch
+    make_gateway: Make, demo_services: dict[str, int], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     for name, value in port_env(demo_services).items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("FASTGW_DEMO_BIND", "127.0.0.1:0")
+    monkeypatch.setenv("FASTGW_DEMO_TLS_BIND", "127.0.0.1:0")
+    cert, key = write_self_signed(tmp_path)
+    monkeypatch.setenv("FASTGW_DEMO_CERT", str(cert))
+    monkeypatch.setenv("FASTGW_DEMO_KEY", str(key))
     with open(CONFIG_PATH, encoding="utf-8") as file:
         gw = make_gateway(yaml.safe_load(file))
     status, headers, body = get(gw, "/api/dashboard/bob", listener="public")

@@ -259,3 +259,24 @@ def test_connection_cap_degrades_with_503(make_gateway: Make, upstream: int) -> 
     finally:
         for sock in held:
             sock.close()
+
+
+def test_closed_connections_are_let_go(make_gateway: Make, upstream: int) -> None:
+    """A connection's deadlines must not keep it in memory once it is closed: 300 connections of
+    one request each leave nothing behind (their head and keep-alive deadlines were minutes
+    ahead, and upstream connections closed by the upstream go too)."""
+    from tests.support.gateway import live_objects
+
+    gw = make_gateway(gateway_config(upstream))
+    for i in range(300):
+        sock = connect(gw.port)
+        with sock:
+            sock.sendall(build_request("GET", "/close" if i % 2 else "/echo", version="HTTP/1.0"))
+            while sock.recv(65536):
+                pass
+    deadline = time.monotonic() + 5
+    while gw.connection_count() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert gw.connection_count() == 0
+    assert live_objects(gw, "ClientProtocol") == 0
+    assert live_objects(gw, "UpstreamConnection") <= 1  # the pool keeps at most its idle one

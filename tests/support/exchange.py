@@ -18,6 +18,7 @@ from typing import Any
 from fastgw.errors import HttpFault
 from fastgw.hooks import BodyFilter, Plugin, Response, RouteInfo, TargetInfo
 from fastgw.http import forwarded, limits
+from fastgw.tls.server import ClientCertificate
 
 __all__ = ["FakeExchange", "FakeRoute", "FakeTarget", "run_request", "run_request_async", "upstream_headers"]
 
@@ -58,6 +59,8 @@ class FakeExchange:
         host_header: bytes = b"gw.test",
         peer: bytes = b"192.0.2.1",
         trusted_proxies: Collection[str] = (),
+        scheme: bytes = b"http",
+        client_certificate: ClientCertificate | None = None,
         params: Mapping[str, bytes] | None = None,
         route: RouteInfo | None = None,
         target: TargetInfo | None = None,
@@ -70,6 +73,8 @@ class FakeExchange:
         self.host = limits.check_host(host_header) if host_header else b""
         self.peer = peer
         self.trusted_proxies = frozenset(trusted_proxies)
+        self.scheme = scheme
+        self.client_certificate = client_certificate
         self.params = tuple((params or {}).values())
         self.route = route if route is not None else FakeRoute(param_names=tuple(params or {}))
         self.target = target
@@ -112,6 +117,7 @@ class FakeExchange:
             self.headers,
             self.host_header,
             self.trusted_proxies.__contains__,
+            self.scheme,
         )
 
     @property

@@ -75,16 +75,24 @@ class RunningGateway:
         return self.gateway.listeners[listener].addresses[0][1]
 
     def call(self, fn: Any, *args: Any) -> Any:
-        """Run a plain function on the gateway's loop and return its result."""
+        """Run a plain function on the gateway's loop and return its result (or raise its error)."""
         done = threading.Event()
         box: list[Any] = []
+        failed: list[BaseException] = []
 
         def run() -> None:
-            box.append(fn(*args))
-            done.set()
+            try:
+                box.append(fn(*args))
+            except BaseException as exc:  # raised again in the test thread
+                failed.append(exc)
+            finally:
+                done.set()
 
         self.loop.call_soon_threadsafe(run)
-        done.wait(5)
+        if not done.wait(10):
+            raise TimeoutError(f"{fn!r} did not run on the gateway's loop within 10 s")
+        if failed:
+            raise failed[0]
         return box[0]
 
     def reload(self, path: str) -> None:
@@ -102,3 +110,15 @@ class RunningGateway:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
         self.loop.close()
+
+
+def live_objects(gw: RunningGateway, type_name: str) -> int:
+    """How many objects of a type (by class name: ``ClientProtocol``, ``UpstreamConnection``)
+    are alive in the process, counted on the gateway's loop after a full collection."""
+    import gc
+
+    def count() -> int:
+        gc.collect()
+        return sum(1 for o in gc.get_objects() if type(o).__name__ == type_name)
+
+    return int(gw.call(count))

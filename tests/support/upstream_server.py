@@ -51,6 +51,10 @@ Behaviour by path (the query string is ignored but by ``/cache``; every response
   counts the ``/cache`` requests this server answered, ``vary`` the request's values of the Vary
   headers.
 - anything else: 404
+
+Over TLS (``--tls-cert``/``--tls-key``, and ``--tls-client-ca`` to ask for a client certificate)
+the echo JSON has a ``tls`` member: {server_name (the client's SNI), client_subject (RFC 4514,
+or null), version}.
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ import hashlib
 import json
 import signal
 import socket
+import ssl
 import struct
 import sys
 import time
@@ -198,8 +203,9 @@ def render_head(status: int, headers: list[tuple[str, str]], reason: str | None 
 class UpstreamServer:
     """Listening socket, shared stats and the set of open connections."""
 
-    def __init__(self, idle_close: float | None = None) -> None:
+    def __init__(self, idle_close: float | None = None, tls: ssl.SSLContext | None = None) -> None:
         self.idle_close = idle_close
+        self.tls = tls
         self.connections_opened = 0
         self.requests = 0
         self.health_status = 200  # what /health answers with
@@ -212,7 +218,7 @@ class UpstreamServer:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(lambda: UpstreamConnection(self), host, port)
+        self.server = await loop.create_server(lambda: UpstreamConnection(self), host, port, ssl=self.tls)
         self.port = self.server.sockets[0].getsockname()[1]
         return self.port
 
@@ -234,11 +240,32 @@ class UpstreamServer:
             await self.server.wait_closed()
 
 
+def upstream_tls(cert: str, key: str, client_ca: str | None = None) -> ssl.SSLContext:
+    """A server context for this upstream: it records each connection's SNI name."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    if client_ca is not None:
+        context.verify_mode = ssl.CERT_OPTIONAL
+        context.load_verify_locations(cafile=client_ca)
+
+    def remember_name(ssl_object: ssl.SSLObject, name: str | None, _: ssl.SSLContext) -> None:
+        SERVER_NAMES[id(ssl_object)] = name
+
+    context.sni_callback = remember_name
+    return context
+
+
+SERVER_NAMES: dict[int, str | None] = {}  # by SSLObject id, until the connection is made
+
+
 async def start_upstream_server(
-    port: int = 0, host: str = "127.0.0.1", idle_close: float | None = None
+    port: int = 0,
+    host: str = "127.0.0.1",
+    idle_close: float | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> UpstreamServer:
     """An upstream serving in the running loop; ``.port`` is where it listens."""
-    server = UpstreamServer(idle_close)
+    server = UpstreamServer(idle_close, tls)
     await server.start(host, port)
     return server
 
@@ -258,6 +285,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.counted = False
         self.requests_on_conn = 0
         self.conn_id = 0
+        self.tls: dict[str, str | None] | None = None
         self.transport: asyncio.Transport | None = None
         self.data_waiter: asyncio.Future[None] | None = None
         self.drain_waiter: asyncio.Future[None] | None = None
@@ -272,6 +300,15 @@ class UpstreamConnection(asyncio.Protocol):
         self.server.next_conn_id += 1
         self.conn_id = self.server.next_conn_id
         self.server.connections.add(self)
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            subject = ssl_object.getpeercert() or {}
+            self.tls = {
+                "server_name": SERVER_NAMES.pop(id(ssl_object), None),
+                "client_subject": ",".join(f"{k}={v}" for rdn in subject.get("subject", ()) for k, v in rdn)
+                or None,
+                "version": ssl_object.version(),
+            }
         loop = asyncio.get_running_loop()
         self.lost = loop.create_future()
         self.task = loop.create_task(self.serve())
@@ -517,6 +554,7 @@ class UpstreamConnection(asyncio.Protocol):
                 "body_sha256": body_sha256,
                 "conn_id": self.conn_id,
                 "requests_on_conn": self.requests_on_conn,
+                **({"tls": self.tls} if self.tls is not None else {}),
             }
         ).encode()
 
@@ -762,14 +800,20 @@ def _route(path: str) -> tuple[Handler, str]:
 
 
 def start_upstream_process(
-    port: int = 0, idle_close: float | None = None, processes: ProcessReaper | None = None
+    port: int = 0,
+    idle_close: float | None = None,
+    processes: ProcessReaper | None = None,
+    tls: tuple[str, ...] = (),
 ) -> tuple[Proc, int]:
-    """This server as a child process (remembered by ``processes`` if given); (proc, port)."""
+    """This server as a child process (remembered by ``processes`` if given); (proc, port).
+    ``tls``: (cert, key) or (cert, key, client CA) to serve HTTPS."""
     from .procs import start_process
 
     argv = [sys.executable, __file__, "--port", str(port)]
     if idle_close is not None:
         argv += ["--idle-close", str(idle_close)]
+    for flag, value in zip(("--tls-cert", "--tls-key", "--tls-client-ca"), tls, strict=False):
+        argv += [flag, value]
     proc = (
         processes.start(argv, ready_line="listening")
         if processes
@@ -778,8 +822,8 @@ def start_upstream_process(
     return proc, int(proc.wait_for_output("listening").split()[1])
 
 
-async def _run(host: str, port: int, idle_close: float | None) -> None:
-    server = await start_upstream_server(port, host, idle_close)
+async def _run(host: str, port: int, idle_close: float | None, tls: ssl.SSLContext | None) -> None:
+    server = await start_upstream_server(port, host, idle_close, tls)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -797,8 +841,12 @@ def main(argv: list[str] | None = None) -> int:
         "--idle-close", type=float, default=None, metavar="SECONDS",
         help="close keep-alive connections idle this long",
     )  # fmt: skip
+    parser.add_argument("--tls-cert", help="serve HTTPS with this certificate chain (PEM)")
+    parser.add_argument("--tls-key", help="... and this key")
+    parser.add_argument("--tls-client-ca", help="ask for client certificates from this CA")
     args = parser.parse_args(argv)
-    asyncio.run(_run(args.host, args.port, args.idle_close))
+    tls = upstream_tls(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
+    asyncio.run(_run(args.host, args.port, args.idle_close, tls))
     return 0
 
 

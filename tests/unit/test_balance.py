@@ -431,7 +431,7 @@ def make_group(
         ),
         balance=BalanceConfig(algorithm=name, hash_key=key),
     )
-    return UpstreamGroup(config, TargetPool)
+    return UpstreamGroup(config, lambda key, _upstream: TargetPool(key))
 
 
 def test_single_target_default_balance_skips_pick() -> None:

@@ -117,7 +117,7 @@ def test_an_open_circuit_ignores_late_results() -> None:
 
 def group_of(*ports: int) -> UpstreamGroup:
     config = UpstreamConfig(name="catalog", targets=tuple(TargetConfig("127.0.0.1", p) for p in ports))
-    return UpstreamGroup(config, TargetPool)
+    return UpstreamGroup(config, lambda key, _upstream: TargetPool(key))
 
 
 def test_a_target_is_usable_only_when_no_reason_holds_it() -> None:
@@ -166,10 +166,10 @@ def test_a_gated_target_goes_through_pick_and_its_gate() -> None:
 def test_targets_and_balancer_carry_over_to_an_unchanged_group() -> None:
     old = group_of(1, 2)
     old.targets[0].in_flight = 7
-    same = UpstreamGroup(old.config, TargetPool, old)
+    same = UpstreamGroup(old.config, lambda key, _upstream: TargetPool(key), old)
     assert same.targets is old.targets and same.balancer is old.balancer
     assert same.targets[0].in_flight == 7
-    changed = UpstreamGroup(group_of(1, 3).config, TargetPool, old)
+    changed = UpstreamGroup(group_of(1, 3).config, lambda key, _upstream: TargetPool(key), old)
     assert changed.targets[0] is not old.targets[0] and changed.balancer is not old.balancer
 
 
@@ -177,7 +177,7 @@ def test_pools_of_adopted_targets_stay_in_the_plan() -> None:
     old = group_of(1)
     seen: list[PoolCore] = []
 
-    def pool_for(key: object) -> TargetPool:
+    def pool_for(key: object, upstream: str) -> TargetPool:
         pool = old.targets[0].pool
         seen.append(pool)
         assert isinstance(pool, TargetPool)

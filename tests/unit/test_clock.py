@@ -1,6 +1,6 @@
 """The timer wheel (``_clock.pyx``) on a real event loop: every deadline fires once it has
 passed, never before, however it moved while filed (later, earlier, past the wheel's horizon);
-stale entries do nothing; an idle wheel stops ticking. No sockets: the owners are small
+an item unfiled is let go; an idle wheel stops ticking. No sockets: the owners are small
 ``Timed`` subclasses recording when they were told."""
 
 from __future__ import annotations
@@ -105,3 +105,32 @@ def test_a_wheel_per_loop() -> None:
 def test_the_date_line_is_an_imf_fixdate() -> None:
     line = _clock.current_date_line()
     assert line.startswith(b"Date: ") and line.endswith(b" GMT\r\n") and len(line) == 37
+
+
+def test_the_wheel_holds_an_item_once_and_lets_go_when_unfiled(loop_kind: str) -> None:
+    """Moving a deadline earlier leaves the item in one slot only; ``unfile`` takes it off, so a
+    closed connection is not kept alive (memory) by the deadline it had."""
+    import gc
+    import weakref
+
+    async def scenario() -> None:
+        wheel = _clock.running_wheel()
+        owner = Owner(_clock.now() + 3.0)
+        _clock.file(owner, owner.deadline)
+        owner.move(_clock.now() + 2.0)
+        owner.move(_clock.now() + 1.0)
+        assert wheel.pending == 1
+        gone = weakref.ref(owner)
+        _clock.unfile(owner)
+        _clock.unfile(owner)  # twice: nothing more happens
+        assert wheel.pending == 0
+        del owner
+        gc.collect()
+        assert gone() is None
+        kept = Owner(_clock.now() + 0.05)
+        _clock.file(kept, kept.deadline)
+        _clock.unfile(kept)
+        await asyncio.sleep(0.15)
+        assert kept.fired == []  # unfiled: never told
+
+    run(loop_kind, scenario)

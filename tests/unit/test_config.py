@@ -120,12 +120,12 @@ _DOCUMENT_ERRORS: list[tuple[object, str]] = [
     (
         {**_MINIMAL, "route": []},
         "gw.yaml: unknown key 'route'; expected one of: listeners, upstreams, routes, plugins, admin,"
-        " access_log, tracing; did you mean 'routes'?",
+        " access_log, tracing, registries; did you mean 'routes'?",
     ),
     (
         {**_MINIMAL, "extra": 1},
         "gw.yaml: unknown key 'extra'; expected one of: listeners, upstreams, routes, plugins, admin,"
-        " access_log, tracing",
+        " access_log, tracing, registries",
     ),
     (
         {k: v for k, v in _MINIMAL.items() if k != "routes"},
@@ -150,7 +150,7 @@ _PATH = "expected a path starting with '/' without '?' or '#'"
 _HOST = "expected a host name like 'api.example.com' or '*.example.com', without port"
 _ROUTE_KEYS = (
     "id, path, upstream, methods, host, listeners, headers, query, priority, rewrite,"
-    " strip_prefix, preserve_host, timeouts, retry, concurrency, plugins, aggregate"
+    " strip_prefix, preserve_host, timeouts, retry, concurrency, plugins, aggregate, redirect_https"
 )
 
 _VALUE_ERRORS: list[tuple[str, object, str]] = [
@@ -297,19 +297,20 @@ _VALUE_ERRORS: list[tuple[str, object, str]] = [
         "listeners[0].tiemouts",
         {},
         "listeners[0]: unknown key 'tiemouts'; expected one of: name, bind, trusted_proxies,"
-        " buffer_bytes, limits, timeouts, trace_context, headers_with_underscores, request_id_header;"
+        " buffer_bytes, limits, timeouts, trace_context, headers_with_underscores, request_id_header, tls;"
         " did you mean 'timeouts'?",
     ),
     # upstreams
     ("upstreams", {}, "upstreams: expected a non-empty mapping, found an empty mapping"),
     ("upstreams", ["catalog"], "upstreams: expected a non-empty mapping, found a list"),
     ("upstreams.catalog", None, "upstreams.catalog: expected a mapping, found null"),
-    ("upstreams.catalog", {"pool": {}}, "upstreams.catalog: missing required key 'targets'"),
+    ("upstreams.catalog", {"pool": {}}, "upstreams.catalog: missing required key 'targets' (or 'discovery')"),
     (
         "upstreams.catalog.tragets",
         ["127.0.0.1:1"],
         "upstreams.catalog: unknown key 'tragets'; expected one of: targets, pool, timeouts,"
-        " host_header, health, outlier, breaker, balance, concurrency; did you mean 'targets'?",
+        " host_header, health, outlier, breaker, balance, concurrency, tls, discovery;"
+        " did you mean 'targets'?",
     ),
     (
         "upstreams.catalog.targets",

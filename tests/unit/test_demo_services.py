@@ -182,7 +182,14 @@ def test_ordering(run_demo: Callable[[Check], None]) -> None:
 def test_gateway_config_maps_public_paths() -> None:
     ports = {name: 10001 + index for index, name in enumerate(SERVICE_NAMES)}
     config = load_config(CONFIG_PATH, env=port_env(ports))
-    assert [(listener.host, listener.port) for listener in config.listeners] == [("127.0.0.1", 8080)]
+    assert [(listener.host, listener.port) for listener in config.listeners] == [
+        ("127.0.0.1", 8080),
+        ("127.0.0.1", 8443),
+    ]
+    tls = config.listeners[1].tls
+    assert tls is not None and [(c.cert, c.key) for c in tls.certificates] == [
+        ("demo-cert.pem", "demo-key.pem")
+    ]
     for name, port in ports.items():
         assert [(t.host, t.port) for t in config.upstreams[name].targets] == [("127.0.0.1", port)]
     routes = {route.id: route for route in config.routes}

@@ -10,7 +10,9 @@ gateway, not an error.
   no ``listeners``, a catch-all route ``all`` to upstream ``up`` when it has no ``routes``, and an
   upstream ``{targets: ["127.0.0.1:9"]}`` for each upstream name its routes use and do not define.
 
-Either way the document is written to a file and checked by ``fastgw check -c FILE``, in process.
+Either way the document is written to a file and checked by ``fastgw check -c FILE``, in process,
+from a directory holding the TLS files the document names (certificates, keys, CA bundles made
+for the check at the relative paths the examples use).
 ``${VAR:-default}`` is checked with VAR unset, so the default is what is checked; a ``${VAR}``
 without a default is set to ``9`` when its name ends in ``PORT`` (a port, as in the demo's
 ``${CATALOG_PORT}``) and to ``example-value`` otherwise.
@@ -26,11 +28,13 @@ import pytest
 import yaml
 
 from fastgw import cli
+from tests.support.certs import write_files_named_in
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SHIPPED = sorted((ROOT / "src" / "fastgw").rglob("*.yaml"))
 _BLOCK = re.compile(r"```yaml\n(.*?)```", re.S)
+_DEFAULTS = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*:-([^}]*)\}")  # ${VAR:-default} -> default
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-)?")
 WHOLE = {"listeners", "upstreams", "routes"}
 
@@ -58,8 +62,12 @@ def completed(fragment: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
-def check(path: Path, text: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def check(
+    path: Path, text: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], cwd: Path
+) -> None:
     """``fastgw check -c path`` exits 0, with the environment the module docstring describes."""
+    write_files_named_in(yaml.safe_load(_DEFAULTS.sub(r"\1", text)), cwd)
+    monkeypatch.chdir(cwd)
     for name, has_default in _ENV.findall(text):
         if has_default:
             monkeypatch.delenv(name, raising=False)
@@ -73,9 +81,9 @@ def check(path: Path, text: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[str(p.relative_to(ROOT)) for p in SHIPPED])
 def test_shipped_config_passes_check(
-    path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    check(path, path.read_text(), monkeypatch, capsys)
+    check(path, path.read_text(), monkeypatch, capsys, tmp_path)
 
 
 @pytest.mark.parametrize(("where", "text"), examples(), ids=[where for where, _ in examples()])
@@ -89,7 +97,7 @@ def test_documented_example_passes_check(
         path.write_text(text)
     else:
         path.write_text(yaml.safe_dump(completed(document), sort_keys=False))
-    check(path, text, monkeypatch, capsys)
+    check(path, text, monkeypatch, capsys, tmp_path)
 
 
 def test_the_docs_and_the_package_have_examples() -> None:

@@ -141,6 +141,7 @@ class RecordingGroup:
         self.usable = {t.label: True for t in self.targets}
         self.marks: list[tuple[str, bool]] = []
         self.observers: list[Callable[[Any], None]] = []
+        self.watchers: list[Callable[..., None]] = []
 
     def mark(self, target: Target, usable: bool) -> None:
         assert target in self.targets, "marked a target of another group"
@@ -149,6 +150,9 @@ class RecordingGroup:
 
     def add_observer(self, observer: Callable[[Any], None]) -> None:
         self.observers.append(observer)
+
+    def add_target_watcher(self, watcher: Callable[..., None]) -> None:
+        self.watchers.append(watcher)
 
     def end(self, port: int, status: int = 200, error: UpstreamFault | None = None) -> None:
         """An exchange sent to the target at ``port`` ended."""

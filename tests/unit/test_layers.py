@@ -58,9 +58,17 @@ def offenders(package: str, forbidden: str, allowed: str | None = None) -> list[
     return sorted(found)
 
 
-@pytest.mark.parametrize("package", ["fastgw.plugins", "fastgw.upstream", "fastgw.observe"])
-def test_plugins_upstream_and_observe_never_import_the_server(package: str) -> None:
+@pytest.mark.parametrize(
+    "package", ["fastgw.plugins", "fastgw.upstream", "fastgw.observe", "fastgw.discovery", "fastgw.etcd"]
+)
+def test_plugins_upstream_observe_and_discovery_never_import_the_server(package: str) -> None:
     assert offenders(package, "fastgw.server") == []
+
+
+def test_discovery_and_the_groups_it_feeds_do_not_know_each_other() -> None:
+    # The feed steers a group through a protocol; plan.py wires them (docs/architecture.md).
+    assert offenders("fastgw.discovery", "fastgw.upstream") == []
+    assert offenders("fastgw.upstream", "fastgw.discovery") == []
 
 
 def test_the_router_imports_nothing_of_fastgw() -> None:

@@ -100,7 +100,9 @@ def test_sample_ratio_bounds_the_lower_half_of_new_trace_ids() -> None:
     assert sample_max(0.25) == 2**62 - 1
 
 
-def _exchange(flags: str = "01", client: bool = False, **fields: Any) -> SimpleNamespace:
+def _exchange(
+    flags: str = "01", client: bool = False, tls: tuple[str, str] | None = None, **fields: Any
+) -> SimpleNamespace:
     route = SimpleNamespace(
         id="items", config=SimpleNamespace(path="/items/{id}"), upstream=SimpleNamespace(name="up")
     )
@@ -117,6 +119,7 @@ def _exchange(flags: str = "01", client: bool = False, **fields: Any) -> SimpleN
         "upstream_error": None,
         "request_id": b"abc-1",
         "listener": SimpleNamespace(name="main"),
+        "client": SimpleNamespace(tls_version=tls and tls[0], tls_cipher=tls and tls[1]),
     }
     return SimpleNamespace(**{**values, **fields})
 
@@ -156,6 +159,7 @@ def test_encodes_otlp_json_server_spans() -> None:
         (_exchange(method=b"PURGE", route=None, target=None), 404),
         (_exchange(upstream_error=ConnectFault("connection refused")), 502),
         (_exchange(), 503),
+        (_exchange(client=True, tls=("TLSv1.3", "TLS_AES_128_GCM_SHA256")), 200),
     ):
         export.record(exchange, status, 100.25)
         records.append(export.queue[-1])
@@ -164,7 +168,14 @@ def test_encodes_otlp_json_server_spans() -> None:
     assert _attrs(resource_spans["resource"])["service.name"] == "edge"
     [scope_spans] = resource_spans["scopeSpans"]
     assert scope_spans["scope"]["name"] == "fastgw"
-    ok, other, refused, failed = scope_spans["spans"]
+    ok, other, refused, failed, secure = scope_spans["spans"]
+    tls_attributes = {k: v for k, v in _attrs(secure).items() if k.startswith(("tls.", "url.scheme"))}
+    assert tls_attributes == {
+        "url.scheme": "https",
+        "tls.protocol.name": "tls",
+        "tls.protocol.version": "1.3",
+        "tls.cipher": "TLS_AES_128_GCM_SHA256",
+    }
 
     assert ok["traceId"] == TRACE and ok["spanId"] == "b7ad6b7169203331"
     assert ok["parentSpanId"] == "00f067aa0ba902b7" and ok["kind"] == 2 and ok["name"] == "GET items"

@@ -58,13 +58,13 @@ def test_quantile_in_the_unbounded_bucket_is_the_last_bound_and_nothing_counted_
 def test_a_point_counts_what_the_counters_grew_by_per_route_and_overall() -> None:
     plan = _plan()
     sampler = Sampler(_no_source)
-    sampler.add(collect_gateway(plan, [], {"main": 3}), 1000.0)  # where counting starts
+    sampler.add(collect_gateway(plan, [], connections={"main": 3}), 1000.0)  # where counting starts
     for _ in range(8):
         _route(plan, "a").stats.record("GET", 200, 0.002, 0.001)
     _route(plan, "a").stats.record("GET", 503, 0.3, 0.29)
     _route(plan, "b").stats.record("POST", 429, 0.0001)
     _route(plan, "b").stats.record("GET", 0, 0.01)  # the client left
-    sampler.add(collect_gateway(plan, [], {"main": 5}), 1002.0)
+    sampler.add(collect_gateway(plan, [], connections={"main": 5}), 1002.0)
     [point] = sampler.points
     assert (point["t"], point["dt"], point["connections"]) == (1002.0, 2.0, 5)
     total: Any = point["total"]

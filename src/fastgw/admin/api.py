@@ -3,8 +3,15 @@
     GET  /healthz     liveness: {"status": "ok"}                         (no token needed)
     GET  /readyz      200 {"status": "ready"} once listening, 503 while starting or draining
     GET  /routes      the loaded routes, with request counts by status class
-    GET  /upstreams   the loaded upstreams and their targets: in rotation, pool connections
+    GET  /upstreams   the loaded upstreams and their targets (discovered ones included, with the
+                      registry entry each came from): in rotation, pool connections; and per
+                      upstream with discovery, its registry's state (healthy, stale seconds,
+                      last success, last error)
     GET  /metrics     Prometheus text format
+    GET  /config      where the configuration comes from, the revision running (an etcd key's,
+                      or a file's SHA-256 as "digest"), when and by what it was loaded, the last
+                      reload's outcome and the revision it refused, if any, the last failed
+                      reloads with their key paths
     POST /reload      reload the config file: 200 {"ok": true, ...} or 400 {"ok": false, "error"}
     POST /cache/purge {"key": "host/path?query"} or {"prefix": "host/path/"}: the cached responses
                       under that base key (every variant) or key prefix, in every worker and
@@ -15,8 +22,8 @@
 
 Answers are JSON (``/metrics`` and the page aside); an unknown path is a JSON 404, a wrong
 method a JSON 405. When ``admin.token`` is set every endpoint but ``/healthz``, ``/readyz`` and
-the page's own files needs ``Authorization: Bearer TOKEN`` (the scheme in any case); otherwise 401 with
-``WWW-Authenticate: Bearer realm="fastgw-admin"`` (RFC 6750, with ``error="invalid_token"`` for a
+the page's own files needs ``Authorization: Bearer TOKEN`` (the scheme in any case); otherwise
+401 with ``WWW-Authenticate: Bearer realm="fastgw-admin"`` (RFC 6750, with ``error="invalid_token"`` for a
 wrong token). The page asks for the token and sends it with its own requests.
 """
 
@@ -25,6 +32,7 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict
 from typing import Any
 
 from aiohttp import web
@@ -153,19 +161,81 @@ async def upstreams(request: web.Request) -> web.Response:
     for name in ("opened", "reused"):
         for labels, value in samples_by(families, f"fastgw_upstream_connections_{name}_total").items():
             pools.setdefault(dict(labels)["target"], {})[name] = int(value)
+    # The targets as the serving processes report them: with workers, discovered targets exist
+    # only there (the supervisor does not follow registries).
+    sources: dict[str, dict[str, str]] = {}
+    for labels, _ in samples_by(families, "fastgw_upstream_target_source").items():
+        named = dict(labels)
+        sources.setdefault(named["upstream"], {})[named["target"]] = named["source"]
+    weights = {f"{t.label}@{n}": t.weight for n, g in control.plan().upstreams.items() for t in g.targets}
     out = []
     for name, group in control.plan().upstreams.items():
+        listed = sources.get(name) or {t.label: "static" for t in group.targets}
         targets = [
             {
-                "target": t.label,
-                "weight": t.weight,
-                "up": bool(up.get(f"{t.label}@{name}", 0.0)),
-                "pool": pools.get(t.label, {}),
+                "target": label,
+                "weight": weights.get(f"{label}@{name}"),
+                "up": bool(up.get(f"{label}@{name}", 0.0)),
+                "source": where,
+                "pool": pools.get(label, {}),
             }
-            for t in group.targets
+            for label, where in listed.items()
         ]
-        out.append({"name": name, "balance": group.config.balance.algorithm, "targets": targets})
+        entry: dict[str, Any] = {"name": name, "balance": group.config.balance.algorithm, "targets": targets}
+        if group.config.discovery is not None:
+            entry["discovery"] = _discovery_state(families, name, group.config.discovery.describe())
+        out.append(entry)
     return _json({"upstreams": out})
+
+
+def _discovery_state(families: Families, upstream: str, source: str) -> dict[str, Any]:
+    """A discovery feed's state as the serving processes report it (the worst of them)."""
+
+    def value(family: str) -> float | None:
+        for labels, found in samples_by(families, family).items():
+            if dict(labels).get("upstream") == upstream:
+                return found
+        return None
+
+    errors = [
+        (at, dict(labels)["error"])
+        for labels, at in samples_by(families, "fastgw_discovery_last_error_timestamp_seconds").items()
+        if dict(labels).get("upstream") == upstream
+    ]
+    stale = value("fastgw_discovery_stale_seconds")
+    last_at, last_error = max(errors) if errors else (None, None)
+    return {
+        "source": source,
+        "targets": int(value("fastgw_discovery_targets") or 0),
+        "healthy": stale == 0.0,
+        "stale_seconds": stale,
+        "last_success": value("fastgw_discovery_last_success_timestamp_seconds"),
+        "errors": int(value("fastgw_discovery_errors_total") or 0),
+        "last_error": last_error,
+        "last_error_at": last_at,
+    }
+
+
+async def config_state(request: web.Request) -> web.Response:
+    control = request.app[CONTROL]
+    plan, record = control.plan(), control.reloads
+    return _json(
+        {
+            "source": plan.source,
+            "revision": plan.revision,
+            "digest": f"sha256:{plan.config.digest}" if plan.config.digest else None,
+            "loaded_at": record.loaded_at,
+            "loaded_by": record.loaded_by,
+            "reloads": {"succeeded": record.succeeded, "failed": record.failed},
+            "last_reload_ok": record.last_ok,
+            "last_error": record.last_error,
+            "rejected_revision": record.rejected_revision,
+            "reload_failures": [asdict(failure) for failure in record.failures],
+            "listeners": [{"name": name, "bind": lp.bind} for name, lp in plan.listeners.items()],
+            "routes": len(plan.routes),
+            "upstreams": len(plan.upstreams),
+        }
+    )
 
 
 async def reload(request: web.Request) -> web.Response:
@@ -208,6 +278,7 @@ def make_app(control: Control) -> web.Application:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/routes", routes)
     app.router.add_get("/upstreams", upstreams)
+    app.router.add_get("/config", config_state)
     app.router.add_post("/reload", reload)
     app.router.add_post("/cache/purge", purge_cache)
     StatusPage(control).mount(app)

@@ -8,7 +8,7 @@
     GET /targets      every upstream target's state (``observe/targets.py``), with its latency
                       average and pool connections from the last sample
     GET /errors       the recent 5xx, refusals and client aborts (``observe/recent_errors.py``)
-    GET /config       the running configuration's revision (the file's SHA-256), when and how it
+    GET /config       (``admin/api.py``) the running configuration's revision, when and how it
                       was loaded, the reload counts and the last failures with their key paths
     GET /match        ``?method=GET&url=http://host/path`` and ``header=Name: value`` (repeated):
                       which route that request would take and why, as ``fastgw routes --match``
@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import asdict
 from importlib import resources
 
 from aiohttp import web
@@ -69,7 +68,6 @@ class StatusPage:
         app.router.add_get("/series", self.series)
         app.router.add_get("/targets", self.targets)
         app.router.add_get("/errors", self.errors)
-        app.router.add_get("/config", self.config)
         app.router.add_get("/match", self.match)
 
     async def _sampling(self, app: web.Application) -> AsyncIterator[None]:
@@ -112,28 +110,6 @@ class StatusPage:
     async def errors(self, request: web.Request) -> web.Response:
         entries = await self.control.recent_errors()
         return _json({"errors": entries, "kept_per_process": RING_SIZE})
-
-    async def config(self, request: web.Request) -> web.Response:
-        plan = self.control.plan()
-        record = self.control.reloads
-        return _json(
-            {
-                "source": plan.source,
-                "digest": f"sha256:{plan.config.digest}" if plan.config.digest else None,
-                "etcd_revision": None,  # set when the configuration comes from etcd
-                "loaded_at": record.loaded_at,
-                "loaded_by": record.loaded_by,
-                "reloads": {
-                    "succeeded": record.succeeded,
-                    "failed": record.failed,
-                    "last_ok": record.last_ok,
-                },
-                "reload_failures": [asdict(failure) for failure in record.failures],
-                "listeners": [{"name": name, "bind": lp.bind} for name, lp in plan.listeners.items()],
-                "routes": len(plan.routes),
-                "upstreams": len(plan.upstreams),
-            }
-        )
 
     async def match(self, request: web.Request) -> web.Response:
         method = request.query.get("method", "GET").strip() or "GET"

@@ -344,10 +344,10 @@ function drawConfig() {
   const since = ago < 120 ? Math.round(ago) + " s ago" : Math.round(ago / 60) + " min ago";
   const facts = [
     ["Revision", c.digest ? c.digest.slice(0, 19) : "not from a file"],
-    ["etcd revision", c.etcd_revision === null ? "-" : String(c.etcd_revision)],
+    ["etcd revision", c.revision === null ? "-" : String(c.revision) + (c.rejected_revision === null ? "" : ` (refused: ${c.rejected_revision})`)],
     ["Source", c.source],
     ["Loaded", `${clock(c.loaded_at)} (${since}), by ${c.loaded_by}`],
-    ["Reloads", `${c.reloads.succeeded} succeeded, ${c.reloads.failed} failed` + (c.reloads.last_ok ? "" : " (the last one failed)")],
+    ["Reloads", `${c.reloads.succeeded} succeeded, ${c.reloads.failed} failed` + (c.last_reload_ok ? "" : " (the last one failed)")],
     ["Listeners", c.listeners.map((l) => `${l.name} on ${l.bind}`).join(", ")],
     ["Routes", `${c.routes} routes, ${c.upstreams} upstreams`],
   ];

@@ -10,26 +10,38 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from fastgw.config.discovery import read_registries
 from fastgw.config.listeners import read_listeners
 from fastgw.config.operations import read_access_log, read_admin, read_tracing
 from fastgw.config.routes import path_params, read_plugin, read_routes
-from fastgw.config.schema import AdminConfig, Config, ListenerConfig, RouteConfig, UpstreamConfig
+from fastgw.config.schema import (
+    AdminConfig,
+    Config,
+    ListenerConfig,
+    RegistriesConfig,
+    RouteConfig,
+    UpstreamConfig,
+)
 from fastgw.config.upstreams import read_upstreams
 from fastgw.config.validate import Section, binds_overlap, expected, read_list, show_address, suggest
 from fastgw.errors import ConfigError
 
 __all__ = ["read_config"]
 
-_TOP_KEYS = ("listeners", "upstreams", "routes", "plugins", "admin", "access_log", "tracing")
+_TOP_KEYS = (
+    "listeners", "upstreams", "routes", "plugins", "admin", "access_log", "tracing", "registries",
+)  # fmt: skip
 
 
-def read_config(document: object, source: str) -> Config:
-    """The ``Config`` of a plain document (``${ENV}`` already substituted) read from ``source``."""
+def read_config(document: object, source: str, revision: int | None = None) -> Config:
+    """The ``Config`` of a plain document (``${ENV}`` already substituted) read from ``source``
+    (at ``revision``, for a versioned source such as an etcd key)."""
     if not isinstance(document, Mapping):
         raise expected("", "a mapping with listeners, upstreams and routes", document)
     section = Section(document, "", _TOP_KEYS, required=("listeners", "upstreams", "routes"))
     listeners = section.require("listeners", read_listeners)
-    upstreams = section.require("upstreams", read_upstreams)
+    registries = section.get("registries", read_registries) or RegistriesConfig()
+    upstreams = section.require("upstreams", lambda value, path: read_upstreams(value, path, registries))
     names = [listener.name for listener in listeners]
     routes = section.require("routes", lambda value, path: read_routes(value, path, names, upstreams))
     _check_hash_params(upstreams, routes)
@@ -46,6 +58,8 @@ def read_config(document: object, source: str) -> Config:
         admin=admin,
         access_log=section.get("access_log", read_access_log),
         tracing=section.get("tracing", read_tracing),
+        registries=registries,
+        revision=revision,
     )
 
 

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 
 from fastgw.config.schema import ClientTimeouts, Limits, ListenerConfig
 from fastgw.config.syntax import GATEWAY_HEADERS, TOKEN
+from fastgw.config.tls import read_listener_tls
 from fastgw.config.validate import (
     Reader,
     claim,
@@ -71,7 +72,7 @@ def _read_request_id_header(value: object, path: str) -> str:
 
 _LISTENER_KEYS = (
     "name", "bind", "trusted_proxies", "buffer_bytes", "limits", "timeouts", "trace_context",
-    "headers_with_underscores", "request_id_header",
+    "headers_with_underscores", "request_id_header", "tls",
 )  # fmt: skip
 _LISTENER_READERS: Mapping[str, Reader[object]] = {
     "trusted_proxies": read_list(_read_network),
@@ -81,6 +82,7 @@ _LISTENER_READERS: Mapping[str, Reader[object]] = {
     "timeouts": _read_client_timeouts,
     "headers_with_underscores": read_one_of("a policy", ("drop", "reject", "allow")),
     "request_id_header": _read_request_id_header,
+    "tls": read_listener_tls,
 }
 
 

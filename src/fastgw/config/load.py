@@ -33,7 +33,7 @@ from fastgw.config.validate import expected, join
 from fastgw.errors import ConfigError
 from fastgw.importers import foreign_document
 
-__all__ = ["load_config", "parse_config"]
+__all__ = ["load_config", "load_text", "parse_config"]
 
 _EMPTY = "the document is empty; expected a mapping with listeners, upstreams and routes"
 
@@ -118,13 +118,29 @@ def load_config(path: str, *, env: Mapping[str, str] | None = None) -> Config:
     return replace(parse_config(data, path, env=env), digest=hashlib.sha256(raw).hexdigest())
 
 
-def parse_config(data: object, source: str, *, env: Mapping[str, str] | None = None) -> Config:
+def load_text(
+    text: str, source: str, revision: int | None = None, *, env: Mapping[str, str] | None = None
+) -> Config:
+    """Parse and validate a YAML (or JSON) document held somewhere other than a file (an etcd
+    key's value, at ``revision``); errors name ``source`` as the file."""
+    try:
+        if not text.strip():
+            raise ConfigError("", _EMPTY)
+        data = _parse_yaml(text)
+    except ConfigError as error:
+        raise error.with_file(source) from None
+    return parse_config(data, source, env=env, revision=revision)
+
+
+def parse_config(
+    data: object, source: str, *, env: Mapping[str, str] | None = None, revision: int | None = None
+) -> Config:
     """Validate an already-parsed document; errors name ``source`` as the file."""
     try:
         if data is None:
             raise ConfigError("", _EMPTY)
         document = _substitute_tree(data, "", os.environ if env is None else env, set())
-        return read_config(document, source)
+        return read_config(document, source, revision)
     except ConfigError as error:
         raise error.with_file(source) from None
     except RecursionError:

@@ -15,6 +15,7 @@ from typing import Any
 from fastgw.config.aggregates import read_aggregate
 from fastgw.config.schema import PluginConfig, RetryConfig, RouteConfig, UpstreamConfig, UpstreamTimeouts
 from fastgw.config.syntax import TOKEN, read_method
+from fastgw.config.tls import read_https_redirect
 from fastgw.config.upstreams import UPSTREAM_TIMEOUTS, read_concurrency
 from fastgw.config.validate import (
     Reader,
@@ -167,7 +168,7 @@ def _read_retry(value: object, path: str) -> RetryConfig:
 _ROUTE_KEYS = (
     "id", "path", "upstream", "methods", "host", "listeners", "headers", "query",
     "priority", "rewrite", "strip_prefix", "preserve_host", "timeouts", "retry", "concurrency",
-    "plugins", "aggregate",
+    "plugins", "aggregate", "redirect_https",
 )  # fmt: skip
 # What only a proxied route can use: an aggregate route has no single upstream request to shape.
 _PROXY_ONLY_KEYS = ("rewrite", "strip_prefix", "preserve_host", "timeouts", "retry")
@@ -251,6 +252,7 @@ def _read_route_common(section: Section, listeners: Collection[str]) -> dict[str
                 "query": _read_query_predicates,
                 "priority": read_int(-1_000_000, 1_000_000),
                 "plugins": read_list(read_plugin),
+                "redirect_https": read_https_redirect,
             }
         ),
     }

@@ -48,6 +48,7 @@ class ListenerConfig:
     trace_context: bool = True  # continue or start a W3C trace; forward the gateway's traceparent
     headers_with_underscores: str = "drop"  # "drop" | "reject" (400) | "allow" (nginx, Envoy: not "allow")
     request_id_header: str = "X-Request-Id"  # read from clients, sent upstream, returned on every response
+    tls: ListenerTlsConfig | None = None  # None: cleartext HTTP
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,9 +138,105 @@ class BalanceConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """PEM files for a registry reached over https: the CA to trust, a client certificate and key."""
+
+    ca: str | None = None  # None: the system's trust store
+    cert: str | None = None
+    key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DnsRegistry:
+    """Where DNS questions go (discovery/dns.py)."""
+
+    nameservers: tuple[tuple[str, int], ...] = ()  # (ip, port); empty: the system's /etc/resolv.conf
+    timeout: float = 2.0  # one question, all nameservers tried
+
+
+@dataclass(frozen=True, slots=True)
+class EtcdRegistry:
+    """An etcd v3 cluster, over its JSON gateway (fastgw/etcd.py)."""
+
+    endpoints: tuple[str, ...]  # http(s)://host:port, tried in order
+    username: str | None = None
+    password: str | None = None
+    tls: TlsFiles | None = None
+    timeout: float = 5.0  # one request (a watch waits longer: it is a stream)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsulRegistry:
+    """A Consul agent or server, over its HTTP API (discovery/consul.py)."""
+
+    address: str = "http://127.0.0.1:8500"
+    token: str | None = None  # ACL token, sent as X-Consul-Token
+    datacenter: str | None = None  # default for upstreams that name none; None: the agent's own
+    wait: float = 300.0  # longest a blocking query waits for a change (Consul caps it at 10m)
+    tls: TlsFiles | None = None
+    timeout: float = 5.0  # on top of ``wait`` for a blocking query
+
+
+@dataclass(frozen=True, slots=True)
+class EurekaRegistry:
+    """A Eureka server, over its REST API (discovery/eureka.py)."""
+
+    url: str  # the service URL, e.g. http://127.0.0.1:8761/eureka
+    username: str | None = None  # HTTP basic auth
+    password: str | None = None
+    interval: float = 30.0  # between two fetches (Eureka's clients default to 30s)
+    tls: TlsFiles | None = None
+    timeout: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class RegistriesConfig:
+    """The ``registries:`` section: each provider's connection settings, once per gateway."""
+
+    dns: DnsRegistry = field(default_factory=DnsRegistry)
+    etcd: EtcdRegistry | None = None
+    consul: ConsulRegistry | None = None
+    eureka: EurekaRegistry | None = None
+
+
+Registry = DnsRegistry | EtcdRegistry | ConsulRegistry | EurekaRegistry
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveryConfig:
+    """An upstream's ``discovery:``: which service of which registry its targets come from."""
+
+    provider: str  # dns | etcd | consul | eureka
+    service: str  # dns: the name; etcd: the key prefix; consul: the service; eureka: the app
+    registry: Registry  # the provider's settings from ``registries:`` (a change restarts the feed)
+    record: str = "A"  # dns: A, AAAA or SRV
+    port: int | None = None  # dns A/AAAA: the targets' port (SRV records carry theirs)
+    tags: tuple[str, ...] = ()  # consul: every one of these tags
+    datacenter: str | None = None  # consul: None is the registry's default
+    weight_meta: str | None = None  # consul: the service meta key holding a weight
+    min_targets: int = 1  # floor: a smaller answer is not applied while a larger set is known
+    require_health_check: bool = False  # a target joining a running set waits for one passed check
+    retry_base: float = 0.5  # backoff after a failure: doubles up to retry_max, with full jitter
+    retry_max: float = 30.0
+
+    def describe(self) -> str:
+        """Where the targets come from, in words: ``consul service catalog [v2] in dc1``."""
+        if self.provider == "dns":
+            port = f" port {self.port}" if self.port is not None else ""
+            return f"dns {self.record} {self.service}{port}"
+        if self.provider == "etcd":
+            return f"etcd prefix {self.service}"
+        if self.provider == "consul":
+            tags = f" [{', '.join(self.tags)}]" if self.tags else ""
+            datacenter = self.datacenter or getattr(self.registry, "datacenter", None)
+            return f"consul service {self.service}{tags}" + (f" in {datacenter}" if datacenter else "")
+        return f"eureka app {self.service}"
+
+
+@dataclass(frozen=True, slots=True)
 class UpstreamConfig:
     name: str
-    targets: tuple[TargetConfig, ...]
+    targets: tuple[TargetConfig, ...]  # static ones; with discovery, beside the discovered ones
     pool: PoolConfig = field(default_factory=PoolConfig)
     timeouts: UpstreamTimeouts = field(default_factory=UpstreamTimeouts)
     host_header: str | None = None  # Host sent upstream; None = the target's host:port
@@ -148,6 +245,8 @@ class UpstreamConfig:
     breaker: BreakerConfig | None = None  # None = no circuit breaker
     balance: BalanceConfig = field(default_factory=BalanceConfig)
     concurrency: ConcurrencyConfig | None = None  # for the whole upstream, all routes together
+    tls: UpstreamTlsConfig | None = None  # None: cleartext HTTP to the targets
+    discovery: DiscoveryConfig | None = None  # targets from a registry, changing at run time
 
 
 IDEMPOTENT_METHODS = frozenset(method.decode("ascii") for method in IDEMPOTENT)  # http.wire's, as text
@@ -222,6 +321,7 @@ class RouteConfig:
     concurrency: ConcurrencyConfig | None = None
     plugins: tuple[PluginConfig, ...] = ()
     aggregate: AggregateConfig | None = None  # instead of upstream: answered by several calls
+    redirect_https: HttpsRedirectConfig | None = None  # cleartext requests get a redirect to HTTPS
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,7 +337,7 @@ class AdminConfig:
 ACCESS_LOG_FIELDS = (
     "time", "request_id", "client", "method", "host", "path", "query", "listener", "route",
     "upstream", "status", "bytes_in", "bytes_out", "duration_ms", "upstream_ms", "trace_id",
-    "span_id", "consumer", "error",
+    "span_id", "consumer", "error", "tls_version", "tls_cipher",
 )  # fmt: skip
 
 
@@ -275,7 +375,7 @@ class TracingConfig:
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    source: str  # the file it came from
+    source: str  # the file it came from (or the etcd key, with its revision)
     listeners: tuple[ListenerConfig, ...]
     upstreams: Mapping[str, UpstreamConfig]
     routes: tuple[RouteConfig, ...]
@@ -283,6 +383,76 @@ class Config:
     admin: AdminConfig | None = None  # None: no admin listener
     access_log: AccessLogConfig | None = None  # None: no access log, at no cost
     tracing: TracingConfig | None = None  # None: no span export
-    # Which revision of its source this is: the SHA-256 of the file's bytes ("" when the document
-    # did not come from a file). A configuration store would name its own revision beside it.
-    digest: str = ""
+    registries: RegistriesConfig = field(default_factory=RegistriesConfig)
+    revision: int | None = None  # the version of the source read (etcd's mod revision); None: a file
+    digest: str = ""  # a file's revision: the SHA-256 of its bytes ("" when not read from a file)
+
+
+# -- TLS ----------------------------------------------------------------------------------------
+
+# Mozilla's "intermediate" TLS 1.2 suites (forward secret AEAD only); TLS 1.3's own are always on.
+MODERN_CIPHERS = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateConfig:
+    """One certificate chain and its key; entries serving the same names share one TLS context
+    (an ECDSA and an RSA certificate side by side: each client gets the one it can use)."""
+
+    cert: str  # PEM file: the certificate, then its intermediates
+    key: str  # PEM file: its private key
+    names: tuple[str, ...] = ()  # SNI names (exact, or "*.example.com"); () = the certificate's own
+    ocsp: str | None = None  # a DER OCSP response for it, stapled to handshakes that ask
+    key_path: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ClientCertificatesConfig:
+    """mTLS on a listener: clients present certificates verified against ``ca``."""
+
+    mode: str  # "optional" | "required"
+    ca: str  # PEM bundle of the CAs whose clients are accepted
+    headers: tuple[tuple[str, str], ...] = ()  # (subject | sans | fingerprint, header sent upstream)
+    key_path: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionTicketsConfig:
+    enabled: bool = True
+    rotate: float = 3600.0  # a new ticket key each period (all workers derive the same one)
+    secret: str | None = None  # the key material's seed, to share tickets across instances
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerTlsConfig:
+    certificates: tuple[CertificateConfig, ...]  # the first entry's names are the default's
+    min_version: str = "1.2"  # "1.2" | "1.3"
+    ciphers: str = MODERN_CIPHERS  # TLS 1.2 suites (OpenSSL syntax)
+    alpn: tuple[str, ...] = ("http/1.1",)
+    tickets: SessionTicketsConfig = field(default_factory=SessionTicketsConfig)
+    client_certificates: ClientCertificatesConfig | None = None
+    key_path: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamTlsConfig:
+    """HTTPS to an upstream's targets: verified unless ``insecure_skip_verify``."""
+
+    ca: str | None = None  # PEM bundle; None = the system's CA store
+    server_name: str | None = None  # SNI and the name checked; None = each target's host
+    cert: str | None = None  # a client certificate (mTLS to the upstream) ...
+    key: str | None = None  # ... and its key
+    insecure_skip_verify: bool = False  # no certificate or name check at all (logged at start)
+    min_version: str = "1.2"
+    key_path: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class HttpsRedirectConfig:
+    """A route answers cleartext requests with a redirect to the same URL over HTTPS."""
+
+    status: int = 308  # 301, 302, 307 or 308 (307/308 keep the method and body)
+    port: int = 443  # of the HTTPS URL (443 is left out of it)

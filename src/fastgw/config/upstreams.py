@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import replace
 
+from fastgw.config.discovery import read_discovery
 from fastgw.config.schema import (
     BalanceConfig,
     BreakerConfig,
@@ -20,11 +21,13 @@ from fastgw.config.schema import (
     HealthCheckConfig,
     OutlierConfig,
     PoolConfig,
+    RegistriesConfig,
     TargetConfig,
     UpstreamConfig,
     UpstreamTimeouts,
 )
 from fastgw.config.syntax import TOKEN, read_request_target
+from fastgw.config.tls import read_upstream_tls
 from fastgw.config.validate import (
     Reader,
     Section,
@@ -257,7 +260,8 @@ def read_concurrency(value: object, path: str) -> ConcurrencyConfig:
 
 
 _UPSTREAM_KEYS = (
-    "targets", "pool", "timeouts", "host_header", "health", "outlier", "breaker", "balance", "concurrency"
+    "targets", "pool", "timeouts", "host_header", "health", "outlier", "breaker", "balance", "concurrency",
+    "tls", "discovery",
 )  # fmt: skip
 _UPSTREAM_READERS: Mapping[str, Reader[object]] = {
     "pool": _read_pool,
@@ -268,13 +272,30 @@ _UPSTREAM_READERS: Mapping[str, Reader[object]] = {
     "breaker": _read_breaker,
     "balance": _read_balance,
     "concurrency": read_concurrency,
+    "tls": read_upstream_tls,
 }
 
 
-def read_upstreams(value: object, path: str) -> dict[str, UpstreamConfig]:
+def read_upstreams(
+    value: object, path: str, registries: RegistriesConfig | None = None
+) -> dict[str, UpstreamConfig]:
+    """The section; ``registries`` is where discovery providers are (read before this section)."""
     upstreams: dict[str, UpstreamConfig] = {}
     for name, entry in read_mapping(value, path, non_empty=True).items():
-        section = Section(entry, join(path, name), _UPSTREAM_KEYS, required=("targets",))
-        targets = section.require("targets", read_list(_read_target, non_empty=True))
-        upstreams[name] = UpstreamConfig(name=name, targets=targets, **section.read(_UPSTREAM_READERS))
+        section = Section(entry, join(path, name), _UPSTREAM_KEYS)
+        if "targets" not in section.items and "discovery" not in section.items:
+            raise ConfigError(section.path, "missing required key 'targets' (or 'discovery')")
+        targets = section.get("targets", read_list(_read_target, non_empty=True)) or ()
+        discovery = section.get(
+            "discovery", lambda v, p: read_discovery(v, p, registries or RegistriesConfig())
+        )
+        upstream = UpstreamConfig(
+            name=name, targets=targets, discovery=discovery, **section.read(_UPSTREAM_READERS)
+        )
+        if discovery is not None and discovery.require_health_check and upstream.health is None:
+            raise ConfigError(
+                section.at("discovery.require_health_check"),
+                "needs health: on the upstream (the check a joining target must pass)",
+            )
+        upstreams[name] = upstream
     return upstreams

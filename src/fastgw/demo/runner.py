@@ -2,7 +2,8 @@
 
 The services run in a child process (``python -m fastgw.demo.services``), so the gateway process
 is exactly what ``fastgw run`` would be. Their ports reach the bundled config through ``${ENV}``
-substitution, which the demo thereby also shows.
+substitution, which the demo thereby also shows, and so do the files of the self-signed
+certificate made for the HTTPS listener (in a temporary directory, removed at the end).
 """
 
 from __future__ import annotations
@@ -10,16 +11,20 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import ssl
 import subprocess
 import sys
+import tempfile
 import urllib.error
 import urllib.request
 from importlib import resources
+from pathlib import Path
 
 from fastgw.config import load_config
 from fastgw.plan import compile_plan
 from fastgw.server.gateway import Gateway
 from fastgw.server.workers import serve
+from fastgw.tls.selfsigned import write_self_signed
 
 
 def _start_services() -> tuple[subprocess.Popen[str], dict[str, int]]:
@@ -37,17 +42,21 @@ def _start_services() -> tuple[subprocess.Popen[str], dict[str, int]]:
     return proc, ports
 
 
-def run_demo(bind: str | None, smoke: bool) -> int:
+def run_demo(bind: str | None, smoke: bool, tls_bind: str | None = None) -> int:
     from fastgw.demo import demo_urls
 
     services, ports = _start_services()
+    certificates = tempfile.TemporaryDirectory(prefix="fastgw-demo-")
     try:
         for name, port in ports.items():
             os.environ[f"{name.upper()}_PORT"] = str(port)
-        if bind:
-            os.environ["FASTGW_DEMO_BIND"] = bind
-        elif smoke:
-            os.environ.setdefault("FASTGW_DEMO_BIND", "127.0.0.1:0")
+        cert, key = write_self_signed(Path(certificates.name))
+        os.environ["FASTGW_DEMO_CERT"], os.environ["FASTGW_DEMO_KEY"] = str(cert), str(key)
+        for variable, address in (("FASTGW_DEMO_BIND", bind), ("FASTGW_DEMO_TLS_BIND", tls_bind)):
+            if address:
+                os.environ[variable] = address
+            elif smoke:
+                os.environ.setdefault(variable, "127.0.0.1:0")
         config_file = resources.files("fastgw.demo").joinpath("gateway.yaml")
         with resources.as_file(config_file) as path:
             config = load_config(str(path))
@@ -56,20 +65,24 @@ def run_demo(bind: str | None, smoke: bool) -> int:
         outcome = {"failed": 0}
 
         def ready(gateway: Gateway) -> None:
-            base = gateway.urls()[0][1]
-            urls = demo_urls(base)
+            bases = dict(gateway.urls())
+            base, secure = bases["public"], bases["public-tls"]
             if smoke:
                 # The loop must keep serving while the smoke client waits: run it in a thread,
                 # which stops the gateway with SIGTERM when it is done.
-                asyncio.get_running_loop().run_in_executor(None, _smoke_then_stop, urls, outcome)
+                urls = demo_urls(base) + demo_urls(secure)
+                trust = ssl.create_default_context(cafile=str(cert))
+                asyncio.get_running_loop().run_in_executor(None, _smoke_then_stop, urls, trust, outcome)
                 return
             print(
-                f"\nfastgw demo: gateway on {base} in front of "
+                f"\nfastgw demo: gateway on {base} and {secure} in front of "
                 + ", ".join(f"{n} :{p}" for n, p in ports.items())
             )
             print("Try:")
-            for url in urls:
+            for url in demo_urls(base):
                 print(f"  {url}" if url.startswith("curl") else f"  curl -i '{url}'")
+            print(f"Over HTTPS (a self-signed certificate: -k, or --cacert {cert}):")
+            print(f"  curl -ik '{demo_urls(secure)[1]}'")
             print("Ctrl-C to stop.\n", flush=True)
 
         code = serve(plan, None, on_ready=ready)
@@ -77,16 +90,18 @@ def run_demo(bind: str | None, smoke: bool) -> int:
     finally:
         services.terminate()
         services.wait(10)
+        certificates.cleanup()
 
 
-def _smoke_then_stop(urls: list[str], outcome: dict[str, int]) -> None:
-    """GET each plain demo URL through the gateway, print the status, then stop the gateway."""
+def _smoke_then_stop(urls: list[str], trust: ssl.SSLContext, outcome: dict[str, int]) -> None:
+    """GET each plain demo URL through the gateway (the HTTPS ones verified against the demo's
+    certificate), print the status, then stop the gateway."""
     try:
         for url in urls:
             if url.startswith("curl"):
                 continue
             try:
-                with urllib.request.urlopen(url, timeout=10) as resp:
+                with urllib.request.urlopen(url, timeout=10, context=trust) as resp:
                     status = resp.status
             except urllib.error.HTTPError as exc:
                 status = exc.code

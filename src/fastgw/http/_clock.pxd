@@ -13,6 +13,7 @@ cdef bytes date_line()                   # b"Date: <IMF-fixdate>\r\n", re-render
 cdef class Timed:
     # Something with a deadline filed on a TimerWheel (a connection, a pool's waiters).
     cdef double wheel_at                 # when the wheel slot it is filed in fires; 0: not filed
+    cdef long long wheel_slot            # that slot's absolute index (valid while wheel_at != 0)
 
     cpdef expire(self, double now)       # the wheel's slot fired: act if a deadline passed, or
                                          # file again for the next one
@@ -27,6 +28,7 @@ cdef class TimerWheel:
     cdef readonly long long ticks        # slots fired (tests: the wheel really runs)
 
     cdef int file(self, Timed item, double at) except -1
+    cdef int unfile(self, Timed item) except -1
     cdef int _arm(self) except -1
 
 

@@ -28,10 +28,13 @@ class TimerWheel:
         """Slots fired so far."""
     @property
     def pending(self) -> int:
-        """Entries filed (stale ones included)."""
+        """Items filed."""
 
 def running_wheel() -> TimerWheel:
     """The running event loop's wheel."""
 
 def file(item: Timed, at: float) -> None:
     """Have ``item.expire(now)`` called once ``at`` has passed (within one slot)."""
+
+def unfile(item: Timed) -> None:
+    """Take ``item`` off the wheel: nothing is called, and the wheel no longer holds it."""

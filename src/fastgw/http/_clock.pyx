@@ -18,9 +18,13 @@ Filing is lazy, so moving a deadline usually costs one comparison:
 
 - an item filed for time ``t`` whose deadline moves *later* stays filed at ``t``; when that slot
   fires, ``expire(now)`` sees the deadline has not passed and files the item again;
-- a deadline that moves *earlier* files the item again in the earlier slot; the old entry is
-  recognised as stale when its slot fires (the item's ``wheel_at`` no longer names that slot);
+- a deadline that moves *earlier* takes the item out of its slot and files it in the earlier one;
 - deadlines beyond the wheel's horizon are filed in its last slot and filed again from there.
+
+An item is in at most one slot, and the wheel holds it: an owner that is done (a closed
+connection) ``unfile``s itself, so the wheel never keeps its memory alive. Without that, every
+connection closed within the horizon would stay referenced until its slot fired: at a thousand
+TLS handshakes a second, hundreds of megabytes of closed connections.
 
 The wheel ticks (one timer every ``W``) only while something is filed, so an idle process sleeps.
 """
@@ -143,8 +147,10 @@ cdef class TimerWheel:
         cdef long long slot
         if at <= 0.0:
             return 0
-        if item.wheel_at != 0.0 and item.wheel_at <= at + W:
-            return 0  # an entry no later than this one's slot will fire and file it again
+        if item.wheel_at != 0.0:
+            if item.wheel_at <= at + W:
+                return 0  # an entry no later than this one's slot will fire and file it again
+            self.unfile(item)  # moved earlier: out of the later slot, into the earlier one
         slot = <long long>(at / W)
         if slot < self.cursor:
             slot = self.cursor  # already due: the next tick
@@ -152,9 +158,24 @@ cdef class TimerWheel:
             slot = self.cursor + SLOTS - 1  # beyond the horizon: filed again from the last slot
         (<list>self.slots[slot % SLOTS]).append(item)
         item.wheel_at = (slot + 1) * W
+        item.wheel_slot = slot
         self.filed += 1
         if self.handle is None:
             self._arm()
+        return 0
+
+    cdef int unfile(self, Timed item) except -1:
+        """Take ``item`` off the wheel (its deadline is gone: the connection closed)."""
+        if item.wheel_at == 0.0:
+            return 0
+        cdef list slot = <list>self.slots[item.wheel_slot % SLOTS]
+        cdef Py_ssize_t i
+        for i in range(len(slot) - 1, -1, -1):  # a slot holds few items: the newest filed last
+            if slot[i] is item:
+                del slot[i]
+                self.filed -= 1
+                break
+        item.wheel_at = 0.0
         return 0
 
     cdef int _arm(self) except -1:
@@ -183,7 +204,7 @@ cdef class TimerWheel:
             self.filed -= len(due)
             for item in due:
                 if item.wheel_at != fires_at:
-                    continue  # stale: filed again earlier or later since
+                    continue  # filed again since (by an earlier item's expire): not due
                 item.wheel_at = 0.0
                 try:
                     item.expire(now)
@@ -196,7 +217,7 @@ cdef class TimerWheel:
 
     @property
     def pending(self) -> int:
-        """Entries filed (stale ones included)."""
+        """Items filed (each is in one slot at most)."""
         return self.filed
 
 
@@ -216,3 +237,8 @@ cpdef TimerWheel running_wheel():
 def file(Timed item, double at) -> None:
     """``running_wheel().file(item, at)`` for Python owners (a pool's waiters)."""
     running_wheel().file(item, at)
+
+
+def unfile(Timed item) -> None:
+    """``running_wheel().unfile(item)`` for Python owners."""
+    running_wheel().unfile(item)

@@ -9,7 +9,8 @@ its X-Forwarded-* headers believed, and only as follows:
   leftmost hop. Empty elements are skipped (RFC 9110 5.6.1); a hop that is not an address at all
   is still the client (only a trusted proxy can forward one, and ``ip_filter`` refuses it).
 - **X-Forwarded-Proto**: its first non-empty element, ``http`` or ``https`` in any case; any other
-  value is ``http``, as is a request from any other peer.
+  value is ``http``. Absent, or from any other peer, the scheme of the connection itself
+  (``https`` on a TLS listener).
 - **X-Forwarded-Host**: its first non-empty element when it is a ``host[:port]`` (the rule the
   Host header is held to); a malformed one is ``b""`` (no host is known: a URL is not built on
   it); absent, or from any other peer, the request's own Host header.
@@ -49,13 +50,15 @@ def resolve(
     headers: Iterable[tuple[bytes, bytes]],
     host_header: bytes,
     is_trusted: Callable[[str], bool],
+    own_scheme: bytes = b"http",
 ) -> Forwarded:
     """The client of a request from ``peer_ip`` (``peer_trusted``: one of the trusted proxies),
     with its request ``headers`` (read only when the peer is trusted) and Host header;
-    ``is_trusted`` tells whether an address is a trusted proxy (the listener's rule)."""
+    ``is_trusted`` tells whether an address is a trusted proxy (the listener's rule);
+    ``own_scheme`` is the connection's (``https`` on a TLS listener)."""
     peer = peer_ip.decode("latin-1")
     if not peer_trusted:
-        return Forwarded(peer, peer_ip, b"http", host_header, peer_ip)
+        return Forwarded(peer, peer_ip, own_scheme, host_header, peer_ip)
     chain: list[bytes] = []
     protos: list[bytes] = []
     hosts: list[bytes] = []
@@ -69,7 +72,8 @@ def resolve(
             hosts.append(value)
     client = client_ip(peer, chain, is_trusted)
     forwarded_for = b", ".join([*chain, peer_ip]) if chain else peer_ip
-    return Forwarded(client, client.encode(), scheme(protos), host(hosts, host_header), forwarded_for)
+    proto = scheme(protos) if protos else own_scheme
+    return Forwarded(client, client.encode(), proto, host(hosts, host_header), forwarded_for)
 
 
 def client_ip(peer: str, chain: Iterable[bytes], is_trusted: Callable[[str], bool]) -> str:

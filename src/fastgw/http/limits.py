@@ -147,4 +147,3 @@ def split_absolute_target(url: bytes) -> tuple[bytes, bytes]:
     if slash < 0:
         return rest, b"/"
     return rest[:slash], rest[slash:]
-

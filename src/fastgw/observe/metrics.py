@@ -78,28 +78,40 @@ class ReloadRecord:
     succeeded: int = 0
     failed: int = 0
     last_ok: bool = True
+    last_error: str | None = None
     loaded_at: float = field(default_factory=time.time)
-    loaded_by: Trigger = "start"  # admin: POST /reload; signal: SIGHUP; watch: --watch
+    loaded_by: Trigger = "start"  # admin: POST /reload; signal: SIGHUP; watch: --watch or etcd
     failures: deque[ReloadFailure] = field(default_factory=lambda: deque(maxlen=RELOAD_FAILURES_KEPT))
+    applied_revision: int | None = None  # of a versioned source (etcd): the one running
+    rejected_revision: int | None = None  # the last one a reload refused
 
-    def success(self, trigger: Trigger) -> None:
+    def success(self, trigger: Trigger, revision: int | None = None) -> None:
         self.succeeded += 1
         self.last_ok = True
+        self.last_error = None
         self.loaded_at = time.time()
         self.loaded_by = trigger
+        self.applied_revision = revision
 
-    def failure(self, error: ConfigError, trigger: Trigger) -> None:
+    def failure(self, error: ConfigError, trigger: Trigger, revision: int | None = None) -> None:
         self.failed += 1
         self.last_ok = False
+        self.last_error = str(error)
         self.failures.append(ReloadFailure(time.time(), trigger, error.file, error.path, error.message))
+        if revision is not None and revision != self.applied_revision:
+            self.rejected_revision = revision
 
 
 def collect_gateway(
-    plan: Plan, unrouted: Iterable[RequestStats], connections: Mapping[str, int] | None = None
+    plan: Plan,
+    unrouted: Iterable[RequestStats],
+    handshakes: Mapping[str, Mapping[tuple[str | None, str | None, bool], int]] | None = None,
+    connections: Mapping[str, int] | None = None,
 ) -> Families:
     """One process's families: requests (``unrouted``: each listener's counters of requests
-    that matched no route), open client connections (``connections``, by listener),
-    latencies, pools, targets, plugin counters."""
+    that matched no route), latencies, pools, targets, TLS handshakes (``handshakes``: by
+    listener, by (version, cipher, resumed)), open client connections (``connections``, by
+    listener), plugin counters."""
     families: Families = {}
     open_connections = families["fastgw_client_connections"] = Family(
         "gauge", "Client connections open, by listener."
@@ -130,6 +142,20 @@ def collect_gateway(
         if route_id != UNMATCHED:
             _add_histogram(total, (("route", route_id),), *snap["total"])
             _add_histogram(upstream, (("route", route_id),), *snap["upstream"])
+    if handshakes:
+        tls = families["fastgw_tls_handshakes_total"] = Family(
+            "counter",
+            "TLS handshakes completed on a listener, by protocol version, cipher suite and whether"
+            " a session was resumed (a ticket) rather than made anew.",
+        )
+        for listener, by_kind in handshakes.items():
+            for (version, cipher, resumed), n in by_kind.items():
+                labels = (
+                    ("version", version or ""),
+                    ("cipher", cipher or ""),
+                    ("resumed", str(resumed).lower()),
+                )
+                tls.add((("listener", listener), *labels), n)
     _collect_upstreams(plan, families)
     _collect_plugin_counters(COUNTERS, families)
     return families
@@ -198,6 +224,7 @@ def _collect_upstreams(plan: Plan, families: Families) -> None:
             _add_histogram(latency, labels, *snap["latency"])
     _collect_limiters(plan, families)
     _collect_breakers(plan, families)
+    _collect_discovery(plan, families)
 
 
 def _collect_limiters(plan: Plan, families: Families) -> None:
@@ -246,6 +273,74 @@ def _collect_breakers(plan: Plan, families: Families) -> None:
                 state.add(at, 1.0 if each is current else 0.0)
 
 
+def target_sources(plan: Plan) -> dict[tuple[str, str], str]:
+    """Where each target of each upstream came from, by (upstream, target label): static (the
+    config) or the registry that lists it."""
+    discovered: dict[str, dict[str, str]] = {}
+    for feed in plan.feeds.values():
+        discovered[feed.name] = {
+            label: f"{feed.source} ({origin})" for label, origin in feed.origins().items()
+        }
+    sources: dict[tuple[str, str], str] = {}
+    for name, group in plan.upstreams.items():
+        static = {(t.host, t.port) for t in group.config.targets}
+        for target in group.targets:
+            where = (
+                "static"
+                if (target.host, target.port) in static
+                else discovered.get(name, {}).get(target.label)
+            )
+            sources[(name, target.label)] = where or "discovery"
+    return sources
+
+
+def _collect_discovery(plan: Plan, families: Families) -> None:
+    """Where each target came from, and each discovery feed's state (``discovery/feed.py``).
+    Every worker process follows its registries itself: targets and errors add up across them,
+    the age of a set is the oldest worker's, a set's size the largest."""
+    source = families["fastgw_upstream_target_source"] = Family(
+        "gauge",
+        "1 per target and where it came from: static (the config) or the registry that lists it.",
+        "max",
+    )
+    for (name, label), where in target_sources(plan).items():
+        source.add((("upstream", name), ("target", label), ("source", where)), 1.0)
+    if not plan.feeds:
+        return
+    count = families["fastgw_discovery_targets"] = Family(
+        "gauge", "Targets in the set a registry last gave (as applied), per upstream.", "max"
+    )
+    stale = families["fastgw_discovery_stale_seconds"] = Family(
+        "gauge",
+        "0 while the registry answers; else how old the set served is (the last error, or an answer"
+        " below min_targets, kept it).",
+        "max",
+    )
+    confirmed = families["fastgw_discovery_last_success_timestamp_seconds"] = Family(
+        "gauge", "Unix time the registry last answered a set that was applied (or confirmed).", "min"
+    )
+    errors = families["fastgw_discovery_errors_total"] = Family(
+        "counter", "Failed registry lookups and answers refused by the floor, per upstream."
+    )
+    answers = families["fastgw_discovery_answers_total"] = Family(
+        "counter", "Registry answers by outcome: changed (applied), unchanged, below_floor (refused)."
+    )
+    last_error = families["fastgw_discovery_last_error_timestamp_seconds"] = Family(
+        "gauge", "Unix time of the last discovery error, labelled with it.", "max"
+    )
+    for feed in plan.feeds.values():
+        at: Labels = (("upstream", feed.name), ("provider", feed.config.provider))
+        count.add(at, len(feed.instances or ()))
+        stale.add(at, feed.stale_seconds)
+        if feed.confirmed_at is not None:
+            confirmed.add(at, feed.confirmed_at)
+        errors.add(at, feed.errors)
+        for outcome, n in feed.answers.items():
+            answers.add((*at, ("outcome", outcome)), n)
+        if feed.last_error is not None and feed.last_error_at is not None:
+            last_error.add((*at, ("error", feed.last_error)), feed.last_error_at)
+
+
 def _collect_plugin_counters(registry: CounterRegistry, families: Families) -> None:
     for name, declared in registry.families.items():
         family = families[name] = Family("counter", declared.help)
@@ -264,12 +359,23 @@ def collect_reloads(record: ReloadRecord, workers: int) -> Families:
     loaded.add((), record.loaded_at)
     counted = Family("gauge", "Worker processes serving that answered this scrape.")
     counted.add((), workers)
-    return {
+    families = {
         "fastgw_config_reloads_total": reloads,
         "fastgw_config_last_reload_successful": last,
         "fastgw_config_loaded_timestamp_seconds": loaded,
         "fastgw_workers_reporting": counted,
     }
+    if record.applied_revision is not None:
+        applied = families["fastgw_config_revision"] = Family(
+            "gauge", "The revision of the configuration running (an etcd key's mod revision)."
+        )
+        applied.add((), record.applied_revision)
+    if record.rejected_revision is not None:
+        rejected = families["fastgw_config_rejected_revision"] = Family(
+            "gauge", "The last revision of the configuration a reload refused (invalid), still in the source."
+        )
+        rejected.add((), record.rejected_revision)
+    return families
 
 
 def label_worker(families: Families, index: int) -> Families:

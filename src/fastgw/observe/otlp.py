@@ -129,6 +129,8 @@ class SpanExport:
                 exchange.upstream_error,
                 exchange.request_id,
                 exchange.listener,
+                exchange.client.tls_version,
+                exchange.client.tls_cipher,
             )
         )
         if len(queue) == self.batch:
@@ -244,7 +246,7 @@ class ExportRefused(Exception):
 
 def _span(record: SpanRecord, wall_offset_ns: int) -> dict[str, object]:
     (traceparent, client, start, end, status, method, path, host, route, target, client_ip, fault,
-     request_id, listener) = record  # fmt: skip
+     request_id, listener, tls_version, tls_cipher) = record  # fmt: skip
     method_name = method.decode("latin-1")
     known = method_name if method_name in _KNOWN_METHODS else "_OTHER"
     attributes = [_string("http.request.method", known)]
@@ -252,13 +254,19 @@ def _span(record: SpanRecord, wall_offset_ns: int) -> dict[str, object]:
         attributes.append(_string("http.request.method_original", method_name))
     attributes += [
         _string("url.path", path.decode("latin-1")),
-        _string("url.scheme", "http"),
+        _string("url.scheme", "https" if tls_version else "http"),
         _string("client.address", client_ip),
         _string("fastgw.request_id", request_id.decode("latin-1")),
         _string("fastgw.listener", listener.name),
     ]
     if host:
         attributes.append(_string("server.address", host.decode("latin-1")))
+    if tls_version:  # OpenTelemetry's tls.* conventions: "TLSv1.3" is protocol tls, version 1.3
+        attributes += [
+            _string("tls.protocol.name", "tls"),
+            _string("tls.protocol.version", tls_version.removeprefix("TLSv")),
+            _string("tls.cipher", tls_cipher or ""),
+        ]
     if status:
         attributes.append(_int("http.response.status_code", status))
     name = known

@@ -3,7 +3,8 @@
 ``target_states`` reads one process: each target of each upstream group, whether it is in
 rotation and what holds it out, its active-check verdict, its outlier ejection (with the time
 left), its circuit breaker (with the time to the next trial), requests in flight, and the
-latency estimate of an ``ewma`` balancer. Health monitors and breakers run in each worker
+latency estimate of an ``ewma`` balancer, and where it came from (the configuration, or the
+registry that lists it). Health monitors and breakers run in each worker
 process, so with ``--workers N`` the supervisor asks every worker and ``merge_states`` puts the
 answers side by side: one row per target with each worker's view, and a summary ``state`` (the
 worst any worker sees) with the ``states`` that apply.
@@ -17,6 +18,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
+from fastgw.observe.metrics import target_sources
 from fastgw.upstream.balance import PeakEwma
 from fastgw.upstream.breaker import State
 
@@ -27,7 +29,6 @@ TargetView = dict[str, Any]  # JSON-ready
 
 # The summary states, worst first: the one shown is the worst any worker sees.
 SEVERITY = ("breaker_open", "ejected", "failing_checks", "breaker_half_open", "healthy")
-SOURCE_STATIC = "static"  # the target was listed in the configuration (a registry would say which)
 
 
 def target_states(plan: Plan, now: float | None = None) -> list[TargetView]:
@@ -36,6 +37,7 @@ def target_states(plan: Plan, now: float | None = None) -> list[TargetView]:
         now = asyncio.get_running_loop().time()
     monitors = {monitor.name: monitor for monitor in plan.health.values()}
     breakers = {breaker.name: breaker for breaker in plan.breakers.values()}
+    sources = target_sources(plan)
     views = []
     for name, group in plan.upstreams.items():
         monitor = monitors.get(name)
@@ -46,7 +48,7 @@ def target_states(plan: Plan, now: float | None = None) -> list[TargetView]:
                 "upstream": name,
                 "target": target.label,
                 "weight": target.weight,
-                "source": SOURCE_STATIC,
+                "source": sources[(name, target.label)],
                 "in_rotation": target in group.usable,
                 "held_by": sorted(group.held(target)),
                 "in_flight": target.in_flight,

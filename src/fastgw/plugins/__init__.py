@@ -15,6 +15,7 @@ BUILTIN: dict[str, str] = {
     "jwt": "auth_jwt",
     "api_key": "auth_key",
     "basic_auth": "auth_basic",
+    "client_certificate": "auth_cert",
     "authorize": "authorize",
     "claims": "claims",
     "forward_auth": "forward_auth",

@@ -25,6 +25,7 @@ cdef struct PassRules:       # which request header lines are forwarded as they 
     bint keep_traceparent    # tracing off: the client's traceparent passes as it is
     bint keep_tracestate     # ... and tracestate, also when the client's trace is continued
     bint drop_underscores    # a name with "_" was seen and the listener drops them
+    PyObject* owned          # frozenset of lower-case names the gateway sets (mTLS facts), or NULL
 
 
 cdef class ClientProtocol(Downstream):
@@ -60,6 +61,7 @@ cdef class ClientProtocol(Downstream):
     cdef unsigned long long trace_sample_max  # a new trace is sampled if its id's low half <= this
 
     cdef int adopt(self, ListenerCore listener) except -1
+    cdef int tls_established(self, object ssl_object) except -1
     cdef int renew_parser(self) except -1
     cdef int on_head(self, HttpParser parser) except -1
     cdef int on_message_complete(self) except -1

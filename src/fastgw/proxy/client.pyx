@@ -51,6 +51,9 @@ cdef class ClientProtocol(Downstream):
         self.lingering = False
         self.closed = False
         self.out = []
+        self.tls_version = self.tls_cipher = None
+        self.client_certificate = None
+        self.cert_lines = b""
         self.rechunk = False
         self.close_after = False
         self.last_host_header = None
@@ -101,6 +104,8 @@ cdef class ClientProtocol(Downstream):
             transport.close()
             return
         transport.set_write_buffer_limits(high=self.listener.buffer_bytes)
+        if self.listener.tls is not None:
+            self.tls_established(transport.get_extra_info("ssl_object"))
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer = peer[0]
@@ -109,11 +114,31 @@ cdef class ClientProtocol(Downstream):
         self.now = _now()
         self.set_deadline(self.now + self.listener.head_timeout)
 
+    cdef int tls_established(self, object ssl_object) except -1:
+        """A TLS listener's handshake is done (uvloop calls connection_made after it): note the
+        version and cipher (logs, metrics, spans) and the verified client certificate, and
+        render once the header lines that carry its facts upstream (mTLS)."""
+        self.tls_version = ssl_object.version()
+        cipher = ssl_object.cipher()
+        self.tls_cipher = cipher[0] if cipher else None
+        self.server.count_handshake(self.tls_version, self.tls_cipher, ssl_object.session_reused)
+        if self.listener.tls.client_mode:
+            from fastgw.tls.server import client_certificate  # x509 parsing: loaded only for mTLS
+
+            certificate = self.client_certificate = client_certificate(ssl_object)
+            if certificate is not None and self.listener.cert_headers:
+                self.cert_lines = b"".join([
+                    name + b": " + _cert_value(certificate, field) + b"\r\n"
+                    for field, name in self.listener.cert_headers
+                ])  # fmt: skip
+        return 0
+
     def connection_lost(self, exc) -> None:
         self.closed = True
         self.outlet.fd = -1
         self.server.connections.discard(self)
         self.abandon(LEFT_DURING if self.active is not None and self.active.response_started else LEFT_BEFORE)
+        self.wheel.unfile(self)  # else the wheel keeps this closed connection until its slot fires
 
     def data_received(self, data) -> None:
         if self.closed or self.lingering:
@@ -524,6 +549,18 @@ cdef class ClientProtocol(Downstream):
                 self.abort()
         elif self.active is None:
             self.close()  # idle keep-alive expired
+
+
+cdef bytes _cert_value(object certificate, str field):
+    """A client certificate's fact as a header value (values are printable ASCII; anything else
+    in a subject is escaped by RFC 4514, which keeps it on one line)."""
+    if field == "subject":
+        value = certificate.subject
+    elif field == "sans":
+        value = ", ".join(certificate.sans)
+    else:
+        value = certificate.fingerprint
+    return value.encode("ascii", "backslashreplace").replace(b"\r", b"").replace(b"\n", b"")
 
 
 cdef object request_fault(HttpParser parser, int event, bint in_body):

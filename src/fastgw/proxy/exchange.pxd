@@ -79,6 +79,10 @@ cdef class Downstream(Timed):
     cdef object access_log               # observe.access_log.AccessLog or None
     cdef object spans                    # observe.otlp.SpanExport or None
     cdef object recent_errors            # observe.recent_errors.RecentErrors or None
+    cdef public str tls_version          # the connection's TLS version ("TLSv1.3"), or None
+    cdef public str tls_cipher           # ... and cipher suite, or None
+    cdef public object client_certificate  # tls.server.ClientCertificate verified, or None
+    cdef bytes cert_lines                # its facts as header lines for upstreams (b"": none)
 
     # The response, in order. Nothing reaches the client before flush() (or send_error /
     # send_answer, which write at once); the exchange flushes after each upstream read.

@@ -759,6 +759,11 @@ cdef class Exchange:
         return _forwarded(self).client_address
 
     @property
+    def client_certificate(self):
+        """The client's verified TLS certificate (mTLS): subject, SANs, fingerprint; or None."""
+        return self.client.client_certificate
+
+    @property
     def via_trusted_proxy(self) -> bool:
         return self.client.trusted
 
@@ -816,6 +821,7 @@ cdef object _forwarded(Exchange exchange):
             exchange.headers if client.trusted else (),
             exchange.host_header,
             exchange.listener.is_trusted,
+            exchange.listener.scheme,
         )
     return exchange._forwarded
 

@@ -26,6 +26,12 @@ cdef class ListenerCore:
     cdef readonly bytes request_id_header        # as written on the wire, e.g. b"X-Request-Id"
     cdef readonly bytes request_id_lower
     cdef readonly bint trace_context             # continue or start a W3C trace
+    cdef readonly bytes scheme                   # b"https" on a TLS listener, else b"http"
+    cdef readonly object tls                     # tls.server.ServerTls, or None
+    cdef readonly tuple cert_headers             # (field, header name bytes): the client
+                                                 # certificate's facts sent upstream (mTLS)
+    cdef readonly object owned_headers           # frozenset of lower-case names the gateway
+                                                 # sets itself (clients' copies dropped), or None
 
 
 cdef class RouteCore:

@@ -7,7 +7,7 @@ cdef class ListenerCore:
 
     def __init__(
         self, Router router, limits, timeouts, Py_ssize_t buffer_bytes, str underscores,
-        str request_id_header, bint trace_context,
+        str request_id_header, bint trace_context, tls=None, tuple cert_headers=(),
     ) -> None:
         self.router = router
         self.max_header_bytes = limits.max_header_bytes
@@ -26,6 +26,10 @@ cdef class ListenerCore:
         self.request_id_header = request_id_header.encode("ascii")
         self.request_id_lower = self.request_id_header.lower()
         self.trace_context = trace_context
+        self.tls = tls
+        self.scheme = b"https" if tls is not None else b"http"
+        self.cert_headers = tuple((field, header.encode("ascii")) for field, header in cert_headers)
+        self.owned_headers = frozenset(h.lower() for _, h in self.cert_headers) or None
 
 
 # A listener's headers_with_underscores, by its configured name.

@@ -23,6 +23,7 @@ cdef Exchange read_request_head(ClientProtocol client, HttpParser parser):
     rules.rid_name = PyBytes_AS_STRING(listener.request_id_lower)
     rules.rid_len = PyBytes_GET_SIZE(listener.request_id_lower)
     rules.drop_underscores = False
+    rules.owned = <PyObject*>listener.owned_headers if listener.owned_headers is not None else NULL
     cdef const char* host_ptr = NULL
     cdef Py_ssize_t host_len = 0
     cdef long long content_length = -1
@@ -171,10 +172,11 @@ cdef Exchange read_request_head(ClientProtocol client, HttpParser parser):
         exchange.traceparent,
         xff if trusted and xff else None,
         client.peer_ip,
-        xfp if trusted and xfp else _HTTP,
+        xfp if trusted and xfp else listener.scheme,
         listener.request_id_header,
         request_id,
         xfh if trusted and xfh else host_header,
+        client.cert_lines,
     )
     if count:
         # The header lines as received, parsed again only if a plugin asks (Exchange.headers).
@@ -289,9 +291,12 @@ cdef bint passes(const char* head, Field name, const PassRules* rules) except -1
         (kind == H_TRACEPARENT and rules.keep_traceparent) or (kind == H_TRACESTATE and rules.keep_tracestate)
     ):
         return False
-    return (
-        rules.named == NULL
-        or PyBytes_FromStringAndSize(head + name.off, name.len).lower() not in <object>rules.named
+    if rules.named == NULL and rules.owned == NULL:
+        return True
+    lower = PyBytes_FromStringAndSize(head + name.off, name.len).lower()
+    return not (
+        (rules.named != NULL and lower in <object>rules.named)
+        or (rules.owned != NULL and lower in <object>rules.owned)
     )
 
 
@@ -305,11 +310,14 @@ cdef bytes render_pass_block(
     bytes request_id_header,
     bytes request_id,
     object fwd_host,
+    bytes cert_lines,
 ):
     """The header lines forwarded as they are (``rules``: not special, not named in Connection,
     no underscore unless allowed), then the X-Forwarded-For/-Proto, request id, X-Forwarded-Host
     and traceparent lines the gateway adds (without tracing, ``traceparent`` is None and the
-    client's line passes as it is). ``tracestate`` belongs to the traceparent it came with (W3C
+    client's line passes as it is), and ``cert_lines``: the connection's verified client
+    certificate's facts, under the names the listener gives them (mTLS; clients' own copies of
+    those names never pass). ``tracestate`` belongs to the traceparent it came with (W3C
     Trace Context 3.3): it passes when that trace is continued or tracing is off, and is dropped
     when a new trace starts."""
     cdef const char* head = parser.head
@@ -331,6 +339,7 @@ cdef bytes render_pass_block(
         size += 18 + PyBytes_GET_SIZE(<bytes>fwd_host) + 2  # X-Forwarded-Host: host
     if traceparent is not None:
         size += 13 + PyBytes_GET_SIZE(<bytes>traceparent) + 2  # traceparent: value
+    size += PyBytes_GET_SIZE(cert_lines)
     cdef bytes out = PyBytes_FromStringAndSize(NULL, size)
     p = PyBytes_AS_STRING(out)
     for i in range(count):
@@ -357,5 +366,6 @@ cdef bytes render_pass_block(
         p = put_c(p, "traceparent: ", 13)
         p = put(p, <bytes>traceparent)
         p = put_c(p, "\r\n", 2)
+    p = put(p, cert_lines)
     check_end(p, out)
     return out

@@ -60,6 +60,7 @@ cdef class UpstreamConnection(UpstreamSide):
             cause = F_STALE if not self.received and self.served > 0 else F_RESET
             exchange.on_upstream_failed(cause, CLOSED_EARLY, 502)
         self.pool.forget(self)
+        self.wheel.unfile(self)  # a closed connection is not kept alive by its last deadline
 
     def data_received(self, data) -> None:
         cdef Exchange exchange = self.exchange

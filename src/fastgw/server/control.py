@@ -47,7 +47,8 @@ class Control(Protocol):
     reloader: Reloader | None  # None: the gateway was not started from a file
 
     @property
-    def reloads(self) -> ReloadRecord: ...  # the running configuration's load and the reloads since
+    def reloads(self) -> ReloadRecord: ...  # where reloads are decided: outcomes, revisions, failures
+
     def plan(self) -> Plan: ...
     def ready(self) -> bool: ...
     async def families(self) -> Families: ...
@@ -67,12 +68,12 @@ class LocalControl:
     def plan(self) -> Plan:
         return self.gateway.plan
 
-    def ready(self) -> bool:
-        return self.gateway.ready
-
     @property
     def reloads(self) -> ReloadRecord:
         return self.gateway.reloads
+
+    def ready(self) -> bool:
+        return self.gateway.ready
 
     async def families(self) -> Families:
         return merge([label_worker(self.gateway.collect(), 0), collect_reloads(self.gateway.reloads, 1)])
@@ -87,15 +88,26 @@ class LocalControl:
         ring = self.gateway.recent_errors
         return ring.entries() if ring is not None else []
 
-    async def reload(self, trigger: Trigger) -> ReloadResult:
+    async def reload(self, trigger: Trigger, revision: int | None = None) -> ReloadResult:
+        """Read the source again (at ``revision``: what the supervisor validated) and swap;
+        ``trigger`` says what asked."""
         if self.reloader is None:
             return {"ok": False, "error": "the gateway was not started from a file"}
         try:
+            try:
+                await self.reloader.refresh(revision)
+            except ConfigError as exc:
+                self.gateway.reloads.failure(exc, trigger)  # (gateway.reload counts its own failures)
+                raise
             self.gateway.reload(self.reloader, trigger)
         except ConfigError as exc:
             log.error("reload failed, keeping the running configuration: %s", exc)
             return {"ok": False, "error": str(exc)}
-        return {"ok": True, "routes": len(self.gateway.plan.routes)}
+        plan = self.gateway.plan
+        result: ReloadResult = {"ok": True, "routes": len(plan.routes)}
+        if plan.revision is not None:
+            result["revision"] = plan.revision
+        return result
 
     async def purge_cache(self, key: str | None, prefix: str | None) -> PurgeResult:
         return await purge_entries(key, prefix)
@@ -216,7 +228,7 @@ class SupervisorLine:
         if op == "collect":
             return self.gateway.collect()
         if op == "reload":
-            return await self.local.reload("supervisor")
+            return await self.local.reload("supervisor", message.get("revision"))
         if op == "targets":
             return target_states(self.gateway.plan)
         if op == "recent_errors":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from fastgw._proxy import plan_changed
@@ -14,20 +15,30 @@ from fastgw.observe.access_log import AccessLog, access_log_for
 from fastgw.observe.metrics import Families, ReloadRecord, Trigger, collect_gateway
 from fastgw.observe.otlp import SpanExport, span_export_for
 from fastgw.observe.recent_errors import RecentErrors
-from fastgw.plan import Plan, activate_plan, retire_plan
+from fastgw.plan import Plan, activate_plan, first_discovery, retire_plan, stop_feeds
 from fastgw.server.listener import ListenerServer
 from fastgw.upstream.health import stop_monitors
 
 log = logging.getLogger("fastgw")
 
+FIRST_DISCOVERY_WAIT = 10.0  # at start, how long listening waits for the registries' first answers
+
 
 class Reloader(Protocol):
-    """Makes the next Plan beside the running one (``fastgw.reload.FileReloader``): raises
-    ConfigError when it cannot. ``path`` names its source, for messages and ``--watch``."""
+    """Makes the next Plan beside the running one (``fastgw.reload``: a file, an etcd key).
+
+    ``refresh`` reads the source (at ``revision``, when it has versions and one is given);
+    ``__call__`` makes the Plan of what was read, beside the running one; both raise ConfigError
+    when they cannot. ``watch`` calls ``on_change`` each time the source changes, until
+    cancelled. ``path`` names the source in messages; ``revision`` is the version last read
+    (None for a source without versions)."""
 
     path: str
+    revision: int | None
 
+    async def refresh(self, revision: int | None = None) -> None: ...
     def __call__(self, running: Plan) -> Plan: ...
+    async def watch(self, on_change: Callable[[], Awaitable[object]]) -> None: ...
 
 
 class Gateway:
@@ -42,7 +53,7 @@ class Gateway:
         self.spans: SpanExport | None = None
         self.retired_spans: list[SpanExport] = []  # replaced on reload, flushed again at drain
         self._use_span_export(span_export_for(plan.otlp, None))
-        self.reloads = ReloadRecord()
+        self.reloads = ReloadRecord(applied_revision=plan.revision)
         # The status page's list of errors: kept only where an admin listener can show it (with
         # --workers N the plan has one: the supervisor asks each worker for its list).
         self.recent_errors = RecentErrors() if plan.admin is not None else None
@@ -51,6 +62,7 @@ class Gateway:
 
     async def start(self, reuse_port: bool = False) -> None:
         activate_plan(self.plan)  # health checks start before traffic, once per worker process
+        await first_discovery(self.plan, FIRST_DISCOVERY_WAIT)
         if self.spans is not None:
             self.spans.start()  # here, in the process that serves: after fork
         for server in self.listeners.values():
@@ -62,20 +74,20 @@ class Gateway:
         for name, server in self.listeners.items():
             for host, port in server.addresses:
                 authority = f"[{host}]" if ":" in host else host
-                out.append((name, f"http://{authority}:{port}"))
+                out.append((name, f"{server.plan.scheme.decode()}://{authority}:{port}"))
         return out
 
     def reload(self, load: Reloader, trigger: Trigger) -> None:
-        """Swap in the plan ``load`` makes beside the running one (it raises ConfigError, and the
-        running plan stays, when the file cannot be used). Recorded in ``reloads`` either way,
-        with what asked (``trigger``)."""
+        """Swap in the plan ``load`` makes of what it read, beside the running one (it raises
+        ConfigError, and the running plan stays, when that cannot be used). Recorded in
+        ``reloads`` either way, with what asked (``trigger``)."""
         try:
             new = load(self.plan)
         except ConfigError as exc:
-            self.reloads.failure(exc, trigger)
+            self.reloads.failure(exc, trigger, load.revision)
             raise
         self.swap(new)
-        self.reloads.success(trigger)
+        self.reloads.success(trigger, new.revision)
 
     def swap(self, new: Plan) -> None:
         """Serve ``new`` from now on: each request that starts from here runs on it (also on
@@ -115,6 +127,7 @@ class Gateway:
         return collect_gateway(
             self.plan,
             [server.unrouted for server in servers.values()],
+            {name: server.handshakes for name, server in servers.items() if server.handshakes},
             {name: len(server.connections) for name, server in servers.items()},
         )
 
@@ -145,8 +158,11 @@ class Gateway:
         for pool in self.plan.pools.values():
             pool.close()
         await stop_monitors(self.plan.health.values())
+        await stop_feeds(self.plan)
         for breaker in self.plan.breakers.values():
             breaker.stop()  # its timers must not fire on a loop that is closing
+        for front in self.plan.state.tls_fronts.values():
+            front.stop()  # its ticket-key timer, likewise
         await close_control_session()  # the auth plugins' client, if a request made one
         if self.access_log is not None:
             self.access_log.flush()

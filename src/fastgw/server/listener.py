@@ -29,10 +29,17 @@ class ListenerServer:
         self.access_log: AccessLog | None = None
         self.spans: SpanExport | None = None  # the same, for span export
         self.recent_errors: RecentErrors | None = None  # the same, for errors and refusals (admin)
+        # TLS handshakes completed, by (version, cipher, resumed): fastgw_tls_handshakes_total.
+        self.handshakes: dict[tuple[str | None, str | None, bool], int] = {}
+
+    def count_handshake(self, version: str | None, cipher: str | None, resumed: bool) -> None:
+        key = (version, cipher, resumed)
+        self.handshakes[key] = self.handshakes.get(key, 0) + 1
 
     async def start(self, reuse_port: bool = False) -> None:
         loop = asyncio.get_running_loop()
         plan = self.plan
+        front = plan.tls_front
         try:
             self.server = await loop.create_server(
                 lambda: ClientProtocol(self),
@@ -40,6 +47,10 @@ class ListenerServer:
                 plan.port,
                 reuse_port=reuse_port or None,
                 backlog=4096,
+                # The socket's context for its life: a reload changes what it hands handshakes.
+                ssl=front.context if front is not None else None,
+                # A handshake that does not finish is a slowloris: the head timeout bounds it.
+                ssl_handshake_timeout=plan.head_timeout if front is not None else None,
             )
         except OSError as exc:
             raise OSError(exc.errno, f"listener {plan.name} on {plan.bind}: {exc.strerror or exc}") from None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import logging
 import os
 import signal
@@ -46,7 +47,7 @@ from fastgw.server.control import (
     WorkerChannel,
 )
 from fastgw.server.gateway import Gateway, Reloader
-from fastgw.server.watch import watch_file
+from fastgw.server.watch import watch_files
 
 if TYPE_CHECKING:
     from fastgw.admin.api import AdminServer  # imported when an admin listener is configured
@@ -109,7 +110,9 @@ async def _serve(
     if reloader is not None:
         loop.add_signal_handler(signal.SIGHUP, lambda: in_background(control.reload("signal")))
         if watch and supervisor is None:
-            in_background(watch_file(reloader.path, lambda: control.reload("watch")))
+            on_change = functools.partial(control.reload, "watch")
+            in_background(reloader.watch(on_change))
+            in_background(watch_files(lambda: gateway.plan.named_files(), on_change))
     line = SupervisorLine(supervisor, gateway, reloader) if supervisor is not None else None
     # Not in the background tasks: the supervisor still asks for counters while this one drains.
     answering = loop.create_task(line.answer()) if line is not None else None
@@ -198,7 +201,7 @@ class Supervisor:
         self.workers: dict[int, Worker] = {}  # by pid
         self.exited: dict[int, Worker] = {}  # reaped, their counters not yet in ``retired``
         self.retired: Families = {}  # the counters of the workers gone, added to every scrape
-        self.reloads = ReloadRecord()
+        self.reloads = ReloadRecord(applied_revision=plan.revision)
         self.crashes: list[float] = []
         self.stopping = False
         self.gave_up = False
@@ -246,24 +249,34 @@ class Supervisor:
 
     async def reload(self, trigger: Trigger) -> ReloadResult:
         async with self._reload_lock:
+            assert self.reloader is not None  # workers always start from a source
             try:
-                assert self.reloader is not None  # workers always start from a file
+                await self.reloader.refresh()
                 plan = self.reloader(self.current)
             except ConfigError as exc:
-                self.reloads.failure(exc, trigger)
+                self.reloads.failure(exc, trigger, self.reloader.revision)
                 log.error("reload failed, keeping the running configuration: %s", exc)
                 return {"ok": False, "error": str(exc)}
             self.current = plan
-            answers = await self._ask_serving({"op": "reload"})
+            # Each worker reads the revision validated here, not whatever is newest by then.
+            answers = await self._ask_serving({"op": "reload", "revision": plan.revision})
             replaced = 0
             for worker, answer in answers:
                 if not (isinstance(answer, dict) and answer.get("ok")):
                     log.error("worker %d failed to reload (%s); replacing it", worker.pid, answer)
                     self.replace(worker)
                     replaced += 1
-            self.reloads.success(trigger)
-            log.info("configuration reloaded from %s: %d routes", self.path, len(plan.routes))
-            return {"ok": True, "routes": len(plan.routes), "workers": len(answers), "replaced": replaced}
+            self.reloads.success(trigger, plan.revision)
+            log.info("configuration reloaded from %s: %d routes", plan.source, len(plan.routes))
+            result: ReloadResult = {
+                "ok": True,
+                "routes": len(plan.routes),
+                "workers": len(answers),
+                "replaced": replaced,
+            }
+            if plan.revision is not None:
+                result["revision"] = plan.revision
+            return result
 
     async def targets(self) -> list[TargetView]:
         """Every serving worker's view of the targets, side by side (a worker that does not
@@ -306,8 +319,10 @@ class Supervisor:
         for index in range(self.count):
             self.spawn(index)
         log.info("supervisor %d: %d workers", os.getpid(), self.count)
-        if self.watch:
-            self._in_background(watch_file(self.path, lambda: self.reload("watch")))
+        if self.watch and self.reloader is not None:
+            on_change = functools.partial(self.reload, "watch")
+            self._in_background(self.reloader.watch(on_change))
+            self._in_background(watch_files(lambda: self.current.named_files(), on_change))
         await self._all_exited.wait()
         for task in list(self._background):
             task.cancel()

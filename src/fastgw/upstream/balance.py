@@ -24,7 +24,9 @@ The algorithms (``balance:`` of an upstream in the config):
   + 1) / weight; see ``PeakEwma``.
 
 Per-target state lives in dicts keyed by the ``Target`` object (hashed by identity), so it
-survives a target leaving rotation and coming back without any re-indexing. Anything hashed for
+survives a target leaving rotation and coming back without any re-indexing. When the group's
+targets change (discovery), ``targets_changed(targets)`` is called with the new list: state of
+targets that left is dropped, a ring is rebuilt; targets that stay keep theirs. Anything hashed for
 routing uses blake2b, never ``hash()``: Python salts ``hash()`` of bytes per process, and every
 worker (and every gateway instance behind the same L4 balancer) must send a key to one target.
 """
@@ -39,12 +41,13 @@ import time
 from abc import ABC, abstractmethod
 from array import array
 from collections.abc import Callable, Sequence
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 from fastgw._proxy import Exchange, Target
 from fastgw.config.schema import BalanceConfig, HashKey
 
 Targets = Sequence[Target]
+_V = TypeVar("_V")
 
 
 class Balancer(ABC):
@@ -64,6 +67,16 @@ class Balancer(ABC):
 
     def observe(self, exchange: Exchange) -> None:  # noqa: B027 - optional, not abstract
         """An exchange sent to one of the group's targets ended (only when ``observes``)."""
+
+    def targets_changed(self, targets: Targets) -> None:  # noqa: B027 - optional, not abstract
+        """The group's targets are now ``targets`` (discovery): forget the ones that left."""
+
+
+def _forget_others(state: dict[Target, _V], targets: Targets) -> None:
+    """Drop the entries of targets not in ``targets`` (a dict keyed by target)."""
+    kept = set(targets)
+    for target in [t for t in state if t not in kept]:
+        del state[target]
 
 
 class RoundRobin(Balancer):
@@ -90,6 +103,12 @@ class RoundRobin(Balancer):
         current[best] = best_value - total
         return best
 
+    def targets_changed(self, targets: Targets) -> None:
+        # A new target starts at 0 and earns its turn like the others; those that stay keep their
+        # place in the cycle. Forgetting a departed target's credit shifts the others' totals by
+        # at most one round: the smooth interleaving holds from the next round on.
+        _forget_others(self._current, targets)
+
 
 class LeastConn(Balancer):
     """Fewest in flight per unit of weight; weighted round robin among the tied."""
@@ -110,6 +129,9 @@ class LeastConn(Balancer):
             elif difference == 0:
                 tied.append(target)
         return tied[0] if len(tied) == 1 else self._ties.pick(tied, exchange)
+
+    def targets_changed(self, targets: Targets) -> None:
+        self._ties.targets_changed(targets)
 
 
 def draw_two(targets: Targets, rng: random.Random) -> tuple[Target, Target]:
@@ -213,7 +235,17 @@ class HashRing(Balancer):
     def __init__(self, key: KeyReader, targets: Targets) -> None:
         self._key = key
         self._fallback = RoundRobin()
-        total = sum(t.weight for t in targets)
+        self._build(targets)
+
+    def targets_changed(self, targets: Targets) -> None:
+        """Rebuild from the new targets: a target's points depend only on its address and weight,
+        so the keys of targets that stay stay with them; only keys of the ones that left move, and
+        a new target takes its share from all the others."""
+        self._fallback.targets_changed(targets)
+        self._build(targets)
+
+    def _build(self, targets: Targets) -> None:
+        total = sum(t.weight for t in targets) or 1
         per_unit = max(1, min(self.POINTS_PER_UNIT, self.MAX_POINTS // total))
         ring: list[tuple[int, int]] = []
         for index, target in enumerate(targets):
@@ -270,6 +302,10 @@ class Sticky(Balancer):
         self._name = cookie.encode("ascii")
         self._fallback = RoundRobin()
         self._ids: dict[Target, bytes] = {}
+
+    def targets_changed(self, targets: Targets) -> None:
+        self._fallback.targets_changed(targets)
+        _forget_others(self._ids, targets)
 
     def _id(self, target: Target) -> bytes:
         found = self._ids.get(target)
@@ -369,6 +405,9 @@ class PeakEwma(Balancer):
         else:
             return  # answered without the upstream (nothing measured)
         self.record(target, sample, self._now())
+
+    def targets_changed(self, targets: Targets) -> None:
+        _forget_others(self._estimates, targets)
 
     def record(self, target: Target, sample: float, now: float) -> None:
         """Fold one latency sample (seconds) into the target's estimate."""

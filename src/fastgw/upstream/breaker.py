@@ -26,7 +26,8 @@ answer at once instead of queueing on an upstream that is down.
 
 Reloads work as for health monitors: keyed by ``BreakerKey``, adopted while the upstream's name,
 addresses and ``breaker:`` settings are unchanged, states and timers kept, verdicts re-applied to
-the new plan's group by ``serve``.
+the new plan's group by ``serve``. Discovery adding a target adds a closed breaker; removing one
+forgets its breaker and cancels its timer (``targets_changed``).
 """
 
 from __future__ import annotations
@@ -70,6 +71,9 @@ class Breakable(Protocol):
     def gate(self, target: Target, gate: Callable[[Target, Exchange | None], None] | None) -> None: ...
     def add_observer(self, observer: Callable[[Exchange], None]) -> None: ...
     def add_retry_hint(self, hint: Callable[[], float | None]) -> None: ...
+    def add_target_watcher(
+        self, watcher: Callable[[tuple[Target, ...], tuple[Target, ...], bool], None]
+    ) -> None: ...
 
 
 class State(enum.Enum):
@@ -209,10 +213,33 @@ class UpstreamBreaker:
             if target.label not in self.states:
                 self.states[target.label] = TargetBreaker(target.label, self.config)
             self.states[target.label].targets.append(target)
+        for label in [label for label, state in self.states.items() if not state.targets]:
+            self._forget(label)  # discovery removed it while another plan served
         for state in self.states.values():
             self._apply(state)
         group.add_observer(self.observe)
         group.add_retry_hint(self.retry_in)
+        group.add_target_watcher(self.targets_changed)
+
+    def targets_changed(self, added: tuple[Target, ...], removed: tuple[Target, ...], joining: bool) -> None:
+        """Discovery changed the group's targets: new addresses start closed; gone ones are forgotten."""
+        if self.stopped or self._group is None:
+            return
+        for target in added:
+            state = self.states.get(target.label)
+            if state is None:
+                state = self.states[target.label] = TargetBreaker(target.label, self.config)
+            state.targets.append(target)
+            self._apply(state)
+        for target in removed:
+            state = self.states.get(target.label)
+            if state is not None:
+                state.targets = [t for t in state.targets if t is not target]
+                if not state.targets:
+                    self._forget(target.label)
+
+    def _forget(self, label: str) -> None:
+        self._cancel_timer(self.states.pop(label))
 
     def stop(self) -> None:
         self.stopped = True

@@ -34,9 +34,14 @@ Verdicts reach the group through ``group.mark(target, usable)``, only when a tar
 verdict changes, and every change is logged once. The only per-request work is ``observe``: a
 dict lookup and a few comparisons; timers and probes run on the loop, never in a request.
 
-Reloads: monitors are keyed by ``HealthKey`` (cf. ``PoolKey``): the upstream's name, its target
-addresses, the Host it sends and its ``health``/``outlier`` settings; weights, pool and timeouts
-may change freely. A plan compiled with the same key adopts the running monitor, and when that
+Discovery: the group tells its monitor of each change of its targets (``targets_changed``): a new
+address starts up, or, with ``discovery.require_health_check`` and joining a running set, down
+until its first probe (sent at once) passes; an address that left is forgotten, its timers
+cancelled, and a probe of it still under way changes nothing.
+
+Reloads: monitors are keyed by ``HealthKey`` (cf. ``PoolKey``): the upstream's name, its static
+target addresses, the Host it sends and its ``health``/``outlier`` settings; weights, pool and
+timeouts may change freely. A plan compiled with the same key adopts the running monitor, and when that
 plan is swapped in, ``serve`` re-applies the verdicts to its new group: the checker keeps running
 and an ejected target stays out for the rest of its ejection. A changed key starts afresh (every
 target up); ``plan.retire_plan`` stops the monitors the new plan did not adopt.
@@ -68,6 +73,7 @@ class HealthKey(NamedTuple):
     host_header: str | None
     health: HealthCheckConfig | None
     outlier: OutlierConfig | None
+    check_joiners: bool = False  # a target discovery adds to a running set waits for one passed probe
 
     @classmethod
     def of(cls, config: UpstreamConfig) -> HealthKey | None:
@@ -75,7 +81,8 @@ class HealthKey(NamedTuple):
         if config.health is None and config.outlier is None:
             return None
         addresses = tuple(sorted({(t.host, t.port) for t in config.targets}))
-        return cls(config.name, addresses, config.host_header, config.health, config.outlier)
+        check_joiners = config.discovery is not None and config.discovery.require_health_check
+        return cls(config.name, addresses, config.host_header, config.health, config.outlier, check_joiners)
 
 
 class Steered(Protocol):
@@ -85,6 +92,9 @@ class Steered(Protocol):
     def targets(self) -> Sequence[Target]: ...
     def mark(self, target: Target, usable: bool) -> None: ...
     def add_observer(self, observer: Callable[[Exchange], None]) -> None: ...
+    def add_target_watcher(
+        self, watcher: Callable[[tuple[Target, ...], tuple[Target, ...], bool], None]
+    ) -> None: ...
 
 
 # -- the two verdicts, as pure state machines ----------------------------------------------------
@@ -93,13 +103,20 @@ class Steered(Protocol):
 class CheckStreak:
     """Active-check thresholds: the verdict flips only after enough results in a row disagree."""
 
-    __slots__ = ("healthy_after", "run", "unhealthy_after", "up")
+    __slots__ = ("first", "healthy_after", "run", "unhealthy_after", "up")
 
     def __init__(self, healthy_after: int, unhealthy_after: int) -> None:
         self.healthy_after = healthy_after
         self.unhealthy_after = unhealthy_after
         self.up = True
         self.run = 0  # consecutive results contradicting ``up``
+        self.first = False  # down until one probe passes (a target joining a discovered set)
+
+    def await_first(self) -> None:
+        """Start down; the first passed probe puts it up (``healthy_after`` does not apply)."""
+        self.up = False
+        self.run = 0
+        self.first = True
 
     def record(self, passed: bool) -> bool:
         """Count one probe result; True when it flipped ``up``."""
@@ -107,10 +124,12 @@ class CheckStreak:
             self.run = 0
             return False
         self.run += 1
-        if self.run < (self.healthy_after if passed else self.unhealthy_after):
+        needed = 1 if self.first else self.healthy_after if passed else self.unhealthy_after
+        if self.run < needed:
             return False
         self.up = passed
         self.run = 0
+        self.first = False
         return True
 
 
@@ -225,6 +244,8 @@ class UpstreamHealth:
         at: dict[str, list[Target]] = {}  # an address listed twice is one server: one verdict
         for target in group.targets:
             at.setdefault(target.label, []).append(target)
+        for label in [label for label in self.states if label not in at]:
+            self._forget(label)  # discovery removed it while another plan served
         for label, targets in at.items():
             state = self.states.get(label)
             if state is None:
@@ -235,6 +256,7 @@ class UpstreamHealth:
                     group.mark(target, False)
         if self.key.outlier is not None:
             group.add_observer(self.observe)
+        group.add_target_watcher(self.targets_changed)
         if self.key.health is not None and self._task is None:
             self._task = loop.create_task(self._check_forever(self.key.health), name=f"health {self.name}")
 
@@ -254,6 +276,42 @@ class UpstreamHealth:
     def running(self) -> bool:
         """The checker task is alive (tests and the admin side read it)."""
         return self._task is not None and not self._task.done()
+
+    # -- discovery: the group's targets changed ------------------------------------------------
+
+    def targets_changed(self, added: tuple[Target, ...], removed: tuple[Target, ...], joining: bool) -> None:
+        if self.stopped or self._group is None:
+            return
+        for target in added:  # first: a changed weight is the same address, its verdict kept
+            state = self.states.get(target.label)
+            if state is not None:
+                state.targets.append(target)
+                if not state.marked:
+                    self._group.mark(target, False)
+                continue
+            state = self.states[target.label] = TargetHealth(target, self.key)
+            if joining and self.key.check_joiners and state.check is not None:
+                state.check.await_first()
+                self._steer(state)
+                assert self._loop is not None and self.key.health is not None
+                self._loop.create_task(self._probe_now(state, self.key.health))
+        for target in removed:
+            state = self.states.get(target.label)
+            if state is not None:
+                state.targets = [t for t in state.targets if t is not target]
+                if not state.targets:
+                    self._forget(target.label)
+
+    def _forget(self, label: str) -> None:
+        state = self.states.pop(label)
+        if state.timer is not None:
+            state.timer.cancel()
+            state.timer = None
+
+    async def _probe_now(self, state: TargetHealth, check: HealthCheckConfig) -> None:
+        """The first probe of a joining target, without waiting for the next round."""
+        problem = await probe(state.host, state.port, state.request, check)
+        self._checked(state, problem)
 
     # -- passive: called by the group as each exchange ends (per request: keep it cheap) --------
 
@@ -319,6 +377,8 @@ class UpstreamHealth:
     def _checked(self, state: TargetHealth, problem: str | None) -> None:
         check = state.check
         assert check is not None
+        if self.stopped or self.states.get(state.label) is not state:
+            return  # the target left while it was probed
         if not check.record(problem is None):
             return
         if check.up:

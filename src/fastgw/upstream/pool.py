@@ -9,18 +9,30 @@ away while waiting never leaks a connection (aiohttp #9670). Idle connections ar
 ``idle_timeout``, which must stay below the upstream's own keep-alive timeout so we never pick a
 connection the upstream is closing (aiohttp #7297); the exchange still retries an idempotent
 request once on a fresh connection when a reused one dies before any response byte.
+
+An upstream with ``tls:`` has its own pools (the settings are part of the key): their
+connections are TLS connections, kept alive like any other. A handshake that fails (an
+untrusted, expired or wrongly named certificate) is a 502 naming the upstream, and a warning in
+the log naming the target and why, at most once a minute per pool.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import ssl
+import time
 from typing import NamedTuple
 
 from fastgw._proxy import PoolCore, UpstreamConnection, UpstreamSide
-from fastgw.config.schema import PoolConfig
+from fastgw.config.schema import PoolConfig, UpstreamTlsConfig
 from fastgw.errors import ConnectFault, UpstreamFault
 from fastgw.http import _clock
+from fastgw.tls.client import client_context, describe_failure
+
+log = logging.getLogger("fastgw")
+_TLS_LOG_INTERVAL = 60.0  # a failing TLS target is logged at most this often
 
 
 class PoolKey(NamedTuple):
@@ -29,13 +41,17 @@ class PoolKey(NamedTuple):
     host: str
     port: int
     config: PoolConfig
+    tls: UpstreamTlsConfig | None = None
 
 
 class TargetPool(PoolCore):
     """A target's pool: the idle list, counters and release are ``PoolCore`` (C, per request);
     opening connections and waiting for one are here."""
 
-    __slots__ = ("__weakref__", "config", "host", "key", "label", "port")
+    __slots__ = (
+        "__weakref__", "config", "host", "key", "label", "port", "server_name", "ssl", "tls_logged",
+        "upstreams",
+    )  # fmt: skip
 
     def __init__(self, key: PoolKey) -> None:
         super().__init__(key.config.max_idle, key.config.idle_timeout)
@@ -44,6 +60,18 @@ class TargetPool(PoolCore):
         self.port = key.port
         self.config = key.config
         self.label = f"[{key.host}]:{key.port}" if ":" in key.host else f"{key.host}:{key.port}"
+        self.ssl: ssl.SSLContext | None = None
+        self.server_name: str | None = None
+        self.tls_logged = 0.0
+        self.upstreams: set[str] = set()  # the upstreams whose targets use it (for log lines)
+        self.load_tls()
+
+    def load_tls(self) -> None:
+        """(Re)read the TLS settings' files (a reload: rotated client certificates, CA bundles)."""
+        tls = self.key.tls
+        if tls is not None:
+            self.ssl = client_context(tls)
+            self.server_name = tls.server_name or self.host
 
     def acquire(self, connect_timeout: float) -> asyncio.Future[UpstreamSide]:
         """A future for a connection: a new one, or the next one released (slow path)."""
@@ -66,12 +94,28 @@ class TargetPool(PoolCore):
         loop = asyncio.get_running_loop()
         try:
             _, conn = await asyncio.wait_for(
-                loop.create_connection(lambda: UpstreamConnection(self), self.host, self.port),
+                loop.create_connection(
+                    lambda: UpstreamConnection(self),
+                    self.host,
+                    self.port,
+                    ssl=self.ssl,
+                    server_hostname=self.server_name,
+                    ssl_handshake_timeout=timeout if self.ssl is not None else None,
+                ),
                 timeout,
             )
         except TimeoutError:
             self._connect_failed()
             raise ConnectFault(f"connect timed out after {timeout:g}s", 504, self.label) from None
+        except ssl.SSLError as exc:
+            self._connect_failed()
+            public, why = describe_failure(exc)
+            now = time.monotonic()
+            if now - self.tls_logged >= _TLS_LOG_INTERVAL:
+                self.tls_logged = now
+                names = ", ".join(repr(n) for n in sorted(self.upstreams)) or "?"
+                log.warning("upstream %s: TLS to %s failed: %s", names, self.label, why)
+            raise ConnectFault(public, 502, f"{self.label}: {why}") from None
         except OSError as exc:
             self._connect_failed()
             raise ConnectFault(f"connect failed: {_why(exc)}", 502, self.label) from None
