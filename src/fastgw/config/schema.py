@@ -396,6 +396,7 @@ class Config:
     tracing: TracingConfig | None = None  # None: no span export
     registries: RegistriesConfig = field(default_factory=RegistriesConfig)
     revision: int | None = None  # the version of the source read (etcd's mod revision); None: a file
+    digest: str = ""  # a file's revision: the SHA-256 of its bytes ("" when not read from a file)
 
 
 # -- TLS ----------------------------------------------------------------------------------------

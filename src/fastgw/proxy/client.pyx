@@ -71,6 +71,7 @@ cdef class ClientProtocol(Downstream):
         server = self.server
         self.access_log = server.access_log
         self.spans = spans = server.spans
+        self.recent_errors = server.recent_errors
         # Without export every new trace is sampled: the gateway heads it for others.
         self.trace_sample_max = spans.sample_max if spans is not None else SAMPLE_ALL
         if self.peer is not None:

@@ -12,6 +12,7 @@ from fastgw._proxy import ClientProtocol, RequestIds, RequestStats
 if TYPE_CHECKING:
     from fastgw.observe.access_log import AccessLog
     from fastgw.observe.otlp import SpanExport
+    from fastgw.observe.recent_errors import RecentErrors
     from fastgw.plan import ListenerPlan
 
 
@@ -27,6 +28,7 @@ class ListenerServer:
         # Read by each new connection; None (the default) costs the hot path one pointer test.
         self.access_log: AccessLog | None = None
         self.spans: SpanExport | None = None  # the same, for span export
+        self.recent_errors: RecentErrors | None = None  # the same, for errors and refusals (admin)
         # TLS handshakes completed, by (version, cipher, resumed): fastgw_tls_handshakes_total.
         self.handshakes: dict[tuple[str | None, str | None, bool], int] = {}
         # HTTP/2 defences that acted, by kind: fastgw_http2_refusals_total.
