@@ -348,7 +348,7 @@ class AdminConfig:
 ACCESS_LOG_FIELDS = (
     "time", "request_id", "client", "method", "host", "path", "query", "listener", "route",
     "upstream", "status", "bytes_in", "bytes_out", "duration_ms", "upstream_ms", "trace_id",
-    "span_id", "consumer", "error", "tls_version", "tls_cipher",
+    "span_id", "consumer", "error", "protocol", "tls_version", "tls_cipher",
 )  # fmt: skip
 
 

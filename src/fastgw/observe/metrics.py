@@ -107,11 +107,13 @@ def collect_gateway(
     unrouted: Iterable[RequestStats],
     handshakes: Mapping[str, Mapping[tuple[str | None, str | None, bool], int]] | None = None,
     connections: Mapping[str, int] | None = None,
+    h2_events: Mapping[str, Mapping[str, int]] | None = None,
 ) -> Families:
     """One process's families: requests (``unrouted``: each listener's counters of requests
     that matched no route), latencies, pools, targets, TLS handshakes (``handshakes``: by
     listener, by (version, cipher, resumed)), open client connections (``connections``, by
-    listener), plugin counters."""
+    listener), HTTP/2 defences that acted (``h2_events``: by listener, by kind), plugin
+    counters."""
     families: Families = {}
     open_connections = families["fastgw_client_connections"] = Family(
         "gauge", "Client connections open, by listener."
@@ -156,6 +158,16 @@ def collect_gateway(
                     ("resumed", str(resumed).lower()),
                 )
                 tls.add((("listener", listener), *labels), n)
+    if h2_events:
+        refusals = families["fastgw_http2_refusals_total"] = Family(
+            "counter",
+            "HTTP/2 streams or connections the gateway refused or cut off, by listener and why:"
+            " rapid_reset, flood, settings_flood, continuation_flood, header_list_too_large,"
+            " header_timeout, preface_timeout, stream_send_stalled, bad_preface, protocol_error...",
+        )
+        for listener, by_kind in h2_events.items():
+            for kind, n in by_kind.items():
+                refusals.add((("listener", listener), ("kind", kind)), n)
     _collect_upstreams(plan, families)
     _collect_plugin_counters(COUNTERS, families)
     return families

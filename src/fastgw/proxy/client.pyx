@@ -51,6 +51,7 @@ cdef class ClientProtocol(Downstream):
         self.lingering = False
         self.closed = False
         self.out = []
+        self.protocol = "1.1"
         self.tls_version = self.tls_cipher = None
         self.client_certificate = None
         self.cert_lines = b""
@@ -610,6 +611,8 @@ cdef object request_fault(HttpParser parser, int event, bint in_body):
     if event == EV_TARGET_TOO_LONG:
         return ClientFault("request target too long", 414)
     if event == EV_UPGRADE:
+        if parser.method() == b"PRI":  # llhttp's name for the HTTP/2 preface (RFC 9113 3.4)
+            return ClientFault("HTTP/2 without TLS (h2c) is not enabled on this listener", 505)
         return ClientFault("protocol upgrade is not supported", 501)
     if in_body:
         return ClientFault(f"malformed request body: {parser.error()[:80]}")

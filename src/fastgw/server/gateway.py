@@ -129,6 +129,7 @@ class Gateway:
             [server.unrouted for server in servers.values()],
             {name: server.handshakes for name, server in servers.items() if server.handshakes},
             {name: len(server.connections) for name, server in servers.items()},
+            {name: server.h2_events for name, server in servers.items() if server.h2_events},
         )
 
     async def stop_accepting(self) -> None:
