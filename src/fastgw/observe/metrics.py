@@ -165,9 +165,9 @@ def collect_gateway(
             " rapid_reset, flood, settings_flood, continuation_flood, header_list_too_large,"
             " header_timeout, preface_timeout, stream_send_stalled, bad_preface, protocol_error...",
         )
-        for listener, by_kind in h2_events.items():
-            for kind, n in by_kind.items():
-                refusals.add((("listener", listener), ("kind", kind)), n)
+        for listener, counts in h2_events.items():
+            for why, n in counts.items():
+                refusals.add((("listener", listener), ("kind", why)), n)
     _collect_upstreams(plan, families)
     _collect_plugin_counters(COUNTERS, families)
     return families
