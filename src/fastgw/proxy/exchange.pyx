@@ -240,8 +240,12 @@ cdef class Exchange:
         cdef RouteCore route = self.route
         cdef GroupCore group = <GroupCore>route.upstream
         cdef Target target = group.single
-        if route.total_timeout and not self.total_deadline:
-            self.total_deadline = _now() + route.total_timeout  # retries included
+        if route.total_timeout and self.upstream_sent_at == 0.0:
+            # From the first attempt, retries included; a client's own deadline (gRPC's
+            # grpc-timeout) may already be nearer.
+            at = _now() + route.total_timeout
+            if not self.total_deadline or at < self.total_deadline:
+                self.total_deadline = at
         if target is None:
             try:
                 target = group.pick(self) if exclude is None else group.pick(self, exclude)

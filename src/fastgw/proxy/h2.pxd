@@ -58,6 +58,8 @@ cdef class H2Stream(Downstream):
     cdef bint oversize
     cdef str malformed                   # why the head cannot be accepted, or None
     cdef bint has_length                 # a content-length came with it
+    cdef bint grpc                       # content-type application/grpc: errors as gRPC statuses
+    cdef double grpc_timeout             # its grpc-timeout in seconds (0: none)
     # The response body on its way: what nghttp2's DATA frames read from.
     cdef list out                        # bytes pieces; out_offset into the first
     cdef Py_ssize_t out_offset
@@ -90,6 +92,7 @@ cdef class H2Stream(Downstream):
     cdef int interim(self, int status, list pairs, HeadLines* lines, const unsigned char* kinds) except -1
     cdef int submit_trailers(self) except -1
     cdef int respond(self, int status, list pairs, bytes body, bint head_only) except -1
+    cdef int grpc_error(self, Exchange x, int status, str message) except -1
     cdef int reset(self, uint32_t error_code) except -1
     cdef int consume(self, Py_ssize_t n) except -1
     cdef int set_deadline(self, double at) except -1

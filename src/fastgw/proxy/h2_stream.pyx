@@ -72,6 +72,8 @@ cdef class H2Stream(Downstream):
         self.oversize = False
         self.malformed = None
         self.has_length = False
+        self.grpc = False
+        self.grpc_timeout = 0.0
         self.out = []
         self.out_offset = self.out_size = 0
         self.out_eof = self.deferred = self.upstream_paused = False
@@ -113,6 +115,10 @@ cdef class H2Stream(Downstream):
             return 0
         if _is(name, namelen, "content-length", 14):
             self.has_length = True
+        elif _is(name, namelen, "content-type", 12):
+            self.grpc = valuelen >= 16 and memcmp(value, "application/grpc", 16) == 0
+        elif _is(name, namelen, "grpc-timeout", 12):
+            self.grpc_timeout = grpc_timeout_seconds(PyBytes_FromStringAndSize(value, valuelen))
         cdef bytes line = PyBytes_FromStringAndSize(NULL, namelen + valuelen + 4)
         cdef char* p = put_line(PyBytes_AS_STRING(line), name, namelen, value, valuelen)
         check_end(p, line)
@@ -156,6 +162,8 @@ cdef class H2Stream(Downstream):
             return self.refuse(fault)
         parser.release()
         self.x = x
+        if self.grpc_timeout > 0.0:
+            x.total_deadline = self.now + self.grpc_timeout  # the client's deadline bounds the call
         if not x.request_done:
             self.set_deadline(self.now + listener.body_timeout)
         x.start()
@@ -337,6 +345,21 @@ cdef class H2Stream(Downstream):
         self.conn.flush()
         return 0
 
+    cdef int grpc_error(self, Exchange x, int status, str message) except -1:
+        """The gateway's own refusal of a gRPC call, as gRPC clients read one: HTTP 200 and a
+        trailers-only response whose grpc-status says why (the gRPC spec's mapping of HTTP
+        statuses, with the gateway's limits as RESOURCE_EXHAUSTED)."""
+        pairs = [
+            (b"content-type", b"application/grpc"),
+            (b"grpc-status", b"%d" % GRPC_STATUS_BY_HTTP.get(status, 2)),  # 2: UNKNOWN
+            (b"grpc-message", grpc_message(message)),
+            (self.listener.request_id_lower, x.request_id),
+        ]
+        self.out_eof = True
+        self.submit(200, pairs, NULL, NULL, False)
+        self.conn.flush()
+        return 0
+
     cdef int submit_trailers(self) except -1:
         cdef size_t count = 0
         cdef nghttp2_nv* nva = self.fields(0, self.trailers, NULL, NULL, &count)
@@ -405,12 +428,16 @@ cdef class H2Stream(Downstream):
         return self.resume()
 
     cdef int send_error(self, Exchange x, object fault, list extra) except -1:
+        if self.grpc:
+            return self.grpc_error(x, fault.status, fault.message)
         body = error_body(fault.message, x.request_id)
         pairs = [(b"content-type", b"application/json"), *(extra or ()), (self.listener.request_id_lower, x.request_id)]
         x.bytes_sent += PyBytes_GET_SIZE(body)
         return self.respond(fault.status, pairs, body, x.method == _HEAD)
 
     cdef int send_answer(self, Exchange x, object response) except -1:
+        if self.grpc and not 200 <= response.status < 300:
+            return self.grpc_error(x, response.status, response.body.decode("utf-8", "replace")[:200])
         pairs = [(b"content-type", response.content_type)] if response.content_type else []
         pairs += response.headers
         if x.add_response_headers:
@@ -485,6 +512,43 @@ cdef class H2Stream(Downstream):
             self.conn.client.wheel.file(self, self.deadline)
         if self.send_deadline:
             self.conn.client.wheel.file(self, self.send_deadline)
+
+
+# The gRPC status for a refusal the gateway answers itself (the gRPC spec's HTTP mapping, and
+# RESOURCE_EXHAUSTED for the gateway's own limits: a rate limit, a body too large).
+GRPC_STATUS_BY_HTTP = {
+    400: 13,  # INTERNAL
+    401: 16,  # UNAUTHENTICATED
+    403: 7,  # PERMISSION_DENIED
+    404: 12,  # UNIMPLEMENTED: no route for this method
+    405: 12,
+    408: 4,  # DEADLINE_EXCEEDED
+    413: 8,  # RESOURCE_EXHAUSTED
+    429: 8,
+    431: 8,
+    500: 13,
+    502: 14,  # UNAVAILABLE
+    503: 14,
+    504: 4,
+}
+_GRPC_UNITS = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
+
+
+cdef double grpc_timeout_seconds(bytes value):
+    """A grpc-timeout header's value (1 to 8 digits and a unit), in seconds; 0 when malformed
+    (the call then runs under the route's own timeouts)."""
+    unit = _GRPC_UNITS.get(value[-1:])
+    digits = value[:-1]
+    if unit is None or not 1 <= len(digits) <= 8 or not digits.isdigit():
+        return 0.0
+    return int(digits) * unit
+
+
+cdef bytes grpc_message(str message):
+    """grpc-message is percent-encoded UTF-8 (everything outside printable ASCII, and '%')."""
+    return "".join(
+        c if " " <= c <= "~" and c != "%" else "".join(f"%{b:02X}" for b in c.encode()) for c in message
+    ).encode("ascii")
 
 
 cdef size_t add_field(
