@@ -18,6 +18,7 @@ from tests.support.ports import free_port
 MakeGateway = Callable[[dict[str, Any]], RunningGateway]
 
 GRPC_HEADERS = [("content-type", "application/grpc"), ("te", "trailers")]
+EMPTY_MESSAGE = b"\x00\x00\x00\x00\x00"  # one gRPC message: not compressed, zero bytes
 
 
 def grpc_doc(upstream: int) -> dict[str, Any]:
@@ -94,8 +95,8 @@ def test_grpc_timeout_bounds_the_call(make_gateway: MakeGateway, upstream: int) 
     gw = make_gateway(grpc_doc(upstream))
     with H2Client(gw.port) as client:
         started = time.monotonic()
-        answer = client.get("/shop.Slow/Get", method="POST", headers=[*GRPC_HEADERS, ("grpc-timeout", "300m")],
-                            body=b"\x00\x00\x00\x00\x00")  # fmt: skip
+        headers = [*GRPC_HEADERS, ("grpc-timeout", "300m")]
+        answer = client.get("/shop.Slow/Get", method="POST", headers=headers, body=EMPTY_MESSAGE)
         waited = time.monotonic() - started
     assert dict(answer.headers)["grpc-status"] == "4"
     assert waited >= 0.29
@@ -104,8 +105,8 @@ def test_grpc_timeout_bounds_the_call(make_gateway: MakeGateway, upstream: int) 
 def test_a_malformed_grpc_timeout_is_ignored(make_gateway: MakeGateway, upstream: int) -> None:
     gw = make_gateway(grpc_doc(upstream))
     with H2Client(gw.port) as client:
-        answer = client.get("/shop.Down/Get", method="POST", headers=[*GRPC_HEADERS, ("grpc-timeout", "soon")],
-                            body=b"\x00\x00\x00\x00\x00")  # fmt: skip
+        headers = [*GRPC_HEADERS, ("grpc-timeout", "soon")]
+        answer = client.get("/shop.Down/Get", method="POST", headers=headers, body=EMPTY_MESSAGE)
     assert dict(answer.headers)["grpc-status"] == "14"  # the call went on to its real refusal
 
 
