@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from bench import tls
+from bench import http2, tls
 from bench.status_poll import polling
 
 BENCH = Path(__file__).resolve().parent
@@ -40,7 +40,13 @@ REPO = BENCH.parent
 PEERS = BENCH / "peers"
 RESULTS = BENCH / "results"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-DEBIAN_NEEDS = {"wrk": "wrk", "nginx": "nginx-light", "haproxy": "haproxy", "openssl": "openssl"}
+DEBIAN_NEEDS = {
+    "wrk": "wrk",
+    "nginx": "nginx-light",
+    "haproxy": "haproxy",
+    "openssl": "openssl",
+    "h2load": "nghttp2-client",
+}
 COMPILED = ("_router", "http._parser", "_proxy")  # fastgw's extension modules: no gateway without them
 LOG_TAIL_LINES = 40  # of a contender's log, printed when it does not start
 
@@ -62,7 +68,9 @@ class Scenario:
     features: tuple[str, ...] = ()  # fastgw features switched on (FEATURES); the peers proxy plainly
     tls: str = ""  # "client": HTTPS from wrk to the proxy; "upstream": HTTPS from the proxy upstream
     key_type: str = "ecdsa"  # of the proxy's certificate (bench/tls.py)
-    driver: str = "wrk"  # or "new" / "reuse": TLS handshakes by openssl s_time (bench/tls.py)
+    driver: str = "wrk"  # or "new" / "reuse": TLS handshakes by openssl s_time (bench/tls.py),
+    #                      or "h2load": HTTP/2 clients, ``connections`` x ``streams`` (bench/http2.py)
+    streams: int = 1  # h2load's concurrent streams per connection
     poll_admin: bool = False  # poll fastgw's admin API as an open status page does (status_poll.py)
 
 
@@ -97,6 +105,12 @@ SCENARIOS = [
              key_type="rsa"),
     Scenario("tls-resumed", "/items/1", contenders=("nginx", "fastgw", "bare"), tls="client", driver="reuse"),
     Scenario("https-upstream", "/items/1", contenders=("nginx", "fastgw"), tls="upstream"),
+    # HTTP/2 clients (h2load), HTTP/1.1 to the upstream (bench/http2.py).
+    *(
+        Scenario(f"{name}-m{streams}", "/items/1", connections=16, streams=streams, driver="h2load",
+                 tls="client" if name == "h2-tls" else "", contenders=("nginx", "fastgw"))
+        for name in ("h2c", "h2-tls") for streams in (10, 1)
+    ),
 ]  # fmt: skip
 
 
@@ -272,6 +286,7 @@ def fastgw_config(workdir: Path, port: int, upstreams: tuple[int, ...], scenario
         f"  - bind: 127.0.0.1:{port}",
         "    limits: {max_connections: 30000}",
         *([tls.fastgw_listener_tls(workdir, scenario.key_type)] if scenario.tls == "client" else []),
+        *([http2.fastgw_listener(False)] if scenario.driver == "h2load" and scenario.tls != "client" else []),
         "upstreams:",
         f"  up: {{targets: [{targets}], balance: {scenario.balance},{upstream_tls}"
         " pool: {max_connections: 4096, max_idle: 2048}}",
@@ -306,7 +321,10 @@ def start_nginx(
     servers = " ".join(f"server 127.0.0.1:{p};" for p in upstream_ports(upstreams, scenario))
     conf = render(
         "nginx_proxy.conf", workdir, dir=workdir, port=port, servers=servers, locations=locations,
-        listen_ssl=" ssl" if scenario.tls == "client" else "",
+        listen_ssl=(
+            http2.nginx_listen_flags(scenario.tls == "client") if scenario.driver == "h2load"
+            else " ssl" if scenario.tls == "client" else ""
+        ),
         server_tls=tls.nginx_server_tls(workdir, scenario.key_type) if scenario.tls == "client" else "",
         scheme="https" if scenario.tls == "upstream" else "http",
         upstream_tls=tls.nginx_upstream_tls(workdir) if scenario.tls == "upstream" else "",
@@ -526,6 +544,10 @@ def measure(
     def drive(seconds: float) -> dict[str, float]:
         if scenario.driver == "wrk":
             return wrk(port, scenario, seconds, script)
+        if scenario.driver == "h2load":
+            return http2.h2load(
+                port, scenario.path, seconds, scenario.connections, scenario.streams, scenario.tls == "client"
+            )
         return tls.handshakes(port, scenario.path, seconds, reuse=scenario.driver == "reuse")
 
     drive(max(1.0, seconds / 2))  # warm-up: pools filled, caches hot
