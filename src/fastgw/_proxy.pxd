@@ -22,6 +22,7 @@ cdef class RequestIds
 cdef class Exchange
 cdef class Downstream
 cdef class UpstreamSide
+cdef class TunnelPolicy
 
 include "proxy/render.pxd"       # wire bytes and the direct-send outlet
 include "proxy/ids.pxd"          # request ids, W3C trace context
@@ -33,3 +34,4 @@ include "proxy/exchange.pxd"     # one exchange, and the client and upstream sid
 include "proxy/client.pxd"       # HTTP/1.1 client connections
 include "proxy/upstream.pxd"     # HTTP/1.1 upstream connections
 include "proxy/collect.pxd"      # the gateway's own calls, answered in memory
+include "proxy/tunnel.pxd"       # protocol upgrades: the 101, then both connections spliced

@@ -150,7 +150,8 @@ _PATH = "expected a path starting with '/' without '?' or '#'"
 _HOST = "expected a host name like 'api.example.com' or '*.example.com', without port"
 _ROUTE_KEYS = (
     "id, path, upstream, methods, host, listeners, headers, query, priority, rewrite,"
-    " strip_prefix, preserve_host, timeouts, retry, concurrency, plugins, aggregate, redirect_https"
+    " strip_prefix, preserve_host, timeouts, retry, concurrency, plugins, aggregate, redirect_https,"
+    " websocket, upgrade, tunnel"
 )
 
 _VALUE_ERRORS: list[tuple[str, object, str]] = [

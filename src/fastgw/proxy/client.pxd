@@ -14,8 +14,9 @@ cdef enum:                   # what the head loop does with a request header, by
     H_RID                    # the listener's request-id header
     H_TRACEPARENT            # traceparent (W3C Trace Context): replaced by the gateway's own
     H_TRACESTATE             # tracestate: forwarded only with the client's trace it belongs to
+    H_UPGRADE                # upgrade (hop-by-hop: an upgrade the route allows is offered anew)
     H_DROP                   # hop-by-hop or spoofable: keep-alive, proxy-connection, te, trailer,
-                             # upgrade, proxy-authorization, forwarded
+                             # proxy-authorization, forwarded
 
 
 cdef struct PassRules:       # which request header lines are forwarded as they came
@@ -59,6 +60,8 @@ cdef class ClientProtocol(Downstream):
     cdef object last_host_header         # the last Host value checked, and its routing form
     cdef object last_host
     cdef unsigned long long trace_sample_max  # a new trace is sampled if its id's low half <= this
+    cdef public list early               # after an upgrade request: the bytes that followed it,
+                                         # held until the upstream switches (tunnel.pyx); else None
 
     cdef int adopt(self, ListenerCore listener) except -1
     cdef int tls_established(self, object ssl_object) except -1

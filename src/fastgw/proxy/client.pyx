@@ -144,6 +144,8 @@ cdef class ClientProtocol(Downstream):
             return  # after a refusal: what the client still sends is read and dropped
         cdef HttpParser parser = self.parser
         if parser is None:
+            if self.early is not None:
+                hold_early(self, data if type(data) is bytes else bytes(data))  # for the tunnel
             return  # refused: nothing after that is read
         cdef double now = _now()
         self.now = now
@@ -166,6 +168,8 @@ cdef class ClientProtocol(Downstream):
                         self.parsing.on_client_body(body_piece(parser))
                 elif event == EV_DONE:
                     self.on_message_complete()
+                elif event == EV_UPGRADE:
+                    upgrade_head(self, parser)  # tunnel.pyx: nothing after it is HTTP
                 else:
                     raise request_fault(parser, event, self.parsing is not None)
                 if self.closed or self.parser is None:
@@ -570,8 +574,6 @@ cdef object request_fault(HttpParser parser, int event, bint in_body):
         return ClientFault("too many request headers", 431)
     if event == EV_TARGET_TOO_LONG:
         return ClientFault("request target too long", 414)
-    if event == EV_UPGRADE:
-        return ClientFault("protocol upgrade is not supported", 501)
     if in_body:
         return ClientFault(f"malformed request body: {parser.error()[:80]}")
     return ClientFault(f"malformed request: {parser.error()[:80]}")
