@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from fastgw._proxy import LATENCY_BOUNDS, RequestStats
+from fastgw._proxy import LATENCY_BOUNDS, TUNNEL_BOUNDS, RequestStats
 from fastgw.observe.counters import COUNTERS, CounterRegistry
 from fastgw.upstream.breaker import State
 
@@ -126,18 +126,61 @@ def collect_gateway(
                     ("resumed", str(resumed).lower()),
                 )
                 tls.add((("listener", listener), *labels), n)
+    _collect_tunnels(plan, families)
     _collect_upstreams(plan, families)
     _collect_plugin_counters(COUNTERS, families)
     return families
 
 
-def _add_histogram(family: Family, labels: Labels, buckets: list[int], total: float) -> None:
+def _add_histogram(
+    family: Family, labels: Labels, buckets: list[int], total: float, bounds: tuple[float, ...] = LATENCY_BOUNDS
+) -> None:
     running = 0
-    for bound, count in zip((*LATENCY_BOUNDS, math.inf), buckets, strict=True):
+    for bound, count in zip((*bounds, math.inf), buckets, strict=True):
         running += count
         family.add((*labels, ("le", _number(bound))), running, "_bucket")
     family.add(labels, running, "_count")
     family.add(labels, total, "_sum")
+
+
+def _collect_tunnels(plan: Plan, families: Families) -> None:
+    """Per route that upgrades (WebSocket): its tunnels open, opened, how they ended, the bytes
+    they passed each way, and how long they lasted. A tunnel's request is also counted in
+    fastgw_requests_total (status 101) when it ends, and timed to its 101."""
+    routes = [(route.id, route.tunnel.stats.snapshot()) for route in plan.routes if route.tunnel is not None]
+    if not routes:
+        return
+    open_now = families["fastgw_tunnels_open"] = Family(
+        "gauge", "Upgraded connections (WebSocket) open now, by route."
+    )
+    opened = families["fastgw_tunnels_opened_total"] = Family(
+        "counter", "Upgraded connections opened (the upstream answered 101), by route."
+    )
+    closed = families["fastgw_tunnels_closed_total"] = Family(
+        "counter",
+        "Tunnels ended, by route and why: client or upstream (that side closed first), reset,"
+        " idle (no byte within the route's tunnel idle_timeout), lifetime (its max_lifetime),"
+        " drain (closed with 1001 when the drain timeout passed).",
+    )
+    passed = families["fastgw_tunnel_bytes_total"] = Family(
+        "counter",
+        "Bytes passed through tunnels, by route and direction: in (from clients to the upstream),"
+        " out (from the upstream to clients).",
+    )
+    duration = families["fastgw_tunnel_duration_seconds"] = Family(
+        "histogram", "How long tunnels lasted, from the 101 to the close of both connections, by route."
+    )
+    for route_id, snap in routes:
+        at: Labels = (("route", route_id),)
+        open_now.add(at, snap["open"])
+        opened.add(at, snap["opened"])
+        for cause, n in snap["ended"].items():
+            if n:
+                closed.add((*at, ("reason", cause)), n)
+        passed.add((*at, ("direction", "in")), snap["bytes_in"])
+        passed.add((*at, ("direction", "out")), snap["bytes_out"])
+        buckets, seconds = snap["duration"]
+        _add_histogram(duration, at, buckets, seconds, TUNNEL_BOUNDS)
 
 
 def _collect_upstreams(plan: Plan, families: Families) -> None:
