@@ -15,8 +15,9 @@ By path (any query is ignored):
   handshake request as it arrived, then as ``/echo``.
 - ``/broadcast/ROOM``: every message to every connection in ROOM (the sender too).
 - ``/refuse/STATUS``: the handshake is answered STATUS (no upgrade), body ``refused``.
-- ``/stats`` (plain HTTP GET): JSON {open, closed: [[code, reason], ...]}: the connections open
-  and, for each that ended, the close code and reason the client side sent (1006: none).
+- ``/stats`` (plain HTTP GET): JSON {open, closed: [[code, reason], ...], flooded}: the
+  connections open and, for each that ended, the close code and reason the client side sent
+  (1006: none); the bytes of ``!flood`` messages sent so far.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ def pattern(n: int) -> bytes:
 class WsState:
     open: int = 0
     closed: list[tuple[int | None, str]] = field(default_factory=list)
+    flooded: int = 0  # bytes of ``!flood`` messages handed to the connection so far
     rooms: dict[str, set[ServerConnection]] = field(default_factory=dict)
 
 
@@ -59,7 +61,7 @@ def _plain(status: int, body: bytes, content_type: str = "text/plain") -> Respon
     return Response(status, HTTPStatus(status).phrase, headers, body)
 
 
-async def _command(ws: ServerConnection, text: str) -> None:
+async def _command(ws: ServerConnection, text: str, state: WsState) -> None:
     verb, _, rest = text[1:].partition(" ")
     if verb == "close":
         code, _, reason = rest.partition(" ")
@@ -73,6 +75,7 @@ async def _command(ws: ServerConnection, text: str) -> None:
     elif verb == "flood":
         for _ in range(int(rest)):
             await ws.send(PATTERN)
+            state.flooded += len(PATTERN)
     elif verb == "fragments":
         count, _, message = rest.partition(" ")
         size = max(1, -(-len(message) // int(count)))
@@ -97,7 +100,7 @@ def make_handler(state: WsState):  # type: ignore[no-untyped-def]
                         with contextlib.suppress(ConnectionClosed):
                             await other.send(message)
                 elif isinstance(message, str) and message.startswith("!"):
-                    await _command(ws, message)
+                    await _command(ws, message, state)
                 else:
                     await ws.send(message)
         except ConnectionClosed:
@@ -115,7 +118,7 @@ def make_handler(state: WsState):  # type: ignore[no-untyped-def]
 def make_process_request(state: WsState):  # type: ignore[no-untyped-def]
     def process_request(ws: ServerConnection, request: Request) -> Response | None:
         if request.path == "/stats":
-            body = json.dumps({"open": state.open, "closed": state.closed}).encode()
+            body = json.dumps({"open": state.open, "closed": state.closed, "flooded": state.flooded}).encode()
             return _plain(200, body, "application/json")
         if request.path.startswith("/refuse/"):
             return _plain(int(request.path.split("/")[2]), b"refused")
@@ -148,7 +151,7 @@ class WsUpstream:
         """The server's state, read on its own loop."""
 
         async def read() -> dict[str, object]:
-            return {"open": self.state.open, "closed": list(self.state.closed)}
+            return {"open": self.state.open, "closed": list(self.state.closed), "flooded": self.state.flooded}
 
         return asyncio.run_coroutine_threadsafe(read(), self.loop).result(10)
 
