@@ -565,7 +565,9 @@ def idle_connections(workdir: Path, upstreams: tuple[int, ...], count: int) -> l
                 raise RuntimeError("a held connection was not answered")
         return socks
 
-    return held(workdir, upstreams, Scenario(f"idle-{count}", "/items/1", contenders=("nginx", "fastgw")), open_idle)
+    return held(
+        workdir, upstreams, Scenario(f"idle-{count}", "/items/1", contenders=("nginx", "fastgw")), open_idle
+    )
 
 
 def idle_tunnels(workdir: Path, upstreams: tuple[int, ...], count: int) -> list[Result]:
@@ -596,7 +598,10 @@ def held(
                 for s in socks:
                     s.close()
             each = (rss - before) * 1024 / max(len(socks), 1)
-            print(f"  {scenario.name:14} {name:8} {rss:7.1f} MB holding {len(socks)} ({each:.1f} KiB each)", flush=True)
+            print(
+                f"  {scenario.name:14} {name:8} {rss:7.1f} MB holding {len(socks)} ({each:.1f} KiB each)",
+                flush=True,
+            )
             results.append(Result(scenario.name, name, 0, 0, 0, 0, 0, 0, 0, [], rss))
     return results
 

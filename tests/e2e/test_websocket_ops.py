@@ -90,9 +90,12 @@ def test_a_client_that_stops_reading_costs_the_gateway_its_buffers_only(
             received += MiB
     assert received == FLOOD * MiB
     assert growth_while_stalled < MAX_GROWTH, (
-        f"gateway RSS grew {growth_while_stalled / MiB:.1f} MiB while the upstream had sent {held / MiB:.1f} MiB"
+        f"gateway RSS grew {growth_while_stalled / MiB:.1f} MiB"
+        f" while the upstream had sent {held / MiB:.1f} MiB"
     )
-    assert rss.growth < MAX_GROWTH, f"gateway RSS grew {rss.growth / MiB:.1f} MiB passing {received / MiB:.0f} MiB"
+    assert rss.growth < MAX_GROWTH, (
+        f"gateway RSS grew {rss.growth / MiB:.1f} MiB passing {received / MiB:.0f} MiB"
+    )
 
 
 def _exactly(sock: socket.socket, n: int) -> bytes:
@@ -105,7 +108,9 @@ def _exactly(sock: socket.socket, n: int) -> bytes:
     return bytes(view)
 
 
-def test_sigterm_drains_open_tunnels_with_1001_both_ways(run_gateway: RunGateway, procs: ProcessReaper) -> None:
+def test_sigterm_drains_open_tunnels_with_1001_both_ways(
+    run_gateway: RunGateway, procs: ProcessReaper
+) -> None:
     upstream = start_ws_upstream(procs)
     gw = run_gateway(ws_doc(upstream, timeouts={"drain": "1s"}))
     with connect(f"ws://127.0.0.1:{gw.port}/echo", open_timeout=10) as ws:
@@ -115,7 +120,10 @@ def test_sigterm_drains_open_tunnels_with_1001_both_ways(run_gateway: RunGateway
         with pytest.raises(ConnectionClosed) as closed:
             while True:
                 ws.recv(timeout=20)
-    assert closed.value.rcvd is not None and (closed.value.rcvd.code, closed.value.rcvd.reason) == (1001, "going away")
+    assert closed.value.rcvd is not None and (closed.value.rcvd.code, closed.value.rcvd.reason) == (
+        1001,
+        "going away",
+    )
     assert gw.wait_exit(20) == 0
     wait_for(lambda: upstream_stats(upstream)["closed"], 10, "the upstream to see the close")
     assert upstream_stats(upstream)["closed"] == [[1001, "going away"]]

@@ -60,7 +60,10 @@ def get(port: int, target: str) -> RawResponse:
 
 def test_the_mobile_gateway_answers_the_same_services_with_smaller_payloads(demo: RunningGateway) -> None:
     web, mobile = demo.port_of("public"), demo.port_of("mobile")
-    full, small = get(web, "/api/catalog/items?page=0&size=5"), get(mobile, "/api/catalog/items?page=0&size=5")
+    full, small = (
+        get(web, "/api/catalog/items?page=0&size=5"),
+        get(mobile, "/api/catalog/items?page=0&size=5"),
+    )
     assert full.status == small.status == 200
     full_items, small_items = full.json()["data"], small.json()["data"]
     assert [item["id"] for item in full_items] == [item["id"] for item in small_items]
@@ -92,13 +95,17 @@ def test_one_pool_per_service_serves_both_gateways(demo: RunningGateway) -> None
     assert len(pools) == 4  # catalog, basket, discount, ordering: shared by every listener
 
 
-def test_a_basket_changed_through_the_web_is_seen_live_through_the_mobile_gateway(demo: RunningGateway) -> None:
+def test_a_basket_changed_through_the_web_is_seen_live_through_the_mobile_gateway(
+    demo: RunningGateway,
+) -> None:
     web, mobile = demo.port_of("public"), demo.port_of("mobile")
     with connect(live_url(f"http://127.0.0.1:{mobile}", "carol"), open_timeout=10) as live:
         assert json.loads(live.recv(timeout=10)) == {"buyer_id": "carol", "items": []}
         with raw_connect(web) as sock:
             body = json.dumps({"items": [{"product_id": 1, "quantity": 2}]}).encode()
-            sock.sendall(build_request("POST", "/api/basket/carol", [("Content-Type", "application/json")], body))
+            sock.sendall(
+                build_request("POST", "/api/basket/carol", [("Content-Type", "application/json")], body)
+            )
             assert read_response(sock).status == 200
         update = json.loads(live.recv(timeout=10))
         assert [(line["product_id"], line["quantity"]) for line in update["items"]] == [(1, 2)]

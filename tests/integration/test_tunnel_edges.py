@@ -25,7 +25,12 @@ from tests.support.rawhttp import connect as raw_connect
 
 MakeGateway = Callable[[dict[str, Any]], RunningGateway]
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
-UPGRADE = [("Connection", "Upgrade"), ("Upgrade", "websocket"), ("Sec-WebSocket-Key", KEY), ("Sec-WebSocket-Version", "13")]
+UPGRADE = [
+    ("Connection", "Upgrade"),
+    ("Upgrade", "websocket"),
+    ("Sec-WebSocket-Key", KEY),
+    ("Sec-WebSocket-Version", "13"),
+]
 SWITCH = (
     b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
     b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
@@ -238,7 +243,9 @@ def test_a_101_is_spliced_whatever_its_accept_and_its_hop_by_hop_lines_are_the_g
     ],
     ids=["another-protocol", "no-upgrade-header"],
 )
-def test_a_101_to_a_protocol_not_offered_is_a_502(make_gateway: MakeGateway, raw_up: RawUpstream, switch: bytes) -> None:
+def test_a_101_to_a_protocol_not_offered_is_a_502(
+    make_gateway: MakeGateway, raw_up: RawUpstream, switch: bytes
+) -> None:
     gw = make_gateway(doc_for(raw_up.port))
     with raw_connect(gw.port) as client:
         client.sendall(build_request("GET", "/ws/t", UPGRADE))

@@ -131,14 +131,23 @@ def test_handshake_headers_pass_untouched_and_hop_by_hop_ones_are_the_gateways(
     assert "x-request-id" in headers
 
 
-def test_hop_by_hop_headers_named_in_connection_do_not_pass(make_gateway: MakeGateway, ws_up: WsUpstream) -> None:
+def test_hop_by_hop_headers_named_in_connection_do_not_pass(
+    make_gateway: MakeGateway, ws_up: WsUpstream
+) -> None:
     gw = make_gateway(ws_doc(ws_up.port))
     with raw_connect(gw.port) as sock:
         sock.sendall(
-            build_request("GET", "/headers", [
-                ("Connection", "Upgrade, X-Hop"), ("Upgrade", "websocket"), ("X-Hop", "secret"),
-                ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="), ("Sec-WebSocket-Version", "13"),
-            ])  # fmt: skip
+            build_request(
+                "GET",
+                "/headers",
+                [
+                    ("Connection", "Upgrade, X-Hop"),
+                    ("Upgrade", "websocket"),
+                    ("X-Hop", "secret"),
+                    ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                    ("Sec-WebSocket-Version", "13"),
+                ],
+            )
         )
         head = read_response(sock)
         assert head.status == 101
@@ -221,7 +230,9 @@ def test_close_codes_pass_through_both_ways(make_gateway: MakeGateway, ws_up: Ws
 # -- the upgrade request: routed and refused like any request -----------------------------------
 
 
-def test_the_routes_plugins_refuse_an_upgrade_before_any_tunnel(make_gateway: MakeGateway, ws_up: WsUpstream) -> None:
+def test_the_routes_plugins_refuse_an_upgrade_before_any_tunnel(
+    make_gateway: MakeGateway, ws_up: WsUpstream
+) -> None:
     keyed = {
         "id": "keyed",
         "path": "/keyed/{*rest}",
@@ -305,7 +316,13 @@ def test_an_upstream_refusing_the_upgrade_is_answered_as_a_normal_response(
 
 def test_idle_timeout_closes_with_1001_both_ways(make_gateway: MakeGateway, ws_up: WsUpstream) -> None:
     mark = ended(ws_up)
-    route = {"id": "ws", "path": "/{*rest}", "upstream": "ws", "websocket": True, "tunnel": {"idle_timeout": "300ms"}}
+    route = {
+        "id": "ws",
+        "path": "/{*rest}",
+        "upstream": "ws",
+        "websocket": True,
+        "tunnel": {"idle_timeout": "300ms"},
+    }
     gw = make_gateway(ws_doc(ws_up.port, route))
     with open_ws(gw, "/echo", ping_interval=None) as ws:
         ws.send("still here")
@@ -334,7 +351,9 @@ def test_max_lifetime_closes_a_busy_tunnel_with_1001(make_gateway: MakeGateway, 
     assert tunnel_stats(gw)["ended"]["lifetime"] == 1
 
 
-def test_drain_waits_then_closes_tunnels_with_1001_both_ways(make_gateway: MakeGateway, ws_up: WsUpstream) -> None:
+def test_drain_waits_then_closes_tunnels_with_1001_both_ways(
+    make_gateway: MakeGateway, ws_up: WsUpstream
+) -> None:
     mark = ended(ws_up)
     gw = make_gateway(ws_doc(ws_up.port))
     with open_ws(gw, "/echo") as ws:
@@ -374,7 +393,9 @@ def test_drain_lets_a_frame_in_flight_finish_before_its_close_frame(
     assert upstream_closes(ws_up, mark) == [(1001, "going away")]
 
 
-def test_a_reload_does_not_cut_open_tunnels(make_gateway: MakeGateway, ws_up: WsUpstream, tmp_path: Path) -> None:
+def test_a_reload_does_not_cut_open_tunnels(
+    make_gateway: MakeGateway, ws_up: WsUpstream, tmp_path: Path
+) -> None:
     gw = make_gateway(ws_doc(ws_up.port))
     with open_ws(gw, "/echo") as ws:
         ws.send("one")
@@ -454,17 +475,26 @@ def test_wss_listener_and_https_upstream(make_gateway: MakeGateway, pki: Pki) ->
 # -- balancing ----------------------------------------------------------------------------------------
 
 
-def test_least_conn_counts_open_tunnels_and_hash_keeps_a_client_on_its_target(make_gateway: MakeGateway) -> None:
+def test_least_conn_counts_open_tunnels_and_hash_keeps_a_client_on_its_target(
+    make_gateway: MakeGateway,
+) -> None:
     with ws_upstream_thread() as a, ws_upstream_thread() as b:
         doc = ws_doc(a.port)
+        both = [f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"]
         doc["upstreams"] = {
-            "least": {"targets": [f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"], "balance": "least_conn"},
-            "hashed": {"targets": [f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"], "balance": {"hash": "header:X-User"}},
-        }  # fmt: skip
+            "least": {"targets": both, "balance": "least_conn"},
+            "hashed": {"targets": both, "balance": {"hash": "header:X-User"}},
+        }
         doc["routes"] = [
-            {"id": "least", "path": "/least/{*rest}", "upstream": "least", "strip_prefix": "/least", "websocket": True},
-            {"id": "hashed", "path": "/hashed/{*rest}", "upstream": "hashed", "strip_prefix": "/hashed", "websocket": True},
-        ]  # fmt: skip
+            {
+                "id": name,
+                "path": f"/{name}/{{*rest}}",
+                "upstream": name,
+                "strip_prefix": f"/{name}",
+                "websocket": True,
+            }
+            for name in ("least", "hashed")
+        ]
         gw = make_gateway(doc)
         with open_ws(gw, "/least/echo") as first, open_ws(gw, "/least/echo") as second:
             first.send("1")

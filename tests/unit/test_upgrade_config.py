@@ -55,9 +55,17 @@ def test_tunnel_settings_and_their_defaults() -> None:
     assert TunnelConfig() == TunnelConfig(idle_timeout=300.0, max_lifetime=0.0)
     route = route_of(websocket=True, tunnel={"idle_timeout": "90s", "max_lifetime": "12h"})
     assert route.tunnel == TunnelConfig(idle_timeout=90.0, max_lifetime=43200.0)
-    policy = compile_plan(parse_config(doc(websocket=True, tunnel={"idle_timeout": "1m"}), SOURCE)).routes[0].tunnel
+    policy = (
+        compile_plan(parse_config(doc(websocket=True, tunnel={"idle_timeout": "1m"}), SOURCE))
+        .routes[0]
+        .tunnel
+    )
     assert policy is not None
-    assert (policy.protocols, policy.idle_timeout, policy.max_lifetime) == (frozenset({b"websocket"}), 60.0, 0.0)
+    assert (policy.protocols, policy.idle_timeout, policy.max_lifetime) == (
+        frozenset({b"websocket"}),
+        60.0,
+        0.0,
+    )
     assert compile_plan(parse_config(doc(), SOURCE)).routes[0].tunnel is None
 
 
@@ -70,7 +78,10 @@ def test_tunnel_settings_and_their_defaults() -> None:
             "routes[0].websocket: false contradicts upgrade: [websocket]",
         ),
         ({"upgrade": []}, "routes[0].upgrade: expected a string or a non-empty list, found an empty list"),
-        ({"upgrade": ["web socket"]}, "routes[0].upgrade[0]: expected a protocol name like 'websocket', found 'web socket'"),
+        (
+            {"upgrade": ["web socket"]},
+            "routes[0].upgrade[0]: expected a protocol name like 'websocket', found 'web socket'",
+        ),
         ({"upgrade": [5]}, "routes[0].upgrade[0]: expected a protocol name like 'websocket', found 5"),
         (
             {"upgrade": ["h2c"]},

@@ -196,7 +196,9 @@ def _read_upgrade(section: Section) -> tuple[tuple[str, ...], TunnelConfig]:
     """The protocols a route lets a request switch to (``websocket: true``, ``upgrade: [...]``,
     or both) and the ``tunnel`` settings of the connections that switched."""
     websocket = section.get("websocket", read_bool)
-    protocols = dict.fromkeys(section.get("upgrade", read_list(_read_protocol, non_empty=True, single=True)) or ())
+    protocols = dict.fromkeys(
+        section.get("upgrade", read_list(_read_protocol, non_empty=True, single=True)) or ()
+    )
     if websocket is False and "websocket" in protocols:
         raise ConfigError(section.at("websocket"), "false contradicts upgrade: [websocket]")
     if websocket:

@@ -43,7 +43,9 @@ def _start_services() -> tuple[subprocess.Popen[str], dict[str, int]]:
     return proc, ports
 
 
-def run_demo(bind: str | None, smoke: bool, tls_bind: str | None = None, mobile_bind: str | None = None) -> int:
+def run_demo(
+    bind: str | None, smoke: bool, tls_bind: str | None = None, mobile_bind: str | None = None
+) -> int:
     from fastgw.demo import demo_urls, live_url, mobile_urls
 
     services, ports = _start_services()
@@ -54,8 +56,10 @@ def run_demo(bind: str | None, smoke: bool, tls_bind: str | None = None, mobile_
         cert, key = write_self_signed(Path(certificates.name))
         os.environ["FASTGW_DEMO_CERT"], os.environ["FASTGW_DEMO_KEY"] = str(cert), str(key)
         binds = (
-            ("FASTGW_DEMO_BIND", bind), ("FASTGW_DEMO_TLS_BIND", tls_bind), ("FASTGW_DEMO_MOBILE_BIND", mobile_bind)
-        )  # fmt: skip
+            ("FASTGW_DEMO_BIND", bind),
+            ("FASTGW_DEMO_TLS_BIND", tls_bind),
+            ("FASTGW_DEMO_MOBILE_BIND", mobile_bind),
+        )
         for variable, address in binds:
             if address:
                 os.environ[variable] = address
@@ -77,7 +81,9 @@ def run_demo(bind: str | None, smoke: bool, tls_bind: str | None = None, mobile_
                 urls = demo_urls(base) + demo_urls(secure) + mobile_urls(mobile)
                 lives = [(live_url(base, "smoke"), base), (live_url(secure, "smoke"), secure)]
                 trust = ssl.create_default_context(cafile=str(cert))
-                asyncio.get_running_loop().run_in_executor(None, _smoke_then_stop, urls, lives, trust, outcome)
+                asyncio.get_running_loop().run_in_executor(
+                    None, _smoke_then_stop, urls, lives, trust, outcome
+                )
                 return
             print(
                 f"\nfastgw demo: web gateway on {base} and {secure}, mobile gateway on {mobile}, in front of "
@@ -91,7 +97,8 @@ def run_demo(bind: str | None, smoke: bool, tls_bind: str | None = None, mobile_
             print("The mobile gateway: the same services, smaller answers, a tighter rate limit:")
             for url in mobile_urls(mobile):
                 print(f"  curl -i '{url}'")
-            print(f"Live basket updates (WebSocket; the basket as JSON now and at each change): {live_url(base)}")
+            print("Live basket updates (WebSocket: the basket as JSON now and at each change):")
+            print(f"  {live_url(base)}")
             print(f"  and over TLS: {live_url(secure)}")
             print("Ctrl-C to stop.\n", flush=True)
 
@@ -113,7 +120,7 @@ def _smoke_then_stop(
         for url, base in lives:
             try:
                 status = asyncio.run(_watch_basket(url, base, trust))
-            except (OSError, asyncio.TimeoutError, ValueError) as exc:
+            except (TimeoutError, OSError, ValueError) as exc:
                 print(f"ERR {url}: {exc!r}", flush=True)
                 status = 0
             else:

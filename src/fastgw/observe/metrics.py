@@ -133,7 +133,11 @@ def collect_gateway(
 
 
 def _add_histogram(
-    family: Family, labels: Labels, buckets: list[int], total: float, bounds: tuple[float, ...] = LATENCY_BOUNDS
+    family: Family,
+    labels: Labels,
+    buckets: list[int],
+    total: float,
+    bounds: tuple[float, ...] = LATENCY_BOUNDS,
 ) -> None:
     running = 0
     for bound, count in zip((*bounds, math.inf), buckets, strict=True):
