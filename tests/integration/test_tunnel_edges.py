@@ -10,6 +10,7 @@ a FIN from one side becomes a FIN to the other, a reset a reset."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import threading
@@ -112,6 +113,19 @@ def ends(sock: socket.socket) -> str:
     return "fin"
 
 
+@contextlib.contextmanager
+def asked(
+    gw: RunningGateway, raw_up: RawUpstream, after: bytes = b""
+) -> Iterator[tuple[socket.socket, socket.socket, bytes]]:
+    """A client that sent an upgrade request (and ``after`` in the same write), the upstream
+    connection it reached, and what the upstream read: the head and whatever came with it."""
+    with raw_connect(gw.port) as client:
+        client.sendall(build_request("GET", "/ws/t", UPGRADE) + after)
+        with raw_up.accept() as upstream:
+            head, extra = read_head(upstream)
+            yield client, upstream, head + extra
+
+
 def tunnel(gw: RunningGateway, raw_up: RawUpstream) -> tuple[socket.socket, socket.socket]:
     """A client and an upstream socket spliced by the gateway (the 101 read by the client)."""
     client = raw_connect(gw.port)
@@ -130,22 +144,18 @@ def test_bytes_sent_with_either_head_arrive_after_the_switch_in_order(
     make_gateway: MakeGateway, raw_up: RawUpstream
 ) -> None:
     gw = make_gateway(doc_for(raw_up.port))
-    with raw_connect(gw.port) as client:
-        client.sendall(build_request("GET", "/ws/t", UPGRADE) + b"EARLY-FROM-CLIENT")
-        upstream = raw_up.accept()
-        with upstream:
-            head, extra = read_head(upstream)
-            assert head.startswith(b"GET /ws/t HTTP/1.1\r\n")
-            assert extra == b""  # held by the gateway until the switch
-            upstream.sendall(SWITCH + b"TAIL-FROM-UPSTREAM")
-            assert recv_exactly(upstream, 17) == b"EARLY-FROM-CLIENT"
-            assert read_response(client).status == 101
-            assert recv_exactly(client, 18) == b"TAIL-FROM-UPSTREAM"
-            for i in range(20):  # arbitrary bytes (not even WebSocket frames) pass as they are
-                client.sendall(bytes([i]) * (i * 997 + 1))
-                assert recv_exactly(upstream, i * 997 + 1) == bytes([i]) * (i * 997 + 1)
-                upstream.sendall(bytes([255 - i]) * (i * 1009 + 1))
-                assert recv_exactly(client, i * 1009 + 1) == bytes([255 - i]) * (i * 1009 + 1)
+    with asked(gw, raw_up, b"EARLY-FROM-CLIENT") as (client, upstream, received):
+        assert received.startswith(b"GET /ws/t HTTP/1.1\r\n")
+        assert received.endswith(b"\r\n\r\n")  # the rest is held by the gateway until the switch
+        upstream.sendall(SWITCH + b"TAIL-FROM-UPSTREAM")
+        assert recv_exactly(upstream, 17) == b"EARLY-FROM-CLIENT"
+        assert read_response(client).status == 101
+        assert recv_exactly(client, 18) == b"TAIL-FROM-UPSTREAM"
+        for i in range(20):  # arbitrary bytes (not even WebSocket frames) pass as they are
+            client.sendall(bytes([i]) * (i * 997 + 1))
+            assert recv_exactly(upstream, i * 997 + 1) == bytes([i]) * (i * 997 + 1)
+            upstream.sendall(bytes([255 - i]) * (i * 1009 + 1))
+            assert recv_exactly(client, i * 1009 + 1) == bytes([255 - i]) * (i * 1009 + 1)
 
 
 def test_bytes_after_an_upgrade_never_reach_an_upstream_that_refused_it(
@@ -156,22 +166,18 @@ def test_bytes_after_an_upgrade_never_reach_an_upstream_that_refused_it(
     # one the gateway never routed.
     gw = make_gateway(doc_for(raw_up.port))
     smuggled = b"GET /admin HTTP/1.1\r\nHost: up\r\n\r\n"
-    with raw_connect(gw.port) as client:
-        client.sendall(build_request("GET", "/ws/t", UPGRADE) + smuggled)
-        upstream = raw_up.accept()
-        with upstream:
-            head, extra = read_head(upstream)
-            assert b"/admin" not in head + extra
-            upstream.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 6\r\n\r\nno way")
-            answer = read_response(client)
-            assert (answer.status, answer.body, answer.header("connection")) == (403, b"no way", "close")
-            assert ends(client) == "fin"
-            with raw_connect(gw.port) as other:  # the pooled upstream connection's next request
-                other.sendall(build_request("GET", "/plain/next"))
-                head, extra = read_head(upstream)  # the next request it reads is the gateway's
-                assert head.startswith(b"GET /plain/next HTTP/1.1\r\n") and extra == b""
-                upstream.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                assert read_response(other).status == 200
+    with asked(gw, raw_up, smuggled) as (client, upstream, received):
+        assert b"/admin" not in received
+        upstream.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 6\r\n\r\nno way")
+        answer = read_response(client)
+        assert (answer.status, answer.body, answer.header("connection")) == (403, b"no way", "close")
+        assert ends(client) == "fin"
+        with raw_connect(gw.port) as other:  # the pooled upstream connection's next request
+            other.sendall(build_request("GET", "/plain/next"))
+            head, extra = read_head(upstream)  # the next request it reads is the gateway's
+            assert head.startswith(b"GET /plain/next HTTP/1.1\r\n") and extra == b""
+            upstream.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            assert read_response(other).status == 200
 
 
 def test_a_client_sending_before_the_switch_is_held_within_the_buffer(
@@ -212,27 +218,23 @@ def test_a_101_is_spliced_whatever_its_accept_and_its_hop_by_hop_lines_are_the_g
     make_gateway: MakeGateway, raw_up: RawUpstream
 ) -> None:
     gw = make_gateway(doc_for(raw_up.port))
-    with raw_connect(gw.port) as client:
-        client.sendall(build_request("GET", "/ws/t", UPGRADE))
-        upstream = raw_up.accept()
-        with upstream:
-            read_head(upstream)
-            upstream.sendall(
-                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: WebSocket\r\nConnection: Upgrade, X-Secret\r\n"
-                b"X-Secret: hop\r\nKeep-Alive: timeout=5\r\nSec-WebSocket-Accept: not-the-right-one\r\n"
-                b"Sec-WebSocket-Protocol: chat\r\nX-Custom: kept\r\n\r\n"
-            )
-            answer = read_response(client)
-            assert answer.status == 101 and answer.reason == "Switching Protocols"
-            assert answer.header("sec-websocket-accept") == "not-the-right-one"  # the client's to check
-            assert answer.header("sec-websocket-protocol") == "chat"
-            assert answer.header("x-custom") == "kept"
-            assert answer.header_values("upgrade") == ["WebSocket"]
-            assert answer.header_values("connection") == ["Upgrade"]
-            assert answer.header("x-secret") is None and answer.header("keep-alive") is None
-            assert answer.header("x-request-id")
-            client.sendall(b"\x81\x85abcd" + bytes(c ^ b"abcd"[i % 4] for i, c in enumerate(b"hello")))
-            assert recv_exactly(upstream, 11)[6:] == bytes(c ^ b"abcd"[i % 4] for i, c in enumerate(b"hello"))
+    with asked(gw, raw_up) as (client, upstream, _):
+        upstream.sendall(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: WebSocket\r\nConnection: Upgrade, X-Secret\r\n"
+            b"X-Secret: hop\r\nKeep-Alive: timeout=5\r\nSec-WebSocket-Accept: not-the-right-one\r\n"
+            b"Sec-WebSocket-Protocol: chat\r\nX-Custom: kept\r\n\r\n"
+        )
+        answer = read_response(client)
+        assert answer.status == 101 and answer.reason == "Switching Protocols"
+        assert answer.header("sec-websocket-accept") == "not-the-right-one"  # the client's to check
+        assert answer.header("sec-websocket-protocol") == "chat"
+        assert answer.header("x-custom") == "kept"
+        assert answer.header_values("upgrade") == ["WebSocket"]
+        assert answer.header_values("connection") == ["Upgrade"]
+        assert answer.header("x-secret") is None and answer.header("keep-alive") is None
+        assert answer.header("x-request-id")
+        client.sendall(b"\x81\x85abcd" + bytes(c ^ b"abcd"[i % 4] for i, c in enumerate(b"hello")))
+        assert recv_exactly(upstream, 11)[6:] == bytes(c ^ b"abcd"[i % 4] for i, c in enumerate(b"hello"))
 
 
 @pytest.mark.parametrize(
@@ -247,16 +249,12 @@ def test_a_101_to_a_protocol_not_offered_is_a_502(
     make_gateway: MakeGateway, raw_up: RawUpstream, switch: bytes
 ) -> None:
     gw = make_gateway(doc_for(raw_up.port))
-    with raw_connect(gw.port) as client:
-        client.sendall(build_request("GET", "/ws/t", UPGRADE))
-        upstream = raw_up.accept()
-        with upstream:
-            read_head(upstream)
-            upstream.sendall(switch)
-            answer = read_response(client)
-            assert answer.status == 502
-            assert "upstream 'up' switched to a protocol it was not offered" in answer.body.decode()
-            assert ends(upstream) in ("fin", "reset")  # that connection is given up
+    with asked(gw, raw_up) as (client, upstream, _):
+        upstream.sendall(switch)
+        answer = read_response(client)
+        assert answer.status == 502
+        assert "upstream 'up' switched to a protocol it was not offered" in answer.body.decode()
+        assert ends(upstream) in ("fin", "reset")  # that connection is given up
 
 
 def test_a_pipelined_request_before_an_upgrade_is_answered_first(
@@ -319,38 +317,23 @@ def test_the_upstream_leaving_before_the_switch_is_a_502(
         assert ends(client) == "fin"
 
 
-def test_a_client_fin_in_the_tunnel_passes_on_and_the_other_direction_goes_on(
-    make_gateway: MakeGateway, raw_up: RawUpstream
+@pytest.mark.parametrize("side", ["client", "upstream"])
+def test_a_fin_in_the_tunnel_passes_on_and_the_other_direction_goes_on(
+    make_gateway: MakeGateway, raw_up: RawUpstream, side: str
 ) -> None:
     gw = make_gateway(doc_for(raw_up.port))
     client, upstream = tunnel(gw, raw_up)
+    closing, other = (client, upstream) if side == "client" else (upstream, client)
     with client, upstream:
-        client.sendall(b"last words")
-        client.shutdown(socket.SHUT_WR)
-        assert recv_exactly(upstream, 10) == b"last words"
-        assert upstream.recv(1) == b""  # the FIN, passed on
-        upstream.sendall(b"the reply still goes")  # half-closed: the other way is open
-        assert recv_exactly(client, 20) == b"the reply still goes"
-        upstream.shutdown(socket.SHUT_WR)
-        assert ends(client) == "fin"
-    gw_tunnels_end(gw, "client")
-
-
-def test_an_upstream_fin_in_the_tunnel_passes_on_and_the_other_direction_goes_on(
-    make_gateway: MakeGateway, raw_up: RawUpstream
-) -> None:
-    gw = make_gateway(doc_for(raw_up.port))
-    client, upstream = tunnel(gw, raw_up)
-    with client, upstream:
-        upstream.sendall(b"goodbye")
-        upstream.shutdown(socket.SHUT_WR)
-        assert recv_exactly(client, 7) == b"goodbye"
-        assert client.recv(1) == b""
-        client.sendall(b"late answer")
-        assert recv_exactly(upstream, 11) == b"late answer"
-        client.shutdown(socket.SHUT_WR)
-        assert ends(upstream) == "fin"
-    gw_tunnels_end(gw, "upstream")
+        closing.sendall(b"last words")
+        closing.shutdown(socket.SHUT_WR)
+        assert recv_exactly(other, 10) == b"last words"
+        assert other.recv(1) == b""  # the FIN, passed on
+        other.sendall(b"the reply still goes")  # half-closed: the other way is open
+        assert recv_exactly(closing, 20) == b"the reply still goes"
+        other.shutdown(socket.SHUT_WR)
+        assert ends(closing) == "fin"
+    gw_tunnels_end(gw, side)
 
 
 @pytest.mark.parametrize("side", ["client", "upstream"])
