@@ -2,7 +2,9 @@
 
 One Extension per .pyx file (the proxy's core, and the plugins' per-request paths that every
 rate-limited or authenticated request runs); ``fastgw.http._parser`` also compiles llhttp (``vendor/llhttp``, MIT, the
-parser inside httptools and Node.js) so that its callbacks can be C functions. ``FASTGW_DEBUG_BUILD=1`` builds with line tracing off, asserts on and
+parser inside httptools and Node.js) so that its callbacks can be C functions, and ``fastgw._proxy``
+compiles nghttp2's library (``vendor/nghttp2``, MIT, the HTTP/2 framing curl and Apache use) for
+the same reason: a fresh machine needs only a C compiler. ``FASTGW_DEBUG_BUILD=1`` builds with line tracing off, asserts on and
 writes ``cython -a`` annotation HTML next to the source, to check that the hot functions stay
 free of Python-object work.
 """
@@ -16,6 +18,8 @@ DEBUG = os.environ.get("FASTGW_DEBUG_BUILD") == "1"
 
 FLAGS = ["-O0", "-g"] if DEBUG else ["-O2"]
 LLHTTP = "vendor/llhttp"
+NGHTTP2 = "vendor/nghttp2"
+NGHTTP2_SOURCES = sorted(f"{NGHTTP2}/lib/{name}" for name in os.listdir(f"{NGHTTP2}/lib") if name.endswith(".c"))
 
 extensions = [
     Extension(
@@ -51,8 +55,10 @@ extensions = [
     ),
     Extension(
         "fastgw._proxy",
-        ["src/fastgw/_proxy.pyx"],
-        include_dirs=[f"{LLHTTP}/include"],  # reads llhttp_t fields; calls no llhttp function
+        ["src/fastgw/_proxy.pyx", *NGHTTP2_SOURCES],
+        # llhttp: reads llhttp_t fields, calls no llhttp function; nghttp2: compiled in, static
+        include_dirs=[f"{LLHTTP}/include", f"{NGHTTP2}/include", f"{NGHTTP2}/lib"],
+        define_macros=[("NGHTTP2_STATICLIB", None), ("HAVE_ARPA_INET_H", None), ("HAVE_NETINET_IN_H", None)],
         extra_compile_args=FLAGS,
     ),
 ]

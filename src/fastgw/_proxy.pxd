@@ -22,6 +22,8 @@ cdef class RequestIds
 cdef class Exchange
 cdef class Downstream
 cdef class UpstreamSide
+cdef class H2Connection
+cdef class H2Stream
 cdef class TunnelPolicy
 
 include "proxy/render.pxd"       # wire bytes and the direct-send outlet
@@ -31,7 +33,9 @@ include "proxy/plan.pxd"         # what the hot path reads of the compiled plan
 include "proxy/pool.pxd"         # a target's keep-alive pool (its synchronous half)
 include "proxy/limiter.pxd"      # concurrency limits
 include "proxy/exchange.pxd"     # one exchange, and the client and upstream sides' interfaces
+include "proxy/nghttp2.pxd"      # the HTTP/2 library compiled in (vendor/nghttp2)
 include "proxy/client.pxd"       # HTTP/1.1 client connections
+include "proxy/h2.pxd"           # HTTP/2 client connections and their streams
 include "proxy/upstream.pxd"     # HTTP/1.1 upstream connections
 include "proxy/collect.pxd"      # the gateway's own calls, answered in memory
 include "proxy/tunnel.pxd"       # protocol upgrades: the 101, then both connections spliced

@@ -6,7 +6,7 @@ from collections import deque
 from typing import Any, ClassVar, final
 
 from fastgw._router import Router
-from fastgw.config.schema import UpstreamTimeouts
+from fastgw.config.schema import Http2Config, UpstreamTimeouts
 from fastgw.errors import HttpFault
 from fastgw.hooks import BodyFilter, HookChain, RequestContext
 from fastgw.http._clock import Timed
@@ -292,9 +292,16 @@ class ListenerCore:
         trace_context: bool,
         tls: ServerTls | None = None,
         cert_headers: tuple[tuple[str, str], ...] = (),
+        http2: Http2Config | None = None,
     ) -> None: ...
     @property
     def router(self) -> Router: ...
+    @property
+    def h2c(self) -> bool: ...
+    @property
+    def h2_max_streams(self) -> int: ...
+    @property
+    def h2_stream_window(self) -> int: ...
     @property
     def max_header_bytes(self) -> int: ...
     @property

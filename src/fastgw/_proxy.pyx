@@ -49,6 +49,8 @@ Future, dict or per-header object; four clock reads; deadlines filed on the loop
 cimport cython
 from cpython.bytearray cimport PyByteArray_AS_STRING
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from libc.stdint cimport int32_t, uint8_t, uint32_t
 from libc.string cimport memchr, memcmp, memcpy
 
 from fastgw._router cimport MethodNotAllowed, RouteMatch
@@ -84,6 +86,7 @@ from fastgw.http.wire import (
     LAST_CHUNK,
     STATUS_LINES,
     TRANSFER_CHUNKED,
+    error_body,
     render_error,
     render_response,
 )
@@ -129,6 +132,8 @@ include "proxy/hooks.pyx"
 include "proxy/exchange.pyx"
 include "proxy/request_head.pyx"
 include "proxy/client.pyx"
+include "proxy/h2.pyx"
+include "proxy/h2_stream.pyx"
 include "proxy/upstream.pyx"
 include "proxy/collect.pyx"
 include "proxy/tunnel.pyx"

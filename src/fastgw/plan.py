@@ -154,8 +154,9 @@ class ListenerPlan(ListenerCore):
             config.headers_with_underscores,
             config.request_id_header,
             config.trace_context,
-            ServerTls(tls) if tls is not None else None,
+            ServerTls(tls, config.http2.enabled) if tls is not None else None,
             tls.client_certificates.headers if tls is not None and tls.client_certificates else (),
+            config.http2,
         )
         self.tls_front = tls_front  # live state: the listening socket's context, across reloads
         self.name = config.name

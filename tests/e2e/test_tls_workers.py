@@ -134,4 +134,3 @@ def test_check_reads_tls_settings_and_names_a_bad_file(tmp_path: Path, pki: Pki)
     assert result.stderr.strip() == (
         f"fastgw: invalid configuration: {bad}: {key_path}: {other.key} is not the key of {cert.cert}"
     )
-

@@ -168,19 +168,25 @@ def test_tls_1_2_uses_the_modern_cipher_list_only(
     assert "GCM" in answer.cipher or "CHACHA20" in answer.cipher
 
 
-def test_alpn_chooses_http_1_1(
+def test_alpn_offers_h2_then_http_1_1(
     make_gateway: MakeGateway, upstream: int, pki: Pki, certs: dict[str, Issued]
 ) -> None:
+    def chosen(gw: RunningGateway, offered: list[str]) -> str | None:
+        client = pki.client_context()
+        client.set_alpn_protocols(offered)
+        with tls_connect(gw.port, client, "gw.test") as sock:
+            return sock.selected_alpn_protocol()
+
     gw = make_gateway(tls_doc(upstream, certs["gw"]))
-    client = pki.client_context()
-    client.set_alpn_protocols(["h2", "http/1.1"])
-    answer, _ = https_get(gw.port, client)
-    assert (answer.status, answer.alpn) == (200, "http/1.1")
-    # A client offering only h2 gets no protocol chosen (and HTTP/1.1, which it may refuse).
-    only_h2 = pki.client_context()
-    only_h2.set_alpn_protocols(["h2"])
-    answer, _ = https_get(gw.port, only_h2)
-    assert answer.alpn is None
+    assert chosen(gw, ["h2", "http/1.1"]) == "h2"
+    assert chosen(gw, ["http/1.1"]) == "http/1.1"
+    assert chosen(gw, ["h3"]) is None  # nothing in common: no protocol chosen (HTTP/1.1 served)
+    answer, _ = https_get(gw.port, pki.client_context())  # no ALPN at all: HTTP/1.1
+    assert answer.status == 200
+    doc = tls_doc(upstream, certs["gw"])
+    doc["listeners"][0]["http2"] = False
+    without = make_gateway(doc)
+    assert chosen(without, ["h2", "http/1.1"]) == "http/1.1"
 
 
 def test_curl_over_https_sees_x_forwarded_proto_https(

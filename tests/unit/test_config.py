@@ -298,8 +298,8 @@ _VALUE_ERRORS: list[tuple[str, object, str]] = [
         "listeners[0].tiemouts",
         {},
         "listeners[0]: unknown key 'tiemouts'; expected one of: name, bind, trusted_proxies,"
-        " buffer_bytes, limits, timeouts, trace_context, headers_with_underscores, request_id_header, tls;"
-        " did you mean 'timeouts'?",
+        " buffer_bytes, limits, timeouts, trace_context, headers_with_underscores, request_id_header, tls,"
+        " http2; did you mean 'timeouts'?",
     ),
     # upstreams
     ("upstreams", {}, "upstreams: expected a non-empty mapping, found an empty mapping"),

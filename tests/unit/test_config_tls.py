@@ -39,7 +39,7 @@ def compile_error(doc: dict[str, Any]) -> str:
 def test_defaults(gw_cert: Issued) -> None:
     tls = parse(tls_doc(gw_cert)).listeners[0].tls
     assert tls is not None
-    assert (tls.min_version, tls.ciphers, tls.alpn) == ("1.2", MODERN_CIPHERS, ("http/1.1",))
+    assert (tls.min_version, tls.ciphers, tls.alpn) == ("1.2", MODERN_CIPHERS, None)
     assert (tls.tickets.enabled, tls.tickets.rotate, tls.tickets.secret) == (True, 3600.0, None)
     assert tls.client_certificates is None
     assert tls.certificates[0].key_path == f"{TLS}.certificates[0]"
@@ -70,7 +70,8 @@ def test_names_come_from_the_certificate(gw_cert: Issued) -> None:
         ({"certificates": [{"cert": "a.pem", "key": "a.key", "name": "x"}]}, "unknown key 'name'"),
         ({"min_version": "1.1"}, f"{TLS}.min_version: expected the lowest TLS version: '1.2' or '1.3'"),
         ({"min_version": 1.0}, f"{TLS}.min_version: expected the lowest TLS version"),
-        ({"alpn": ["h3"]}, f"{TLS}.alpn[0]: expected the name of an ALPN protocol (http/1.1), found 'h3'"),
+        ({"alpn": ["h3"]},
+         f"{TLS}.alpn[0]: expected the name of an ALPN protocol (h2, http/1.1), found 'h3'"),
         ({"session_tickets": {"secret": "short"}},
          f"{TLS}.session_tickets.secret: expected a secret of at least 16"),
         ({"session_tickets": {"rotate": 0}},

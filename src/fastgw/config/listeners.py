@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 
-from fastgw.config.schema import ClientTimeouts, Limits, ListenerConfig
+from fastgw.config.schema import ClientTimeouts, Http2Config, Limits, ListenerConfig
 from fastgw.config.syntax import GATEWAY_HEADERS, TOKEN
 from fastgw.config.tls import read_listener_tls
 from fastgw.config.validate import (
@@ -62,6 +62,34 @@ _read_client_timeouts = read_record(
 )
 
 
+_read_http2_record = read_record(
+    Http2Config,
+    {
+        "enabled": read_bool,
+        "h2c": read_bool,
+        "max_concurrent_streams": read_int(1, 10_000),
+        "stream_window_bytes": read_int(1024, 2**31 - 1),
+    },
+)
+
+
+def _read_http2(value: object, path: str) -> Http2Config:
+    """``http2: false``, or its settings (``http2: {h2c: true, max_concurrent_streams: 200}``)."""
+    if isinstance(value, bool):
+        return Http2Config(enabled=value)
+    return _read_http2_record(value, path)
+
+
+def _check_http2(listener: ListenerConfig, path: str) -> None:
+    http2, tls = listener.http2, listener.tls
+    if http2.h2c and not http2.enabled:
+        raise ConfigError(f"{path}.http2.h2c", "h2c needs http2 enabled")
+    if http2.h2c and tls is not None:
+        raise ConfigError(f"{path}.http2.h2c", "h2c is cleartext HTTP/2; a TLS listener offers h2 by ALPN")
+    if tls is not None and tls.alpn is not None and "h2" in tls.alpn and not http2.enabled:
+        raise ConfigError(f"{path}.tls.alpn", "offers h2, but the listener's http2 is off")
+
+
 def _read_request_id_header(value: object, path: str) -> str:
     if not isinstance(value, str) or not TOKEN.fullmatch(value) or "_" in value:
         raise expected(path, "a header name (an HTTP token without '_', like 'X-Request-Id')", value)
@@ -72,7 +100,7 @@ def _read_request_id_header(value: object, path: str) -> str:
 
 _LISTENER_KEYS = (
     "name", "bind", "trusted_proxies", "buffer_bytes", "limits", "timeouts", "trace_context",
-    "headers_with_underscores", "request_id_header", "tls",
+    "headers_with_underscores", "request_id_header", "tls", "http2",
 )  # fmt: skip
 _LISTENER_READERS: Mapping[str, Reader[object]] = {
     "trusted_proxies": read_list(_read_network),
@@ -83,6 +111,7 @@ _LISTENER_READERS: Mapping[str, Reader[object]] = {
     "headers_with_underscores": read_one_of("a policy", ("drop", "reject", "allow")),
     "request_id_header": _read_request_id_header,
     "tls": read_listener_tls,
+    "http2": _read_http2,
 }
 
 
@@ -96,5 +125,7 @@ def read_listeners(value: object, path: str) -> tuple[ListenerConfig, ...]:
         host, port = section.require("bind", read_address(0))
         if port:  # several listeners may each ask for an ephemeral port
             claim(binds, show_address((host, port)), section.path, section.at("bind"), "bind address")
-        listeners.append(ListenerConfig(name=name, host=host, port=port, **section.read(_LISTENER_READERS)))
+        listener = ListenerConfig(name=name, host=host, port=port, **section.read(_LISTENER_READERS))
+        _check_http2(listener, section.path)
+        listeners.append(listener)
     return tuple(listeners)

@@ -37,6 +37,16 @@ class ClientTimeouts:
 
 
 @dataclass(frozen=True, slots=True)
+class Http2Config:
+    """HTTP/2 from clients on a listener: offered by ALPN on TLS; cleartext only with ``h2c``."""
+
+    enabled: bool = True  # a TLS listener offers h2 (ALPN "h2", before "http/1.1")
+    h2c: bool = False  # cleartext with prior knowledge (RFC 9113 3.3), for internal listeners
+    max_concurrent_streams: int = 100  # SETTINGS_MAX_CONCURRENT_STREAMS
+    stream_window_bytes: int = 65535  # SETTINGS_INITIAL_WINDOW_SIZE: request body in flight per stream
+
+
+@dataclass(frozen=True, slots=True)
 class ListenerConfig:
     name: str
     host: str  # bind address
@@ -49,6 +59,7 @@ class ListenerConfig:
     headers_with_underscores: str = "drop"  # "drop" | "reject" (400) | "allow" (nginx, Envoy: not "allow")
     request_id_header: str = "X-Request-Id"  # read from clients, sent upstream, returned on every response
     tls: ListenerTlsConfig | None = None  # None: cleartext HTTP
+    http2: Http2Config = field(default_factory=Http2Config)
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,7 +359,7 @@ class AdminConfig:
 ACCESS_LOG_FIELDS = (
     "time", "request_id", "client", "method", "host", "path", "query", "listener", "route",
     "upstream", "status", "bytes_in", "bytes_out", "duration_ms", "upstream_ms", "trace_id",
-    "span_id", "consumer", "error", "tls_version", "tls_cipher",
+    "span_id", "consumer", "error", "protocol", "tls_version", "tls_cipher",
 )  # fmt: skip
 
 
@@ -396,6 +407,7 @@ class Config:
     tracing: TracingConfig | None = None  # None: no span export
     registries: RegistriesConfig = field(default_factory=RegistriesConfig)
     revision: int | None = None  # the version of the source read (etcd's mod revision); None: a file
+    digest: str = ""  # a file's revision: the SHA-256 of its bytes ("" when not read from a file)
 
 
 # -- TLS ----------------------------------------------------------------------------------------
@@ -441,7 +453,7 @@ class ListenerTlsConfig:
     certificates: tuple[CertificateConfig, ...]  # the first entry's names are the default's
     min_version: str = "1.2"  # "1.2" | "1.3"
     ciphers: str = MODERN_CIPHERS  # TLS 1.2 suites (OpenSSL syntax)
-    alpn: tuple[str, ...] = ("http/1.1",)
+    alpn: tuple[str, ...] | None = None  # None: h2 (when the listener's http2 is on), then http/1.1
     tickets: SessionTicketsConfig = field(default_factory=SessionTicketsConfig)
     client_certificates: ClientCertificatesConfig | None = None
     key_path: str = ""

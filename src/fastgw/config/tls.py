@@ -34,7 +34,7 @@ from fastgw.errors import ConfigError
 __all__ = ["read_https_redirect", "read_listener_tls", "read_upstream_tls"]
 
 _VERSIONS = ("1.2", "1.3")
-_ALPN = ("http/1.1",)  # h2 joins when HTTP/2 does
+_ALPN = ("h2", "http/1.1")
 _CERT_FIELDS = ("subject", "sans", "fingerprint")
 
 

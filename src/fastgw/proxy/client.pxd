@@ -33,6 +33,8 @@ cdef class ClientProtocol(Downstream):
     cdef public object server            # the ListenerServer that accepted the connection
     cdef public object transport
     cdef public HttpParser parser        # None once a request was refused
+    cdef H2Connection h2                 # the connection speaks HTTP/2: every read goes there
+    cdef bint first_read                 # nothing read yet (h2c: is it the HTTP/2 preface?)
     cdef public bint in_head             # a head began in an earlier read (its timeout runs)
     cdef public Exchange active          # the exchange answering now
     cdef public Exchange parsing         # the exchange whose body is being parsed
@@ -44,7 +46,6 @@ cdef class ClientProtocol(Downstream):
     cdef public double send_deadline     # write side: the client took nothing since; 0 = none
     cdef Py_ssize_t send_backlog         # unsent() when send_deadline was set
     cdef int sock_fd                     # the socket, for its send queue's size; -1 if none
-    cdef public bint draining
     cdef public bint lingering           # answered and half-closed: reading and dropping input
     cdef bint client_eof                 # the client half-closed
     cdef public bint closed
@@ -54,17 +55,14 @@ cdef class ClientProtocol(Downstream):
     cdef list out                        # the active exchange's response bytes, until flush()
     cdef bint rechunk                    # its body is re-framed chunked (length unknown)
     cdef bint close_after                # the connection ends after the active exchange
-    cdef RequestIds request_ids
     cdef unsigned long long generation   # the _plan_generation adopted
     cdef unsigned long long parser_generation  # ... and the one the parser's limits come from
-    cdef object last_host_header         # the last Host value checked, and its routing form
-    cdef object last_host
-    cdef unsigned long long trace_sample_max  # a new trace is sampled if its id's low half <= this
     cdef public list early               # after an upgrade request: the bytes that followed it,
                                          # held until the upstream switches (tunnel.pyx); else None
 
     cdef int adopt(self, ListenerCore listener) except -1
     cdef int tls_established(self, object ssl_object) except -1
+    cdef int start_h2(self) except -1
     cdef int renew_parser(self) except -1
     cdef int on_head(self, HttpParser parser) except -1
     cdef int on_message_complete(self) except -1
@@ -82,4 +80,4 @@ cdef class ClientProtocol(Downstream):
     cpdef check_deadline(self, double now)
 
 
-cdef Exchange read_request_head(ClientProtocol client, HttpParser parser)   # request_head.pyx
+cdef Exchange read_request_head(Downstream client, HttpParser parser)   # request_head.pyx

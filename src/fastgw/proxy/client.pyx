@@ -51,6 +51,7 @@ cdef class ClientProtocol(Downstream):
         self.lingering = False
         self.closed = False
         self.out = []
+        self.protocol = "1.1"
         self.tls_version = self.tls_cipher = None
         self.client_certificate = None
         self.cert_lines = b""
@@ -71,6 +72,7 @@ cdef class ClientProtocol(Downstream):
         server = self.server
         self.access_log = server.access_log
         self.spans = spans = server.spans
+        self.recent_errors = server.recent_errors
         # Without export every new trace is sampled: the gateway heads it for others.
         self.trace_sample_max = spans.sample_max if spans is not None else SAMPLE_ALL
         if self.peer is not None:
@@ -89,6 +91,8 @@ cdef class ClientProtocol(Downstream):
 
     # -- asyncio callbacks ---------------------------------------------------------------------
     def connection_made(self, transport) -> None:
+        self.h2 = None
+        self.first_read = True
         self.transport = transport
         self.write_bound = transport.write
         outlet_open(&self.outlet, transport)
@@ -103,8 +107,10 @@ cdef class ClientProtocol(Downstream):
             transport.close()
             return
         transport.set_write_buffer_limits(high=self.listener.buffer_bytes)
+        ssl_object = None
         if self.listener.tls is not None:
-            self.tls_established(transport.get_extra_info("ssl_object"))
+            ssl_object = transport.get_extra_info("ssl_object")
+            self.tls_established(ssl_object)
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer = peer[0]
@@ -112,6 +118,15 @@ cdef class ClientProtocol(Downstream):
             self.trusted = self.listener.is_trusted(peer[0])
         self.now = _now()
         self.set_deadline(self.now + self.listener.head_timeout)
+        if ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2":
+            self.start_h2()
+
+    cdef int start_h2(self) except -1:
+        """From here the connection speaks HTTP/2: every read goes to its H2Connection."""
+        self.parser = None
+        self.h2 = H2Connection(self)
+        self.h2.flush()  # the server's SETTINGS go first
+        return 0
 
     cdef int tls_established(self, object ssl_object) except -1:
         """A TLS listener's handshake is done (uvloop calls connection_made after it): note the
@@ -136,19 +151,30 @@ cdef class ClientProtocol(Downstream):
         self.closed = True
         self.outlet.fd = -1
         self.server.connections.discard(self)
+        if self.h2 is not None:
+            self.h2.lost()
         self.abandon(LEFT_DURING if self.active is not None and self.active.response_started else LEFT_BEFORE)
         self.wheel.unfile(self)  # else the wheel keeps this closed connection until its slot fires
 
     def data_received(self, data) -> None:
         if self.closed or self.lingering:
             return  # after a refusal: what the client still sends is read and dropped
+        self.now = _now()
+        if self.h2 is not None:
+            self.h2.received(data if type(data) is bytes else bytes(data))
+            return
+        if self.first_read:
+            self.first_read = False
+            if self.listener.h2c and data[:3] == b"PRI":  # RFC 9113 3.4's preface: prior knowledge
+                self.start_h2()
+                self.h2.received(data if type(data) is bytes else bytes(data))
+                return
         cdef HttpParser parser = self.parser
         if parser is None:
             if self.early is not None:
                 hold_early(self, data if type(data) is bytes else bytes(data))  # for the tunnel
             return  # refused: nothing after that is read
-        cdef double now = _now()
-        self.now = now
+        cdef double now = self.now
         if self.parser_generation != _plan_generation and parser.st.between:
             if self.generation != _plan_generation:
                 self.adopt(self.server.plan)
@@ -196,6 +222,9 @@ cdef class ClientProtocol(Downstream):
     def eof_received(self) -> bool:
         """The client half-closed: it sends nothing more (RFC 9112 9.6)."""
         self.client_eof = True
+        if self.h2 is not None:
+            self.h2.start_draining()  # what is in flight may still be answered; nothing new comes
+            return not self.closed
         cdef Exchange active = self.active
         if self.lingering or (active is None and self.parsing is None):
             self.outlet.fd = -1  # uvloop closes the transport now: nothing more goes out
@@ -225,6 +254,8 @@ cdef class ClientProtocol(Downstream):
     def resume_writing(self) -> None:
         self.write_paused = False
         self.send_deadline = 0.0
+        if self.h2 is not None:
+            self.h2.flush()  # what nghttp2 held back while the transport was full
         if self.active is not None:
             self.active.resume_upstream()
 
@@ -474,6 +505,8 @@ cdef class ClientProtocol(Downstream):
         cdef Exchange active = self.active
         self.active = None
         self.parsing = None
+        if self.h2 is not None:
+            self.h2.abandon(reason)
         if active is not None:
             active.client_lost(reason)
         for queued in self.queue:
@@ -506,6 +539,9 @@ cdef class ClientProtocol(Downstream):
     cpdef start_draining(self):
         """Graceful shutdown: finish what is in flight, close idle keep-alive connections now."""
         self.draining = True
+        if self.h2 is not None:
+            self.h2.start_draining()
+            return
         if self.active is None and not self.in_head and self.parsing is None:
             self.close()
 
@@ -522,7 +558,11 @@ cdef class ClientProtocol(Downstream):
                 return
             self.send_backlog = backlog  # it reads, slowly: the timeout counts from this progress
             self.send_deadline = now + self.listener.send_timeout
-        if self.deadline and now >= self.deadline:
+        if self.h2 is not None:
+            self.h2.expire(now)
+            if self.closed:
+                return
+        elif self.deadline and now >= self.deadline:
             self.check_deadline(now)
             if self.closed:
                 return
@@ -574,6 +614,10 @@ cdef object request_fault(HttpParser parser, int event, bint in_body):
         return ClientFault("too many request headers", 431)
     if event == EV_TARGET_TOO_LONG:
         return ClientFault("request target too long", 414)
+    if event == EV_UPGRADE:  # the requests that switch protocols and no route can take
+        if parser.method() == b"PRI":  # llhttp's name for the HTTP/2 preface (RFC 9113 3.4)
+            return ClientFault("HTTP/2 without TLS (h2c) is not enabled on this listener", 505)
+        return ClientFault("CONNECT is not supported: the gateway is not a forward proxy", 501)
     if in_body:
         return ClientFault(f"malformed request body: {parser.error()[:80]}")
     return ClientFault(f"malformed request: {parser.error()[:80]}")

@@ -79,10 +79,17 @@ cdef class Downstream(Timed):
     cdef RequestStats unrouted           # the listener's counters of requests matching no route
     cdef object access_log               # observe.access_log.AccessLog or None
     cdef object spans                    # observe.otlp.SpanExport or None
+    cdef object recent_errors            # observe.recent_errors.RecentErrors or None
+    cdef public str protocol             # the HTTP version spoken with the client: "1.1", "2"
     cdef public str tls_version          # the connection's TLS version ("TLSv1.3"), or None
     cdef public str tls_cipher           # ... and cipher suite, or None
     cdef public object client_certificate  # tls.server.ClientCertificate verified, or None
     cdef bytes cert_lines                # its facts as header lines for upstreams (b"": none)
+    cdef public bint draining            # the gateway drains: no request after the current ones
+    cdef RequestIds request_ids          # the listener's request-id generator
+    cdef unsigned long long trace_sample_max  # a new trace is sampled if its id's low half <= this
+    cdef object last_host_header         # the last Host value checked, and its routing form
+    cdef object last_host                # (PERF: a client repeats its Host)
 
     # The response, in order. Nothing reaches the client before flush() (or send_error /
     # send_answer, which write at once); the exchange flushes after each upstream read.
@@ -94,6 +101,9 @@ cdef class Downstream(Timed):
         # the final head; the client side chooses the body's framing
     cdef int send_body(self, Exchange x, bytes data) except -1
         # a piece of the body (never empty)
+    cdef int send_trailers(self, Exchange x, list pairs) except -1
+        # trailer fields (name, value) after the body, just before send_end (gRPC's status):
+        # sent where the protocol carries them (HTTP/2), dropped where it cannot
     cdef int send_end(self, Exchange x) except -1
         # the body is complete (and so is the response)
     cdef int send_error(self, Exchange x, object fault, list extra) except -1
@@ -175,6 +185,7 @@ cdef class Exchange:
     cdef public list add_response_headers  # (name, value) pairs added to the response head
     cdef public list body_filters        # hooks.BodyFilter objects the response body runs through
     cdef public bint response_started    # the response head went to the client
+    cdef public list trailers            # the upstream's trailer fields (name, value), or None
 
     # The machinery (exchange.pyx, hooks.pyx): its state, its upstream attempts, its end.
     cdef public ExchangeState state
@@ -224,6 +235,7 @@ cdef class Exchange:
     cdef int on_upstream_interim(self, int status, HeadLines* lines) except -1
     cdef int on_upstream_head(self, int status, HeadLines* lines) except -1
     cdef int on_upstream_body(self, bytes data) except -1
+    cdef int on_upstream_trailers(self, list pairs) except -1  # before on_upstream_complete
     cdef int on_upstream_complete(self, bint reusable) except -1
     cdef int on_upstream_flush(self) except -1          # end of one upstream read
     cdef int on_upstream_failed(self, int cause, str what, int status) except -1

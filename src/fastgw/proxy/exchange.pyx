@@ -16,6 +16,9 @@ cdef class Downstream(Timed):
     cdef int send_body(self, Exchange x, bytes data) except -1:
         raise NotImplementedError
 
+    cdef int send_trailers(self, Exchange x, list pairs) except -1:
+        return 0  # a client side that cannot carry trailers drops them
+
     cdef int send_end(self, Exchange x) except -1:
         raise NotImplementedError
 
@@ -138,6 +141,7 @@ cdef class Exchange:
         self.bytes_sent = 0
         self.response_status = 0
         self.response_started = False
+        self.trailers = None
         self.response_headers = None
         self.add_response_headers = None
         self.body_filters = None
@@ -238,8 +242,12 @@ cdef class Exchange:
         cdef RouteCore route = self.route
         cdef GroupCore group = <GroupCore>route.upstream
         cdef Target target = group.single
-        if route.total_timeout and not self.total_deadline:
-            self.total_deadline = _now() + route.total_timeout  # retries included
+        if route.total_timeout and self.upstream_sent_at == 0.0:
+            # From the first attempt, retries included; a client's own deadline (gRPC's
+            # grpc-timeout) may already be nearer.
+            at = _now() + route.total_timeout
+            if not self.total_deadline or at < self.total_deadline:
+                self.total_deadline = at
         if target is None:
             try:
                 target = group.pick(self) if exclude is None else group.pick(self, exclude)
@@ -493,6 +501,13 @@ cdef class Exchange:
         self.client.send_body(self, data)
         return 0
 
+    cdef int on_upstream_trailers(self, list pairs) except -1:
+        """The upstream's trailer fields (an HTTP/2 upstream's: gRPC's grpc-status and
+        grpc-message), passed on after the body by a client side that carries trailers."""
+        if self.state != X_DONE:
+            self.trailers = pairs
+        return 0
+
     cdef int on_upstream_complete(self, bint reusable) except -1:
         """The response ended; the upstream side has unbound itself."""
         self.conn = None
@@ -503,6 +518,8 @@ cdef class Exchange:
         self.release_head()  # an empty body: the head goes alone
         if not self.request_done:
             self.must_close = True  # we stop reading a body the upstream did not wait for
+        if self.trailers is not None:
+            self.client.send_trailers(self, self.trailers)
         self.client.send_end(self)
         self.client.flush()
         self.finish()
@@ -672,7 +689,8 @@ cdef class Exchange:
 
     cdef int observe_end(self, int status) except -1:
         """Every request ends here once: count it (C increments) and, when an access log or span
-        export is on, hand it the exchange (their only Python calls, and only then)."""
+        export is on, hand it the exchange (their only Python calls, and only then); an error or
+        a refusal (status >= 400, or 0: the client left) also goes to the recent errors, if kept."""
         cdef double now = _now()
         self.ended_at = now
         cdef double at = self.switched_at if self.switched_at else now  # a tunnel's: its 101
@@ -690,6 +708,8 @@ cdef class Exchange:
             client.access_log.record(self, status, now)
         if client.spans is not None:
             client.spans.record(self, status, now)
+        if (status >= 400 or status == 0) and client.recent_errors is not None:
+            client.recent_errors.record(self, status, now)  # the status page's error list
         return 0
 
     cdef int count_attempt(self, double now) except -1:

@@ -32,6 +32,9 @@ cdef class ListenerCore:
                                                  # certificate's facts sent upstream (mTLS)
     cdef readonly object owned_headers           # frozenset of lower-case names the gateway
                                                  # sets itself (clients' copies dropped), or None
+    cdef readonly bint h2c                       # cleartext HTTP/2 by prior knowledge
+    cdef readonly int h2_max_streams             # HTTP/2 SETTINGS: concurrent streams ...
+    cdef readonly int h2_stream_window           # ... and each stream's receive window
 
 
 cdef class RouteCore:

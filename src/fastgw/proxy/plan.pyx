@@ -7,7 +7,7 @@ cdef class ListenerCore:
 
     def __init__(
         self, Router router, limits, timeouts, Py_ssize_t buffer_bytes, str underscores,
-        str request_id_header, bint trace_context, tls=None, tuple cert_headers=(),
+        str request_id_header, bint trace_context, tls=None, tuple cert_headers=(), http2=None,
     ) -> None:
         self.router = router
         self.max_header_bytes = limits.max_header_bytes
@@ -30,6 +30,9 @@ cdef class ListenerCore:
         self.scheme = b"https" if tls is not None else b"http"
         self.cert_headers = tuple((field, header.encode("ascii")) for field, header in cert_headers)
         self.owned_headers = frozenset(h.lower() for _, h in self.cert_headers) or None
+        self.h2c = http2 is not None and http2.enabled and http2.h2c
+        self.h2_max_streams = http2.max_concurrent_streams if http2 is not None else 100
+        self.h2_stream_window = http2.stream_window_bytes if http2 is not None else 65535
 
 
 # A listener's headers_with_underscores, by its configured name.

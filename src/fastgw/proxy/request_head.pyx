@@ -1,6 +1,6 @@
 # -- an HTTP/1.1 request head: the checks llhttp leaves to us, and the forwarded-header block ----------
 
-cdef Exchange read_request_head(ClientProtocol client, HttpParser parser):
+cdef Exchange read_request_head(Downstream client, HttpParser parser):
     """Check the head and turn it into an Exchange; raises ClientFault to refuse it.
 
     PERF: llhttp left offsets, not objects: header names are classified in place and only

@@ -97,8 +97,9 @@ cdef class TunnelPolicy:
 cdef int upgrade_head(ClientProtocol client, HttpParser parser) except -1:
     """A head that switches protocols (EV_UPGRADE): checked and queued as any (``on_head``), then
     nothing more on this connection is parsed; what follows the head is held for the tunnel."""
-    if parser.method() == b"CONNECT":
-        raise ClientFault("CONNECT is not supported: the gateway is not a forward proxy", 501)
+    cdef bytes method = parser.method()
+    if method == b"CONNECT" or method == b"PRI":  # a tunnel to anywhere, the HTTP/2 preface
+        raise request_fault(parser, EV_UPGRADE, False)
     cdef Py_ssize_t after = parser.end - parser.pos
     cdef bytes tail = PyBytes_FromStringAndSize(parser.pos, after) if after > 0 else None
     client.on_head(parser)

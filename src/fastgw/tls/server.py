@@ -85,11 +85,11 @@ class ServerTls:
     __slots__ = ("alpn", "ciphers", "client_ca", "client_mode", "config", "default", "exact", "files",
                  "min_version", "wildcard")  # fmt: skip
 
-    def __init__(self, config: ListenerTlsConfig) -> None:
+    def __init__(self, config: ListenerTlsConfig, http2: bool = False) -> None:
         self.config = config
         self.min_version = _VERSIONS[config.min_version]
         self.ciphers = config.ciphers
-        self.alpn = list(config.alpn)
+        self.alpn = list(config.alpn or (("h2", "http/1.1") if http2 else ("http/1.1",)))
         clients = config.client_certificates
         self.client_mode = ssl.CERT_NONE
         self.client_ca: str | None = None
