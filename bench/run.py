@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from bench import http2, tls
+from bench import http2, tls, websocket
 from bench.status_poll import polling
 
 BENCH = Path(__file__).resolve().parent
@@ -69,7 +69,8 @@ class Scenario:
     tls: str = ""  # "client": HTTPS from wrk to the proxy; "upstream": HTTPS from the proxy upstream
     key_type: str = "ecdsa"  # of the proxy's certificate (bench/tls.py)
     driver: str = "wrk"  # or "new" / "reuse": TLS handshakes by openssl s_time (bench/tls.py),
-    #                      or "h2load": HTTP/2 clients, ``connections`` x ``streams`` (bench/http2.py)
+    #                      "h2load": HTTP/2 clients, ``connections`` x ``streams`` (bench/http2.py),
+    #                      "ws": WebSocket messages through the proxy to an echo upstream (bench/websocket.py)
     streams: int = 1  # h2load's concurrent streams per connection
     poll_admin: bool = False  # poll fastgw's admin API as an open status page does (status_poll.py)
 
@@ -111,6 +112,8 @@ SCENARIOS = [
                  tls="client" if name == "h2-tls" else "", contenders=("nginx", "fastgw"))
         for name in ("h2c", "h2-tls") for streams in (10, 1)
     ),
+    # WebSocket: small messages each way through open tunnels (bench/websocket.py).
+    Scenario("websocket", "/ws", connections=50, contenders=("nginx", "fastgw", "bare"), driver="ws"),
 ]  # fmt: skip
 
 
@@ -273,8 +276,11 @@ def header_script(workdir: Path, scenario: Scenario, headers: dict[str, str]) ->
 
 # -- contenders ----------------------------------------------------------------------------------
 def upstream_ports(upstreams: tuple[int, ...], scenario: Scenario) -> tuple[int, ...]:
-    """The upstream nginx's ports a scenario proxies to: its TLS port for ``https-upstream``."""
-    return upstreams[-1:] if scenario.tls == "upstream" else upstreams[: scenario.targets]
+    """The upstream ports a scenario proxies to: the upstream nginx's (its TLS port for
+    ``https-upstream``), or the WebSocket echo's (the fourth) for a WebSocket scenario."""
+    if scenario.driver == "ws":
+        return upstreams[3:4]
+    return upstreams[2:3] if scenario.tls == "upstream" else upstreams[: scenario.targets]
 
 
 def fastgw_config(workdir: Path, port: int, upstreams: tuple[int, ...], scenario: Scenario) -> Path:
@@ -295,7 +301,8 @@ def fastgw_config(workdir: Path, port: int, upstreams: tuple[int, ...], scenario
     if routes > 1:
         lines += [f"  - {{path: '/svc{i}/items/{{id}}', upstream: up}}" for i in range(routes)]
     plugins, top, _ = feature_parts(workdir, scenario.features)
-    lines.append(f"  - {{path: '/{{*rest}}', upstream: up, plugins: [{', '.join(plugins)}]}}")
+    upgrade = ", websocket: true" if scenario.driver == "ws" else ""
+    lines.append(f"  - {{path: '/{{*rest}}', upstream: up, plugins: [{', '.join(plugins)}]{upgrade}}}")
     lines += top
     path = workdir / f"fastgw-{scenario.name}.yaml"
     path.write_text("\n".join(lines) + "\n")
@@ -328,6 +335,7 @@ def start_nginx(
         server_tls=tls.nginx_server_tls(workdir, scenario.key_type) if scenario.tls == "client" else "",
         scheme="https" if scenario.tls == "upstream" else "http",
         upstream_tls=tls.nginx_upstream_tls(workdir) if scenario.tls == "upstream" else "",
+        connection=websocket.NGINX_UPGRADE if scenario.driver == "ws" else 'proxy_set_header Connection "";',
     )  # fmt: skip
     return process(["nginx", "-c", str(conf), "-p", str(workdir)], port, workdir)
 
@@ -425,7 +433,7 @@ def python_peer(script: str) -> Starter:
     def start(
         workdir: Path, port: int, upstreams: tuple[int, ...], scenario: Scenario
     ) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
-        argv = [sys.executable, str(PEERS / script), str(port), str(upstreams[0])]
+        argv = [sys.executable, str(PEERS / script), str(port), str(upstream_ports(upstreams, scenario)[0])]
         if scenario.tls == "client":
             argv += map(str, tls.certificate(workdir, scenario.key_type))
         return process(argv, port, workdir)
@@ -548,6 +556,8 @@ def measure(
             return http2.h2load(
                 port, scenario.path, seconds, scenario.connections, scenario.streams, scenario.tls == "client"
             )
+        if scenario.driver == "ws":
+            return websocket.drive(port, scenario.connections, seconds)
         return tls.handshakes(port, scenario.path, seconds, reuse=scenario.driver == "reuse")
 
     drive(max(1.0, seconds / 2))  # warm-up: pools filled, caches hot
@@ -578,28 +588,57 @@ def measure(
 
 def idle_connections(workdir: Path, upstreams: tuple[int, ...], count: int) -> list[Result]:
     """RSS of each proxy holding ``count`` idle keep-alive client connections (one request each)."""
+    request = b"GET /items/1 HTTP/1.1\r\nHost: bench\r\n\r\n"
+
+    def open_idle(port: int) -> list[socket.socket]:
+        socks = []
+        for _ in range(count):
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(request)
+            socks.append(s)
+        for s in socks:
+            s.settimeout(10)
+            if not s.recv(4096).startswith(b"HTTP/1.1 200"):
+                raise RuntimeError("a held connection was not answered")
+        return socks
+
+    return held(
+        workdir, upstreams, Scenario(f"idle-{count}", "/items/1", contenders=("nginx", "fastgw")), open_idle
+    )
+
+
+def idle_tunnels(workdir: Path, upstreams: tuple[int, ...], count: int) -> list[Result]:
+    """RSS of each proxy holding ``count`` idle WebSocket tunnels (switched, then silent)."""
+    scenario = Scenario(f"idle-ws-{count}", "/ws", contenders=("nginx", "fastgw"), driver="ws")
+    return held(workdir, upstreams, scenario, lambda port: websocket.open_tunnels(port, count))
+
+
+def held(
+    workdir: Path,
+    upstreams: tuple[int, ...],
+    scenario: Scenario,
+    open_them: Callable[[int], list[socket.socket]],
+) -> list[Result]:
+    """Each contender's RSS while it holds the connections ``open_them`` makes (printed with the
+    cost of each over the contender's RSS before)."""
     results = []
-    scenario = Scenario(f"idle-{count}", "/items/1", contenders=("nginx", "fastgw"))
     for name in scenario.contenders:
         port = free_port()
         with CONTENDERS[name](workdir, port, upstreams, scenario) as proc:
             assert proc is not None
-            socks = []
-            request = b"GET /items/1 HTTP/1.1\r\nHost: bench\r\n\r\n"
+            before = rss_mb(process_tree(proc.pid))
+            socks = open_them(port)
             try:
-                for _ in range(count):
-                    s = socket.create_connection(("127.0.0.1", port))
-                    s.sendall(request)
-                    socks.append(s)
-                for s in socks:
-                    s.settimeout(10)
-                    if not s.recv(4096).startswith(b"HTTP/1.1 200"):
-                        raise RuntimeError(f"{name}: a held connection was not answered")
                 time.sleep(1)
                 rss = rss_mb(process_tree(proc.pid))
             finally:
                 for s in socks:
                     s.close()
+            each = (rss - before) * 1024 / max(len(socks), 1)
+            print(
+                f"  {scenario.name:14} {name:8} {rss:7.1f} MB holding {len(socks)} ({each:.1f} KiB each)",
+                flush=True,
+            )
             results.append(Result(scenario.name, name, 0, 0, 0, 0, 0, 0, 0, [], rss))
     return results
 
@@ -707,10 +746,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS)
     parser.add_argument("--seconds", type=int, default=DEFAULT_SECONDS)
     parser.add_argument(
-        "--scenarios", default=",".join(s.name for s in SCENARIOS) + ",idle", help="comma-separated"
+        "--scenarios", default=",".join(s.name for s in SCENARIOS) + ",idle,idle-ws", help="comma-separated"
     )
     parser.add_argument("--contenders", default=",".join(DEFAULT_CONTENDERS), help="comma-separated")
     parser.add_argument("--idle", type=int, default=10_000, help="connections held in the idle scenario")
+    parser.add_argument("--idle-ws", type=int, default=1_000, help="tunnels held in the idle-ws scenario")
     parser.add_argument("--no-install", action="store_true", help="do not apt-get/pip install missing tools")
     parser.add_argument(
         "--baseline",
@@ -734,7 +774,7 @@ def main(argv: list[str] | None = None) -> int:
 def is_full_run(args: argparse.Namespace) -> bool:
     """Every scenario and every contender, rounds and seconds at least the defaults: a run fit to
     replace the figures the README shows."""
-    every_scenario = {s.name for s in SCENARIOS} | {"idle"}
+    every_scenario = {s.name for s in SCENARIOS} | {"idle", "idle-ws"}
     return (
         set(args.scenarios.split(",")) >= every_scenario
         and set(args.contenders.split(",")) >= set(DEFAULT_CONTENDERS)
@@ -763,13 +803,18 @@ def run(args: argparse.Namespace) -> int:
         workdir.chmod(0o755)  # nginx workers run as nobody: they must reach big.bin (else 403)
         (workdir / "big.bin").write_bytes(os.urandom(64 * 1024))
         (workdir / "big.bin").chmod(0o644)
-        upstreams = (free_port(), free_port(), free_port())  # the third speaks TLS (https-upstream)
+        # The upstream nginx's two ports and its TLS one (https-upstream), the WebSocket echo's.
+        upstreams = (free_port(), free_port(), free_port(), free_port())
         upstream = upstreams[0]
         conf = render(
             "nginx_upstream.conf", workdir, dir=workdir, port=upstream, port2=upstreams[1],
             port_tls=upstreams[2], server_tls=tls.nginx_server_tls(workdir, "ecdsa"),
         )  # fmt: skip
-        with process(["nginx", "-c", str(conf), "-p", str(workdir)], upstream, workdir):
+        echo = [sys.executable, str(PEERS / "ws_echo.py"), str(upstreams[3])]
+        with (
+            process(["nginx", "-c", str(conf), "-p", str(workdir)], upstream, workdir),
+            process(echo, upstreams[3], workdir),
+        ):
             for scenario in SCENARIOS:
                 if scenario.name not in wanted:
                     continue
@@ -792,6 +837,8 @@ def run(args: argparse.Namespace) -> int:
                     )
             if "idle" in wanted:
                 results += idle_connections(workdir, upstreams, args.idle)
+            if "idle-ws" in wanted:
+                results += idle_tunnels(workdir, upstreams, args.idle_ws)
     rows = with_ratios(results)
     print()
     print_table(rows)

@@ -24,6 +24,7 @@ cdef class Downstream
 cdef class UpstreamSide
 cdef class H2Connection
 cdef class H2Stream
+cdef class TunnelPolicy
 
 include "proxy/render.pxd"       # wire bytes and the direct-send outlet
 include "proxy/ids.pxd"          # request ids, W3C trace context
@@ -37,3 +38,4 @@ include "proxy/client.pxd"       # HTTP/1.1 client connections
 include "proxy/h2.pxd"           # HTTP/2 client connections and their streams
 include "proxy/upstream.pxd"     # HTTP/1.1 upstream connections
 include "proxy/collect.pxd"      # the gateway's own calls, answered in memory
+include "proxy/tunnel.pxd"       # protocol upgrades: the 101, then both connections spliced

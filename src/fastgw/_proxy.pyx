@@ -31,9 +31,12 @@ error response; after, a cut. A failed attempt is sent again only as ``upstream/
 rules allow. The gateway's own calls (an aggregate's backends) take the same path from step 2
 with an in-memory client side (``collect.pyx``).
 
+An Upgrade request (WebSocket) takes the same path to the upstream's 101; then ``tunnel.pyx``
+takes both connections over and splices them byte for byte until either side ends.
+
 The exchange talks to its client side and its upstream side only through the ``Downstream`` and
-``UpstreamSide`` interfaces (``proxy/exchange.pxd``), so an HTTP/2 stream or a WebSocket tunnel
-can drive the same exchange. The asyncio callbacks are ``def`` methods (asyncio duck-types its
+``UpstreamSide`` interfaces (``proxy/exchange.pxd``), so an HTTP/2 stream can drive the same
+exchange. The asyncio callbacks are ``def`` methods (asyncio duck-types its
 protocols); everything the pieces call on each other is ``cdef``; what Python calls (pools,
 listeners, plugins) is ``def`` or ``cpdef``.
 
@@ -133,3 +136,4 @@ include "proxy/h2.pyx"
 include "proxy/h2_stream.pyx"
 include "proxy/upstream.pyx"
 include "proxy/collect.pyx"
+include "proxy/tunnel.pyx"
