@@ -6,6 +6,7 @@ basket is a WebSocket on both, so a change made through one is seen live through
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -86,6 +87,18 @@ def test_each_gateway_has_its_own_routes_and_rate_limits(demo: RunningGateway) -
     mobile_limit = get(mobile, "/api/catalog/items/3").header("ratelimit-policy")
     assert web_limit is not None and mobile_limit is not None
     assert web_limit.startswith('"default";q=600') and mobile_limit.startswith('"default";q=120')
+
+
+def test_the_web_gateway_offers_http2_over_tls(demo: RunningGateway) -> None:
+    """curl offers h2 by ALPN to the demo's HTTPS listener, as ``fastgw demo`` prints, and gets it."""
+    out = subprocess.run(
+        ["curl", "-sSk", "--http2", "-w", "\\n%{http_version} %{http_code}",
+         f"https://127.0.0.1:{demo.port_of('public-tls')}/api/catalog/items/3"],
+        capture_output=True, timeout=30, check=True,
+    )  # fmt: skip
+    body, _, result = out.stdout.rpartition(b"\n")
+    assert result == b"2 200"
+    assert json.loads(body)["id"] == 3
 
 
 def test_one_pool_per_service_serves_both_gateways(demo: RunningGateway) -> None:

@@ -94,6 +94,7 @@ def run_demo(
                 print(f"  {url}" if url.startswith("curl") else f"  curl -i '{url}'")
             print(f"Over HTTPS (a self-signed certificate: -k, or --cacert {cert}):")
             print(f"  curl -ik '{demo_urls(secure)[1]}'")
+            print(f"  curl -ik --http2 '{demo_urls(secure)[1]}'   (HTTP/2, offered by ALPN)")
             print("The mobile gateway: the same services, smaller answers, a tighter rate limit:")
             for url in mobile_urls(mobile):
                 print(f"  curl -i '{url}'")
