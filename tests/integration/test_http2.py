@@ -88,6 +88,24 @@ def test_h2_over_tls_by_alpn_with_curl(make_gateway: MakeGateway, upstream: int,
         assert client.get("/echo").status == 200
 
 
+def test_streams_of_one_connection_are_routed_by_their_own_authority(
+    make_gateway: MakeGateway, upstream: int
+) -> None:
+    """The connection remembers the last host it checked (a client repeats it): a stream naming
+    another host must still be routed by its own, never the one before it."""
+    routes = [
+        {"id": "a", "path": "/{*rest}", "host": "a.test", "upstream": "up", "rewrite": "/echo/a"},
+        {"id": "b", "path": "/{*rest}", "host": "b.test", "upstream": "up", "rewrite": "/echo/b"},
+    ]
+    gw = make_gateway(h2c_doc(upstream, routes))
+    with H2Client(gw.port) as client:
+        hosts = ["a.test", "a.test", "b.test", "A.test:443", "b.test", "c.test"]
+        answers = [client.get("/x", authority=host) for host in hosts]
+    assert [a.status for a in answers[:5]] == [200] * 5 and answers[5].status == 404
+    paths = [echoed(a.body)["path"] for a in answers[:5]]
+    assert paths == ["/echo/a", "/echo/a", "/echo/b", "/echo/a", "/echo/b"]
+
+
 def test_many_concurrent_streams_on_one_connection(make_gateway: MakeGateway, upstream: int) -> None:
     gw = make_gateway(h2c_doc(upstream))
     with H2Client(gw.port) as client:

@@ -146,6 +146,7 @@ cdef class H2Stream(Downstream):
         if self.method is None or self.target is None:
             return self.refuse(ClientFault("missing :method or :path"))  # nghttp2 refuses these first
         cdef ListenerCore listener = self.listener
+        cdef ClientProtocol client
         cdef HttpParser parser = self.conn.head_parser()
         parser.feed(self.http1_head(authority, end_stream))
         cdef int event = parser.next()
@@ -158,6 +159,9 @@ cdef class H2Stream(Downstream):
             parser.release()
             return self.refuse(fault)
         parser.release()
+        client = self.conn.client
+        client.last_host_header = self.last_host_header  # PERF: the connection's next streams
+        client.last_host = self.last_host                # repeat it (init copies it from here)
         self.x = x
         if self.grpc_timeout > 0.0:
             x.total_deadline = self.now + self.grpc_timeout  # the client's deadline bounds the call
