@@ -88,3 +88,18 @@ def test_the_checks_see_what_they_check() -> None:
     assert "fastgw._router" in imported(SRC / "_proxy.pxd")
     assert "fastgw.config" in imported(SRC / "reload.py")
     assert offenders("fastgw.reload", "fastgw.config") != []
+
+
+def test_no_source_file_is_over_900_lines() -> None:
+    """One responsibility per module: a file past 900 lines is doing two things (the generated C,
+    the vendored libraries and the type stubs aside)."""
+    root = SRC.parents[1]
+    sources = [
+        path
+        for folder in (SRC, root / "bench")
+        for path in folder.rglob("*")
+        if path.suffix in (".py", ".pyx", ".pxd", ".pxi")
+    ]
+    assert len(sources) > 50
+    too_long = {str(p.relative_to(root)): n for p in sources if (n := len(p.read_text().splitlines())) > 900}
+    assert too_long == {}
