@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from bench import tls
+from bench.status_poll import polling
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -62,6 +63,7 @@ class Scenario:
     tls: str = ""  # "client": HTTPS from wrk to the proxy; "upstream": HTTPS from the proxy upstream
     key_type: str = "ecdsa"  # of the proxy's certificate (bench/tls.py)
     driver: str = "wrk"  # or "new" / "reuse": TLS handshakes by openssl s_time (bench/tls.py)
+    poll_admin: bool = False  # poll fastgw's admin API as an open status page does (status_poll.py)
 
 
 SCENARIOS = [
@@ -80,6 +82,9 @@ SCENARIOS = [
     Scenario("jwt+ratelimit", "/items/1", contenders=("nginx", "fastgw"), features=("jwt", "rate_limit")),
     Scenario("access-log", "/items/1", contenders=("nginx", "fastgw"), features=("access_log",)),
     Scenario("cached", "/items/1", contenders=("nginx", "fastgw"), features=("cache",)),
+    # The status page's cost: its sampler alone, then with the page open (polling the admin API).
+    Scenario("admin", "/items/1", contenders=("nginx", "fastgw"), features=("admin",)),
+    Scenario("status-page", "/items/1", contenders=("nginx", "fastgw"), features=("admin",), poll_admin=True),
     # The balancer's cost: two targets, so fastgw picks per request instead of taking its single one.
     *(
         Scenario(f"balance-{name}", "/items/1", contenders=("nginx", "fastgw"), targets=2, balance=name)
@@ -218,7 +223,17 @@ FEATURES: dict[str, Callable[[Path], tuple[list[str], list[str], dict[str, str]]
     "access_log": lambda workdir: ([], [f"access_log: {{sink: '{workdir / 'access.log'}'}}"], {}),
     # every request after the first a hit: the upstream is not asked
     "cache": lambda _: (["{name: cache, ttl: 60s}"], [], {}),
+    # an admin listener: the status page's sampler runs, and errors are kept for it
+    "admin": lambda workdir: ([], [f"admin: {{bind: '127.0.0.1:{admin_port(workdir)}'}}"], {}),
 }
+
+
+def admin_port(workdir: Path) -> int:
+    """The admin listener's port in this bench run (chosen once, kept in the work directory)."""
+    saved = workdir / "admin.port"
+    if not saved.exists():
+        saved.write_text(str(free_port()))
+    return int(saved.read_text())
 
 
 def feature_parts(workdir: Path, features: tuple[str, ...]) -> tuple[list[str], list[str], dict[str, str]]:
@@ -617,6 +632,8 @@ def print_table(rows: list[dict[str, object]]) -> None:
 
 
 def draw_chart(rows: list[dict[str, object]], path: Path) -> None:
+    """Two panels over the same scenarios: requests/s and CPU per request, each relative to nginx
+    in the same run (more requests/s is better; less CPU per request is better)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -628,27 +645,37 @@ def draw_chart(rows: list[dict[str, object]], path: Path) -> None:
         if any(r.get("rps_vs_nginx") for r in rows if r["scenario"] == s)
     ]
     contenders = list(dict.fromkeys(str(r["contender"]) for r in rows))
-    fig, ax = plt.subplots(figsize=(10, 4.5))
+    fig, (rps_ax, cpu_ax) = plt.subplots(2, 1, figsize=(11, 8), sharex=True)
     width = 0.8 / max(len(contenders), 1)
-    for i, name in enumerate(contenders):
-        values = [
-            next(
-                (
-                    float(r["rps_vs_nginx"])
-                    for r in rows
-                    if r["scenario"] == s and r["contender"] == name and r.get("rps_vs_nginx")
-                ),
-                0.0,
-            )
-            for s in scenarios
-        ]
-        ax.bar([x + i * width for x in range(len(scenarios))], values, width, label=name)
-    ax.axhline(1.0, color="black", linewidth=0.8)
-    ax.set_xticks([x + width * (len(contenders) - 1) / 2 for x in range(len(scenarios))], scenarios)
-    ax.tick_params(axis="x", labelrotation=20)
-    ax.set_ylabel("requests/s relative to nginx")
-    ax.set_title("fastgw and peers, one worker each, same machine, same run")
-    ax.legend()
+    panels = (
+        (rps_ax, "rps_vs_nginx", "requests/s relative to nginx (higher is better)"),
+        (cpu_ax, "cpu_vs_nginx", "CPU per request relative to nginx (lower is better)"),
+    )
+    for ax, key, label in panels:
+        for i, name in enumerate(contenders):
+            values = [
+                next(
+                    (
+                        float(r[key])  # type: ignore[arg-type]
+                        for r in rows
+                        if r["scenario"] == s and r["contender"] == name and r.get(key)
+                    ),
+                    0.0,
+                )
+                for s in scenarios
+            ]
+            ax.bar([x + i * width for x in range(len(scenarios))], values, width, label=name)
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_ylabel(label)
+    # A ratio on a log scale: twice the CPU and half of it lie as far from nginx's 1.0, and a slow
+    # peer's 18x does not flatten the rest.
+    cpu_ax.set_yscale("log")
+    cpu_ax.set_yticks([0.5, 1, 2, 5, 10, 20], ["0.5", "1", "2", "5", "10", "20"])
+    cpu_ax.minorticks_off()
+    cpu_ax.set_xticks([x + width * (len(contenders) - 1) / 2 for x in range(len(scenarios))], scenarios)
+    cpu_ax.tick_params(axis="x", labelrotation=20)
+    rps_ax.set_title("fastgw and peers, one worker each, same machine, same run")
+    rps_ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -730,7 +757,11 @@ def run(args: argparse.Namespace) -> int:
                     port = upstream if name == "direct" else free_port()
                     _, _, headers = feature_parts(workdir, scenario.features)
                     script = header_script(workdir, scenario, headers) if headers else None
-                    with CONTENDERS[name](workdir, port, upstreams, scenario) as proc:
+                    polled = scenario.poll_admin and name in ("fastgw", "baseline")
+                    with (
+                        CONTENDERS[name](workdir, port, upstreams, scenario) as proc,
+                        polling(admin_port(workdir) if polled else None),
+                    ):
                         result = measure(name, proc, port, scenario, args.rounds, args.seconds, script)
                     results.append(result)
                     print(

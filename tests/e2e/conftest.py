@@ -27,6 +27,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +36,7 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.ports import free_port
 from tests.support.procs import Proc, ProcessReaper, reaper
@@ -192,6 +195,37 @@ def run_cli(
         with contextlib.suppress(ProcessLookupError, PermissionError):  # whatever it left behind
             os.killpg(popen.pid, signal.SIGKILL)
     return CliResult(popen.returncode, out, err)
+
+
+# -- the admin API ---------------------------------------------------------------------------------
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def admin_call(port: int, path: str, method: str = "GET", token: str | None = None) -> tuple[int, Any]:
+    """The admin API's status and answer (JSON decoded when it is JSON), with the token if given."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=15) as response:
+            body = response.read().decode()
+            status = response.status
+            kind = response.headers.get("Content-Type", "")
+    except urllib.error.HTTPError as error:
+        body, status, kind = error.read().decode(), error.code, error.headers.get("Content-Type", "")
+    return status, json.loads(body) if kind.startswith("application/json") else body
+
+
+def scrape_metrics(port: int, token: str | None = None) -> Samples:
+    """``/metrics`` as {(name, sorted labels): value}."""
+    status, text = admin_call(port, "/metrics", token=token)
+    assert status == 200
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 # -- the upstream ----------------------------------------------------------------------------------

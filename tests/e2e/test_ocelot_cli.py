@@ -22,7 +22,7 @@ def test_import_writes_yaml_that_passes_check_and_prints_the_report(tmp_path: Pa
     assert result.code == 0, result.stderr
     assert result.stdout.startswith(f"Ocelot configuration: {DATA / 'reroutes-legacy.json'}\n")
     assert "  read as: ReRoutes (Ocelot before 16.0)" in result.stdout
-    assert "  approximated       RateLimitOptions: 2 requests per 1m" in result.stdout
+    assert "  approximated   RateLimitOptions: 2 requests per 1m" in result.stdout
     assert result.stdout.endswith(f"\nwrote {output}\n")
     check = run_cli("check", "-c", str(output))
     assert check.code == 0 and check.stdout.startswith(f"{output}: OK"), check.stderr
@@ -99,19 +99,16 @@ def test_what_cannot_be_translated_is_a_one_line_error(tmp_path: Path) -> None:
             f"fastgw: invalid configuration: {broken}: invalid JSON at line 3, column 59:"
             " unexpected character, expected a JSON value"
         )
-    only_tls = tmp_path / "tls" / "ocelot.json"
-    only_tls.parent.mkdir()
-    route = {"UpstreamPathTemplate": "/a", "DownstreamPathTemplate": "/a", "DownstreamScheme": "https",
-             "DownstreamHostAndPorts": [{"Host": "example.com", "Port": 443}]}  # fmt: skip
-    only_tls.write_text(json.dumps({"Routes": [route]}))
-    for args in (("import", "ocelot", str(only_tls)), ("run", "-c", str(only_tls))):
+    only_ws = tmp_path / "ws" / "ocelot.json"
+    only_ws.parent.mkdir()
+    route = {"UpstreamPathTemplate": "/a", "DownstreamPathTemplate": "/a", "DownstreamScheme": "ws",
+             "DownstreamHostAndPorts": [{"Host": "example.com", "Port": 80}]}  # fmt: skip
+    only_ws.write_text(json.dumps({"Routes": [route]}))
+    for args in (("import", "ocelot", str(only_ws)), ("run", "-c", str(only_ws))):
         result = run_cli(*args)
         assert result.code == 2 and "Traceback" not in result.stderr
         assert result.stderr.strip().splitlines()[-1] == (
-            f"fastgw: invalid configuration: {only_tls}: Routes: no route could be translated"
+            f"fastgw: invalid configuration: {only_ws}: Routes: no route could be translated"
             " (see the report for each route's reason)"
         )
-        assert (
-            "DownstreamScheme" in result.stderr
-            and "fastgw does not speak TLS to upstreams yet" in result.stderr
-        )
+        assert "DownstreamScheme" in result.stderr and "does not proxy WebSocket upgrades" in result.stderr

@@ -10,16 +10,13 @@ import re
 import shutil
 import signal
 import subprocess
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.conftest import RunGateway, Upstream, gateway_doc, wait_for
+from tests.e2e.conftest import RunGateway, Upstream, admin_call, gateway_doc, scrape_metrics, wait_for
 from tests.support.ports import free_port, wait_for_port
 from tests.support.rawhttp import build_request, connect, read_response
 
@@ -35,34 +32,10 @@ def _ops_doc(upstream: Upstream, **ops: Any) -> tuple[dict[str, Any], int]:
     return doc, admin_port
 
 
-def _admin(port: int, path: str, method: str = "GET", token: str | None = None) -> tuple[int, Any]:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
-    if token is not None:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=15) as response:
-            body = response.read().decode()
-            status = response.status
-            kind = response.headers.get("Content-Type", "")
-    except urllib.error.HTTPError as error:
-        body, status, kind = error.read().decode(), error.code, error.headers.get("Content-Type", "")
-    return status, json.loads(body) if kind.startswith("application/json") else body
-
-
 def _get(port: int, target: str, headers: list[tuple[str, str]] | None = None) -> Any:
     with connect(port) as sock:
         sock.sendall(build_request("GET", target, [*(headers or []), ("Connection", "close")]))
         return read_response(sock)
-
-
-def _metrics(admin_port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    status, text = _admin(admin_port, "/metrics")
-    assert status == 200
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
 
 
 def _forwarded(response: Any, name: str) -> list[str]:
@@ -86,7 +59,7 @@ def test_metrics_count_known_traffic_across_two_workers(
     for code in (401, 403, 429, 503):
         assert _get(gw.port, f"/status/{code}").status == code
     assert len(prefixes) == 2, "both workers served: the scrape must add them up"
-    m = _metrics(admin_port)
+    m = scrape_metrics(admin_port)
     route = (("method", "GET"), ("route", "all"))
     assert m[("fastgw_requests_total", (*route, ("status", "2xx")))] == 40
     assert m[("fastgw_requests_total", (*route, ("status", "4xx")))] == 3
@@ -222,36 +195,36 @@ def test_admin_api_answers_json_and_reloads(run_gateway: RunGateway, upstream_pr
     doc, admin_port = _ops_doc(upstream_proc)
     gw = run_gateway(doc)
     wait_for_port(admin_port)
-    assert _admin(admin_port, "/healthz") == (200, {"status": "ok"})
-    assert _admin(admin_port, "/readyz") == (200, {"status": "ready"})
+    assert admin_call(admin_port, "/healthz") == (200, {"status": "ok"})
+    assert admin_call(admin_port, "/readyz") == (200, {"status": "ready"})
     assert _get(gw.port, "/echo/1").status == 200
-    status, routes = _admin(admin_port, "/routes")
+    status, routes = admin_call(admin_port, "/routes")
     assert status == 200 and [
         (r["id"], r["requests"], r["requests_by_status"]) for r in routes["routes"]
     ] == [("all", 1, {"2xx": 1})]
-    status, upstreams = _admin(admin_port, "/upstreams")
+    status, upstreams = admin_call(admin_port, "/upstreams")
     [target] = upstreams["upstreams"][0]["targets"]
     assert target["up"] is True and target["pool"]["opened"] == 1 and target["pool"]["idle"] == 1
-    assert _admin(admin_port, "/nope") == (404, {"error": "no admin endpoint /nope"})
-    assert _admin(admin_port, "/reload")[0] == 405
+    assert admin_call(admin_port, "/nope") == (404, {"error": "no admin endpoint /nope"})
+    assert admin_call(admin_port, "/reload")[0] == 405
 
     doc["routes"].append(
         {"id": "extra", "path": "/extra/{*rest}", "upstream": "up", "rewrite": "/echo/{rest}"}
     )
     gw.config_path.write_text(yaml.safe_dump(doc))
-    assert _admin(admin_port, "/reload", "POST") == (200, {"ok": True, "routes": 2})
+    assert admin_call(admin_port, "/reload", "POST") == (200, {"ok": True, "routes": 2})
     assert _get(gw.port, "/extra/x").status == 200
 
     gw.config_path.write_text(
         yaml.safe_dump({**doc, "routes": [{"id": "bad", "path": "/x", "upstream": "nowhere"}]})
     )
-    status, answer = _admin(admin_port, "/reload", "POST")
+    status, answer = admin_call(admin_port, "/reload", "POST")
     assert status == 400 and answer["ok"] is False
     assert answer["error"].startswith(
         f"{gw.config_path}: routes[0].upstream: expected the name of an upstream"
     )
     assert _get(gw.port, "/extra/x").status == 200  # the running configuration stayed
-    m = _metrics(admin_port)
+    m = scrape_metrics(admin_port)
     assert m[("fastgw_config_reloads_total", (("result", "success"),))] == 1
     assert m[("fastgw_config_reloads_total", (("result", "failure"),))] == 1
     assert m[("fastgw_config_last_reload_successful", ())] == 0
@@ -262,13 +235,13 @@ def test_admin_token_is_required_when_set(run_gateway: RunGateway, upstream_proc
     doc, admin_port = _ops_doc(upstream_proc, admin={"token": "s3cret"})
     run_gateway(doc)
     wait_for_port(admin_port)
-    assert _admin(admin_port, "/healthz") == (200, {"status": "ok"})  # for probes, without a token
+    assert admin_call(admin_port, "/healthz") == (200, {"status": "ok"})  # for probes, without a token
     for path in ("/metrics", "/routes", "/upstreams"):
-        status, answer = _admin(admin_port, path)
+        status, answer = admin_call(admin_port, path)
         assert status == 401 and "token" in answer["error"]
-        assert _admin(admin_port, path, token="wrong")[0] == 401
-        assert _admin(admin_port, path, token="s3cret")[0] == 200
-    assert _admin(admin_port, "/reload", "POST")[0] == 401
+        assert admin_call(admin_port, path, token="wrong")[0] == 401
+        assert admin_call(admin_port, path, token="s3cret")[0] == 200
+    assert admin_call(admin_port, "/reload", "POST")[0] == 401
 
 
 def _authorized(port: int, authorization: str | None) -> tuple[int, str | None]:
@@ -311,7 +284,7 @@ def test_sighup_reloads_every_worker(run_gateway: RunGateway, upstream_proc: Ups
     wait_for_port(admin_port)
 
     def reloads(result: str) -> float:
-        return _metrics(admin_port)[("fastgw_config_reloads_total", (("result", result),))]
+        return scrape_metrics(admin_port)[("fastgw_config_reloads_total", (("result", result),))]
 
     doc["routes"].append(
         {"id": "added", "path": "/added/{*rest}", "upstream": "up", "rewrite": "/echo/{rest}"}
@@ -340,7 +313,7 @@ def test_watch_reloads_a_changed_file(
     doc["routes"] = [{"id": "later", "path": "/later/{*rest}", "upstream": "up", "rewrite": "/echo/{rest}"}]
     path.write_text(yaml.safe_dump(doc))
     wait_for(lambda: _get(port, "/later/x").status == 200, 10, "the watched file's new route")
-    assert _admin(admin_port, "/routes")[1]["routes"][0]["id"] == "later"
+    assert admin_call(admin_port, "/routes")[1]["routes"][0]["id"] == "later"
 
 
 # -- reload under load -----------------------------------------------------------------------------
@@ -371,20 +344,20 @@ def test_reloads_under_wrk_load_lose_nothing(
     )
     try:
         wait_for(
-            lambda: _metrics(admin_port)[("fastgw_workers_reporting", ())] == 2 and wrk.poll() is None,
+            lambda: scrape_metrics(admin_port)[("fastgw_workers_reporting", ())] == 2 and wrk.poll() is None,
             10,
             "load",
         )
         doc["routes"].append({"id": "r1", "path": "/r1", "upstream": "up"})
         gw.config_path.write_text(yaml.safe_dump(doc))
-        assert _admin(admin_port, "/reload", "POST")[1]["ok"] is True
+        assert admin_call(admin_port, "/reload", "POST")[1]["ok"] is True
         doc["routes"].append({"id": "r2", "path": "/r2", "upstream": "up"})
         gw.config_path.write_text(yaml.safe_dump(doc))
         os.kill(gw.pid, signal.SIGHUP)
         success = ("fastgw_config_reloads_total", (("result", "success"),))
-        wait_for(lambda: _metrics(admin_port)[success] == 2, 10, "the SIGHUP reload")
+        wait_for(lambda: scrape_metrics(admin_port)[success] == 2, 10, "the SIGHUP reload")
         gw.config_path.write_text("listeners: [")
-        status, answer = _admin(admin_port, "/reload", "POST")
+        status, answer = admin_call(admin_port, "/reload", "POST")
         assert status == 400 and "invalid YAML" in answer["error"]
         out, _ = wrk.communicate(timeout=60)
     finally:
@@ -395,50 +368,10 @@ def test_reloads_under_wrk_load_lose_nothing(
     assert requests > 1000, out
     assert "Socket errors" not in out, out
     assert "Non-2xx" not in out, out
-    m = _metrics(admin_port)
+    m = scrape_metrics(admin_port)
     assert m[("fastgw_config_reloads_total", (("result", "success"),))] == 2
     assert m[("fastgw_config_reloads_total", (("result", "failure"),))] == 1
     assert gw.worker_pids() == pids[1:]  # no worker was replaced
     # Client connections closed and pooled upstream ones idle out (1 s): every fd opened for the
     # load is closed again.
     wait_for(lambda: all(_fd_count(pid) <= baseline[pid] for pid in pids), 15, "fds back to their baseline")
-
-
-# -- the status page -------------------------------------------------------------------------------
-
-
-def test_status_page_shows_the_routes_in_headless_chromium(
-    run_gateway: RunGateway, upstream_proc: Upstream, tmp_path: Path
-) -> None:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    doc, admin_port = _ops_doc(upstream_proc)
-    doc["routes"].insert(
-        0, {"id": "catalog", "path": "/catalog/{*rest}", "upstream": "up", "methods": ["GET"]}
-    )
-    run_gateway(doc)
-    wait_for_port(admin_port)
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium") or "chromium"
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(
-        options=options, service=Service(shutil.which("chromedriver") or "chromedriver")
-    )
-    try:
-        driver.get(f"http://127.0.0.1:{admin_port}/")
-        WebDriverWait(driver, 20).until(
-            lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-loaded")
-        )
-        rows = driver.find_elements(By.CSS_SELECTOR, "#routes tbody tr")
-        assert [r.get_attribute("data-route") for r in rows] == ["catalog", "all"]
-        assert "/catalog/{*rest}" in rows[0].text
-        targets = driver.find_elements(By.CSS_SELECTOR, "#upstreams tbody tr")
-        assert len(targets) == 1 and "up" in targets[0].text.split()
-        driver.save_screenshot(str(tmp_path / "status-page.png"))  # kept under pytest's tmp dir
-    finally:
-        driver.quit()
-    assert (tmp_path / "status-page.png").stat().st_size > 0

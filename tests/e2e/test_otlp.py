@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import RunGateway, Upstream, gateway_doc, wait_for
-from tests.e2e.test_ops import TRACE, TRACEPARENT, _forwarded, _get, _metrics
+from tests.e2e.conftest import RunGateway, Upstream, gateway_doc, scrape_metrics, wait_for
+from tests.e2e.test_ops import TRACE, TRACEPARENT, _forwarded, _get
 from tests.support.ports import free_port, wait_for_port
 from tests.support.procs import ProcessReaper
 
@@ -61,7 +61,7 @@ def _with_admin(doc: dict[str, Any]) -> int:
 
 
 def _dropped(admin_port: int, reason: str) -> float:
-    return _metrics(admin_port).get(("fastgw_tracing_spans_dropped_total", (("reason", reason),)), 0.0)
+    return scrape_metrics(admin_port).get(("fastgw_tracing_spans_dropped_total", (("reason", reason),)), 0.0)
 
 
 def _upstream_traceparent(response: Any) -> tuple[str, str]:
@@ -169,7 +169,7 @@ def test_a_collector_that_is_down_costs_requests_nothing_and_warns_once(
     wait_for(lambda: "exporting spans" in gw.proc.stderr() and "again" in gw.proc.stderr(), 5, "recovery")
     assert "10 were dropped meanwhile" in gw.proc.stderr()
     assert gw.proc.stderr().count("cannot export spans") == 1
-    m = _metrics(admin_port)
+    m = scrape_metrics(admin_port)
     assert m[("fastgw_tracing_spans_exported_total", ())] == 3
     assert _dropped(admin_port, "export_failed") == 10 and _dropped(admin_port, "queue_full") == 0
 

@@ -17,8 +17,16 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.conftest import GatewayProc, RunGateway, Upstream, accepted_inodes, socket_inodes, wait_for
-from tests.e2e.test_ops import _admin, _ops_doc
+from tests.e2e.conftest import (
+    GatewayProc,
+    RunGateway,
+    Upstream,
+    accepted_inodes,
+    admin_call,
+    socket_inodes,
+    wait_for,
+)
+from tests.e2e.test_ops import _ops_doc
 from tests.e2e.test_workers import (
     _open_connections,
     _spread,
@@ -36,7 +44,7 @@ OK = ("fastgw_requests_total", (("method", "GET"), ("route", "all"), ("status", 
 
 def _scrape(admin_port: int) -> tuple[dict[Sample, float], dict[Sample, float]]:
     """(the samples of counters and histograms, every sample), by name and sorted labels."""
-    status, text = _admin(admin_port, "/metrics")
+    status, text = admin_call(admin_port, "/metrics")
     assert status == 200, text
     growing, every = {}, {}
     for family in text_string_to_metric_families(text):

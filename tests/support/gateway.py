@@ -97,7 +97,7 @@ class RunningGateway:
 
     def reload(self, path: str) -> None:
         """Reload from the file at ``path`` as SIGHUP would (raises its ConfigError)."""
-        self.call(self.gateway.reload, FileReloader(path))
+        self.call(self.gateway.reload, FileReloader(path), "signal")
 
     def connection_count(self) -> int:
         return int(self.call(lambda: sum(len(s.connections) for s in self.gateway.listeners.values())))

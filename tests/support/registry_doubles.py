@@ -70,7 +70,9 @@ class ThreadedApp:
 
         app = self.app()
         app.middlewares.append(record)
-        self._runner = web.AppRunner(app, access_log=None)
+        # A blocking query is abandoned when its client goes away, and stopping waits at most a second
+        # for the queries still open (else one from a gateway still running holds it for its wait).
+        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=1)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
 

@@ -107,19 +107,38 @@ def test_the_yaml_names_its_source_and_what_differs(translation: Translation) ->
             assert entry.detail[:40] in head.replace("\n# ", " ").replace("\n#", "")
 
 
-def test_the_migration_guides_example_is_what_the_translation_makes(tmp_path: Path) -> None:
-    """docs/migrating-from-ocelot.md shows an Ocelot file and its translation, with the JWT setting
-    completed and the second form of the orders route left out, as its text says."""
+def guide_example(tmp_path: Path, section: str, says: str) -> tuple[dict[str, Any], object]:
+    """An example of docs/migrating-from-ocelot.md: (the translation of the first json block after
+    ``section``, without the second forms of its routes; the yaml block after ``says``)."""
     guide = (Path(__file__).resolve().parents[2] / "docs" / "migrating-from-ocelot.md").read_text()
-    ocelot = re.search(r"```json\n(.*?)```", guide, re.S)
-    shown = re.search(r"becomes this.*?```yaml\n(.*?)```", guide, re.S)
+    text = guide.split(section, 1)[1]
+    ocelot = re.search(r"```json\n(.*?)```", text, re.S)
+    shown = re.search(says + r".*?```yaml\n(.*?)```", text, re.S)
     assert ocelot is not None and shown is not None
     source = tmp_path / "ocelot.json"
     source.write_text(ocelot[1])
     document = translate_files([str(source)]).document
     document["routes"] = [route for route in document["routes"] if not route["id"].endswith(".2")]
+    return document, yaml.safe_load(shown[1])
+
+
+def test_the_migration_guides_example_is_what_the_translation_makes(tmp_path: Path) -> None:
+    """docs/migrating-from-ocelot.md shows an Ocelot file and its translation, with the JWT setting
+    completed and the second form of the orders route left out, as its text says."""
+    document, shown = guide_example(tmp_path, "## An example", "becomes this")
     for route in document["routes"]:
         for options in route.get("plugins", []):
             if options["name"] == "jwt":
                 options["jwks_url"] = "https://login.example.com/.well-known/jwks.json"
-    assert document == yaml.safe_load(shown[1])
+    assert document == shown
+
+
+def test_the_migration_guides_discovery_and_https_example_is_what_the_translation_makes(
+    tmp_path: Path,
+) -> None:
+    """The guide's service discovery and HTTPS example, with the second forms of its routes left
+    out, as its text says."""
+    document, shown = guide_example(
+        tmp_path, "## Service discovery and HTTPS upstreams", "translates to this"
+    )
+    assert document == shown

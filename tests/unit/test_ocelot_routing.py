@@ -8,7 +8,9 @@ says which route Ocelot takes, and the router of the compiled fastgw plan must t
 translated from that one, or none when Ocelot has none (fastgw's 405 counts as none). Requests
 Ocelot sends to a route the translation left out (the report says why) are not compared, nor are
 those the report names as chosen differently (an approximated ``Priority``); case variants are not
-made (fastgw matches paths case-sensitively, and the report says so).
+made (fastgw matches paths case-sensitively, and the report says so). A file with no static route
+(dynamic routing: the first path segment names the service) has no templates to make requests
+from; test_ocelot_translate checks its routes.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from tests.support.exchange import FakeExchange
 from tests.support.ocelot_router import OcelotRoute, choose, routes_of
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "ocelot"
-FILES = sorted(DATA.glob("*.json"))
+FILES = sorted(path for path in DATA.glob("*.json") if "UpstreamPathTemplate" in path.read_text())
 _PLACEHOLDER = re.compile(r"\{[^{}]*\}")
 
 

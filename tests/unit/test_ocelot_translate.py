@@ -1,7 +1,7 @@
 """Each Ocelot mapping on its own: paths and their variants, methods, hosts, route order, hosts and
-balancers, QoS, timeouts, rate limiting in both schemas, aggregates, what waits for fastgw
-features, the listener, and the report's statuses. Policies (auth, claims, headers, cache, IP
-lists) are in test_ocelot_policies."""
+balancers, QoS, timeouts, rate limiting in both schemas, aggregates, the listener, and the report's
+statuses. Policies (auth, claims, headers, cache, IP lists) are in test_ocelot_policies; schemes,
+upstream TLS, service discovery and dynamic routing in test_ocelot_discovery."""
 
 from __future__ import annotations
 
@@ -341,52 +341,6 @@ def test_a_bad_period_is_an_error_naming_it(tmp_path: Path) -> None:
         translate(tmp_path, {"Routes": [ocelot_route(RateLimitOptions=options)]})
 
 
-# -- what waits for fastgw features (pending) -------------------------------------------------------
-
-
-def test_an_https_upstream_is_left_out_not_sent_in_plain_text(tmp_path: Path) -> None:
-    document = {
-        "Routes": [
-            ocelot_route("/tls", DownstreamScheme="https", DangerousAcceptAnyServerCertificateValidator=True),
-            ocelot_route("/plain"),
-        ]
-    }
-    translation = translate(tmp_path, document)
-    assert [r["path"] for r in translation.document["routes"]] == ["/plain"]
-    pending = entries(translation, Status.PENDING, "Routes[0]")
-    assert {e.key_path for e in pending} == {
-        "Routes[0].DownstreamScheme",
-        "Routes[0].DangerousAcceptAnyServerCertificateValidator",
-    }
-
-
-def test_a_global_https_scheme_leaves_out_the_routes_without_their_own(tmp_path: Path) -> None:
-    document = {
-        "Routes": [ocelot_route("/a", DownstreamScheme=None), ocelot_route("/b")],
-        "GlobalConfiguration": {"DownstreamScheme": "https"},
-    }
-    translation = translate(tmp_path, document)
-    assert [r["path"] for r in translation.document["routes"]] == ["/b"]
-
-
-def test_service_discovery_waits_for_fastgw_and_listed_hosts_stand_in(tmp_path: Path) -> None:
-    glob = {"ServiceDiscoveryProvider": {"Host": "localhost", "Port": 8500, "Type": "Consul"}}
-    no_hosts = ocelot_route("/product", ServiceName="product", DownstreamHostAndPorts=[])
-    with_hosts = ocelot_route("/orders", ServiceName="orders")
-    document = {
-        "Routes": [no_hosts, with_hosts],
-        "DynamicRoutes": [{"ServiceName": "x"}],
-        "GlobalConfiguration": glob,
-    }
-    translation = translate(tmp_path, document)
-    assert [r["path"] for r in translation.document["routes"]] == ["/orders"]
-    pending = {e.key_path: e.detail for e in entries(translation, Status.PENDING)}
-    assert "left out" in pending["Routes[0].ServiceName"]
-    assert "are used instead" in pending["Routes[1].ServiceName"]
-    assert "dynamic routing" in pending["DynamicRoutes[0]"]
-    assert "Consul" in pending["GlobalConfiguration.ServiceDiscoveryProvider"]
-
-
 # -- the document as a whole ------------------------------------------------------------------------
 
 
@@ -405,8 +359,8 @@ def test_the_listener_binds_the_port_of_base_url(tmp_path: Path) -> None:
 
 
 def test_no_translatable_route_is_an_error_after_the_report(tmp_path: Path) -> None:
-    translation = translate(tmp_path, {"Routes": [ocelot_route("/x", DownstreamScheme="https")]})
-    assert entries(translation, Status.PENDING)
+    translation = translate(tmp_path, {"Routes": [ocelot_route("/x", DownstreamScheme="ws")]})
+    assert entries(translation, Status.UNSUPPORTED, "Routes[0].DownstreamScheme")
     with pytest.raises(ConfigError, match=r"ocelot\.json: Routes: no route could be translated"):
         translation.require_routes()
 
@@ -429,7 +383,7 @@ def test_the_report_renders_every_status_and_a_heading_per_route(tmp_path: Path)
     document = {
         "Routes": [
             ocelot_route(Key="main", UpstreamHttpMethod=["Get"], Colour="blue", DownstreamHttpMethod="POST"),
-            ocelot_route("/tls", DownstreamScheme="https"),
+            ocelot_route("/ws", DownstreamScheme="ws"),
         ]
     }
     translation = translate(tmp_path, document)
@@ -439,4 +393,4 @@ def test_the_report_renders_every_status_and_a_heading_per_route(tmp_path: Path)
         if status is not Status.APPROXIMATED or translation.report.count(status):
             assert f"  {status.value} " in text
     short = translation.report.render(full=False)
-    assert "  mapped " not in short and "  not supported yet " in short
+    assert "  mapped " not in short and "  not supported " in short

@@ -119,7 +119,7 @@ def _exchange(
         "upstream_error": None,
         "request_id": b"abc-1",
         "listener": SimpleNamespace(name="main"),
-        "client": SimpleNamespace(tls_version=tls and tls[0], tls_cipher=tls and tls[1]),
+        "client": SimpleNamespace(protocol="1.1", tls_version=tls and tls[0], tls_cipher=tls and tls[1]),
     }
     return SimpleNamespace(**{**values, **fields})
 
@@ -188,6 +188,8 @@ def test_encodes_otlp_json_server_spans() -> None:
         "client.address": "192.0.2.1",
         "fastgw.request_id": "abc-1",
         "fastgw.listener": "main",
+        "network.protocol.name": "http",
+        "network.protocol.version": "1.1",
         "server.address": "shop.example",
         "http.response.status_code": "200",  # int64 in the protobuf JSON mapping: a string
         "http.route": "/items/{id}",

@@ -8,19 +8,22 @@
                       upstream with discovery, its registry's state (healthy, stale seconds,
                       last success, last error)
     GET  /metrics     Prometheus text format
-    GET  /config      where the configuration comes from, the revision running (an etcd key's),
-                      the last reload's outcome and the revision it refused, if any
+    GET  /config      where the configuration comes from, the revision running (an etcd key's,
+                      or a file's SHA-256 as "digest"), when and by what it was loaded, the last
+                      reload's outcome and the revision it refused, if any, the last failed
+                      reloads with their key paths
     POST /reload      reload the config file: 200 {"ok": true, ...} or 400 {"ok": false, "error"}
     POST /cache/purge {"key": "host/path?query"} or {"prefix": "host/path/"}: the cached responses
                       under that base key (every variant) or key prefix, in every worker and
                       Redis cache: 200 {"ok": true, "purged": n}; 503 {"ok": false, "error"}
                       when a Redis cache could not be reached; 400 for a body that is not that
-    GET  /            the status page (its data comes from the endpoints above)
+    GET  /            the status page; its data: /series, /targets, /errors, /config, /match
+                      (``admin/page.py``)
 
 Answers are JSON (``/metrics`` and the page aside); an unknown path is a JSON 404, a wrong
 method a JSON 405. When ``admin.token`` is set every endpoint but ``/healthz``, ``/readyz`` and
-the page itself needs ``Authorization: Bearer TOKEN`` (the scheme in any case); otherwise 401 with
-``WWW-Authenticate: Bearer realm="fastgw-admin"`` (RFC 6750, with ``error="invalid_token"`` for a
+the page's own files needs ``Authorization: Bearer TOKEN`` (the scheme in any case); otherwise
+401 with ``WWW-Authenticate: Bearer realm="fastgw-admin"`` (RFC 6750, with ``error="invalid_token"`` for a
 wrong token). The page asks for the token and sends it with its own requests.
 """
 
@@ -29,11 +32,12 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
-from importlib import resources
+from dataclasses import asdict
 from typing import Any
 
 from aiohttp import web
 
+from fastgw.admin.page import ASSETS, StatusPage
 from fastgw.config.schema import AdminConfig
 from fastgw.observe.metrics import Families, render, samples_by
 from fastgw.server.control import Control
@@ -41,7 +45,7 @@ from fastgw.server.control import Control
 log = logging.getLogger("fastgw")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz", *ASSETS})  # the page's files hold no data
 REALM = "fastgw-admin"  # of the Bearer challenge a 401 carries
 CONTROL: web.AppKey[Control] = web.AppKey("control")
 
@@ -219,17 +223,23 @@ async def config_state(request: web.Request) -> web.Response:
         {
             "source": plan.source,
             "revision": plan.revision,
+            "digest": f"sha256:{plan.config.digest}" if plan.config.digest else None,
             "loaded_at": record.loaded_at,
+            "loaded_by": record.loaded_by,
             "reloads": {"succeeded": record.succeeded, "failed": record.failed},
             "last_reload_ok": record.last_ok,
             "last_error": record.last_error,
             "rejected_revision": record.rejected_revision,
+            "reload_failures": [asdict(failure) for failure in record.failures],
+            "listeners": [{"name": name, "bind": lp.bind} for name, lp in plan.listeners.items()],
+            "routes": len(plan.routes),
+            "upstreams": len(plan.upstreams),
         }
     )
 
 
 async def reload(request: web.Request) -> web.Response:
-    result = await request.app[CONTROL].reload()
+    result = await request.app[CONTROL].reload("admin")
     return _json(result, 200 if result.get("ok") else 400)
 
 
@@ -260,11 +270,6 @@ async def purge_cache(request: web.Request) -> web.Response:
     return _json({"ok": True, "purged": result["purged"]})
 
 
-async def page(request: web.Request) -> web.Response:
-    html = resources.files("fastgw.admin").joinpath("status.html").read_text(encoding="utf-8")
-    return web.Response(text=html, content_type="text/html")
-
-
 def make_app(control: Control) -> web.Application:
     app = web.Application(middlewares=[_errors_and_auth])
     app[CONTROL] = control
@@ -276,7 +281,7 @@ def make_app(control: Control) -> web.Application:
     app.router.add_get("/config", config_state)
     app.router.add_post("/reload", reload)
     app.router.add_post("/cache/purge", purge_cache)
-    app.router.add_get("/", page)
+    StatusPage(control).mount(app)
     return app
 
 

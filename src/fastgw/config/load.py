@@ -10,13 +10,18 @@ The steps, each raising only ``ConfigError``:
    then the global plugins and the operations sections. The first problem found is raised,
    rendered as ``file: key.path: expected ..., found ...``: the readers name the key path, and
    the two entry points here add the file.
+
+The Config read from a file records the SHA-256 of its bytes (``digest``): the revision the
+status page shows.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Callable, Hashable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -110,7 +115,7 @@ def load_config(path: str, *, env: Mapping[str, str] | None = None) -> Config:
         raise error.with_file(path) from None
     except RecursionError:
         raise ConfigError("", "the document is nested too deeply", path) from None
-    return parse_config(data, path, env=env)
+    return replace(parse_config(data, path, env=env), digest=hashlib.sha256(raw).hexdigest())
 
 
 def load_text(

@@ -352,7 +352,7 @@ class AdminConfig:
 ACCESS_LOG_FIELDS = (
     "time", "request_id", "client", "method", "host", "path", "query", "listener", "route",
     "upstream", "status", "bytes_in", "bytes_out", "duration_ms", "upstream_ms", "trace_id",
-    "span_id", "consumer", "error", "tls_version", "tls_cipher",
+    "span_id", "consumer", "error", "protocol", "tls_version", "tls_cipher",
 )  # fmt: skip
 
 
@@ -400,6 +400,7 @@ class Config:
     tracing: TracingConfig | None = None  # None: no span export
     registries: RegistriesConfig = field(default_factory=RegistriesConfig)
     revision: int | None = None  # the version of the source read (etcd's mod revision); None: a file
+    digest: str = ""  # a file's revision: the SHA-256 of its bytes ("" when not read from a file)
 
 
 # -- TLS ----------------------------------------------------------------------------------------

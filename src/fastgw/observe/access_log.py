@@ -66,6 +66,7 @@ def line_values(x: Any, status: int, now: float) -> dict[str, object]:
         "span_id": tp[36:52].decode() if tp is not None else None,
         "consumer": x.consumer,
         "error": str(fault) if fault is not None else x.abort_reason,
+        "protocol": "HTTP/" + x.client.protocol,
         "tls_version": x.client.tls_version,
         "tls_cipher": x.client.tls_cipher,
     }

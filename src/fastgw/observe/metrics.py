@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from fastgw._proxy import LATENCY_BOUNDS, RequestStats
+from fastgw.errors import ConfigError
 from fastgw.observe.counters import COUNTERS, CounterRegistry
 from fastgw.upstream.breaker import State
 
@@ -52,29 +54,50 @@ class Family:
 Families = dict[str, Family]
 
 
+Trigger = Literal["start", "admin", "signal", "watch", "supervisor"]  # what loaded a configuration
+RELOAD_FAILURES_KEPT = 5
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadFailure:
+    """A reload that kept the running configuration: when, what asked, and what was wrong where."""
+
+    at: float  # Unix time
+    trigger: Trigger
+    file: str | None
+    key_path: str  # "" when the file as a whole was the problem (unreadable, not YAML)
+    message: str
+
+
 @dataclass(slots=True)
 class ReloadRecord:
-    """Configuration reloads and their outcome, kept where reloads are decided."""
+    """Configuration loads and their outcome, kept where reloads are decided: when and by what
+    the running configuration was loaded, the counts, and the last failures with their key
+    paths (for the status page)."""
 
     succeeded: int = 0
     failed: int = 0
     last_ok: bool = True
     last_error: str | None = None
     loaded_at: float = field(default_factory=time.time)
+    loaded_by: Trigger = "start"  # admin: POST /reload; signal: SIGHUP; watch: --watch or etcd
+    failures: deque[ReloadFailure] = field(default_factory=lambda: deque(maxlen=RELOAD_FAILURES_KEPT))
     applied_revision: int | None = None  # of a versioned source (etcd): the one running
     rejected_revision: int | None = None  # the last one a reload refused
 
-    def success(self, revision: int | None = None) -> None:
+    def success(self, trigger: Trigger, revision: int | None = None) -> None:
         self.succeeded += 1
         self.last_ok = True
         self.last_error = None
         self.loaded_at = time.time()
+        self.loaded_by = trigger
         self.applied_revision = revision
 
-    def failure(self, error: str, revision: int | None = None) -> None:
+    def failure(self, error: ConfigError, trigger: Trigger, revision: int | None = None) -> None:
         self.failed += 1
         self.last_ok = False
-        self.last_error = error
+        self.last_error = str(error)
+        self.failures.append(ReloadFailure(time.time(), trigger, error.file, error.path, error.message))
         if revision is not None and revision != self.applied_revision:
             self.rejected_revision = revision
 
@@ -83,11 +106,20 @@ def collect_gateway(
     plan: Plan,
     unrouted: Iterable[RequestStats],
     handshakes: Mapping[str, Mapping[tuple[str | None, str | None, bool], int]] | None = None,
+    connections: Mapping[str, int] | None = None,
+    h2_events: Mapping[str, Mapping[str, int]] | None = None,
 ) -> Families:
     """One process's families: requests (``unrouted``: each listener's counters of requests
     that matched no route), latencies, pools, targets, TLS handshakes (``handshakes``: by
-    listener, by (version, cipher, resumed)), plugin counters."""
+    listener, by (version, cipher, resumed)), open client connections (``connections``, by
+    listener), HTTP/2 defences that acted (``h2_events``: by listener, by kind), plugin
+    counters."""
     families: Families = {}
+    open_connections = families["fastgw_client_connections"] = Family(
+        "gauge", "Client connections open, by listener."
+    )
+    for listener, count in (connections or {}).items():
+        open_connections.add((("listener", listener),), count)
     requests = families["fastgw_requests_total"] = Family(
         "counter", "Requests by route, method and status class (none: the client left first)."
     )
@@ -126,16 +158,30 @@ def collect_gateway(
                     ("resumed", str(resumed).lower()),
                 )
                 tls.add((("listener", listener), *labels), n)
+    if h2_events:
+        refusals = families["fastgw_http2_refusals_total"] = Family(
+            "counter",
+            "HTTP/2 streams or connections the gateway refused or cut off, by listener and why:"
+            " rapid_reset, flood, settings_flood, continuation_flood, header_list_too_large,"
+            " header_timeout, preface_timeout, stream_send_stalled, bad_preface, protocol_error...",
+        )
+        for listener, counts in h2_events.items():
+            for why, n in counts.items():
+                refusals.add((("listener", listener), ("kind", why)), n)
     _collect_upstreams(plan, families)
     _collect_plugin_counters(COUNTERS, families)
     return families
 
 
 def _add_histogram(family: Family, labels: Labels, buckets: list[int], total: float) -> None:
+    # PERF: one per route and per target on every collection (each second while the status page
+    # samples): the le labels are made once, and the buckets go straight into the samples.
+    samples = family.samples
     running = 0
-    for bound, count in zip((*LATENCY_BOUNDS, math.inf), buckets, strict=True):
+    for le, count in zip(_LE_LABELS, buckets, strict=True):
         running += count
-        family.add((*labels, ("le", _number(bound))), running, "_bucket")
+        key = ("_bucket", (*labels, le))
+        samples[key] = samples.get(key, 0.0) + running
     family.add(labels, running, "_count")
     family.add(labels, total, "_sum")
 
@@ -239,6 +285,27 @@ def _collect_breakers(plan: Plan, families: Families) -> None:
                 state.add(at, 1.0 if each is current else 0.0)
 
 
+def target_sources(plan: Plan) -> dict[tuple[str, str], str]:
+    """Where each target of each upstream came from, by (upstream, target label): static (the
+    config) or the registry that lists it."""
+    discovered: dict[str, dict[str, str]] = {}
+    for feed in plan.feeds.values():
+        discovered[feed.name] = {
+            label: f"{feed.source} ({origin})" for label, origin in feed.origins().items()
+        }
+    sources: dict[tuple[str, str], str] = {}
+    for name, group in plan.upstreams.items():
+        static = {(t.host, t.port) for t in group.config.targets}
+        for target in group.targets:
+            where = (
+                "static"
+                if (target.host, target.port) in static
+                else discovered.get(name, {}).get(target.label)
+            )
+            sources[(name, target.label)] = where or "discovery"
+    return sources
+
+
 def _collect_discovery(plan: Plan, families: Families) -> None:
     """Where each target came from, and each discovery feed's state (``discovery/feed.py``).
     Every worker process follows its registries itself: targets and errors add up across them,
@@ -248,20 +315,8 @@ def _collect_discovery(plan: Plan, families: Families) -> None:
         "1 per target and where it came from: static (the config) or the registry that lists it.",
         "max",
     )
-    discovered: dict[str, dict[str, str]] = {}
-    for feed in plan.feeds.values():
-        discovered[feed.name] = {
-            label: f"{feed.source} ({origin})" for label, origin in feed.origins().items()
-        }
-    for name, group in plan.upstreams.items():
-        static = {(t.host, t.port) for t in group.config.targets}
-        for target in group.targets:
-            where = (
-                "static"
-                if (target.host, target.port) in static
-                else discovered.get(name, {}).get(target.label)
-            )
-            source.add((("upstream", name), ("target", target.label), ("source", where or "discovery")), 1.0)
+    for (name, label), where in target_sources(plan).items():
+        source.add((("upstream", name), ("target", label), ("source", where)), 1.0)
     if not plan.feeds:
         return
     count = families["fastgw_discovery_targets"] = Family(
@@ -406,6 +461,9 @@ def _number(value: float) -> str:
     if float(value).is_integer() and abs(value) < 1e15:
         return str(int(value))
     return repr(float(value))
+
+
+_LE_LABELS = tuple(("le", _number(bound)) for bound in (*LATENCY_BOUNDS, math.inf))
 
 
 def _escape_label(value: str) -> str:

@@ -129,6 +129,7 @@ class SpanExport:
                 exchange.upstream_error,
                 exchange.request_id,
                 exchange.listener,
+                exchange.client.protocol,
                 exchange.client.tls_version,
                 exchange.client.tls_cipher,
             )
@@ -246,7 +247,7 @@ class ExportRefused(Exception):
 
 def _span(record: SpanRecord, wall_offset_ns: int) -> dict[str, object]:
     (traceparent, client, start, end, status, method, path, host, route, target, client_ip, fault,
-     request_id, listener, tls_version, tls_cipher) = record  # fmt: skip
+     request_id, listener, protocol, tls_version, tls_cipher) = record  # fmt: skip
     method_name = method.decode("latin-1")
     known = method_name if method_name in _KNOWN_METHODS else "_OTHER"
     attributes = [_string("http.request.method", known)]
@@ -258,6 +259,8 @@ def _span(record: SpanRecord, wall_offset_ns: int) -> dict[str, object]:
         _string("client.address", client_ip),
         _string("fastgw.request_id", request_id.decode("latin-1")),
         _string("fastgw.listener", listener.name),
+        _string("network.protocol.name", "http"),
+        _string("network.protocol.version", protocol),
     ]
     if host:
         attributes.append(_string("server.address", host.decode("latin-1")))

@@ -51,6 +51,7 @@ cdef class ClientProtocol(Downstream):
         self.lingering = False
         self.closed = False
         self.out = []
+        self.protocol = "1.1"
         self.tls_version = self.tls_cipher = None
         self.client_certificate = None
         self.cert_lines = b""
@@ -71,6 +72,7 @@ cdef class ClientProtocol(Downstream):
         server = self.server
         self.access_log = server.access_log
         self.spans = spans = server.spans
+        self.recent_errors = server.recent_errors
         # Without export every new trace is sampled: the gateway heads it for others.
         self.trace_sample_max = spans.sample_max if spans is not None else SAMPLE_ALL
         if self.peer is not None:
@@ -609,6 +611,8 @@ cdef object request_fault(HttpParser parser, int event, bint in_body):
     if event == EV_TARGET_TOO_LONG:
         return ClientFault("request target too long", 414)
     if event == EV_UPGRADE:
+        if parser.method() == b"PRI":  # llhttp's name for the HTTP/2 preface (RFC 9113 3.4)
+            return ClientFault("HTTP/2 without TLS (h2c) is not enabled on this listener", 505)
         return ClientFault("protocol upgrade is not supported", 501)
     if in_body:
         return ClientFault(f"malformed request body: {parser.error()[:80]}")

@@ -22,6 +22,7 @@ cdef class Collector(Downstream):
         self.listener = listener
         self.peer_ip = b""
         self.peer = None
+        self.protocol = "1.1"  # what it sends upstream: the gateway's own call has no client
         self.trusted = False
         self.now = _now()
         self.unrouted = None

@@ -78,6 +78,8 @@ cdef class Downstream(Timed):
     cdef RequestStats unrouted           # the listener's counters of requests matching no route
     cdef object access_log               # observe.access_log.AccessLog or None
     cdef object spans                    # observe.otlp.SpanExport or None
+    cdef object recent_errors            # observe.recent_errors.RecentErrors or None
+    cdef public str protocol             # the HTTP version spoken with the client: "1.1", "2"
     cdef public str tls_version          # the connection's TLS version ("TLSv1.3"), or None
     cdef public str tls_cipher           # ... and cipher suite, or None
     cdef public object client_certificate  # tls.server.ClientCertificate verified, or None

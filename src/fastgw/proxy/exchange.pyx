@@ -681,7 +681,8 @@ cdef class Exchange:
 
     cdef int observe_end(self, int status) except -1:
         """Every request ends here once: count it (C increments) and, when an access log or span
-        export is on, hand it the exchange (their only Python calls, and only then)."""
+        export is on, hand it the exchange (their only Python calls, and only then); an error or
+        a refusal (status >= 400, or 0: the client left) also goes to the recent errors, if kept."""
         cdef double now = _now()
         self.ended_at = now
         cdef RouteCore route = self.route
@@ -698,6 +699,8 @@ cdef class Exchange:
             client.access_log.record(self, status, now)
         if client.spans is not None:
             client.spans.record(self, status, now)
+        if (status >= 400 or status == 0) and client.recent_errors is not None:
+            client.recent_errors.record(self, status, now)  # the status page's error list
         return 0
 
     cdef int count_attempt(self, double now) except -1:

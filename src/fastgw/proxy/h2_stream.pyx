@@ -51,6 +51,8 @@ cdef class H2Stream(Downstream):
         self.unrouted = client.unrouted
         self.access_log = client.access_log
         self.spans = client.spans
+        self.recent_errors = client.recent_errors
+        self.protocol = "2"
         self.tls_version = client.tls_version
         self.tls_cipher = client.tls_cipher
         self.client_certificate = client.client_certificate

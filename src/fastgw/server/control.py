@@ -1,11 +1,12 @@
 """What the admin API and the reload triggers act on: one process, or the supervisor of workers.
 
 ``Control`` is the interface: the running plan, readiness, the gateway's merged metrics, a
-reload that reports its outcome, and a cache purge that reaches every process. ``LocalControl``
-is a single-process gateway. With
-``--workers N`` the supervisor (``server/workers.py``) is the control: it holds one
-``WorkerChannel`` per worker, a socketpair made before the fork, over which it asks for the
-worker's metric families on each scrape and tells it to reload. Messages are length-prefixed
+reload that reports its outcome, a cache purge that reaches every process, and what the status
+page shows of every process (targets' states, recent errors). ``LocalControl`` is a
+single-process gateway. With ``--workers N`` the supervisor (``server/workers.py``) is the
+control: it holds one ``WorkerChannel`` per worker, a socketpair made before the fork, over which
+it asks for the worker's metric families on each scrape (and its targets' states and recent
+errors for the status page) and tells it to reload. Messages are length-prefixed
 pickles: both ends are this program, forked from one process.
 
 The line: the supervisor sends ``{"op": ..., "id": n}``, one request at a time; the worker answers
@@ -27,7 +28,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from fastgw.errors import ConfigError
-from fastgw.observe.metrics import Families, ReloadRecord, collect_reloads, label_worker, merge
+from fastgw.observe.metrics import Families, ReloadRecord, Trigger, collect_reloads, label_worker, merge
+from fastgw.observe.recent_errors import merge_entries
+from fastgw.observe.targets import TargetView, merge_states, target_states
 from fastgw.plan import Plan
 from fastgw.plugins.cache import purge_entries
 from fastgw.server.gateway import Gateway, Reloader
@@ -44,13 +47,15 @@ class Control(Protocol):
     reloader: Reloader | None  # None: the gateway was not started from a file
 
     @property
-    def reloads(self) -> ReloadRecord: ...  # where reloads are decided: outcomes, revisions
+    def reloads(self) -> ReloadRecord: ...  # where reloads are decided: outcomes, revisions, failures
 
     def plan(self) -> Plan: ...
     def ready(self) -> bool: ...
     async def families(self) -> Families: ...
-    async def reload(self) -> ReloadResult: ...
+    async def reload(self, trigger: Trigger) -> ReloadResult: ...
     async def purge_cache(self, key: str | None, prefix: str | None) -> PurgeResult: ...
+    async def targets(self) -> list[TargetView]: ...  # observe.targets.merge_states of every process
+    async def recent_errors(self) -> list[dict[str, Any]]: ...  # every process's, merged by time
 
 
 class LocalControl:
@@ -73,17 +78,28 @@ class LocalControl:
     async def families(self) -> Families:
         return merge([label_worker(self.gateway.collect(), 0), collect_reloads(self.gateway.reloads, 1)])
 
-    async def reload(self, revision: int | None = None) -> ReloadResult:
-        """Read the source again (at ``revision``: what the supervisor validated) and swap."""
+    async def targets(self) -> list[TargetView]:
+        return merge_states([(0, target_states(self.gateway.plan))])
+
+    async def recent_errors(self) -> list[dict[str, Any]]:
+        return merge_entries([(0, self.own_errors())])
+
+    def own_errors(self) -> list[dict[str, object]]:
+        ring = self.gateway.recent_errors
+        return ring.entries() if ring is not None else []
+
+    async def reload(self, trigger: Trigger, revision: int | None = None) -> ReloadResult:
+        """Read the source again (at ``revision``: what the supervisor validated) and swap;
+        ``trigger`` says what asked."""
         if self.reloader is None:
             return {"ok": False, "error": "the gateway was not started from a file"}
         try:
             try:
                 await self.reloader.refresh(revision)
             except ConfigError as exc:
-                self.gateway.reloads.failure(str(exc))  # (gateway.reload counts its own failures)
+                self.gateway.reloads.failure(exc, trigger)  # (gateway.reload counts its own failures)
                 raise
-            self.gateway.reload(self.reloader)
+            self.gateway.reload(self.reloader, trigger)
         except ConfigError as exc:
             log.error("reload failed, keeping the running configuration: %s", exc)
             return {"ok": False, "error": str(exc)}
@@ -212,7 +228,11 @@ class SupervisorLine:
         if op == "collect":
             return self.gateway.collect()
         if op == "reload":
-            return await self.local.reload(message.get("revision"))
+            return await self.local.reload("supervisor", message.get("revision"))
+        if op == "targets":
+            return target_states(self.gateway.plan)
+        if op == "recent_errors":
+            return self.local.own_errors()
         if op == "purge_cache":
             return await self.local.purge_cache(message.get("key"), message.get("prefix"))
         return {"ok": False, "error": f"unknown operation {message!r}"}

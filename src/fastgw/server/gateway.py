@@ -12,8 +12,9 @@ from fastgw._proxy import plan_changed
 from fastgw.control_http import close_control_session
 from fastgw.errors import ConfigError
 from fastgw.observe.access_log import AccessLog, access_log_for
-from fastgw.observe.metrics import Families, ReloadRecord, collect_gateway
+from fastgw.observe.metrics import Families, ReloadRecord, Trigger, collect_gateway
 from fastgw.observe.otlp import SpanExport, span_export_for
+from fastgw.observe.recent_errors import RecentErrors
 from fastgw.plan import Plan, activate_plan, first_discovery, retire_plan, stop_feeds
 from fastgw.server.listener import ListenerServer
 from fastgw.upstream.health import stop_monitors
@@ -53,6 +54,11 @@ class Gateway:
         self.retired_spans: list[SpanExport] = []  # replaced on reload, flushed again at drain
         self._use_span_export(span_export_for(plan.otlp, None))
         self.reloads = ReloadRecord(applied_revision=plan.revision)
+        # The status page's list of errors: kept only where an admin listener can show it (with
+        # --workers N the plan has one: the supervisor asks each worker for its list).
+        self.recent_errors = RecentErrors() if plan.admin is not None else None
+        for server in self.listeners.values():
+            server.recent_errors = self.recent_errors
 
     async def start(self, reuse_port: bool = False) -> None:
         activate_plan(self.plan)  # health checks start before traffic, once per worker process
@@ -71,17 +77,17 @@ class Gateway:
                 out.append((name, f"{server.plan.scheme.decode()}://{authority}:{port}"))
         return out
 
-    def reload(self, load: Reloader) -> None:
+    def reload(self, load: Reloader, trigger: Trigger) -> None:
         """Swap in the plan ``load`` makes of what it read, beside the running one (it raises
-        ConfigError, and the running plan stays, when that cannot be used). Counted in
-        ``reloads`` either way."""
+        ConfigError, and the running plan stays, when that cannot be used). Recorded in
+        ``reloads`` either way, with what asked (``trigger``)."""
         try:
             new = load(self.plan)
         except ConfigError as exc:
-            self.reloads.failure(str(exc), load.revision)
+            self.reloads.failure(exc, trigger, load.revision)
             raise
         self.swap(new)
-        self.reloads.success(new.revision)
+        self.reloads.success(trigger, new.revision)
 
     def swap(self, new: Plan) -> None:
         """Serve ``new`` from now on: each request that starts from here runs on it (also on
@@ -117,10 +123,13 @@ class Gateway:
 
     def collect(self) -> Families:
         """This process's metrics (see ``observe.metrics``)."""
+        servers = self.listeners
         return collect_gateway(
             self.plan,
-            [server.unrouted for server in self.listeners.values()],
-            {name: server.handshakes for name, server in self.listeners.items() if server.handshakes},
+            [server.unrouted for server in servers.values()],
+            {name: server.handshakes for name, server in servers.items() if server.handshakes},
+            {name: len(server.connections) for name, server in servers.items()},
+            {name: server.h2_events for name, server in servers.items() if server.h2_events},
         )
 
     async def stop_accepting(self) -> None:

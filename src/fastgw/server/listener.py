@@ -12,6 +12,7 @@ from fastgw._proxy import ClientProtocol, RequestIds, RequestStats
 if TYPE_CHECKING:
     from fastgw.observe.access_log import AccessLog
     from fastgw.observe.otlp import SpanExport
+    from fastgw.observe.recent_errors import RecentErrors
     from fastgw.plan import ListenerPlan
 
 
@@ -27,12 +28,20 @@ class ListenerServer:
         # Read by each new connection; None (the default) costs the hot path one pointer test.
         self.access_log: AccessLog | None = None
         self.spans: SpanExport | None = None  # the same, for span export
+        self.recent_errors: RecentErrors | None = None  # the same, for errors and refusals (admin)
         # TLS handshakes completed, by (version, cipher, resumed): fastgw_tls_handshakes_total.
         self.handshakes: dict[tuple[str | None, str | None, bool], int] = {}
+        # HTTP/2 defences that acted, by kind: fastgw_http2_refusals_total.
+        self.h2_events: dict[str, int] = {}
 
     def count_handshake(self, version: str | None, cipher: str | None, resumed: bool) -> None:
         key = (version, cipher, resumed)
         self.handshakes[key] = self.handshakes.get(key, 0) + 1
+
+    def count_h2(self, kind: str) -> None:
+        """An HTTP/2 defence acted (a stream or connection refused or cut, by kind: rapid_reset,
+        flood, continuation_flood, header_list_too_large, stream_send_stalled...)."""
+        self.h2_events[kind] = self.h2_events.get(kind, 0) + 1
 
     async def start(self, reuse_port: bool = False) -> None:
         loop = asyncio.get_running_loop()

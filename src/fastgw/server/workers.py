@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import logging
 import os
 import signal
@@ -29,11 +30,14 @@ from fastgw.errors import ConfigError
 from fastgw.observe.metrics import (
     Families,
     ReloadRecord,
+    Trigger,
     collect_reloads,
     counters_of,
     label_worker,
     merge,
 )
+from fastgw.observe.recent_errors import merge_entries
+from fastgw.observe.targets import TargetView, merge_states
 from fastgw.plan import Plan
 from fastgw.server.control import (
     LocalControl,
@@ -104,10 +108,11 @@ async def _serve(
         task.add_done_callback(background.discard)
 
     if reloader is not None:
-        loop.add_signal_handler(signal.SIGHUP, lambda: in_background(control.reload()))
+        loop.add_signal_handler(signal.SIGHUP, lambda: in_background(control.reload("signal")))
         if watch and supervisor is None:
-            in_background(reloader.watch(control.reload))
-            in_background(watch_files(lambda: gateway.plan.named_files(), control.reload))
+            on_change = functools.partial(control.reload, "watch")
+            in_background(reloader.watch(on_change))
+            in_background(watch_files(lambda: gateway.plan.named_files(), on_change))
     line = SupervisorLine(supervisor, gateway, reloader) if supervisor is not None else None
     # Not in the background tasks: the supervisor still asks for counters while this one drains.
     answering = loop.create_task(line.answer()) if line is not None else None
@@ -234,63 +239,74 @@ class Supervisor:
         parts = [serving.get(w.pid, w.counters) for w in known]
         return merge([self.retired, *parts, collect_reloads(self.reloads, len(serving))])
 
-    async def reload(self) -> ReloadResult:
+    async def _ask_serving(self, message: dict[str, Any]) -> list[tuple[Worker, Any]]:
+        """Ask every worker that serves (not one draining); each with its answer or exception."""
+        workers = [w for w in self.workers.values() if not w.retiring]
+        answers = await asyncio.gather(
+            *(w.channel.ask(message, CHANNEL_TIMEOUT) for w in workers), return_exceptions=True
+        )
+        return list(zip(workers, answers, strict=True))
+
+    async def reload(self, trigger: Trigger) -> ReloadResult:
         async with self._reload_lock:
             assert self.reloader is not None  # workers always start from a source
             try:
                 await self.reloader.refresh()
                 plan = self.reloader(self.current)
             except ConfigError as exc:
-                self.reloads.failure(str(exc), self.reloader.revision)
+                self.reloads.failure(exc, trigger, self.reloader.revision)
                 log.error("reload failed, keeping the running configuration: %s", exc)
                 return {"ok": False, "error": str(exc)}
             self.current = plan
-            workers = [w for w in self.workers.values() if not w.retiring]
             # Each worker reads the revision validated here, not whatever is newest by then.
-            message = {"op": "reload", "revision": plan.revision}
-            answers = await asyncio.gather(
-                *(w.channel.ask(message, CHANNEL_TIMEOUT) for w in workers), return_exceptions=True
-            )
+            answers = await self._ask_serving({"op": "reload", "revision": plan.revision})
             replaced = 0
-            for worker, answer in zip(workers, answers, strict=True):
+            for worker, answer in answers:
                 if not (isinstance(answer, dict) and answer.get("ok")):
                     log.error("worker %d failed to reload (%s); replacing it", worker.pid, answer)
                     self.replace(worker)
                     replaced += 1
-            self.reloads.success(plan.revision)
+            self.reloads.success(trigger, plan.revision)
             log.info("configuration reloaded from %s: %d routes", plan.source, len(plan.routes))
             result: ReloadResult = {
                 "ok": True,
                 "routes": len(plan.routes),
-                "workers": len(workers),
+                "workers": len(answers),
                 "replaced": replaced,
             }
             if plan.revision is not None:
                 result["revision"] = plan.revision
             return result
 
+    async def targets(self) -> list[TargetView]:
+        """Every serving worker's view of the targets, side by side (a worker that does not
+        answer is left out)."""
+        answers = await self._ask_serving({"op": "targets"})
+        return merge_states([(w.index, answer) for w, answer in answers if isinstance(answer, list)])
+
+    async def recent_errors(self) -> list[dict[str, Any]]:
+        """Every serving worker's recent errors, merged by time."""
+        answers = await self._ask_serving({"op": "recent_errors"})
+        return merge_entries([(w.index, answer) for w, answer in answers if isinstance(answer, list)])
+
     async def purge_cache(self, key: str | None, prefix: str | None) -> PurgeResult:
         """Every worker purges its own memory zones (and the Redis caches it uses): summed."""
-        workers = [w for w in self.workers.values() if not w.retiring]
-        message = {"op": "purge_cache", "key": key, "prefix": prefix}
-        answers = await asyncio.gather(
-            *(w.channel.ask(message, CHANNEL_TIMEOUT) for w in workers), return_exceptions=True
-        )
+        answers = await self._ask_serving({"op": "purge_cache", "key": key, "prefix": prefix})
         purged, errors = 0, []
-        for worker, answer in zip(workers, answers, strict=True):
+        for worker, answer in answers:
             if isinstance(answer, dict):
                 purged += int(answer.get("purged", 0))
                 errors += [e for e in answer.get("errors", ()) if e not in errors]
             else:
                 errors.append(f"worker {worker.pid} did not answer ({answer!r})")
-        return {"purged": purged, "errors": errors, "workers": len(workers)}
+        return {"purged": purged, "errors": errors, "workers": len(answers)}
 
     # -- the processes -------------------------------------------------------------------------
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, self.stop)
-        loop.add_signal_handler(signal.SIGHUP, lambda: self._in_background(self.reload()))
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._in_background(self.reload("signal")))
         loop.add_signal_handler(signal.SIGCHLD, self._reap)
         if self.current.admin is not None:
             try:
@@ -304,8 +320,9 @@ class Supervisor:
             self.spawn(index)
         log.info("supervisor %d: %d workers", os.getpid(), self.count)
         if self.watch and self.reloader is not None:
-            self._in_background(self.reloader.watch(self.reload))
-            self._in_background(watch_files(lambda: self.current.named_files(), self.reload))
+            on_change = functools.partial(self.reload, "watch")
+            self._in_background(self.reloader.watch(on_change))
+            self._in_background(watch_files(lambda: self.current.named_files(), on_change))
         await self._all_exited.wait()
         for task in list(self._background):
             task.cancel()

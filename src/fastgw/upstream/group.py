@@ -147,7 +147,7 @@ class UpstreamGroup(GroupCore):
         """The target for one request; ``exclude`` is avoided (a retry) unless it is the only one."""
         targets = self.usable
         if not targets:
-            raise self._unavailable()
+            raise self.unavailable()
         if exclude is not None and len(targets) > 1 and exclude in targets:
             targets = tuple(t for t in targets if t is not exclude)
         target = self.balancer.pick(targets, exchange)
@@ -157,7 +157,8 @@ class UpstreamGroup(GroupCore):
                 gate(target, exchange)
         return target
 
-    def _unavailable(self) -> UnavailableFault:
+    def unavailable(self) -> UnavailableFault:
+        """The 503 a request gets while no target is in rotation (with Retry-After when known)."""
         reasons = frozenset().union(*self._held.values())
         hints = [hint for hint in (h() for h in self._retry_hints) if hint is not None]
         if not self.targets:

@@ -3,9 +3,9 @@
 ``translate_files(["ocelot.json"])`` returns a ``Translation``: the fastgw document (a dict that
 ``config.parse_config`` accepts) and a ``Report`` of what became of every Ocelot key. Modules, in
 the order a translation uses them: ``reading`` (JSON with comments, keys in any case), ``translate``
-(files merged, the steps), ``global_config``, ``routes`` (with ``paths``, ``upstreams``,
-``ratelimit``, ``policies``, ``headers``), ``aggregates``, ``ordering``, ``report``; ``pending``
-holds the mappings that wait for fastgw features (service discovery, upstream TLS).
+(files merged, the steps), ``global_config``, ``discovery`` (the service discovery provider),
+``routes`` (with ``paths``, ``upstreams``, ``ratelimit``, ``policies``, ``headers``),
+``aggregates``, ``dynamic`` (``DynamicRoutes``), ``ordering``, ``report``.
 """
 
 from fastgw.importers.ocelot.reading import parse_jsonc

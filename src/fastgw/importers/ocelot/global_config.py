@@ -17,7 +17,6 @@ import ipaddress
 from typing import Any
 from urllib.parse import urlsplit
 
-from fastgw.importers.ocelot.pending import report_service_discovery_provider
 from fastgw.importers.ocelot.reading import OcelotObject, Registry
 from fastgw.importers.ocelot.report import Report
 
@@ -155,7 +154,11 @@ class GlobalConfiguration:
                 " setting, not in this file; change listeners[0].bind or pass --bind)"
             )
             if url.scheme == "https":
-                detail += "; fastgw listens for plain HTTP here: terminate TLS in front of it"
+                detail += (
+                    "; the listener serves plain HTTP: to serve HTTPS, give it the certificate Kestrel"
+                    " used (listeners[0].tls: {certificates: [{cert: ..., key: ...}]}), or terminate TLS in"
+                    " front of it"
+                )
             report.mapped(self.obj.file, self.obj.at("BaseUrl"), detail)
         return {"name": "public", "bind": address}
 
@@ -180,9 +183,6 @@ class GlobalConfiguration:
                 group = f"the routes with Key {', '.join(keys)}" if keys else "every route"
                 applied = f"{applied}; group: {group}"
             report.mapped(obj.file, obj.at(name), f"applied as {applied}")
-        provider = self.section("ServiceDiscoveryProvider")
-        if provider is not None:
-            report_service_discovery_provider(provider, report)
         for name in ("Metadata", "MetadataOptions"):
             if obj.raw(name):
                 report.ignored(

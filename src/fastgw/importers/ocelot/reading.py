@@ -16,6 +16,7 @@ translation never looked at (Ocelot ignores unknown keys; so does the translatio
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 
@@ -24,12 +25,24 @@ import orjson
 from fastgw.config.validate import describe
 from fastgw.errors import ConfigError
 
-__all__ = ["OcelotObject", "Registry", "parse_jsonc", "read_text_file"]
+__all__ = ["OcelotObject", "Registry", "is_host", "parse_jsonc", "read_text_file"]
 
 # A JSON string, or a comment: strings are kept as they are, comments are blanked.
 _COMMENT = re.compile(r'"(?:[^"\\]|\\.)*"|//[^\n]*|/\*(?:.*?\*/|.*)', re.DOTALL)
 # A JSON string, or a comma followed (after white space) by the end of an object or array.
 _TRAILING_COMMA = re.compile(r'"(?:[^"\\]|\\.)*"|,(?=\s*[}\]])', re.DOTALL)
+_HOST_NAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?")
+
+
+def is_host(text: str) -> bool:
+    """A host name or an IP address (a downstream host, a registry's host)."""
+    if _HOST_NAME.fullmatch(text):
+        return True
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
 
 
 def _blank(match: re.Match[str]) -> str:
@@ -141,6 +154,10 @@ class OcelotObject:
         self._read.add(folded)
         found = self._items.get(folded)
         return None if found is None else found[1]
+
+    def items(self) -> dict[str, object]:
+        """Every key, as spelled in the file, with its value (none marked as read)."""
+        return dict(self._items.values())
 
     def unread(self) -> list[str]:
         """The keys no accessor asked for, as spelled in the file."""

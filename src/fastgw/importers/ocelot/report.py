@@ -1,4 +1,5 @@
-"""What a translation did with every Ocelot key: mapped, approximated (how), not supported (why).
+"""What a translation did with every Ocelot key: mapped, approximated (how), not supported (why),
+or ignored.
 
 Entries are grouped by the object they belong to (``ocelot.json: Routes[3]``), with a heading that
 says which fastgw routes the object became. Rendered for ``fastgw import ocelot`` in full; logged by
@@ -6,7 +7,7 @@ says which fastgw routes the object became. Rendered for ``fastgw import ocelot`
 
     Ocelot configuration: ocelot.json
       read as: Routes (Ocelot 16.0 and later); rate limiting as Ocelot 24.1 and later (uses Wait)
-      41 mapped, 5 approximated, 2 not supported yet, 1 not supported, 2 ignored
+      41 mapped, 5 approximated, 1 not supported, 2 ignored
 
     ocelot.json: Routes[0]  GET /api/products/{id} -> route products-id
       mapped         UpstreamPathTemplate   path /api/products/{*id}, and /api/products (...)
@@ -25,7 +26,6 @@ __all__ = ["Report", "Status"]
 class Status(enum.Enum):
     MAPPED = "mapped"
     APPROXIMATED = "approximated"
-    PENDING = "not supported yet"  # fastgw will have it (service discovery, upstream TLS)
     UNSUPPORTED = "not supported"
     IGNORED = "ignored"
 
@@ -49,7 +49,6 @@ _LOG_LEVELS = {
     Status.MAPPED: logging.DEBUG,
     Status.APPROXIMATED: logging.INFO,
     Status.IGNORED: logging.INFO,
-    Status.PENDING: logging.WARNING,
     Status.UNSUPPORTED: logging.WARNING,
 }
 
@@ -73,9 +72,6 @@ class Report:
 
     def approximated(self, file: str, key_path: str, detail: str) -> None:
         self.add(file, key_path, Status.APPROXIMATED, detail)
-
-    def pending(self, file: str, key_path: str, detail: str) -> None:
-        self.add(file, key_path, Status.PENDING, detail)
 
     def unsupported(self, file: str, key_path: str, detail: str) -> None:
         self.add(file, key_path, Status.UNSUPPORTED, detail)

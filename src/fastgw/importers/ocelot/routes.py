@@ -6,9 +6,9 @@ limiting, authentication, authorization, claims transforms, query and header edi
 rewriting, then the cache.
 
 A route is left out (and the report says why) when fastgw cannot send its requests where Ocelot
-would, or cannot keep its access rules: an https upstream, a service with no listed hosts, a path
-template with no fastgw form, a claims requirement fastgw cannot check. Everything else is
-translated, with what differs said in the report.
+would, or cannot keep its access rules: a WebSocket upstream, a service in a registry fastgw
+cannot ask (Kubernetes, Service Fabric), a path template with no fastgw form, a claims requirement
+fastgw cannot check. Everything else is translated, with what differs said in the report.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastgw.importers.ocelot import pending
+from fastgw.importers.ocelot.discovery import ServiceDiscovery
 from fastgw.importers.ocelot.global_config import GlobalConfiguration
 from fastgw.importers.ocelot.headers import transform_plugins
 from fastgw.importers.ocelot.paths import Downstream, UpstreamTemplate, parse_upstream, translate_downstream
@@ -25,7 +25,7 @@ from fastgw.importers.ocelot.policies import auth_plugins, cache_plugin, claim_e
 from fastgw.importers.ocelot.ratelimit import rate_limit_plugin
 from fastgw.importers.ocelot.reading import OcelotObject, Registry
 from fastgw.importers.ocelot.report import Report
-from fastgw.importers.ocelot.upstreams import UpstreamRegistry, route_timeouts, upstream_of
+from fastgw.importers.ocelot.upstreams import UpstreamRegistry, downstream_tls, route_timeouts, upstream_of
 
 __all__ = [
     "Context",
@@ -51,6 +51,7 @@ class Context:
     registry: Registry
     report: Report
     upstreams: UpstreamRegistry
+    discovery: ServiceDiscovery
     ids: set[str] = field(default_factory=set)
 
 
@@ -283,12 +284,19 @@ def translate_route(
         obj.at("DownstreamPathTemplate"),
         f"rewrite {rewrite}" if rewrite else "the path goes upstream as it came",
     )
-    scheme_owner, scheme_key = context.glob.scalar(obj, "DownstreamScheme")
-    scheme = (scheme_owner.text(scheme_key) if scheme_owner is not None else None) or "http"
-    pending.check_dangerous_certificates(obj, scheme, report)
-    if scheme_owner is not None and not pending.check_scheme(scheme, scheme_owner, scheme_key, report):
+    usable, tls = downstream_tls(obj, context.glob, report)
+    if not usable:
         return None
-    upstream, qos = upstream_of(obj, key, context.glob, context.registry, context.upstreams, report)
+    upstream, qos = upstream_of(
+        obj,
+        key,
+        context.glob,
+        context.registry,
+        context.upstreams,
+        report,
+        discovery=context.discovery,
+        tls=tls,
+    )
     if upstream is None:
         return None
     timeouts = route_timeouts(obj, qos, context.glob, report)

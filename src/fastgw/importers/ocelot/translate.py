@@ -3,8 +3,9 @@
 The steps: read the files (``reading``) and merge them as Ocelot's ``AddOcelot`` does
 (``ocelot.*.json`` in a folder, the environment's file skipped; ``Routes``, ``Aggregates`` and
 ``DynamicRoutes`` concatenated; ``GlobalConfiguration`` only from ``ocelot.global.json``); read
-``GlobalConfiguration``; translate each route, then each aggregate; keep Ocelot's route choice
-(``ordering``); then report every key nobody read (Ocelot ignores unknown keys too).
+``GlobalConfiguration`` and its service discovery provider; translate each route, then each
+aggregate, then the services ``DynamicRoutes`` names when Ocelot routes dynamically; keep Ocelot's
+route choice (``ordering``); then report every key nobody read (Ocelot ignores unknown keys too).
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from typing import Any
 import yaml
 
 from fastgw.errors import ConfigError
-from fastgw.importers.ocelot import pending
 from fastgw.importers.ocelot.aggregates import translate_aggregate
+from fastgw.importers.ocelot.discovery import ServiceDiscovery
+from fastgw.importers.ocelot.dynamic import translate_dynamic_routes
 from fastgw.importers.ocelot.global_config import GlobalConfiguration
 from fastgw.importers.ocelot.ordering import order_routes
 from fastgw.importers.ocelot.ratelimit import is_modern_rate_limiting
@@ -31,7 +33,8 @@ from fastgw.importers.ocelot.upstreams import UpstreamRegistry
 __all__ = ["Translation", "is_ocelot_document", "translate_files"]
 
 _SUB_CONFIG = re.compile(r"ocelot\.(.*?)\.json", re.IGNORECASE)
-_ENV_REFERENCE = re.compile(r"^\$\{FASTGW_JWT_[A-Z0-9_]+:-[^}]*\}$")
+# The settings the translation makes (JWT keys, Eureka's address) stay ${...} references.
+_ENV_REFERENCE = re.compile(r"^\$\{FASTGW_(?:JWT_[A-Z0-9_]+|EUREKA_URL):-[^}]*\}$")
 
 # Every key of Ocelot's file schema, any version (FileConfiguration and the classes it holds).
 # A key the translation did not read is reported only when it is not one of these: known keys
@@ -189,12 +192,17 @@ def translate_files(
     glob = GlobalConfiguration(glob_obj, registry)
     listener = glob.listener(bind, report)
     glob.report_keys(report)
-    context = Context(glob, registry, report, UpstreamRegistry())
+    discovery = ServiceDiscovery(glob.section("ServiceDiscoveryProvider"))
+    discovery.report(report)
+    context = Context(glob, registry, report, UpstreamRegistry(), discovery)
     drafts: list[RouteDraft] = []
     order = 0
+    modern_by_file: dict[str, bool] = {}
     for file, routes in route_lists:
-        modern, why = is_modern_rate_limiting(routes, glob_obj)
-        if any(route.peek("RateLimitOptions") for route in routes) or (
+        limited = routes + [entry for entry in dynamic if entry.file == file]
+        modern, why = is_modern_rate_limiting(limited, glob_obj)
+        modern_by_file[file] = modern
+        if any(route.peek("RateLimitOptions") or route.peek("RateLimitRule") for route in limited) or (
             glob_obj and glob_obj.peek("RateLimitOptions")
         ):
             report.notes.append(f"rate limiting in {os.path.basename(file)} read {why}")
@@ -212,7 +220,8 @@ def translate_files(
         order += 1
         if draft is not None:
             drafts.append(draft)
-    pending.report_dynamic_routes(dynamic, report)
+    routed_statically = bool(aggregates) or any(routes for _, routes in route_lists)
+    drafts += translate_dynamic_routes(dynamic, routed_statically, order, modern_by_file, context)
     order_routes(drafts, report)
     report.notes.append(
         "fastgw answers 405 with Allow for a known path asked with another method (Ocelot: 404), and 404 for"
@@ -222,11 +231,11 @@ def translate_files(
     kept = [route for draft in drafts if not draft.left_out for route in draft.routes]
     used = {route["upstream"] for route in kept if "upstream" in route}
     used |= {b["upstream"] for route in kept for b in route.get("aggregate", {}).get("backends", [])}
-    document: dict[str, Any] = {
-        "listeners": [listener],
-        "upstreams": {name: up for name, up in context.upstreams.upstreams.items() if name in used},
-        "routes": kept,
-    }
+    upstreams = {name: up for name, up in context.upstreams.upstreams.items() if name in used}
+    document: dict[str, Any] = {"listeners": [listener]}
+    if any("discovery" in upstream for upstream in upstreams.values()) and discovery.provider:
+        document["registries"] = {discovery.provider: discovery.registry}
+    document.update(upstreams=upstreams, routes=kept)
     origins = {
         route["id"]: f"{draft.obj.file}: {draft.obj.path}"
         for draft in drafts

@@ -1,12 +1,18 @@
-"""Where a route's requests go: hosts, balancer, circuit breaker, timeouts, connection options.
+"""Where a route's requests go: scheme, hosts or service, balancer, circuit breaker, timeouts,
+connection options.
 
 Ocelot keeps these per route; fastgw per named upstream, shared by the routes that name it. A
-route's hosts, balancer, breaker and pool options make its upstream; routes with the same ones
-share one (named after the first host: ``localhost-5001``).
+route's scheme, hosts (or service), balancer, breaker and pool options make its upstream; routes
+with the same ones share one (named after the service, else the first host: ``localhost-5001``).
 
+- ``DownstreamScheme`` ``https`` -> ``tls: true`` (verified against the system's CA store, as
+  .NET's HttpClient verifies); with ``DangerousAcceptAnyServerCertificateValidator``,
+  ``tls: {insecure_skip_verify: true}``. ``ws``/``wss`` routes are left out (no WebSocket proxying).
 - ``DownstreamHostAndPorts`` (``DownstreamHost``/``DownstreamPort`` in Ocelot's oldest files):
-  the targets. Without ``LoadBalancerOptions`` (or with ``NoLoadBalancer``) Ocelot sends every
-  request to the first host: so does the translation, and the report names the others.
+  the targets, unless the route has a ``ServiceName`` (``discovery``: its instances come from the
+  registry). Without ``LoadBalancerOptions`` (or with ``NoLoadBalancer``) Ocelot sends every
+  request to the first host: so does the translation, and the report names the others; with a
+  registry Ocelot takes the first instance listed, which fastgw cannot name: it balances them.
 - ``LoadBalancerOptions.Type`` (the oldest files: ``LoadBalancer``): ``RoundRobin`` ->
   ``round_robin``, ``LeastConnection`` -> ``least_conn``, ``CookieStickySessions`` (``Key``, the
   session cookie) -> ``{hash: "cookie:KEY"}``: the cookie's value picks the target consistently,
@@ -20,19 +26,18 @@ share one (named after the first host: ``localhost-5001``).
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from typing import Any
 
 import orjson
 
+from fastgw.importers.ocelot.discovery import ServiceDiscovery
 from fastgw.importers.ocelot.global_config import GlobalConfiguration, Layered
-from fastgw.importers.ocelot.reading import OcelotObject, Registry
+from fastgw.importers.ocelot.reading import OcelotObject, Registry, is_host
 from fastgw.importers.ocelot.report import Report
 
-__all__ = ["UpstreamRegistry", "route_timeouts", "upstream_of"]
+__all__ = ["UpstreamRegistry", "downstream_tls", "route_timeouts", "upstream_of"]
 
-_HOST = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?")
 _BALANCERS = {"roundrobin": "round_robin", "leastconnection": "least_conn"}
 _SESSION_COOKIE = ".AspNetCore.Session"  # CookieStickySessions' default Key
 _MAX_INT = 2_147_483_647
@@ -55,7 +60,9 @@ class UpstreamRegistry:
         content = orjson.dumps(upstream, option=orjson.OPT_SORT_KEYS)
         name = self.by_content.get(content)
         if name is None:
-            first = upstream["targets"][0]
+            discovery = upstream.get("discovery")
+            # named after the service it discovers, else after its first target (localhost-5001)
+            first = (discovery.get("service") or discovery["app"]) if discovery else upstream["targets"][0]
             base = re.sub(r"[^A-Za-z0-9._-]+", "-", first.replace("]:", "-").strip("[]").replace(":", "-"))
             name, n = base, 2
             while name in self.upstreams:
@@ -70,14 +77,14 @@ def _targets(route: OcelotObject, registry: Registry, report: Report) -> list[st
     found: list[str] = []
     for entry in route.children("DownstreamHostAndPorts", registry):
         host, port = entry.text("Host"), entry.integer("Port")
-        if not host or not (_HOST.fullmatch(host) or _is_ip(host)):
+        if not host or not is_host(host):
             raise entry.error("Host", "a host name or IP address", entry.raw("Host"))
         if port is None or not 1 <= port <= 65535:
             raise entry.error("Port", "a port from 1 to 65535", entry.raw("Port"))
         found.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
     if route.has("DownstreamHost"):  # Ocelot 1.x and 2.x: one host
         host, port = route.text("DownstreamHost"), route.integer("DownstreamPort") or 80
-        if not host or not (_HOST.fullmatch(host) or _is_ip(host)):
+        if not host or not is_host(host):
             raise route.error("DownstreamHost", "a host name or IP address", route.raw("DownstreamHost"))
         found.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
         report.mapped(
@@ -90,18 +97,11 @@ def _targets(route: OcelotObject, registry: Registry, report: Report) -> list[st
     return found
 
 
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
-        return False
-
-
 def _balance(
-    route: OcelotObject, options: Layered, targets: list[str], report: Report
+    route: OcelotObject, options: Layered, targets: list[str] | None, report: Report
 ) -> tuple[list[str], object | None]:
-    """The targets to use and the fastgw ``balance`` (None: the default, or a single target)."""
+    """The listed targets to use and the fastgw ``balance`` (None: the default, or a single
+    target); ``targets`` is None for a route whose instances come from a registry."""
     kind = options.text("Type") if options else None
     at = route.at("LoadBalancerOptions") + options.where()
     if kind is None and route.has("LoadBalancer"):
@@ -113,6 +113,15 @@ def _balance(
     if lowered in ("", "noloadbalancer"):
         if options and not kind:
             report.mapped(route.file, at, "no Type: no balancer")
+        if targets is None:
+            report.approximated(
+                route.file,
+                at if kind else route.at("LoadBalancerOptions"),
+                f"{kind or 'absent'}: Ocelot sends every request to the first instance the registry lists;"
+                " fastgw balances round robin over the instances (the order a registry lists them in is no"
+                " choice of one)",
+            )
+            return [], None
         if len(targets) > 1:
             report.mapped(
                 route.file,
@@ -123,9 +132,10 @@ def _balance(
         if kind:
             report.mapped(route.file, at, f"{kind}: the first host only")
         return targets[:1], None
-    if len(targets) == 1:
+    if targets is not None and len(targets) == 1:
         report.mapped(route.file, at, f"{kind} over one host: nothing to balance")
         return targets, None
+    targets = targets or []
     if lowered in _BALANCERS:
         report.mapped(route.file, at, f"{kind} -> balance: {_BALANCERS[lowered]}")
         return targets, _BALANCERS[lowered]
@@ -265,6 +275,55 @@ def _pool(route: OcelotObject, handler: Layered, report: Report) -> dict[str, An
     return pool
 
 
+def downstream_tls(route: OcelotObject, glob: GlobalConfiguration, report: Report) -> tuple[bool, object]:
+    """``DownstreamScheme`` (the route's, else the global one) and
+    ``DangerousAcceptAnyServerCertificateValidator``: whether fastgw can send the route's requests
+    that way, and the upstream's ``tls`` (None: plain HTTP)."""
+    owner, name = glob.scalar(route, "DownstreamScheme")
+    scheme = (owner.text(name) if owner is not None else None) or "http"
+    lowered = scheme.lower()
+    dangerous = route.flag("DangerousAcceptAnyServerCertificateValidator")
+    where = None if owner is None else (route.file, route.at(name))
+    if owner is not None and owner is not route:
+        where = (route.file, route.at(name) + " (from GlobalConfiguration)")
+    tls: object = None
+    if lowered == "https":
+        tls = {"insecure_skip_verify": True} if dangerous else True
+        if where is not None:
+            report.mapped(
+                *where,
+                "https -> tls: the upstream's certificate is verified against the system's CA store and must"
+                " name the host connected to (sent as SNI), as .NET's HttpClient checks it",
+            )
+    elif where is not None and lowered == "http":
+        report.mapped(*where, "http: plain HTTP/1.1 to the upstream")
+    elif where is not None and lowered in ("ws", "wss"):
+        report.unsupported(
+            *where, f"{scheme}: fastgw does not proxy WebSocket upgrades; the route is left out"
+        )
+    elif where is not None:
+        report.unsupported(*where, f"{scheme!r} is not a scheme Ocelot sends; the route is left out")
+    if dangerous and lowered in ("http", "https"):  # else the route is left out for its scheme
+        _report_dangerous(route, lowered, report)
+    return lowered in ("http", "https"), tls
+
+
+def _report_dangerous(route: OcelotObject, scheme: str, report: Report) -> None:
+    at = route.at("DangerousAcceptAnyServerCertificateValidator")
+    if scheme == "http":
+        report.mapped(route.file, at, "true, with DownstreamScheme http: there is no certificate to check")
+        return
+    report.approximated(
+        route.file,
+        at,
+        "true -> tls: {insecure_skip_verify: true}: the upstream's certificate is NOT checked, as in Ocelot,"
+        " so anyone on the network path can pose as the upstream and read the traffic (fastgw warns about it"
+        " at every start and reload, and fastgw check lists the upstream as NOT VERIFIED). Instead trust the"
+        " CA that signed the upstream's certificate: tls: {ca: upstream-ca.pem} (a self-signed certificate"
+        " is its own CA), with server_name when the certificate names another host",
+    )
+
+
 def upstream_of(
     route: OcelotObject,
     route_key: str | None,
@@ -272,33 +331,41 @@ def upstream_of(
     registry: Registry,
     upstreams: UpstreamRegistry,
     report: Report,
+    *,
+    discovery: ServiceDiscovery,
+    tls: object,
 ) -> tuple[str | None, Layered]:
-    """The name of the route's fastgw upstream (None when it has no usable host), and its QoS
-    block (for the timeouts)."""
-    from fastgw.importers.ocelot.pending import check_discovery
-
+    """The name of the route's fastgw upstream (None when it has nowhere to send), and its QoS
+    block (for the timeouts). ``tls`` is what ``downstream_tls`` made of the route's scheme."""
     targets = _targets(route, registry, report)
-    provider = glob.section("ServiceDiscoveryProvider")
     qos = glob.options(route, "QoSOptions", route_key)
     balancer = glob.options(route, "LoadBalancerOptions", route_key)
     handler = glob.options(route, "HttpHandlerOptions", route_key)
-    if not check_discovery(route, provider, bool(targets), report):
+    usable, discovered = discovery.route_discovery(route, targets, report)
+    if not usable:
         return None, qos
-    if not targets:
+    upstream: dict[str, Any]
+    if discovered is not None:
+        chosen, balance = _balance(route, balancer, None, report)
+        upstream = {"discovery": discovered}
+    elif targets:
+        chosen, balance = _balance(route, balancer, targets, report)
+        if len(chosen) == 1 and len(targets) == 1:
+            report.mapped(route.file, route.at("DownstreamHostAndPorts"), f"target {chosen[0]}")
+        elif balance is not None:
+            report.mapped(route.file, route.at("DownstreamHostAndPorts"), f"targets {', '.join(chosen)}")
+        upstream = {"targets": chosen}
+    else:
         report.unsupported(
             route.file,
             route.at("DownstreamHostAndPorts"),
             "no hosts and no service: nowhere to send; left out",
         )
         return None, qos
-    chosen, balance = _balance(route, balancer, targets, report)
-    if len(chosen) == 1 and len(targets) == 1:
-        report.mapped(route.file, route.at("DownstreamHostAndPorts"), f"target {chosen[0]}")
-    elif balance is not None:
-        report.mapped(route.file, route.at("DownstreamHostAndPorts"), f"targets {', '.join(chosen)}")
-    upstream: dict[str, Any] = {"targets": chosen}
     if balance is not None:
         upstream["balance"] = balance
+    if tls is not None:
+        upstream["tls"] = tls
     breaker = _breaker(route, qos, report)
     if breaker is not None:
         upstream["breaker"] = breaker
