@@ -288,6 +288,8 @@ class H2UpstreamConnection(Timed, asyncio.Protocol):  # by duck typing at run ti
     deadline: float
 
     def __init__(self, pool: PoolCore, tls: bool) -> None: ...
+    def unconsumed_bytes(self) -> int:
+        """Response DATA its streams hold unacknowledged while their clients read slowly."""
     def retire(self) -> None:
         """No new streams: close now if idle, else when the last one ends."""
     def close(self) -> None: ...

@@ -15,6 +15,8 @@ Behaviour by path (every response carries ``x-conn-id``):
 - ``/echo...``: 200 JSON {method, path, authority, scheme, headers ([[name, value]] as received),
   body_len, body_sha256, conn_id, stream_id}, once the request body has ended
 - ``/slow/{ms}...``: the same after ms
+- ``/barrier/{n}...``: the same once n ``/barrier/{n}`` streams are open on the server at once
+  (however many connections carry them)
 - ``/bytes/{n}``: n bytes of ``pattern`` with content-length, under flow control
 - ``/stream/{n}/{ms}``: n lines ``piece {i}\\n``, ms apart, no content-length
 - ``/sink``: reads the body, then JSON {body_len, body_sha256}; ``/sink-stalled``: reads it but
@@ -67,6 +69,7 @@ class H2UpstreamStats:
     goaway_sent: bool = False
     resets: list[tuple[str, int]] = field(default_factory=list)  # (path, error code) the client reset
     unacknowledged: int = 0  # /sink-stalled bytes held without a WINDOW_UPDATE
+    data_sent: int = 0  # response DATA bytes sent, all streams
 
 
 class Stream:
@@ -198,6 +201,7 @@ class H2ServerConnection(asyncio.Protocol):
                 continue
             piece, view = view[:window], view[window:]
             self.h2.send_data(stream_id, bytes(piece), end_stream=end and not view)
+            self.server.stats.data_sent += len(piece)
             self.flush()
             await self.drained.wait()
             if not view:
@@ -225,6 +229,9 @@ class H2ServerConnection(asyncio.Protocol):
             await self.echo(stream_id, stream)
         elif head == "slow":
             await asyncio.sleep(int(parts[1]) / 1000)
+            await self.echo(stream_id, stream)
+        elif head == "barrier":
+            await self.server.barrier(int(parts[1]))
             await self.echo(stream_id, stream)
         elif head == "bytes":
             n = int(parts[1])
@@ -333,6 +340,15 @@ class H2Upstream:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="h2-upstream", daemon=True)
         self.server: asyncio.Server | None = None
+        self.barriers: dict[int, tuple[list[int], asyncio.Event]] = {}
+
+    async def barrier(self, wanted: int) -> None:
+        """Wait until ``wanted`` streams wait here at once (then all go on)."""
+        count, ready = self.barriers.setdefault(wanted, ([0], asyncio.Event()))
+        count[0] += 1
+        if count[0] >= wanted:
+            ready.set()
+        await ready.wait()
 
     def start(self) -> H2Upstream:
         self.thread.start()

@@ -327,6 +327,10 @@ cdef class H2UpstreamConnection(Timed):
         self.wheel.file(self, self.deadline)
         return 0
 
+    def unconsumed_bytes(self) -> int:
+        """Response DATA its streams hold unacknowledged while their clients read slowly."""
+        return sum((<H2UpstreamStream>stream).unconsumed for stream in self.streams.values())
+
     def retire(self) -> None:
         """No new streams (its pool is retired): close now if idle, else when the last one ends."""
         self.usable = False
