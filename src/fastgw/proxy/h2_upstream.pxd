@@ -47,6 +47,7 @@ cdef class H2UpstreamConnection(Timed):
     cdef int header(self, H2UpstreamStream stream, const uint8_t* name, size_t namelen, const uint8_t* value,
                     size_t valuelen) except -1
     cdef int headers_done(self, H2UpstreamStream stream, bint end_stream) except -1
+    cdef list grpc_status_fields(self, HeadLines* lines)
     cdef int data(self, H2UpstreamStream stream, const uint8_t* data, size_t length) except -1
     cdef int stream_closed(self, int32_t stream_id, uint32_t error_code) except -1
     cdef int settings_changed(self) except -1

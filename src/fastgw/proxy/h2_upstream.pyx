@@ -560,6 +560,8 @@ cdef class H2UpstreamConnection(Timed):
             stream.got_head = True
             if stream.head_timeout and not stream.reading_paused:
                 stream.arm(self.now)  # from here the read timeout applies between reads
+            if end_stream:
+                stream.trailers = self.grpc_status_fields(&lines)
             x.on_upstream_head(status, &lines)
             if end_stream and stream.exchange is x:
                 stream.complete()
@@ -575,6 +577,37 @@ cdef class H2UpstreamConnection(Timed):
         if end_stream:
             stream.complete()
         return 0
+
+    cdef list grpc_status_fields(self, HeadLines* lines):
+        """A gRPC "Trailers-Only" response (a head ending the stream with grpc-status in it): its
+        grpc-status, grpc-message and grpc-status-details-bin are taken out of ``lines`` and
+        returned as trailers, or None for any other head. The client side then sends them as
+        trailers after the head, which is how gRPC clients read a status whatever the client
+        side's framing (a head it cannot end at once, a body of no message in between)."""
+        cdef int i, kept = 0
+        cdef Py_ssize_t n
+        cdef const char* name
+        cdef list trailers = None
+        for i in range(lines.count):
+            name = self.head + self.names[i].off
+            n = self.names[i].len
+            if n >= 11 and memcmp(name, b"grpc-", 5) == 0 and (
+                (n == 11 and memcmp(name, b"grpc-status", 11) == 0)
+                or (n == 12 and memcmp(name, b"grpc-message", 12) == 0)
+                or (n == 23 and memcmp(name, b"grpc-status-details-bin", 23) == 0)
+            ):
+                if trailers is None:
+                    trailers = []
+                trailers.append((
+                    PyBytes_FromStringAndSize(name, n),
+                    PyBytes_FromStringAndSize(self.head + self.values[i].off, self.values[i].len),
+                ))  # fmt: skip
+                continue
+            self.names[kept] = self.names[i]
+            self.values[kept] = self.values[i]
+            kept += 1
+        lines.count = kept
+        return trailers
 
     cdef int data(self, H2UpstreamStream stream, const uint8_t* data, size_t length) except -1:
         cdef Exchange x = stream.exchange
