@@ -89,7 +89,9 @@ def channel(make_gateway: MakeGateway, service: tuple[EchoService, int]) -> Iter
         {
             "listeners": [{"name": "main", "bind": "127.0.0.1:0", "http2": {"h2c": True}}],
             "upstreams": {"echo": {"targets": [f"127.0.0.1:{service[1]}"], "protocol": "h2c"}},
-            "routes": [{"id": "echo", "path": f"/{SERVICE}/{{method}}", "methods": ["POST"], "upstream": "echo"}],
+            "routes": [
+                {"id": "echo", "path": f"/{SERVICE}/{{method}}", "methods": ["POST"], "upstream": "echo"}
+            ],
         }
     )
     with grpc.insecure_channel(f"127.0.0.1:{gw.port}") as opened:

@@ -91,7 +91,9 @@ def test_request_head_as_http2_fields(make_gateway: MakeGateway, h2_upstream: H2
     names = [name for name, _ in body["headers"]]
     assert names == [name.lower() for name in names]
     assert ["x-custom-field", "Kept"] in body["headers"]
-    assert not {"connection", "x-hop", "keep-alive", "te", "upgrade", "transfer-encoding", "host"} & set(names)
+    assert not {"connection", "x-hop", "keep-alive", "te", "upgrade", "transfer-encoding", "host"} & set(
+        names
+    )
     assert {"x-forwarded-for", "x-request-id"} <= set(names)
     assert answer.header("x-conn-id") == "1" and answer.header("date")
 
@@ -119,7 +121,9 @@ def test_interim_and_streamed_responses(make_gateway: MakeGateway, h2_upstream: 
     hints = request(gw, "GET", "/early-hints")
     assert [r.status for r in hints.interim] == [103] and echo(hints)["path"] == "/early-hints"
     streamed = request(gw, "GET", "/stream/3/20")
-    assert streamed.body == b"piece 0\npiece 1\npiece 2\n" and streamed.header("transfer-encoding") == "chunked"
+    assert (
+        streamed.body == b"piece 0\npiece 1\npiece 2\n" and streamed.header("transfer-encoding") == "chunked"
+    )
 
 
 # -- streams, not sockets -----------------------------------------------------------------------------
@@ -254,7 +258,9 @@ def test_grpc_requests_carry_te_trailers(make_gateway: MakeGateway, h2_upstream:
     """gRPC servers refuse a request without ``te: trailers`` (the gateway drops a client's TE as
     hop-by-hop): a gRPC content type gets it back."""
     gw = make_gateway(doc_for(h2_upstream.port))
-    grpc = echo(request(gw, "POST", "/echo", headers=[("Content-Type", "application/grpc+proto")], body=b"\0\0\0\0\0"))
+    grpc = echo(
+        request(gw, "POST", "/echo", headers=[("Content-Type", "application/grpc+proto")], body=b"\0\0\0\0\0")
+    )
     plain = echo(request(gw, "POST", "/echo", headers=[("Content-Type", "application/json")], body=b"{}"))
     assert ["te", "trailers"] in grpc["headers"]
     assert "te" not in dict(plain["headers"])
@@ -313,7 +319,9 @@ def test_head_timeout_resets_the_stream(make_gateway: MakeGateway, h2_upstream: 
     eventually(lambda: h2_upstream.stats.resets == [("/hang", 8)], "RST_STREAM CANCEL at the server")
 
 
-def test_client_leaving_resets_the_upstream_stream(make_gateway: MakeGateway, h2_upstream: H2Upstream) -> None:
+def test_client_leaving_resets_the_upstream_stream(
+    make_gateway: MakeGateway, h2_upstream: H2Upstream
+) -> None:
     """The client closes while its request is in flight: RST_STREAM CANCEL reaches the server (the
     way a cancelled call reaches a gRPC server); the connection carries the next request."""
     gw = make_gateway(doc_for(h2_upstream.port))

@@ -181,7 +181,9 @@ class H2ServerConnection(asyncio.Protocol):
             self.transport.write(data)
 
     # -- sending --------------------------------------------------------------------------------
-    def respond(self, stream_id: int, status: int, headers: list[tuple[bytes, bytes]], end: bool = False) -> None:
+    def respond(
+        self, stream_id: int, status: int, headers: list[tuple[bytes, bytes]], end: bool = False
+    ) -> None:
         fields = [(b":status", str(status).encode()), (b"x-conn-id", str(self.conn_id).encode()), *headers]
         self.h2.send_headers(stream_id, fields, end_stream=end)
         if status >= 200:
@@ -260,7 +262,11 @@ class H2ServerConnection(asyncio.Protocol):
             body = b"message body"
             self.respond(stream_id, 200, [(b"content-type", b"application/grpc")])
             await self.send(stream_id, stream, body, end=False)
-            trailers = [(b"grpc-status", b"0"), (b"grpc-message", b"done"), (b"x-body-len", str(stream.body_len).encode())]
+            trailers = [
+                (b"grpc-status", b"0"),
+                (b"grpc-message", b"done"),
+                (b"x-body-len", str(stream.body_len).encode()),
+            ]
             self.h2.send_headers(stream_id, trailers, end_stream=True)
         elif head == "early-hints":
             self.respond(stream_id, 103, [(b"link", b"</app.css>; rel=preload")])
@@ -294,7 +300,11 @@ class H2ServerConnection(asyncio.Protocol):
             "path": fields.get(b":path", b"").decode("latin-1"),
             "authority": fields.get(b":authority", b"").decode("latin-1"),
             "scheme": fields.get(b":scheme", b"").decode(),
-            "headers": [[n.decode("latin-1"), v.decode("latin-1")] for n, v in stream.headers if not n.startswith(b":")],
+            "headers": [
+                [n.decode("latin-1"), v.decode("latin-1")]
+                for n, v in stream.headers
+                if not n.startswith(b":")
+            ],
             "body_len": stream.body_len,
             "body_sha256": stream.body.hexdigest(),
             "conn_id": self.conn_id,
@@ -302,7 +312,9 @@ class H2ServerConnection(asyncio.Protocol):
         }
         body = json.dumps(answer).encode()
         self.respond(
-            stream_id, 200, [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+            stream_id,
+            200,
+            [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
         )
         await self.send(stream_id, stream, body, end=True)
 
@@ -330,7 +342,9 @@ class H2ServerConnection(asyncio.Protocol):
 class H2Upstream:
     """The server on a thread of its own: ``start()`` / ``stop()``, or ``running_h2_upstream``."""
 
-    def __init__(self, tls: ssl.SSLContext | None = None, max_streams: int = 100, window: int = 65535) -> None:
+    def __init__(
+        self, tls: ssl.SSLContext | None = None, max_streams: int = 100, window: int = 65535
+    ) -> None:
         self.tls = tls
         self.max_streams = max_streams
         self.window = window
@@ -352,7 +366,9 @@ class H2Upstream:
 
     def start(self) -> H2Upstream:
         self.thread.start()
-        self.server = self.call(self.loop.create_server(lambda: H2ServerConnection(self), "127.0.0.1", 0, ssl=self.tls))
+        self.server = self.call(
+            self.loop.create_server(lambda: H2ServerConnection(self), "127.0.0.1", 0, ssl=self.tls)
+        )
         self.port = self.server.sockets[0].getsockname()[1]
         return self
 

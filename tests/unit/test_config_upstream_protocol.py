@@ -41,7 +41,8 @@ def test_h2_over_tls_with_a_stream_cap() -> None:
     [
         (
             {"protocol": "http2"},
-            f"{SOURCE_UP}.protocol: expected the name of a protocol (http/1.1, h2c, h2), found 'http2'; did you mean 'http/1.1'?",
+            f"{SOURCE_UP}.protocol: expected the name of a protocol (http/1.1, h2c, h2), found 'http2';"
+            " did you mean 'http/1.1'?",
         ),
         (
             {"protocol": "h2"},

@@ -14,6 +14,7 @@ from dataclasses import replace
 
 from fastgw.config.discovery import read_discovery
 from fastgw.config.schema import (
+    UPSTREAM_PROTOCOLS,
     BalanceConfig,
     BreakerConfig,
     ConcurrencyConfig,
@@ -22,7 +23,6 @@ from fastgw.config.schema import (
     OutlierConfig,
     PoolConfig,
     RegistriesConfig,
-    UPSTREAM_PROTOCOLS,
     TargetConfig,
     UpstreamConfig,
     UpstreamTimeouts,

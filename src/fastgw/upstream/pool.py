@@ -30,9 +30,8 @@ import logging
 import os
 import ssl
 import time
-from typing import NamedTuple, TypeVar
-
 from collections.abc import Callable
+from typing import NamedTuple, TypeVar
 
 from fastgw._proxy import H2UpstreamConnection, PoolCore, UpstreamConnection, UpstreamSide
 from fastgw.config.schema import PoolConfig, UpstreamTlsConfig
