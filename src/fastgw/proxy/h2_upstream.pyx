@@ -764,19 +764,7 @@ cdef class H2UpstreamStream(UpstreamSide):
     cdef Py_ssize_t take(self, uint8_t* buf, size_t length, uint32_t* flags) except -1:
         """nghttp2 reads the request body for a DATA frame of at most ``length`` bytes (the
         windows allow that much)."""
-        cdef Py_ssize_t n = 0, size, part
-        cdef bytes piece
-        while self.out and n < <Py_ssize_t>length:
-            piece = <bytes>self.out[0]
-            size = PyBytes_GET_SIZE(piece) - self.out_offset
-            part = min(size, <Py_ssize_t>length - n)
-            memcpy(buf + n, PyBytes_AS_STRING(piece) + self.out_offset, part)
-            n += part
-            if part == size:
-                del self.out[0]
-                self.out_offset = 0
-            else:
-                self.out_offset += part
+        cdef Py_ssize_t n = take_pieces(self.out, &self.out_offset, buf, length)
         self.out_size -= n
         cdef Exchange x = self.exchange
         if self.out_size == 0:
@@ -852,23 +840,13 @@ cdef class H2UpstreamStream(UpstreamSide):
     cdef int arm(self, double now) except -1:
         """Set the deadline that applies now (see the class's docstring)."""
         cdef Exchange x = self.exchange
-        cdef double timeout
         if x is None:
             self.deadline = 0.0
             return 0
-        if self.reading_paused:
-            self.set_deadline(x.total_deadline)
-            return 0
-        if self.sending:
-            timeout = self.send_timeout
-        elif not self.got_head and self.head_timeout:
-            timeout = self.head_timeout
-        else:
-            timeout = self.read_timeout
-        cdef double at = now + timeout
-        if x.total_deadline and x.total_deadline < at:
-            at = x.total_deadline
-        self.set_deadline(at)
+        self.set_deadline(upstream_deadline(
+            x, now, self.reading_paused, self.sending, self.got_head, self.send_timeout, self.head_timeout,
+            self.read_timeout,
+        ))  # fmt: skip
         return 0
 
     cdef int set_deadline(self, double at) except -1:
