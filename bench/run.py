@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from bench import tls
+from bench import h2, tls
 from bench.status_poll import polling
 
 BENCH = Path(__file__).resolve().parent
@@ -63,6 +63,7 @@ class Scenario:
     tls: str = ""  # "client": HTTPS from wrk to the proxy; "upstream": HTTPS from the proxy upstream
     key_type: str = "ecdsa"  # of the proxy's certificate (bench/tls.py)
     driver: str = "wrk"  # or "new" / "reuse": TLS handshakes by openssl s_time (bench/tls.py)
+    upstream_protocol: str = "http/1.1"  # "h2c": HTTP/2 to the upstream (bench/h2.py)
     poll_admin: bool = False  # poll fastgw's admin API as an open status page does (status_poll.py)
 
 
@@ -97,6 +98,11 @@ SCENARIOS = [
              key_type="rsa"),
     Scenario("tls-resumed", "/items/1", contenders=("nginx", "fastgw", "bare"), tls="client", driver="reuse"),
     Scenario("https-upstream", "/items/1", contenders=("nginx", "fastgw"), tls="upstream"),
+    # HTTP/2 to the upstream, HTTP/1.1 from wrk: nginx by grpc_pass (bench/h2.py).
+    Scenario("h2c-upstream", "/items/1", contenders=("nginx", "fastgw"), upstream_protocol="h2c"),
+    Scenario("h2c-upstream-c1", "/items/1", connections=1, contenders=("nginx", "fastgw"),
+             upstream_protocol="h2c"),
+    Scenario("h2c-upstream-64k", "/big", contenders=("nginx", "fastgw"), upstream_protocol="h2c"),
 ]  # fmt: skip
 
 
@@ -259,14 +265,21 @@ def header_script(workdir: Path, scenario: Scenario, headers: dict[str, str]) ->
 
 # -- contenders ----------------------------------------------------------------------------------
 def upstream_ports(upstreams: tuple[int, ...], scenario: Scenario) -> tuple[int, ...]:
-    """The upstream nginx's ports a scenario proxies to: its TLS port for ``https-upstream``."""
-    return upstreams[-1:] if scenario.tls == "upstream" else upstreams[: scenario.targets]
+    """The upstream nginx's ports a scenario proxies to: its TLS port for ``https-upstream``, its
+    h2c port for the HTTP/2-upstream scenarios."""
+    if scenario.tls == "upstream":
+        return upstreams[2:3]
+    if scenario.upstream_protocol == "h2c":
+        return upstreams[3:4]
+    return upstreams[: scenario.targets]
 
 
 def fastgw_config(workdir: Path, port: int, upstreams: tuple[int, ...], scenario: Scenario) -> Path:
     targets = ", ".join(f"'127.0.0.1:{p}'" for p in upstream_ports(upstreams, scenario))
     routes = scenario.routes
     upstream_tls = tls.fastgw_upstream_tls(workdir) if scenario.tls == "upstream" else ""
+    if scenario.upstream_protocol == "h2c":
+        upstream_tls += h2.fastgw_upstream_option()
     lines = [
         "listeners:",
         f"  - bind: 127.0.0.1:{port}",
@@ -308,8 +321,11 @@ def start_nginx(
         "nginx_proxy.conf", workdir, dir=workdir, port=port, servers=servers, locations=locations,
         listen_ssl=" ssl" if scenario.tls == "client" else "",
         server_tls=tls.nginx_server_tls(workdir, scenario.key_type) if scenario.tls == "client" else "",
-        scheme="https" if scenario.tls == "upstream" else "http",
-        upstream_tls=tls.nginx_upstream_tls(workdir) if scenario.tls == "upstream" else "",
+        proxied=h2.nginx_proxied() if scenario.upstream_protocol == "h2c" else (
+            f"proxy_pass {'https' if scenario.tls == 'upstream' else 'http'}://up; "
+            + (tls.nginx_upstream_tls(workdir) if scenario.tls == "upstream" else "")
+            + ' proxy_http_version 1.1; proxy_set_header Connection "";'
+        ),
     )  # fmt: skip
     return process(["nginx", "-c", str(conf), "-p", str(workdir)], port, workdir)
 
@@ -431,9 +447,10 @@ DEFAULT_SECONDS = 5
 
 
 def scenario_contenders(scenario: Scenario, baseline: bool) -> list[str]:
-    """The scenario's contenders, with ``baseline`` (another fastgw build) right after fastgw."""
+    """The scenario's contenders, with ``baseline`` (another fastgw build) right after fastgw
+    (not where the scenario needs HTTP/2 to the upstream, which a build before it cannot run)."""
     names = list(scenario.contenders)
-    if baseline and "fastgw" in names:
+    if baseline and "fastgw" in names and scenario.upstream_protocol == "http/1.1":
         names.insert(names.index("fastgw") + 1, "baseline")
     return names
 
@@ -741,11 +758,13 @@ def run(args: argparse.Namespace) -> int:
         workdir.chmod(0o755)  # nginx workers run as nobody: they must reach big.bin (else 403)
         (workdir / "big.bin").write_bytes(os.urandom(64 * 1024))
         (workdir / "big.bin").chmod(0o644)
-        upstreams = (free_port(), free_port(), free_port())  # the third speaks TLS (https-upstream)
+        # The third speaks TLS (https-upstream), the fourth HTTP/2 by prior knowledge (h2c-upstream).
+        upstreams = (free_port(), free_port(), free_port(), free_port())
         upstream = upstreams[0]
         conf = render(
             "nginx_upstream.conf", workdir, dir=workdir, port=upstream, port2=upstreams[1],
             port_tls=upstreams[2], server_tls=tls.nginx_server_tls(workdir, "ecdsa"),
+            listen_h2c=h2.nginx_upstream_listen(upstreams[3]),
         )  # fmt: skip
         with process(["nginx", "-c", str(conf), "-p", str(workdir)], upstream, workdir):
             for scenario in SCENARIOS:

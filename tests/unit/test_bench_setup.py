@@ -17,7 +17,17 @@ from pathlib import Path
 import pytest
 
 import bench.run
-from bench.run import COMPILED, BenchError, fastgw_environment, is_full_run, save_results
+from bench.run import (
+    COMPILED,
+    SCENARIOS,
+    BenchError,
+    fastgw_config,
+    fastgw_environment,
+    is_full_run,
+    save_results,
+    scenario_contenders,
+)
+from fastgw.config import load_config
 
 
 def parse(monkeypatch: pytest.MonkeyPatch, *argv: str) -> argparse.Namespace:
@@ -131,3 +141,13 @@ def test_a_venv_that_has_fastgw_is_named_when_another_python_runs_the_bench(
         f"{bare} has no fastgw installed, .venv/bin/python has (as scripts/demo installs it): "
         "run .venv/bin/python -m bench"
     )
+
+
+def test_the_h2c_upstream_scenarios(tmp_path: Path) -> None:
+    """fastgw reaches the upstream's h2c port with protocol h2c (a config fastgw accepts); a
+    baseline build, which may predate HTTP/2 upstreams, is not asked to run them."""
+    for scenario in (s for s in SCENARIOS if s.upstream_protocol == "h2c"):
+        config = load_config(str(fastgw_config(tmp_path, 8080, (1, 2, 3, 4), scenario)))
+        (upstream,) = config.upstreams.values()
+        assert upstream.protocol == "h2c" and [t.port for t in upstream.targets] == [4]
+        assert "baseline" not in scenario_contenders(scenario, baseline=True)
