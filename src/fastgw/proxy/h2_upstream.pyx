@@ -370,8 +370,11 @@ cdef class H2UpstreamConnection(Timed):
         if mem == NULL:
             raise MemoryError()
         cdef nghttp2_nv* nva = <nghttp2_nv*>mem
-        cdef char* lower = mem + most * sizeof(nghttp2_nv)
-        cdef bint grpc = False
+        cdef RequestFields fields
+        fields.lower = mem + most * sizeof(nghttp2_nv)
+        fields.rid = PyBytes_AS_STRING(x.listener.request_id_lower)
+        fields.rid_len = PyBytes_GET_SIZE(x.listener.request_id_lower)
+        fields.grpc = False
         cdef size_t n = 0
         cdef int32_t stream_id
         cdef nghttp2_data_provider2 provider
@@ -380,15 +383,16 @@ cdef class H2UpstreamConnection(Timed):
             n = _set_nv(nva, n, ":scheme", 7, PyBytes_AS_STRING(self.scheme), PyBytes_GET_SIZE(self.scheme))
             n = _set_nv(nva, n, ":authority", 10, PyBytes_AS_STRING(authority), PyBytes_GET_SIZE(authority))
             n = _set_nv(nva, n, ":path", 5, PyBytes_AS_STRING(path), PyBytes_GET_SIZE(path))
-            n = _pass_fields(nva, n, PyBytes_AS_STRING(block), PyBytes_GET_SIZE(block), &lower, &grpc)
+            n = _pass_fields(nva, n, PyBytes_AS_STRING(block), PyBytes_GET_SIZE(block), &fields)
             if extra:
                 for name, value in extra:
-                    n = _add_pair(nva, n, name, value, &lower, &grpc)
+                    n = _add_field(nva, n, PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name),
+                                   PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value), &fields)  # fmt: skip
             if not x.chunked and x.content_length >= 0:
                 n = _set_nv(nva, n, "content-length", 14, digits,
                             put_dec(digits, <unsigned long long>x.content_length,
                                     dec_digits(<unsigned long long>x.content_length)) - digits)  # fmt: skip
-            if grpc:
+            if fields.grpc:
                 n = _set_nv(nva, n, "te", 2, "trailers", 8)  # gRPC servers refuse a request without it
             provider.source.ptr = <void*>stream
             provider.read_callback = _up_read_body
@@ -910,13 +914,22 @@ cdef bint _connection_specific(const char* s, Py_ssize_t n) noexcept nogil:
     return False
 
 
+cdef struct RequestFields:
+    char* lower                          # where the next lower-case name is written
+    const char* rid                      # the listener's request-id header name, lower-case
+    Py_ssize_t rid_len
+    bint grpc                            # a Content-Type application/grpc came
+
+
 cdef size_t _add_field(
     nghttp2_nv* nva, size_t n, const char* name, Py_ssize_t namelen, const char* value, Py_ssize_t valuelen,
-    char** lower, bint* grpc,
+    RequestFields* fields,
 ) noexcept:
-    """One header line as a field: its name copied lower-case to ``*lower`` (advanced past it),
-    left out when connection-specific; ``grpc`` set when it says Content-Type application/grpc."""
-    cdef char* out = lower[0]
+    """One header line as a field: its name copied lower-case to ``fields.lower`` (advanced past
+    it), left out when connection-specific; ``fields.grpc`` set for Content-Type application/grpc.
+    PERF: a value new on every request (the request id, traceparent) is not put in the HPACK
+    table, where it would only push out the fields that repeat."""
+    cdef char* out = fields.lower
     cdef Py_ssize_t i
     cdef char c
     for i in range(namelen):
@@ -924,15 +937,18 @@ cdef size_t _add_field(
         out[i] = c + 32 if 65 <= c <= 90 else c
     if namelen == 0 or _connection_specific(out, namelen):
         return n
-    lower[0] = out + namelen
+    fields.lower = out + namelen
     if namelen == 12 and valuelen >= 16 and memcmp(out, b"content-type", 12) == 0 and _ieq(value, "application/grpc", 16):
-        grpc[0] = True
-    return _set_nv(nva, n, out, namelen, value, valuelen)
+        fields.grpc = True
+    n = _set_nv(nva, n, out, namelen, value, valuelen)
+    if (namelen == fields.rid_len and memcmp(out, fields.rid, namelen) == 0) or (
+        namelen == 11 and memcmp(out, b"traceparent", 11) == 0
+    ):
+        nva[n - 1].flags = NGHTTP2_NV_FLAG_NO_INDEX
+    return n
 
 
-cdef size_t _pass_fields(
-    nghttp2_nv* nva, size_t n, const char* p, Py_ssize_t size, char** lower, bint* grpc
-) noexcept:
+cdef size_t _pass_fields(nghttp2_nv* nva, size_t n, const char* p, Py_ssize_t size, RequestFields* fields) noexcept:
     """The forwarded header lines ("Name: value\\r\\n", as request_head.pyx and plugins wrote them)."""
     cdef const char* end = p + size
     cdef const char* line_end
@@ -951,15 +967,9 @@ cdef size_t _pass_fields(
             value_end = line_end
             while value_end > value and ((value_end - 1)[0] == b" " or (value_end - 1)[0] == b"\t"):
                 value_end -= 1
-            n = _add_field(nva, n, p, colon - p, value, value_end - value, lower, grpc)
+            n = _add_field(nva, n, p, colon - p, value, value_end - value, fields)
         p = line_end + 2
     return n
-
-
-cdef size_t _add_pair(nghttp2_nv* nva, size_t n, bytes name, bytes value, char** lower, bint* grpc) noexcept:
-    """A header an on_upstream_request hook added."""
-    return _add_field(nva, n, PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name), PyBytes_AS_STRING(value),
-                      PyBytes_GET_SIZE(value), lower, grpc)  # fmt: skip
 
 
 cdef str _h2_error_name(uint32_t code):

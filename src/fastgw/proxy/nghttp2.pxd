@@ -88,6 +88,7 @@ cdef extern from "nghttp2/nghttp2.h":
         NGHTTP2_FLAG_ACK = 0x01
 
         NGHTTP2_NV_FLAG_NONE = 0
+        NGHTTP2_NV_FLAG_NO_INDEX = 0x01
         NGHTTP2_NV_FLAG_NO_COPY_NAME = 0x02
         NGHTTP2_NV_FLAG_NO_COPY_VALUE = 0x04
 
