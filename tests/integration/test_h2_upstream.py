@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from fastgw import hooks
+from fastgw.hooks import Plugin, register_plugin
 from fastgw.observe.metrics import samples_by
 from tests.support.certs import Pki
 from tests.support.gateway import RunningGateway
@@ -330,6 +332,39 @@ def test_client_leaving_resets_the_upstream_stream(
         eventually(lambda: h2_upstream.stats.streams == 1, "the request at the server")
     eventually(lambda: h2_upstream.stats.resets == [("/hang", 8)], "RST_STREAM CANCEL at the server")
     assert echo(request(gw, "GET", "/echo"))["conn_id"] == 1
+
+
+class FailingOnResponse(Plugin):
+    """A plugin with a bug: its on_response hook raises for the streamed responses."""
+
+    name = "test_failing_on_response"
+
+    @classmethod
+    def compile(cls, options: Any, key_path: str) -> Plugin:
+        return cls()
+
+    def on_response(self, ctx: Any) -> None:
+        if ctx.path.startswith(b"/stream/"):
+            raise RuntimeError("a plugin bug")
+
+
+def test_a_bug_while_handling_a_response_fails_only_its_exchange(
+    make_gateway: MakeGateway, h2_upstream: H2Upstream
+) -> None:
+    """Our code (here a plugin's hook) raising inside the HTTP/2 callbacks: that request gets 500
+    and its stream a reset (INTERNAL_ERROR, the server was still sending), as with HTTP/1.1; the
+    connection and its other streams go on."""
+    register_plugin(FailingOnResponse)
+    try:
+        doc = doc_for(h2_upstream.port)
+        doc["routes"][0]["plugins"] = [{"name": FailingOnResponse.name}]
+        gw = make_gateway(doc)
+        assert request(gw, "GET", "/stream/5/100").status == 500
+        eventually(lambda: h2_upstream.stats.resets == [("/stream/5/100", 2)], "RST_STREAM INTERNAL_ERROR")
+        assert echo(request(gw, "GET", "/echo/fine"))["conn_id"] == 1
+        assert h2_upstream.stats.connections_opened == 1
+    finally:
+        hooks._REGISTRY.pop(FailingOnResponse.name, None)
 
 
 # -- TLS -----------------------------------------------------------------------------------------------

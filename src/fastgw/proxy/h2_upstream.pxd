@@ -88,6 +88,7 @@ cdef class H2UpstreamStream(UpstreamSide):
     cdef Py_ssize_t take(self, uint8_t* buf, size_t length, uint32_t* flags) except -1
     cdef int complete(self) except -1
     cdef int lose(self, int cause, str what, int status) except -1
+    cdef int internal_error(self) except -1
     cdef int detach(self) except -1
     cdef int reset(self, uint32_t error_code) except -1
     cdef int consume(self, Py_ssize_t n) except -1

@@ -48,10 +48,15 @@ cdef nghttp2_session_callbacks* upstream_callbacks() except NULL:
     return _upstream_callbacks
 
 
-cdef int _up_failed() noexcept:
-    """A bug of ours inside a callback: logged; the connection ends (mem_recv/mem_send fail)."""
+cdef int _up_failed(void* stream) noexcept:
+    """A bug of ours (or a plugin's) inside a callback: logged; the exchange of ``stream`` gets a
+    500 (or a cut) and the stream a reset, as the HTTP/1.1 side does; without a stream, the
+    connection ends (mem_recv fails, every stream with it)."""
     try:
         log.error("internal error in an HTTP/2 upstream connection", exc_info=True)
+        if stream != NULL:
+            (<H2UpstreamStream>stream).internal_error()
+            return 0  # nghttp2 goes on with the connection's other streams
     except BaseException:
         pass
     return NGHTTP2_ERR_CALLBACK_FAILURE
@@ -78,13 +83,13 @@ cdef int _up_header(
     try:
         (<H2UpstreamConnection>ud).header(<H2UpstreamStream>stream, name, namelen, value, valuelen)
     except BaseException:
-        return _up_failed()
+        return _up_failed(stream)
     return 0
 
 
 cdef int _up_frame_recv(nghttp2_session* session, const nghttp2_frame* frame, void* ud) noexcept:
     cdef H2UpstreamConnection conn = <H2UpstreamConnection>ud
-    cdef void* stream
+    cdef void* stream = NULL
     cdef uint8_t kind = frame.hd.type
     try:
         if kind == NGHTTP2_HEADERS or kind == NGHTTP2_DATA:
@@ -104,7 +109,7 @@ cdef int _up_frame_recv(nghttp2_session* session, const nghttp2_frame* frame, vo
         elif kind == NGHTTP2_GOAWAY:
             conn.goaway_received()
     except BaseException:
-        return _up_failed()
+        return _up_failed(stream)
     return 0
 
 
@@ -127,7 +132,7 @@ cdef int _up_data_chunk(
         else:
             (<H2UpstreamConnection>ud).data(<H2UpstreamStream>stream, data, length)
     except BaseException:
-        return _up_failed()
+        return _up_failed(stream)
     return 0
 
 
@@ -135,7 +140,7 @@ cdef int _up_stream_close(nghttp2_session* session, int32_t stream_id, uint32_t 
     try:
         (<H2UpstreamConnection>ud).stream_closed(stream_id, error_code)
     except BaseException:
-        return _up_failed()
+        return _up_failed(NULL)
     return 0
 
 
@@ -813,6 +818,17 @@ cdef class H2UpstreamStream(UpstreamSide):
         self.detach()
         self.reset(NGHTTP2_CANCEL)
         x.on_upstream_failed(cause, what, status)
+        return 0
+
+    cdef int internal_error(self) except -1:
+        """Our own code raised while handling its response: the exchange answers 500 (or is cut)."""
+        cdef Exchange x = self.exchange
+        if x is None:
+            return 0
+        self.detach()
+        self.reset(NGHTTP2_INTERNAL_ERROR)
+        x.conn = None
+        x.fail(UpstreamFault("internal error", 500))
         return 0
 
     cdef int detach(self) except -1:
