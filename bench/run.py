@@ -32,7 +32,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from bench import h2, tls
+from bench import http2, tls, websocket
+from bench.scenarios import SCENARIOS, Scenario
 from bench.status_poll import polling
 
 BENCH = Path(__file__).resolve().parent
@@ -40,70 +41,19 @@ REPO = BENCH.parent
 PEERS = BENCH / "peers"
 RESULTS = BENCH / "results"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-DEBIAN_NEEDS = {"wrk": "wrk", "nginx": "nginx-light", "haproxy": "haproxy", "openssl": "openssl"}
+DEBIAN_NEEDS = {
+    "wrk": "wrk",
+    "nginx": "nginx-light",
+    "haproxy": "haproxy",
+    "openssl": "openssl",
+    "h2load": "nghttp2-client",
+}
 COMPILED = ("_router", "http._parser", "_proxy")  # fastgw's extension modules: no gateway without them
 LOG_TAIL_LINES = 40  # of a contender's log, printed when it does not start
 
 
 class BenchError(Exception):
     """The bench cannot go on; the message says why and what to do. Printed without a traceback."""
-
-
-@dataclass(frozen=True)
-class Scenario:
-    name: str
-    path: str
-    connections: int = 64
-    script: str | None = None  # a wrk lua script in bench/peers
-    routes: int = 1  # size of the route table given to fastgw and nginx
-    contenders: tuple[str, ...] = ("direct", "nginx", "haproxy", "fastgw", "aiohttp")
-    targets: int = 1  # upstream servers behind the proxy (the upstream nginx listens on two ports)
-    balance: str = "round_robin"  # fastgw's balancer; nginx balances round robin
-    features: tuple[str, ...] = ()  # fastgw features switched on (FEATURES); the peers proxy plainly
-    tls: str = ""  # "client": HTTPS from wrk to the proxy; "upstream": HTTPS from the proxy upstream
-    key_type: str = "ecdsa"  # of the proxy's certificate (bench/tls.py)
-    driver: str = "wrk"  # or "new" / "reuse": TLS handshakes by openssl s_time (bench/tls.py)
-    upstream_protocol: str = "http/1.1"  # "h2c": HTTP/2 to the upstream (bench/h2.py)
-    poll_admin: bool = False  # poll fastgw's admin API as an open status page does (status_poll.py)
-
-
-SCENARIOS = [
-    Scenario("small-get", "/items/1", contenders=("direct", "nginx", "haproxy", "fastgw", "aiohttp", "bare")),
-    Scenario(
-        "latency-c1",
-        "/items/1",
-        connections=1,
-        contenders=("direct", "nginx", "haproxy", "fastgw", "aiohttp", "bare"),
-    ),
-    Scenario("routes-10k", "/svc9999/items/1", routes=10_000, contenders=("nginx", "fastgw")),
-    Scenario("response-64k", "/big", contenders=("direct", "nginx", "haproxy", "fastgw")),
-    Scenario("post-4k", "/items", script="post.lua", contenders=("direct", "nginx", "haproxy", "fastgw")),
-    Scenario("c1000", "/items/1", connections=1000, contenders=("direct", "nginx", "haproxy", "fastgw")),
-    # What features cost per request: the same small GET with them on, against plain fastgw.
-    Scenario("jwt+ratelimit", "/items/1", contenders=("nginx", "fastgw"), features=("jwt", "rate_limit")),
-    Scenario("access-log", "/items/1", contenders=("nginx", "fastgw"), features=("access_log",)),
-    Scenario("cached", "/items/1", contenders=("nginx", "fastgw"), features=("cache",)),
-    # The status page's cost: its sampler alone, then with the page open (polling the admin API).
-    Scenario("admin", "/items/1", contenders=("nginx", "fastgw"), features=("admin",)),
-    Scenario("status-page", "/items/1", contenders=("nginx", "fastgw"), features=("admin",), poll_admin=True),
-    # The balancer's cost: two targets, so fastgw picks per request instead of taking its single one.
-    *(
-        Scenario(f"balance-{name}", "/items/1", contenders=("nginx", "fastgw"), targets=2, balance=name)
-        for name in ("round_robin", "p2c", "ewma")
-    ),
-    # TLS: the same certificate, versions and ciphers for every contender (bench/tls.py).
-    Scenario("tls-small-get", "/items/1", contenders=("nginx", "fastgw", "bare"), tls="client"),
-    Scenario("tls-handshake", "/items/1", contenders=("nginx", "fastgw", "bare"), tls="client", driver="new"),
-    Scenario("tls-handshake-rsa", "/items/1", contenders=("nginx", "fastgw"), tls="client", driver="new",
-             key_type="rsa"),
-    Scenario("tls-resumed", "/items/1", contenders=("nginx", "fastgw", "bare"), tls="client", driver="reuse"),
-    Scenario("https-upstream", "/items/1", contenders=("nginx", "fastgw"), tls="upstream"),
-    # HTTP/2 to the upstream, HTTP/1.1 from wrk: nginx by grpc_pass (bench/h2.py).
-    Scenario("h2c-upstream", "/items/1", contenders=("nginx", "fastgw"), upstream_protocol="h2c"),
-    Scenario("h2c-upstream-c1", "/items/1", connections=1, contenders=("nginx", "fastgw"),
-             upstream_protocol="h2c"),
-    Scenario("h2c-upstream-64k", "/big", contenders=("nginx", "fastgw"), upstream_protocol="h2c"),
-]  # fmt: skip
 
 
 @dataclass
@@ -265,13 +215,14 @@ def header_script(workdir: Path, scenario: Scenario, headers: dict[str, str]) ->
 
 # -- contenders ----------------------------------------------------------------------------------
 def upstream_ports(upstreams: tuple[int, ...], scenario: Scenario) -> tuple[int, ...]:
-    """The upstream nginx's ports a scenario proxies to: its TLS port for ``https-upstream``, its
-    h2c port for the HTTP/2-upstream scenarios."""
-    if scenario.tls == "upstream":
-        return upstreams[2:3]
-    if scenario.upstream_protocol == "h2c":
+    """The upstream ports a scenario proxies to (see ``run`` for the five): the upstream nginx's,
+    its TLS one for ``https-upstream``, its h2c one for the HTTP/2-upstream scenarios,
+    or the WebSocket echo's for a WebSocket scenario."""
+    if scenario.driver == "ws":
         return upstreams[3:4]
-    return upstreams[: scenario.targets]
+    if scenario.upstream_protocol == "h2c":
+        return upstreams[4:5]
+    return upstreams[2:3] if scenario.tls == "upstream" else upstreams[: scenario.targets]
 
 
 def fastgw_config(workdir: Path, port: int, upstreams: tuple[int, ...], scenario: Scenario) -> Path:
@@ -279,12 +230,13 @@ def fastgw_config(workdir: Path, port: int, upstreams: tuple[int, ...], scenario
     routes = scenario.routes
     upstream_tls = tls.fastgw_upstream_tls(workdir) if scenario.tls == "upstream" else ""
     if scenario.upstream_protocol == "h2c":
-        upstream_tls += h2.fastgw_upstream_option()
+        upstream_tls += http2.fastgw_upstream_option()
     lines = [
         "listeners:",
         f"  - bind: 127.0.0.1:{port}",
         "    limits: {max_connections: 30000}",
         *([tls.fastgw_listener_tls(workdir, scenario.key_type)] if scenario.tls == "client" else []),
+        *([http2.fastgw_listener(False)] if scenario.driver == "h2load" and scenario.tls != "client" else []),
         "upstreams:",
         f"  up: {{targets: [{targets}], balance: {scenario.balance},{upstream_tls}"
         " pool: {max_connections: 4096, max_idle: 2048}}",
@@ -293,7 +245,8 @@ def fastgw_config(workdir: Path, port: int, upstreams: tuple[int, ...], scenario
     if routes > 1:
         lines += [f"  - {{path: '/svc{i}/items/{{id}}', upstream: up}}" for i in range(routes)]
     plugins, top, _ = feature_parts(workdir, scenario.features)
-    lines.append(f"  - {{path: '/{{*rest}}', upstream: up, plugins: [{', '.join(plugins)}]}}")
+    upgrade = ", websocket: true" if scenario.driver == "ws" else ""
+    lines.append(f"  - {{path: '/{{*rest}}', upstream: up, plugins: [{', '.join(plugins)}]{upgrade}}}")
     lines += top
     path = workdir / f"fastgw-{scenario.name}.yaml"
     path.write_text("\n".join(lines) + "\n")
@@ -313,21 +266,31 @@ def start_direct(workdir: Path, port: int, upstreams: tuple[int, ...], scenario:
 def start_nginx(
     workdir: Path, port: int, upstreams: tuple[int, ...], scenario: Scenario
 ) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
-    proxied = 'proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection "";'
+    proxied = nginx_proxied(workdir, scenario)
     count = scenario.routes if scenario.routes > 1 else 0
     locations = "\n".join(f"        location /svc{i}/ {{ {proxied} }}" for i in range(count))
     servers = " ".join(f"server 127.0.0.1:{p};" for p in upstream_ports(upstreams, scenario))
     conf = render(
         "nginx_proxy.conf", workdir, dir=workdir, port=port, servers=servers, locations=locations,
-        listen_ssl=" ssl" if scenario.tls == "client" else "",
-        server_tls=tls.nginx_server_tls(workdir, scenario.key_type) if scenario.tls == "client" else "",
-        proxied=h2.nginx_proxied() if scenario.upstream_protocol == "h2c" else (
-            f"proxy_pass {'https' if scenario.tls == 'upstream' else 'http'}://up; "
-            + (tls.nginx_upstream_tls(workdir) if scenario.tls == "upstream" else "")
-            + ' proxy_http_version 1.1; proxy_set_header Connection "";'
+        listen_ssl=(
+            http2.nginx_listen_flags(scenario.tls == "client") if scenario.driver == "h2load"
+            else " ssl" if scenario.tls == "client" else ""
         ),
+        server_tls=tls.nginx_server_tls(workdir, scenario.key_type) if scenario.tls == "client" else "",
+        proxied=proxied,
     )  # fmt: skip
     return process(["nginx", "-c", str(conf), "-p", str(workdir)], port, workdir)
+
+
+def nginx_proxied(workdir: Path, scenario: Scenario) -> str:
+    """nginx's location body: ``grpc_pass`` to an HTTP/2 upstream, else ``proxy_pass`` over
+    HTTP/1.1 keep-alive (HTTPS for ``https-upstream``, the Upgrade passed for WebSocket)."""
+    if scenario.upstream_protocol == "h2c":
+        return http2.nginx_grpc_pass()
+    to_tls = scenario.tls == "upstream"
+    scheme, upstream_tls = ("https", tls.nginx_upstream_tls(workdir)) if to_tls else ("http", "")
+    connection = websocket.NGINX_UPGRADE if scenario.driver == "ws" else 'proxy_set_header Connection "";'
+    return f"proxy_pass {scheme}://up; {upstream_tls} proxy_http_version 1.1; {connection}"
 
 
 def start_haproxy(
@@ -423,7 +386,7 @@ def python_peer(script: str) -> Starter:
     def start(
         workdir: Path, port: int, upstreams: tuple[int, ...], scenario: Scenario
     ) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
-        argv = [sys.executable, str(PEERS / script), str(port), str(upstreams[0])]
+        argv = [sys.executable, str(PEERS / script), str(port), str(upstream_ports(upstreams, scenario)[0])]
         if scenario.tls == "client":
             argv += map(str, tls.certificate(workdir, scenario.key_type))
         return process(argv, port, workdir)
@@ -543,6 +506,13 @@ def measure(
     def drive(seconds: float) -> dict[str, float]:
         if scenario.driver == "wrk":
             return wrk(port, scenario, seconds, script)
+        if scenario.driver == "h2load":
+            return http2.h2load(
+                port, scenario.path, seconds, scenario.connections, scenario.streams,
+                tls=scenario.tls == "client",
+            )  # fmt: skip
+        if scenario.driver == "ws":
+            return websocket.drive(port, scenario.connections, seconds)
         return tls.handshakes(port, scenario.path, seconds, reuse=scenario.driver == "reuse")
 
     drive(max(1.0, seconds / 2))  # warm-up: pools filled, caches hot
@@ -573,28 +543,57 @@ def measure(
 
 def idle_connections(workdir: Path, upstreams: tuple[int, ...], count: int) -> list[Result]:
     """RSS of each proxy holding ``count`` idle keep-alive client connections (one request each)."""
+    request = b"GET /items/1 HTTP/1.1\r\nHost: bench\r\n\r\n"
+
+    def open_idle(port: int) -> list[socket.socket]:
+        socks = []
+        for _ in range(count):
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(request)
+            socks.append(s)
+        for s in socks:
+            s.settimeout(10)
+            if not s.recv(4096).startswith(b"HTTP/1.1 200"):
+                raise RuntimeError("a held connection was not answered")
+        return socks
+
+    return held(
+        workdir, upstreams, Scenario(f"idle-{count}", "/items/1", contenders=("nginx", "fastgw")), open_idle
+    )
+
+
+def idle_tunnels(workdir: Path, upstreams: tuple[int, ...], count: int) -> list[Result]:
+    """RSS of each proxy holding ``count`` idle WebSocket tunnels (switched, then silent)."""
+    scenario = Scenario(f"idle-ws-{count}", "/ws", contenders=("nginx", "fastgw"), driver="ws")
+    return held(workdir, upstreams, scenario, lambda port: websocket.open_tunnels(port, count))
+
+
+def held(
+    workdir: Path,
+    upstreams: tuple[int, ...],
+    scenario: Scenario,
+    open_them: Callable[[int], list[socket.socket]],
+) -> list[Result]:
+    """Each contender's RSS while it holds the connections ``open_them`` makes (printed with the
+    cost of each over the contender's RSS before)."""
     results = []
-    scenario = Scenario(f"idle-{count}", "/items/1", contenders=("nginx", "fastgw"))
     for name in scenario.contenders:
         port = free_port()
         with CONTENDERS[name](workdir, port, upstreams, scenario) as proc:
             assert proc is not None
-            socks = []
-            request = b"GET /items/1 HTTP/1.1\r\nHost: bench\r\n\r\n"
+            before = rss_mb(process_tree(proc.pid))
+            socks = open_them(port)
             try:
-                for _ in range(count):
-                    s = socket.create_connection(("127.0.0.1", port))
-                    s.sendall(request)
-                    socks.append(s)
-                for s in socks:
-                    s.settimeout(10)
-                    if not s.recv(4096).startswith(b"HTTP/1.1 200"):
-                        raise RuntimeError(f"{name}: a held connection was not answered")
                 time.sleep(1)
                 rss = rss_mb(process_tree(proc.pid))
             finally:
                 for s in socks:
                     s.close()
+            each = (rss - before) * 1024 / max(len(socks), 1)
+            print(
+                f"  {scenario.name:14} {name:8} {rss:7.1f} MB holding {len(socks)} ({each:.1f} KiB each)",
+                flush=True,
+            )
             results.append(Result(scenario.name, name, 0, 0, 0, 0, 0, 0, 0, [], rss))
     return results
 
@@ -702,10 +701,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS)
     parser.add_argument("--seconds", type=int, default=DEFAULT_SECONDS)
     parser.add_argument(
-        "--scenarios", default=",".join(s.name for s in SCENARIOS) + ",idle", help="comma-separated"
+        "--scenarios", default=",".join(s.name for s in SCENARIOS) + ",idle,idle-ws", help="comma-separated"
     )
     parser.add_argument("--contenders", default=",".join(DEFAULT_CONTENDERS), help="comma-separated")
     parser.add_argument("--idle", type=int, default=10_000, help="connections held in the idle scenario")
+    parser.add_argument("--idle-ws", type=int, default=1_000, help="tunnels held in the idle-ws scenario")
     parser.add_argument("--no-install", action="store_true", help="do not apt-get/pip install missing tools")
     parser.add_argument(
         "--baseline",
@@ -729,7 +729,7 @@ def main(argv: list[str] | None = None) -> int:
 def is_full_run(args: argparse.Namespace) -> bool:
     """Every scenario and every contender, rounds and seconds at least the defaults: a run fit to
     replace the figures the README shows."""
-    every_scenario = {s.name for s in SCENARIOS} | {"idle"}
+    every_scenario = {s.name for s in SCENARIOS} | {"idle", "idle-ws"}
     return (
         set(args.scenarios.split(",")) >= every_scenario
         and set(args.contenders.split(",")) >= set(DEFAULT_CONTENDERS)
@@ -758,22 +758,27 @@ def run(args: argparse.Namespace) -> int:
         workdir.chmod(0o755)  # nginx workers run as nobody: they must reach big.bin (else 403)
         (workdir / "big.bin").write_bytes(os.urandom(64 * 1024))
         (workdir / "big.bin").chmod(0o644)
-        # The third speaks TLS (https-upstream), the fourth HTTP/2 by prior knowledge (h2c-upstream).
-        upstreams = (free_port(), free_port(), free_port(), free_port())
+        # The upstream nginx's two ports, its TLS one (https-upstream), the WebSocket echo's, and
+        # the upstream nginx's h2c one (the HTTP/2-upstream scenarios).
+        upstreams = tuple(free_port() for _ in range(5))
         upstream = upstreams[0]
         conf = render(
             "nginx_upstream.conf", workdir, dir=workdir, port=upstream, port2=upstreams[1],
             port_tls=upstreams[2], server_tls=tls.nginx_server_tls(workdir, "ecdsa"),
-            listen_h2c=h2.nginx_upstream_listen(upstreams[3]),
+            listen_h2c=http2.nginx_upstream_listen(upstreams[4]),
         )  # fmt: skip
-        with process(["nginx", "-c", str(conf), "-p", str(workdir)], upstream, workdir):
+        echo = [sys.executable, str(PEERS / "ws_echo.py"), str(upstreams[3])]
+        with (
+            process(["nginx", "-c", str(conf), "-p", str(workdir)], upstream, workdir),
+            process(echo, upstreams[3], workdir),
+        ):
             for scenario in SCENARIOS:
                 if scenario.name not in wanted:
                     continue
                 for name in scenario_contenders(scenario, args.baseline is not None):
                     if name not in allowed:
                         continue
-                    port = upstream if name == "direct" else free_port()
+                    port = upstream_ports(upstreams, scenario)[0] if name == "direct" else free_port()
                     _, _, headers = feature_parts(workdir, scenario.features)
                     script = header_script(workdir, scenario, headers) if headers else None
                     polled = scenario.poll_admin and name in ("fastgw", "baseline")
@@ -789,6 +794,8 @@ def run(args: argparse.Namespace) -> int:
                     )
             if "idle" in wanted:
                 results += idle_connections(workdir, upstreams, args.idle)
+            if "idle-ws" in wanted:
+                results += idle_tunnels(workdir, upstreams, args.idle_ws)
     rows = with_ratios(results)
     print()
     print_table(rows)

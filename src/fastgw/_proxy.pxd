@@ -26,6 +26,7 @@ cdef class H2Connection
 cdef class H2Stream
 cdef class H2UpstreamConnection
 cdef class H2UpstreamStream
+cdef class TunnelPolicy
 
 include "proxy/render.pxd"       # wire bytes and the direct-send outlet
 include "proxy/ids.pxd"          # request ids, W3C trace context
@@ -40,3 +41,4 @@ include "proxy/h2.pxd"           # HTTP/2 client connections and their streams
 include "proxy/upstream.pxd"     # HTTP/1.1 upstream connections
 include "proxy/h2_upstream.pxd"  # HTTP/2 upstream connections and their streams
 include "proxy/collect.pxd"      # the gateway's own calls, answered in memory
+include "proxy/tunnel.pxd"       # protocol upgrades: the 101, then both connections spliced

@@ -29,6 +29,12 @@ SAMPLE_ALL: int
 """2**64 - 1: a new trace is sampled when the lower half of its id is at most a connection's
 ``trace_sample_max``; this one (the value without span export) samples every trace."""
 
+TUNNEL_CAUSES: tuple[str, ...]
+"""Why a tunnel ended, by its counter's index: client, upstream (closed first), reset, idle,
+lifetime (the route's tunnel timeouts), drain."""
+TUNNEL_BOUNDS: tuple[float, ...]
+"""Upper bounds (seconds) of the tunnel duration histogram's buckets, before +Inf."""
+
 def plan_changed() -> None:
     """A listener's plan was replaced: every connection takes it from its next request on."""
 
@@ -203,6 +209,10 @@ class Exchange:
     upstream_sent_at: float
     """Precise monotonic time the request head went upstream (the last attempt's)."""
     upstream_head_at: float
+    upgrade: bytes | None
+    """An Upgrade request: what it asks for, then what went upstream, then the protocol switched to."""
+    switched_at: float
+    """When its 101 went out (0: none): a tunnel's request is timed to it."""
     """... and the response head was parsed (only when the group observes)."""
     received_at: float
     """Monotonic time of the read that completed the request head."""
@@ -378,6 +388,8 @@ class RouteCore:
     """The concurrency limits a request to this route takes a slot in, in order."""
     stats: RequestStats
     """Counters of the requests that ended on this route (adopted by route id on reload)."""
+    tunnel: TunnelPolicy | None
+    """The protocols an Upgrade request may switch to on this route; None refuses every upgrade."""
     @property
     def connect_timeout(self) -> float: ...
     @property
@@ -480,3 +492,50 @@ class Limiter:
     def queue_timeout(self) -> float: ...
     active: int
     refused: int
+
+@final
+class TunnelStats:
+    """C counters of one route's tunnels (adopted by route id on reload)."""
+
+    opened: int
+    open: int
+    bytes_in: int
+    """From clients, passed upstream."""
+    bytes_out: int
+    """From the upstream, passed to clients."""
+    def __init__(self) -> None: ...
+    def snapshot(self) -> dict[str, Any]:
+        """``opened``, ``open``, ``bytes_in``, ``bytes_out``; ``ended``: {cause: n} (TUNNEL_CAUSES);
+        ``duration``: (count per bucket of TUNNEL_BOUNDS then +Inf, sum of seconds)."""
+
+@final
+class TunnelPolicy:
+    """What a route tunnels, and how long a tunnel may live."""
+
+    def __init__(
+        self, protocols: tuple[str, ...], idle_timeout: float, max_lifetime: float, stats: TunnelStats
+    ) -> None: ...
+    @property
+    def protocols(self) -> frozenset[bytes]: ...
+    @property
+    def idle_timeout(self) -> float: ...
+    @property
+    def max_lifetime(self) -> float: ...
+    @property
+    def stats(self) -> TunnelStats: ...
+
+@final
+class Tunnel(Timed):
+    """An upgraded client connection and upstream connection spliced byte for byte (WebSocket),
+    among its listener's connections while open."""
+
+    exchange: Exchange | None
+    websocket: bool
+    cause: int
+    def start_draining(self) -> None:
+        """A drain began: the tunnel lives on until it ends or the drain timeout passes."""
+    def close_for_drain(self) -> None:
+        """The drain timeout passed: close frames 1001 "going away" both ways, then close."""
+    def abort(self) -> None: ...
+    @property
+    def open(self) -> bool: ...

@@ -31,9 +31,12 @@ error response; after, a cut. A failed attempt is sent again only as ``upstream/
 rules allow. The gateway's own calls (an aggregate's backends) take the same path from step 2
 with an in-memory client side (``collect.pyx``).
 
+An Upgrade request (WebSocket) takes the same path to the upstream's 101; then ``tunnel.pyx``
+takes both connections over and splices them byte for byte until either side ends.
+
 The exchange talks to its client side and its upstream side only through the ``Downstream`` and
-``UpstreamSide`` interfaces (``proxy/exchange.pxd``), so an HTTP/2 stream or a WebSocket tunnel
-can drive the same exchange. The asyncio callbacks are ``def`` methods (asyncio duck-types its
+``UpstreamSide`` interfaces (``proxy/exchange.pxd``), so an HTTP/2 stream can drive the same
+exchange. The asyncio callbacks are ``def`` methods (asyncio duck-types its
 protocols); everything the pieces call on each other is ``cdef``; what Python calls (pools,
 listeners, plugins) is ``def`` or ``cpdef``.
 
@@ -44,7 +47,7 @@ Future, dict or per-header object; four clock reads; deadlines filed on the loop
 """
 
 cimport cython
-from cpython.bytearray cimport PyByteArray_AS_STRING
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport int32_t, uint8_t, uint32_t
@@ -134,3 +137,4 @@ include "proxy/h2_stream.pyx"
 include "proxy/upstream.pyx"
 include "proxy/h2_upstream.pyx"
 include "proxy/collect.pyx"
+include "proxy/tunnel.pyx"

@@ -81,6 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="run the gateway in front of the bundled e-commerce demo")
     demo.add_argument("--bind", default=None, help="gateway address (default 127.0.0.1:8080)")
     demo.add_argument("--tls-bind", default=None, help="its HTTPS address (default 127.0.0.1:8443)")
+    demo.add_argument(
+        "--mobile-bind", default=None, help="the mobile gateway's address (default 127.0.0.1:8081)"
+    )
     demo.add_argument("--smoke", action="store_true", help="call every demo URL once and exit")
 
     hash_key = sub.add_parser("hash-key", help="print the digest an api_key plugin's config holds for a key")
@@ -129,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _hash_password(args.pbkdf2)
         from fastgw.demo.runner import run_demo
 
-        return run_demo(args.bind, args.smoke, args.tls_bind)
+        return run_demo(args.bind, args.smoke, args.tls_bind, args.mobile_bind)
     except ConfigError as exc:
         print(f"fastgw: invalid configuration: {exc}", file=sys.stderr)
         return 2

@@ -26,7 +26,7 @@ import re
 from typing import Any
 from urllib.parse import parse_qsl
 
-from fastgw._proxy import Limiter, ListenerCore, RequestStats, RouteCore
+from fastgw._proxy import Limiter, ListenerCore, RequestStats, RouteCore, TunnelPolicy, TunnelStats
 from fastgw._router import RouteConflict, Router, template_params
 from fastgw.aggregate import NoUpstream, backend_route, compile_aggregator
 from fastgw.config.schema import ConcurrencyConfig, Config, ListenerConfig, PluginConfig, RouteConfig
@@ -88,6 +88,7 @@ class RoutePlan(RouteCore):
         plugins: list[Plugin],
         limiters: tuple[Limiter, ...],
         stats: RequestStats,
+        tunnel_stats: TunnelStats | None = None,
     ) -> None:
         key_path = config.key_path
         try:
@@ -108,6 +109,11 @@ class RoutePlan(RouteCore):
         )
         if policy is not None:
             policy.route = self  # its budget grows with this route's requests
+        if config.upgrade:
+            tunnel = config.tunnel
+            self.tunnel = TunnelPolicy(
+                config.upgrade, tunnel.idle_timeout, tunnel.max_lifetime, tunnel_stats or TunnelStats()
+            )
         self.id = config.id
         self.config = config
         self.methods = config.methods
@@ -186,7 +192,10 @@ class ListenerPlan(ListenerCore):
 class LiveState:
     """What one worker process's running plans share, carried over by a reload when unchanged."""
 
-    __slots__ = ("breakers", "feeds", "groups", "health", "limiters", "pools", "route_stats", "tls_fronts")
+    __slots__ = (
+        "breakers", "feeds", "groups", "health", "limiters", "pools", "route_stats", "tls_fronts",
+        "tunnel_stats",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self.pools: dict[PoolKey, TargetPool] = {}
@@ -195,6 +204,7 @@ class LiveState:
         self.breakers: dict[BreakerKey, UpstreamBreaker] = {}
         self.limiters: dict[LimiterKey, Limiter] = {}
         self.route_stats: dict[str, RequestStats] = {}
+        self.tunnel_stats: dict[str, TunnelStats] = {}  # by route id, as route_stats
         # A TLS listener's socket context, by listener name: made once, before workers fork.
         self.tls_fronts: dict[str, TlsFront] = {}
         self.feeds: dict[DiscoveryKey, ServiceFeed] = {}
@@ -373,7 +383,10 @@ def _compile(config: Config, old: LiveState) -> Plan:
         )
         # A route's counters run on across reloads, by id.
         stats = state.route_stats[rc.id] = old.route_stats.get(rc.id) or RequestStats()
-        route = RoutePlan(rc, group, plugins, limiters, stats)
+        tunnels = None
+        if rc.upgrade:  # open tunnels live on across a reload, counted where they started
+            tunnels = state.tunnel_stats[rc.id] = old.tunnel_stats.get(rc.id) or TunnelStats()
+        route = RoutePlan(rc, group, plugins, limiters, stats, tunnels)
         plan.routes.append(route)
         for listener_name in rc.listeners or tuple(plan.listeners):
             listener = plan.listeners[listener_name]

@@ -535,8 +535,15 @@ def test_demo_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     schemes = set()
     for line in lines:
         status, url = line.split(" ", 1)
-        assert status.isdigit() and 200 <= int(status) < 300, line
-        assert url.startswith(("http://127.0.0.1:", "https://127.0.0.1:")), line
-        schemes.add(url.split(":", 1)[0])
-    assert schemes == {"http", "https"}  # the HTTPS listener too, verified against its certificate
+        scheme = url.split(":", 1)[0]
+        if scheme in ("ws", "wss"):  # the live basket: switched, and an update came through
+            assert status == "101", line
+        else:
+            assert status.isdigit() and 200 <= int(status) < 300, line
+        assert url.startswith(f"{scheme}://127.0.0.1:"), line
+        schemes.add(scheme)
+    # The HTTPS listener too, verified against its certificate, and the WebSocket over both.
+    assert schemes == {"http", "https", "ws", "wss"}
+    ports = {url.split(":")[2].split("/")[0] for url in (line.split(" ", 1)[1] for line in lines)}
+    assert len(ports) == 3  # the web gateway (HTTP, HTTPS) and the mobile gateway
     assert "Traceback" not in result.stderr

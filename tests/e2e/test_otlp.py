@@ -101,6 +101,8 @@ def test_one_server_span_per_request_with_the_ids_the_client_and_upstream_saw(
         "client.address": "127.0.0.1",
         "fastgw.request_id": _forwarded(continued, "x-request-id")[0],
         "fastgw.listener": "main",
+        "network.protocol.name": "http",
+        "network.protocol.version": "1.1",
         "server.address": "test.local",  # the Host the client asked for
         "http.response.status_code": 200,
         "http.route": "/{*rest}",

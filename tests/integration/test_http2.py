@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
-import struct
 import subprocess
 import threading
 import time
@@ -21,12 +20,10 @@ import pytest
 
 from tests.support.certs import Pki
 from tests.support.gateway import RunningGateway, gateway_config
-from tests.support.h2client import H2Client
+from tests.support.h2client import PREFACE, H2Client, frame, read_frames, settings_frame
 from tests.support.rawhttp import build_request, connect, read_response
 
 MakeGateway = Callable[[dict[str, Any]], RunningGateway]
-
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
 def h2c_doc(upstream: int, routes: list[dict[str, Any]] | None = None, **http2: Any) -> dict[str, Any]:
@@ -49,15 +46,6 @@ def refusals(gw: RunningGateway) -> dict[str, int]:
     if family is None:
         return {}
     return {dict(key[1])["kind"]: int(value) for key, value in family.samples.items()}
-
-
-def frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
-    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream_id) + payload
-
-
-def settings_frame(**values: int) -> bytes:
-    ids = {"header_table_size": 1, "max_concurrent_streams": 3, "initial_window_size": 4}
-    return frame(4, 0, 0, b"".join(struct.pack(">HI", ids[k], v) for k, v in values.items()))
 
 
 # -- requests and responses ------------------------------------------------------------------------
@@ -98,6 +86,24 @@ def test_h2_over_tls_by_alpn_with_curl(make_gateway: MakeGateway, upstream: int,
     assert echoed_headers(body)["x-forwarded-proto"] == ["https"]
     with H2Client(gw.port, tls=pki.client_context()) as client:
         assert client.get("/echo").status == 200
+
+
+def test_streams_of_one_connection_are_routed_by_their_own_authority(
+    make_gateway: MakeGateway, upstream: int
+) -> None:
+    """The connection remembers the last host it checked (a client repeats it): a stream naming
+    another host must still be routed by its own, never the one before it."""
+    routes = [
+        {"id": "a", "path": "/{*rest}", "host": "a.test", "upstream": "up", "rewrite": "/echo/a"},
+        {"id": "b", "path": "/{*rest}", "host": "b.test", "upstream": "up", "rewrite": "/echo/b"},
+    ]
+    gw = make_gateway(h2c_doc(upstream, routes))
+    with H2Client(gw.port) as client:
+        hosts = ["a.test", "a.test", "b.test", "A.test:443", "b.test", "c.test"]
+        answers = [client.get("/x", authority=host) for host in hosts]
+    assert [a.status for a in answers[:5]] == [200] * 5 and answers[5].status == 404
+    paths = [echoed(a.body)["path"] for a in answers[:5]]
+    assert paths == ["/echo/a", "/echo/a", "/echo/b", "/echo/a", "/echo/b"]
 
 
 def test_many_concurrent_streams_on_one_connection(make_gateway: MakeGateway, upstream: int) -> None:
@@ -289,32 +295,11 @@ def test_concurrent_streams_beyond_the_setting_are_refused(make_gateway: MakeGat
     sock = connect(gw.port)
     with sock:
         sock.sendall(PREFACE + settings_frame() + headers)
-        frames = _read_frames(sock, until=lambda fs: len([f for f in fs if f[0] == 0 and f[1] & 1]) == 3)
+        frames = read_frames(sock, until=lambda fs: len([f for f in fs if f[0] == 0 and f[1] & 1]) == 3)
     resets = {sid: int.from_bytes(payload, "big") for kind, _, sid, payload in frames if kind == 3}
     ended = {sid for kind, flags, sid, _ in frames if kind == 0 and flags & 1}
     assert len(ended) == 3 and len(resets) == 2 and not ended & set(resets)
     assert set(resets.values()) <= {1, 7}  # PROTOCOL_ERROR or REFUSED_STREAM
-
-
-def _read_frames(
-    sock: Any, until: Callable[[list[tuple[int, int, int, bytes]]], bool]
-) -> list[tuple[int, int, int, bytes]]:
-    """Read server frames (kind, flags, stream id, payload) until ``until`` holds or it closes."""
-    data = b""
-    frames: list[tuple[int, int, int, bytes]] = []
-    sock.settimeout(10)
-    while not until(frames):
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-        while len(data) >= 9 and len(data) >= 9 + int.from_bytes(data[:3], "big"):
-            length = int.from_bytes(data[:3], "big")
-            frames.append(
-                (data[3], data[4], int.from_bytes(data[5:9], "big") & 0x7FFFFFFF, data[9 : 9 + length])
-            )
-            data = data[9 + length :]
-    return frames
 
 
 def test_an_oversize_header_list_gets_431_and_a_client_that_insists_is_cut_off(
@@ -351,7 +336,7 @@ def test_hpack_bomb_stops_at_the_header_list_limit(make_gateway: MakeGateway, up
     sock = connect(gw.port)
     with sock:
         sock.sendall(PREFACE + settings_frame() + frame(1, 0x5, 1, block))
-        frames = _read_frames(sock, until=lambda fs: any(f[0] == 1 for f in fs))
+        frames = read_frames(sock, until=lambda fs: any(f[0] == 1 for f in fs))
     decoder = hpack.Decoder()
     statuses = [dict(decoder.decode(payload)).get(":status") for kind, _, _, payload in frames if kind == 1]
     assert statuses == ["431"]
@@ -490,7 +475,7 @@ def test_drain_sends_goaway_and_finishes_streams_in_flight(upstream: int, loop_k
             sock.sendall(PREFACE + settings_frame() + frame(1, 0x5, 1, encoder.encode(fields)))
             time.sleep(0.1)
             stopping.start()
-            frames = _read_frames(sock, until=lambda fs: any(f[0] == 0 and f[1] & 1 for f in fs))
+            frames = read_frames(sock, until=lambda fs: any(f[0] == 0 and f[1] & 1 for f in fs))
             kinds = [kind for kind, _, _, _ in frames]
             goaway = next(payload for kind, _, _, payload in frames if kind == 7)
             assert int.from_bytes(goaway[:4], "big") == 1 and int.from_bytes(goaway[4:8], "big") == 0

@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
+import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +21,10 @@ import h2.events
 import h2.exceptions
 import h2.settings
 
-__all__ = ["H2Client", "H2Response"]
+__all__ = ["PREFACE", "H2Client", "H2Response", "frame", "read_frames", "settings_frame"]
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+Frame = tuple[int, int, int, bytes]  # kind, flags, stream id, payload
 
 
 @dataclass
@@ -216,3 +221,37 @@ class H2Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# -- raw frames (conformance and abuse tests write what no client library would) --
+
+
+def frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
+    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream_id) + payload
+
+
+def settings_frame(**values: int) -> bytes:
+    ids = {"header_table_size": 1, "max_concurrent_streams": 3, "initial_window_size": 4}
+    return frame(4, 0, 0, b"".join(struct.pack(">HI", ids[k], v) for k, v in values.items()))
+
+
+def read_frames(sock: socket.socket, until: Callable[[list[Frame]], bool]) -> list[Frame]:
+    """Read server frames (kind, flags, stream id, payload) until ``until`` holds or it closes."""
+    data = b""
+    frames: list[Frame] = []
+    sock.settimeout(10)
+    while not until(frames):
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        data += chunk
+        while len(data) >= 9 and len(data) >= 9 + int.from_bytes(data[:3], "big"):
+            length = int.from_bytes(data[:3], "big")
+            frames.append(
+                (data[3], data[4], int.from_bytes(data[5:9], "big") & 0x7FFFFFFF, data[9 : 9 + length])
+            )
+            data = data[9 + length :]
+    return frames

@@ -144,10 +144,13 @@ def test_a_venv_that_has_fastgw_is_named_when_another_python_runs_the_bench(
 
 
 def test_the_h2c_upstream_scenarios(tmp_path: Path) -> None:
-    """fastgw reaches the upstream's h2c port with protocol h2c (a config fastgw accepts); a
-    baseline build, which may predate HTTP/2 upstreams, is not asked to run them."""
-    for scenario in (s for s in SCENARIOS if s.upstream_protocol == "h2c"):
-        config = load_config(str(fastgw_config(tmp_path, 8080, (1, 2, 3, 4), scenario)))
+    """fastgw reaches the upstream's h2c port with protocol h2c (a config fastgw accepts), and
+    takes h2c from h2load where it drives; a baseline build, which may predate HTTP/2
+    upstreams, is not asked to run them."""
+    scenarios = [s for s in SCENARIOS if s.upstream_protocol == "h2c"]
+    for scenario in scenarios:
+        config = load_config(str(fastgw_config(tmp_path, 8080, (1, 2, 3, 4, 5), scenario)))
         (upstream,) = config.upstreams.values()
-        assert upstream.protocol == "h2c" and [t.port for t in upstream.targets] == [4]
+        assert upstream.protocol == "h2c" and [t.port for t in upstream.targets] == [5]
+        assert config.listeners[0].http2.h2c == (scenario.driver == "h2load")
         assert "baseline" not in scenario_contenders(scenario, baseline=True)

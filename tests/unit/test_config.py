@@ -150,7 +150,8 @@ _PATH = "expected a path starting with '/' without '?' or '#'"
 _HOST = "expected a host name like 'api.example.com' or '*.example.com', without port"
 _ROUTE_KEYS = (
     "id, path, upstream, methods, host, listeners, headers, query, priority, rewrite,"
-    " strip_prefix, preserve_host, timeouts, retry, concurrency, plugins, aggregate, redirect_https"
+    " strip_prefix, preserve_host, timeouts, retry, concurrency, plugins, aggregate, redirect_https,"
+    " websocket, upgrade, tunnel"
 )
 
 _VALUE_ERRORS: list[tuple[str, object, str]] = [
@@ -1281,7 +1282,8 @@ def test_example_file_loads() -> None:
     assert config.listeners[0].port == 8080
     assert config.listeners[1].host == "::1"
     assert set(config.upstreams) == {"catalog", "orders"}
-    assert [route.id for route in config.routes] == ["catalog-item", "route1"]
+    assert [route.id for route in config.routes] == ["catalog-item", "route1", "route2"]
+    assert config.routes[2].upgrade == ("websocket",) and config.routes[2].tunnel.idle_timeout == 300.0
     assert config.routes[0].timeouts == UpstreamTimeouts(
         connect=5.0, read=10.0, send=60.0, head=2.0, total=30.0
     )

@@ -16,7 +16,7 @@ import uvloop
 
 import fastgw
 from fastgw.config.load import load_config
-from fastgw.demo import CONFIG_PATH, demo_urls, port_env
+from fastgw.demo import CONFIG_PATH, demo_urls, live_url, mobile_urls, port_env
 from fastgw.demo.services import SERVICE_NAMES, DemoServices, start_services
 
 Check = Callable[[DemoServices, aiohttp.ClientSession], Awaitable[None]]
@@ -182,9 +182,10 @@ def test_ordering(run_demo: Callable[[Check], None]) -> None:
 def test_gateway_config_maps_public_paths() -> None:
     ports = {name: 10001 + index for index, name in enumerate(SERVICE_NAMES)}
     config = load_config(CONFIG_PATH, env=port_env(ports))
-    assert [(listener.host, listener.port) for listener in config.listeners] == [
-        ("127.0.0.1", 8080),
-        ("127.0.0.1", 8443),
+    assert [(listener.name, listener.host, listener.port) for listener in config.listeners] == [
+        ("public", "127.0.0.1", 8080),
+        ("public-tls", "127.0.0.1", 8443),
+        ("mobile", "127.0.0.1", 8081),
     ]
     tls = config.listeners[1].tls
     assert tls is not None and [(c.cert, c.key) for c in tls.certificates] == [
@@ -204,8 +205,28 @@ def test_gateway_config_maps_public_paths() -> None:
         ("discount", "discount", False),
     ]
 
+    # Backends for frontends: web-only, mobile-only and shared routes; the live basket on both.
+    web, mobile = ("public", "public-tls"), ("mobile",)
+    assert routes["catalog-items"].listeners == web and routes["mobile-catalog-items"].listeners == mobile
+    assert routes["basket-live"].listeners == () and routes["basket-live"].upgrade == ("websocket",)
+
     bound = load_config(CONFIG_PATH, env={**port_env(ports), "FASTGW_DEMO_BIND": "127.0.0.1:0"})
     assert (bound.listeners[0].host, bound.listeners[0].port) == ("127.0.0.1", 0)
+
+
+def test_live_basket_pushes_each_change(run_demo: Callable[[Check], None]) -> None:
+    async def check(services: DemoServices, session: aiohttp.ClientSession) -> None:
+        async with session.ws_connect(services.url("basket") + "/basket/dana/live") as live:
+            assert await live.receive_json(timeout=10) == {"buyer_id": "dana", "items": []}
+            items = [{"product_id": 1, "quantity": 2}]
+            status, _ = await fetch(session, services, "basket", "POST", "/basket/dana", {"items": items})
+            assert status == 200
+            update = await live.receive_json(timeout=10)
+            assert [(line["product_id"], line["quantity"]) for line in update["items"]] == [(1, 2)]
+            assert await fetch(session, services, "basket", "DELETE", "/basket/dana") == (204, None)
+            assert (await live.receive_json(timeout=10))["items"] == []
+
+    run_demo(check)
 
 
 def test_demo_urls() -> None:
@@ -237,3 +258,9 @@ def test_standalone_main_prints_ports_and_stops_on_sigterm() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_mobile_and_live_urls() -> None:
+    assert all(url.startswith("http://127.0.0.1:9998/api/") for url in mobile_urls("http://127.0.0.1:9998"))
+    assert live_url("http://127.0.0.1:8080") == "ws://127.0.0.1:8080/api/basket/alice/live"
+    assert live_url("https://127.0.0.1:8443/", "bob") == "wss://127.0.0.1:8443/api/basket/bob/live"

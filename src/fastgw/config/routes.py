@@ -13,7 +13,14 @@ from dataclasses import replace
 from typing import Any
 
 from fastgw.config.aggregates import read_aggregate
-from fastgw.config.schema import PluginConfig, RetryConfig, RouteConfig, UpstreamConfig, UpstreamTimeouts
+from fastgw.config.schema import (
+    PluginConfig,
+    RetryConfig,
+    RouteConfig,
+    TunnelConfig,
+    UpstreamConfig,
+    UpstreamTimeouts,
+)
 from fastgw.config.syntax import TOKEN, read_method
 from fastgw.config.tls import read_https_redirect
 from fastgw.config.upstreams import UPSTREAM_TIMEOUTS, read_concurrency
@@ -31,6 +38,7 @@ from fastgw.config.validate import (
     read_list,
     read_mapping,
     read_one_of,
+    read_record,
     read_str,
     read_text,
     suggest,
@@ -163,15 +171,63 @@ def _read_retry(value: object, path: str) -> RetryConfig:
     return RetryConfig(**fields)
 
 
+# -- protocol upgrades ---------------------------------------------------------------------------
+
+_TUNNEL: Mapping[str, Reader[object]] = {
+    "idle_timeout": read_duration(),
+    "max_lifetime": read_duration(allow_zero=True),
+}
+
+
+def _read_protocol(value: object, path: str) -> str:
+    """An Upgrade protocol name (RFC 9110 7.8), lower-case; h2c is the gateway's own business."""
+    if not isinstance(value, str) or not TOKEN.fullmatch(value):
+        raise expected(path, "a protocol name like 'websocket'", value)
+    if value.lower() == "h2c":
+        raise ConfigError(
+            path,
+            "h2c (HTTP/2 over cleartext) cannot be tunnelled: its requests would pass the gateway"
+            " unrouted; only a protocol that is not HTTP, such as websocket",
+        )
+    return value.lower()
+
+
+def _read_upgrade(section: Section) -> tuple[tuple[str, ...], TunnelConfig]:
+    """The protocols a route lets a request switch to (``websocket: true``, ``upgrade: [...]``,
+    or both) and the ``tunnel`` settings of the connections that switched."""
+    websocket = section.get("websocket", read_bool)
+    protocols = dict.fromkeys(
+        section.get("upgrade", read_list(_read_protocol, non_empty=True, single=True)) or ()
+    )
+    if websocket is False and "websocket" in protocols:
+        raise ConfigError(section.at("websocket"), "false contradicts upgrade: [websocket]")
+    if websocket:
+        protocols["websocket"] = None
+    tunnel = section.get("tunnel", read_record(TunnelConfig, _TUNNEL))
+    if tunnel is not None and not protocols:
+        raise ConfigError(
+            section.at("tunnel"), "applies to a route that upgrades: set websocket: true or upgrade: [...]"
+        )
+    methods = section.get("methods", _read_methods)
+    if "websocket" in protocols and methods is not None and "GET" not in methods:
+        raise ConfigError(
+            section.at("methods"), "a WebSocket handshake is a GET request: add GET, or leave methods out"
+        )
+    return tuple(protocols), tunnel or TunnelConfig()
+
+
 # -- the section -----------------------------------------------------------------------------------
 
 _ROUTE_KEYS = (
     "id", "path", "upstream", "methods", "host", "listeners", "headers", "query",
     "priority", "rewrite", "strip_prefix", "preserve_host", "timeouts", "retry", "concurrency",
-    "plugins", "aggregate", "redirect_https",
+    "plugins", "aggregate", "redirect_https", "websocket", "upgrade", "tunnel",
 )  # fmt: skip
-# What only a proxied route can use: an aggregate route has no single upstream request to shape.
-_PROXY_ONLY_KEYS = ("rewrite", "strip_prefix", "preserve_host", "timeouts", "retry")
+# What only a proxied route can use: an aggregate route has no single upstream request to shape
+# (nor a connection to hand over).
+_PROXY_ONLY_KEYS = (
+    "rewrite", "strip_prefix", "preserve_host", "timeouts", "retry", "websocket", "upgrade", "tunnel",
+)  # fmt: skip
 
 
 def _read_route(
@@ -198,6 +254,7 @@ def _read_route(
             )
         _check_strip_prefix(strip_prefix, template, section.at("strip_prefix"))
     timeouts = section.get("timeouts", _read_timeout_overrides(upstream.timeouts))
+    upgrade, tunnel = _read_upgrade(section)
     return RouteConfig(
         id=route_id,
         path=template,
@@ -206,6 +263,8 @@ def _read_route(
         strip_prefix=strip_prefix,
         timeouts=timeouts,
         retry=section.get("retry", _read_retry),
+        upgrade=upgrade,
+        tunnel=tunnel,
         **section.read({"preserve_host": read_bool}),
         **_read_route_common(section, listeners),
     )

@@ -317,6 +317,15 @@ class AggregateConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TunnelConfig:
+    """A route's upgraded connections (WebSocket, or another protocol it lets through): after the
+    upstream's 101 the two connections are spliced byte for byte until either side ends."""
+
+    idle_timeout: float = 300.0  # no byte either way for this long: closed (1001 for WebSocket)
+    max_lifetime: float = 0.0  # closed (1001 for WebSocket) once this old; 0 = no limit
+
+
+@dataclass(frozen=True, slots=True)
 class RouteConfig:
     id: str
     path: str  # "/catalog/items/{id:int}/{*rest}"
@@ -337,6 +346,8 @@ class RouteConfig:
     plugins: tuple[PluginConfig, ...] = ()
     aggregate: AggregateConfig | None = None  # instead of upstream: answered by several calls
     redirect_https: HttpsRedirectConfig | None = None  # cleartext requests get a redirect to HTTPS
+    upgrade: tuple[str, ...] = ()  # protocols an Upgrade request may switch to (lower-case); () = none
+    tunnel: TunnelConfig = TunnelConfig()  # the upgraded connections' timeouts
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-__all__ = ["CONFIG_PATH", "demo_urls", "port_env"]
+__all__ = ["CONFIG_PATH", "demo_urls", "live_url", "mobile_urls", "port_env"]
 
 CONFIG_PATH = os.path.join(os.path.dirname(__file__), "gateway.yaml")
 """The demo gateway configuration; it reads the variables that ``port_env`` returns."""
@@ -47,3 +47,21 @@ def demo_urls(base: str) -> list[str]:
         f"curl -i {base}/api/orders/1",
         f"curl -i -X DELETE {base}/api/basket/alice",
     ]
+
+
+def mobile_urls(base: str) -> list[str]:
+    """What to try against the mobile gateway at ``base`` (``http://127.0.0.1:8081``): the same
+    services, smaller answers (GETs that answer 2xx on a freshly started demo)."""
+    base = base.rstrip("/")
+    return [
+        f"{base}/api/catalog/items?page=0&size=5",
+        f"{base}/api/catalog/items/3",
+        f"{base}/api/home/alice",
+    ]
+
+
+def live_url(base: str, buyer: str = "alice") -> str:
+    """The live basket of ``buyer``: a WebSocket through the gateway at ``base`` (http or https),
+    which sends the basket as JSON at once and each time it changes."""
+    scheme, _, rest = base.rstrip("/").partition("://")
+    return f"{'wss' if scheme == 'https' else 'ws'}://{rest}/api/basket/{buyer}/live"

@@ -3,7 +3,8 @@
 The services run in a child process (``python -m fastgw.demo.services``), so the gateway process
 is exactly what ``fastgw run`` would be. Their ports reach the bundled config through ``${ENV}``
 substitution, which the demo thereby also shows, and so do the files of the self-signed
-certificate made for the HTTPS listener (in a temporary directory, removed at the end).
+certificate made for the HTTPS listener (in a temporary directory, removed at the end). The web
+gateway (HTTP and HTTPS) and the mobile gateway are listeners of the one config (docs/bff.md).
 """
 
 from __future__ import annotations
@@ -42,8 +43,10 @@ def _start_services() -> tuple[subprocess.Popen[str], dict[str, int]]:
     return proc, ports
 
 
-def run_demo(bind: str | None, smoke: bool, tls_bind: str | None = None) -> int:
-    from fastgw.demo import demo_urls
+def run_demo(
+    bind: str | None, smoke: bool, tls_bind: str | None = None, mobile_bind: str | None = None
+) -> int:
+    from fastgw.demo import demo_urls, live_url, mobile_urls
 
     services, ports = _start_services()
     certificates = tempfile.TemporaryDirectory(prefix="fastgw-demo-")
@@ -52,7 +55,12 @@ def run_demo(bind: str | None, smoke: bool, tls_bind: str | None = None) -> int:
             os.environ[f"{name.upper()}_PORT"] = str(port)
         cert, key = write_self_signed(Path(certificates.name))
         os.environ["FASTGW_DEMO_CERT"], os.environ["FASTGW_DEMO_KEY"] = str(cert), str(key)
-        for variable, address in (("FASTGW_DEMO_BIND", bind), ("FASTGW_DEMO_TLS_BIND", tls_bind)):
+        binds = (
+            ("FASTGW_DEMO_BIND", bind),
+            ("FASTGW_DEMO_TLS_BIND", tls_bind),
+            ("FASTGW_DEMO_MOBILE_BIND", mobile_bind),
+        )
+        for variable, address in binds:
             if address:
                 os.environ[variable] = address
             elif smoke:
@@ -66,16 +74,19 @@ def run_demo(bind: str | None, smoke: bool, tls_bind: str | None = None) -> int:
 
         def ready(gateway: Gateway) -> None:
             bases = dict(gateway.urls())
-            base, secure = bases["public"], bases["public-tls"]
+            base, secure, mobile = bases["public"], bases["public-tls"], bases["mobile"]
             if smoke:
                 # The loop must keep serving while the smoke client waits: run it in a thread,
                 # which stops the gateway with SIGTERM when it is done.
-                urls = demo_urls(base) + demo_urls(secure)
+                urls = demo_urls(base) + demo_urls(secure) + mobile_urls(mobile)
+                lives = [(live_url(base, "smoke"), base), (live_url(secure, "smoke"), secure)]
                 trust = ssl.create_default_context(cafile=str(cert))
-                asyncio.get_running_loop().run_in_executor(None, _smoke_then_stop, urls, trust, outcome)
+                asyncio.get_running_loop().run_in_executor(
+                    None, _smoke_then_stop, urls, lives, trust, outcome
+                )
                 return
             print(
-                f"\nfastgw demo: gateway on {base} and {secure} in front of "
+                f"\nfastgw demo: web gateway on {base} and {secure}, mobile gateway on {mobile}, in front of "
                 + ", ".join(f"{n} :{p}" for n, p in ports.items())
             )
             print("Try:")
@@ -83,6 +94,13 @@ def run_demo(bind: str | None, smoke: bool, tls_bind: str | None = None) -> int:
                 print(f"  {url}" if url.startswith("curl") else f"  curl -i '{url}'")
             print(f"Over HTTPS (a self-signed certificate: -k, or --cacert {cert}):")
             print(f"  curl -ik '{demo_urls(secure)[1]}'")
+            print(f"  curl -ik --http2 '{demo_urls(secure)[1]}'   (HTTP/2, offered by ALPN)")
+            print("The mobile gateway: the same services, smaller answers, a tighter rate limit:")
+            for url in mobile_urls(mobile):
+                print(f"  curl -i '{url}'")
+            print("Live basket updates (WebSocket: the basket as JSON now and at each change):")
+            print(f"  {live_url(base)}")
+            print(f"  and over TLS: {live_url(secure)}")
             print("Ctrl-C to stop.\n", flush=True)
 
         code = serve(plan, None, on_ready=ready)
@@ -93,10 +111,22 @@ def run_demo(bind: str | None, smoke: bool, tls_bind: str | None = None) -> int:
         certificates.cleanup()
 
 
-def _smoke_then_stop(urls: list[str], trust: ssl.SSLContext, outcome: dict[str, int]) -> None:
+def _smoke_then_stop(
+    urls: list[str], lives: list[tuple[str, str]], trust: ssl.SSLContext, outcome: dict[str, int]
+) -> None:
     """GET each plain demo URL through the gateway (the HTTPS ones verified against the demo's
-    certificate), print the status, then stop the gateway."""
+    certificate), print the status; watch each live basket change through the gateway (101 when
+    it did); then stop the gateway."""
     try:
+        for url, base in lives:
+            try:
+                status = asyncio.run(_watch_basket(url, base, trust))
+            except (TimeoutError, OSError, ValueError) as exc:
+                print(f"ERR {url}: {exc!r}", flush=True)
+                status = 0
+            else:
+                print(f"{status or 'ERR'} {url}", flush=True)
+            outcome["failed"] += status != 101
         for url in urls:
             if url.startswith("curl"):
                 continue
@@ -111,3 +141,23 @@ def _smoke_then_stop(urls: list[str], trust: ssl.SSLContext, outcome: dict[str, 
             outcome["failed"] += not (200 <= status < 300)
     finally:
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+async def _watch_basket(url: str, base: str, trust: ssl.SSLContext) -> int:
+    """Open the live basket at ``url``, change that basket over HTTP at ``base``, and see the
+    change arrive on the WebSocket: 101 (the switch, and the update through it), else 0."""
+    import aiohttp  # the demo services' dependency; only the smoke run needs its client here
+
+    buyer = url.rsplit("/", 2)[-2]
+    change = {"items": [{"product_id": 2, "quantity": 3}]}
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(timeout=timeout) as session, session.ws_connect(url, ssl=trust) as ws:
+        before = await ws.receive_json(timeout=10)
+        async with session.post(f"{base}/api/basket/{buyer}", json=change, ssl=trust) as reply:
+            if reply.status != 200:
+                return 0
+        after = await ws.receive_json(timeout=10)
+        switched = before["items"] != after["items"] and after["items"][0]["quantity"] == 3
+        async with session.delete(f"{base}/api/basket/{buyer}", ssl=trust):
+            pass
+    return 101 if switched else 0

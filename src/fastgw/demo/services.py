@@ -8,7 +8,9 @@ so one can see behind the gateway which service answered.
             ``GET /items/type/{type_id}``, ``GET /items/brand/{brand_id}``, ``GET /types``,
             ``GET /brands``
 - basket:   ``GET|POST|DELETE /basket/{buyer}``; POST replaces the basket with
-            ``{"items": [{"product_id", "quantity", "unit_price"?}], "coupon"?}``; state is in memory
+            ``{"items": [{"product_id", "quantity", "unit_price"?}], "coupon"?}``; state is in memory;
+            ``GET /basket/{buyer}/live`` is a WebSocket: the basket as a JSON text message at once,
+            and again each time it changes (live basket updates)
 - discount: ``GET /coupons/{code}`` (404 if unknown)
 - ordering: ``POST /orders`` with ``{"buyer_id", "coupon"?}`` checks out the buyer's basket (it
             asks the basket and discount services over HTTP, then empties the basket);
@@ -197,10 +199,31 @@ def _basket_items(data: dict[str, Any]) -> list[dict[str, object]] | None:
 def basket_app() -> web.Application:
     baskets: dict[str, list[dict[str, object]]] = {}
     coupons: dict[str, str] = {}  # the coupon a buyer put in the basket, if any
+    watchers: dict[str, set[web.WebSocketResponse]] = {}  # live connections, by buyer
 
     def basket(buyer: str) -> dict[str, object]:
         coupon = coupons.get(buyer)
         return {"buyer_id": buyer, "items": baskets.get(buyer, []), **({"coupon": coupon} if coupon else {})}
+
+    async def changed(buyer: str) -> None:
+        """Push the buyer's basket to every live connection watching it."""
+        message = orjson.dumps(basket(buyer)).decode()
+        for ws in list(watchers.get(buyer, ())):
+            if not ws.closed:
+                await ws.send_str(message)
+
+    async def live_basket(request: web.Request) -> web.WebSocketResponse:
+        buyer = request.match_info["buyer"]
+        ws = web.WebSocketResponse(heartbeat=30.0)
+        await ws.prepare(request)
+        watchers.setdefault(buyer, set()).add(ws)
+        try:
+            await ws.send_str(orjson.dumps(basket(buyer)).decode())
+            async for _ in ws:  # what the client sends is not asked for: read until it closes
+                pass
+        finally:
+            watchers[buyer].discard(ws)
+        return ws
 
     async def get_basket(request: web.Request) -> web.Response:
         return _json(basket(request.match_info["buyer"]))
@@ -217,12 +240,15 @@ def basket_app() -> web.Application:
             coupons[buyer] = coupon
         else:
             coupons.pop(buyer, None)
+        await changed(buyer)
         return _json(basket(buyer))
 
     async def delete_basket(request: web.Request) -> web.Response:
-        coupons.pop(request.match_info["buyer"], None)
-        if baskets.pop(request.match_info["buyer"], None) is None:
+        buyer = request.match_info["buyer"]
+        coupons.pop(buyer, None)
+        if baskets.pop(buyer, None) is None:
             return _error(404, "no basket for this buyer")
+        await changed(buyer)
         return web.Response(status=204)
 
     return _new_app(
@@ -231,6 +257,7 @@ def basket_app() -> web.Application:
             web.get("/basket/{buyer}", get_basket),
             web.post("/basket/{buyer}", update_basket),
             web.delete("/basket/{buyer}", delete_basket),
+            web.get("/basket/{buyer}/live", live_basket),
         ],
     )
 

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from fastgw._proxy import LATENCY_BOUNDS, RequestStats
+from fastgw._proxy import LATENCY_BOUNDS, TUNNEL_BOUNDS, RequestStats
 from fastgw.errors import ConfigError
 from fastgw.observe.counters import COUNTERS, CounterRegistry
 from fastgw.upstream.breaker import State
@@ -168,22 +168,69 @@ def collect_gateway(
         for listener, counts in h2_events.items():
             for why, n in counts.items():
                 refusals.add((("listener", listener), ("kind", why)), n)
+    _collect_tunnels(plan, families)
     _collect_upstreams(plan, families)
     _collect_plugin_counters(COUNTERS, families)
     return families
 
 
-def _add_histogram(family: Family, labels: Labels, buckets: list[int], total: float) -> None:
+def _add_histogram(
+    family: Family,
+    labels: Labels,
+    buckets: list[int],
+    total: float,
+    le_labels: tuple[tuple[str, str], ...] | None = None,
+) -> None:
     # PERF: one per route and per target on every collection (each second while the status page
     # samples): the le labels are made once, and the buckets go straight into the samples.
     samples = family.samples
     running = 0
-    for le, count in zip(_LE_LABELS, buckets, strict=True):
+    for le, count in zip(le_labels or _LE_LABELS, buckets, strict=True):
         running += count
         key = ("_bucket", (*labels, le))
         samples[key] = samples.get(key, 0.0) + running
     family.add(labels, running, "_count")
     family.add(labels, total, "_sum")
+
+
+def _collect_tunnels(plan: Plan, families: Families) -> None:
+    """Per route that upgrades (WebSocket): its tunnels open, opened, how they ended, the bytes
+    they passed each way, and how long they lasted. A tunnel's request is also counted in
+    fastgw_requests_total (status 101) when it ends, and timed to its 101."""
+    routes = [(route.id, route.tunnel.stats.snapshot()) for route in plan.routes if route.tunnel is not None]
+    if not routes:
+        return
+    open_now = families["fastgw_tunnels_open"] = Family(
+        "gauge", "Upgraded connections (WebSocket) open now, by route."
+    )
+    opened = families["fastgw_tunnels_opened_total"] = Family(
+        "counter", "Upgraded connections opened (the upstream answered 101), by route."
+    )
+    closed = families["fastgw_tunnels_closed_total"] = Family(
+        "counter",
+        "Tunnels ended, by route and why: client or upstream (that side closed first), reset,"
+        " idle (no byte within the route's tunnel idle_timeout), lifetime (its max_lifetime),"
+        " drain (closed with 1001 when the drain timeout passed).",
+    )
+    passed = families["fastgw_tunnel_bytes_total"] = Family(
+        "counter",
+        "Bytes passed through tunnels, by route and direction: in (from clients to the upstream),"
+        " out (from the upstream to clients).",
+    )
+    duration = families["fastgw_tunnel_duration_seconds"] = Family(
+        "histogram", "How long tunnels lasted, from the 101 to the close of both connections, by route."
+    )
+    for route_id, snap in routes:
+        at: Labels = (("route", route_id),)
+        open_now.add(at, snap["open"])
+        opened.add(at, snap["opened"])
+        for cause, n in snap["ended"].items():
+            if n:
+                closed.add((*at, ("reason", cause)), n)
+        passed.add((*at, ("direction", "in")), snap["bytes_in"])
+        passed.add((*at, ("direction", "out")), snap["bytes_out"])
+        buckets, seconds = snap["duration"]
+        _add_histogram(duration, at, buckets, seconds, _TUNNEL_LE_LABELS)
 
 
 def _collect_upstreams(plan: Plan, families: Families) -> None:
@@ -477,6 +524,7 @@ def _number(value: float) -> str:
 
 
 _LE_LABELS = tuple(("le", _number(bound)) for bound in (*LATENCY_BOUNDS, math.inf))
+_TUNNEL_LE_LABELS = tuple(("le", _number(bound)) for bound in (*TUNNEL_BOUNDS, math.inf))
 
 
 def _escape_label(value: str) -> str:

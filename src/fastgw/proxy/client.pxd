@@ -14,8 +14,9 @@ cdef enum:                   # what the head loop does with a request header, by
     H_RID                    # the listener's request-id header
     H_TRACEPARENT            # traceparent (W3C Trace Context): replaced by the gateway's own
     H_TRACESTATE             # tracestate: forwarded only with the client's trace it belongs to
+    H_UPGRADE                # upgrade (hop-by-hop: an upgrade the route allows is offered anew)
     H_DROP                   # hop-by-hop or spoofable: keep-alive, proxy-connection, te, trailer,
-                             # upgrade, proxy-authorization, forwarded
+                             # proxy-authorization, forwarded
 
 
 cdef struct PassRules:       # which request header lines are forwarded as they came
@@ -56,6 +57,8 @@ cdef class ClientProtocol(Downstream):
     cdef bint close_after                # the connection ends after the active exchange
     cdef unsigned long long generation   # the _plan_generation adopted
     cdef unsigned long long parser_generation  # ... and the one the parser's limits come from
+    cdef public list early               # after an upgrade request: the bytes that followed it,
+                                         # held until the upstream switches (tunnel.pyx); else None
 
     cdef int adopt(self, ListenerCore listener) except -1
     cdef int tls_established(self, object ssl_object) except -1

@@ -171,6 +171,8 @@ cdef class ClientProtocol(Downstream):
                 return
         cdef HttpParser parser = self.parser
         if parser is None:
+            if self.early is not None:
+                hold_early(self, data if type(data) is bytes else bytes(data))  # for the tunnel
             return  # refused: nothing after that is read
         cdef double now = self.now
         if self.parser_generation != _plan_generation and parser.st.between:
@@ -192,6 +194,8 @@ cdef class ClientProtocol(Downstream):
                         self.parsing.on_client_body(body_piece(parser))
                 elif event == EV_DONE:
                     self.on_message_complete()
+                elif event == EV_UPGRADE:
+                    upgrade_head(self, parser)  # tunnel.pyx: nothing after it is HTTP
                 else:
                     raise request_fault(parser, event, self.parsing is not None)
                 if self.closed or self.parser is None:
@@ -610,10 +614,10 @@ cdef object request_fault(HttpParser parser, int event, bint in_body):
         return ClientFault("too many request headers", 431)
     if event == EV_TARGET_TOO_LONG:
         return ClientFault("request target too long", 414)
-    if event == EV_UPGRADE:
+    if event == EV_UPGRADE:  # the requests that switch protocols and no route can take
         if parser.method() == b"PRI":  # llhttp's name for the HTTP/2 preface (RFC 9113 3.4)
             return ClientFault("HTTP/2 without TLS (h2c) is not enabled on this listener", 505)
-        return ClientFault("protocol upgrade is not supported", 501)
+        return ClientFault("CONNECT is not supported: the gateway is not a forward proxy", 501)
     if in_body:
         return ClientFault(f"malformed request body: {parser.error()[:80]}")
     return ClientFault(f"malformed request: {parser.error()[:80]}")

@@ -14,6 +14,7 @@ cdef enum ExchangeState:
     X_SENT                   # bound to an upstream connection; no response head yet
     X_HELD                   # the head came; a body filter holds it: nothing went to the client
     X_STREAMING              # the response head went to the client; the body streams
+    X_TUNNEL                 # switched protocols: a Tunnel splices both connections (tunnel.pyx)
     X_DONE                   # ended: completed, answered by the gateway, cut, or abandoned
 
 
@@ -217,6 +218,9 @@ cdef class Exchange:
     cdef double ended_at                 # ... and of its end (keep-alive counts from it)
     cdef public double upstream_sent_at  # request head written (the last attempt's)
     cdef public double upstream_head_at  # response head parsed (only when the group observes)
+    cdef public object upgrade           # an Upgrade request: what it asks for, then what went
+                                         # upstream, then the protocol switched to; else None
+    cdef public double switched_at       # when its 101 went out: the request is timed to it
 
     # Driven by the client side:
     cdef int setup(self, Downstream client) except -1

@@ -154,8 +154,8 @@ cdef class Exchange:
         self._forwarded = None
         self.traceparent = None
         self.client_traceparent = None
-        self.upstream_sent_at = 0.0
-        self.upstream_head_at = 0.0
+        self.upstream_sent_at = self.upstream_head_at = self.switched_at = 0.0
+        self.upgrade = None
         self.received_at = client.now  # the read that completed the head
         return 0
 
@@ -185,6 +185,8 @@ cdef class Exchange:
         self.route = route
         route.requests += 1
         self.params = (<RouteMatch>match).params
+        if self.upgrade is not None and not accept_upgrade(self, route):
+            return 0  # tunnel.pyx answered: the route does not tunnel that protocol
         self.state = X_HOOKS
         if self.expect_continue and not self.request_done:
             # RFC 9110 10.1.1: we are about to read the body, so tell the client to send it.
@@ -240,8 +242,12 @@ cdef class Exchange:
         cdef RouteCore route = self.route
         cdef GroupCore group = <GroupCore>route.upstream
         cdef Target target = group.single
-        if route.total_timeout and not self.total_deadline:
-            self.total_deadline = _now() + route.total_timeout  # retries included
+        if route.total_timeout and self.upstream_sent_at == 0.0:
+            # From the first attempt, retries included; a client's own deadline (gRPC's
+            # grpc-timeout) may already be nearer.
+            at = _now() + route.total_timeout
+            if not self.total_deadline or at < self.total_deadline:
+                self.total_deadline = at
         if target is None:
             try:
                 target = group.pick(self) if exclude is None else group.pick(self, exclude)
@@ -423,9 +429,8 @@ cdef class Exchange:
                 self.drop_conn()  # the rest of this answer is not wanted
                 self.retry(plan)
                 return 0
-        if status == 101:
-            self.fail(self.upstream_fault("switched protocols unasked", 502))
-            return 0
+        if status == 101 and not tunnel_asked(self, lines):
+            return 0  # tunnel.pyx answered 502: not an upgrade this gateway offered
         cdef unsigned char kinds[MAX_RESPONSE_FIELDS]  # each line classified once
         cdef ReplyHead reply
         cdef object drop_named = classify_response(lines, kinds, &reply, self.listener.request_id_lower)
@@ -456,6 +461,8 @@ cdef class Exchange:
         reply.no_body = self.method == _HEAD or status == 204 or status == 304
         if reply.no_body:
             self.body_filters = None  # nothing to filter
+        if status == 101:
+            return start_tunnel(self, &reply)  # tunnel.pyx: the 101 goes out, both sides spliced
         if self.body_filters is not None:
             # A filter may hold the whole body back (json_fields): until it lets something go,
             # nothing went out, and a failure is still answered with a proper error response.
@@ -662,8 +669,9 @@ cdef class Exchange:
         if route is not None and self.target is not None and (<GroupCore>route.upstream).observes:
             # health, outliers, latency, breakers: only groups that ask. An attempt that ended
             # with no verdict on the target (the client left) is observed too: a half-open
-            # breaker's trial gives its place back.
-            route.upstream.observe(self)
+            # breaker's trial gives its place back. (A tunnel's was observed at its 101.)
+            if not self.switched_at:
+                route.upstream.observe(self)
         if route is not None and route.on_complete:
             run_complete_hooks(self, route.on_complete)
         self.observe_end(status)
@@ -685,16 +693,17 @@ cdef class Exchange:
         a refusal (status >= 400, or 0: the client left) also goes to the recent errors, if kept."""
         cdef double now = _now()
         self.ended_at = now
+        cdef double at = self.switched_at if self.switched_at else now  # a tunnel's: its 101
         cdef RouteCore route = self.route
         cdef Downstream client = self.client
         cdef RequestStats stats = route.stats if route is not None else client.unrouted
         cdef double upstream = -1.0  # not observed: no upstream response
         if self.response_started and self.upstream_sent_at > 0.0:
-            upstream = now - self.upstream_sent_at  # the last attempt: head sent -> response ended
+            upstream = at - self.upstream_sent_at  # the last attempt: head sent -> response ended
         if stats is not None:
-            stats.count(self.method_slot, status, now - self.received_at, upstream)
+            stats.count(self.method_slot, status, at - self.received_at, upstream)
         if self.target is not None:
-            self.count_attempt(now)
+            self.count_attempt(at)
         if client.access_log is not None:
             client.access_log.record(self, status, now)
         if client.spans is not None:

@@ -19,6 +19,9 @@ cdef class H2Connection:
     cdef double reset_rate
     cdef double reset_burst
     cdef double header_deadline          # a header block must end by then (0: none arriving)
+    cdef bytearray scratch               # the arriving header block's fields as HTTP/1.1 lines
+    cdef HttpParser parser               # reads each stream's head (reset per stream)
+    cdef unsigned long long parser_generation  # the plan its limits came from
 
     cdef int received(self, bytes data) except -1
     cdef int flush(self) except -1
@@ -32,6 +35,7 @@ cdef class H2Connection:
     cdef int stream_end(self, int32_t stream_id) except -1
     cdef int stream_closed(self, int32_t stream_id, uint32_t error_code) except -1
     cdef int client_reset(self, int32_t stream_id) except -1
+    cdef HttpParser head_parser(self)
     cdef int update_idle(self) except -1
     cdef int expire(self, double now) except -1
     cdef int start_draining(self) except -1
@@ -52,12 +56,13 @@ cdef class H2Stream(Downstream):
     cdef bytes authority
     cdef bytes host
     cdef list cookies
-    cdef list lines                      # b"name: value\r\n" of the other fields
     cdef Py_ssize_t head_size            # RFC 7541 header list size so far
     cdef int field_count
     cdef bint oversize
     cdef str malformed                   # why the head cannot be accepted, or None
     cdef bint has_length                 # a content-length came with it
+    cdef bint grpc                       # content-type application/grpc: errors as gRPC statuses
+    cdef double grpc_timeout             # its grpc-timeout in seconds (0: none)
     # The response body on its way: what nghttp2's DATA frames read from.
     cdef list out                        # bytes pieces; out_offset into the first
     cdef Py_ssize_t out_offset
@@ -84,12 +89,14 @@ cdef class H2Stream(Downstream):
     cdef int resume(self) except -1
     cdef int submit(self, int status, list pairs, HeadLines* lines, const unsigned char* kinds,
                     bint body) except -1
+    cdef bytes http1_head(self, object authority, bint end_stream)
     cdef int refuse(self, fault) except -1
     cdef nghttp2_nv* fields(self, int status, list pairs, HeadLines* lines, const unsigned char* kinds,
-                            size_t* count) except NULL
+                            size_t* count, char** names) except NULL
     cdef int interim(self, int status, list pairs, HeadLines* lines, const unsigned char* kinds) except -1
     cdef int submit_trailers(self) except -1
     cdef int respond(self, int status, list pairs, bytes body, bint head_only) except -1
+    cdef int grpc_error(self, Exchange x, int status, str message) except -1
     cdef int reset(self, uint32_t error_code) except -1
     cdef int consume(self, Py_ssize_t n) except -1
     cdef int set_deadline(self, double at) except -1

@@ -175,6 +175,8 @@ cdef class H2Connection:
         self.in_recv = self.want_flush = self.started = self.goaway_sent = self.closing = False
         self.too_big = 0
         self.header_deadline = 0.0
+        self.scratch = bytearray()
+        self.parser = None
         self.reset_burst = 2.0 * listener.h2_max_streams  # resets of streams still in flight ...
         self.reset_rate = 1.0 * listener.h2_max_streams  # ... refilled per second
         self.reset_tokens = self.reset_burst
@@ -238,6 +240,7 @@ cdef class H2Connection:
         self.streams[stream_id] = stream
         nghttp2_session_set_stream_user_data(self.session, stream_id, <void*>stream)
         self.heading = stream
+        del self.scratch[:]  # header blocks do not interleave: one scratch per connection
         self.header_deadline = client.now + client.listener.head_timeout
         client.wheel.file(client, self.header_deadline)
         client.deadline = 0.0  # a stream is open: not idle
@@ -246,8 +249,22 @@ cdef class H2Connection:
     cdef int header(
         self, H2Stream stream, const uint8_t* name, size_t namelen, const uint8_t* value, size_t valuelen
     ) except -1:
-        stream.add_field(<const char*>name, namelen, <const char*>value, valuelen)
+        if stream is self.heading:
+            stream.add_field(<const char*>name, namelen, <const char*>value, valuelen)
         return 0
+
+    cdef HttpParser head_parser(self):
+        """The parser that reads each stream's head, with the limits of the plan current now."""
+        cdef ListenerCore listener = self.client.listener
+        if self.parser is None or self.parser_generation != self.client.generation:
+            self.parser = HttpParser(
+                True, listener.max_header_bytes + listener.max_uri_bytes + 64, listener.max_headers + 4,
+                listener.max_uri_bytes,
+            )  # fmt: skip
+            self.parser_generation = self.client.generation
+        else:
+            self.parser.reset()
+        return self.parser
 
     cdef int headers_done(self, H2Stream stream, bint end_stream) except -1:
         if stream is self.heading:

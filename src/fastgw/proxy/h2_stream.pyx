@@ -14,7 +14,6 @@
 # the client's window keeps from moving for the send timeout resets the stream.
 
 cdef tuple STATUS_TEXT = tuple([b"%d" % code for code in range(1000)])
-_CONNECTION_SPECIFIC = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"})
 
 
 cdef nghttp2_ssize _read_body(
@@ -33,6 +32,17 @@ cdef nghttp2_ssize _read_body(
 
 cdef inline bint _is(const char* s, size_t n, const char* literal, size_t m) noexcept nogil:
     return n == m and memcmp(s, literal, m) == 0
+
+
+cdef bint connection_specific(const char* s, Py_ssize_t n) noexcept nogil:
+    """A field HTTP/2 forbids (RFC 9113 8.2.2), in any case: never sent to an HTTP/2 client."""
+    if n == 10:
+        return _ieq(s, "connection", 10) or _ieq(s, "keep-alive", 10)
+    if n == 16:
+        return _ieq(s, "proxy-connection", 16)
+    if n == 17:
+        return _ieq(s, "transfer-encoding", 17)
+    return n == 7 and _ieq(s, "upgrade", 7)
 
 
 @cython.final
@@ -66,12 +76,13 @@ cdef class H2Stream(Downstream):
         self.closed = self.submitted = self.sent_end = False
         self.method = self.target = self.authority = self.host = None
         self.cookies = None
-        self.lines = []
         self.head_size = 0
         self.field_count = 0
         self.oversize = False
         self.malformed = None
         self.has_length = False
+        self.grpc = False
+        self.grpc_timeout = 0.0
         self.out = []
         self.out_offset = self.out_size = 0
         self.out_eof = self.deferred = self.upstream_paused = False
@@ -90,7 +101,6 @@ cdef class H2Stream(Downstream):
         self.field_count += 1
         if self.head_size > self.listener.max_header_bytes or self.field_count > self.listener.max_headers + 4:
             self.oversize = True  # answered 431; nothing more of it is kept (an HPACK bomb stops here)
-            self.lines = None
             return 0
         if namelen and name[0] == b":":
             text = PyBytes_FromStringAndSize(value, valuelen)
@@ -113,10 +123,14 @@ cdef class H2Stream(Downstream):
             return 0
         if _is(name, namelen, "content-length", 14):
             self.has_length = True
-        cdef bytes line = PyBytes_FromStringAndSize(NULL, namelen + valuelen + 4)
-        cdef char* p = put_line(PyBytes_AS_STRING(line), name, namelen, value, valuelen)
-        check_end(p, line)
-        self.lines.append(line)
+        elif _is(name, namelen, "content-type", 12):
+            self.grpc = valuelen >= 16 and memcmp(value, "application/grpc", 16) == 0
+        elif _is(name, namelen, "grpc-timeout", 12):
+            self.grpc_timeout = grpc_timeout_seconds(PyBytes_FromStringAndSize(value, valuelen))
+        cdef bytearray scratch = self.conn.scratch
+        cdef Py_ssize_t at = PyByteArray_GET_SIZE(scratch)
+        PyByteArray_Resize(scratch, at + namelen + valuelen + 4)
+        put_line(PyByteArray_AS_STRING(scratch) + at, name, namelen, value, valuelen)
         return 0
 
     cdef int start(self, bint end_stream) except -1:
@@ -129,22 +143,12 @@ cdef class H2Stream(Downstream):
         authority = self.authority if self.authority is not None else self.host
         if self.authority is not None and self.host is not None and self.host.lower() != self.authority.lower():
             return self.refuse(ClientFault(":authority and Host disagree"))
-        parts = [self.method, b" ", self.target, b" HTTP/1.1\r\n"]
-        if authority is not None:
-            parts += (b"host: ", authority, b"\r\n")
-        parts += self.lines
-        if self.cookies is not None:
-            parts += (b"cookie: ", b"; ".join(self.cookies), b"\r\n")
-        if not end_stream and not self.has_length:
-            parts.append(b"transfer-encoding: chunked\r\n")  # the body's length is not known ahead
-        parts.append(b"\r\n")
-        self.lines = None
+        if self.method is None or self.target is None:
+            return self.refuse(ClientFault("missing :method or :path"))  # nghttp2 refuses these first
         cdef ListenerCore listener = self.listener
-        cdef HttpParser parser = HttpParser(
-            True, listener.max_header_bytes + listener.max_uri_bytes + 64, listener.max_headers + 4,
-            listener.max_uri_bytes,
-        )  # fmt: skip
-        parser.feed(b"".join(parts))
+        cdef ClientProtocol client
+        cdef HttpParser parser = self.conn.head_parser()
+        parser.feed(self.http1_head(authority, end_stream))
         cdef int event = parser.next()
         cdef Exchange x
         try:
@@ -155,11 +159,46 @@ cdef class H2Stream(Downstream):
             parser.release()
             return self.refuse(fault)
         parser.release()
+        client = self.conn.client
+        client.last_host_header = self.last_host_header  # PERF: the connection's next streams
+        client.last_host = self.last_host                # repeat it (init copies it from here)
         self.x = x
+        if self.grpc_timeout > 0.0:
+            x.total_deadline = self.now + self.grpc_timeout  # the client's deadline bounds the call
         if not x.request_done:
             self.set_deadline(self.now + listener.body_timeout)
         x.start()
         return 0
+
+    cdef bytes http1_head(self, object authority, bint end_stream):
+        """The HTTP/1.1 head this stream's request stands for, in one allocation."""
+        cdef bytearray fields = self.conn.scratch
+        cdef bytes cookie = b"; ".join(self.cookies) if self.cookies is not None else None
+        cdef bint chunked = not end_stream and not self.has_length  # the length is not known ahead
+        cdef Py_ssize_t size = (
+            PyBytes_GET_SIZE(self.method) + PyBytes_GET_SIZE(self.target) + 12 + PyByteArray_GET_SIZE(fields) + 2
+        )
+        if authority is not None:
+            size += 8 + PyBytes_GET_SIZE(<bytes>authority)
+        if cookie is not None:
+            size += 10 + PyBytes_GET_SIZE(cookie)
+        if chunked:
+            size += 28
+        cdef bytes head = PyBytes_FromStringAndSize(NULL, size)
+        cdef char* p = put(PyBytes_AS_STRING(head), self.method)
+        p = put_c(p, " ", 1)
+        p = put(p, self.target)
+        p = put_c(p, " HTTP/1.1\r\n", 11)
+        if authority is not None:
+            p = put_line(p, "host", 4, PyBytes_AS_STRING(<bytes>authority), PyBytes_GET_SIZE(<bytes>authority))
+        p = put_c(p, PyByteArray_AS_STRING(fields), PyByteArray_GET_SIZE(fields))
+        if cookie is not None:
+            p = put_line(p, "cookie", 6, PyBytes_AS_STRING(cookie), PyBytes_GET_SIZE(cookie))
+        if chunked:
+            p = put_c(p, "transfer-encoding: chunked\r\n", 28)
+        p = put_c(p, "\r\n", 2)
+        check_end(p, head)
+        return head
 
     cdef int refuse(self, fault) except -1:
         """A request head refused before it became an exchange: the error answer, counted as
@@ -271,11 +310,12 @@ cdef class H2Stream(Downstream):
         provider.source.ptr = <void*>self
         provider.read_callback = _read_body
         cdef size_t count = 0
-        cdef nghttp2_nv* nva = self.fields(status, pairs, lines, kinds, &count)
+        cdef char* names = NULL
+        cdef nghttp2_nv* nva = self.fields(status, pairs, lines, kinds, &count, &names)
         try:
             rv = nghttp2_submit_response2(self.conn.session, self.id, nva, count, &provider if body else NULL)
         finally:
-            free_fields(nva, count)
+            free_fields(nva, names)
         if rv == 0:
             self.submitted = True
         else:
@@ -283,16 +323,29 @@ cdef class H2Stream(Downstream):
         return 0
 
     cdef nghttp2_nv* fields(
-        self, int status, list pairs, HeadLines* lines, const unsigned char* kinds, size_t* count
+        self, int status, list pairs, HeadLines* lines, const unsigned char* kinds, size_t* count, char** names
     ) except NULL:
         """The nv array of a head: ``:status``, the lines whose kinds pass, the pairs; names in
         lower case (HTTP/2 wants them so; an HTTP/1.1 upstream may send any case), connection-
-        specific ones left out. Names are copies (freed by free_fields); values point into
-        ``lines`` and ``pairs``, which outlive the submit call."""
+        specific ones left out. The lower-case names are copies in one buffer (``names``; both
+        freed by free_fields); values point into ``lines`` and ``pairs``, which outlive the
+        submit call. The request id, new on every response, is never indexed by HPACK."""
         cdef Py_ssize_t most = 1 + len(pairs) + (lines.count if lines != NULL else 0)
+        cdef Py_ssize_t names_size = 1
+        cdef int i
+        cdef bytes name, value
+        if lines != NULL:
+            for i in range(lines.count):
+                names_size += lines.names[i].len
+        for name, value in pairs:
+            names_size += PyBytes_GET_SIZE(name)
         cdef nghttp2_nv* nva = <nghttp2_nv*>PyMem_Malloc(most * sizeof(nghttp2_nv))
-        if nva == NULL:
+        names[0] = <char*>PyMem_Malloc(names_size)
+        if nva == NULL or names[0] == NULL:
+            PyMem_Free(nva)
+            PyMem_Free(names[0])
             raise MemoryError()
+        cdef char* spare = names[0]
         cdef bytes code = <bytes>STATUS_TEXT[status if 0 <= status < 1000 else 500]
         nva[0].name = <uint8_t*>":status"
         nva[0].namelen = 7
@@ -300,18 +353,21 @@ cdef class H2Stream(Downstream):
         nva[0].valuelen = 3
         nva[0].flags = NGHTTP2_NV_FLAG_NO_COPY_NAME
         cdef size_t n = 1
-        cdef int i
-        cdef bytes name, value
         if lines != NULL:
             for i in range(lines.count):
                 if kinds[i] <= R_CL:
-                    n = add_field(nva, n, lines.base + lines.names[i].off, lines.names[i].len,
-                                  lines.base + lines.values[i].off, lines.values[i].len)  # fmt: skip
+                    spare = add_field(&nva[n], spare, lines.base + lines.names[i].off, lines.names[i].len,
+                                      lines.base + lines.values[i].off, lines.values[i].len)  # fmt: skip
+                    n += 1
+        cdef bytes rid = self.listener.request_id_lower
         for name, value in pairs:
-            if name.lower() in _CONNECTION_SPECIFIC:
+            if connection_specific(PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name)):
                 continue
-            n = add_field(nva, n, PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name),
-                          PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value))  # fmt: skip
+            spare = add_field(&nva[n], spare, PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name),
+                              PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value))  # fmt: skip
+            if name is rid:
+                nva[n].flags = NGHTTP2_NV_FLAG_NO_INDEX
+            n += 1
         count[0] = n
         return nva
 
@@ -325,13 +381,29 @@ cdef class H2Stream(Downstream):
         self.conn.flush()
         return 0
 
+    cdef int grpc_error(self, Exchange x, int status, str message) except -1:
+        """The gateway's own refusal of a gRPC call, as gRPC clients read one: HTTP 200 and a
+        trailers-only response whose grpc-status says why (the gRPC spec's mapping of HTTP
+        statuses, with the gateway's limits as RESOURCE_EXHAUSTED)."""
+        pairs = [
+            (b"content-type", b"application/grpc"),
+            (b"grpc-status", b"%d" % GRPC_STATUS_BY_HTTP.get(status, 2)),  # 2: UNKNOWN
+            (b"grpc-message", grpc_message(message)),
+            (self.listener.request_id_lower, x.request_id),
+        ]
+        self.out_eof = True
+        self.submit(200, pairs, NULL, NULL, False)
+        self.conn.flush()
+        return 0
+
     cdef int submit_trailers(self) except -1:
         cdef size_t count = 0
-        cdef nghttp2_nv* nva = self.fields(0, self.trailers, NULL, NULL, &count)
+        cdef char* names = NULL
+        cdef nghttp2_nv* nva = self.fields(0, self.trailers, NULL, NULL, &count, &names)
         try:
             nghttp2_submit_trailer(self.conn.session, self.id, nva + 1, count - 1)  # no :status
         finally:
-            free_fields(nva, count)
+            free_fields(nva, names)
         self.trailers = None
         return 0
 
@@ -356,11 +428,12 @@ cdef class H2Stream(Downstream):
         if self.closed or self.conn.session == NULL:
             return 0
         cdef size_t count = 0
-        cdef nghttp2_nv* nva = self.fields(status, pairs, lines, kinds, &count)
+        cdef char* names = NULL
+        cdef nghttp2_nv* nva = self.fields(status, pairs, lines, kinds, &count, &names)
         try:
             nghttp2_submit_headers(self.conn.session, NGHTTP2_FLAG_NONE, self.id, NULL, nva, count, NULL)
         finally:
-            free_fields(nva, count)
+            free_fields(nva, names)
         return 0
 
     cdef int send_head(self, Exchange x, ReplyHead* head) except -1:
@@ -393,12 +466,16 @@ cdef class H2Stream(Downstream):
         return self.resume()
 
     cdef int send_error(self, Exchange x, object fault, list extra) except -1:
+        if self.grpc:
+            return self.grpc_error(x, fault.status, fault.message)
         body = error_body(fault.message, x.request_id)
         pairs = [(b"content-type", b"application/json"), *(extra or ()), (self.listener.request_id_lower, x.request_id)]
         x.bytes_sent += PyBytes_GET_SIZE(body)
         return self.respond(fault.status, pairs, body, x.method == _HEAD)
 
     cdef int send_answer(self, Exchange x, object response) except -1:
+        if self.grpc and not 200 <= response.status < 300:
+            return self.grpc_error(x, response.status, response.body.decode("utf-8", "replace")[:200])
         pairs = [(b"content-type", response.content_type)] if response.content_type else []
         pairs += response.headers
         if x.add_response_headers:
@@ -475,28 +552,60 @@ cdef class H2Stream(Downstream):
             self.conn.client.wheel.file(self, self.send_deadline)
 
 
-cdef size_t add_field(
-    nghttp2_nv* nva, size_t n, const char* name, Py_ssize_t namelen, const char* value, Py_ssize_t valuelen
-) except 0:
-    """Append one field with a lower-case copy of its name (freed by free_fields)."""
-    cdef char* lower = <char*>PyMem_Malloc(namelen if namelen else 1)
-    if lower == NULL:
-        raise MemoryError()
+# The gRPC status for a refusal the gateway answers itself (the gRPC spec's HTTP mapping, and
+# RESOURCE_EXHAUSTED for the gateway's own limits: a rate limit, a body too large).
+GRPC_STATUS_BY_HTTP = {
+    400: 13,  # INTERNAL
+    401: 16,  # UNAUTHENTICATED
+    403: 7,  # PERMISSION_DENIED
+    404: 12,  # UNIMPLEMENTED: no route for this method
+    405: 12,
+    408: 4,  # DEADLINE_EXCEEDED
+    413: 8,  # RESOURCE_EXHAUSTED
+    429: 8,
+    431: 8,
+    500: 13,
+    502: 14,  # UNAVAILABLE
+    503: 14,
+    504: 4,
+}
+_GRPC_UNITS = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
+
+
+cdef double grpc_timeout_seconds(bytes value):
+    """A grpc-timeout header's value (1 to 8 digits and a unit), in seconds; 0 when malformed
+    (the call then runs under the route's own timeouts)."""
+    unit = _GRPC_UNITS.get(value[-1:])
+    digits = value[:-1]
+    if unit is None or not 1 <= len(digits) <= 8 or not digits.isdigit():
+        return 0.0
+    return int(digits) * unit
+
+
+cdef bytes grpc_message(str message):
+    """grpc-message is percent-encoded UTF-8 (everything outside printable ASCII, and '%')."""
+    return "".join(
+        c if " " <= c <= "~" and c != "%" else "".join(f"%{b:02X}" for b in c.encode()) for c in message
+    ).encode("ascii")
+
+
+cdef char* add_field(
+    nghttp2_nv* nv, char* spare, const char* name, Py_ssize_t namelen, const char* value, Py_ssize_t valuelen
+) noexcept nogil:
+    """One field, its name copied in lower case to ``spare`` (the names buffer); the rest of it."""
     cdef Py_ssize_t i
     cdef char c
     for i in range(namelen):
         c = name[i]
-        lower[i] = c + 32 if 65 <= c <= 90 else c
-    nva[n].name = <uint8_t*>lower
-    nva[n].namelen = namelen
-    nva[n].value = <uint8_t*>value
-    nva[n].valuelen = valuelen
-    nva[n].flags = NGHTTP2_NV_FLAG_NONE
-    return n + 1
+        spare[i] = c + 32 if 65 <= c <= 90 else c
+    nv.name = <uint8_t*>spare
+    nv.namelen = namelen
+    nv.value = <uint8_t*>value
+    nv.valuelen = valuelen
+    nv.flags = NGHTTP2_NV_FLAG_NONE
+    return spare + namelen
 
 
-cdef void free_fields(nghttp2_nv* nva, size_t count) noexcept:
-    cdef size_t i
-    for i in range(1, count):  # the first is :status, a literal
-        PyMem_Free(nva[i].name)
+cdef void free_fields(nghttp2_nv* nva, char* names) noexcept:
+    PyMem_Free(names)
     PyMem_Free(nva)

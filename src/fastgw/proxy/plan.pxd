@@ -58,6 +58,7 @@ cdef class RouteCore:
     cdef public long long requests       # requests matched to it (the retry budget's base)
     cdef public tuple limiters           # Limiters an exchange takes a slot in, in order
     cdef public RequestStats stats       # what ended here, counted in C (adopted by id on reload)
+    cdef public TunnelPolicy tunnel      # the protocols it lets an Upgrade switch to; None: none
 
     cdef bytes path_upstream(self, bytes path, tuple params)
 

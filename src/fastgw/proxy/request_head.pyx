@@ -33,6 +33,7 @@ cdef Exchange read_request_head(Downstream client, HttpParser parser):
     cdef object xff = None
     cdef object xfp = None
     cdef object xfh = None
+    cdef object upgrade = None
     cdef object named = None  # the header names a Connection header lists
     cdef const char* traceparent = NULL
     cdef Py_ssize_t traceparent_len = -1  # -1: none; -2: more than one (invalid, RFC 9110 5.3)
@@ -93,10 +94,19 @@ cdef Exchange read_request_head(Downstream client, HttpParser parser):
         elif kind == H_TRACEPARENT:
             traceparent_len = value_len if traceparent_len == -1 else -2
             traceparent = value
+        elif kind == H_UPGRADE:
+            value_bytes = PyBytes_FromStringAndSize(value, value_len)
+            upgrade = value_bytes if upgrade is None else upgrade + b", " + value_bytes
     if chunked and content_length >= 0:
         raise ClientFault("both Content-Length and Transfer-Encoding")
     if content_length > listener.max_body_bytes:
         raise ClientFault("request body too large", 413)
+    if upgrade is not None and parser.wants_upgrade():
+        # RFC 9110 7.8: what follows the request is the new protocol's, so it has no body.
+        if content_length > 0 or chunked:
+            raise ClientFault("a protocol upgrade request with a body is not supported")
+        exchange.upgrade = upgrade  # tunnel.pyx: the route decides
+        exchange.must_close = True  # whatever the answer, nothing after it here is HTTP
 
 
     cdef bytes method = parser.method()
@@ -237,7 +247,9 @@ cdef int request_kind(const char* s, Py_ssize_t n, const PassRules* rules) noexc
         if _ieq(s, "te", 2):
             return H_DROP
     elif n == 7:
-        if _ieq(s, "trailer", 7) or _ieq(s, "upgrade", 7):
+        if _ieq(s, "upgrade", 7):
+            return H_UPGRADE
+        if _ieq(s, "trailer", 7):
             return H_DROP
     elif n == 9:
         if _ieq(s, "forwarded", 9):

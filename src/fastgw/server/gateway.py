@@ -22,6 +22,7 @@ from fastgw.upstream.health import stop_monitors
 log = logging.getLogger("fastgw")
 
 FIRST_DISCOVERY_WAIT = 10.0  # at start, how long listening waits for the registries' first answers
+TUNNELS_CLOSING = 2.0  # after the drain timeout, how long closing tunnels may take to say 1001
 
 
 class Reloader(Protocol):
@@ -143,7 +144,9 @@ class Gateway:
             await asyncio.sleep(0)
 
     async def drain(self, timeout: float) -> None:
-        """Stop accepting, let in-flight requests finish (bounded), then close what is left."""
+        """Stop accepting, let in-flight requests and open tunnels finish (bounded), close the
+        tunnels still open with a WebSocket close frame 1001 (going away) rather than a reset,
+        then close what is left."""
         await self.stop_accepting()
         for server in self.listeners.values():
             server.start_draining()
@@ -151,6 +154,10 @@ class Gateway:
         deadline = loop.time() + timeout
         while any(s.connections for s in self.listeners.values()) and loop.time() < deadline:
             await asyncio.sleep(0.05)
+        if sum(server.close_tunnels() for server in self.listeners.values()):
+            closing = loop.time() + TUNNELS_CLOSING
+            while any(s.connections for s in self.listeners.values()) and loop.time() < closing:
+                await asyncio.sleep(0.02)
         left = sum(len(s.connections) for s in self.listeners.values())
         if left:
             log.warning("drain timeout: closing %d connections still busy", left)

@@ -1,4 +1,7 @@
-"""A listening socket and the connections it accepted, bound to the listener's current plan."""
+"""A listening socket and the connections it accepted, bound to the listener's current plan.
+
+``connections`` holds the client connections open, and the tunnels that took some of them over
+(an upgraded connection spliced to its upstream: WebSocket), so a drain waits for both."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import os
 import socket
 from typing import TYPE_CHECKING
 
-from fastgw._proxy import ClientProtocol, RequestIds, RequestStats
+from fastgw._proxy import ClientProtocol, RequestIds, RequestStats, Tunnel
 
 if TYPE_CHECKING:
     from fastgw.observe.access_log import AccessLog
@@ -19,7 +22,7 @@ if TYPE_CHECKING:
 class ListenerServer:
     def __init__(self, plan: ListenerPlan) -> None:
         self.plan = plan  # new connections use the plan current when they are accepted
-        self.connections: set[ClientProtocol] = set()
+        self.connections: set[ClientProtocol | Tunnel] = set()
         self.server: asyncio.base_events.Server | None = None
         # Made here, in the worker process after fork, so ids stay unique across workers.
         self.request_ids = RequestIds(os.urandom(6).hex().encode())
@@ -77,6 +80,15 @@ class ListenerServer:
     def start_draining(self) -> None:
         for conn in list(self.connections):
             conn.start_draining()
+
+    def close_tunnels(self) -> int:
+        """The drain timeout passed: each open tunnel closes with a WebSocket close frame 1001
+        (going away) both ways, then its connections (a tunnel of another protocol: a FIN).
+        Returns how many were open."""
+        tunnels = [conn for conn in self.connections if isinstance(conn, Tunnel)]
+        for tunnel in tunnels:
+            tunnel.close_for_drain()
+        return len(tunnels)
 
     def abort_all(self) -> None:
         for conn in list(self.connections):
