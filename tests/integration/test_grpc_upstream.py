@@ -28,6 +28,7 @@ class EchoService:
         self.started = threading.Event()  # a Hang call reached the handler
         self.cancelled = threading.Event()
         self.calls = 0
+        self.time_remaining: float | None = None  # the deadline the last Hang call came with
 
     def unary(self, request: bytes, context: grpc.ServicerContext) -> bytes:
         self.calls += 1
@@ -51,6 +52,7 @@ class EchoService:
 
     def hang(self, request: bytes, context: grpc.ServicerContext) -> bytes:
         """Answers only when cancelled (the client's cancel or deadline, as RST_STREAM)."""
+        self.time_remaining = context.time_remaining()
         self.started.set()
         while context.is_active():
             time.sleep(0.01)
@@ -83,9 +85,9 @@ def service() -> Iterator[tuple[EchoService, int]]:
 
 
 @pytest.fixture
-def channel(make_gateway: MakeGateway, service: tuple[EchoService, int]) -> Iterator[grpc.Channel]:
-    """A channel to the gateway's h2c listener, routed by method path to the gRPC server."""
-    gw = make_gateway(
+def gateway(make_gateway: MakeGateway, service: tuple[EchoService, int]) -> RunningGateway:
+    """The gateway's h2c listener, routed by method path to the gRPC server."""
+    return make_gateway(
         {
             "listeners": [{"name": "main", "bind": "127.0.0.1:0", "http2": {"h2c": True}}],
             "upstreams": {"echo": {"targets": [f"127.0.0.1:{service[1]}"], "protocol": "h2c"}},
@@ -94,7 +96,11 @@ def channel(make_gateway: MakeGateway, service: tuple[EchoService, int]) -> Iter
             ],
         }
     )
-    with grpc.insecure_channel(f"127.0.0.1:{gw.port}") as opened:
+
+
+@pytest.fixture
+def channel(gateway: RunningGateway) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(f"127.0.0.1:{gateway.port}") as opened:
         yield opened
 
 
@@ -123,13 +129,16 @@ def test_bidi_streaming(channel: grpc.Channel) -> None:
 
 
 def test_many_calls_share_the_upstream_connection(
-    channel: grpc.Channel, make_gateway: MakeGateway, service: tuple[EchoService, int]
+    channel: grpc.Channel, gateway: RunningGateway, service: tuple[EchoService, int]
 ) -> None:
+    """64 calls, 8 at a time: streams on one upstream connection, opened once."""
     call = channel.unary_unary(f"/{SERVICE}/Unary")
     with futures.ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(lambda i: call(b"%d" % i, timeout=10), range(64)))
     assert answers == [b"echo:%d" % i for i in range(64)]
     assert service[0].calls == 64
+    (pool,) = gateway.call(lambda: list(gateway.gateway.plan.pools.values()))
+    assert pool.opened == 1
 
 
 def test_server_error_status_and_message(channel: grpc.Channel) -> None:
@@ -149,8 +158,10 @@ def test_cancel_reaches_the_server(channel: grpc.Channel, service: tuple[EchoSer
 
 
 def test_deadline_reaches_the_server(channel: grpc.Channel, service: tuple[EchoService, int]) -> None:
+    """The server gets the call's deadline (grpc-timeout goes up), and its end as a reset."""
     call = channel.unary_unary(f"/{SERVICE}/Hang")
     with pytest.raises(grpc.RpcError) as failed:
         call(b"", timeout=0.5)
     assert failed.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert service[0].cancelled.wait(10)
+    assert service[0].time_remaining is not None and 0 < service[0].time_remaining <= 0.5
