@@ -11,19 +11,38 @@ kept-alive connections). nginx proxies to an HTTP/2 upstream only with ``grpc_pa
 speaks HTTP/2 for any request (an HTTP/1.1 client's included) and keeps connections alive in the
 upstream block's pool, but carries one request per connection at a time: the fairest nginx there
 is, not the same design. HAProxy and the Python peers are left out of these scenarios.
+
+gRPC: h2load makes unary calls (POST ``/bench.Echo/Unary``, ``content-type: application/grpc``,
+``te: trailers``, one small length-prefixed message as the body) over h2c, to the proxy or
+straight to the upstream nginx's h2c port (``direct``), which answers each call as a gRPC server
+does, once its message has come whole: the same message back, then the trailer
+``grpc-status: 0`` (``peers/nginx_upstream.conf``). A C-speed upstream: a Python gRPC server
+would be the bottleneck, and would take the cores' time from the proxy being measured.
 """
 
 from __future__ import annotations
 
 import re
 import subprocess
+from pathlib import Path
+
+GRPC_MESSAGE = b"\x0a\x05hello"  # protobuf: field 1, a 5-byte string (a small request, as most are)
+GRPC_HEADERS = ("-H", "content-type: application/grpc", "-H", "te: trailers")  # h2load's arguments
 
 
 def h2load(
-    port: int, path: str, seconds: float, connections: int, streams: int, tls: bool
+    port: int,
+    path: str,
+    seconds: float,
+    connections: int,
+    streams: int,
+    tls: bool,
+    grpc_message: Path | None = None,
 ) -> dict[str, float]:
-    """Drive ``connections`` x ``streams`` for ``seconds``; completed requests, per second, errors."""
+    """Drive ``connections`` x ``streams`` for ``seconds``, GETs or, given ``grpc_message``,
+    gRPC unary calls carrying it; completed requests, per second, errors."""
     url = f"{'https' if tls else 'http'}://127.0.0.1:{port}{path}"
+    grpc = [] if grpc_message is None else ["-d", str(grpc_message), *GRPC_HEADERS]
     argv = [
         "h2load",
         "-c",
@@ -34,6 +53,7 @@ def h2load(
         "1",
         "-D",
         str(max(1, round(seconds))),
+        *grpc,
         url,
     ]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60).stdout
@@ -69,6 +89,15 @@ def fastgw_listener(tls: bool) -> str:
 
 def nginx_listen_flags(tls: bool) -> str:
     return " ssl http2" if tls else " http2"
+
+
+def write_grpc_message(workdir: Path) -> Path:
+    """``GRPC_MESSAGE`` as gRPC frames it (a flag byte, not compressed, then its length in four
+    bytes), in the file h2load sends and the upstream nginx answers with."""
+    path = workdir / "grpc.bin"
+    path.write_bytes(b"\x00" + len(GRPC_MESSAGE).to_bytes(4, "big") + GRPC_MESSAGE)
+    path.chmod(0o644)
+    return path
 
 
 def nginx_upstream_listen(port: int) -> str:

@@ -216,7 +216,7 @@ def header_script(workdir: Path, scenario: Scenario, headers: dict[str, str]) ->
 # -- contenders ----------------------------------------------------------------------------------
 def upstream_ports(upstreams: tuple[int, ...], scenario: Scenario) -> tuple[int, ...]:
     """The upstream ports a scenario proxies to (see ``run`` for the five): the upstream nginx's,
-    its TLS one for ``https-upstream``, its h2c one for the HTTP/2-upstream scenarios,
+    its TLS one for ``https-upstream``, its h2c one for the HTTP/2-upstream and gRPC scenarios,
     or the WebSocket echo's for a WebSocket scenario."""
     if scenario.driver == "ws":
         return upstreams[3:4]
@@ -502,6 +502,7 @@ def measure(
     rounds: int,
     seconds: float,
     script: Path | None = None,
+    grpc_message: Path | None = None,
 ) -> Result:
     def drive(seconds: float) -> dict[str, float]:
         if scenario.driver == "wrk":
@@ -509,7 +510,7 @@ def measure(
         if scenario.driver == "h2load":
             return http2.h2load(
                 port, scenario.path, seconds, scenario.connections, scenario.streams,
-                tls=scenario.tls == "client",
+                tls=scenario.tls == "client", grpc_message=grpc_message,
             )  # fmt: skip
         if scenario.driver == "ws":
             return websocket.drive(port, scenario.connections, seconds)
@@ -758,8 +759,9 @@ def run(args: argparse.Namespace) -> int:
         workdir.chmod(0o755)  # nginx workers run as nobody: they must reach big.bin (else 403)
         (workdir / "big.bin").write_bytes(os.urandom(64 * 1024))
         (workdir / "big.bin").chmod(0o644)
+        grpc_message = http2.write_grpc_message(workdir)  # sent by h2load, answered by the upstream
         # The upstream nginx's two ports, its TLS one (https-upstream), the WebSocket echo's, and
-        # the upstream nginx's h2c one (the HTTP/2-upstream scenarios).
+        # the upstream nginx's h2c one (the HTTP/2-upstream and gRPC scenarios).
         upstreams = tuple(free_port() for _ in range(5))
         upstream = upstreams[0]
         conf = render(
@@ -786,7 +788,10 @@ def run(args: argparse.Namespace) -> int:
                         CONTENDERS[name](workdir, port, upstreams, scenario) as proc,
                         polling(admin_port(workdir) if polled else None),
                     ):
-                        result = measure(name, proc, port, scenario, args.rounds, args.seconds, script)
+                        result = measure(
+                            name, proc, port, scenario, args.rounds, args.seconds, script,
+                            grpc_message if scenario.grpc else None,
+                        )  # fmt: skip
                     results.append(result)
                     print(
                         f"  {scenario.name:14} {name:8} {result.rps:9.0f} req/s {result.cpu_us:7.2f} us/req",

@@ -26,6 +26,7 @@ class Scenario:
     #                      "h2load": HTTP/2 clients, ``connections`` x ``streams`` (bench/http2.py),
     #                      "ws": WebSocket messages through the proxy to an echo upstream (bench/websocket.py)
     streams: int = 1  # h2load's concurrent streams per connection
+    grpc: bool = False  # h2load makes gRPC unary calls, a small message each (bench/http2.py)
     upstream_protocol: str = "http/1.1"  # "h2c": HTTP/2 to the upstream (bench/http2.py)
     poll_admin: bool = False  # poll fastgw's admin API as an open status page does (status_poll.py)
 
@@ -74,4 +75,7 @@ SCENARIOS = [
     Scenario("h2c-upstream-c1", "/items/1", connections=1, contenders=("nginx", "fastgw"),
              upstream_protocol="h2c"),
     Scenario("h2c-upstream-64k", "/big", contenders=("nginx", "fastgw"), upstream_protocol="h2c"),
+    # gRPC unary calls end to end: h2load over h2c to the proxy, h2c to the upstream (bench/http2.py).
+    Scenario("grpc-unary", "/bench.Echo/Unary", connections=16, streams=10, driver="h2load", grpc=True,
+             upstream_protocol="h2c", contenders=("direct", "nginx", "fastgw")),
 ]  # fmt: skip
