@@ -485,7 +485,10 @@ cdef class H2Stream(Downstream):
         return self.respond(response.status, pairs, response.body, x.method == _HEAD)
 
     cdef int flush(self) except -1:
-        return self.conn.flush()
+        cdef H2Connection conn = self.conn
+        if len(conn.streams) > 1:  # others in flight: their answers may come in this same turn
+            return conn.flush_soon()
+        return conn.flush()
 
     cdef int cut(self, Exchange x) except -1:
         """The response cannot complete: the stream is reset, never ended cleanly."""
