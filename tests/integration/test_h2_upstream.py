@@ -100,6 +100,20 @@ def test_request_head_as_http2_fields(make_gateway: MakeGateway, h2_upstream: H2
     assert answer.header("x-conn-id") == "1" and answer.header("date")
 
 
+def test_http11_clients_get_the_standard_reason_phrase(
+    make_gateway: MakeGateway, h2_upstream: H2Upstream
+) -> None:
+    """HTTP/2 has no reason phrase (RFC 9113 8.3.2): an HTTP/1.1 client gets the standard one,
+    not an empty one."""
+    gw = make_gateway(doc_for(h2_upstream.port))
+    answers = [request(gw, "GET", path) for path in ("/echo", "/status/404", "/status/503")]
+    assert [(a.status, a.reason) for a in answers] == [
+        (200, "OK"),
+        (404, "Not Found"),
+        (503, "Service Unavailable"),
+    ]
+
+
 def test_bodies_each_way_on_one_connection(make_gateway: MakeGateway, h2_upstream: H2Upstream) -> None:
     """A POST with a length and a chunked one go up as DATA (content-length only when the length is
     known); bodies come down framed for the HTTP/1.1 client; one connection carries them all."""
