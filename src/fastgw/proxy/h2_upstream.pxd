@@ -1,6 +1,6 @@
-# HTTP/2 to upstreams (h2_upstream.pyx): an upstream with protocol h2c or h2 has pools of
-# H2UpstreamConnections (one nghttp2 client session each); every exchange sent there is bound to
-# one H2UpstreamStream, its UpstreamSide.
+# HTTP/2 to upstreams: an upstream with protocol h2c or h2 has pools of H2UpstreamConnections
+# (h2_upstream.pyx: one nghttp2 client session each); every exchange sent there is bound to one
+# H2UpstreamStream, its UpstreamSide (h2_upstream_stream.pyx).
 
 cdef class H2UpstreamConnection(Timed):
     cdef nghttp2_session* session
