@@ -17,7 +17,18 @@ from pathlib import Path
 import pytest
 
 import bench.run
-from bench.run import COMPILED, BenchError, fastgw_environment, is_full_run, save_results
+from bench.http2 import GRPC_MESSAGE, write_grpc_message
+from bench.run import (
+    COMPILED,
+    SCENARIOS,
+    BenchError,
+    fastgw_config,
+    fastgw_environment,
+    is_full_run,
+    save_results,
+    scenario_contenders,
+)
+from fastgw.config import load_config
 
 
 def parse(monkeypatch: pytest.MonkeyPatch, *argv: str) -> argparse.Namespace:
@@ -131,3 +142,24 @@ def test_a_venv_that_has_fastgw_is_named_when_another_python_runs_the_bench(
         f"{bare} has no fastgw installed, .venv/bin/python has (as scripts/demo installs it): "
         "run .venv/bin/python -m bench"
     )
+
+
+def test_the_h2c_upstream_scenarios(tmp_path: Path) -> None:
+    """fastgw reaches the upstream's h2c port with protocol h2c (a config fastgw accepts), and
+    takes h2c from h2load where it drives (gRPC); a baseline build, which may predate HTTP/2
+    upstreams, is not asked to run them."""
+    scenarios = [s for s in SCENARIOS if s.upstream_protocol == "h2c"]
+    assert any(s.grpc and s.driver == "h2load" for s in scenarios)
+    for scenario in scenarios:
+        config = load_config(str(fastgw_config(tmp_path, 8080, (1, 2, 3, 4, 5), scenario)))
+        (upstream,) = config.upstreams.values()
+        assert upstream.protocol == "h2c" and [t.port for t in upstream.targets] == [5]
+        assert config.listeners[0].http2.h2c == (scenario.driver == "h2load")
+        assert "baseline" not in scenario_contenders(scenario, baseline=True)
+
+
+def test_the_grpc_message_is_length_prefixed(tmp_path: Path) -> None:
+    """gRPC's framing of a message (not compressed, then its length, big-endian), as h2load sends
+    it and the upstream answers with it."""
+    framed = write_grpc_message(tmp_path).read_bytes()
+    assert framed[0] == 0 and int.from_bytes(framed[1:5], "big") == len(framed) - 5 == len(GRPC_MESSAGE)

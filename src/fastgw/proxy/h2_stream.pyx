@@ -260,19 +260,7 @@ cdef class H2Stream(Downstream):
     # -- the response body's queue -----------------------------------------------------------------
     cdef Py_ssize_t take(self, uint8_t* buf, size_t length, uint32_t* flags) except -1:
         """nghttp2 reads the body for a DATA frame of at most ``length`` bytes."""
-        cdef Py_ssize_t n = 0, size, part
-        cdef bytes piece
-        while self.out and n < <Py_ssize_t>length:
-            piece = <bytes>self.out[0]
-            size = PyBytes_GET_SIZE(piece) - self.out_offset
-            part = min(size, <Py_ssize_t>length - n)
-            memcpy(buf + n, PyBytes_AS_STRING(piece) + self.out_offset, part)
-            n += part
-            if part == size:
-                del self.out[0]
-                self.out_offset = 0
-            else:
-                self.out_offset += part
+        cdef Py_ssize_t n = take_pieces(self.out, &self.out_offset, buf, length)
         self.out_size -= n
         if self.out_size == 0:
             self.send_deadline = 0.0
