@@ -250,7 +250,7 @@ cdef class Exchange:
                 self.total_deadline = at
         if target is None:
             try:
-                target = group.pick(self) if exclude is None else group.pick(self, exclude)
+                target = group.choose(self, exclude)
             except HttpFault as fault:  # no usable target: this request's answer, not the connection's
                 self.answer_fault(fault, None)  # no upstream failed: nothing for observers to count
                 return 0
@@ -357,8 +357,8 @@ cdef class Exchange:
         cdef Target failed = self.target
         cdef double delay = plan.delay
         if plan.blame:
-            if (<GroupCore>route.upstream).observes:
-                route.upstream.observe(self)  # the failed attempt counts for health and outliers
+            if (<GroupCore>route.upstream).observes:  # the failed attempt counts for health and outliers
+                (<GroupCore>route.upstream).observe_exchange(self)
             self.count_attempt(_now())
             self.tries += 1
         else:
@@ -671,7 +671,7 @@ cdef class Exchange:
             # with no verdict on the target (the client left) is observed too: a half-open
             # breaker's trial gives its place back. (A tunnel's was observed at its 101.)
             if not self.switched_at:
-                route.upstream.observe(self)
+                (<GroupCore>route.upstream).observe_exchange(self)
         if route is not None and route.on_complete:
             run_complete_hooks(self, route.on_complete)
         self.observe_end(status)
