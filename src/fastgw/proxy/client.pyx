@@ -354,18 +354,9 @@ cdef class ClientProtocol(Downstream):
     cdef int send_answer(self, Exchange x, object response) except -1:
         cdef bint close = self.closing(x)
         self.close_after = close
-        # Headers earlier plugins added for the response (rate-limit fields) go on any answer.
-        added = x.add_response_headers
-        rid = (self.listener.request_id_header, x.request_id)
-        headers = [*response.headers, *added, rid] if added else [*response.headers, rid]
-        data = render_response(
-            response.status,
-            response.body,
-            content_type=response.content_type,
-            close=close,
-            extra=headers,
-            date_line=date_line(),
-            head_only=x.method == _HEAD,
+        cdef bytes data = render_answer(
+            response, x.add_response_headers, self.listener.request_id_header, x.request_id, close,
+            x.method == _HEAD,
         )
         x.bytes_sent += PyBytes_GET_SIZE(data)
         self.write(data)
@@ -636,6 +627,63 @@ cdef inline bytes body_piece(HttpParser parser):
     if body == parser.st.buf and n == parser.fed:
         return <bytes>parser.data
     return PyBytes_FromStringAndSize(body, n)
+
+
+cdef Py_ssize_t pairs_size(list pairs, Py_ssize_t start) except -1:
+    """The bytes of ``pairs[start:]`` as header lines."""
+    cdef Py_ssize_t i, size = 0
+    for i in range(start, len(pairs)):
+        name, value = pairs[i]
+        size += PyBytes_GET_SIZE(<bytes?>name) + PyBytes_GET_SIZE(<bytes?>value) + 4
+    return size
+
+
+cdef char* put_pairs(char* p, list pairs, Py_ssize_t start) noexcept:
+    cdef Py_ssize_t i
+    cdef bytes name, value
+    for i in range(start, len(pairs)):
+        name, value = <tuple>pairs[i]
+        p = put_line(p, PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name), PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value))
+    return p
+
+
+cdef bytes render_answer(object response, list added, bytes rid_name, bytes rid_value, bint close, bint head_only):
+    """A hooks.Response as HTTP/1.1, in one allocation: its head (``response.head`` when it was
+    rendered once, else ``render_answer_head``), Date, the rest of its headers, the headers
+    earlier plugins added (rate-limit fields go on any answer), the request id, the connection
+    line, the body (none for HEAD, 204, 304)."""
+    cdef int status = response.status
+    cdef bytes body = response.body
+    cdef list headers = response.headers
+    cdef bytes head = response.head
+    cdef Py_ssize_t rest = response.head_fields
+    if not PyBytes_GET_SIZE(head):
+        head = render_answer_head(status, body, response.content_type, headers)
+        rest = len(headers)
+    cdef bytes date = date_line()
+    # no body for HEAD, nor for a 204 or 304 (http.wire.bodiless)
+    cdef Py_ssize_t body_size = 0 if head_only or status == 204 or status == 304 else PyBytes_GET_SIZE(body)
+    cdef Py_ssize_t size = (
+        PyBytes_GET_SIZE(head) + PyBytes_GET_SIZE(date) + pairs_size(headers, rest)
+        + PyBytes_GET_SIZE(rid_name) + PyBytes_GET_SIZE(rid_value) + 4 + 2 + body_size
+    )
+    if added:
+        size += pairs_size(added, 0)
+    if close:
+        size += PyBytes_GET_SIZE(CONNECTION_CLOSE)
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, size)
+    cdef char* p = put(PyBytes_AS_STRING(out), head)
+    p = put(p, date)
+    p = put_pairs(p, headers, rest)
+    if added:
+        p = put_pairs(p, added, 0)
+    p = put_line(p, PyBytes_AS_STRING(rid_name), PyBytes_GET_SIZE(rid_name), PyBytes_AS_STRING(rid_value), PyBytes_GET_SIZE(rid_value))
+    if close:
+        p = put(p, CONNECTION_CLOSE)
+    p = put_c(p, "\r\n", 2)
+    p = put_c(p, PyBytes_AS_STRING(body), body_size)
+    check_end(p, out)
+    return out
 
 
 cdef bytes render_reply(
