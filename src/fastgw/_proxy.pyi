@@ -119,7 +119,7 @@ class ClientProtocol(Downstream, asyncio.Protocol):  # by duck typing at run tim
     in_head: bool
     active: Exchange | None
     parsing: Exchange | None
-    queue: deque[Exchange]
+    queue: list[Exchange] | None
     paused: int
     write_paused: bool
     deadline: float

@@ -1,6 +1,9 @@
 # -- the HTTP/1.1 client side ------------------------------------------------------------------------
 
 _overload_fault = ClientFault("too many open connections", 503)
+# Parsers of idle connections kept per listener for the next read (ClientProtocol.shelve_parser);
+# more than this at once (after a burst) are freed.
+cdef Py_ssize_t PARSER_SHELF_MAX = 1024
 
 
 @cython.final
@@ -40,7 +43,7 @@ cdef class ClientProtocol(Downstream):
         self.in_head = False
         self.active = None
         self.parsing = None
-        self.queue = deque()
+        self.queue = None  # PERF: made when a request is pipelined (an idle connection holds none)
         self.refusal = None
         self.paused = 0
         self.write_paused = False
@@ -82,11 +85,36 @@ cdef class ClientProtocol(Downstream):
         return 0
 
     cdef int renew_parser(self) except -1:
-        """A parser with the listener's current head limits; only between messages, where a
-        parser holds nothing (a reload's limits apply from the next request's first byte)."""
+        """A parser with the listener's current head limits, from its shelf when one waits there;
+        only between messages, where a parser holds nothing (a reload's limits apply from the
+        next request's first byte)."""
         cdef ListenerCore listener = self.listener
-        self.parser = HttpParser(True, listener.max_header_bytes, listener.max_headers, listener.max_uri_bytes)
+        cdef list shelf = listener.parser_shelf
+        if shelf:
+            self.parser = shelf.pop()
+        else:
+            self.parser = HttpParser(True, listener.max_header_bytes, listener.max_headers, listener.max_uri_bytes)
         self.parser_generation = self.generation
+        self.parser_shelved = False
+        return 0
+
+    cdef int shelve_parser(self) except -1:
+        """Between requests, with nothing in flight: put the parser back on the listener's shelf
+        (reset), for the next read of any connection. PERF: memory: a request parser is 3.6 KB
+        (its field arrays sized for the listener's max_headers), most of what an idle keep-alive
+        connection held; now it holds none. Not inside data_received, which still parses."""
+        cdef HttpParser parser = self.parser
+        if (
+            parser is None or self.reading or self.active is not None or self.parsing is not None
+            or self.in_head or not parser.st.between or parser.spill is not None
+        ):
+            return 0
+        self.parser = None
+        self.parser_shelved = True
+        cdef list shelf = self.listener.parser_shelf
+        if self.parser_generation == self.generation and len(shelf) < PARSER_SHELF_MAX:
+            parser.reset()
+            shelf.append(parser)
         return 0
 
     # -- asyncio callbacks ---------------------------------------------------------------------
@@ -98,7 +126,7 @@ cdef class ClientProtocol(Downstream):
         outlet_open(&self.outlet, transport)
         self.sock_fd = socket_fd(transport)
         self.wheel = running_wheel()
-        self.renew_parser()
+        self.parser_shelved = True  # the first read takes a parser
         server = self.server
         server.connections.add(self)
         if len(server.connections) > self.listener.max_connections:
@@ -124,6 +152,7 @@ cdef class ClientProtocol(Downstream):
     cdef int start_h2(self) except -1:
         """From here the connection speaks HTTP/2: every read goes to its H2Connection."""
         self.parser = None
+        self.parser_shelved = False
         self.h2 = H2Connection(self)
         self.h2.flush()  # the server's SETTINGS go first
         return 0
@@ -171,17 +200,23 @@ cdef class ClientProtocol(Downstream):
                 return
         cdef HttpParser parser = self.parser
         if parser is None:
-            if self.early is not None:
-                hold_early(self, data if type(data) is bytes else bytes(data))  # for the tunnel
-            return  # refused: nothing after that is read
-        cdef double now = self.now
-        if self.parser_generation != _plan_generation and parser.st.between:
+            if not self.parser_shelved:
+                if self.early is not None:
+                    hold_early(self, data if type(data) is bytes else bytes(data))  # for the tunnel
+                return  # refused: nothing after that is read
             if self.generation != _plan_generation:
                 self.adopt(self.server.plan)
             self.renew_parser()
             parser = self.parser
+        elif self.parser_generation != _plan_generation and parser.st.between:
+            if self.generation != _plan_generation:
+                self.adopt(self.server.plan)
+            self.renew_parser()
+            parser = self.parser
+        cdef double now = self.now
         parser.feed(data if type(data) is bytes else bytes(data))
         cdef int event
+        self.reading = True
         try:
             while True:
                 event = parser.next()
@@ -201,16 +236,21 @@ cdef class ClientProtocol(Downstream):
                 if self.closed or self.parser is None:
                     break  # answered and closed, or refused: the rest of this read is not ours
         except HttpFault as fault:
+            self.reading = False
             parser.release()
             self.reject(fault)
             return
         except Exception:
             # A bug of ours: answer 500 and keep the traceback in the log.
+            self.reading = False
             parser.release()
             log.error("internal error while handling a request", exc_info=True)
             self.reject(ClientFault("internal error", 500))
             return
+        self.reading = False
         parser.release()
+        if self.active is None and self.parsing is None:
+            self.shelve_parser()  # answered within this read (a cache hit): idle again
         if parser.in_head():
             if not self.in_head:
                 # Slowloris: the head timeout counts from the first byte of a request.
@@ -280,6 +320,8 @@ cdef class ClientProtocol(Downstream):
             exchange.start()
             exchange.body_follows = False  # later starts (after a hook's await, a connect) never hold
         else:
+            if self.queue is None:
+                self.queue = []
             self.queue.append(exchange)
             if len(self.queue) >= self.listener.max_pipeline:
                 self.pause_request(P_PIPELINE)
@@ -416,11 +458,11 @@ cdef class ClientProtocol(Downstream):
             else:
                 self.linger_close()  # the rest of its body may still be on the way
             return 0
-        if self.paused & P_PIPELINE and len(self.queue) < self.listener.max_pipeline:
+        if self.paused & P_PIPELINE and (self.queue is None or len(self.queue) < self.listener.max_pipeline):
             self.resume_request(P_PIPELINE)
         cdef Exchange nxt
         if self.queue:
-            nxt = self.active = self.queue.popleft()
+            nxt = self.active = self.queue.pop(0)
             nxt.start()
         elif self.refusal is not None:
             # A request refused after pipelined ones: answered in its turn, then the connection
@@ -431,6 +473,7 @@ cdef class ClientProtocol(Downstream):
             self.close()
         elif not self.in_head and self.parsing is None:
             self.set_deadline(x.ended_at + self.listener.keepalive_timeout)
+            self.shelve_parser()
         return 0
 
     cdef bint closing(self, Exchange x) noexcept:
@@ -456,6 +499,7 @@ cdef class ClientProtocol(Downstream):
         out malformed or cut short. Nothing after it is read; every earlier request is answered
         first, in order; the upstream never waits for a body that will not come."""
         self.parser = None
+        self.parser_shelved = False  # refused: no parser is taken again
         self.in_head = False
         cdef Exchange parsing = self.parsing
         if parsing is not None:
@@ -488,6 +532,7 @@ cdef class ClientProtocol(Downstream):
             return 0
         self.lingering = True
         self.parser = None
+        self.parser_shelved = False
         self.outlet.fd = -1  # from here the transport alone writes: the FIN goes after the answer
         self.transport.write_eof()
         if self.paused:
@@ -506,9 +551,11 @@ cdef class ClientProtocol(Downstream):
             self.h2.abandon(reason)
         if active is not None:
             active.client_lost(reason)
-        for queued in self.queue:
-            (<Exchange>queued).client_lost(LEFT_BEFORE)
-        self.queue.clear()
+        cdef list queue = self.queue
+        self.queue = None
+        if queue:
+            for queued in queue:
+                (<Exchange>queued).client_lost(LEFT_BEFORE)
         return 0
 
     cdef Py_ssize_t unsent(self) except -1:
