@@ -685,20 +685,21 @@ cdef Py_ssize_t pairs_size(list pairs, Py_ssize_t start) except -1:
     return size
 
 
-cdef char* put_pairs(char* p, list pairs, Py_ssize_t start) noexcept:
+cdef char* put_pairs(char* p, list pairs, Py_ssize_t start) except NULL:
+    """Write ``pairs[start:]`` as header lines (sized by ``pairs_size``, which checked them)."""
     cdef Py_ssize_t i
     cdef bytes name, value
     for i in range(start, len(pairs)):
-        name, value = <tuple>pairs[i]
+        name, value = pairs[i]  # a (name, value) tuple or list, as plugins give them
         p = put_line(p, PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name), PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value))
     return p
 
 
 cdef bytes render_answer(object response, list added, bytes rid_name, bytes rid_value, bint close, bint head_only):
     """A hooks.Response as HTTP/1.1, in one allocation: its head (``response.head`` when it was
-    rendered once, else ``render_answer_head``), Date, the rest of its headers, the headers
+    rendered once, else ``render_answer_head``), the rest of its headers, Date, the headers
     earlier plugins added (rate-limit fields go on any answer), the request id, the connection
-    line, the body (none for HEAD, 204, 304)."""
+    line, the body (none for HEAD, 204, 304). The same bytes either way."""
     cdef int status = response.status
     cdef bytes body = response.body
     cdef list headers = response.headers
@@ -720,8 +721,8 @@ cdef bytes render_answer(object response, list added, bytes rid_name, bytes rid_
         size += PyBytes_GET_SIZE(CONNECTION_CLOSE)
     cdef bytes out = PyBytes_FromStringAndSize(NULL, size)
     cdef char* p = put(PyBytes_AS_STRING(out), head)
-    p = put(p, date)
     p = put_pairs(p, headers, rest)
+    p = put(p, date)
     if added:
         p = put_pairs(p, added, 0)
     p = put_line(p, PyBytes_AS_STRING(rid_name), PyBytes_GET_SIZE(rid_name), PyBytes_AS_STRING(rid_value), PyBytes_GET_SIZE(rid_value))
