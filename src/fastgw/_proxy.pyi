@@ -3,6 +3,7 @@ pieces and the exchange's two interfaces)."""
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from typing import Any, ClassVar, final
 
 from fastgw._router import Router
@@ -118,7 +119,7 @@ class ClientProtocol(Downstream, asyncio.Protocol):  # by duck typing at run tim
     in_head: bool
     active: Exchange | None
     parsing: Exchange | None
-    queue: deque[Exchange]
+    queue: list[Exchange] | None
     paused: int
     write_paused: bool
     deadline: float
@@ -438,6 +439,35 @@ class Target:
         """``responses``: {"none"|"1xx".."5xx"|"failed": attempts}; ``latency``: (count per
         bucket of LATENCY_BOUNDS then +Inf, sum of seconds) from request head sent to response end."""
 
+class BalancerCore:
+    """A balancer's per-request work in C: two targets drawn at random by weight, the better wins."""
+
+    @property
+    def learns(self) -> bool:
+        """Wants ``observe(exchange)`` as each exchange sent to the group ends."""
+    def __init__(self, seed: int) -> None: ...
+    def pick(self, targets: tuple[Target, ...]) -> Target:
+        """One of ``targets`` (usable ones, never empty) for a request."""
+
+class PowerOfTwoCore(BalancerCore):
+    """Fewer in flight per unit of weight wins."""
+
+class PeakEwmaCore(BalancerCore):
+    """Cost = latency estimate x (in flight + 1) / weight; the estimate is kept on each target."""
+
+    def __init__(
+        self, seed: int, decay: float, penalty: float, clock: Callable[[], float] | None = None
+    ) -> None: ...
+    @property
+    def decay(self) -> float: ...
+    @property
+    def penalty(self) -> float: ...
+    def observe(self, exchange: Exchange) -> None:
+        """Fold the exchange's latency (or its failure) into its target's estimate."""
+    def record_sample(self, target: Target, sample: float, now: float) -> None: ...
+    def estimate(self, target: Target, now: float) -> float | None:
+        """The estimate in seconds at ``now``, decayed since the last sample; None if never measured."""
+
 class GroupCore:
     """The per-request face of an upstream group (``UpstreamGroup`` subclasses it)."""
 
@@ -446,7 +476,17 @@ class GroupCore:
     single: Target | None
     observes: bool
     """Call ``observe(exchange)`` as each exchange sent to the group ends."""
+    usable: tuple[Target, ...]
+    """The targets in rotation, in config order."""
+    core: BalancerCore | None
+    """The balancer's C core, or None (its ``pick`` runs in Python)."""
+    core_picks: bool
+    """The hot path picks through ``core`` (no gate to tell)."""
+    observers: tuple[Callable[[Exchange], None], ...]
+    """Told of each ended exchange, after the core."""
     def __init__(self) -> None: ...
+    def observe(self, exchange: Exchange) -> None:
+        """Tell the core (when it learns) and the observers that an exchange sent to the group ended."""
 
 class PoolCore(Timed):
     """The synchronous half of a keep-alive pool (``TargetPool`` subclasses it)."""

@@ -88,7 +88,7 @@ from fastgw.http.wire import (
     TRANSFER_CHUNKED,
     error_body,
     render_error,
-    render_response,
+    render_answer_head,
 )
 
 log = logging.getLogger("fastgw")

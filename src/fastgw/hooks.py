@@ -35,12 +35,19 @@ from fastgw.errors import ConfigError, HttpFault
 
 @dataclass(slots=True)
 class Response:
-    """A response made by the gateway itself (a hook's answer)."""
+    """A response made by the gateway itself (a hook's answer).
+
+    ``head`` (optional, for a response served many times, as a stored one is): its HTTP/1.1
+    status line, Content-Type, Content-Length and first ``head_fields`` headers, rendered once by
+    ``http.wire.render_answer_head``; an HTTP/1.1 client side then renders only the rest of
+    ``headers``. Other protocols read the fields."""
 
     status: int
     body: bytes = b""
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     content_type: bytes = b"application/json"
+    head: bytes = b""
+    head_fields: int = 0
 
 
 class BodyFilter(Protocol):

@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 
+from fastgw.upstream.group import UpstreamGroup
 from tests.conftest import start_upstream
 from tests.support.gateway import RunningGateway
+from tests.support.ports import free_port
 from tests.support.rawhttp import RawResponse, build_request, connect, read_response
 
 Make = Callable[..., RunningGateway]
@@ -133,3 +135,76 @@ def test_no_usable_target_answers_503(make_gateway: Make, three: list[int]) -> N
         gw.stop(drain=0.1)  # a stuck exchange would hold the default drain for its whole timeout
     assert response.status == 503
     assert response.json()["error"] == "no healthy target in upstream 'up'"
+
+
+@pytest.mark.parametrize("balance", ["p2c", "ewma"])
+def test_p2c_and_ewma_pick_in_c_until_a_gate_must_be_told(
+    make_gateway: Make, three: list[int], balance: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """p2c and ewma pick in C: the group's Python ``pick`` runs for no request, until a target is
+    gated (a half-open breaker's trials): then every request goes through it and the gate hears
+    of each pick of its target; without the gate, C again."""
+    python_picks: list[int] = []
+    python_pick = UpstreamGroup.pick
+
+    def counted_pick(self: UpstreamGroup, *args: Any, **kwargs: Any) -> Any:
+        python_picks.append(1)
+        return python_pick(self, *args, **kwargs)
+
+    monkeypatch.setattr(UpstreamGroup, "pick", counted_pick)
+    gw = make_gateway(balanced(three, balance))
+    group = gw.plan.upstreams["up"]
+    assert {served_by(get(gw)) for _ in range(30)} == set(three)
+    assert python_picks == []
+    gated = group.targets[0]
+    told: list[int] = []
+    gw.call(group.gate, gated, lambda target, _exchange: told.append(target.port))
+    served = [served_by(get(gw)) for _ in range(12)]
+    assert len(python_picks) == 12
+    assert told == [port for port in served if port == gated.port]
+    gw.call(group.gate, gated, None)
+    assert {served_by(get(gw)) for _ in range(10)} <= set(three)
+    assert len(python_picks) == 12
+
+
+@pytest.mark.parametrize("balance", ["p2c", "ewma"])
+def test_p2c_and_ewma_skip_a_target_out_of_rotation(
+    make_gateway: Make, three: list[int], balance: str
+) -> None:
+    gw = make_gateway(balanced(three, balance))
+    group = gw.plan.upstreams["up"]
+    down = group.targets[1]
+    gw.call(group.mark, down, False)
+    assert {served_by(get(gw)) for _ in range(30)} == {three[0], three[2]}
+    gw.call(group.mark, down, True)
+    served = {served_by(get(gw)) for _ in range(30)}
+    # back in rotation: p2c spreads over all three; ewma probes the unmeasured one, then prefers
+    # whichever has answered fastest
+    assert served == set(three) if balance == "p2c" else down.port in served
+
+
+def test_ewma_learns_each_targets_latency_from_its_exchanges(make_gateway: Make, three: list[int]) -> None:
+    """The estimate is fed from the exchange's own timestamps (request head sent, response head
+    read): a target that took 300 ms costs the most and gets no request while that lasts."""
+    gw = make_gateway(balanced(three, "ewma"))
+    group = gw.plan.upstreams["up"]
+    slow = served_by(get(gw, "/slow/300"))
+    estimates: dict[int, float | None] = gw.call(
+        lambda: {t.port: group.balancer.estimate(t, time.monotonic()) for t in group.targets}  # type: ignore[attr-defined]
+    )
+    assert estimates.pop(slow) >= 0.3
+    assert set(estimates.values()) == {None}  # the others have not answered yet
+    assert slow not in {served_by(get(gw)) for _ in range(20)}
+
+
+def test_ewma_counts_a_refusing_target_as_slow(make_gateway: Make, three: list[int]) -> None:
+    """A failed exchange is a sample of at least the failure penalty (1 s): a target refusing
+    connections answers fastest, and must not draw the traffic for it."""
+    refused = free_port()  # nothing listens there
+    gw = make_gateway(balanced([refused, three[0]], "ewma"))
+    group = gw.plan.upstreams["up"]
+    statuses = [get(gw).status for _ in range(20)]
+    assert statuses.count(502) == 1  # its one probe; then the live target wins every pair
+    dead = next(t for t in group.targets if t.port == refused)
+    # 1 s, decayed with a 10 s time constant since
+    assert gw.call(lambda: group.balancer.estimate(dead, time.monotonic())) > 0.9  # type: ignore[attr-defined]

@@ -290,3 +290,35 @@ def test_hit_and_miss_on_a_fake_exchange() -> None:
         b"text/plain",
     )
     assert (b"X-Cache", b"HIT") in hit.headers and not cache.misses
+
+
+# -- what a hit reuses --------------------------------------------------------------------------
+
+
+def stored_entry() -> Entry:
+    return Entry(200, [(b"ETag", b'"v1"')], b"text/plain", b"hello", 1000.0, 1060.0, 1060.0, 5)
+
+
+def test_an_entry_renders_its_head_once_for_every_hit() -> None:
+    entry = stored_entry()
+    head = entry.head()
+    assert head == b'HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nETag: "v1"\r\n'
+    assert entry.head() is head
+
+
+def test_an_entrys_age_field_follows_the_clock() -> None:
+    """Age = the upstream's Age when stored + whole seconds since (RFC 9111 5.1), whatever the
+    field made for an earlier hit."""
+    entry = stored_entry()
+    assert entry.age_field(1000.2) == (b"Age", b"5")
+    assert entry.age_field(1003.9) == (b"Age", b"8")
+    assert entry.age_field(1000.5) == (b"Age", b"5")
+
+
+def test_a_hit_answers_with_the_head_rendered_once_and_the_fields_of_this_hit() -> None:
+    cache = compile_with({"zone": "unit-hit", "ttl": "60s"}).routes[0].plugins[0]
+    entry = stored_entry()
+    response = cache.hit(CacheExchange(), entry, 1002.0, 0)
+    assert response.head == entry.head() and response.head_fields == 1
+    assert response.headers == [(b"ETag", b'"v1"'), (b"Age", b"7"), (b"X-Cache", b"HIT")]
+    assert (response.status, response.body, response.content_type) == (200, b"hello", b"text/plain")

@@ -53,6 +53,29 @@ HOP_BY_HOP = frozenset(
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
 
 
+def render_answer_head(
+    status: int, body: bytes, content_type: bytes, headers: list[tuple[bytes, bytes]]
+) -> bytes:
+    """The status line and header lines of a response made by the gateway itself (errors,
+    answers from hooks), without the final CRLF: Content-Type (an empty ``content_type`` sends
+    none: a stored response that had none), Content-Length (none for a 204 or 304, RFC 9110
+    8.6 and 15.3.5: they have no body), then ``headers``. Computed once for a stored response
+    served many times (``hooks.Response.head``)."""
+    parts = [STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status]
+    if not bodiless(status):
+        if content_type:
+            parts += (b"Content-Type: ", content_type, CRLF)
+        parts.append(b"Content-Length: %d\r\n" % len(body))
+    for name, value in headers:
+        parts += (name, COLON_SP, value, CRLF)
+    return b"".join(parts)
+
+
+def bodiless(status: int) -> bool:
+    """A 204 or 304: no content, whatever body an answer was given."""
+    return status == 204 or status == 304
+
+
 def render_response(
     status: int,
     body: bytes,
@@ -63,23 +86,12 @@ def render_response(
     date_line: bytes = b"",
     head_only: bool = False,
 ) -> bytes:
-    """A complete response made by the gateway itself (errors, answers from hooks). An empty
-    ``content_type`` sends none (a stored response that had none); a 204 has no Content-Length
-    (RFC 9110 8.6) and no body."""
-    parts = [STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status, date_line]
-    if status == 204 or status == 304:
-        body = b""  # RFC 9110 8.6 and 15.3.5: no content, and no Content-Length for a 204
-    else:
-        if content_type:  # a stored response that had none is answered without one
-            parts += (b"Content-Type: ", content_type, CRLF)
-        parts.append(b"Content-Length: %d\r\n" % len(body))
-    if extra:
-        for name, value in extra:
-            parts += (name, COLON_SP, value, CRLF)
+    """A complete response made by the gateway itself (see ``render_answer_head``)."""
+    parts = [render_answer_head(status, body, content_type, extra or []), date_line]
     if close:
         parts.append(CONNECTION_CLOSE)
     parts.append(CRLF)
-    if not head_only:
+    if not head_only and not bodiless(status):
         parts.append(body)
     return b"".join(parts)
 

@@ -32,13 +32,17 @@ cdef struct PassRules:       # which request header lines are forwarded as they 
 cdef class ClientProtocol(Downstream):
     cdef public object server            # the ListenerServer that accepted the connection
     cdef public object transport
-    cdef public HttpParser parser        # None once a request was refused
+    cdef public HttpParser parser        # None once a request was refused, or while shelved
+    cdef bint parser_shelved             # idle: the parser went back to the listener's shelf
+                                         # (the next read takes one); else None means refused
+    cdef bint reading                    # inside data_received (the parser is in use)
     cdef H2Connection h2                 # the connection speaks HTTP/2: every read goes there
     cdef bint first_read                 # nothing read yet (h2c: is it the HTTP/2 preface?)
     cdef public bint in_head             # a head began in an earlier read (its timeout runs)
     cdef public Exchange active          # the exchange answering now
     cdef public Exchange parsing         # the exchange whose body is being parsed
-    cdef public object queue             # deque[Exchange]: pipelined, waiting their turn
+    cdef public list queue               # [Exchange]: pipelined, waiting their turn; None
+                                         # until one is (PERF: memory of idle connections)
     cdef object refusal                  # a refused request's fault, answered after the queue
     cdef public int paused               # P_* bits
     cdef public bint write_paused
@@ -64,6 +68,7 @@ cdef class ClientProtocol(Downstream):
     cdef int tls_established(self, object ssl_object) except -1
     cdef int start_h2(self) except -1
     cdef int renew_parser(self) except -1
+    cdef int shelve_parser(self) except -1
     cdef int on_head(self, HttpParser parser) except -1
     cdef int on_message_complete(self) except -1
     cdef int write(self, bytes data) except -1

@@ -1,6 +1,9 @@
 # -- the HTTP/1.1 client side ------------------------------------------------------------------------
 
 _overload_fault = ClientFault("too many open connections", 503)
+# Parsers of idle connections kept per listener for the next read (ClientProtocol.shelve_parser);
+# more than this at once (after a burst) are freed.
+cdef Py_ssize_t PARSER_SHELF_MAX = 1024
 
 
 @cython.final
@@ -40,7 +43,7 @@ cdef class ClientProtocol(Downstream):
         self.in_head = False
         self.active = None
         self.parsing = None
-        self.queue = deque()
+        self.queue = None  # PERF: made when a request is pipelined (an idle connection holds none)
         self.refusal = None
         self.paused = 0
         self.write_paused = False
@@ -82,11 +85,36 @@ cdef class ClientProtocol(Downstream):
         return 0
 
     cdef int renew_parser(self) except -1:
-        """A parser with the listener's current head limits; only between messages, where a
-        parser holds nothing (a reload's limits apply from the next request's first byte)."""
+        """A parser with the listener's current head limits, from its shelf when one waits there;
+        only between messages, where a parser holds nothing (a reload's limits apply from the
+        next request's first byte)."""
         cdef ListenerCore listener = self.listener
-        self.parser = HttpParser(True, listener.max_header_bytes, listener.max_headers, listener.max_uri_bytes)
+        cdef list shelf = listener.parser_shelf
+        if shelf:
+            self.parser = shelf.pop()
+        else:
+            self.parser = HttpParser(True, listener.max_header_bytes, listener.max_headers, listener.max_uri_bytes)
         self.parser_generation = self.generation
+        self.parser_shelved = False
+        return 0
+
+    cdef int shelve_parser(self) except -1:
+        """Between requests, with nothing in flight: put the parser back on the listener's shelf
+        (reset), for the next read of any connection. PERF: memory: a request parser is 3.6 KB
+        (its field arrays sized for the listener's max_headers), most of what an idle keep-alive
+        connection held; now it holds none. Not inside data_received, which still parses."""
+        cdef HttpParser parser = self.parser
+        if (
+            parser is None or self.reading or self.active is not None or self.parsing is not None
+            or self.in_head or not parser.st.between or parser.spill is not None
+        ):
+            return 0
+        self.parser = None
+        self.parser_shelved = True
+        cdef list shelf = self.listener.parser_shelf
+        if self.parser_generation == self.generation and len(shelf) < PARSER_SHELF_MAX:
+            parser.reset()
+            shelf.append(parser)
         return 0
 
     # -- asyncio callbacks ---------------------------------------------------------------------
@@ -98,7 +126,7 @@ cdef class ClientProtocol(Downstream):
         outlet_open(&self.outlet, transport)
         self.sock_fd = socket_fd(transport)
         self.wheel = running_wheel()
-        self.renew_parser()
+        self.parser_shelved = True  # the first read takes a parser
         server = self.server
         server.connections.add(self)
         if len(server.connections) > self.listener.max_connections:
@@ -124,6 +152,7 @@ cdef class ClientProtocol(Downstream):
     cdef int start_h2(self) except -1:
         """From here the connection speaks HTTP/2: every read goes to its H2Connection."""
         self.parser = None
+        self.parser_shelved = False
         self.h2 = H2Connection(self)
         self.h2.flush()  # the server's SETTINGS go first
         return 0
@@ -171,17 +200,23 @@ cdef class ClientProtocol(Downstream):
                 return
         cdef HttpParser parser = self.parser
         if parser is None:
-            if self.early is not None:
-                hold_early(self, data if type(data) is bytes else bytes(data))  # for the tunnel
-            return  # refused: nothing after that is read
-        cdef double now = self.now
-        if self.parser_generation != _plan_generation and parser.st.between:
+            if not self.parser_shelved:
+                if self.early is not None:
+                    hold_early(self, data if type(data) is bytes else bytes(data))  # for the tunnel
+                return  # refused: nothing after that is read
             if self.generation != _plan_generation:
                 self.adopt(self.server.plan)
             self.renew_parser()
             parser = self.parser
+        elif self.parser_generation != _plan_generation and parser.st.between:
+            if self.generation != _plan_generation:
+                self.adopt(self.server.plan)
+            self.renew_parser()
+            parser = self.parser
+        cdef double now = self.now
         parser.feed(data if type(data) is bytes else bytes(data))
         cdef int event
+        self.reading = True
         try:
             while True:
                 event = parser.next()
@@ -190,8 +225,8 @@ cdef class ClientProtocol(Downstream):
                 if event == EV_HEAD:
                     self.on_head(parser)
                 elif event == EV_BODY:
-                    if self.parsing is not None:
-                        self.parsing.on_client_body(body_piece(parser))
+                    if self.parsing is not None:  # PERF: the piece where it lies in the read
+                        self.parsing.on_client_body_at(<bytes>parser.data, parser.st.body, parser.st.body_len)
                 elif event == EV_DONE:
                     self.on_message_complete()
                 elif event == EV_UPGRADE:
@@ -201,16 +236,21 @@ cdef class ClientProtocol(Downstream):
                 if self.closed or self.parser is None:
                     break  # answered and closed, or refused: the rest of this read is not ours
         except HttpFault as fault:
+            self.reading = False
             parser.release()
             self.reject(fault)
             return
         except Exception:
             # A bug of ours: answer 500 and keep the traceback in the log.
+            self.reading = False
             parser.release()
             log.error("internal error while handling a request", exc_info=True)
             self.reject(ClientFault("internal error", 500))
             return
+        self.reading = False
         parser.release()
+        if self.active is None and self.parsing is None:
+            self.shelve_parser()  # answered within this read (a cache hit): idle again
         if parser.in_head():
             if not self.in_head:
                 # Slowloris: the head timeout counts from the first byte of a request.
@@ -272,8 +312,16 @@ cdef class ClientProtocol(Downstream):
             self.deadline = 0.0
         if self.active is None:
             self.active = exchange
+            # PERF: when this read goes on with the body, the upstream side may hold the head
+            # until that piece and send both in one write. The fast path reads a head and the
+            # Content-Length body piece after it in one pass: events still owed after the head
+            # of such a request start with that piece.
+            exchange.body_follows = parser.fast and parser.st.events != 0 and exchange.content_length > 0
             exchange.start()
+            exchange.body_follows = False  # later starts (after a hook's await, a connect) never hold
         else:
+            if self.queue is None:
+                self.queue = []
             self.queue.append(exchange)
             if len(self.queue) >= self.listener.max_pipeline:
                 self.pause_request(P_PIPELINE)
@@ -348,18 +396,9 @@ cdef class ClientProtocol(Downstream):
     cdef int send_answer(self, Exchange x, object response) except -1:
         cdef bint close = self.closing(x)
         self.close_after = close
-        # Headers earlier plugins added for the response (rate-limit fields) go on any answer.
-        added = x.add_response_headers
-        rid = (self.listener.request_id_header, x.request_id)
-        headers = [*response.headers, *added, rid] if added else [*response.headers, rid]
-        data = render_response(
-            response.status,
-            response.body,
-            content_type=response.content_type,
-            close=close,
-            extra=headers,
-            date_line=date_line(),
-            head_only=x.method == _HEAD,
+        cdef bytes data = render_answer(
+            response, x.add_response_headers, self.listener.request_id_header, x.request_id, close,
+            x.method == _HEAD,
         )
         x.bytes_sent += PyBytes_GET_SIZE(data)
         self.write(data)
@@ -419,11 +458,11 @@ cdef class ClientProtocol(Downstream):
             else:
                 self.linger_close()  # the rest of its body may still be on the way
             return 0
-        if self.paused & P_PIPELINE and len(self.queue) < self.listener.max_pipeline:
+        if self.paused & P_PIPELINE and (self.queue is None or len(self.queue) < self.listener.max_pipeline):
             self.resume_request(P_PIPELINE)
         cdef Exchange nxt
         if self.queue:
-            nxt = self.active = self.queue.popleft()
+            nxt = self.active = self.queue.pop(0)
             nxt.start()
         elif self.refusal is not None:
             # A request refused after pipelined ones: answered in its turn, then the connection
@@ -434,6 +473,7 @@ cdef class ClientProtocol(Downstream):
             self.close()
         elif not self.in_head and self.parsing is None:
             self.set_deadline(x.ended_at + self.listener.keepalive_timeout)
+            self.shelve_parser()
         return 0
 
     cdef bint closing(self, Exchange x) noexcept:
@@ -459,6 +499,7 @@ cdef class ClientProtocol(Downstream):
         out malformed or cut short. Nothing after it is read; every earlier request is answered
         first, in order; the upstream never waits for a body that will not come."""
         self.parser = None
+        self.parser_shelved = False  # refused: no parser is taken again
         self.in_head = False
         cdef Exchange parsing = self.parsing
         if parsing is not None:
@@ -491,6 +532,7 @@ cdef class ClientProtocol(Downstream):
             return 0
         self.lingering = True
         self.parser = None
+        self.parser_shelved = False
         self.outlet.fd = -1  # from here the transport alone writes: the FIN goes after the answer
         self.transport.write_eof()
         if self.paused:
@@ -509,9 +551,11 @@ cdef class ClientProtocol(Downstream):
             self.h2.abandon(reason)
         if active is not None:
             active.client_lost(reason)
-        for queued in self.queue:
-            (<Exchange>queued).client_lost(LEFT_BEFORE)
-        self.queue.clear()
+        cdef list queue = self.queue
+        self.queue = None
+        if queue:
+            for queued in queue:
+                (<Exchange>queued).client_lost(LEFT_BEFORE)
         return 0
 
     cdef Py_ssize_t unsent(self) except -1:
@@ -630,6 +674,64 @@ cdef inline bytes body_piece(HttpParser parser):
     if body == parser.st.buf and n == parser.fed:
         return <bytes>parser.data
     return PyBytes_FromStringAndSize(body, n)
+
+
+cdef Py_ssize_t pairs_size(list pairs, Py_ssize_t start) except -1:
+    """The bytes of ``pairs[start:]`` as header lines."""
+    cdef Py_ssize_t i, size = 0
+    for i in range(start, len(pairs)):
+        name, value = pairs[i]
+        size += PyBytes_GET_SIZE(<bytes?>name) + PyBytes_GET_SIZE(<bytes?>value) + 4
+    return size
+
+
+cdef char* put_pairs(char* p, list pairs, Py_ssize_t start) except NULL:
+    """Write ``pairs[start:]`` as header lines (sized by ``pairs_size``, which checked them)."""
+    cdef Py_ssize_t i
+    cdef bytes name, value
+    for i in range(start, len(pairs)):
+        name, value = pairs[i]  # a (name, value) tuple or list, as plugins give them
+        p = put_line(p, PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name), PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value))
+    return p
+
+
+cdef bytes render_answer(object response, list added, bytes rid_name, bytes rid_value, bint close, bint head_only):
+    """A hooks.Response as HTTP/1.1, in one allocation: its head (``response.head`` when it was
+    rendered once, else ``render_answer_head``), the rest of its headers, Date, the headers
+    earlier plugins added (rate-limit fields go on any answer), the request id, the connection
+    line, the body (none for HEAD, 204, 304). The same bytes either way."""
+    cdef int status = response.status
+    cdef bytes body = response.body
+    cdef list headers = response.headers
+    cdef bytes head = response.head
+    cdef Py_ssize_t rest = response.head_fields
+    if not PyBytes_GET_SIZE(head):
+        head = render_answer_head(status, body, response.content_type, headers)
+        rest = len(headers)
+    cdef bytes date = date_line()
+    # no body for HEAD, nor for a 204 or 304 (http.wire.bodiless)
+    cdef Py_ssize_t body_size = 0 if head_only or status == 204 or status == 304 else PyBytes_GET_SIZE(body)
+    cdef Py_ssize_t size = (
+        PyBytes_GET_SIZE(head) + PyBytes_GET_SIZE(date) + pairs_size(headers, rest)
+        + PyBytes_GET_SIZE(rid_name) + PyBytes_GET_SIZE(rid_value) + 4 + 2 + body_size
+    )
+    if added:
+        size += pairs_size(added, 0)
+    if close:
+        size += PyBytes_GET_SIZE(CONNECTION_CLOSE)
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, size)
+    cdef char* p = put(PyBytes_AS_STRING(out), head)
+    p = put_pairs(p, headers, rest)
+    p = put(p, date)
+    if added:
+        p = put_pairs(p, added, 0)
+    p = put_line(p, PyBytes_AS_STRING(rid_name), PyBytes_GET_SIZE(rid_name), PyBytes_AS_STRING(rid_value), PyBytes_GET_SIZE(rid_value))
+    if close:
+        p = put(p, CONNECTION_CLOSE)
+    p = put_c(p, "\r\n", 2)
+    p = put_c(p, PyBytes_AS_STRING(body), body_size)
+    check_end(p, out)
+    return out
 
 
 cdef bytes render_reply(

@@ -137,6 +137,8 @@ cdef class UpstreamSide(Timed):
         # frames it); arm its timeouts from now
     cdef int send_body(self, bytes data) except -1
         # a request body piece, as the client sent it once de-framed
+    cdef int send_body_at(self, bytes owner, const char* data, Py_ssize_t size) except -1
+        # the same, for a piece lying inside owner (a client's read), valid for this call only
     cdef int end_request(self) except -1
         # the request body is complete (the read timeout applies from here)
     cdef int pause_response(self) except -1
@@ -191,6 +193,9 @@ cdef class Exchange:
     cdef public ExchangeState state
     cdef public bint request_done        # the request body is complete (or there is none)
     cdef public bint must_close          # the client side must not take another request after it
+    cdef bint body_follows               # (set by the client side around start()) the next event
+                                         # of the read being parsed is a piece of this body: the
+                                         # upstream side may hold the head to send both at once
     cdef public long long body_received
     cdef public list pending             # request body pieces waiting for a connection, or None
     cdef public Py_ssize_t pending_size
@@ -226,6 +231,7 @@ cdef class Exchange:
     cdef int setup(self, Downstream client) except -1
     cdef int start(self) except -1                      # its turn: route, hooks, upstream
     cdef int on_client_body(self, bytes data) except -1
+    cdef int on_client_body_at(self, bytes owner, const char* data, Py_ssize_t size) except -1
     cdef int on_client_complete(self) except -1
     cdef int refuse(self, fault) except -1              # its request body is malformed or cut
     cdef int client_lost(self, str reason) except -1    # the client left (or stopped reading)

@@ -54,6 +54,13 @@ cdef class UpstreamSide(Timed):
     cdef int send_body(self, bytes data) except -1:
         raise NotImplementedError
 
+    cdef int send_body_at(self, bytes owner, const char* data, Py_ssize_t size) except -1:
+        """``send_body`` of a piece lying inside ``owner`` (a client's read): a subclass may write
+        it from there; by default it gets its own bytes object (none when it is all of owner)."""
+        if data == PyBytes_AS_STRING(owner) and size == PyBytes_GET_SIZE(owner):
+            return self.send_body(owner)
+        return self.send_body(PyBytes_FromStringAndSize(data, size))
+
     cdef int end_request(self) except -1:
         raise NotImplementedError
 
@@ -119,6 +126,7 @@ cdef class Exchange:
         self.state = X_WAITING
         self.request_done = False
         self.must_close = False
+        self.body_follows = False
         self.body_received = 0
         self.pending = None
         self.pending_size = 0
@@ -250,7 +258,7 @@ cdef class Exchange:
                 self.total_deadline = at
         if target is None:
             try:
-                target = group.pick(self) if exclude is None else group.pick(self, exclude)
+                target = group.choose(self, exclude)
             except HttpFault as fault:  # no usable target: this request's answer, not the connection's
                 self.answer_fault(fault, None)  # no upstream failed: nothing for observers to count
                 return 0
@@ -357,8 +365,8 @@ cdef class Exchange:
         cdef Target failed = self.target
         cdef double delay = plan.delay
         if plan.blame:
-            if (<GroupCore>route.upstream).observes:
-                route.upstream.observe(self)  # the failed attempt counts for health and outliers
+            if (<GroupCore>route.upstream).observes:  # the failed attempt counts for health and outliers
+                (<GroupCore>route.upstream).observe_exchange(self)
             self.count_attempt(_now())
             self.tries += 1
         else:
@@ -385,19 +393,27 @@ cdef class Exchange:
 
     # -- request body ----------------------------------------------------------------------------
     cdef int on_client_body(self, bytes data) except -1:
-        self.body_received += PyBytes_GET_SIZE(data)
+        return self.on_client_body_at(data, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+
+    cdef int on_client_body_at(self, bytes owner, const char* data, Py_ssize_t size) except -1:
+        """A body piece lying inside ``owner`` (the client's read, valid for this call): written
+        upstream from where it lies when a connection is bound; copied only to be buffered."""
+        self.body_received += size
         if self.body_received > self.listener.max_body_bytes:
             self.fail(ClientFault("request body too large", 413))
             return 0
         if self.state == X_DONE:
             return 0  # the exchange already ended; the rest of the body is dropped
         if self.conn is not None:
-            self.conn.send_body(data)
+            self.conn.send_body_at(owner, data, size)
             return 0
         if self.pending is None:
             self.pending = []
-        self.pending.append(data)
-        self.pending_size += PyBytes_GET_SIZE(data)
+        if data == PyBytes_AS_STRING(owner) and size == PyBytes_GET_SIZE(owner):
+            self.pending.append(owner)
+        else:
+            self.pending.append(PyBytes_FromStringAndSize(data, size))
+        self.pending_size += size
         if self.pending_size > self.listener.buffer_bytes:
             self.client.pause_request(P_BUFFER)
         return 0
@@ -671,7 +687,7 @@ cdef class Exchange:
             # with no verdict on the target (the client left) is observed too: a half-open
             # breaker's trial gives its place back. (A tunnel's was observed at its 101.)
             if not self.switched_at:
-                route.upstream.observe(self)
+                (<GroupCore>route.upstream).observe_exchange(self)
         if route is not None and route.on_complete:
             run_complete_hooks(self, route.on_complete)
         self.observe_end(status)

@@ -2,6 +2,8 @@
 # subclass these (plan.ListenerPlan, plan.RoutePlan, upstream.group.UpstreamGroup); everything
 # else about a listener, a route or a group stays in Python.
 
+from libc.stdint cimport uint64_t
+
 cdef enum:                   # a listener's headers_with_underscores
     U_DROP = 0               # not forwarded, not seen by plugins (nginx, Envoy's DROP_HEADER)
     U_REJECT                 # 400
@@ -35,6 +37,8 @@ cdef class ListenerCore:
     cdef readonly bint h2c                       # cleartext HTTP/2 by prior knowledge
     cdef readonly int h2_max_streams             # HTTP/2 SETTINGS: concurrent streams ...
     cdef readonly int h2_stream_window           # ... and each stream's receive window
+    cdef list parser_shelf                       # request parsers of idle connections, reset,
+                                                 # for the next read of any (client.pyx)
 
 
 cdef class RouteCore:
@@ -74,10 +78,50 @@ cdef class Target:
     cdef long long outcomes[TARGET_OUTCOMES]   # attempts by outcome (stats.pxd)
     cdef long long latency_buckets[LATENCY_BUCKETS]  # request head sent -> response ended
     cdef double latency_sum
+    # Peak-EWMA's latency estimate (PeakEwmaCore): state of the target, kept with it through
+    # reloads that adopt it and dropped with it when discovery removes it.
+    cdef bint ewma_measured              # has had a sample
+    cdef double ewma_seconds             # the estimate at ewma_at
+    cdef double ewma_at                  # the monotonic time of the last sample
+
+
+cdef class BalancerCore:
+    # A balancer's per-request work in C (upstream/balance.py's PowerOfTwo and PeakEwma hold
+    # one): the group picks through it with no Python call, and it learns from ended exchanges.
+    cdef uint64_t rng_state              # splitmix64
+    cdef readonly bint learns            # wants learn(exchange) as each exchange ends
+
+    cdef double uniform(self) noexcept   # [0, 1)
+    cdef Target draw(self, tuple targets, double point, Target skip)
+    cdef Target choose(self, tuple targets)          # targets: the usable ones, never empty
+    cdef int better(self, Target b, Target a) except -1   # b strictly better than a
+    cdef int learn(self, object exchange) except -1  # an Exchange, or any object with its fields
+
+
+cdef class PowerOfTwoCore(BalancerCore):
+    pass
+
+
+cdef class PeakEwmaCore(BalancerCore):
+    cdef readonly double decay           # seconds: the estimate's time constant
+    cdef readonly double penalty         # seconds: the least a failed exchange counts as
+    cdef object clock                    # a callable for tests, else None: the monotonic clock
+
+    cdef double now(self) except? -1.0
+    cdef double cost(self, Target target, double now) noexcept
+    cdef int record(self, Target target, double sample, double now) except -1
+    cdef int learn_from(self, Target target, bint failed, double sent, double head) except -1
 
 
 cdef class GroupCore:
     # What the exchange reads of an upstream group.
     cdef public str name                 # the configured name: how errors name the upstream
-    cdef public Target single            # the only target, or None: then pick(exchange) chooses
+    cdef public Target single            # the only target, or None: then choose() picks
     cdef public bint observes            # call observe(exchange) when an exchange sent to it ends
+    cdef public tuple usable             # the targets in rotation, in config order
+    cdef public BalancerCore core        # the balancer's C core, or None: its pick() in Python
+    cdef public bint core_picks          # choose() picks through core (no gate to tell)
+    cdef public tuple observers          # Python observers (health, outliers, breakers)
+
+    cdef Target choose(self, Exchange exchange, Target exclude)
+    cdef int observe_exchange(self, object exchange) except -1

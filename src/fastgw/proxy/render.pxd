@@ -20,5 +20,6 @@ cdef struct Outlet:
 
 cdef int outlet_open(Outlet* outlet, object transport) except -1
 cdef int outlet_write(Outlet* outlet, object write, object transport, bytes data) except -1
+cdef int outlet_write_pair(Outlet* outlet, object write, object transport, bytes first, const char* rest, Py_ssize_t rest_len) except -1
 cdef int socket_fd(object transport) except? -2
 cdef Py_ssize_t socket_unsent(int fd) noexcept nogil   # SIOCOUTQ: in the kernel, not yet acknowledged

@@ -78,8 +78,16 @@ cdef int check_end(char* p, bytes out) except -1:
 
 # -- writing: straight to the socket while the transport holds nothing -----------------------------
 
+from libc.string cimport memset
+from posix.uio cimport iovec
+
+
 cdef extern from "sys/socket.h" nogil:
     ssize_t send(int fd, const void* buf, size_t n, int flags)
+    struct msghdr:
+        iovec* msg_iov
+        size_t msg_iovlen
+    ssize_t sendmsg(int fd, const msghdr* msg, int flags)
     int MSG_NOSIGNAL
     int MSG_DONTWAIT
 
@@ -165,4 +173,45 @@ cdef int outlet_write(Outlet* outlet, object write, object transport, bytes data
             data = PyBytes_FromStringAndSize(PyBytes_AS_STRING(data) + sent, size - sent)
         # sent < 0: EAGAIN, or an error the transport meets again and reports as usual
     write(data)
+    return 0
+
+
+cdef int outlet_write_pair(
+    Outlet* outlet, object write, object transport, bytes first, const char* rest, Py_ssize_t rest_len
+) except -1:
+    """Write ``first``, then ``rest_len`` bytes at ``rest`` (a piece of a read, valid for this
+    call only), with one sendmsg() when the transport has nothing queued; whatever the kernel
+    does not take (all of it on TLS) goes through the transport as one bytes object, in order.
+
+    PERF: a request head and the body piece that came in the same read go up in one syscall
+    (one wake-up of the upstream; one TLS record), and no bytes object is made of the piece."""
+    cdef Py_ssize_t first_len = PyBytes_GET_SIZE(first)
+    cdef ssize_t sent = -1
+    cdef iovec iov[2]
+    cdef msghdr msg
+    if outlet.fd >= 0 and not (outlet.queued and transport.get_write_buffer_size()):
+        outlet.queued = False
+        iov[0].iov_base = <void*>PyBytes_AS_STRING(first)
+        iov[0].iov_len = first_len
+        iov[1].iov_base = <void*>rest
+        iov[1].iov_len = rest_len
+        memset(&msg, 0, sizeof(msg))
+        msg.msg_iov = iov
+        msg.msg_iovlen = 2
+        sent = sendmsg(outlet.fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT)
+        if sent == first_len + rest_len:
+            return 0
+        outlet.queued = True
+    if sent < 0:
+        sent = 0  # not tried, EAGAIN, or an error the transport meets again and reports as usual
+    if rest_len == 0 and sent == 0:
+        write(first)
+        return 0
+    cdef Py_ssize_t from_first = first_len - sent if sent < first_len else 0
+    cdef Py_ssize_t from_rest = rest_len - (sent - first_len if sent > first_len else 0)
+    cdef bytes left = PyBytes_FromStringAndSize(NULL, from_first + from_rest)
+    cdef char* p = PyBytes_AS_STRING(left)
+    memcpy(p, PyBytes_AS_STRING(first) + first_len - from_first, from_first)
+    memcpy(p + from_first, rest + rest_len - from_rest, from_rest)
+    write(left)
     return 0

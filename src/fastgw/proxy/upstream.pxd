@@ -17,9 +17,12 @@ cdef class UpstreamConnection(UpstreamSide):
     cdef public bint chunked             # ... re-framed chunked (its length was not known)
     cdef public bint reading_paused
     cdef public bint close_delimited     # the current response's body ends when the upstream closes
+    cdef bytes held_head                 # the request head, held by begin() for the body piece
+                                         # that follows in the client's read (one write for both)
 
     cdef bytes render_head(self, Exchange x)
     cdef int write(self, bytes data) except -1
+    cdef int write_at(self, bytes owner, const char* data, Py_ssize_t size) except -1
     cdef int arm(self, double now) except -1
     cdef int on_head(self, Exchange x, HttpParser parser) except -1
     cdef int on_message_complete(self, Exchange x, HttpParser parser) except -1

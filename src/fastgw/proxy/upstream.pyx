@@ -182,12 +182,16 @@ cdef class UpstreamConnection(UpstreamSide):
         self.got_head = False
         self.chunked = x.chunked
         self.sending = not x.request_done
+        self.held_head = None
         self.arm(now)
         cdef bytes head = self.render_head(x)
         cdef list pending = x.pending
         cdef list out
         if not pending and not (self.chunked and x.request_done):
-            self.write(head)
+            if x.body_follows and not self.chunked:
+                self.held_head = head  # the client's next event is a body piece: one write for both
+            else:
+                self.write(head)
             return 0
         out = [head]
         if pending:
@@ -205,18 +209,35 @@ cdef class UpstreamConnection(UpstreamSide):
         return 0
 
     cdef int send_body(self, bytes data) except -1:
+        return self.send_body_at(data, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+
+    cdef int send_body_at(self, bytes owner, const char* data, Py_ssize_t size) except -1:
+        """A body piece, written from where it lies (behind the head when ``begin`` held it)."""
+        cdef bytes head = self.held_head
         if self.chunked:
-            self.write(chunk_header(PyBytes_GET_SIZE(data)))
-            self.write(data)
+            self.write(chunk_header(size))
+            self.write_at(owner, data, size)
             self.write(CRLF)
+        elif head is not None:
+            self.held_head = None
+            outlet_write_pair(&self.outlet, self.write_bound, self.transport, head, data, size)
         else:
-            self.write(data)
+            self.write_at(owner, data, size)
         if self.sending:
             self.arm(self.exchange.client.now)  # progress: the send timeout counts from the last write
         return 0
 
+    cdef int write_at(self, bytes owner, const char* data, Py_ssize_t size) except -1:
+        """Write a piece lying inside ``owner``: the bytes object itself when it is all of it."""
+        if data == PyBytes_AS_STRING(owner) and size == PyBytes_GET_SIZE(owner):
+            return self.write(owner)
+        return outlet_write_pair(&self.outlet, self.write_bound, self.transport, b"", data, size)
+
     cdef int end_request(self) except -1:
         """The whole request went up: from now on the head/read timeouts apply."""
+        if self.held_head is not None:  # never expected: the body piece releases it
+            self.write(self.held_head)
+            self.held_head = None
         if not self.sending:
             return 0
         if self.chunked:

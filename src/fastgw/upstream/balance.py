@@ -3,9 +3,12 @@
 One interface: ``Balancer.pick(targets, exchange) -> Target``. ``targets`` is the group's tuple
 of usable targets, in config order and never empty; the group has already left out the target a
 retry must avoid (``UpstreamGroup.pick``), so no algorithm deals with health or exclusion.
-``exchange`` is the request (None when a test or tool asks outside a request). A balancer that
-learns from finished exchanges sets ``observes`` and implements ``observe(exchange)``; the group
-registers it as one of its observers.
+``exchange`` is the request (None when a test or tool asks outside a request).
+
+PERF: p2c and ewma keep their per-request work in C, in a ``BalancerCore`` (``proxy/plan.pyx``)
+the balancer holds as ``core``: the group picks through it without a Python call, and a core that
+learns (ewma's) is told of each ended exchange by the group, in C too. Their ``pick`` here calls
+the same core, so tests and the hot path run one implementation.
 
 The algorithms (``balance:`` of an upstream in the config):
 
@@ -35,15 +38,14 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-import math
+import os
 import random
-import time
 from abc import ABC, abstractmethod
 from array import array
 from collections.abc import Callable, Sequence
 from typing import ClassVar, TypeVar
 
-from fastgw._proxy import Exchange, Target
+from fastgw._proxy import BalancerCore, Exchange, PeakEwmaCore, PowerOfTwoCore, Target
 from fastgw.config.schema import BalanceConfig, HashKey
 
 Targets = Sequence[Target]
@@ -55,8 +57,6 @@ class Balancer(ABC):
 
     __slots__ = ()
 
-    observes: ClassVar[bool] = False
-    """Wants ``observe(exchange)`` as each exchange sent to the group ends."""
     only_chooses: ClassVar[bool] = True
     """``pick`` has no effect besides its answer, so with one usable target the hot path may send
     to it without calling ``pick`` (``GroupCore.single``)."""
@@ -65,8 +65,10 @@ class Balancer(ABC):
     def pick(self, targets: Targets, exchange: Exchange | None) -> Target:
         """One of ``targets`` (a non-empty tuple of usable targets) for this request."""
 
-    def observe(self, exchange: Exchange) -> None:  # noqa: B027 - optional, not abstract
-        """An exchange sent to one of the group's targets ended (only when ``observes``)."""
+    @property
+    def core(self) -> BalancerCore | None:
+        """The C core the group picks through (and tells of ended exchanges when it learns)."""
+        return None
 
     def targets_changed(self, targets: Targets) -> None:  # noqa: B027 - optional, not abstract
         """The group's targets are now ``targets`` (discovery): forget the ones that left."""
@@ -134,41 +136,26 @@ class LeastConn(Balancer):
         self._ties.targets_changed(targets)
 
 
-def draw_two(targets: Targets, rng: random.Random) -> tuple[Target, Target]:
-    """Two distinct targets, each drawn with probability proportional to its weight (the same
-    one twice only when there is one)."""
-    if len(targets) == 1:
-        return targets[0], targets[0]
-    total = sum(t.weight for t in targets)
-    first = _draw(targets, rng.random() * total, None)
-    return first, _draw(targets, rng.random() * (total - first.weight), first)
-
-
-def _draw(targets: Targets, point: float, skip: Target | None) -> Target:
-    """The target whose weight interval (in order, ``skip`` left out) holds ``point``."""
-    chosen = targets[0]
-    for target in targets:
-        if target is skip:
-            continue
-        chosen = target  # also the answer when float rounding leaves point at the very end
-        point -= target.weight
-        if point < 0:
-            break
-    return chosen
+def _seed(rng: random.Random | None) -> int:
+    """A 64-bit seed for a core's random source: from ``rng`` (tests), else the system's."""
+    return rng.getrandbits(64) if rng is not None else int.from_bytes(os.urandom(8), "little")
 
 
 class PowerOfTwo(Balancer):
     """Two random choices by weight; fewer in flight per unit of weight wins (the first on a tie,
-    so an idle group spreads by weight)."""
+    so an idle group spreads by weight). Picks in C (``PowerOfTwoCore``)."""
 
-    __slots__ = ("_rng",)
+    __slots__ = ("_core",)
 
     def __init__(self, rng: random.Random | None = None) -> None:
-        self._rng = rng or random.Random()
+        self._core = PowerOfTwoCore(_seed(rng))
+
+    @property
+    def core(self) -> BalancerCore:
+        return self._core
 
     def pick(self, targets: Targets, exchange: Exchange | None) -> Target:
-        a, b = draw_two(targets, self._rng)
-        return b if b.in_flight * a.weight < a.in_flight * b.weight else a
+        return self._core.pick(tuple(targets))
 
 
 # -- consistent hashing --------------------------------------------------------------------------
@@ -351,11 +338,11 @@ class PeakEwma(Balancer):
     (Finagle's penalty): it gets one probe, not a flood. A failed exchange counts as a sample of
     at least ``failure_penalty`` seconds: a target that fails fast (connection refused) must not
     look like the fastest one and draw all the traffic; ejecting it is the outlier detector's job.
+
+    Picks and learns in C (``PeakEwmaCore``); the estimate is kept on each ``Target``.
     """
 
-    __slots__ = ("_decay", "_estimates", "_now", "_penalty", "_rng")
-
-    observes: ClassVar[bool] = True
+    __slots__ = ("_core",)
 
     DECAY = 10.0  # seconds; Finagle's and Linkerd's default
     FAILURE_PENALTY = 1.0  # seconds
@@ -365,60 +352,31 @@ class PeakEwma(Balancer):
         decay: float = DECAY,
         failure_penalty: float = FAILURE_PENALTY,
         rng: random.Random | None = None,
-        now: Callable[[], float] = time.monotonic,
+        now: Callable[[], float] | None = None,
     ) -> None:
-        self._decay = decay
-        self._penalty = failure_penalty
-        self._rng = rng or random.Random()
-        self._now = now  # the clock of exchange.upstream_sent_at / upstream_head_at
-        self._estimates: dict[Target, tuple[float, float]] = {}  # target -> (seconds, measured at)
+        # ``now``: a clock for tests; by default the monotonic clock of exchange.upstream_sent_at
+        # and upstream_head_at.
+        self._core = PeakEwmaCore(_seed(rng), decay, failure_penalty, now)
+
+    @property
+    def core(self) -> BalancerCore:
+        return self._core
 
     def estimate(self, target: Target, now: float) -> float | None:
         """The latency estimate in seconds at ``now``, decayed since the last sample; None if never
         measured."""
-        state = self._estimates.get(target)
-        if state is None:
-            return None
-        seconds, at = state
-        return seconds * math.exp(min(0.0, at - now) / self._decay)
-
-    def cost(self, target: Target, now: float) -> float:
-        seconds = self.estimate(target, now)
-        if seconds is None:
-            return 0.0 if target.in_flight == 0 else math.inf
-        return seconds * (target.in_flight + 1) / target.weight
+        return self._core.estimate(target, now)
 
     def pick(self, targets: Targets, exchange: Exchange | None) -> Target:
-        a, b = draw_two(targets, self._rng)
-        now = self._now()
-        return b if self.cost(b, now) < self.cost(a, now) else a
+        return self._core.pick(tuple(targets))
 
     def observe(self, exchange: Exchange) -> None:
-        target = exchange.target
-        if target is None:
-            return
-        sent, head = exchange.upstream_sent_at, exchange.upstream_head_at
-        if exchange.upstream_error is not None:
-            sample = max(self._penalty, head - sent if head and sent else 0.0)
-        elif head and sent:
-            sample = head - sent
-        else:
-            return  # answered without the upstream (nothing measured)
-        self.record(target, sample, self._now())
-
-    def targets_changed(self, targets: Targets) -> None:
-        _forget_others(self._estimates, targets)
+        """Learn from an ended exchange (the group calls the core directly)."""
+        self._core.observe(exchange)
 
     def record(self, target: Target, sample: float, now: float) -> None:
         """Fold one latency sample (seconds) into the target's estimate."""
-        state = self._estimates.get(target)
-        if state is None:
-            self._estimates[target] = (sample, now)
-            return
-        seconds, at = state
-        keep = math.exp(min(0.0, at - now) / self._decay)
-        peak = seconds * keep
-        self._estimates[target] = (sample if sample > peak else peak + sample * (1.0 - keep), now)
+        self._core.record_sample(target, sample, now)
 
 
 # -- from the config -----------------------------------------------------------------------------

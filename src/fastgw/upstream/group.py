@@ -1,14 +1,17 @@
 """An upstream group: its targets, each with a pool, which of them are usable, and the choice of
 target per request (delegated to its balancer, ``upstream/balance.py``).
 
-What the hot path reads (``GroupCore``): ``single``, a target to send to without calling
-``pick``, and ``observes``, whether to call ``observe(exchange)`` as each exchange ends. The group
-keeps both consistent with its state:
+What the hot path reads (``GroupCore``): ``single``, a target to send to without picking;
+``usable`` and ``core``, the balancer's C core that picks among them without a Python call
+(p2c, ewma) while ``core_picks``; and ``observes``, whether to tell anyone as each exchange
+ends. The group keeps them consistent with its state:
 
 - ``single`` is the usable target when exactly one is usable and the balancer only chooses
-  (round robin with one target: the common case costs nothing); otherwise None, so ``pick`` runs,
-  and with no usable target ``pick`` raises the 503.
-- ``observes`` is True exactly when there are observers (a latency-aware balancer, outlier
+  (round robin with one target: the common case costs nothing); otherwise None, so the group
+  picks, and with no usable target ``pick`` raises the 503.
+- ``core_picks`` is True while the balancer has a core and no target is gated (a gate must be
+  told of each pick: ``pick`` in Python does that).
+- ``observes`` is True exactly when someone watches (a balancer core that learns, outlier
   detection, a circuit breaker), so the hot path takes no timestamps for groups nobody watches.
 
 Several monitors take targets out of rotation, each for its own reason (``"health"`` for active
@@ -66,8 +69,8 @@ class UpstreamGroup(GroupCore):
     """Targets of one upstream and the balancer that picks among the usable ones."""
 
     __slots__ = (
-        "_gates", "_held", "_observers", "_retry_hints", "_shelf", "_watchers",
-        "balancer", "config", "targets", "timeouts", "usable",
+        "_gates", "_held", "_retry_hints", "_shelf", "_watchers",
+        "balancer", "config", "targets", "timeouts",
     )  # fmt: skip
 
     def __init__(
@@ -92,14 +95,13 @@ class UpstreamGroup(GroupCore):
         else:
             self.targets = tuple(self._target(t.host, t.port, t.weight, pool_for) for t in config.targets)
             self.balancer = make_balancer(config.balance, self.targets)
-        self.usable: tuple[Target, ...] = self.targets  # in config order; replaced, never mutated
+        self.usable = self.targets  # in config order; replaced, never mutated
         self._held: dict[Target, frozenset[str]] = {}  # targets out of rotation, and why
         self._gates: dict[Target, Gate] = {}
         self._retry_hints: tuple[RetryHint, ...] = ()
-        self._observers: tuple[Observer, ...] = ()
         self._watchers: tuple[TargetWatcher, ...] = ()
-        if self.balancer.observes:
-            self.add_observer(self.balancer.observe)
+        self.core = self.balancer.core
+        self.observes = self.core is not None and self.core.learns
         self._update_single()
 
     def _target(
@@ -209,13 +211,10 @@ class UpstreamGroup(GroupCore):
         usable = self.usable
         only = len(usable) == 1 and self.balancer.only_chooses and not self._gates
         self.single = usable[0] if only else None
+        self.core_picks = self.core is not None and not self._gates
 
     def add_observer(self, observer: Observer) -> None:
-        """Call ``observer(exchange)`` as each exchange sent to this group ends."""
-        self._observers = (*self._observers, observer)
+        """Call ``observer(exchange)`` as each exchange sent to this group ends (after the
+        balancer's core has learnt from it, when it learns)."""
+        self.observers = (*self.observers, observer)
         self.observes = True
-
-    def observe(self, exchange: Exchange) -> None:
-        """Called by the hot path as each exchange sent to this group ends, when ``observes``."""
-        for observer in self._observers:
-            observer(exchange)

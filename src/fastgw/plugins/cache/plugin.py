@@ -251,9 +251,10 @@ class CachePlugin(Plugin):
 
     def hit(self, ctx: RequestContext, entry: Entry, now: float, result: int) -> Response:
         # Other plugins' fields (rate limit, CORS) in ctx.add_response_headers go on any answer.
-        headers = [*entry.headers, (b"Age", b"%d" % entry.age(now)), X_CACHE[result]]
+        stored = entry.headers
+        headers = [*stored, entry.age_field(now), X_CACHE[result]]
         self.count(ctx, result)
-        return Response(entry.status, entry.body, headers, entry.content_type)
+        return Response(entry.status, entry.body, headers, entry.content_type, entry.head(), len(stored))
 
     def miss(self, ctx: RequestContext, base: bytes, lead: bool, directives: RequestDirectives) -> None:
         self.tell(ctx, MISS)

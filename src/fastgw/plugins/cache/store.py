@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from fastgw.http.wire import render_answer_head
 from fastgw.plugins.cache.key import purge_matches, uri_of
 
 Headers = list[tuple[bytes, bytes]]
@@ -35,6 +36,8 @@ class Entry:
     """A stored response: everything a hit needs to answer without the upstream."""
 
     __slots__ = (
+        "_age_field",
+        "_head",
         "body",
         "content_type",
         "fresh_until",
@@ -66,9 +69,28 @@ class Entry:
         self.stale_until = stale_until  # >= fresh_until: served STALE until then
         self.initial_age = initial_age  # the upstream's Age when stored
         self.size = len(body) + sum(len(n) + len(v) + 16 for n, v in headers) + ENTRY_OVERHEAD
+        self._head = b""
+        self._age_field = (-1, b"")
 
     def age(self, now: float) -> int:
         return self.initial_age + int(now - self.stored_at)
+
+    def age_field(self, now: float) -> tuple[bytes, bytes]:
+        """``(b"Age", value)`` at ``now``. PERF: made once per second of age, not per hit."""
+        age = self.initial_age + int(now - self.stored_at)
+        field = self._age_field
+        if field[0] != age:
+            field = self._age_field = (age, b"%d" % age)
+        return (b"Age", field[1])
+
+    def head(self) -> bytes:
+        """Its status line, Content-Type, Content-Length and stored headers as HTTP/1.1 lines
+        (``hooks.Response.head``). PERF: rendered at its first hit, not at every one (the body
+        is complete by then: an entry is stored only once it is)."""
+        head = self._head
+        if not head:
+            head = self._head = render_answer_head(self.status, self.body, self.content_type, self.headers)
+        return head
 
 
 class VaryRecord:
