@@ -26,6 +26,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
@@ -497,7 +498,9 @@ def measure(
     upstream: int | None = None,
 ) -> Result:
     """The median of ``rounds`` rounds by throughput, after a warm-up; with ``upstream`` (the
-    upstream nginx's port), the connections it accepted during that round (the proxy's churn)."""
+    upstream nginx's port), the connections it accepted from the round's second second to its end:
+    the proxy's churn in steady state (a round's first second reopens what the last one's end
+    cut: wrk stops with requests in flight, and a proxy may close their upstream connections)."""
 
     def drive(seconds: float) -> dict[str, float]:
         if scenario.driver == "wrk":
@@ -516,11 +519,14 @@ def measure(
     samples = []
     for _ in range(rounds):
         pids = process_tree(proc.pid) if proc is not None else []
-        accepted = upstream_accepts(upstream)
+        marks: list[int] = []
+        mark = threading.Timer(1.0, lambda: marks.append(upstream_accepts(upstream)))
+        mark.start()
         before = cpu_ticks(pids)
         run = drive(seconds)
         after = cpu_ticks(pids)
-        run["opened"] = upstream_accepts(upstream) - accepted - 1  # less the status read's own
+        mark.join()
+        run["opened"] = upstream_accepts(upstream) - marks[0] - 1  # less the status read's own
         per = 1e6 / CLK_TCK / max(run["requests"], 1)
         samples.append((run, (after[0] - before[0]) * per, (after[1] - before[1]) * per, rss_mb(pids)))
     # The median round by throughput; at a constant rate (the same throughput), by p99.
