@@ -88,3 +88,11 @@ def test_the_checks_see_what_they_check() -> None:
     assert "fastgw._router" in imported(SRC / "_proxy.pxd")
     assert "fastgw.config" in imported(SRC / "reload.py")
     assert offenders("fastgw.reload", "fastgw.config") != []
+
+
+def test_the_hot_path_never_imports_what_observes_it() -> None:
+    # observe/_access_log.pyx cimports fastgw._proxy to read the exchange's C fields; the hot path
+    # only calls the log it is handed (ListenerServer.access_log), so the arrow stays one way.
+    assert "fastgw._proxy" in imported(SRC / "observe" / "_access_log.pyx")
+    assert offenders("fastgw._proxy", "fastgw.observe") == []
+    assert offenders("fastgw.proxy", "fastgw.observe") == []
