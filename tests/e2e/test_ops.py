@@ -212,6 +212,26 @@ def test_lines_still_buffered_at_shutdown_are_written(
     assert paths == sorted(f"/echo/{i}" for i in range(20))
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_reload_after_rotation_writes_to_a_new_file(
+    run_gateway: RunGateway, upstream_proc: Upstream, tmp_path: Path, workers: int
+) -> None:
+    """logrotate moves the file, then SIGHUP: later lines go to a new file at the configured path."""
+    log_path = tmp_path / "access.log"
+    doc = gateway_doc(upstream_proc.port)
+    doc["access_log"] = {"sink": str(log_path), "flush_interval": "50ms", "fields": ["path"]}
+    gw = run_gateway(doc, workers=workers)
+    assert _get(gw.port, "/echo/before").status == 200
+    wait_for(lambda: log_path.exists() and "/echo/before" in log_path.read_text(), 10, "the first line")
+    rotated = log_path.rename(tmp_path / "access.log.1")
+    os.kill(gw.pid, signal.SIGHUP)
+    wait_for(lambda: gw.proc.stderr().count("configuration reloaded") >= workers, 10, "the reload")
+    for i in range(10):  # to every worker
+        assert _get(gw.port, f"/echo/after{i}").status == 200
+    wait_for(lambda: log_path.exists() and log_path.read_text().count("/echo/after") == 10, 10, "new lines")
+    assert "/echo/after" not in rotated.read_text()
+
+
 # -- admin API and reload --------------------------------------------------------------------------
 
 
