@@ -29,12 +29,13 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from bench import http2, tail, tls, websocket
-from bench.features import PRODUCTION, admin_port, feature_parts, header_script, nginx_notes
+from bench.features import admin_port, feature_parts, header_script, nginx_notes
 from bench.report import Result, print_table, save_results
+from bench.scenarios import SCENARIOS, Scenario
 from bench.status_poll import polling
 
 BENCH = Path(__file__).resolve().parent
@@ -55,74 +56,6 @@ LOG_TAIL_LINES = 40  # of a contender's log, printed when it does not start
 
 class BenchError(Exception):
     """The bench cannot go on; the message says why and what to do. Printed without a traceback."""
-
-
-@dataclass(frozen=True)
-class Scenario:
-    name: str
-    path: str
-    connections: int = 64
-    script: str | None = None  # a wrk lua script in bench/peers
-    routes: int = 1  # size of the route table given to fastgw and nginx
-    contenders: tuple[str, ...] = ("direct", "nginx", "haproxy", "fastgw", "aiohttp")
-    targets: int = 1  # upstream servers behind the proxy (the upstream nginx listens on two ports)
-    balance: str = "round_robin"  # fastgw's balancer; nginx balances round robin
-    features: tuple[str, ...] = ()  # switched on in fastgw and, where it has them, nginx (features.py)
-    tls: str = ""  # "client": HTTPS from wrk to the proxy; "upstream": HTTPS from the proxy upstream
-    key_type: str = "ecdsa"  # of the proxy's certificate (bench/tls.py)
-    driver: str = "wrk"  # or "new" / "reuse": TLS handshakes by openssl s_time (bench/tls.py),
-    #                      "h2load": HTTP/2 clients, ``connections`` x ``streams`` (bench/http2.py),
-    #                      "ws": WebSocket messages through the proxy to an echo (bench/websocket.py),
-    #                      "rate": a constant request rate, latency from each due time (bench/tail.py)
-    streams: int = 1  # h2load's concurrent streams per connection
-    rate: float = 0.0  # driver "rate": requests per second, at constant pace (bench/tail.py)
-    poll_admin: bool = False  # poll fastgw's admin API as an open status page does (status_poll.py)
-    workers: int = 1  # fastgw's --workers and nginx's worker_processes (--workers; haproxy stays at 1)
-
-
-SCENARIOS = [
-    Scenario("small-get", "/items/1", contenders=("direct", "nginx", "haproxy", "fastgw", "aiohttp", "bare")),
-    Scenario(
-        "latency-c1",
-        "/items/1",
-        connections=1,
-        contenders=("direct", "nginx", "haproxy", "fastgw", "aiohttp", "bare"),
-    ),
-    Scenario("routes-10k", "/svc9999/items/1", routes=10_000, contenders=("nginx", "fastgw")),
-    Scenario("response-64k", "/big", contenders=("direct", "nginx", "haproxy", "fastgw")),
-    Scenario("post-4k", "/items", script="post.lua", contenders=("direct", "nginx", "haproxy", "fastgw")),
-    Scenario("c1000", "/items/1", connections=1000, contenders=("direct", "nginx", "haproxy", "fastgw")),
-    # What features cost per request: the same small GET with them on, against plain fastgw.
-    Scenario("jwt+ratelimit", "/items/1", contenders=("nginx", "fastgw"), features=("jwt", "rate_limit")),
-    Scenario("rate-limit", "/items/1", contenders=("nginx", "fastgw"), features=("rate_limit",)),
-    Scenario("access-log", "/items/1", contenders=("nginx", "fastgw"), features=("access_log",)),
-    Scenario("cached", "/items/1", contenders=("nginx", "fastgw"), features=("cache",)),
-    # The status page's cost: its sampler alone, then with the page open (polling the admin API).
-    Scenario("admin", "/items/1", contenders=("nginx", "fastgw"), features=("admin",)),
-    Scenario("status-page", "/items/1", contenders=("nginx", "fastgw"), features=("admin",), poll_admin=True),
-    # What a real edge runs at once: JWT, a limit per consumer, the access log, metrics, ids.
-    Scenario("production", "/items/1", contenders=("nginx", "fastgw"), features=PRODUCTION),
-    # The balancer's cost: two targets, so fastgw picks per request instead of taking its single one.
-    *(
-        Scenario(f"balance-{name}", "/items/1", contenders=("nginx", "fastgw"), targets=2, balance=name)
-        for name in ("round_robin", "p2c", "ewma")
-    ),
-    # TLS: the same certificate, versions and ciphers for every contender (bench/tls.py).
-    Scenario("tls-small-get", "/items/1", contenders=("nginx", "fastgw", "bare"), tls="client"),
-    Scenario("tls-handshake", "/items/1", contenders=("nginx", "fastgw", "bare"), tls="client", driver="new"),
-    Scenario("tls-handshake-rsa", "/items/1", contenders=("nginx", "fastgw"), tls="client", driver="new",
-             key_type="rsa"),
-    Scenario("tls-resumed", "/items/1", contenders=("nginx", "fastgw", "bare"), tls="client", driver="reuse"),
-    Scenario("https-upstream", "/items/1", contenders=("nginx", "fastgw"), tls="upstream"),
-    # HTTP/2 clients (h2load), HTTP/1.1 to the upstream (bench/http2.py).
-    *(
-        Scenario(f"{name}-m{streams}", "/items/1", connections=16, streams=streams, driver="h2load",
-                 tls="client" if name == "h2-tls" else "", contenders=("nginx", "fastgw"))
-        for name in ("h2c", "h2-tls") for streams in (10, 1)
-    ),
-    # WebSocket: small messages each way through open tunnels (bench/websocket.py).
-    Scenario("websocket", "/ws", connections=50, contenders=("nginx", "fastgw", "bare"), driver="ws"),
-]  # fmt: skip
 
 
 # -- setup ---------------------------------------------------------------------------------------
@@ -211,10 +144,13 @@ def process(
 
 # -- contenders ----------------------------------------------------------------------------------
 def upstream_ports(upstreams: tuple[int, ...], scenario: Scenario) -> tuple[int, ...]:
-    """The upstream ports a scenario proxies to: the upstream nginx's (its TLS port for
-    ``https-upstream``), or the WebSocket echo's (the fourth) for a WebSocket scenario."""
+    """The upstream ports a scenario proxies to (see ``run`` for the five): the upstream nginx's,
+    its TLS one for ``https-upstream``, its h2c one for the HTTP/2-upstream and gRPC scenarios,
+    or the WebSocket echo's for a WebSocket scenario."""
     if scenario.driver == "ws":
         return upstreams[3:4]
+    if scenario.upstream_protocol == "h2c":
+        return upstreams[4:5]
     return upstreams[2:3] if scenario.tls == "upstream" else upstreams[: scenario.targets]
 
 
@@ -222,6 +158,8 @@ def fastgw_config(workdir: Path, port: int, upstreams: tuple[int, ...], scenario
     targets = ", ".join(f"'127.0.0.1:{p}'" for p in upstream_ports(upstreams, scenario))
     routes = scenario.routes
     upstream_tls = tls.fastgw_upstream_tls(workdir) if scenario.tls == "upstream" else ""
+    if scenario.upstream_protocol == "h2c":
+        upstream_tls += http2.fastgw_upstream_option()
     lines = [
         "listeners:",
         f"  - bind: 127.0.0.1:{port}",
@@ -264,7 +202,7 @@ def start_nginx(
 
 
 def nginx_config(workdir: Path, port: int, upstreams: tuple[int, ...], scenario: Scenario) -> Path:
-    proxied = 'proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection "";'
+    proxied = nginx_proxied(workdir, scenario)
     count = scenario.routes if scenario.routes > 1 else 0
     locations = "\n".join(f"        location /svc{i}/ {{ {proxied} }}" for i in range(count))
     servers = " ".join(f"server 127.0.0.1:{p};" for p in upstream_ports(upstreams, scenario))
@@ -278,11 +216,20 @@ def nginx_config(workdir: Path, port: int, upstreams: tuple[int, ...], scenario:
             else " ssl" if scenario.tls == "client" else ""
         ),
         server_tls=tls.nginx_server_tls(workdir, scenario.key_type) if scenario.tls == "client" else "",
-        scheme="https" if scenario.tls == "upstream" else "http",
-        upstream_tls=tls.nginx_upstream_tls(workdir) if scenario.tls == "upstream" else "",
-        connection=websocket.NGINX_UPGRADE if scenario.driver == "ws" else 'proxy_set_header Connection "";',
+        proxied=proxied,
     )  # fmt: skip
     return conf
+
+
+def nginx_proxied(workdir: Path, scenario: Scenario) -> str:
+    """nginx's location body: ``grpc_pass`` to an HTTP/2 upstream, else ``proxy_pass`` over
+    HTTP/1.1 keep-alive (HTTPS for ``https-upstream``, the Upgrade passed for WebSocket)."""
+    if scenario.upstream_protocol == "h2c":
+        return http2.nginx_grpc_pass()
+    to_tls = scenario.tls == "upstream"
+    scheme, upstream_tls = ("https", tls.nginx_upstream_tls(workdir)) if to_tls else ("http", "")
+    connection = websocket.NGINX_UPGRADE if scenario.driver == "ws" else 'proxy_set_header Connection "";'
+    return f"proxy_pass {scheme}://up; {upstream_tls} proxy_http_version 1.1; {connection}"
 
 
 def start_haproxy(
@@ -404,9 +351,10 @@ DEFAULT_SECONDS = 5
 
 
 def scenario_contenders(scenario: Scenario, baseline: bool) -> list[str]:
-    """The scenario's contenders, with ``baseline`` (another fastgw build) right after fastgw."""
+    """The scenario's contenders, with ``baseline`` (another fastgw build) right after fastgw
+    (not where the scenario needs HTTP/2 to the upstream, which a build before it cannot run)."""
     names = list(scenario.contenders)
-    if baseline and "fastgw" in names:
+    if baseline and "fastgw" in names and scenario.upstream_protocol == "http/1.1":
         names.insert(names.index("fastgw") + 1, "baseline")
     return names
 
@@ -496,6 +444,7 @@ def measure(
     seconds: float,
     script: Path | None = None,
     upstream: int | None = None,
+    grpc_message: Path | None = None,
 ) -> Result:
     """The median of ``rounds`` rounds by throughput, after a warm-up; with ``upstream`` (the
     upstream nginx's port), the connections it accepted from the round's second second to its end:
@@ -509,8 +458,9 @@ def measure(
             return tail.constant_rate(port, scenario.path, scenario.rate, seconds, scenario.connections)
         if scenario.driver == "h2load":
             return http2.h2load(
-                port, scenario.path, seconds, scenario.connections, scenario.streams, scenario.tls == "client"
-            )
+                port, scenario.path, seconds, scenario.connections, scenario.streams,
+                tls=scenario.tls == "client", grpc_message=grpc_message,
+            )  # fmt: skip
         if scenario.driver == "ws":
             return websocket.drive(port, scenario.connections, seconds)
         return tls.handshakes(port, scenario.path, seconds, reuse=scenario.driver == "reuse")
@@ -520,7 +470,7 @@ def measure(
     for _ in range(rounds):
         pids = process_tree(proc.pid) if proc is not None else []
         marks: list[int] = []
-        mark = threading.Timer(1.0, lambda: marks.append(upstream_accepts(upstream)))
+        mark = threading.Timer(1.0, lambda into=marks: into.append(upstream_accepts(upstream)))
         mark.start()
         before = cpu_ticks(pids)
         run = drive(seconds)
@@ -737,12 +687,15 @@ def run(args: argparse.Namespace) -> int:
         workdir.chmod(0o755)  # nginx workers run as nobody: they must reach big.bin (else 403)
         (workdir / "big.bin").write_bytes(os.urandom(64 * 1024))
         (workdir / "big.bin").chmod(0o644)
-        # The upstream nginx's two ports and its TLS one (https-upstream), the WebSocket echo's.
-        upstreams = (free_port(), free_port(), free_port(), free_port())
+        grpc_message = http2.write_grpc_message(workdir)  # sent by h2load, answered by the upstream
+        # The upstream nginx's two ports, its TLS one (https-upstream), the WebSocket echo's, and
+        # the upstream nginx's h2c one (the HTTP/2-upstream and gRPC scenarios).
+        upstreams = tuple(free_port() for _ in range(5))
         upstream = upstreams[0]
         conf = render(
             "nginx_upstream.conf", workdir, dir=workdir, port=upstream, port2=upstreams[1],
             port_tls=upstreams[2], server_tls=tls.nginx_server_tls(workdir, "ecdsa"),
+            listen_h2c=http2.nginx_upstream_listen(upstreams[4]),
         )  # fmt: skip
         echo = [sys.executable, str(PEERS / "ws_echo.py"), str(upstreams[3])]
         with (
@@ -759,7 +712,7 @@ def run(args: argparse.Namespace) -> int:
                 for name in scenario_contenders(scenario, args.baseline is not None):
                     if name not in allowed:
                         continue
-                    port = upstream if name == "direct" else free_port()
+                    port = upstream_ports(upstreams, scenario)[0] if name == "direct" else free_port()
                     headers = feature_parts(workdir, scenario.features).headers
                     script = header_script(workdir, scenario.name, headers) if headers else None
                     polled = scenario.poll_admin and name in ("fastgw", "baseline")
@@ -768,8 +721,9 @@ def run(args: argparse.Namespace) -> int:
                         polling(admin_port(workdir) if polled else None),
                     ):
                         result = measure(
-                            name, proc, port, scenario, args.rounds, args.seconds, script, upstream
-                        )
+                            name, proc, port, scenario, args.rounds, args.seconds, script,
+                            upstream=upstream, grpc_message=grpc_message if scenario.grpc else None,
+                        )  # fmt: skip
                     results.append(result)
                     print(
                         f"  {scenario.name:14} {name:8} {result.rps:9.0f} req/s {result.cpu_us:7.2f} us/req",

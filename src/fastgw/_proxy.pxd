@@ -24,6 +24,8 @@ cdef class Downstream
 cdef class UpstreamSide
 cdef class H2Connection
 cdef class H2Stream
+cdef class H2UpstreamConnection
+cdef class H2UpstreamStream
 cdef class TunnelPolicy
 
 include "proxy/render.pxd"       # wire bytes and the direct-send outlet
@@ -37,5 +39,6 @@ include "proxy/nghttp2.pxd"      # the HTTP/2 library compiled in (vendor/nghttp
 include "proxy/client.pxd"       # HTTP/1.1 client connections
 include "proxy/h2.pxd"           # HTTP/2 client connections and their streams
 include "proxy/upstream.pxd"     # HTTP/1.1 upstream connections
+include "proxy/h2_upstream.pxd"  # HTTP/2 upstream connections and their streams
 include "proxy/collect.pxd"      # the gateway's own calls, answered in memory
 include "proxy/tunnel.pxd"       # protocol upgrades: the 101, then both connections spliced

@@ -278,6 +278,34 @@ class UpstreamConnection(UpstreamSide, asyncio.Protocol):  # by duck typing at r
     def abort(self) -> None: ...
     def expire(self, now: float) -> None: ...
 
+@final
+class H2UpstreamConnection(Timed, asyncio.Protocol):  # by duck typing at run time: a cdef class
+    """One HTTP/2 connection to an upstream target (protocol h2c or h2), carrying streams."""
+
+    pool: PoolCore
+    transport: Any
+    alpn_refused: str | None
+    """TLS chose another protocol than h2 (its name, or "none")."""
+    active: int
+    """Streams handed out and not yet released."""
+    limit: int
+    """Streams at once: the pool's max_streams, or the server's lower limit."""
+    taken: int
+    served: int
+    usable: bool
+    closed: bool
+    goaway: bool
+    deadline: float
+
+    def __init__(self, pool: PoolCore, tls: bool) -> None: ...
+    def unconsumed_bytes(self) -> int:
+        """Response DATA its streams hold unacknowledged while their clients read slowly."""
+    def retire(self) -> None:
+        """No new streams: close now if idle, else when the last one ends."""
+    def close(self) -> None: ...
+    def abort(self) -> None: ...
+    def expire(self, now: float) -> None: ...
+
 class ListenerCore:
     """The per-request face of a compiled listener (``plan.ListenerPlan`` subclasses it)."""
 
@@ -432,7 +460,11 @@ class PoolCore(Timed):
     connect_errors: int
     max_idle: int
     idle_timeout: float
-    def __init__(self, max_idle: int, idle_timeout: float) -> None: ...
+    max_streams: int
+    """HTTP/2 pools: streams per connection at most; 0 for an HTTP/1.1 pool."""
+    sessions: list[H2UpstreamConnection]
+    """HTTP/2 pools: the connections, oldest first."""
+    def __init__(self, max_idle: int, idle_timeout: float, max_streams: int = 0) -> None: ...
     @property
     def stats(self) -> dict[str, int]:
         """Counters read by metrics and tests."""
@@ -442,6 +474,8 @@ class PoolCore(Timed):
         """Take a connection back after a response; keep it only if it is clean and reusable."""
     def give_back(self, conn: UpstreamSide) -> None:
         """A waiter was cancelled after it was handed a connection: return it unused."""
+    def serve_waiters(self) -> int:
+        """(HTTP/2) Hand the waiters streams while a connection has room."""
 
 @final
 class Limiter:

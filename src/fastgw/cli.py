@@ -85,6 +85,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--mobile-bind", default=None, help="the mobile gateway's address (default 127.0.0.1:8081)"
     )
     demo.add_argument("--smoke", action="store_true", help="call every demo URL once and exit")
+    demo.add_argument(
+        "--registry", metavar="URL", default=None,
+        help="an etcd (http://127.0.0.1:2379): the services register there, the gateway finds them there",
+    )  # fmt: skip
 
     hash_key = sub.add_parser("hash-key", help="print the digest an api_key plugin's config holds for a key")
     hash_key.add_argument("--generate", action="store_true", help="make a new random key and print it too")
@@ -103,6 +107,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--etcd and --key go together: the etcd endpoint and the key holding the config")
     if args.command == "run" and args.etcd is not None and (args.config is not None or args.watch):
         parser.error("--etcd reads the config from etcd (and follows it): no -c or --watch with it")
+    if args.command == "demo" and args.registry is not None:
+        from fastgw.config.discovery import read_http_url
+
+        try:
+            args.registry = read_http_url(args.registry, "--registry")
+        except ConfigError as exc:
+            parser.error(str(exc))
     from_etcd = args.command == "run" and args.etcd is not None
     if args.command in ("run", "check", "routes") and args.config is None and not from_etcd:
         if not os.path.exists(DEFAULT_CONFIG):
@@ -132,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _hash_password(args.pbkdf2)
         from fastgw.demo.runner import run_demo
 
-        return run_demo(args.bind, args.smoke, args.tls_bind, args.mobile_bind)
+        return run_demo(args.bind, args.smoke, args.tls_bind, args.mobile_bind, args.registry)
     except ConfigError as exc:
         print(f"fastgw: invalid configuration: {exc}", file=sys.stderr)
         return 2

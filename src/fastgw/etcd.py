@@ -1,10 +1,11 @@
-"""A small etcd v3 client over etcd's JSON gateway (grpc-gateway): range, put, watch.
+"""A small etcd v3 client over etcd's JSON gateway (grpc-gateway): range, put, leases, watch.
 
 Why not a client library: the maintained Python etcd v3 clients speak gRPC (``etcd3`` needs
 ``grpcio`` and an old ``protobuf``, and has not had a release since 2020; ``aetcd`` needs
-``grpcio`` too), a large native dependency for three calls. Every etcd since 3.4 (Debian's
+``grpcio`` too), a large native dependency for a few calls. Every etcd since 3.4 (Debian's
 ``etcd-server`` is 3.4) serves the same API as JSON under ``/v3/``: POST ``/v3/kv/range``,
-``/v3/kv/put``, ``/v3/auth/authenticate``, and ``/v3/watch``, whose answer is a stream of JSON
+``/v3/kv/put``, ``/v3/auth/authenticate``, ``/v3/lease/grant``, ``/v3/lease/keepalive`` (one
+renewal per call) and ``/v3/lease/revoke``, and ``/v3/watch``, whose answer is a stream of JSON
 messages, one per line. Keys and values are base64 in both directions; 64-bit numbers come as
 strings. aiohttp (the gateway's control-plane client, ``control_http``) carries it; never on
 the hot path.
@@ -116,9 +117,12 @@ class EtcdClient:
         answer = await self._call("/v3/kv/range", body)
         return int(answer.get("header", {}).get("revision", 0)), [_kv(kv) for kv in answer.get("kvs", ())]
 
-    async def put(self, key: bytes, value: bytes) -> int:
-        """Write ``value``; the revision of the write."""
-        answer = await self._call("/v3/kv/put", {"key": _b64(key), "value": _b64(value)})
+    async def put(self, key: bytes, value: bytes, lease: int | None = None) -> int:
+        """Write ``value`` (attached to ``lease``: deleted with it); the revision of the write."""
+        body = {"key": _b64(key), "value": _b64(value)}
+        if lease is not None:
+            body["lease"] = str(lease)
+        answer = await self._call("/v3/kv/put", body)
         return int(answer.get("header", {}).get("revision", 0))
 
     async def delete(self, key: bytes, prefix: bool = False) -> int:
@@ -127,6 +131,24 @@ class EtcdClient:
             body["range_end"] = _b64(prefix_end(key))
         answer = await self._call("/v3/kv/deleterange", body)
         return int(answer.get("header", {}).get("revision", 0))
+
+    async def grant(self, ttl: int) -> int:
+        """A new lease of ``ttl`` seconds: its id. The keys put with it go when it expires."""
+        answer = await self._call("/v3/lease/grant", {"TTL": str(ttl)})
+        lease = int(answer.get("ID", 0))
+        if not lease:
+            raise EtcdError(f"/v3/lease/grant: no lease granted ({answer.get('error') or 'no ID'})")
+        return lease
+
+    async def keep_alive(self, lease: int) -> int:
+        """Renew ``lease`` once: the seconds it has now, 0 when etcd no longer knows it (it expired,
+        or was revoked, and its keys are gone)."""
+        answer = await self._call("/v3/lease/keepalive", {"ID": str(lease)})
+        return int(answer.get("result", {}).get("TTL", 0))
+
+    async def revoke(self, lease: int) -> None:
+        """End ``lease`` now: its keys are deleted."""
+        await self._call("/v3/lease/revoke", {"ID": str(lease)})
 
     async def watch(self, key: bytes, prefix: bool, start_revision: int) -> AsyncIterator[WatchBatch]:
         """Every change of the key (or prefix) from ``start_revision`` on, as etcd reports them;

@@ -225,7 +225,8 @@ class RequestContext(Protocol):
     response_headers: list[tuple[bytes, bytes]] | None
     """The proxied response's headers, which ``on_response`` hooks edit (a list from then on)."""
     add_response_headers: list[tuple[bytes, bytes]] | None
-    """Headers added to whatever response the client gets (create the list if None)."""
+    """Headers added to whatever response the client gets (create the list if None), set by the
+    hooks before ``on_response``; an ``on_response`` hook edits ``response_headers`` instead."""
     body_filters: list[BodyFilter] | None
     """Filters the proxied response body runs through (create the list if None)."""
 

@@ -38,6 +38,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.etcd_server import EtcdServer
 from tests.support.ports import free_port
 from tests.support.procs import Proc, ProcessReaper, reaper
 from tests.support.upstream_server import start_upstream_process
@@ -136,6 +137,14 @@ def _wait_listening(proc: Proc, count: int, timeout: float) -> int:
 def procs() -> Iterator[ProcessReaper]:
     with reaper() as r:
         yield r
+
+
+@pytest.fixture
+def etcd(procs: ProcessReaper) -> Iterator[EtcdServer]:
+    """A real etcd (tests/support/etcd_server.py), for the test."""
+    server = EtcdServer(procs).start()
+    yield server
+    server.stop()
 
 
 RunGateway = Callable[..., GatewayProc]

@@ -27,6 +27,7 @@ from tests.e2e.conftest import (
     run_cli,
     write_config,
 )
+from tests.support.etcd_server import EtcdServer
 from tests.support.ports import free_port
 from tests.support.procs import ProcessReaper
 from tests.support.rawhttp import build_request, connect, read_response
@@ -530,8 +531,13 @@ def test_demo_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("FASTGW_DEMO_BIND", raising=False)  # --smoke then binds 127.0.0.1:0
     result = run_cli("demo", "--smoke", timeout=60, cwd=tmp_path)
     assert result.code == 0, result
-    lines = [line for line in result.stdout.splitlines() if line.strip()]
-    assert lines, result
+    check_smoke_lines([line for line in result.stdout.splitlines() if line.strip()])
+    assert "Traceback" not in result.stderr
+
+
+def check_smoke_lines(lines: list[str]) -> None:
+    """Each line of a smoke run is ``STATUS URL``, all successes, through all three listeners."""
+    assert lines
     schemes = set()
     for line in lines:
         status, url = line.split(" ", 1)
@@ -546,4 +552,31 @@ def test_demo_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert schemes == {"http", "https", "ws", "wss"}
     ports = {url.split(":")[2].split("/")[0] for url in (line.split(" ", 1)[1] for line in lines)}
     assert len(ports) == 3  # the web gateway (HTTP, HTTPS) and the mobile gateway
+
+
+def test_demo_smoke_in_registry_mode(tmp_path: Path, etcd: EtcdServer) -> None:
+    """The services register in etcd, the gateway finds them there and answers every demo URL;
+    on exit the services take their keys out again."""
+    from fastgw.demo import REGISTRY_PREFIX
+
+    result = run_cli("demo", "--registry", etcd.url, "--smoke", timeout=60, cwd=tmp_path)
+    assert result.code == 0, result
+    where, *lines = [line for line in result.stdout.splitlines() if line.strip()]
+    assert where.startswith(f"fastgw demo: the services registered in etcd at {etcd.url}: "), where
+    for name in ("catalog", "basket", "discount", "ordering"):
+        assert f" {REGISTRY_PREFIX}{name}/127.0.0.1:" in where, where
+    check_smoke_lines(lines)
     assert "Traceback" not in result.stderr
+    gone = etcd.etcdctl("get", "--prefix", "--keys-only", REGISTRY_PREFIX)
+    assert (gone.returncode, gone.stdout.strip()) == (0, "")
+
+
+def test_demo_registry_errors_name_the_cause(tmp_path: Path) -> None:
+    nobody = f"http://127.0.0.1:{free_port()}"
+    result = run_cli("demo", "--registry", nobody, "--smoke", timeout=60, cwd=tmp_path)
+    assert result.code == 1, result
+    assert f"cannot register in etcd at {nobody}: etcd unreachable" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = run_cli("demo", "--registry", "127.0.0.1:2379", timeout=60, cwd=tmp_path)
+    assert result.code == 2, result
+    assert "--registry: expected an http:// or https:// URL" in result.stderr

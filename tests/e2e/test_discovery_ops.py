@@ -6,25 +6,14 @@ registry's state and its staleness once etcd is gone; ``/metrics`` has the same;
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from tests.e2e.conftest import RunGateway, StartUpstream, run_cli, wait_for, write_config
 from tests.e2e.test_fleet import admin_json, admin_text, status
 from tests.support.etcd_server import EtcdServer
 from tests.support.ports import free_port
-from tests.support.procs import ProcessReaper
 
 PREFIX = "/services/catalog/"
-
-
-@pytest.fixture
-def etcd(procs: ProcessReaper) -> Iterator[EtcdServer]:
-    server = EtcdServer(procs).start()
-    yield server
-    server.stop()
 
 
 def config(etcd: EtcdServer, static: int, admin: int) -> dict[str, Any]:

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import http.client
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from tests.e2e.conftest import (
@@ -29,13 +27,6 @@ from tests.support.ports import free_port
 from tests.support.procs import ProcessReaper
 
 KEY = "/fastgw/config"
-
-
-@pytest.fixture
-def etcd(procs: ProcessReaper) -> Iterator[EtcdServer]:
-    server = EtcdServer(procs).start()
-    yield server
-    server.stop()
 
 
 def fleet_config(upstream: int, routes: list[str]) -> str:

@@ -102,6 +102,7 @@ def test_what_cannot_be_translated_is_a_one_line_error(tmp_path: Path) -> None:
     only_ws = tmp_path / "ws" / "ocelot.json"
     only_ws.parent.mkdir()
     route = {"UpstreamPathTemplate": "/a", "DownstreamPathTemplate": "/a", "DownstreamScheme": "ws",
+             "UpstreamHttpMethod": ["Post"],  # a WebSocket route no handshake (a GET) can reach
              "DownstreamHostAndPorts": [{"Host": "example.com", "Port": 80}]}  # fmt: skip
     only_ws.write_text(json.dumps({"Routes": [route]}))
     for args in (("import", "ocelot", str(only_ws)), ("run", "-c", str(only_ws))):
@@ -111,4 +112,4 @@ def test_what_cannot_be_translated_is_a_one_line_error(tmp_path: Path) -> None:
             f"fastgw: invalid configuration: {only_ws}: Routes: no route could be translated"
             " (see the report for each route's reason)"
         )
-        assert "DownstreamScheme" in result.stderr and "does not proxy WebSocket upgrades" in result.stderr
+        assert "UpstreamHttpMethod" in result.stderr and "a WebSocket handshake is a GET" in result.stderr

@@ -25,6 +25,7 @@ from fastgw.demo import CONFIG_PATH, port_env
 from fastgw.errors import ConfigError
 from fastgw.plan import compile_plan
 from fastgw.tls.selfsigned import write_self_signed
+from fastgw.upstream.breaker import State
 from tests.support.gateway import RunningGateway
 from tests.support.ports import free_port
 from tests.support.procs import start_process
@@ -133,6 +134,21 @@ def test_a_required_failure_answers_an_error_naming_the_backend(
     assert body["error"].startswith("backend 'basket' failed: ")
     assert message in body["error"]
     assert body["request_id"] == headers["x-request-id"]
+
+
+def test_backend_calls_feed_the_upstreams_breaker(make_gateway: Make, upstream: int) -> None:
+    """An aggregate's backend calls go through the same client as proxied requests: their
+    failures open the upstream's breaker, and an open breaker answers them without a call."""
+    doc = document(upstream, {"backends": [backend("basket", "/status/500")]})
+    doc["upstreams"]["up"]["breaker"] = {"failures": 3, "open_for": "30s"}
+    gw = make_gateway(doc)
+    assert [get(gw, "/agg")[0] for _ in range(3)] == [502, 502, 502]
+    (breaker,) = gw.gateway.plan.breakers.values()
+    assert State(gw.call(breaker.state_of, f"127.0.0.1:{upstream}")) is State.OPEN
+    before = upstream_requests(upstream)
+    status, _, body = get(gw, "/agg")
+    assert status == 503 and "circuit breaker open" in body["error"]
+    assert upstream_requests(upstream) == before  # answered without calling the upstream
 
 
 def test_timeouts_are_per_backend(make_gateway: Make, upstream: int) -> None:

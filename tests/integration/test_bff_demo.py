@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,9 +16,8 @@ import yaml
 from websockets.sync.client import connect
 
 from fastgw.demo import CONFIG_PATH, live_url, port_env
-from fastgw.tls.selfsigned import write_self_signed
+from tests.support.demo import listener_env, start_demo_services
 from tests.support.gateway import RunningGateway
-from tests.support.procs import start_process
 from tests.support.rawhttp import RawResponse, build_request, read_response
 from tests.support.rawhttp import connect as raw_connect
 
@@ -28,10 +26,9 @@ MakeGateway = Callable[[dict[str, Any]], RunningGateway]
 
 @pytest.fixture(scope="module")
 def services() -> Iterator[dict[str, int]]:
-    """The demo services' ports (``python -m fastgw.demo.services``, as ``fastgw demo`` runs them)."""
-    proc = start_process([sys.executable, "-m", "fastgw.demo.services"], ready_line="ordering=")
-    line = proc.wait_for_output("ordering=")
-    yield {name: int(port) for name, _, port in (item.partition("=") for item in line.split())}
+    """The demo services' ports."""
+    proc, ports = start_demo_services()
+    yield ports
     proc.stop()
 
 
@@ -39,16 +36,7 @@ def services() -> Iterator[dict[str, int]]:
 def demo(
     make_gateway: MakeGateway, services: dict[str, int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> RunningGateway:
-    cert, key = write_self_signed(tmp_path)
-    env = {
-        **port_env(services),
-        "FASTGW_DEMO_BIND": "127.0.0.1:0",
-        "FASTGW_DEMO_TLS_BIND": "127.0.0.1:0",
-        "FASTGW_DEMO_MOBILE_BIND": "127.0.0.1:0",
-        "FASTGW_DEMO_CERT": str(cert),
-        "FASTGW_DEMO_KEY": str(key),
-    }
-    for name, value in env.items():
+    for name, value in {**port_env(services), **listener_env(tmp_path)}.items():
         monkeypatch.setenv(name, value)
     return make_gateway(yaml.safe_load(Path(CONFIG_PATH).read_text()))
 

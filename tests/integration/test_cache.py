@@ -95,6 +95,25 @@ def test_a_miss_fills_the_cache_and_the_hit_carries_the_stored_response(
     assert get(gw, f"/cache/basic?{cc('max-age=60')}&x=2").header("X-Cache") == "MISS"
 
 
+def test_an_upgrade_request_is_never_answered_from_the_cache(
+    make_gateway: Make, upstream: int, zone: str
+) -> None:
+    """A WebSocket handshake on a cached route goes to the upstream even when a GET of the same
+    URI is stored: a stored 200 is no answer to a protocol switch."""
+    doc = cached(upstream, zone)
+    doc["routes"][0]["websocket"] = True
+    gw = make_gateway(doc)
+    target = f"/cache/upgrade?{cc('max-age=60')}"
+    assert get(gw, target).header("X-Cache") == "MISS"
+    assert get(gw, target).header("X-Cache") == "HIT"
+    before = upstream_calls(upstream)
+    handshake = [("Connection", "Upgrade"), ("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13"),
+                 ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")]  # fmt: skip
+    answer = get(gw, target, handshake)
+    assert answer.header("X-Cache") is None
+    assert upstream_calls(upstream) == before + 1
+
+
 def test_head_is_answered_from_the_get_entry(make_gateway: Make, upstream: int, zone: str) -> None:
     gw = make_gateway(cached(upstream, zone))
     target = f"/cache/head?{cc('max-age=60')}"

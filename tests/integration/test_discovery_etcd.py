@@ -25,13 +25,6 @@ Make = Callable[..., RunningGateway]
 PREFIX = "/services/catalog/"
 
 
-@pytest.fixture(scope="module")
-def etcd() -> Iterator[EtcdServer]:
-    server = EtcdServer().start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def clean_prefix(etcd: EtcdServer) -> Iterator[EtcdServer]:
     yield etcd

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import hpack
+import httpx
 import pytest
 
 from tests.support.certs import Pki
@@ -86,6 +87,58 @@ def test_h2_over_tls_by_alpn_with_curl(make_gateway: MakeGateway, upstream: int,
     assert echoed_headers(body)["x-forwarded-proto"] == ["https"]
     with H2Client(gw.port, tls=pki.client_context()) as client:
         assert client.get("/echo").status == 200
+
+
+def test_streams_of_one_connection_are_routed_by_their_own_authority(
+    make_gateway: MakeGateway, upstream: int
+) -> None:
+    """The connection remembers the last host it checked (a client repeats it): a stream naming
+    another host must still be routed by its own, never the one before it."""
+    routes = [
+        {"id": "a", "path": "/{*rest}", "host": "a.test", "upstream": "up", "rewrite": "/echo/a"},
+        {"id": "b", "path": "/{*rest}", "host": "b.test", "upstream": "up", "rewrite": "/echo/b"},
+    ]
+    gw = make_gateway(h2c_doc(upstream, routes))
+    with H2Client(gw.port) as client:
+        hosts = ["a.test", "a.test", "b.test", "A.test:443", "b.test", "c.test"]
+        answers = [client.get("/x", authority=host) for host in hosts]
+    assert [a.status for a in answers[:5]] == [200] * 5 and answers[5].status == 404
+    paths = [echoed(a.body)["path"] for a in answers[:5]]
+    assert paths == ["/echo/a", "/echo/a", "/echo/b", "/echo/a", "/echo/b"]
+
+
+def test_h2c_by_prior_knowledge_with_curl(make_gateway: MakeGateway, upstream: int) -> None:
+    gw = make_gateway(h2c_doc(upstream))
+    out = subprocess.run(
+        ["curl", "-sS", "--http2-prior-knowledge", "-w", "\\n%{http_version} %{http_code}",
+         "-H", "X-Probe: 1", f"http://127.0.0.1:{gw.port}/echo/curl"],
+        capture_output=True, timeout=30, check=True,
+    )  # fmt: skip
+    body, _, result = out.stdout.rpartition(b"\n")
+    assert result == b"2 200"
+    assert echoed(body)["path"] == "/echo/curl" and echoed_headers(body)["x-probe"] == ["1"]
+
+
+def test_httpx_over_tls_streams_a_body_both_ways(make_gateway: MakeGateway, upstream: int, pki: Pki) -> None:
+    cert = pki.issue("gw.test", "127.0.0.1")  # httpx connects by address: no SNI, the one certificate
+    gw = make_gateway(gateway_config(upstream, tls={"certificates": [{"cert": cert.cert, "key": cert.key}]}))
+    body = bytes(range(256)) * 1024  # 256 KiB: more than one stream window each way
+    with httpx.Client(http2=True, verify=pki.client_context()) as client:
+        answer = client.post(f"https://127.0.0.1:{gw.port}/echo/body", content=body)
+    assert answer.http_version == "HTTP/2" and answer.status_code == 200
+    assert echoed(answer.content)["body_sha256"] == hashlib.sha256(body).hexdigest()
+
+
+def test_h2load_gets_every_answer(make_gateway: MakeGateway, upstream: int) -> None:
+    """h2load (nghttp2's load client): 4 connections of 10 concurrent streams, every request
+    answered 2xx, none failed or errored."""
+    gw = make_gateway(h2c_doc(upstream))
+    out = subprocess.run(
+        ["h2load", "-n", "400", "-c", "4", "-m", "10", f"http://127.0.0.1:{gw.port}/echo/load"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert "400 succeeded, 0 failed, 0 errored" in out.stdout, out.stdout
+    assert "status codes: 400 2xx" in out.stdout, out.stdout
 
 
 def test_many_concurrent_streams_on_one_connection(make_gateway: MakeGateway, upstream: int) -> None:

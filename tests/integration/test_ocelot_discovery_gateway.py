@@ -67,8 +67,6 @@ def test_https_downstream_scheme_against_real_tls_upstreams(
     refused = request(gw, "GET", "/checked/x")
     assert refused.status == 502
     assert json.loads(refused.body)["error"].endswith(": TLS certificate verification failed")
-    # ws and wss routes are left out
-    assert request(gw, "GET", "/ws").status == 404 and request(gw, "GET", "/wss").status == 404
 
 
 def entry(entry_id: str, service: str, port: int) -> ConsulEntry:

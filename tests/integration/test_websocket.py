@@ -22,6 +22,8 @@ import yaml
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
+from fastgw import hooks
+from fastgw.hooks import Plugin, RequestContext, register_plugin
 from fastgw.plugins.auth_key import hash_key
 from tests.support import rawhttp
 from tests.support.certs import Pki
@@ -129,6 +131,49 @@ def test_handshake_headers_pass_untouched_and_hop_by_hop_ones_are_the_gateways(
     assert headers["sec-websocket-protocol"] == ["chat.v2"]
     assert headers["x-forwarded-for"] == ["127.0.0.1"]
     assert "x-request-id" in headers
+
+
+class MarkingResponses(Plugin):
+    """Adds a header to every response and a body filter that would garble any body it saw."""
+
+    name = "test_marking_responses"
+    fed: list[bytes] = []
+
+    @classmethod
+    def compile(cls, options: Any, key_path: str) -> Plugin:
+        return cls()
+
+    def on_response(self, ctx: RequestContext) -> None:
+        assert ctx.response_headers is not None
+        ctx.response_headers.append((b"x-marked", b"yes"))
+        ctx.body_filters = [*(ctx.body_filters or []), self]
+
+    def feed(self, data: bytes) -> bytes:
+        MarkingResponses.fed.append(data)
+        return data.upper()
+
+    def end(self) -> bytes:
+        return b""
+
+
+def test_the_101_passes_the_response_hooks_but_no_body_filter(
+    make_gateway: MakeGateway, ws_up: WsUpstream
+) -> None:
+    """The switch's head goes through on_response (headers added), but after it the bytes are the
+    new protocol's: a body filter a hook registered never sees them."""
+    register_plugin(MarkingResponses)
+    MarkingResponses.fed.clear()
+    try:
+        route = {"id": "ws", "path": "/{*rest}", "upstream": "ws", "websocket": True,
+                 "plugins": [{"name": MarkingResponses.name}]}  # fmt: skip
+        gw = make_gateway(ws_doc(ws_up.port, route))
+        with open_ws(gw, "/echo") as ws:
+            assert ws.response is not None and ws.response.headers.get("x-marked") == "yes"
+            ws.send("hello")
+            assert ws.recv(timeout=10) == "hello"
+        assert MarkingResponses.fed == []
+    finally:
+        hooks._REGISTRY.pop(MarkingResponses.name, None)
 
 
 def test_hop_by_hop_headers_named_in_connection_do_not_pass(

@@ -22,6 +22,7 @@ import yaml
 import bench.report
 import bench.run
 from bench.features import NGINX_LACKS, NGINX_LOG_FORMAT
+from bench.http2 import GRPC_MESSAGE, write_grpc_message
 from bench.report import Result
 from bench.run import (
     COMPILED,
@@ -33,10 +34,11 @@ from bench.run import (
     is_full_run,
     nginx_config,
     save_results,
+    scenario_contenders,
     with_ratios,
 )
 from bench.tail import DriverError, parse_driver
-from fastgw.config import parse_config
+from fastgw.config import load_config, parse_config
 from fastgw.config.schema import ACCESS_LOG_FIELDS, PoolConfig
 from fastgw.plan import compile_plan
 
@@ -154,9 +156,30 @@ def test_a_venv_that_has_fastgw_is_named_when_another_python_runs_the_bench(
     )
 
 
+def test_the_h2c_upstream_scenarios(tmp_path: Path) -> None:
+    """fastgw reaches the upstream's h2c port with protocol h2c (a config fastgw accepts), and
+    takes h2c from h2load where it drives (gRPC); a baseline build, which may predate HTTP/2
+    upstreams, is not asked to run them."""
+    scenarios = [s for s in SCENARIOS if s.upstream_protocol == "h2c"]
+    assert any(s.grpc and s.driver == "h2load" for s in scenarios)
+    for scenario in scenarios:
+        config = load_config(str(fastgw_config(tmp_path, 8080, (1, 2, 3, 4, 5), scenario)))
+        (upstream,) = config.upstreams.values()
+        assert upstream.protocol == "h2c" and [t.port for t in upstream.targets] == [5]
+        assert config.listeners[0].http2.h2c == (scenario.driver == "h2load")
+        assert "baseline" not in scenario_contenders(scenario, baseline=True)
+
+
+def test_the_grpc_message_is_length_prefixed(tmp_path: Path) -> None:
+    """gRPC's framing of a message (not compressed, then its length, big-endian), as h2load sends
+    it and the upstream answers with it."""
+    framed = write_grpc_message(tmp_path).read_bytes()
+    assert framed[0] == 0 and int.from_bytes(framed[1:5], "big") == len(framed) - 5 == len(GRPC_MESSAGE)
+
+
 # -- fair contenders: each scenario's features, in fastgw and in nginx ------------------------------
 FEATURE_SCENARIOS = [s for s in SCENARIOS if s.features]
-UPSTREAMS = (9001, 9002, 9003, 9004)
+UPSTREAMS = (9001, 9002, 9003, 9004, 9005)
 
 
 @pytest.mark.parametrize("scenario", FEATURE_SCENARIOS, ids=lambda s: s.name)

@@ -310,7 +310,7 @@ _VALUE_ERRORS: list[tuple[str, object, str]] = [
         "upstreams.catalog.tragets",
         ["127.0.0.1:1"],
         "upstreams.catalog: unknown key 'tragets'; expected one of: targets, pool, timeouts,"
-        " host_header, health, outlier, breaker, balance, concurrency, tls, discovery;"
+        " host_header, health, outlier, breaker, balance, concurrency, tls, discovery, protocol;"
         " did you mean 'targets'?",
     ),
     (

@@ -8,16 +8,29 @@ import signal
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 import uvloop
+import yaml
 
 import fastgw
-from fastgw.config.load import load_config
-from fastgw.demo import CONFIG_PATH, demo_urls, live_url, mobile_urls, port_env
+from fastgw.config.load import load_config, parse_config
+from fastgw.demo import (
+    CONFIG_PATH,
+    demo_urls,
+    instance_key,
+    live_url,
+    mobile_urls,
+    port_env,
+    registry_document,
+    service_prefix,
+)
 from fastgw.demo.services import SERVICE_NAMES, DemoServices, start_services
+from fastgw.plan import compile_plan
+from tests.support.demo import listener_env
 
 Check = Callable[[DemoServices, aiohttp.ClientSession], Awaitable[None]]
 LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
@@ -212,6 +225,25 @@ def test_gateway_config_maps_public_paths() -> None:
 
     bound = load_config(CONFIG_PATH, env={**port_env(ports), "FASTGW_DEMO_BIND": "127.0.0.1:0"})
     assert (bound.listeners[0].host, bound.listeners[0].port) == ("127.0.0.1", 0)
+
+
+def test_registry_mode_follows_etcd_with_the_same_listeners_and_routes(tmp_path: Path) -> None:
+    ports = {name: 10001 + index for index, name in enumerate(SERVICE_NAMES)}
+    listeners = listener_env(tmp_path)
+    static = load_config(CONFIG_PATH, env={**port_env(ports), **listeners})
+    document = yaml.safe_load(Path(CONFIG_PATH).read_text())
+    # No port variable: every static target is gone, the registry is the only source of targets.
+    config = parse_config(registry_document(document, "http://127.0.0.1:2379"), "registry", env=listeners)
+    compile_plan(config)  # what fastgw check does after parsing
+    assert config.listeners == static.listeners and config.routes == static.routes
+    etcd = config.registries.etcd
+    assert etcd is not None and etcd.endpoints == ("http://127.0.0.1:2379",)
+    for name in SERVICE_NAMES:
+        upstream = config.upstreams[name]
+        assert upstream.targets == () and upstream.discovery is not None
+        assert (upstream.discovery.provider, upstream.discovery.service) == ("etcd", service_prefix(name))
+        assert instance_key(name, "127.0.0.1", 10001).startswith(service_prefix(name))
+    assert config.upstreams["basket"].balance == static.upstreams["basket"].balance  # the other keys stay
 
 
 def test_live_basket_pushes_each_change(run_demo: Callable[[Check], None]) -> None:

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import orjson
 import pytest
+import yaml
 
 from fastgw.config import parse_config
 from fastgw.errors import ConfigError
@@ -156,3 +157,27 @@ def test_aggregate_fields_are_top_level_names_and_target_takes_a_dotted_path() -
     parse_config(backend(target="data.items", fields=["id", "name"]), "gw.yaml")
     with pytest.raises(ConfigError, match=r"fields\[0\]: expected a JSON field name"):
         parse_config(backend(fields=["data.id"]), "gw.yaml")
+
+
+# -- the demo in registry mode -------------------------------------------------------------------
+
+
+def test_the_demo_registry_mode_section_shows_what_the_demo_runs() -> None:
+    from fastgw.demo import CONFIG_PATH, instance_key, registry_document
+    from fastgw.demo.registration import DEFAULT_LEASE_TTL
+
+    text = (ROOT / "docs/discovery.md").read_text()
+    section = text[text.index("## The demo in registry mode") :]
+    block = re.search(r"```yaml\n(.*?)```", section, re.S)
+    assert block is not None, "docs/discovery.md no longer shows the demo's upstreams"
+    shown = yaml.safe_load(block.group(1))
+    endpoint = shown["registries"]["etcd"]["endpoints"][0]
+    ran = registry_document(yaml.safe_load(Path(CONFIG_PATH).read_text()), endpoint)
+    assert shown == {"registries": ran["registries"], "upstreams": ran["upstreams"]}
+    key = find("docs/discovery.md", r"it puts the key `([^`]+)`").group(1)
+    assert key.replace("<service>", "catalog").replace("<host>:<port>", "127.0.0.1:40123") == instance_key(
+        "catalog", "127.0.0.1", 40123
+    )
+    lease = find("docs/discovery.md", r"under a lease of (\d+) seconds").group(1)
+    assert int(lease) == DEFAULT_LEASE_TTL
+    assert find("docs/discovery.md", r"\(`--lease-ttl SECONDS`, (\d+) by default\)").group(1) == lease

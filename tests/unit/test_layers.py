@@ -96,3 +96,18 @@ def test_the_hot_path_never_imports_what_observes_it() -> None:
     assert "fastgw._proxy" in imported(SRC / "observe" / "_access_log.pyx")
     assert offenders("fastgw._proxy", "fastgw.observe") == []
     assert offenders("fastgw.proxy", "fastgw.observe") == []
+
+
+def test_no_source_file_is_over_900_lines() -> None:
+    """One responsibility per module: a file past 900 lines is doing two things (the generated C,
+    the vendored libraries and the type stubs aside)."""
+    root = SRC.parents[1]
+    sources = [
+        path
+        for folder in (SRC, root / "bench")
+        for path in folder.rglob("*")
+        if path.suffix in (".py", ".pyx", ".pxd", ".pxi")
+    ]
+    assert len(sources) > 50
+    too_long = {str(p.relative_to(root)): n for p in sources if (n := len(p.read_text().splitlines())) > 900}
+    assert too_long == {}

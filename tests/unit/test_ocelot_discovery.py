@@ -1,8 +1,9 @@
 """Where a translated route's requests go when Ocelot's file says more than hosts: the scheme
-(``https`` -> verified upstream TLS, the dangerous validator -> ``insecure_skip_verify``, WebSocket
-schemes left out), ``ServiceName`` with the ``ServiceDiscoveryProvider`` (Consul, PollConsul,
-Eureka -> ``registries`` and ``discovery``; Kubernetes, Service Fabric and custom providers left
-out), and ``DynamicRoutes`` (one route per service named, only when Ocelot routes dynamically)."""
+(``https`` -> verified upstream TLS, the dangerous validator -> ``insecure_skip_verify``, ``ws`` and
+``wss`` -> WebSocket routes to a plain or a TLS upstream), ``ServiceName`` with the
+``ServiceDiscoveryProvider`` (Consul, PollConsul, Eureka -> ``registries`` and ``discovery``;
+Kubernetes, Service Fabric and custom providers left out), and ``DynamicRoutes`` (one route per
+service named, only when Ocelot routes dynamically)."""
 
 from __future__ import annotations
 
@@ -80,13 +81,81 @@ def test_a_global_https_scheme_applies_to_the_routes_without_their_own(tmp_path:
     assert entries(translation, Status.MAPPED, "Routes[0].DownstreamScheme (from GlobalConfiguration)")
 
 
-@pytest.mark.parametrize("scheme", ["ws", "wss", "WSS"])
-def test_websocket_routes_are_left_out(tmp_path: Path, scheme: str) -> None:
-    route = ocelot_route("/ws", DownstreamScheme=scheme, DangerousAcceptAnyServerCertificateValidator=True)
+@pytest.mark.parametrize(("scheme", "tls"), [("ws", None), ("wss", True), ("WSS", True)])
+def test_websocket_routes_go_to_a_plain_or_a_tls_upstream(tmp_path: Path, scheme: str, tls: object) -> None:
+    document = {"Routes": [ocelot_route("/ws", DownstreamScheme=scheme), ocelot_route("/plain")]}
+    translation = translate(tmp_path, document)
+    assert route_by_id(translation, "ws")["websocket"] is True
+    assert "websocket" not in route_by_id(translation, "plain")
+    assert upstream_of(translation, "ws").get("tls") == tls
+    mapped = detail(translation, Status.MAPPED, "Routes[0].DownstreamScheme")
+    assert mapped.startswith(f"{scheme.lower()} -> websocket: true")
+    differs = detail(translation, Status.APPROXIMATED, "Routes[0].DownstreamScheme")
+    assert "tunnel.idle_timeout (5m by default" in differs and "Ocelot fails it" in differs
+    routes = {route.id: route for route in compiled(translation).routes}
+    assert routes["ws"].config.upgrade == ("websocket",) and routes["plain"].config.upgrade == ()
+
+
+def test_the_dangerous_validator_on_websocket_routes(tmp_path: Path) -> None:
+    dangerous = {"DangerousAcceptAnyServerCertificateValidator": True}
+    document = {
+        "Routes": [
+            ocelot_route("/wss", DownstreamScheme="wss", **dangerous),
+            ocelot_route("/ws", DownstreamScheme="ws", **dangerous),
+        ]
+    }
+    translation = translate(tmp_path, document)
+    assert upstream_of(translation, "wss")["tls"] == {"insecure_skip_verify": True}
+    assert "NOT checked" in detail(
+        translation, Status.APPROXIMATED, "Routes[0].DangerousAcceptAnyServerCertificateValidator"
+    )
+    assert "tls" not in upstream_of(translation, "ws")
+    assert "no certificate to check" in detail(
+        translation, Status.MAPPED, "Routes[1].DangerousAcceptAnyServerCertificateValidator"
+    )
+
+
+def test_a_websocket_route_without_get_is_left_out(tmp_path: Path) -> None:
+    route = ocelot_route("/ws", DownstreamScheme="ws", UpstreamHttpMethod=["Post"])
     translation = translate(tmp_path, {"Routes": [route, ocelot_route("/plain")]})
     assert [r["path"] for r in translation.document["routes"]] == ["/plain"]
-    why = detail(translation, Status.UNSUPPORTED, "Routes[0].DownstreamScheme")
-    assert "fastgw does not proxy WebSocket upgrades; the route is left out" in why
+    why = detail(translation, Status.UNSUPPORTED, "Routes[0].UpstreamHttpMethod")
+    assert "a WebSocket handshake is a GET request" in why and "left out" in why
+
+
+def test_a_websocket_routes_options_guard_its_handshake_and_nothing_is_cached(tmp_path: Path) -> None:
+    route = ocelot_route(
+        "/ws",
+        DownstreamScheme="ws",
+        SecurityOptions={"IPBlockedList": ["10.0.0.1"]},
+        RateLimitOptions={"EnableRateLimiting": True, "Period": "1s", "PeriodTimespan": 1, "Limit": 3},
+        FileCacheOptions={"TtlSeconds": 30},
+    )
+    translation = translate(tmp_path, {"Routes": [route]})
+    ws = route_by_id(translation, "ws")
+    assert plugin(ws, "ip_filter") is not None and plugin(ws, "rate_limit") is not None
+    assert plugin(ws, "cache") is None  # a cached answer must never stand in for a handshake
+    (guarded,) = [
+        e.detail
+        for e in entries(translation, Status.APPROXIMATED, "Routes[0].DownstreamScheme")
+        if "WebSocket pipeline" in e.detail
+    ]
+    assert "plugins (ip_filter, rate_limit) on the handshake" in guarded
+    assert "Ocelot caches nothing on it" in detail(translation, Status.IGNORED, "Routes[0].FileCacheOptions")
+
+
+def test_an_aggregate_does_not_call_a_websocket_route(tmp_path: Path) -> None:
+    document = {
+        "Routes": [ocelot_route("/a", Key="a"), ocelot_route("/live", DownstreamScheme="ws", Key="live")],
+        "Aggregates": [{"UpstreamPathTemplate": "/both", "RouteKeys": ["a", "live"]}],
+    }
+    translation = translate(tmp_path, document)
+    (aggregate,) = [route for route in translation.document["routes"] if "aggregate" in route]
+    assert [backend["key"] for backend in aggregate["aggregate"]["backends"]] == ["a"]
+    assert any(
+        e.detail.startswith("live: a WebSocket route")
+        for e in entries(translation, Status.UNSUPPORTED, "Aggregates[0].RouteKeys")
+    )
 
 
 # -- ServiceName with Consul ------------------------------------------------------------------------

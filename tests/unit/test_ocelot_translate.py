@@ -359,8 +359,9 @@ def test_the_listener_binds_the_port_of_base_url(tmp_path: Path) -> None:
 
 
 def test_no_translatable_route_is_an_error_after_the_report(tmp_path: Path) -> None:
-    translation = translate(tmp_path, {"Routes": [ocelot_route("/x", DownstreamScheme="ws")]})
-    assert entries(translation, Status.UNSUPPORTED, "Routes[0].DownstreamScheme")
+    route = ocelot_route("/x", DownstreamScheme="ws", UpstreamHttpMethod=["Post"])
+    translation = translate(tmp_path, {"Routes": [route]})
+    assert entries(translation, Status.UNSUPPORTED, "Routes[0].UpstreamHttpMethod")
     with pytest.raises(ConfigError, match=r"ocelot\.json: Routes: no route could be translated"):
         translation.require_routes()
 

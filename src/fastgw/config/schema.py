@@ -78,6 +78,7 @@ class PoolConfig:
     max_idle: int = 1024
     idle_timeout: float = 50.0  # keep below the upstream's keep-alive timeout
     acquire_timeout: float = 5.0  # wait for a free connection when max_connections is reached
+    max_streams: int = 100  # HTTP/2 upstreams: streams per connection (the server's SETTINGS may say fewer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,7 +262,10 @@ class UpstreamConfig:
     concurrency: ConcurrencyConfig | None = None  # for the whole upstream, all routes together
     tls: UpstreamTlsConfig | None = None  # None: cleartext HTTP to the targets
     discovery: DiscoveryConfig | None = None  # targets from a registry, changing at run time
+    protocol: str = "http/1.1"  # UPSTREAM_PROTOCOLS: "h2c" (cleartext HTTP/2), "h2" (over TLS, ALPN)
 
+
+UPSTREAM_PROTOCOLS = ("http/1.1", "h2c", "h2")
 
 IDEMPOTENT_METHODS = frozenset(method.decode("ascii") for method in IDEMPOTENT)  # http.wire's, as text
 

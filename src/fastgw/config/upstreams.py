@@ -15,6 +15,7 @@ from dataclasses import replace
 
 from fastgw.config.discovery import read_discovery
 from fastgw.config.schema import (
+    UPSTREAM_PROTOCOLS,
     BalanceConfig,
     BreakerConfig,
     ConcurrencyConfig,
@@ -44,6 +45,7 @@ from fastgw.config.validate import (
     read_list,
     read_mapping,
     read_matching,
+    read_one_of,
     read_record,
     suggest,
 )
@@ -64,6 +66,7 @@ _POOL: Mapping[str, Reader[object]] = {
     "max_idle": read_int(0, 100_000),
     "idle_timeout": read_duration(),
     "acquire_timeout": read_duration(),
+    "max_streams": read_int(1, 10_000),
 }
 
 
@@ -260,7 +263,7 @@ def read_concurrency(value: object, path: str) -> ConcurrencyConfig:
 
 _UPSTREAM_KEYS = (
     "targets", "pool", "timeouts", "host_header", "health", "outlier", "breaker", "balance", "concurrency",
-    "tls", "discovery",
+    "tls", "discovery", "protocol",
 )  # fmt: skip
 _UPSTREAM_READERS: Mapping[str, Reader[object]] = {
     "pool": _read_pool,
@@ -272,6 +275,7 @@ _UPSTREAM_READERS: Mapping[str, Reader[object]] = {
     "balance": _read_balance,
     "concurrency": read_concurrency,
     "tls": read_upstream_tls,
+    "protocol": read_one_of("a protocol", UPSTREAM_PROTOCOLS),
 }
 
 
@@ -296,5 +300,28 @@ def read_upstreams(
                 section.at("discovery.require_health_check"),
                 "needs health: on the upstream (the check a joining target must pass)",
             )
+        _check_protocol(upstream, section)
         upstreams[name] = upstream
     return upstreams
+
+
+def _check_protocol(upstream: UpstreamConfig, section: Section) -> None:
+    """What the upstream's ``protocol`` needs, and what HTTP/1.1 has no use for."""
+    protocol = upstream.protocol
+    if protocol == "h2" and upstream.tls is None:
+        raise ConfigError(
+            section.at("protocol"), "h2 is HTTP/2 over TLS and needs tls: (cleartext HTTP/2 is h2c)"
+        )
+    if protocol == "h2c" and upstream.tls is not None:
+        raise ConfigError(section.at("protocol"), "h2c is cleartext HTTP/2; with tls: write protocol: h2")
+    pool = section.items.get("pool")
+    if protocol == "http/1.1" and isinstance(pool, Mapping) and "max_streams" in pool:
+        raise ConfigError(
+            section.at("pool.max_streams"), "streams per connection are for protocol h2c or h2 (HTTP/2)"
+        )
+    if protocol != "http/1.1" and upstream.health is not None:
+        raise ConfigError(
+            section.at("health"),
+            f"active health checks speak HTTP/1.1, which an upstream with protocol {protocol} may not"
+            " (passive checks, outlier:, work with any protocol)",
+        )

@@ -2,14 +2,30 @@
 
 This module stays import-light (no aiohttp) so the CLI can list what to try without starting
 anything.
+
+Registry mode (``fastgw demo --registry URL``): the services register themselves in etcd
+(``fastgw.demo.registration``), and the gateway runs ``registry_document`` of ``gateway.yaml``:
+the same listeners and routes, each upstream following its service's key prefix by etcd
+discovery instead of the static targets.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Any
 
-__all__ = ["CONFIG_PATH", "demo_urls", "live_url", "mobile_urls", "port_env"]
+__all__ = [
+    "CONFIG_PATH",
+    "REGISTRY_PREFIX",
+    "demo_urls",
+    "instance_key",
+    "live_url",
+    "mobile_urls",
+    "port_env",
+    "registry_document",
+    "service_prefix",
+]
 
 CONFIG_PATH = os.path.join(os.path.dirname(__file__), "gateway.yaml")
 """The demo gateway configuration; it reads the variables that ``port_env`` returns."""
@@ -18,6 +34,34 @@ CONFIG_PATH = os.path.join(os.path.dirname(__file__), "gateway.yaml")
 def port_env(ports: Mapping[str, int]) -> dict[str, str]:
     """``{"catalog": 1234, ...}`` -> ``{"CATALOG_PORT": "1234", ...}`` for ``gateway.yaml``."""
     return {f"{name.upper()}_PORT": str(port) for name, port in ports.items()}
+
+
+REGISTRY_PREFIX = "/fastgw-demo/"
+"""Where the demo services register in etcd: one prefix per service below it."""
+
+
+def service_prefix(name: str) -> str:
+    """The etcd key prefix the instances of service ``name`` register under."""
+    return f"{REGISTRY_PREFIX}{name}/"
+
+
+def instance_key(name: str, host: str, port: int) -> str:
+    """The etcd key of one instance: its service's prefix and its address."""
+    return f"{service_prefix(name)}{host}:{port}"
+
+
+def registry_document(document: Mapping[str, Any], endpoint: str) -> dict[str, Any]:
+    """``gateway.yaml``'s parsed ``document`` in registry mode: each upstream (named after its
+    service) takes its targets from etcd at ``endpoint``, under ``service_prefix(name)``, instead
+    of its static ``targets``. Listeners, routes and the upstreams' other keys stay as they are."""
+    upstreams = {
+        name: {
+            **{key: value for key, value in upstream.items() if key != "targets"},
+            "discovery": {"provider": "etcd", "prefix": service_prefix(name)},
+        }
+        for name, upstream in document["upstreams"].items()
+    }
+    return {**document, "registries": {"etcd": {"endpoints": [endpoint]}}, "upstreams": upstreams}
 
 
 def demo_urls(base: str) -> list[str]:

@@ -5,6 +5,10 @@ is exactly what ``fastgw run`` would be. Their ports reach the bundled config th
 substitution, which the demo thereby also shows, and so do the files of the self-signed
 certificate made for the HTTPS listener (in a temporary directory, removed at the end). The web
 gateway (HTTP and HTTPS) and the mobile gateway are listeners of the one config (docs/bff.md).
+
+With ``--registry URL`` (an etcd), the services register themselves there before they say their
+ports, and the gateway runs the same config with each upstream following its service's prefix by
+etcd discovery (``fastgw.demo.registry_document``); the gateway listens once etcd answered.
 """
 
 from __future__ import annotations
@@ -21,15 +25,24 @@ import urllib.request
 from importlib import resources
 from pathlib import Path
 
-from fastgw.config import load_config
+import yaml
+
+from fastgw.config import load_config, parse_config
+from fastgw.config.schema import Config
+from fastgw.demo import REGISTRY_PREFIX, demo_urls, instance_key, live_url, mobile_urls, registry_document
 from fastgw.plan import compile_plan
 from fastgw.server.gateway import Gateway
 from fastgw.server.workers import serve
 from fastgw.tls.selfsigned import write_self_signed
 
 
-def _start_services() -> tuple[subprocess.Popen[str], dict[str, int]]:
-    proc = subprocess.Popen([sys.executable, "-m", "fastgw.demo.services"], stdout=subprocess.PIPE, text=True)
+def _start_services(registry: str | None) -> tuple[subprocess.Popen[str], dict[str, int]] | None:
+    """The services' process and their ports; None (the process said why on stderr) when they
+    did not start."""
+    argv = [sys.executable, "-m", "fastgw.demo.services"]
+    if registry is not None:
+        argv += ["--registry", registry]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline()
     ports = {}
@@ -39,16 +52,34 @@ def _start_services() -> tuple[subprocess.Popen[str], dict[str, int]]:
             ports[name] = int(port)
     if not ports:
         proc.kill()
-        raise RuntimeError(f"demo services did not start (said {line!r})")
+        proc.wait()
+        said = f" (said {line!r})" if line else ""  # else they said why on stderr
+        print(f"fastgw demo: the demo services did not start{said}", file=sys.stderr)
+        return None
     return proc, ports
 
 
-def run_demo(
-    bind: str | None, smoke: bool, tls_bind: str | None = None, mobile_bind: str | None = None
-) -> int:
-    from fastgw.demo import demo_urls, live_url, mobile_urls
+def _load_gateway_config(registry: str | None) -> Config:
+    """gateway.yaml; in registry mode with its upstreams following etcd (``registry_document``)."""
+    config_file = resources.files("fastgw.demo").joinpath("gateway.yaml")
+    with resources.as_file(config_file) as path:
+        if registry is None:
+            return load_config(str(path))
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return parse_config(registry_document(document, registry), f"{path} (registry mode)")
 
-    services, ports = _start_services()
+
+def run_demo(
+    bind: str | None,
+    smoke: bool,
+    tls_bind: str | None = None,
+    mobile_bind: str | None = None,
+    registry: str | None = None,
+) -> int:
+    started = _start_services(registry)
+    if started is None:
+        return 1
+    services, ports = started
     certificates = tempfile.TemporaryDirectory(prefix="fastgw-demo-")
     try:
         for name, port in ports.items():
@@ -65,10 +96,14 @@ def run_demo(
                 os.environ[variable] = address
             elif smoke:
                 os.environ.setdefault(variable, "127.0.0.1:0")
-        config_file = resources.files("fastgw.demo").joinpath("gateway.yaml")
-        with resources.as_file(config_file) as path:
-            config = load_config(str(path))
-        plan = compile_plan(config)
+        plan = compile_plan(_load_gateway_config(registry))
+        if registry is not None:
+            print(
+                f"fastgw demo: the services registered in etcd at {registry}: "
+                + ", ".join(instance_key(name, "127.0.0.1", port) for name, port in ports.items())
+                + f" (the gateway's upstreams follow {REGISTRY_PREFIX}<service>/)",
+                flush=True,
+            )
 
         outcome = {"failed": 0}
 
@@ -101,6 +136,9 @@ def run_demo(
             print("Live basket updates (WebSocket: the basket as JSON now and at each change):")
             print(f"  {live_url(base)}")
             print(f"  and over TLS: {live_url(secure)}")
+            if registry is not None:
+                print("More instances of each service, found through etcd (Ctrl-C takes them out again):")
+                print(f"  python -m fastgw.demo.services --registry {registry}")
             print("Ctrl-C to stop.\n", flush=True)
 
         code = serve(plan, None, on_ready=ready)

@@ -17,7 +17,11 @@ so one can see behind the gateway which service answered.
             ``GET /orders?buyer_id=``, ``GET /orders/{id}``
 
 ``python -m fastgw.demo.services`` runs them standalone: it prints one line
-``catalog=PORT basket=PORT discount=PORT ordering=PORT`` and serves until SIGTERM or SIGINT.
+``catalog=PORT basket=PORT discount=PORT ordering=PORT`` and serves until SIGTERM or SIGINT. With
+``--registry URL`` (an etcd) each service first registers its address there, under a lease kept
+alive while it runs (``fastgw.demo.registration``); a second such process adds a second instance
+of each service to a gateway in registry mode. The ordering service calls the basket and discount
+services of its own process directly.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -392,8 +397,21 @@ async def start_services(host: str = "127.0.0.1") -> DemoServices:
     return services
 
 
-async def _run(host: str) -> None:
+async def _run(host: str, registry: str | None, lease_ttl: int) -> int:
     services = await start_services(host)
+    registration = None
+    if registry is not None:
+        from fastgw.demo.registration import Registration
+        from fastgw.etcd import EtcdError
+
+        registration = Registration(registry, lease_ttl)
+        try:
+            await registration.register(host, services.ports)
+        except EtcdError as error:
+            print(f"demo services: cannot register in etcd at {registry}: {error}", file=sys.stderr)
+            await registration.close()
+            await services.close()
+            return 1
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -402,17 +420,30 @@ async def _run(host: str) -> None:
     try:
         await stop.wait()
     finally:
+        if registration is not None:  # out of etcd first: no gateway sends to a closing service
+            await registration.close()
         await services.close()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the four services until SIGTERM or SIGINT; ``--host`` defaults to 127.0.0.1."""
+    """Run the four services until SIGTERM or SIGINT; ``--host`` defaults to 127.0.0.1. With
+    ``--registry URL`` each registers its address in that etcd (``fastgw.demo.registration``)."""
     import argparse
+
+    from fastgw.demo.registration import DEFAULT_LEASE_TTL
 
     parser = argparse.ArgumentParser(prog="python -m fastgw.demo.services")
     parser.add_argument("--host", default="127.0.0.1")
-    asyncio.run(_run(parser.parse_args(argv).host))
-    return 0
+    parser.add_argument("--registry", metavar="URL", help="etcd to register in, e.g. http://127.0.0.1:2379")
+    parser.add_argument(
+        "--lease-ttl", type=int, default=DEFAULT_LEASE_TTL, metavar="SECONDS",
+        help=f"how long a dead service stays registered (default {DEFAULT_LEASE_TTL})",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    if args.lease_ttl < 1:
+        parser.error("--lease-ttl must be at least 1 (seconds)")
+    return asyncio.run(_run(args.host, args.registry, args.lease_ttl))
 
 
 if __name__ == "__main__":

@@ -241,15 +241,28 @@ def _collect_upstreams(plan: Plan, families: Families) -> None:
         "counter", "Upstream connections opened, per target."
     )
     reused = families["fastgw_upstream_connections_reused_total"] = Family(
-        "counter", "Requests sent on a pooled keep-alive connection, per target."
+        "counter", "Requests sent on a pooled keep-alive connection (HTTP/2: on an open one), per target."
     )
     connect_errors = families["fastgw_upstream_connect_errors_total"] = Family(
         "counter", "Failed upstream connection attempts, per target."
     )
+    streams = families["fastgw_upstream_streams"] = Family(
+        "gauge",
+        "HTTP/2 upstreams (protocol h2c, h2): streams per target in use, and the streams its"
+        " connections taking new ones may carry at once (the servers' limits, or pool.max_streams).",
+    )
     for pool in plan.pools.values():
         at: Labels = (("target", pool.label),)
-        pool_gauge.add((*at, ("state", "idle")), len(pool.idle))
-        pool_gauge.add((*at, ("state", "in_use")), pool.in_use)
+        if pool.max_streams:
+            # An HTTP/2 pool: connections are shared; in_use counts streams (below).
+            idle = sum(1 for session in pool.sessions if not session.active)
+            pool_gauge.add((*at, ("state", "idle")), idle)
+            pool_gauge.add((*at, ("state", "in_use")), len(pool.sessions) - idle)
+            streams.add((*at, ("state", "in_use")), pool.in_use)
+            streams.add((*at, ("state", "limit")), sum(s.limit for s in pool.sessions if s.usable))
+        else:
+            pool_gauge.add((*at, ("state", "idle")), len(pool.idle))
+            pool_gauge.add((*at, ("state", "in_use")), pool.in_use)
         pool_gauge.add((*at, ("state", "open")), pool.open)
         opened.add(at, pool.opened)
         reused.add(at, pool.reused)

@@ -699,7 +699,8 @@ cdef bytes render_reply(
 
 cdef bytes status_line(ReplyHead* head):
     """The status line: the precomputed one when the upstream's reason phrase is the standard
-    one (or unknown), PERF: no formatting; else rebuilt with the upstream's phrase."""
+    one, or none (an HTTP/2 upstream's head: HTTP/2 has no phrase), or the head's is unknown,
+    PERF: no formatting; else rebuilt with the upstream's phrase."""
     cdef int status = head.status
     line = STATUS_LINE_BY_CODE[status] if 0 <= status < 600 else None
     cdef HeadLines* lines = head.lines
@@ -707,7 +708,7 @@ cdef bytes status_line(ReplyHead* head):
         return <bytes>line if line is not None else b"HTTP/1.1 %d Unknown\r\n" % status
     cdef const char* reason = lines.base + lines.reason.off
     cdef Py_ssize_t reason_len = lines.reason.len
-    if line is None or (
+    if line is None or reason_len and (
         PyBytes_GET_SIZE(<bytes>line) - 15 != reason_len
         or memcmp(PyBytes_AS_STRING(<bytes>line) + 13, reason, reason_len)
     ):

@@ -10,6 +10,8 @@ cdef class H2Connection:
     cdef H2Stream heading                # the stream whose header block is arriving, or None
     cdef bint in_recv                    # inside nghttp2_session_mem_recv2: no sending now
     cdef bint want_flush                 # ... so flush when it returns
+    cdef bint flush_scheduled            # a flush is due at the end of this loop turn
+    cdef object call_soon                # the loop's call_soon
     cdef bint started                    # the client's preface and SETTINGS arrived
     cdef bint goaway_sent                # no new stream will be accepted
     cdef bint closing                    # close once what is queued is written
@@ -25,6 +27,7 @@ cdef class H2Connection:
 
     cdef int received(self, bytes data) except -1
     cdef int flush(self) except -1
+    cdef int flush_soon(self) except -1
     cdef int submit_goaway(self, uint32_t error_code) except -1
     cdef int terminate(self, str kind, uint32_t error_code) except -1
     cdef int begin_stream(self, int32_t stream_id) except -1

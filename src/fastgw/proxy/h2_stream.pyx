@@ -146,6 +146,7 @@ cdef class H2Stream(Downstream):
         if self.method is None or self.target is None:
             return self.refuse(ClientFault("missing :method or :path"))  # nghttp2 refuses these first
         cdef ListenerCore listener = self.listener
+        cdef ClientProtocol client
         cdef HttpParser parser = self.conn.head_parser()
         parser.feed(self.http1_head(authority, end_stream))
         cdef int event = parser.next()
@@ -158,6 +159,9 @@ cdef class H2Stream(Downstream):
             parser.release()
             return self.refuse(fault)
         parser.release()
+        client = self.conn.client
+        client.last_host_header = self.last_host_header  # PERF: the connection's next streams
+        client.last_host = self.last_host                # repeat it (init copies it from here)
         self.x = x
         if self.grpc_timeout > 0.0:
             x.total_deadline = self.now + self.grpc_timeout  # the client's deadline bounds the call
@@ -256,19 +260,7 @@ cdef class H2Stream(Downstream):
     # -- the response body's queue -----------------------------------------------------------------
     cdef Py_ssize_t take(self, uint8_t* buf, size_t length, uint32_t* flags) except -1:
         """nghttp2 reads the body for a DATA frame of at most ``length`` bytes."""
-        cdef Py_ssize_t n = 0, size, part
-        cdef bytes piece
-        while self.out and n < <Py_ssize_t>length:
-            piece = <bytes>self.out[0]
-            size = PyBytes_GET_SIZE(piece) - self.out_offset
-            part = min(size, <Py_ssize_t>length - n)
-            memcpy(buf + n, PyBytes_AS_STRING(piece) + self.out_offset, part)
-            n += part
-            if part == size:
-                del self.out[0]
-                self.out_offset = 0
-            else:
-                self.out_offset += part
+        cdef Py_ssize_t n = take_pieces(self.out, &self.out_offset, buf, length)
         self.out_size -= n
         if self.out_size == 0:
             self.send_deadline = 0.0
@@ -493,7 +485,10 @@ cdef class H2Stream(Downstream):
         return self.respond(response.status, pairs, response.body, x.method == _HEAD)
 
     cdef int flush(self) except -1:
-        return self.conn.flush()
+        cdef H2Connection conn = self.conn
+        if len(conn.streams) > 1:  # others in flight: their answers may come in this same turn
+            return conn.flush_soon()
+        return conn.flush()
 
     cdef int cut(self, Exchange x) except -1:
         """The response cannot complete: the stream is reset, never ended cleanly."""

@@ -158,6 +158,7 @@ cdef extern from "nghttp2/nghttp2.h":
     void nghttp2_option_set_max_outbound_ack(nghttp2_option* option, size_t val)
     void nghttp2_option_set_max_deflate_dynamic_table_size(nghttp2_option* option, size_t val)
     void nghttp2_option_set_no_recv_client_magic(nghttp2_option* option, int val)
+    void nghttp2_option_set_peer_max_concurrent_streams(nghttp2_option* option, uint32_t val)
 
     int nghttp2_session_server_new2(
         nghttp2_session** session_ptr, const nghttp2_session_callbacks* callbacks, void* user_data,

@@ -10,6 +10,7 @@ cdef int dec_digits(unsigned long long value) noexcept nogil
 cdef char* put_dec(char* p, unsigned long long value, int width) noexcept nogil
 cdef bytes chunk_header(Py_ssize_t size)     # b"%x\r\n"
 cdef int check_end(char* p, bytes out) except -1   # a renderer filled exactly what it sized
+cdef Py_ssize_t take_pieces(list pieces, Py_ssize_t* offset, unsigned char* buf, size_t length) except -1
 
 
 cdef struct Outlet:

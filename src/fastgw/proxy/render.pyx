@@ -110,6 +110,25 @@ cdef int socket_fd(object transport) except? -2:
     return sock.fileno() if sock is not None else -1
 
 
+cdef Py_ssize_t take_pieces(list pieces, Py_ssize_t* offset, unsigned char* buf, size_t length) except -1:
+    """Copy up to ``length`` bytes off the front of ``pieces`` (bytes; ``offset`` into the first)
+    into ``buf``, dropping the pieces used up: an HTTP/2 body queue read for a DATA frame."""
+    cdef Py_ssize_t n = 0, size, part
+    cdef bytes piece
+    while pieces and n < <Py_ssize_t>length:
+        piece = <bytes>pieces[0]
+        size = PyBytes_GET_SIZE(piece) - offset[0]
+        part = min(size, <Py_ssize_t>length - n)
+        memcpy(buf + n, PyBytes_AS_STRING(piece) + offset[0], part)
+        n += part
+        if part == size:
+            del pieces[0]
+            offset[0] = 0
+        else:
+            offset[0] += part
+    return n
+
+
 cdef int outlet_open(Outlet* outlet, object transport) except -1:
     """Find the socket under a plain uvloop stream transport (TLS and others keep fd -1)."""
     outlet.fd = -1

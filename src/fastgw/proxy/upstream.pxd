@@ -27,3 +27,7 @@ cdef class UpstreamConnection(UpstreamSide):
     cdef int detach(self, bint reusable) except -1
     cdef int set_deadline(self, double at) except -1
     cpdef abort(self)
+
+
+cdef double upstream_deadline(Exchange x, double now, bint paused, bint sending, bint got_head,
+                              double send_timeout, double head_timeout, double read_timeout) noexcept

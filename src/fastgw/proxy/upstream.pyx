@@ -310,23 +310,13 @@ cdef class UpstreamConnection(UpstreamSide):
     cdef int arm(self, double now) except -1:
         """Set the deadline that applies now (see the class's docstring)."""
         cdef Exchange x = self.exchange
-        cdef double timeout
         if x is None:
             self.deadline = 0.0
             return 0
-        if self.reading_paused:
-            self.set_deadline(x.total_deadline)
-            return 0
-        if self.sending:
-            timeout = self.send_timeout
-        elif not self.got_head and self.head_timeout:
-            timeout = self.head_timeout
-        else:
-            timeout = self.read_timeout
-        cdef double at = now + timeout
-        if x.total_deadline and x.total_deadline < at:
-            at = x.total_deadline
-        self.set_deadline(at)
+        self.set_deadline(upstream_deadline(
+            x, now, self.reading_paused, self.sending, self.got_head, self.send_timeout, self.head_timeout,
+            self.read_timeout,
+        ))  # fmt: skip
         return 0
 
     cdef int lose(self, int cause, str what, int status) except -1:
@@ -380,6 +370,24 @@ cdef class UpstreamConnection(UpstreamSide):
             self.lose(F_TIMEOUT, None, 504)
         else:
             self.close()  # idle past the pool's idle timeout
+
+
+cdef double upstream_deadline(
+    Exchange x, double now, bint paused, bint sending, bint got_head, double send_timeout, double head_timeout,
+    double read_timeout,
+) noexcept:
+    """When an upstream side's attempt times out, as of ``now`` (both protocols' rule): the send
+    timeout while the request body goes up, the head timeout until the response head, then the
+    read timeout between reads; only the route's total timeout while the client reads slowly
+    (``paused``); never past the total timeout."""
+    if paused:
+        return x.total_deadline
+    cdef double at = now + (
+        send_timeout if sending else head_timeout if not got_head and head_timeout else read_timeout
+    )
+    if x.total_deadline and x.total_deadline < at:
+        at = x.total_deadline
+    return at
 
 
 cdef str response_problem(int event):

@@ -15,11 +15,12 @@ log = logging.getLogger("fastgw")
 _VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 
 
-def client_context(config: UpstreamTlsConfig) -> ssl.SSLContext:
-    """The context an upstream's connections are made with; ConfigError naming a bad file."""
+def client_context(config: UpstreamTlsConfig, alpn: str = "http/1.1") -> ssl.SSLContext:
+    """The context an upstream's connections are made with, offering ``alpn`` ("h2" for an
+    upstream with protocol h2); ConfigError naming a bad file."""
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
     context.minimum_version = _VERSIONS[config.min_version]
-    context.set_alpn_protocols(["http/1.1"])
+    context.set_alpn_protocols([alpn])
     if config.insecure_skip_verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE

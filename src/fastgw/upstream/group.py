@@ -87,7 +87,7 @@ class UpstreamGroup(GroupCore):
             self.balancer: Balancer = previous.balancer
             for target in self.targets:
                 pool_for(
-                    PoolKey(target.host, target.port, config.pool, config.tls), self.name
+                    PoolKey(target.host, target.port, config.pool, config.tls, config.protocol), self.name
                 )  # the same pools
         else:
             self.targets = tuple(self._target(t.host, t.port, t.weight, pool_for) for t in config.targets)
@@ -106,7 +106,7 @@ class UpstreamGroup(GroupCore):
         self, host: str, port: int, weight: int, pool_for: Callable[[PoolKey, str], TargetPool]
     ) -> Target:
         config = self.config
-        pool = pool_for(PoolKey(host, port, config.pool, config.tls), self.name)
+        pool = pool_for(PoolKey(host, port, config.pool, config.tls, config.protocol), self.name)
         authority = f"[{host}]" if ":" in host else host
         host_header = (config.host_header or f"{authority}:{port}").encode("ascii")
         return Target(host, port, weight, pool, host_header)

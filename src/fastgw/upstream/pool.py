@@ -10,6 +10,13 @@ away while waiting never leaks a connection (aiohttp #9670). Idle connections ar
 connection the upstream is closing (aiohttp #7297); the exchange still retries an idempotent
 request once on a fresh connection when a reused one dies before any response byte.
 
+An upstream with ``protocol: h2c`` or ``h2`` counts streams, not sockets: ``take_idle`` hands out a
+stream on the oldest connection with room (its server's SETTINGS_MAX_CONCURRENT_STREAMS and
+``pool.max_streams``), and ``acquire`` waits for room, opening a connection only when the waiters
+outnumber what the connections being opened will carry (so a burst opens one connection, not
+one per request). A connection that failed to open fails the waiters it was to carry; one that
+got GOAWAY takes no new stream and closes when its streams end (``proxy/h2_upstream.pyx``).
+
 An upstream with ``tls:`` has its own pools (the settings are part of the key): their
 connections are TLS connections, kept alive like any other. A handshake that fails (an
 untrusted, expired or wrongly named certificate) is a 502 naming the upstream, and a warning in
@@ -23,15 +30,17 @@ import logging
 import os
 import ssl
 import time
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple, TypeVar
 
-from fastgw._proxy import PoolCore, UpstreamConnection, UpstreamSide
+from fastgw._proxy import H2UpstreamConnection, PoolCore, UpstreamConnection, UpstreamSide
 from fastgw.config.schema import PoolConfig, UpstreamTlsConfig
 from fastgw.errors import ConnectFault, UpstreamFault
 from fastgw.http import _clock
 from fastgw.tls.client import client_context, describe_failure
 
 log = logging.getLogger("fastgw")
+_P = TypeVar("_P", UpstreamConnection, H2UpstreamConnection)
 _TLS_LOG_INTERVAL = 60.0  # a failing TLS target is logged at most this often
 
 
@@ -42,6 +51,7 @@ class PoolKey(NamedTuple):
     port: int
     config: PoolConfig
     tls: UpstreamTlsConfig | None = None
+    protocol: str = "http/1.1"  # or "h2c", "h2": HTTP/2, streams on shared connections
 
 
 class TargetPool(PoolCore):
@@ -49,12 +59,15 @@ class TargetPool(PoolCore):
     opening connections and waiting for one are here."""
 
     __slots__ = (
-        "__weakref__", "config", "host", "key", "label", "port", "server_name", "ssl", "tls_logged",
-        "upstreams",
+        "__weakref__", "config", "connect_timeout", "connecting", "host", "key", "label", "port",
+        "server_name", "ssl", "tls_logged", "upstreams",
     )  # fmt: skip
 
     def __init__(self, key: PoolKey) -> None:
-        super().__init__(key.config.max_idle, key.config.idle_timeout)
+        http2 = key.protocol != "http/1.1"
+        super().__init__(key.config.max_idle, key.config.idle_timeout, key.config.max_streams if http2 else 0)
+        self.connecting = 0  # HTTP/2 connections being opened
+        self.connect_timeout = 5.0  # the last one asked for (connections opened for waiters)
         self.key = key
         self.host = key.host
         self.port = key.port
@@ -70,11 +83,13 @@ class TargetPool(PoolCore):
         """(Re)read the TLS settings' files (a reload: rotated client certificates, CA bundles)."""
         tls = self.key.tls
         if tls is not None:
-            self.ssl = client_context(tls)
+            self.ssl = client_context(tls, "h2" if self.key.protocol == "h2" else "http/1.1")
             self.server_name = tls.server_name or self.host
 
     def acquire(self, connect_timeout: float) -> asyncio.Future[UpstreamSide]:
         """A future for a connection: a new one, or the next one released (slow path)."""
+        if self.max_streams:
+            return self._wait_for_stream(connect_timeout, False)
         loop = asyncio.get_running_loop()
         if self.open < self.config.max_connections:
             self.open += 1
@@ -86,16 +101,26 @@ class TargetPool(PoolCore):
         return waiter
 
     def connect_fresh(self, connect_timeout: float) -> asyncio.Future[UpstreamSide]:
-        """A new connection even at the limit: used once to retry after a stale reused one."""
+        """A new connection even at the limit: used once to retry after a stale reused one (HTTP/2:
+        a stream on another connection, opened even at the limit when none has room)."""
+        if self.max_streams:
+            return self._wait_for_stream(connect_timeout, True)
         self.open += 1
         return asyncio.get_running_loop().create_task(self._connect(connect_timeout))
 
     async def _connect(self, timeout: float) -> UpstreamSide:
+        conn = await self._open(lambda: UpstreamConnection(self), timeout)
+        self.opened += 1
+        self.in_use += 1
+        return conn
+
+    async def _open(self, factory: Callable[[], _P], timeout: float) -> _P:
+        """A connection made by ``factory``, or ConnectFault saying why not (counted)."""
         loop = asyncio.get_running_loop()
         try:
             _, conn = await asyncio.wait_for(
                 loop.create_connection(
-                    lambda: UpstreamConnection(self),
+                    factory,
                     self.host,
                     self.port,
                     ssl=self.ssl,
@@ -110,11 +135,7 @@ class TargetPool(PoolCore):
         except ssl.SSLError as exc:
             self._connect_failed()
             public, why = describe_failure(exc)
-            now = time.monotonic()
-            if now - self.tls_logged >= _TLS_LOG_INTERVAL:
-                self.tls_logged = now
-                names = ", ".join(repr(n) for n in sorted(self.upstreams)) or "?"
-                log.warning("upstream %s: TLS to %s failed: %s", names, self.label, why)
+            self._log_tls(why)
             raise ConnectFault(public, 502, f"{self.label}: {why}") from None
         except OSError as exc:
             self._connect_failed()
@@ -122,18 +143,99 @@ class TargetPool(PoolCore):
         except BaseException:
             self._connect_failed()
             raise
-        self.opened += 1
-        self.in_use += 1
         return conn
 
     def _connect_failed(self) -> None:
         self.open -= 1
         self.connect_errors += 1
-        self._open_for_waiter()
+        if not self.max_streams:
+            self._open_for_waiter()
 
-    def forget(self, conn: UpstreamSide) -> None:
+    def _log_tls(self, why: str) -> None:
+        now = time.monotonic()
+        if now - self.tls_logged >= _TLS_LOG_INTERVAL:
+            self.tls_logged = now
+            names = ", ".join(repr(n) for n in sorted(self.upstreams)) or "?"
+            log.warning("upstream %s: TLS to %s failed: %s", names, self.label, why)
+
+    # -- HTTP/2: streams on shared connections -----------------------------------------------------
+    def _wait_for_stream(self, connect_timeout: float, fresh: bool) -> asyncio.Future[UpstreamSide]:
+        """A future for a stream: on a connection with room, else once one has room (a stream
+        ended, or a connection opened for the waiters; ``fresh``: even past max_connections)."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[UpstreamSide] = loop.create_future()
+        stream = self.take_idle()
+        if stream is not None:
+            waiter.set_result(stream)
+            return waiter
+        deadline = _clock.now() + self.config.acquire_timeout
+        self.waiters.append((waiter, deadline))
+        _clock.file(self, deadline)
+        self.connect_timeout = connect_timeout
+        self._open_for_streams(fresh)
+        return waiter
+
+    def _open_for_streams(self, beyond_limit: bool = False) -> None:
+        """Open connections while the waiters outnumber the streams those being opened will carry."""
+        waiting = sum(1 for waiter, _ in self.waiters if not waiter.done())
+        loop = asyncio.get_running_loop()
+        while waiting > self.connecting * self.max_streams and (
+            self.open < self.config.max_connections or beyond_limit
+        ):
+            beyond_limit = False
+            self.open += 1
+            self.connecting += 1
+            loop.create_task(self._connect_h2(self.connect_timeout)).add_done_callback(self._connected)
+
+    async def _connect_h2(self, timeout: float) -> H2UpstreamConnection:
+        session = await self._open(lambda: H2UpstreamConnection(self, self.ssl is not None), timeout)
+        if session.alpn_refused is not None:
+            session.abort()
+            self._connect_failed()
+            why = f"ALPN: it chose {session.alpn_refused!r}, not 'h2' (does it speak HTTP/2?)"
+            self._log_tls(why)
+            raise ConnectFault("TLS: the target did not agree to HTTP/2", 502, f"{self.label}: {why}")
+        self.opened += 1
+        if not session.closed:
+            self.sessions.append(session)
+        return session
+
+    def _connected(self, task: asyncio.Task[H2UpstreamConnection]) -> None:
+        self.connecting -= 1
+        if task.cancelled():
+            return
+        failure = task.exception()
+        if failure is None:
+            self.serve_waiters()
+        else:
+            # The waiters it was to carry get its failure (those others being opened can carry wait).
+            carried = self.connecting * self.max_streams
+            kept: list[tuple[asyncio.Future[UpstreamSide], float]] = []
+            for waiter, deadline in self.waiters:
+                if waiter.done():
+                    continue
+                if len(kept) < carried:
+                    kept.append((waiter, deadline))
+                else:
+                    waiter.set_exception(failure)
+            self.waiters.clear()
+            self.waiters.extend(kept)
+        if self.waiters:
+            self._open_for_streams()  # more waiters than it carries (or its server allows)
+
+    def refill(self) -> None:
+        """A connection stopped taking streams (GOAWAY): another for the waiters, if need be."""
+        if self.waiters:
+            self._open_for_streams()
+
+    def forget(self, conn: UpstreamSide | H2UpstreamConnection) -> None:
         """The connection closed (either side); free its slot for a waiter."""
         self.open -= 1
+        if self.max_streams:
+            if conn in self.sessions:
+                self.sessions.remove(conn)
+            self.refill()
+            return
         if conn in self.idle:
             self.idle.remove(conn)
         self._open_for_waiter()
@@ -163,6 +265,8 @@ class TargetPool(PoolCore):
             _clock.file(self, self.waiters[0][1])
 
     def close(self) -> None:
+        for session in list(self.sessions):
+            session.retire()  # closes now if idle, else once its streams end
         for conn in self.idle:
             conn.close()
         self.idle.clear()

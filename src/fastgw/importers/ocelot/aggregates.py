@@ -138,6 +138,13 @@ def translate_aggregate(
             report.unsupported(
                 obj.file, at, f"{key}: no translated route has this Key; this part is left out"
             )
+        elif draft.websocket:
+            report.unsupported(
+                obj.file,
+                at,
+                f"{key}: a WebSocket route (DownstreamScheme ws or wss), which Ocelot's aggregation cannot"
+                " call either (its HTTP client has no ws scheme); this part is left out",
+            )
         elif not _BACKEND_KEY.fullmatch(key):
             report.unsupported(
                 obj.file, at, f"{key}: fastgw names a part with letters, digits, '_' and '-'; left out"

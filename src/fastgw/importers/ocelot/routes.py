@@ -6,9 +6,10 @@ limiting, authentication, authorization, claims transforms, query and header edi
 rewriting, then the cache.
 
 A route is left out (and the report says why) when fastgw cannot send its requests where Ocelot
-would, or cannot keep its access rules: a WebSocket upstream, a service in a registry fastgw
-cannot ask (Kubernetes, Service Fabric), a path template with no fastgw form, a claims requirement
-fastgw cannot check. Everything else is translated, with what differs said in the report.
+would, or cannot keep its access rules: a service in a registry fastgw cannot ask (Kubernetes,
+Service Fabric), a path template with no fastgw form, a claims requirement fastgw cannot check, a
+WebSocket route (``ws``, ``wss``) no handshake can reach. Everything else is translated, with what
+differs said in the report; a WebSocket route gets ``websocket: true``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,12 @@ from fastgw.importers.ocelot.policies import auth_plugins, cache_plugin, claim_e
 from fastgw.importers.ocelot.ratelimit import rate_limit_plugin
 from fastgw.importers.ocelot.reading import OcelotObject, Registry
 from fastgw.importers.ocelot.report import Report
-from fastgw.importers.ocelot.upstreams import UpstreamRegistry, downstream_tls, route_timeouts, upstream_of
+from fastgw.importers.ocelot.upstreams import (
+    UpstreamRegistry,
+    downstream_scheme,
+    route_timeouts,
+    upstream_of,
+)
 
 __all__ = [
     "Context",
@@ -73,6 +79,7 @@ class RouteDraft:
     downstream: str = ""  # DownstreamPathTemplate, for aggregates
     auth: list[dict[str, Any]] = field(default_factory=list)  # jwt/authorize, for aggregates
     left_out: bool = False
+    websocket: bool = False  # DownstreamScheme ws or wss: not a part an aggregate can call
 
     @property
     def label(self) -> str:
@@ -232,6 +239,29 @@ def _report_downstream_options(obj: OcelotObject, glob: GlobalConfiguration, rep
         )
 
 
+def _report_websocket_plugins(obj: OcelotObject, plugins: list[dict[str, Any]], report: Report) -> None:
+    """Ocelot sends a WebSocket handshake down a pipeline of its own, without the route's security,
+    rate limiting, authentication, authorization, claims or header transforms; fastgw runs the
+    route's plugins on it, as on any request (a stricter gateway, never a looser one)."""
+    if plugins:
+        names = ", ".join(dict.fromkeys(plugin["name"] for plugin in plugins))
+        report.approximated(
+            obj.file,
+            obj.at("DownstreamScheme"),
+            f"Ocelot checks none of this route's options on a WebSocket handshake (its WebSocket pipeline"
+            f" skips them); fastgw runs the route's plugins ({names}) on the handshake as on any request,"
+            " so a client they refuse gets its 401, 403 or 429 and no WebSocket",
+        )
+
+
+def _report_no_cache(obj: OcelotObject, report: Report) -> None:
+    """A WebSocket route gets no cache: Ocelot caches nothing on it (its WebSocket pipeline has no
+    cache, its plain requests fail), and a cached answer must never stand in for a handshake."""
+    for name in ("CacheOptions", "FileCacheOptions"):
+        if obj.raw(name):
+            report.ignored(obj.file, obj.at(name), "a WebSocket route: Ocelot caches nothing on it; no cache")
+
+
 def translate_route(
     obj: OcelotObject, order: int, modern_limits: bool, context: Context
 ) -> RouteDraft | None:
@@ -284,8 +314,16 @@ def translate_route(
         obj.at("DownstreamPathTemplate"),
         f"rewrite {rewrite}" if rewrite else "the path goes upstream as it came",
     )
-    usable, tls = downstream_tls(obj, context.glob, report)
-    if not usable:
+    scheme = downstream_scheme(obj, context.glob, report)
+    if scheme is None:
+        return None
+    if scheme.websocket and methods and "GET" not in methods:
+        report.unsupported(
+            obj.file,
+            obj.at("UpstreamHttpMethod"),
+            "a WebSocket route without GET: a WebSocket handshake is a GET request, so none reaches the route"
+            " (in Ocelot neither); left out",
+        )
         return None
     upstream, qos = upstream_of(
         obj,
@@ -295,7 +333,7 @@ def translate_route(
         context.upstreams,
         report,
         discovery=context.discovery,
-        tls=tls,
+        tls=scheme.tls,
     )
     if upstream is None:
         return None
@@ -322,7 +360,12 @@ def translate_route(
     claims = edits.plugin()
     if claims is not None:
         plugins.append(claims)
-    cache = cache_plugin(obj, key, bool(auth), context.glob, report)
+    if scheme.websocket:
+        _report_websocket_plugins(obj, plugins, report)
+        _report_no_cache(obj, report)
+        cache = None
+    else:
+        cache = cache_plugin(obj, key, bool(auth), context.glob, report)
     routes: list[dict[str, Any]] = []
     for index, (variant, downstream) in enumerate(zip(template.variants, downstreams, strict=True)):
         route: dict[str, Any] = {"id": ident if index == 0 else f"{ident}.{index + 1}", "path": variant.path}
@@ -337,6 +380,8 @@ def translate_route(
         route["upstream"] = upstream
         if downstream.rewrite:
             route["rewrite"] = downstream.rewrite
+        if scheme.websocket:
+            route["websocket"] = True
         if timeouts:
             route["timeouts"] = timeouts
         variant_plugins = plugins + transform_plugins(
@@ -367,6 +412,7 @@ def translate_route(
         upstream=upstream,
         downstream=downstream_text,
         auth=auth,
+        websocket=scheme.websocket,
     )
 
 

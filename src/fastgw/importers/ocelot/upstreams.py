@@ -7,7 +7,8 @@ with the same ones share one (named after the service, else the first host: ``lo
 
 - ``DownstreamScheme`` ``https`` -> ``tls: true`` (verified against the system's CA store, as
   .NET's HttpClient verifies); with ``DangerousAcceptAnyServerCertificateValidator``,
-  ``tls: {insecure_skip_verify: true}``. ``ws``/``wss`` routes are left out (no WebSocket proxying).
+  ``tls: {insecure_skip_verify: true}``. ``ws`` and ``wss`` make WebSocket routes
+  (``websocket: true``) to a plain or a TLS upstream, the same way.
 - ``DownstreamHostAndPorts`` (``DownstreamHost``/``DownstreamPort`` in Ocelot's oldest files):
   the targets, unless the route has a ``ServiceName`` (``discovery``: its instances come from the
   registry). Without ``LoadBalancerOptions`` (or with ``NoLoadBalancer``) Ocelot sends every
@@ -27,6 +28,7 @@ with the same ones share one (named after the service, else the first host: ``lo
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -36,7 +38,7 @@ from fastgw.importers.ocelot.global_config import GlobalConfiguration, Layered
 from fastgw.importers.ocelot.reading import OcelotObject, Registry, is_host
 from fastgw.importers.ocelot.report import Report
 
-__all__ = ["UpstreamRegistry", "downstream_tls", "route_timeouts", "upstream_of"]
+__all__ = ["DownstreamScheme", "UpstreamRegistry", "downstream_scheme", "route_timeouts", "upstream_of"]
 
 _BALANCERS = {"roundrobin": "round_robin", "leastconnection": "least_conn"}
 _SESSION_COOKIE = ".AspNetCore.Session"  # CookieStickySessions' default Key
@@ -275,10 +277,44 @@ def _pool(route: OcelotObject, handler: Layered, report: Report) -> dict[str, An
     return pool
 
 
-def downstream_tls(route: OcelotObject, glob: GlobalConfiguration, report: Report) -> tuple[bool, object]:
+@dataclass(frozen=True, slots=True)
+class DownstreamScheme:
+    """What a route's ``DownstreamScheme`` makes of it: the upstream's ``tls`` (None: plain) and
+    whether the route is a WebSocket route (``ws``, ``wss``)."""
+
+    tls: object
+    websocket: bool
+
+
+_VERIFIED = (
+    "the upstream's certificate is verified against the system's CA store and must name the host connected"
+    " to (sent as SNI), as .NET's {} checks it"
+)
+_SCHEMES = {  # scheme -> (encrypted, WebSocket, what the report says it maps to)
+    "http": (False, False, "http: plain HTTP/1.1 to the upstream"),
+    "https": (True, False, "https -> tls: " + _VERIFIED.format("HttpClient")),
+    "ws": (
+        False,
+        True,
+        "ws -> websocket: true, to a plain upstream: the handshake is routed like any request, then the two"
+        " connections are spliced byte for byte",
+    ),
+    "wss": (True, True, "wss -> websocket: true, with tls: " + _VERIFIED.format("ClientWebSocket")),
+}
+_WEBSOCKET_DIFFERENCES = (
+    "Ocelot ends each WebSocket itself and pings both sides, so a quiet connection stays open; fastgw passes"
+    " the bytes through and closes a tunnel with no byte either way for tunnel.idle_timeout (5m by"
+    " default: set it on the route if neither side pings more often). A plain request to the route goes"
+    " to the upstream over HTTP, where Ocelot fails it (its HTTP client cannot send to a ws URL)"
+)
+
+
+def downstream_scheme(
+    route: OcelotObject, glob: GlobalConfiguration, report: Report
+) -> DownstreamScheme | None:
     """``DownstreamScheme`` (the route's, else the global one) and
-    ``DangerousAcceptAnyServerCertificateValidator``: whether fastgw can send the route's requests
-    that way, and the upstream's ``tls`` (None: plain HTTP)."""
+    ``DangerousAcceptAnyServerCertificateValidator``: how fastgw sends the route's requests, or
+    None when it cannot (the route is left out)."""
     owner, name = glob.scalar(route, "DownstreamScheme")
     scheme = (owner.text(name) if owner is not None else None) or "http"
     lowered = scheme.lower()
@@ -286,32 +322,26 @@ def downstream_tls(route: OcelotObject, glob: GlobalConfiguration, report: Repor
     where = None if owner is None else (route.file, route.at(name))
     if owner is not None and owner is not route:
         where = (route.file, route.at(name) + " (from GlobalConfiguration)")
-    tls: object = None
-    if lowered == "https":
-        tls = {"insecure_skip_verify": True} if dangerous else True
+    known = _SCHEMES.get(lowered)
+    if known is None:
         if where is not None:
-            report.mapped(
-                *where,
-                "https -> tls: the upstream's certificate is verified against the system's CA store and must"
-                " name the host connected to (sent as SNI), as .NET's HttpClient checks it",
-            )
-    elif where is not None and lowered == "http":
-        report.mapped(*where, "http: plain HTTP/1.1 to the upstream")
-    elif where is not None and lowered in ("ws", "wss"):
-        report.unsupported(
-            *where, f"{scheme}: fastgw does not proxy WebSocket upgrades; the route is left out"
-        )
-    elif where is not None:
-        report.unsupported(*where, f"{scheme!r} is not a scheme Ocelot sends; the route is left out")
-    if dangerous and lowered in ("http", "https"):  # else the route is left out for its scheme
-        _report_dangerous(route, lowered, report)
-    return lowered in ("http", "https"), tls
+            report.unsupported(*where, f"{scheme!r} is not a scheme Ocelot sends; the route is left out")
+        return None
+    encrypted, websocket, detail = known
+    if where is not None:
+        report.mapped(*where, detail)
+        if websocket:
+            report.approximated(*where, _WEBSOCKET_DIFFERENCES)
+    if dangerous:
+        _report_dangerous(route, encrypted, report)
+    tls: object = ({"insecure_skip_verify": True} if dangerous else True) if encrypted else None
+    return DownstreamScheme(tls, websocket)
 
 
-def _report_dangerous(route: OcelotObject, scheme: str, report: Report) -> None:
+def _report_dangerous(route: OcelotObject, encrypted: bool, report: Report) -> None:
     at = route.at("DangerousAcceptAnyServerCertificateValidator")
-    if scheme == "http":
-        report.mapped(route.file, at, "true, with DownstreamScheme http: there is no certificate to check")
+    if not encrypted:
+        report.mapped(route.file, at, "true, with a plain DownstreamScheme: there is no certificate to check")
         return
     report.approximated(
         route.file,
@@ -336,7 +366,7 @@ def upstream_of(
     tls: object,
 ) -> tuple[str | None, Layered]:
     """The name of the route's fastgw upstream (None when it has nowhere to send), and its QoS
-    block (for the timeouts). ``tls`` is what ``downstream_tls`` made of the route's scheme."""
+    block (for the timeouts). ``tls`` is what ``downstream_scheme`` made of the route's scheme."""
     targets = _targets(route, registry, report)
     qos = glob.options(route, "QoSOptions", route_key)
     balancer = glob.options(route, "LoadBalancerOptions", route_key)

@@ -87,10 +87,11 @@ _REQUEST_FIELDS = frozenset(
         b"if-match",
         b"if-unmodified-since",
         b"if-range",
+        b"upgrade",
     }
 )
 # A request with one of these may get a 304 or 206 from the upstream: it does not lead a flight.
-_CONDITIONAL = _REQUEST_FIELDS - {b"authorization", b"cache-control", b"pragma"}
+_CONDITIONAL = _REQUEST_FIELDS - {b"authorization", b"cache-control", b"pragma", b"upgrade"}
 # Response fields not stored: framing and connection (a hit has its own), Date and Age (a hit's
 # are its own), Content-Type (kept apart), the gateway's own fields.
 _NOT_STORED = frozenset(
@@ -210,6 +211,8 @@ class CachePlugin(Plugin):
         if method != _GET and method != _HEAD:
             return None
         fields = fields_of(ctx.headers, self.wanted)
+        if b"upgrade" in fields:
+            return None  # a protocol switch (WebSocket) is never answered from the cache
         if not self.authorized and b"authorization" in fields:
             self.tell(ctx, BYPASS)
             return None
