@@ -54,6 +54,13 @@ extensions = [
         extra_compile_args=FLAGS,
     ),
     Extension(
+        "fastgw.observe._access_log",
+        ["src/fastgw/observe/_access_log.pyx"],
+        # cimports fastgw._proxy (reads the exchange's C fields): its headers come along
+        include_dirs=[f"{LLHTTP}/include", f"{NGHTTP2}/include", f"{NGHTTP2}/lib"],
+        extra_compile_args=FLAGS,
+    ),
+    Extension(
         "fastgw._proxy",
         ["src/fastgw/_proxy.pyx", *NGHTTP2_SOURCES],
         # llhttp: reads llhttp_t fields, calls no llhttp function; nghttp2: compiled in, static

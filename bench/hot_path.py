@@ -4,7 +4,7 @@ One client connection and one pooled upstream connection get no-op transports; e
 a browser-like GET into the client protocol and a small keep-alive response into the upstream
 protocol, exactly as uvloop would, so what is timed is parsing, routing, the exchange and head
 rendering, nothing else. ``python bench/hot_path.py [rounds] [feature,...]`` prints microseconds
-per request, with the named features of ``bench.run.FEATURES`` on (jwt, rate_limit,
+per request, with the named features of ``bench.features.FEATURES`` on (jwt, rate_limit,
 access_log); ``bench/micro/test_hot_path_bench.py`` runs the same under pytest-benchmark.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from bench.run import feature_parts
+from bench.features import feature_parts
 from fastgw._proxy import ClientProtocol, UpstreamConnection
 from fastgw.config import parse_config
 from fastgw.observe.access_log import access_log_for
@@ -55,16 +55,16 @@ class NullTransport:
 def make_round(features: tuple[str, ...] = ()) -> Any:
     """Build a gateway with one route (and ``features`` on) and return a function proxying one
     request."""
-    plugins, top, headers = feature_parts(Path(tempfile.mkdtemp(prefix="fastgw-hot-path-")), features)
+    parts = feature_parts(Path(tempfile.mkdtemp(prefix="fastgw-hot-path-")), features)
     doc: dict[str, Any] = {
         "listeners": [{"bind": "127.0.0.1:0"}],
         "upstreams": {"up": {"targets": ["127.0.0.1:9"]}},
         "routes": [
-            {"path": "/items/{id}", "upstream": "up", "plugins": [yaml.safe_load(p) for p in plugins]}
+            {"path": "/items/{id}", "upstream": "up", "plugins": [yaml.safe_load(p) for p in parts.plugins]}
         ],
-        **{k: v for line in top for k, v in yaml.safe_load(line).items()},
+        **{k: v for line in parts.top for k, v in yaml.safe_load(line).items()},
     }
-    request = REQUEST[:-2] + b"".join(f"{n}: {v}\r\n".encode() for n, v in headers.items()) + b"\r\n"
+    request = REQUEST[:-2] + b"".join(f"{n}: {v}\r\n".encode() for n, v in parts.headers.items()) + b"\r\n"
     plan = compile_plan(parse_config(doc, "bench.yaml"))
     server = ListenerServer(next(iter(plan.listeners.values())))
     server.access_log = access_log_for(plan.config.access_log, None)

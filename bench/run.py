@@ -17,7 +17,6 @@ import argparse
 import contextlib
 import functools
 import importlib.machinery
-import json
 import os
 import re
 import resource
@@ -27,12 +26,15 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, replace
 from pathlib import Path
 
-from bench import http2, tls, websocket
+from bench import http2, tail, tls, websocket
+from bench.features import admin_port, feature_parts, header_script, nginx_notes
+from bench.report import Result, print_table, save_results
 from bench.scenarios import SCENARIOS, Scenario
 from bench.status_poll import polling
 
@@ -54,21 +56,6 @@ LOG_TAIL_LINES = 40  # of a contender's log, printed when it does not start
 
 class BenchError(Exception):
     """The bench cannot go on; the message says why and what to do. Printed without a traceback."""
-
-
-@dataclass
-class Result:
-    scenario: str
-    contender: str
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    cpu_us: float  # per request, user + system, proxy process tree
-    user_us: float
-    sys_us: float
-    errors: int
-    rounds: list[float] = field(default_factory=list)
-    rss_mb: float = 0.0
 
 
 # -- setup ---------------------------------------------------------------------------------------
@@ -155,64 +142,6 @@ def process(
         log.close()
 
 
-# -- fastgw's features ---------------------------------------------------------------------------
-JWT_SECRET = "bench-secret-of-at-least-32-bytes!"  # HS256 wants a key as long as its hash
-
-
-def jwt_token() -> str:
-    import jwt  # a fastgw dependency
-
-    claims = {"sub": "bench", "aud": "bench", "exp": int(time.time()) + 3600}
-    return jwt.encode(claims, JWT_SECRET, algorithm="HS256")
-
-
-# Per feature: the route plugins it adds, the top-level config lines, the request headers it needs.
-FEATURES: dict[str, Callable[[Path], tuple[list[str], list[str], dict[str, str]]]] = {
-    # a verified token, cached after its first request (the cost the issue asks about)
-    "jwt": lambda _: (
-        [f"{{name: jwt, secret: '{JWT_SECRET}', audience: bench}}"],
-        [],
-        {"Authorization": f"Bearer {jwt_token()}"},
-    ),
-    # per process, keyed by client address, a limit wrk never reaches
-    "rate_limit": lambda _: (["{name: rate_limit, limit: 1000000000, window: 60s, key: ip}"], [], {}),
-    "access_log": lambda workdir: ([], [f"access_log: {{sink: '{workdir / 'access.log'}'}}"], {}),
-    # every request after the first a hit: the upstream is not asked
-    "cache": lambda _: (["{name: cache, ttl: 60s}"], [], {}),
-    # an admin listener: the status page's sampler runs, and errors are kept for it
-    "admin": lambda workdir: ([], [f"admin: {{bind: '127.0.0.1:{admin_port(workdir)}'}}"], {}),
-}
-
-
-def admin_port(workdir: Path) -> int:
-    """The admin listener's port in this bench run (chosen once, kept in the work directory)."""
-    saved = workdir / "admin.port"
-    if not saved.exists():
-        saved.write_text(str(free_port()))
-    return int(saved.read_text())
-
-
-def feature_parts(workdir: Path, features: tuple[str, ...]) -> tuple[list[str], list[str], dict[str, str]]:
-    """The route plugins, top-level config lines and request headers of these features."""
-    plugins: list[str] = []
-    top: list[str] = []
-    headers: dict[str, str] = {}
-    for feature in features:
-        more_plugins, more_top, more_headers = FEATURES[feature](workdir)
-        plugins += more_plugins
-        top += more_top
-        headers.update(more_headers)
-    return plugins, top, headers
-
-
-def header_script(workdir: Path, scenario: Scenario, headers: dict[str, str]) -> Path:
-    """A wrk script setting the headers the scenario's features need (sent to every contender)."""
-    lines = [f'wrk.headers["{name}"] = "{value}"' for name, value in headers.items()]
-    path = workdir / f"headers-{scenario.name}.lua"
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
 # -- contenders ----------------------------------------------------------------------------------
 def upstream_ports(upstreams: tuple[int, ...], scenario: Scenario) -> tuple[int, ...]:
     """The upstream ports a scenario proxies to (see ``run`` for the five): the upstream nginx's,
@@ -238,16 +167,18 @@ def fastgw_config(workdir: Path, port: int, upstreams: tuple[int, ...], scenario
         *([tls.fastgw_listener_tls(workdir, scenario.key_type)] if scenario.tls == "client" else []),
         *([http2.fastgw_listener(False)] if scenario.driver == "h2load" and scenario.tls != "client" else []),
         "upstreams:",
-        f"  up: {{targets: [{targets}], balance: {scenario.balance},{upstream_tls}"
-        " pool: {max_connections: 4096, max_idle: 2048}}",
+        # The default pool (1,024 connections per target, all kept idle): c1000 shows its churn.
+        f"  up: {{targets: [{targets}], balance: {scenario.balance},{upstream_tls}}}",
         "routes:",
     ]
     if routes > 1:
         lines += [f"  - {{path: '/svc{i}/items/{{id}}', upstream: up}}" for i in range(routes)]
-    plugins, top, _ = feature_parts(workdir, scenario.features)
+    parts = feature_parts(workdir, scenario.features)
     upgrade = ", websocket: true" if scenario.driver == "ws" else ""
-    lines.append(f"  - {{path: '/{{*rest}}', upstream: up, plugins: [{', '.join(plugins)}]{upgrade}}}")
-    lines += top
+    lines.append(
+        f"  - {{id: all, path: '/{{*rest}}', upstream: up, plugins: [{', '.join(parts.plugins)}]{upgrade}}}"
+    )
+    lines += parts.top
     path = workdir / f"fastgw-{scenario.name}.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -266,12 +197,20 @@ def start_direct(workdir: Path, port: int, upstreams: tuple[int, ...], scenario:
 def start_nginx(
     workdir: Path, port: int, upstreams: tuple[int, ...], scenario: Scenario
 ) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
+    conf = nginx_config(workdir, port, upstreams, scenario)
+    return process(["nginx", "-c", str(conf), "-p", str(workdir)], port, workdir)
+
+
+def nginx_config(workdir: Path, port: int, upstreams: tuple[int, ...], scenario: Scenario) -> Path:
     proxied = nginx_proxied(workdir, scenario)
     count = scenario.routes if scenario.routes > 1 else 0
     locations = "\n".join(f"        location /svc{i}/ {{ {proxied} }}" for i in range(count))
     servers = " ".join(f"server 127.0.0.1:{p};" for p in upstream_ports(upstreams, scenario))
+    parts = feature_parts(workdir, scenario.features)
     conf = render(
         "nginx_proxy.conf", workdir, dir=workdir, port=port, servers=servers, locations=locations,
+        workers=scenario.workers, http_features="\n    ".join(parts.nginx_http),
+        location_features="\n            ".join(parts.nginx_location),
         listen_ssl=(
             http2.nginx_listen_flags(scenario.tls == "client") if scenario.driver == "h2load"
             else " ssl" if scenario.tls == "client" else ""
@@ -279,7 +218,7 @@ def start_nginx(
         server_tls=tls.nginx_server_tls(workdir, scenario.key_type) if scenario.tls == "client" else "",
         proxied=proxied,
     )  # fmt: skip
-    return process(["nginx", "-c", str(conf), "-p", str(workdir)], port, workdir)
+    return conf
 
 
 def nginx_proxied(workdir: Path, scenario: Scenario) -> str:
@@ -371,8 +310,9 @@ def start_fastgw(
 ) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
     conf = fastgw_config(workdir, port, upstreams, scenario)
     env, _ = fastgw_environment(src)
+    workers = ["--workers", str(scenario.workers)] if scenario.workers > 1 else []
     return process(
-        [sys.executable, "-m", "fastgw.cli", "--log-level", "WARNING", "run", "-c", str(conf)],
+        [sys.executable, "-m", "fastgw.cli", "--log-level", "WARNING", "run", "-c", str(conf), *workers],
         port,
         workdir,
         env,
@@ -405,6 +345,7 @@ CONTENDERS: dict[str, Starter] = {
     ),  # the floor: bytes relayed by uvloop, no gateway work (peers/bare_forwarder.py)
 }
 DEFAULT_CONTENDERS = tuple(CONTENDERS)  # before --baseline adds its own
+GROUPS = ",tail,idle,idle-ws"  # after the scenarios: constant-rate latency, idle connections and tunnels
 DEFAULT_ROUNDS = 3
 DEFAULT_SECONDS = 5
 
@@ -488,8 +429,9 @@ def parse_wrk(out: str) -> dict[str, float]:
     return {
         "requests": requests,
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
-        "p50": _ms(re.search(r"50%\s+(\S+)", out).group(1)),  # type: ignore[union-attr]
-        "p99": _ms(re.search(r"99%\s+(\S+)", out).group(1)),  # type: ignore[union-attr]
+        # Anchored: the Req/Sec line's last column ("71.50%") also ends in "50%" (or "99%").
+        "p50": _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1)),  # type: ignore[union-attr]
+        "p99": _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1)),  # type: ignore[union-attr]
         "errors": errors + (int(non2xx.group(1)) if non2xx else 0),
     }
 
@@ -502,11 +444,19 @@ def measure(
     rounds: int,
     seconds: float,
     script: Path | None = None,
+    upstream: int | None = None,
     grpc_message: Path | None = None,
 ) -> Result:
+    """The median of ``rounds`` rounds by throughput, after a warm-up; with ``upstream`` (the
+    upstream nginx's port), the connections it accepted from the round's second second to its end:
+    the proxy's churn in steady state (a round's first second reopens what the last one's end
+    cut: wrk stops with requests in flight, and a proxy may close their upstream connections)."""
+
     def drive(seconds: float) -> dict[str, float]:
         if scenario.driver == "wrk":
             return wrk(port, scenario, seconds, script)
+        if scenario.driver == "rate":
+            return tail.constant_rate(port, scenario.path, scenario.rate, seconds, scenario.connections)
         if scenario.driver == "h2load":
             return http2.h2load(
                 port, scenario.path, seconds, scenario.connections, scenario.streams,
@@ -520,13 +470,19 @@ def measure(
     samples = []
     for _ in range(rounds):
         pids = process_tree(proc.pid) if proc is not None else []
+        marks: list[int] = []
+        mark = threading.Timer(1.0, lambda into=marks: into.append(upstream_accepts(upstream)))
+        mark.start()
         before = cpu_ticks(pids)
         run = drive(seconds)
         after = cpu_ticks(pids)
+        mark.join()
+        run["opened"] = upstream_accepts(upstream) - marks[0] - 1  # less the status read's own
         per = 1e6 / CLK_TCK / max(run["requests"], 1)
         samples.append((run, (after[0] - before[0]) * per, (after[1] - before[1]) * per, rss_mb(pids)))
-    samples.sort(key=lambda s: s[0]["rps"])
-    run, user, system, rss = samples[len(samples) // 2]  # the median round by throughput
+    # The median round by throughput; at a constant rate (the same throughput), by p99.
+    samples.sort(key=lambda s: s[0]["p99" if scenario.driver == "rate" else "rps"])
+    run, user, system, rss = samples[len(samples) // 2]
     return Result(
         scenario.name,
         name,
@@ -539,7 +495,47 @@ def measure(
         int(run["errors"]),
         [s[0]["rps"] for s in samples],
         rss,
+        int(run["opened"]) if upstream is not None else -1,
+        run.get("p999", 0.0),
     )
+
+
+def upstream_accepts(port: int | None) -> int:
+    """Connections the upstream nginx has accepted so far (its stub_status), 0 when not asked."""
+    if port is None:
+        return 0
+    with socket.create_connection(("127.0.0.1", port), 5) as sock:
+        sock.sendall(b"GET /upstream_status HTTP/1.1\r\nHost: up\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while data := sock.recv(4096):
+            answer += data
+    found = re.search(rb"accepts handled requests\s+(\d+)", answer)
+    if found is None:
+        raise BenchError(f"the upstream's stub_status said {answer[-200:]!r}")
+    return int(found.group(1))
+
+
+def tail_latency(
+    workdir: Path, upstreams: tuple[int, ...], names: list[str], rounds: int, seconds: float
+) -> list[Result]:
+    """Each contender's peak (wrk, one round), then latency at a constant 50% and 90% of nginx's
+    peak (bench/tail.py): nginx runs first, so every contender is offered the same rates."""
+    results: list[Result] = []
+    peak = 0.0
+    plain = Scenario("tail-peak", "/items/1", connections=tail.CONNECTIONS)
+    for name in names:
+        port = free_port()
+        with CONTENDERS[name](workdir, port, upstreams, plain) as proc:
+            results.append(measure(name, proc, port, plain, 1, seconds, upstream=upstreams[0]))
+            peak = peak or results[-1].rps
+            for load in tail.LOADS:
+                paced = replace(plain, name=f"tail-{load:.0%}", driver="rate", rate=load * peak)
+                results.append(measure(name, proc, port, paced, rounds, seconds, upstream=upstreams[0]))
+        for r in results[-1 - len(tail.LOADS) :]:
+            print(
+                f"  {r.scenario:14} {name:8} {r.rps:9.0f} req/s p99 {r.p99_ms:7.3f} ms {r.cpu_us:7.2f} us/req"
+            )
+    return results
 
 
 def idle_connections(workdir: Path, upstreams: tuple[int, ...], count: int) -> list[Result]:
@@ -605,7 +601,7 @@ FEATURE_BASELINE = "small-get"  # feature scenarios are the small GET with featu
 
 def with_ratios(results: list[Result]) -> list[dict[str, object]]:
     rows = []
-    features = {s.name for s in SCENARIOS if s.features}
+    features = {s.name: s.features for s in SCENARIOS if s.features}
     plain = next((x for x in results if x.scenario == FEATURE_BASELINE and x.contender == "fastgw"), None)
     for r in results:
         ref = next((x for x in results if x.scenario == r.scenario and x.contender == "nginx"), None)
@@ -613,6 +609,9 @@ def with_ratios(results: list[Result]) -> list[dict[str, object]]:
         if ref is not None and ref.rps and r.rps:
             row["rps_vs_nginx"] = round(r.rps / ref.rps, 3)
             row["cpu_vs_nginx"] = round(r.cpu_us / ref.cpu_us, 3) if ref.cpu_us and r.cpu_us else None
+        lacks = nginx_notes(features.get(r.scenario, ()))
+        if r.contender == "nginx" and lacks:
+            row["nginx_lacks"] = lacks
         if r.scenario in features and r.contender == "fastgw" and plain is not None and plain.cpu_us:
             # What the features cost: CPU per request over plain fastgw's small GET in this run.
             row["cpu_over_plain_us"] = round(r.cpu_us - plain.cpu_us, 2)
@@ -621,91 +620,21 @@ def with_ratios(results: list[Result]) -> list[dict[str, object]]:
     return rows
 
 
-def print_table(rows: list[dict[str, object]]) -> None:
-    head = (
-        f"{'scenario':14} {'contender':9} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'cpu us':>7} "
-        f"{'user':>6} {'sys':>6} {'x nginx rps':>11} {'x nginx cpu':>11} {'rss MB':>7} {'err':>4}"
-    )
-    print(head)
-    print("-" * len(head))
-    for r in rows:
-        rv, cv = r.get("rps_vs_nginx"), r.get("cpu_vs_nginx")
-        print(
-            f"{r['scenario']:14} {r['contender']:9} {r['rps']:9.0f} {r['p50_ms']:7.3f} {r['p99_ms']:7.3f} "
-            f"{r['cpu_us']:7.2f} {r['user_us']:6.2f} {r['sys_us']:6.2f} "
-            f"{(f'{rv:.3f}' if rv else '-'):>11} {(f'{cv:.3f}' if cv else '-'):>11} "
-            f"{r['rss_mb']:7.1f} {r['errors']:4}"
-        )
-    for r in rows:
-        if "cpu_over_plain_us" in r:
-            print(
-                f"{r['scenario']}: fastgw spends {r['cpu_over_plain_us']} us more CPU per request than"
-                f" plain fastgw ({r['user_over_plain_us']} us of it user space)"
-            )
-    failed = sorted({f"{r['scenario']}/{r['contender']}" for r in rows if r["errors"]})
-    if failed:
-        # Errors (socket errors or non-2xx) make a row's figures meaningless: say so, loudly.
-        print(f"\nWARNING: errors in {', '.join(failed)}; their figures do not measure proxying")
-
-
-def draw_chart(rows: list[dict[str, object]], path: Path) -> None:
-    """Two panels over the same scenarios: requests/s and CPU per request, each relative to nginx
-    in the same run (more requests/s is better; less CPU per request is better)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    scenarios = [
-        s
-        for s in dict.fromkeys(str(r["scenario"]) for r in rows)
-        if any(r.get("rps_vs_nginx") for r in rows if r["scenario"] == s)
-    ]
-    contenders = list(dict.fromkeys(str(r["contender"]) for r in rows))
-    fig, (rps_ax, cpu_ax) = plt.subplots(2, 1, figsize=(11, 8), sharex=True)
-    width = 0.8 / max(len(contenders), 1)
-    panels = (
-        (rps_ax, "rps_vs_nginx", "requests/s relative to nginx (higher is better)"),
-        (cpu_ax, "cpu_vs_nginx", "CPU per request relative to nginx (lower is better)"),
-    )
-    for ax, key, label in panels:
-        for i, name in enumerate(contenders):
-            values = [
-                next(
-                    (
-                        float(r[key])  # type: ignore[arg-type]
-                        for r in rows
-                        if r["scenario"] == s and r["contender"] == name and r.get(key)
-                    ),
-                    0.0,
-                )
-                for s in scenarios
-            ]
-            ax.bar([x + i * width for x in range(len(scenarios))], values, width, label=name)
-        ax.axhline(1.0, color="black", linewidth=0.8)
-        ax.set_ylabel(label)
-    # A ratio on a log scale: twice the CPU and half of it lie as far from nginx's 1.0, and a slow
-    # peer's 18x does not flatten the rest.
-    cpu_ax.set_yscale("log")
-    cpu_ax.set_yticks([0.5, 1, 2, 5, 10, 20], ["0.5", "1", "2", "5", "10", "20"])
-    cpu_ax.minorticks_off()
-    cpu_ax.set_xticks([x + width * (len(contenders) - 1) / 2 for x in range(len(scenarios))], scenarios)
-    cpu_ax.tick_params(axis="x", labelrotation=20)
-    rps_ax.set_title("fastgw and peers, one worker each, same machine, same run")
-    rps_ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS)
     parser.add_argument("--seconds", type=int, default=DEFAULT_SECONDS)
     parser.add_argument(
-        "--scenarios", default=",".join(s.name for s in SCENARIOS) + ",idle,idle-ws", help="comma-separated"
+        "--scenarios", default=",".join(s.name for s in SCENARIOS) + GROUPS, help="comma-separated"
     )
     parser.add_argument("--contenders", default=",".join(DEFAULT_CONTENDERS), help="comma-separated")
     parser.add_argument("--idle", type=int, default=10_000, help="connections held in the idle scenario")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="fastgw's --workers and nginx's worker_processes (scenarios -wN)",
+    )
     parser.add_argument("--idle-ws", type=int, default=1_000, help="tunnels held in the idle-ws scenario")
     parser.add_argument("--no-install", action="store_true", help="do not apt-get/pip install missing tools")
     parser.add_argument(
@@ -730,7 +659,7 @@ def main(argv: list[str] | None = None) -> int:
 def is_full_run(args: argparse.Namespace) -> bool:
     """Every scenario and every contender, rounds and seconds at least the defaults: a run fit to
     replace the figures the README shows."""
-    every_scenario = {s.name for s in SCENARIOS} | {"idle", "idle-ws"}
+    every_scenario = {s.name for s in SCENARIOS} | set(GROUPS.split(",")[1:])
     return (
         set(args.scenarios.split(",")) >= every_scenario
         and set(args.contenders.split(",")) >= set(DEFAULT_CONTENDERS)
@@ -777,12 +706,16 @@ def run(args: argparse.Namespace) -> int:
             for scenario in SCENARIOS:
                 if scenario.name not in wanted:
                     continue
+                if args.workers > 1:
+                    scenario = replace(
+                        scenario, name=f"{scenario.name}-w{args.workers}", workers=args.workers
+                    )
                 for name in scenario_contenders(scenario, args.baseline is not None):
                     if name not in allowed:
                         continue
                     port = upstream_ports(upstreams, scenario)[0] if name == "direct" else free_port()
-                    _, _, headers = feature_parts(workdir, scenario.features)
-                    script = header_script(workdir, scenario, headers) if headers else None
+                    headers = feature_parts(workdir, scenario.features).headers
+                    script = header_script(workdir, scenario.name, headers) if headers else None
                     polled = scenario.poll_admin and name in ("fastgw", "baseline")
                     with (
                         CONTENDERS[name](workdir, port, upstreams, scenario) as proc,
@@ -790,13 +723,16 @@ def run(args: argparse.Namespace) -> int:
                     ):
                         result = measure(
                             name, proc, port, scenario, args.rounds, args.seconds, script,
-                            grpc_message if scenario.grpc else None,
+                            upstream=upstream, grpc_message=grpc_message if scenario.grpc else None,
                         )  # fmt: skip
                     results.append(result)
                     print(
                         f"  {scenario.name:14} {name:8} {result.rps:9.0f} req/s {result.cpu_us:7.2f} us/req",
                         flush=True,
                     )
+            if "tail" in wanted:
+                names = [n for n in ("nginx", "fastgw", "baseline") if n in allowed]
+                results += tail_latency(workdir, upstreams, names, args.rounds, args.seconds)
             if "idle" in wanted:
                 results += idle_connections(workdir, upstreams, args.idle)
             if "idle-ws" in wanted:
@@ -808,29 +744,3 @@ def run(args: argparse.Namespace) -> int:
     for line in save_results(rows, RESULTS, latest=args.latest or is_full_run(args)):
         print(line)
     return 0
-
-
-def save_results(rows: list[dict[str, object]], directory: Path, latest: bool) -> list[str]:
-    """``<time>.json`` always; ``latest.json`` and ``latest.png`` (the README's) only when
-    ``latest``, so a quick look never replaces the full run's figures. Returns lines to print."""
-    directory.mkdir(exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    doc = {
-        "when": stamp,
-        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
-        "results": rows,
-    }
-    text = json.dumps(doc, indent=2) + "\n"
-    (directory / f"{stamp}.json").write_text(text)
-    if not latest:
-        return [
-            f"results: {directory / f'{stamp}.json'}",
-            f"not a full run: {directory / 'latest.json'} and latest.png are left as they are"
-            " (--latest replaces them)",
-        ]
-    (directory / "latest.json").write_text(text)
-    draw_chart(rows, directory / "latest.png")
-    return [
-        f"results: {directory / f'{stamp}.json'} and {directory / 'latest.json'}",
-        f"chart: {directory / 'latest.png'}",
-    ]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bench.features import PRODUCTION
+
 
 @dataclass(frozen=True)
 class Scenario:
@@ -19,16 +21,19 @@ class Scenario:
     contenders: tuple[str, ...] = ("direct", "nginx", "haproxy", "fastgw", "aiohttp")
     targets: int = 1  # upstream servers behind the proxy (the upstream nginx listens on two ports)
     balance: str = "round_robin"  # fastgw's balancer; nginx balances round robin
-    features: tuple[str, ...] = ()  # fastgw features switched on (FEATURES); the peers proxy plainly
+    features: tuple[str, ...] = ()  # switched on in fastgw and, where it has them, nginx (features.py)
     tls: str = ""  # "client": HTTPS from wrk to the proxy; "upstream": HTTPS from the proxy upstream
     key_type: str = "ecdsa"  # of the proxy's certificate (bench/tls.py)
     driver: str = "wrk"  # or "new" / "reuse": TLS handshakes by openssl s_time (bench/tls.py),
     #                      "h2load": HTTP/2 clients, ``connections`` x ``streams`` (bench/http2.py),
-    #                      "ws": WebSocket messages through the proxy to an echo upstream (bench/websocket.py)
+    #                      "ws": WebSocket messages through the proxy to an echo (bench/websocket.py),
+    #                      "rate": a constant request rate, latency from each due time (bench/tail.py)
     streams: int = 1  # h2load's concurrent streams per connection
+    rate: float = 0.0  # driver "rate": requests per second, at constant pace (bench/tail.py)
     grpc: bool = False  # h2load makes gRPC unary calls, a small message each (bench/http2.py)
     upstream_protocol: str = "http/1.1"  # "h2c": HTTP/2 to the upstream (bench/http2.py)
     poll_admin: bool = False  # poll fastgw's admin API as an open status page does (status_poll.py)
+    workers: int = 1  # fastgw's --workers and nginx's worker_processes (--workers; haproxy stays at 1)
 
 
 SCENARIOS = [
@@ -45,11 +50,14 @@ SCENARIOS = [
     Scenario("c1000", "/items/1", connections=1000, contenders=("direct", "nginx", "haproxy", "fastgw")),
     # What features cost per request: the same small GET with them on, against plain fastgw.
     Scenario("jwt+ratelimit", "/items/1", contenders=("nginx", "fastgw"), features=("jwt", "rate_limit")),
+    Scenario("rate-limit", "/items/1", contenders=("nginx", "fastgw"), features=("rate_limit",)),
     Scenario("access-log", "/items/1", contenders=("nginx", "fastgw"), features=("access_log",)),
     Scenario("cached", "/items/1", contenders=("nginx", "fastgw"), features=("cache",)),
     # The status page's cost: its sampler alone, then with the page open (polling the admin API).
     Scenario("admin", "/items/1", contenders=("nginx", "fastgw"), features=("admin",)),
     Scenario("status-page", "/items/1", contenders=("nginx", "fastgw"), features=("admin",), poll_admin=True),
+    # What a real edge runs at once: JWT, a limit per consumer, the access log, metrics, ids.
+    Scenario("production", "/items/1", contenders=("nginx", "fastgw"), features=PRODUCTION),
     # The balancer's cost: two targets, so fastgw picks per request instead of taking its single one.
     *(
         Scenario(f"balance-{name}", "/items/1", contenders=("nginx", "fastgw"), targets=2, balance=name)

@@ -188,6 +188,50 @@ def test_access_log_writes_one_json_line_per_request(
     assert "timed out" in second["error"]
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_lines_still_buffered_at_shutdown_are_written(
+    run_gateway: RunGateway, upstream_proc: Upstream, tmp_path: Path, workers: int, stop: signal.Signals
+) -> None:
+    """Lines wait in the buffer (an hour, 1 MiB): stopping the gateway writes them, in every worker."""
+    log_path = tmp_path / "access.log"
+    doc = gateway_doc(upstream_proc.port)
+    doc["access_log"] = {
+        "sink": str(log_path),
+        "flush_interval": "1h",
+        "buffer_bytes": "1MiB",
+        "fields": ["path"],
+    }
+    gw = run_gateway(doc, workers=workers)
+    for i in range(20):  # spread over the workers by the kernel (SO_REUSEPORT)
+        assert _get(gw.port, f"/echo/{i}").status == 200
+    assert not log_path.exists() or log_path.read_text() == ""  # buffered, not written
+    os.kill(gw.pid, stop)
+    assert gw.wait_exit(20) == 0
+    paths = sorted(json.loads(line)["path"] for line in log_path.read_text().splitlines())
+    assert paths == sorted(f"/echo/{i}" for i in range(20))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_reload_after_rotation_writes_to_a_new_file(
+    run_gateway: RunGateway, upstream_proc: Upstream, tmp_path: Path, workers: int
+) -> None:
+    """logrotate moves the file, then SIGHUP: later lines go to a new file at the configured path."""
+    log_path = tmp_path / "access.log"
+    doc = gateway_doc(upstream_proc.port)
+    doc["access_log"] = {"sink": str(log_path), "flush_interval": "50ms", "fields": ["path"]}
+    gw = run_gateway(doc, workers=workers)
+    assert _get(gw.port, "/echo/before").status == 200
+    wait_for(lambda: log_path.exists() and "/echo/before" in log_path.read_text(), 10, "the first line")
+    rotated = log_path.rename(tmp_path / "access.log.1")
+    os.kill(gw.pid, signal.SIGHUP)
+    wait_for(lambda: gw.proc.stderr().count("configuration reloaded") >= workers, 10, "the reload")
+    for i in range(10):  # to every worker
+        assert _get(gw.port, f"/echo/after{i}").status == 200
+    wait_for(lambda: log_path.exists() and log_path.read_text().count("/echo/after") == 10, 10, "new lines")
+    assert "/echo/after" not in rotated.read_text()
+
+
 # -- admin API and reload --------------------------------------------------------------------------
 
 

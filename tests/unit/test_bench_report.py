@@ -31,6 +31,14 @@ def test_parse_wrk_reads_counts_latency_units_and_errors() -> None:
     assert run["errors"] == 3 + 1 + 2 + 5
 
 
+def test_the_percentiles_are_read_from_the_distribution_not_the_thread_stats() -> None:
+    # The Req/Sec line's +/- Stdev column can end in "50%" or "99%": it is not a percentile.
+    out = WRK_OUTPUT.replace("42.01k     1.20k   44.10k    70.00%", "42.01k     1.20k   44.10k    71.50%")
+    out = out.replace("1.53ms  420.11us   9.87ms   85.00%", "1.53ms  420.11us   9.87ms   84.99%")
+    run = parse_wrk(out)
+    assert (run["p50"], run["p99"]) == (1.31, 0.87)
+
+
 def test_ratios_are_against_nginx_in_the_same_scenario() -> None:
     def result(scenario: str, contender: str, rps: float, cpu: float) -> Result:
         return Result(scenario, contender, rps, 1.0, 2.0, cpu, cpu / 2, cpu / 2, 0)

@@ -366,8 +366,8 @@ _VALUE_ERRORS: list[tuple[str, object, str]] = [
     ),
     (
         "upstreams.catalog.pool",
-        {"max_idle": 600},
-        "upstreams.catalog.pool.max_idle: expected at most max_connections (512), found 600",
+        {"max_idle": 1100},
+        "upstreams.catalog.pool.max_idle: expected at most max_connections (1024), found 1100",
     ),
     (
         "upstreams.catalog.pool.max_connections",
@@ -837,10 +837,29 @@ def test_upstream_fields() -> None:
     assert parse(with_value("upstreams.catalog", upstream)).upstreams["catalog"] == UpstreamConfig(
         name="catalog",
         targets=(TargetConfig("backend.internal", 9001), TargetConfig("::1", 9002, weight=3)),
-        pool=PoolConfig(max_connections=64, max_idle=64, idle_timeout=30.0),  # default idle shrinks
+        pool=PoolConfig(max_connections=64, max_idle=64, idle_timeout=30.0),  # default idle: all of them
         timeouts=UpstreamTimeouts(connect=0.25),
         host_header="catalog.internal:8080",
     )
+
+
+@pytest.mark.parametrize(
+    ("pool", "expected"),
+    [
+        (None, (1024, 1024)),  # 1,000 clients on one target: every connection stays in the pool
+        ({"max_connections": 4096}, (4096, 4096)),
+        ({"max_connections": 64}, (64, 64)),
+        ({"max_connections": 4096, "max_idle": 16}, (4096, 16)),  # written out: kept
+    ],
+)
+def test_idle_connections_are_capped_only_by_max_connections_unless_told(
+    pool: dict[str, int] | None, expected: tuple[int, int]
+) -> None:
+    """A max_idle below the concurrency churns: each release above it closes a connection the
+    next request opens again. Left out, it is max_connections (idle_timeout closes the rest)."""
+    doc = with_value("upstreams.catalog.pool", pool) if pool is not None else minimal()
+    got = parse(doc).upstreams["catalog"].pool
+    assert (got.max_connections, got.max_idle) == expected
 
 
 @pytest.mark.parametrize(

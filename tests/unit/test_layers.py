@@ -90,6 +90,14 @@ def test_the_checks_see_what_they_check() -> None:
     assert offenders("fastgw.reload", "fastgw.config") != []
 
 
+def test_the_hot_path_never_imports_what_observes_it() -> None:
+    # observe/_access_log.pyx cimports fastgw._proxy to read the exchange's C fields; the hot path
+    # only calls the log it is handed (ListenerServer.access_log), so the arrow stays one way.
+    assert "fastgw._proxy" in imported(SRC / "observe" / "_access_log.pyx")
+    assert offenders("fastgw._proxy", "fastgw.observe") == []
+    assert offenders("fastgw.proxy", "fastgw.observe") == []
+
+
 def test_no_source_file_is_over_900_lines() -> None:
     """One responsibility per module: a file past 900 lines is doing two things (the generated C,
     the vendored libraries and the type stubs aside)."""

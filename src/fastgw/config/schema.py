@@ -71,8 +71,11 @@ class TargetConfig:
 
 @dataclass(frozen=True, slots=True)
 class PoolConfig:
-    max_connections: int = 512  # per target, in use + idle
-    max_idle: int = 128  # per target
+    max_connections: int = 1024  # per target, in use + idle
+    # per target; unset: max_connections, so idle connections are closed by idle_timeout only. A
+    # lower cap churns under load: each release above it closes a connection the next request
+    # reopens (1,000 clients on one target with 128: 0.76x nginx's req/s at 1.4x its CPU).
+    max_idle: int = 1024
     idle_timeout: float = 50.0  # keep below the upstream's keep-alive timeout
     acquire_timeout: float = 5.0  # wait for a free connection when max_connections is reached
     max_streams: int = 100  # HTTP/2 upstreams: streams per connection (the server's SETTINGS may say fewer)

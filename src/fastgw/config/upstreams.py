@@ -3,7 +3,8 @@ active health checks, outlier detection, circuit breaker, balancing and concurre
 
 Where two keys bound each other (``pool.max_idle`` and ``max_connections``, ``health.timeout`` and
 ``interval``, ``outlier.max_ejection`` and ``base_ejection``), a value written out must fit, and a
-default that would not is moved to fit.
+default that would not is moved to fit. ``pool.max_idle`` left out is ``max_connections``: idle
+connections are closed by ``idle_timeout``, not by count.
 """
 
 from __future__ import annotations
@@ -72,14 +73,12 @@ _POOL: Mapping[str, Reader[object]] = {
 def _read_pool(value: object, path: str) -> PoolConfig:
     fields = read_fields(value, path, _POOL)
     pool = PoolConfig(**fields)
+    if "max_idle" not in fields:
+        return replace(pool, max_idle=pool.max_connections)  # no churn below max_connections
     if pool.max_idle > pool.max_connections:
-        if "max_idle" in fields:
-            raise expected(
-                join(path, "max_idle"),
-                f"at most max_connections ({pool.max_connections})",
-                pool.max_idle,
-            )
-        pool = replace(pool, max_idle=pool.max_connections)  # the default shrinks to fit
+        raise expected(
+            join(path, "max_idle"), f"at most max_connections ({pool.max_connections})", pool.max_idle
+        )
     return pool
 
 
