@@ -393,11 +393,17 @@ cdef class H2Connection:
         abandoned, closed once the GOAWAY is written."""
         if self.closing:
             return 0
-        self.client.server.count_h2(kind)
+        cdef ClientProtocol client = self.client
+        client.server.count_h2(kind)
         self.closing = True  # first: the GOAWAY below is ours, not nghttp2's
         self.submit_goaway(error_code)
         self.abandon(LEFT_BEFORE)
         self.flush()
+        if client.write_paused and not client.closed:
+            # The client takes nothing we send (a flood of PINGs whose answers it never reads):
+            # the GOAWAY cannot reach it, and waiting would hold the connection until the send
+            # timeout. Cut it now.
+            client.abort()
         return 0
 
     # -- time, drain, loss ----------------------------------------------------------------------------
