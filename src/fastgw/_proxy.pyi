@@ -2,6 +2,7 @@
 pieces and the exchange's two interfaces)."""
 
 import asyncio
+import ssl
 from collections import deque
 from collections.abc import Callable
 from typing import Any, ClassVar, final
@@ -41,6 +42,25 @@ def plan_changed() -> None:
 
 def render_chunk_header(size: int) -> bytes:
     """The chunk-size line for ``size`` bytes of data (lower-case hex)."""
+
+def enable_tls_link(libssl_path: bytes) -> bool: ...
+def tls_link_ready() -> bool: ...
+
+class TLSLink(asyncio.Protocol):  # and the transport above it; by duck typing at run time: a cdef class
+    app: Any
+    ssl_object: ssl.SSLObject | None
+    def __init__(
+        self,
+        app: Any,
+        context: ssl.SSLContext,
+        server_side: bool,
+        server_hostname: str | None,
+        handshake_timeout: float,
+        handshaken: asyncio.Future[Any] | None = None,
+    ) -> None: ...
+    def abort(self) -> None: ...
+    def close(self) -> None: ...
+    def get_extra_info(self, name: str, default: Any = None) -> Any: ...
 
 class Collected:
     """The response to one of the gateway's own calls."""

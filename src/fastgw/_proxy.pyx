@@ -122,6 +122,7 @@ def plan_changed() -> None:
 
 
 include "proxy/render.pyx"
+include "proxy/tls_link.pyx"
 include "proxy/ids.pyx"
 include "proxy/stats.pyx"
 include "proxy/plan.pyx"

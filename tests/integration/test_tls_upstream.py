@@ -10,7 +10,6 @@ import contextlib
 import json
 import logging
 import socket
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,7 +18,7 @@ import pytest
 from tests.support.certs import Issued, Pki
 from tests.support.gateway import RunningGateway
 from tests.support.procs import ProcessReaper, reaper
-from tests.support.rawhttp import build_request, connect, read_response
+from tests.support.rawhttp import build_request, connect, read_response, tcp_server
 from tests.support.upstream_server import start_upstream_process
 
 MakeGateway = Callable[[dict[str, Any]], RunningGateway]
@@ -178,30 +177,15 @@ def test_client_certificate_to_the_upstream(
 @pytest.fixture
 def plain_http_server() -> Iterator[int]:
     """A cleartext server that answers anything with a 400, as a web server does a ClientHello."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.2)
-    stop = threading.Event()
 
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            with conn:
-                conn.settimeout(5)
-                with contextlib.suppress(OSError):
-                    conn.recv(4096)
-                    conn.sendall(
-                        b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                    )
+    def answer(conn: socket.socket) -> None:
+        conn.settimeout(5)
+        with contextlib.suppress(OSError):
+            conn.recv(4096)
+            conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield listener.getsockname()[1]
-    stop.set()
-    thread.join(5)
-    listener.close()
+    with tcp_server(answer) as port:
+        yield port
 
 
 def test_tls_to_a_cleartext_upstream_is_a_502(

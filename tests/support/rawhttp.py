@@ -20,9 +20,11 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -315,3 +317,30 @@ def encode_chunked(pieces: Sequence[bytes], trailers: Sequence[tuple[str, str]] 
     for name, value in trailers:
         out += f"{name}: {value}\r\n".encode("latin-1")
     return bytes(out + b"\r\n")
+
+
+@contextmanager
+def tcp_server(handle: Callable[[socket.socket], None]) -> Iterator[int]:
+    """A loopback TCP server on a thread that passes each accepted connection to ``handle``, one
+    at a time, and closes it after; yields the port, and stops when the block ends."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                handle(conn)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()

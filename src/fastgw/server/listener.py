@@ -8,9 +8,11 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from fastgw._proxy import ClientProtocol, RequestIds, RequestStats, Tunnel
+from fastgw._proxy import ClientProtocol, RequestIds, RequestStats, TLSLink, Tunnel, enable_tls_link
+from fastgw.tls.openssl import LIBSSL_PATH
 
 if TYPE_CHECKING:
     from fastgw.observe.access_log import AccessLog
@@ -50,20 +52,32 @@ class ListenerServer:
         loop = asyncio.get_running_loop()
         plan = self.plan
         front = plan.tls_front
+        ssl_context = None
+        if front is not None and not enable_tls_link(os.fsencode(LIBSSL_PATH)):
+            ssl_context = front.context  # an interpreter whose ssl objects we cannot read
         try:
             self.server = await loop.create_server(
-                lambda: ClientProtocol(self),
+                self._protocol_factory(ssl_context is None),
                 plan.host,
                 plan.port,
                 reuse_port=reuse_port or None,
                 backlog=4096,
-                # The socket's context for its life: a reload changes what it hands handshakes.
-                ssl=front.context if front is not None else None,
-                # A handshake that does not finish is a slowloris: the head timeout bounds it.
-                ssl_handshake_timeout=plan.head_timeout if front is not None else None,
+                ssl=ssl_context,
+                ssl_handshake_timeout=plan.head_timeout if ssl_context is not None else None,
             )
         except OSError as exc:
             raise OSError(exc.errno, f"listener {plan.name} on {plan.bind}: {exc.strerror or exc}") from None
+
+    def _protocol_factory(self, own_tls: bool) -> Callable[[], asyncio.BaseProtocol]:
+        """What each accepted connection speaks to: the client protocol, under the compiled TLS
+        layer (``own_tls``) on a TLS listener."""
+        front = self.plan.tls_front
+        if front is None or not own_tls:
+            return lambda: ClientProtocol(self)
+        # The socket's context for its life: a reload changes what it hands handshakes. A
+        # handshake that does not finish is a slowloris: the head timeout bounds it.
+        context, timeout = front.context, self.plan.head_timeout
+        return lambda: TLSLink(ClientProtocol(self), context, True, None, timeout)
 
     @property
     def addresses(self) -> list[tuple[str, int]]:

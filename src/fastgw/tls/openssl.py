@@ -28,23 +28,25 @@ TICKET_KEY_BYTES = 80  # key name 16, HMAC secret 32, AES key 32
 _StatusCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
 
 
-def _loaded_libssl() -> ctypes.CDLL:
-    """The libssl ``_ssl`` is linked against (already in this process: the same instance)."""
+def _loaded_libssl() -> str:
+    """The path of the libssl ``_ssl`` is linked against (already in this process: opening it
+    again gives the same instance)."""
     try:
         with open("/proc/self/maps") as maps:
             for line in maps:
                 path = line.split()[-1]
                 if "/libssl.so" in path:
-                    return ctypes.CDLL(path)
+                    return path
     except OSError:
         pass
     name = ctypes.util.find_library("ssl")
     if name is None:
         raise OSError("libssl not found")
-    return ctypes.CDLL(name)
+    return name
 
 
-_lib = _loaded_libssl()
+LIBSSL_PATH = _loaded_libssl()
+_lib = ctypes.CDLL(LIBSSL_PATH)
 _lib.SSL_CTX_ctrl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_void_p]
 _lib.SSL_CTX_ctrl.restype = ctypes.c_long
 _lib.SSL_CTX_callback_ctrl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]

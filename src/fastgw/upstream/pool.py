@@ -33,11 +33,19 @@ import time
 from collections.abc import Callable
 from typing import NamedTuple, TypeVar
 
-from fastgw._proxy import H2UpstreamConnection, PoolCore, UpstreamConnection, UpstreamSide
+from fastgw._proxy import (
+    H2UpstreamConnection,
+    PoolCore,
+    TLSLink,
+    UpstreamConnection,
+    UpstreamSide,
+    enable_tls_link,
+)
 from fastgw.config.schema import PoolConfig, UpstreamTlsConfig
 from fastgw.errors import ConnectFault, UpstreamFault
 from fastgw.http import _clock
 from fastgw.tls.client import client_context, describe_failure
+from fastgw.tls.openssl import LIBSSL_PATH
 
 log = logging.getLogger("fastgw")
 _P = TypeVar("_P", UpstreamConnection, H2UpstreamConnection)
@@ -116,19 +124,8 @@ class TargetPool(PoolCore):
 
     async def _open(self, factory: Callable[[], _P], timeout: float) -> _P:
         """A connection made by ``factory``, or ConnectFault saying why not (counted)."""
-        loop = asyncio.get_running_loop()
         try:
-            _, conn = await asyncio.wait_for(
-                loop.create_connection(
-                    factory,
-                    self.host,
-                    self.port,
-                    ssl=self.ssl,
-                    server_hostname=self.server_name,
-                    ssl_handshake_timeout=timeout if self.ssl is not None else None,
-                ),
-                timeout,
-            )
+            conn = await asyncio.wait_for(self._dial(factory, timeout), timeout)
         except TimeoutError:
             self._connect_failed()
             raise ConnectFault(f"connect timed out after {timeout:g}s", 504, self.label) from None
@@ -144,6 +141,31 @@ class TargetPool(PoolCore):
             self._connect_failed()
             raise
         return conn
+
+    async def _dial(self, factory: Callable[[], _P], timeout: float) -> _P:
+        """The TCP connection, and over it the TLS handshake when the upstream speaks TLS."""
+        loop = asyncio.get_running_loop()
+        if self.ssl is None:
+            _, conn = await loop.create_connection(factory, self.host, self.port)
+            return conn
+        if not enable_tls_link(os.fsencode(LIBSSL_PATH)):  # the event loop's TLS layer
+            _, conn = await loop.create_connection(
+                factory,
+                self.host,
+                self.port,
+                ssl=self.ssl,
+                server_hostname=self.server_name,
+                ssl_handshake_timeout=timeout,
+            )
+            return conn
+        handshaken: asyncio.Future[_P] = loop.create_future()
+        link = TLSLink(factory(), self.ssl, False, self.server_name or self.host, timeout, handshaken)
+        try:
+            await loop.create_connection(lambda: link, self.host, self.port)
+            return await handshaken
+        except asyncio.CancelledError:
+            link.abort()  # timed out or cancelled mid-handshake: the socket goes with it
+            raise
 
     def _connect_failed(self) -> None:
         self.open -= 1
