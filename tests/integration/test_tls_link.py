@@ -84,6 +84,34 @@ def test_a_refused_handshake_is_told_why_by_an_alert(
     assert https_get(gw.port, accepted)[0].status == 200
 
 
+def test_failed_handshakes_are_counted_by_reason(
+    make_gateway: MakeGateway, upstream: int, pki: Pki, gw_cert: Issued
+) -> None:
+    doc = tls_doc(upstream, gw_cert, min_version="1.3")
+    doc["listeners"][0]["timeouts"] = {"head": "1s"}
+    gw = make_gateway(doc)
+    with pytest.raises(ssl.SSLError):
+        https_get(gw.port, pki.client_context(maximum_version=ssl.TLSVersion.TLSv1_2))
+    for garbage in (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b""):  # cleartext HTTP; then silence
+        with connect(gw.port) as sock:
+            sock.sendall(garbage)
+            sock.settimeout(10)
+            sock.recv(4096)  # the alert, or the end once the head timeout passed
+    with connect(gw.port):
+        pass  # gone before saying anything
+    assert https_get(gw.port, pki.client_context())[0].status == 200  # and a good one is not counted
+
+    def failures() -> dict[str, int]:
+        family = gw.gateway.collect().get("fastgw_tls_handshake_failures_total")
+        samples = family.samples.items() if family is not None else ()
+        return {dict(key[1])["reason"]: int(value) for key, value in samples}
+
+    deadline = time.monotonic() + 10
+    while gw.call(failures).get("closed") != 1 and time.monotonic() < deadline:
+        time.sleep(0.05)  # the last close reaches the gateway's loop in its own time
+    assert gw.call(failures) == {"unsupported_protocol": 1, "http_request": 1, "timeout": 1, "closed": 1}
+
+
 def test_close_sends_close_notify_and_a_clients_close_notify_is_answered(
     make_gateway: MakeGateway, upstream: int, pki: Pki, gw_cert: Issued
 ) -> None:

@@ -108,12 +108,13 @@ def collect_gateway(
     handshakes: Mapping[str, Mapping[tuple[str | None, str | None, bool], int]] | None = None,
     connections: Mapping[str, int] | None = None,
     h2_events: Mapping[str, Mapping[str, int]] | None = None,
+    handshake_failures: Mapping[str, Mapping[str, int]] | None = None,
 ) -> Families:
     """One process's families: requests (``unrouted``: each listener's counters of requests
     that matched no route), latencies, pools, targets, TLS handshakes (``handshakes``: by
     listener, by (version, cipher, resumed)), open client connections (``connections``, by
-    listener), HTTP/2 defences that acted (``h2_events``: by listener, by kind), plugin
-    counters."""
+    listener), HTTP/2 defences that acted (``h2_events``: by listener, by kind), TLS handshakes
+    that failed (``handshake_failures``: by listener, by reason), plugin counters."""
     families: Families = {}
     open_connections = families["fastgw_client_connections"] = Family(
         "gauge", "Client connections open, by listener."
@@ -158,6 +159,16 @@ def collect_gateway(
                     ("resumed", str(resumed).lower()),
                 )
                 tls.add((("listener", listener), *labels), n)
+    if handshake_failures:
+        failures = families["fastgw_tls_handshake_failures_total"] = Family(
+            "counter",
+            "TLS handshakes on a listener that did not finish, by reason: OpenSSL's in lower case"
+            " (unsupported_protocol, no_shared_cipher, peer_did_not_return_a_certificate,"
+            " http_request, wrong_version_number...), timeout, closed.",
+        )
+        for listener, by_reason in handshake_failures.items():
+            for reason, n in by_reason.items():
+                failures.add((("listener", listener), ("reason", reason)), n)
     if h2_events:
         refusals = families["fastgw_http2_refusals_total"] = Family(
             "counter",

@@ -129,6 +129,20 @@ def tls_link_ready() -> bool:
     return _tls_link_ready
 
 
+cdef str _failure_reason(exc):
+    """A bounded label for why a handshake failed: OpenSSL's reason (its set is fixed), else the
+    kind of end."""
+    import ssl
+
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return exc.reason.lower()
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, ConnectionError):
+        return "closed"
+    return "error"
+
+
 cdef class TLSLink:
     """TLS for one connection: the TCP transport's protocol, and the transport of ``app``.
 
@@ -137,7 +151,8 @@ cdef class TLSLink:
     without one ends the connection, as a cut: an attacker could otherwise truncate what looks
     complete), pause_writing/resume_writing as the TCP transport's buffer fills and empties, and
     connection_lost once. ``handshaken`` (a client's): a future resolved with ``app`` when the
-    handshake is done, or failed with why not."""
+    handshake is done, or failed with why not. ``failed`` (a listener's): called with a short
+    reason when a handshake fails (OpenSSL's reason in lower case, ``timeout``, ``closed``)."""
 
     cdef public object app
     cdef object tcp
@@ -148,6 +163,7 @@ cdef class TLSLink:
     cdef object server_hostname
     cdef double handshake_timeout
     cdef object handshaken
+    cdef object failed                   # callable(reason): a handshake failed (a listener's count)
     cdef object timer
     cdef public object ssl_object        # ssl.SSLObject; its BIOs are kept alive with it
     cdef object incoming
@@ -160,8 +176,11 @@ cdef class TLSLink:
     cdef bint app_reading_paused
     cdef bint read_scheduled
 
-    def __init__(self, app, context, bint server_side, server_hostname, double handshake_timeout, handshaken=None):
+    def __init__(
+        self, app, context, bint server_side, server_hostname, double handshake_timeout, handshaken=None, failed=None
+    ):
         self.app = app
+        self.failed = failed
         self.context = context
         self.server_side = server_side
         self.server_hostname = server_hostname
@@ -208,6 +227,8 @@ cdef class TLSLink:
         return False
 
     def connection_lost(self, exc) -> None:
+        if self.state == LINK_HANDSHAKE and self.failed is not None:
+            self.failed("closed")  # a reset, or the loop's own close, before the handshake ended
         self.state = LINK_CLOSED
         self.outlet.fd = -1
         if self.timer is not None:
@@ -260,6 +281,8 @@ cdef class TLSLink:
 
     cdef int fail(self, exc) except -1:
         """The handshake failed: the peer gets the alert already flushed, then a FIN."""
+        if self.state == LINK_HANDSHAKE and self.failed is not None:
+            self.failed(_failure_reason(exc))
         self.state = LINK_CLOSED
         if self.timer is not None:
             self.timer.cancel()

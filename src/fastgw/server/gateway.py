@@ -131,6 +131,11 @@ class Gateway:
             {name: server.handshakes for name, server in servers.items() if server.handshakes},
             {name: len(server.connections) for name, server in servers.items()},
             {name: server.h2_events for name, server in servers.items() if server.h2_events},
+            {
+                name: server.handshake_failures
+                for name, server in servers.items()
+                if server.handshake_failures
+            },
         )
 
     async def stop_accepting(self) -> None:

@@ -36,12 +36,17 @@ class ListenerServer:
         self.recent_errors: RecentErrors | None = None  # the same, for errors and refusals (admin)
         # TLS handshakes completed, by (version, cipher, resumed): fastgw_tls_handshakes_total.
         self.handshakes: dict[tuple[str | None, str | None, bool], int] = {}
+        # TLS handshakes that failed, by reason: fastgw_tls_handshake_failures_total.
+        self.handshake_failures: dict[str, int] = {}
         # HTTP/2 defences that acted, by kind: fastgw_http2_refusals_total.
         self.h2_events: dict[str, int] = {}
 
     def count_handshake(self, version: str | None, cipher: str | None, resumed: bool) -> None:
         key = (version, cipher, resumed)
         self.handshakes[key] = self.handshakes.get(key, 0) + 1
+
+    def count_handshake_failure(self, reason: str) -> None:
+        self.handshake_failures[reason] = self.handshake_failures.get(reason, 0) + 1
 
     def count_h2(self, kind: str) -> None:
         """An HTTP/2 defence acted (a stream or connection refused or cut, by kind: rapid_reset,
@@ -76,8 +81,8 @@ class ListenerServer:
             return lambda: ClientProtocol(self)
         # The socket's context for its life: a reload changes what it hands handshakes. A
         # handshake that does not finish is a slowloris: the head timeout bounds it.
-        context, timeout = front.context, self.plan.head_timeout
-        return lambda: TLSLink(ClientProtocol(self), context, True, None, timeout)
+        context, timeout, failed = front.context, self.plan.head_timeout, self.count_handshake_failure
+        return lambda: TLSLink(ClientProtocol(self), context, True, None, timeout, None, failed)
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
