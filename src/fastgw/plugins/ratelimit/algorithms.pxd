@@ -7,6 +7,8 @@ cdef class LocalLimiter:
     cdef readonly dict states
 
     cpdef int hit(self, object key, double now) except -2
+    cdef int admit(self, object key, double now, double* reset) except -2
+        # hit, and when admitted, reset_in after it (at ``reset``) from the same lookup
     cpdef double reset_in(self, object key, double now) except? -1.0
     cpdef double retry_in(self, object key, double now) except? -1.0
     cpdef bint is_idle(self, list state, double now) except -1
@@ -20,3 +22,6 @@ cdef class TokenBucket(LocalLimiter):
 
 cdef class SlidingWindow(LocalLimiter):
     cdef tuple _counts(self, object key, double now)
+
+
+cpdef int whole_seconds(double seconds)  # a delay in whole seconds, rounded up

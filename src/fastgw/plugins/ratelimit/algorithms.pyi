@@ -18,6 +18,8 @@ class LocalLimiter:
     def __init__(self, limit: int, window: float, max_keys: int = ...) -> None: ...
     def hit(self, key: Hashable, now: float) -> int:
         """The requests left after this one, or -1: refused."""
+    def admit_for_headers(self, key: Hashable, now: float) -> tuple[int, float]:
+        """``hit``, and ``reset_in`` after it from the same lookup (-1.0 when refused)."""
     def reset_in(self, key: Hashable, now: float) -> float:
         """Seconds until the key's quota is whole again."""
     def retry_in(self, key: Hashable, now: float) -> float:

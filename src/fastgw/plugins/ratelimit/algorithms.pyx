@@ -44,6 +44,18 @@ cdef class LocalLimiter:
     cpdef int hit(self, object key, double now) except -2:
         raise NotImplementedError
 
+    cdef int admit(self, object key, double now, double* reset) except -2:
+        cdef int remaining = self.hit(key, now)
+        if remaining >= 0:
+            reset[0] = self.reset_in(key, now)
+        return remaining
+
+    def admit_for_headers(self, key: object, double now) -> tuple:
+        """``admit`` for Python callers (tests): (requests left or -1, reset_in when admitted)."""
+        cdef double reset = -1.0
+        cdef int remaining = self.admit(key, now, &reset)
+        return remaining, reset
+
     cpdef double reset_in(self, object key, double now) except? -1.0:
         raise NotImplementedError
 
@@ -72,12 +84,19 @@ cdef class TokenBucket(LocalLimiter):
     """State per key: [tokens, time of the last update]."""
 
     cpdef int hit(self, object key, double now) except -2:
+        cdef double reset
+        return self.admit(key, now, &reset)
+
+    cdef int admit(self, object key, double now, double* reset) except -2:
+        # PERF: the reset for the headers from the state just updated (one lookup, not two):
+        # at ``now`` the bucket holds exactly what the hit left in it.
         cdef list state = self.states.get(key)
         cdef double tokens
         if state is None:
             if len(self.states) >= self.max_keys:
                 self.make_room(now)
             self.states[key] = [self.limit - 1.0, now]
+            reset[0] = (self.limit - (self.limit - 1.0)) * self.window / self.limit
             return self.limit - 1
         tokens = <double>state[0] + (now - <double>state[1]) * self.limit / self.window
         if tokens > self.limit:
@@ -87,6 +106,7 @@ cdef class TokenBucket(LocalLimiter):
             state[0] = tokens
             return -1
         state[0] = tokens - 1.0
+        reset[0] = (self.limit - (tokens - 1.0)) * self.window / self.limit
         return <int>(tokens - 1.0)
 
     cdef double _tokens(self, object key, double now) except? -1.0:
@@ -109,6 +129,10 @@ cdef class SlidingWindow(LocalLimiter):
     """State per key: [number of the current window, previous window's count, current count]."""
 
     cpdef int hit(self, object key, double now) except -2:
+        cdef double reset
+        return self.admit(key, now, &reset)
+
+    cdef int admit(self, object key, double now, double* reset) except -2:
         cdef double window = self.window
         cdef double index = (now // window)  # windows are numbered, not compared by float start times
         cdef list state = self.states.get(key)
@@ -129,6 +153,7 @@ cdef class SlidingWindow(LocalLimiter):
         if used + 1.0 > self.limit:
             return -1
         state[2] = current + 1.0
+        reset[0] = (index + 1.0) * window - now  # reset_in's arithmetic, without its lookup
         return <int>(self.limit - used - 1.0)
 
     cdef tuple _counts(self, object key, double now):
