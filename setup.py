@@ -20,6 +20,8 @@ FLAGS = ["-O0", "-g"] if DEBUG else ["-O2"]
 LLHTTP = "vendor/llhttp"
 NGHTTP2 = "vendor/nghttp2"
 NGHTTP2_SOURCES = sorted(f"{NGHTTP2}/lib/{name}" for name in os.listdir(f"{NGHTTP2}/lib") if name.endswith(".c"))
+# The C headers fastgw._proxy's declarations need, for the plugin modules that cimport it
+PROXY_HEADERS = [f"{LLHTTP}/include", f"{NGHTTP2}/include", f"{NGHTTP2}/lib"]
 
 extensions = [
     Extension(
@@ -46,11 +48,14 @@ extensions = [
     Extension(
         "fastgw.plugins.ratelimit.admission",
         ["src/fastgw/plugins/ratelimit/admission.pyx"],
+        # cimports fastgw._proxy (reads the exchange's C fields): its headers come along
+        include_dirs=PROXY_HEADERS,
         extra_compile_args=FLAGS,
     ),
     Extension(
         "fastgw.plugins._credentials",
         ["src/fastgw/plugins/_credentials.pyx"],
+        include_dirs=PROXY_HEADERS,  # as admission's
         extra_compile_args=FLAGS,
     ),
     Extension(

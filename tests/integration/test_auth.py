@@ -109,6 +109,24 @@ def test_jwt_authorize_and_claims_to_upstream(make_gateway: Make, upstream: int)
             assert seen["authorization"] == [f"Bearer {token}"]  # forwarded unless forward_token: false
 
 
+def test_jwt_cache_hit_sets_the_consumer_a_later_plugin_counts(make_gateway: Make, upstream: int) -> None:
+    """A token's second request is a cache hit (the compiled path): its consumer must reach the
+    rate limit as the first request's did, or the hits would share one anonymous counter."""
+    jwt = {**JWT, "public_key": public_pem("rsa")}
+    limit = {"name": "rate_limit", "limit": 2, "window": 60, "key": "consumer"}
+    route = {"path": "/echo/{*rest}", "upstream": "up", "plugins": [jwt, limit]}
+    gw = make_gateway(gateway_config(upstream, routes=[route]))
+    for user in ("alice", "bob"):
+        token = sign(claims(sub=user))
+        with connect(gw.port) as sock:
+            replies = []
+            for _ in range(3):
+                sock.sendall(build_request("GET", "/echo/x", [bearer(token)]))
+                replies.append(read_response(sock))
+        assert [r.status for r in replies] == [200, 200, 429], user
+        assert [(r.header("RateLimit") or "").split(";")[1] for r in replies[:2]] == ["r=1", "r=0"]
+
+
 def test_jwt_refusals_on_the_wire(make_gateway: Make, upstream: int) -> None:
     gw = make_gateway(gateway_config(upstream, routes=routes()))
     assert error(call(gw, "/orders/1"), 401) == ("missing bearer token", 'Bearer realm="fastgw"')

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from fastgw.plugins.ratelimit.algorithms import SlidingWindow, TokenBucket, whole_seconds
+from fastgw.plugins.ratelimit.algorithms import (
+    BucketState,
+    SlidingWindow,
+    TokenBucket,
+    WindowState,
+    whole_seconds,
+)
 
 
 def hits(limiter: TokenBucket | SlidingWindow, now: float, n: int, key: str = "k") -> list[int]:
@@ -109,3 +115,26 @@ def test_busy_keys_are_dropped_oldest_first_when_nothing_is_idle(
 
 def test_whole_seconds_round_up() -> None:
     assert [whole_seconds(0.0), whole_seconds(0.2), whole_seconds(1.0), whole_seconds(1.0001)] == [0, 1, 1, 2]
+
+
+# -- admit: the hit and the reset for the headers from one lookup (what the compiled hook calls) --
+
+
+@pytest.mark.parametrize("kind", [TokenBucket, SlidingWindow])
+def test_admit_answers_as_hit_then_reset_in(kind: type[TokenBucket] | type[SlidingWindow]) -> None:
+    """Exactly what a hit followed by reset_in answers, at every step: a new key, a busy one, one
+    refilled or rolled over, one refused (no reset then), across window edges."""
+    combined, separate = kind(3, 10.0), kind(3, 10.0)
+    for now in (0.0, 0.0, 2.5, 4.0, 4.0, 4.0, 9.99, 10.0, 13.7, 13.7, 13.7, 13.7, 31.0, 31.25):
+        remaining = separate.hit("k", now)
+        expected = (remaining, separate.reset_in("k", now) if remaining >= 0 else -1.0)
+        assert combined.admit_for_headers("k", now) == expected, now
+    assert {k: fields(v) for k, v in combined.states.items()} == {
+        k: fields(v) for k, v in separate.states.items()
+    }
+
+
+def fields(state: BucketState | WindowState) -> tuple[float, ...]:
+    if isinstance(state, BucketState):
+        return (state.tokens, state.updated)
+    return (state.index, state.previous, state.current)

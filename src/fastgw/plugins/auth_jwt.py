@@ -444,11 +444,11 @@ class JwtAuth(Plugin):
         self.cache = cache
         if cache is not None:
             # PERF: a token seen before (until its exp at the latest) costs a header scan, a
-            # dict lookup and a clock read, in C (build_chain takes the instance's callable);
-            # any other goes to authenticate().
+            # dict lookup and a clock read, in C (build_chain takes the instance's callable: a
+            # bound method, called without an argument tuple); any other goes to authenticate().
             self.on_request = CachedTokenCheck(  # type: ignore[method-assign]
                 self.credential, cache, self.absent, self.authenticate, forward_token
-            )
+            ).run
         self.decoder = jwt.PyJWT()
         self.decode_options: dict[str, Any] = {"require": list(require), "verify_aud": audience is not None}
 

@@ -21,7 +21,8 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from libc.string cimport memcpy
 
 from fastgw.http._clock cimport coarse
-from fastgw.plugins.ratelimit.algorithms cimport LocalLimiter
+from fastgw._proxy cimport Downstream, Exchange
+from fastgw.plugins.ratelimit.algorithms cimport LocalLimiter, whole_seconds
 
 from fastgw.plugins.ratelimit.keys import by_ip
 
@@ -74,7 +75,14 @@ cdef class HeaderRenderer:
 
     cpdef tell(self, ctx, long long remaining, long long reset):
         """Add the fields for an admitted request to the exchange's response headers."""
+        cdef Exchange x
         if not self._any:
+            return
+        if type(ctx) is Exchange:  # PERF: the field itself, not an attribute lookup (twice)
+            x = <Exchange>ctx
+            if x.add_response_headers is None:
+                x.add_response_headers = []
+            self.render(remaining, reset, x.add_response_headers)
             return
         added = ctx.add_response_headers
         if added is None:
@@ -115,8 +123,9 @@ cdef class HeaderRenderer:
 
 
 cdef class LocalAdmission:
-    """The ``on_request`` hook of a rate limit counted in this process: admit and tell the
-    client its quota, or hand the refusal to the plugin (``refuse(ctx, retry_seconds)``)."""
+    """The ``on_request`` hook of a rate limit counted in this process (``admit``, or the
+    instance itself): admit and tell the client its quota, or hand the refusal to the plugin
+    (``refuse(ctx, retry_seconds)``)."""
 
     cdef LocalLimiter limiter
     cdef object key_of
@@ -134,14 +143,40 @@ cdef class LocalAdmission:
         self.bypass = bypass
 
     def __call__(self, ctx):
+        return self.admit(ctx)
+
+    def admit(self, ctx):
+        """The hook. PERF: the plugin hands the hook driver this bound method rather than the
+        instance: a method is called without the argument tuple an instance's __call__ needs."""
         if self.bypass is not None and self.bypass.applies(ctx):
             return None
-        key = ctx.client_address if self.by_address else self.key_of(ctx)
+        cdef object key = _peer_address(ctx) if self.by_address else None
+        if key is None:
+            key = ctx.client_address if self.by_address else self.key_of(ctx)
         cdef LocalLimiter limiter = self.limiter
         cdef double now = coarse()
-        cdef int remaining = limiter.hit(key, now)
+        cdef double reset = 0.0
+        cdef int remaining
+        if not self.headers._any:
+            remaining = limiter.hit(key, now)
+        else:
+            remaining = limiter.admit(key, now, &reset)
         if remaining < 0:
             return self.refuse(ctx, limiter.retry_in(key, now))
         if self.headers._any:
-            self.headers.tell(ctx, remaining, limiter.reset_seconds(key, now))
+            self.headers.tell(ctx, remaining, whole_seconds(reset))
         return None
+
+
+cdef inline object _peer_address(ctx):
+    """``ctx.client_address`` of an exchange whose peer is not a trusted proxy: the peer's
+    address, read from the C fields (PERF: no property lookup); None for anything else (a
+    trusted peer's X-Forwarded-For, or a context that is not an Exchange), where the property
+    decides."""
+    cdef Downstream client
+    if type(ctx) is not Exchange:
+        return None
+    client = (<Exchange>ctx).client
+    if client is None or client.trusted:
+        return None
+    return client.peer_ip

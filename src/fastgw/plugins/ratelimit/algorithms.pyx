@@ -2,8 +2,9 @@
 
 Both allow ``limit`` requests per ``window`` seconds for each key. ``now`` is passed in (the
 plugin passes the process's coarse clock; tests pass their own), so the arithmetic is exact and
-testable. A hit is one dict lookup and a few float operations on a small list updated in place;
-the only allocation is the key itself (made by the caller) and a key's state when it is new.
+testable. A hit is one dict lookup and a few float operations on a small state updated in place;
+the only allocation is the key itself (made by the caller) and a key's state when it is new
+(a BucketState or WindowState: C doubles).
 
 - **Token bucket**: ``limit`` tokens at most, refilled continuously at ``limit / window`` per
   second; a request takes one. Bursts up to ``limit``, then a steady rate.
@@ -44,13 +45,25 @@ cdef class LocalLimiter:
     cpdef int hit(self, object key, double now) except -2:
         raise NotImplementedError
 
+    cdef int admit(self, object key, double now, double* reset) except -2:
+        cdef int remaining = self.hit(key, now)
+        if remaining >= 0:
+            reset[0] = self.reset_in(key, now)
+        return remaining
+
+    def admit_for_headers(self, key: object, double now) -> tuple:
+        """``admit`` for Python callers (tests): (requests left or -1, reset_in when admitted)."""
+        cdef double reset = -1.0
+        cdef int remaining = self.admit(key, now, &reset)
+        return remaining, reset
+
     cpdef double reset_in(self, object key, double now) except? -1.0:
         raise NotImplementedError
 
     cpdef double retry_in(self, object key, double now) except? -1.0:
         raise NotImplementedError
 
-    cpdef bint is_idle(self, list state, double now) except -1:
+    cpdef bint is_idle(self, object state, double now) except -1:
         """Would forgetting this state change no answer?"""
         raise NotImplementedError
 
@@ -68,32 +81,49 @@ cdef class LocalLimiter:
                 del states[key]
 
 
+cdef class BucketState:
+    """A token bucket's key: its tokens at its last update. PERF: C doubles, not a list of
+    Python floats (no float made or read per hit)."""
+
+    def __init__(self, double tokens, double updated) -> None:
+        self.tokens = tokens
+        self.updated = updated
+
+
 cdef class TokenBucket(LocalLimiter):
-    """State per key: [tokens, time of the last update]."""
+    """State per key: a BucketState."""
 
     cpdef int hit(self, object key, double now) except -2:
-        cdef list state = self.states.get(key)
+        cdef double reset
+        return self.admit(key, now, &reset)
+
+    cdef int admit(self, object key, double now, double* reset) except -2:
+        # PERF: the reset for the headers from the state just updated (one lookup, not two):
+        # at ``now`` the bucket holds exactly what the hit left in it.
+        cdef BucketState state = self.states.get(key)
         cdef double tokens
         if state is None:
             if len(self.states) >= self.max_keys:
                 self.make_room(now)
-            self.states[key] = [self.limit - 1.0, now]
+            self.states[key] = BucketState(self.limit - 1.0, now)
+            reset[0] = (self.limit - (self.limit - 1.0)) * self.window / self.limit
             return self.limit - 1
-        tokens = <double>state[0] + (now - <double>state[1]) * self.limit / self.window
+        tokens = state.tokens + (now - state.updated) * self.limit / self.window
         if tokens > self.limit:
             tokens = self.limit
-        state[1] = now
+        state.updated = now
         if tokens < 1.0:
-            state[0] = tokens
+            state.tokens = tokens
             return -1
-        state[0] = tokens - 1.0
+        state.tokens = tokens - 1.0
+        reset[0] = (self.limit - (tokens - 1.0)) * self.window / self.limit
         return <int>(tokens - 1.0)
 
     cdef double _tokens(self, object key, double now) except? -1.0:
-        cdef list state = self.states.get(key)
+        cdef BucketState state = self.states.get(key)
         if state is None:
             return self.limit
-        return min(<double>self.limit, <double>state[0] + (now - <double>state[1]) * self.limit / self.window)
+        return min(<double>self.limit, state.tokens + (now - state.updated) * self.limit / self.window)
 
     cpdef double reset_in(self, object key, double now) except? -1.0:
         return (self.limit - self._tokens(key, now)) * self.window / self.limit
@@ -101,46 +131,62 @@ cdef class TokenBucket(LocalLimiter):
     cpdef double retry_in(self, object key, double now) except? -1.0:
         return max(0.0, (1.0 - self._tokens(key, now)) * self.window / self.limit)
 
-    cpdef bint is_idle(self, list state, double now) except -1:
-        return <double>state[0] + (now - <double>state[1]) * self.limit / self.window >= self.limit
+    cpdef bint is_idle(self, object state, double now) except -1:
+        cdef BucketState bucket = <BucketState?>state
+        return bucket.tokens + (now - bucket.updated) * self.limit / self.window >= self.limit
+
+
+cdef class WindowState:
+    """A sliding window's key: the number of its current window, the previous window's count
+    and the current one's. PERF: C doubles, as BucketState."""
+
+    def __init__(self, double index, double previous, double current) -> None:
+        self.index = index
+        self.previous = previous
+        self.current = current
 
 
 cdef class SlidingWindow(LocalLimiter):
-    """State per key: [number of the current window, previous window's count, current count]."""
+    """State per key: a WindowState."""
 
     cpdef int hit(self, object key, double now) except -2:
+        cdef double reset
+        return self.admit(key, now, &reset)
+
+    cdef int admit(self, object key, double now, double* reset) except -2:
         cdef double window = self.window
         cdef double index = (now // window)  # windows are numbered, not compared by float start times
-        cdef list state = self.states.get(key)
+        cdef WindowState state = self.states.get(key)
         cdef double used, current
         if state is None:
             if len(self.states) >= self.max_keys:
                 self.make_room(now)
-            state = [index, 0.0, 0.0]
+            state = WindowState(index, 0.0, 0.0)
             self.states[key] = state
-        elif <double>state[0] != index:
+        elif state.index != index:
             # PERF: roll over in place: the current count becomes the previous one only when
             # the windows are adjacent; after a longer silence both are zero.
-            state[1] = state[2] if index - <double>state[0] == 1.0 else 0.0
-            state[2] = 0.0
-            state[0] = index
-        current = state[2]
-        used = <double>state[1] * (1.0 - (now - index * window) / window) + current
+            state.previous = state.current if index - state.index == 1.0 else 0.0
+            state.current = 0.0
+            state.index = index
+        current = state.current
+        used = state.previous * (1.0 - (now - index * window) / window) + current
         if used + 1.0 > self.limit:
             return -1
-        state[2] = current + 1.0
+        state.current = current + 1.0
+        reset[0] = (index + 1.0) * window - now  # reset_in's arithmetic, without its lookup
         return <int>(self.limit - used - 1.0)
 
     cdef tuple _counts(self, object key, double now):
         """(window start, previous count, current count) as ``hit`` would see them at ``now``."""
         cdef double index = now // self.window
         cdef double start = index * self.window
-        cdef list state = self.states.get(key)
-        if state is None or index - <double>state[0] > 1.0:
+        cdef WindowState state = self.states.get(key)
+        if state is None or index - state.index > 1.0:
             return start, 0.0, 0.0
-        if <double>state[0] != index:
-            return start, state[2], 0.0
-        return start, state[1], state[2]
+        if state.index != index:
+            return start, state.current, 0.0
+        return start, state.previous, state.current
 
     cpdef double reset_in(self, object key, double now) except? -1.0:
         return (now // self.window + 1.0) * self.window - now
@@ -148,8 +194,8 @@ cdef class SlidingWindow(LocalLimiter):
     cpdef double retry_in(self, object key, double now) except? -1.0:
         return sliding_retry_in(*self._counts(key, now), self.limit, self.window, now)
 
-    cpdef bint is_idle(self, list state, double now) except -1:
-        return now // self.window - <double>state[0] > 1.0
+    cpdef bint is_idle(self, object state, double now) except -1:
+        return now // self.window - (<WindowState?>state).index > 1.0
 
 
 cpdef double sliding_retry_in(

@@ -125,8 +125,9 @@ class RateLimit(Plugin):
         self.admission = LocalAdmission(limiter, key_of, headers, self.refuse, bypass)
         if type(self).on_request is RateLimit.on_request:
             # PERF: counted in this process, the hook itself is the compiled admission
-            # (build_chain takes the instance's callable): no Python frame per request.
-            self.on_request = self.admission  # type: ignore[method-assign]
+            # (build_chain takes the instance's callable): no Python frame per request, and
+            # as a bound method, no argument tuple either.
+            self.on_request = self.admission.admit  # type: ignore[method-assign]
 
     @classmethod
     def compile(cls, options: Mapping[str, Any], key_path: str) -> Plugin:
