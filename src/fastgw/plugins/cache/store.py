@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from fastgw.hooks import Response
 from fastgw.http.wire import render_answer_head
 from fastgw.plugins.cache.key import purge_matches, uri_of
 
@@ -42,6 +43,7 @@ class Entry:
         "content_type",
         "fresh_until",
         "headers",
+        "hit_answer",
         "initial_age",
         "size",
         "stale_until",
@@ -71,6 +73,7 @@ class Entry:
         self.size = len(body) + sum(len(n) + len(v) + 16 for n, v in headers) + ENTRY_OVERHEAD
         self._head = b""
         self._age_field = (-1, b"")
+        self.hit_answer: tuple[int, Response] | None = None  # hits.hit_response's, with its Age
 
     def age(self, now: float) -> int:
         return self.initial_age + int(now - self.stored_at)
