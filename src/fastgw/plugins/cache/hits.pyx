@@ -1,22 +1,25 @@
 # cython: language_level=3
-"""The common cache hit, answered in C: a GET or HEAD without the request fields the cache
-reads (Cache-Control, Pragma, Upgrade; Authorization unless the route allows it), whose key
-finds a fresh ``Entry`` in the zone, directly or through a ``VaryRecord``.
+"""What the cache keeps (``Entry``, ``VaryRecord``; ``store`` holds them) and the common cache
+hit, answered in C: a GET or HEAD without the request fields the cache reads (Cache-Control,
+Pragma, Upgrade; Authorization unless the route allows it), whose key finds a fresh ``Entry``
+in the zone, directly or through a ``VaryRecord``.
 
 ``HitPath.answer`` gives that request its HIT ``Response``, or None for anything else: a miss,
 a stale entry, a request with those fields, a key header sent on several lines. None has no
 effect but the zone's LRU touch of what it found, which the plugin's Python path
-(``plugin.Cache.on_request``), run from the start after it, repeats the same way; so every
+(``plugin.Cache.decide``), run from the start after it, repeats the same way; so every
 decision but the plain hit (BYPASS, refresh, STALE, coalescing, misses) stays in one place.
 
 The answer of a hit is the same object for every HIT of an entry within one second of its age
-(``hit_response``): its stored head rendered once (``Entry.head``), its headers list with that
-Age and ``X-Cache: HIT``. The client sides only read a hook's ``Response`` (they copy what
-they add), so sharing it is safe; that is what makes a hit allocate nothing but its key.
+(``hit_response``, which the Python path's HIT uses too): its stored head rendered once
+(``Entry.head``), its headers list with that Age and ``X-Cache: HIT``. The client sides only
+read a hook's ``Response`` (they copy what they add), so sharing it is safe; that is what makes
+a hit allocate nothing but its key.
 
 PERF: in Python the hook cost about 2 us per hit (``python bench/hot_path.py 300000 cache``):
 the request's fields of interest split into pairs, the key, the lookup, the coalescer, the
-counter's lookup, a ``Response`` and its headers list per hit.
+counter's lookup, a ``Response`` and its headers list per hit. The stored values are C classes
+so that a hit reads their times and its answer without attribute lookups.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -26,8 +29,8 @@ from libc.string cimport memcpy
 from posix.time cimport CLOCK_REALTIME, clock_gettime, timespec
 
 from fastgw.hooks import Response
+from fastgw.http.wire import render_answer_head
 from fastgw.plugins.cache.key import HEADERS_SEP, VARIANT_SEP
-from fastgw.plugins.cache.store import Entry, VaryRecord
 
 cdef bytes _GET = b"GET"
 cdef bytes _HEAD = b"HEAD"
@@ -64,20 +67,103 @@ cdef bytes _decimal(long long n):
     return PyBytes_FromStringAndSize(digits + k, 24 - k)
 
 
-cpdef object hit_response(object entry, double now):
-    """The HIT answer of ``entry`` at ``now``: its stored headers, Age (the upstream's Age when
-    stored plus whole seconds since, RFC 9111 5.1) and ``X-Cache: HIT``, its head rendered once.
-    Made once per second of age and shared by that second's hits (see the module docstring)."""
-    cdef long long age = <long long>entry.initial_age + <long long>(now - <double>entry.stored_at)
-    made = entry.hit_answer
-    if made is not None and <long long>(<tuple>made)[0] == age:
-        return (<tuple>made)[1]
+ENTRY_OVERHEAD = 256  # bytes counted per entry besides its data: the Entry, list and tuple objects
+
+
+cdef class Entry:
+    """A stored response: everything a hit needs to answer without the upstream."""
+
+    cdef public int status
+    cdef public list headers          # without framing, Date, Age, Content-Type and the gateway's own
+    cdef public bytes content_type    # b"" when the upstream sent none
+    cdef public bytes body
+    cdef public double stored_at
+    cdef public double fresh_until
+    cdef public double stale_until    # >= fresh_until: served STALE until then
+    cdef public long long initial_age  # the upstream's Age when stored
+    cdef public Py_ssize_t size       # bytes counted for it in a zone
+    cdef bytes _head                  # head(), once rendered
+    cdef long long _age               # the age _age_value is for (-1: none yet)
+    cdef bytes _age_value
+    cdef long long _hit_age           # the age _hit is for
+    cdef object _hit                  # hit_response's answer at that age, or None
+
+    def __init__(
+        self,
+        int status,
+        list headers,
+        bytes content_type,
+        bytes body,
+        double stored_at,
+        double fresh_until,
+        double stale_until,
+        long long initial_age,
+    ) -> None:
+        self.status = status
+        self.headers = headers
+        self.content_type = content_type
+        self.body = body
+        self.stored_at = stored_at
+        self.fresh_until = fresh_until
+        self.stale_until = stale_until
+        self.initial_age = initial_age
+        self.size = len(body) + sum([len(n) + len(v) + 16 for n, v in headers]) + ENTRY_OVERHEAD
+        self._head = b""
+        self._age = -1
+        self._age_value = b""
+        self._hit_age = -1
+        self._hit = None
+
+    cpdef long long age(self, double now):
+        """The upstream's Age when stored plus whole seconds since (RFC 9111 5.1)."""
+        return self.initial_age + <long long>(now - self.stored_at)
+
+    def age_field(self, double now) -> tuple:
+        """``(b"Age", value)`` at ``now``. PERF: made once per second of age, not per hit."""
+        cdef long long age = self.age(now)
+        if self._age != age:
+            self._age_value = _decimal(age)
+            self._age = age
+        return (_AGE, self._age_value)
+
+    cpdef bytes head(self):
+        """Its status line, Content-Type, Content-Length and stored headers as HTTP/1.1 lines
+        (``hooks.Response.head``). PERF: rendered at its first hit, not at every one (the body
+        is complete by then: an entry is stored only once it is)."""
+        if not PyBytes_GET_SIZE(self._head):
+            self._head = render_answer_head(self.status, self.body, self.content_type, self.headers)
+        return self._head
+
+
+cdef class VaryRecord:
+    """Under a base key: the response varies by these request headers (lower-case, sorted)."""
+
+    cdef public tuple names
+    cdef public double stale_until  # as long as the newest variant it led to
+
+    def __init__(self, tuple names, double stale_until) -> None:
+        self.names = names
+        self.stale_until = stale_until
+
+    @property
+    def size(self) -> int:
+        return sum([len(n) for n in self.names]) + ENTRY_OVERHEAD
+
+
+cpdef object hit_response(Entry entry, double now):
+    """The HIT answer of ``entry`` at ``now``: its stored headers, Age and ``X-Cache: HIT``,
+    its head rendered once. Made once per second of age and shared by that second's hits (see
+    the module docstring)."""
+    cdef long long age = entry.age(now)
+    if entry._hit is not None and entry._hit_age == age:
+        return entry._hit
     cdef list stored = entry.headers
     cdef list headers = list(stored)
-    headers.append((_AGE, _decimal(age)))
+    headers.append(entry.age_field(now))
     headers.append(_X_CACHE_HIT)
     response = Response(entry.status, entry.body, headers, entry.content_type, entry.head(), len(stored))
-    entry.hit_answer = (age, response)
+    entry._hit = response
+    entry._hit_age = age
     return response
 
 
@@ -149,11 +235,11 @@ cdef class HitPath:
         cdef double now = _wall_clock()
         found = self.servable(base, now)
         if type(found) is VaryRecord:
-            found = self.servable(_variant_key(base, found.names, ctx), now)
-        if type(found) is not Entry or not now < <double>found.fresh_until:
+            found = self.servable(_variant_key(base, (<VaryRecord>found).names, ctx), now)
+        if type(found) is not Entry or not now < (<Entry>found).fresh_until:
             return None  # a miss, or stale: the Python path decides (STALE, coalescing)
         self.count_hit(ctx)
-        return hit_response(found, now)
+        return hit_response(<Entry>found, now)
 
     cdef object base_key(self, ctx):
         """``KeySpec.base_key`` for ``ctx``, or None when a key header came on several lines
@@ -181,7 +267,14 @@ cdef class HitPath:
         if found == NULL:
             return None
         value = <object>found
-        if <double>value.stale_until <= now:
+        cdef double stale_until
+        if type(value) is Entry:
+            stale_until = (<Entry>value).stale_until
+        elif type(value) is VaryRecord:
+            stale_until = (<VaryRecord>value).stale_until
+        else:
+            return None
+        if stale_until <= now:
             return None
         entries.move_to_end(key)
         return value
