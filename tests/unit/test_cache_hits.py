@@ -230,3 +230,14 @@ def test_a_hit_answer_carries_the_age_field_of_the_entry_and_x_cache(seconds_lat
     ]
     assert (response.status, response.body, response.content_type) == (200, b"hello", b"text/plain")
     assert (response.head, response.head_fields) == (entry.head(), 1)
+
+
+def test_an_age_past_what_the_cache_represents_is_stored_as_the_greatest_it_can() -> None:
+    """RFC 9111 1.2.2: an upstream's Age too large to represent counts as the greatest value the
+    cache represents (2^62 seconds here), instead of failing the response."""
+    cache = cache_with(stale_while_revalidate="1h")
+    ctx = request()
+    fill(cache, ctx, [(b"Cache-Control", b"max-age=99999999999999999999"), (b"Age", b"99999999999999999999")])
+    entry = cache.store.entries[b"h/x"]
+    assert isinstance(entry, Entry) and entry.initial_age == 2**62
+    assert entry.age_field(entry.stored_at + 1.5) == (b"Age", b"%d" % (2**62 + 1))

@@ -67,6 +67,8 @@ cdef bytes _decimal(long long n):
     return PyBytes_FromStringAndSize(digits + k, 24 - k)
 
 
+cdef long long _MAX_AGE = 1LL << 62
+
 ENTRY_OVERHEAD = 256  # bytes counted per entry besides its data: the Entry, list and tuple objects
 
 
@@ -97,7 +99,7 @@ cdef class Entry:
         double stored_at,
         double fresh_until,
         double stale_until,
-        long long initial_age,
+        object initial_age,
     ) -> None:
         self.status = status
         self.headers = headers
@@ -106,7 +108,9 @@ cdef class Entry:
         self.stored_at = stored_at
         self.fresh_until = fresh_until
         self.stale_until = stale_until
-        self.initial_age = initial_age
+        # RFC 9111 1.2.2: an Age past what the cache can represent counts as the greatest it can
+        # (here 2^62 seconds, so that adding the seconds since cannot overflow either)
+        self.initial_age = max(-_MAX_AGE, min(initial_age, _MAX_AGE))
         self.size = len(body) + sum([len(n) + len(v) + 16 for n, v in headers]) + ENTRY_OVERHEAD
         self._head = b""
         self._age = -1
