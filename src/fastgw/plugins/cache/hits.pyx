@@ -49,24 +49,6 @@ cdef double _wall_clock() noexcept:
     return <double>now.tv_sec + <double>now.tv_nsec * 1e-9
 
 
-cdef bytes _decimal(long long n):
-    cdef char digits[24]
-    cdef int k = 24
-    cdef bint negative = n < 0
-    if negative:
-        n = -n
-    while True:
-        k -= 1
-        digits[k] = <char>(48 + n % 10)
-        n //= 10
-        if n == 0:
-            break
-    if negative:
-        k -= 1
-        digits[k] = b"-"
-    return PyBytes_FromStringAndSize(digits + k, 24 - k)
-
-
 cdef long long _MAX_AGE = 1LL << 62
 
 ENTRY_OVERHEAD = 256  # bytes counted per entry besides its data: the Entry, list and tuple objects
@@ -126,7 +108,7 @@ cdef class Entry:
         """``(b"Age", value)`` at ``now``. PERF: made once per second of age, not per hit."""
         cdef long long age = self.age(now)
         if self._age != age:
-            self._age_value = _decimal(age)
+            self._age_value = b"%d" % age
             self._age = age
         return (_AGE, self._age_value)
 

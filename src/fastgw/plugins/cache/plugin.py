@@ -24,9 +24,10 @@ header selection and variant of each, in the store this plugin uses (its zone in
 or Redis for every worker and instance).
 
 Every answer carries ``X-Cache: HIT|MISS|STALE|BYPASS`` and is counted in
-``fastgw_cache_requests_total{route,result}``. A hit is one dict lookup (two when the response
-varies), one Response, one write; the headers of the request are read once for the few that
-matter.
+``fastgw_cache_requests_total{route,result}``. The common hit (GET or HEAD, none of the request
+fields above, a fresh entry) is answered in C by ``hits.HitPath`` before any of this: one dict
+lookup (two when the response varies), no allocation but its key; ``Cache.decide`` makes every
+other decision, that one included.
 """
 
 from __future__ import annotations
