@@ -1,7 +1,7 @@
 """Build the compiled parts of fastgw.
 
 One Extension per .pyx file (the proxy's core, and the plugins' per-request paths that every
-rate-limited or authenticated request runs); ``fastgw.http._parser`` also compiles llhttp (``vendor/llhttp``, MIT, the
+rate-limited or authenticated request, or cache hit, runs); ``fastgw.http._parser`` also compiles llhttp (``vendor/llhttp``, MIT, the
 parser inside httptools and Node.js) so that its callbacks can be C functions, and ``fastgw._proxy``
 compiles nghttp2's library (``vendor/nghttp2``, MIT, the HTTP/2 framing curl and Apache use) for
 the same reason: a fresh machine needs only a C compiler. ``FASTGW_DEBUG_BUILD=1`` builds with line tracing off, asserts on and
@@ -50,6 +50,11 @@ extensions = [
         ["src/fastgw/plugins/ratelimit/admission.pyx"],
         # cimports fastgw._proxy (reads the exchange's C fields): its headers come along
         include_dirs=PROXY_HEADERS,
+        extra_compile_args=FLAGS,
+    ),
+    Extension(
+        "fastgw.plugins.cache.hits",
+        ["src/fastgw/plugins/cache/hits.pyx"],
         extra_compile_args=FLAGS,
     ),
     Extension(

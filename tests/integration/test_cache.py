@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from fastgw.observe.metrics import samples_by
-from fastgw.plugins.cache.plugin import CachePlugin
+from fastgw.plugins.cache.plugin import Cache, CachePlugin
 from fastgw.plugins.cache.remote import RedisCache
 from fastgw.plugins.cache.store import ZONES
 from tests.support.gateway import RunningGateway, gateway_config
@@ -124,6 +124,52 @@ def test_head_is_answered_from_the_get_entry(make_gateway: Make, upstream: int, 
     assert (head.status, head.header("X-Cache"), head.body) == (200, "HIT", b"")
     assert head.header("Content-Length") == str(len(body))
     assert upstream_calls(upstream) == before
+
+
+class PythonPathOnly:
+    """Stands in for a plugin's compiled hit path: leaves every request to the Python path."""
+
+    def answer(self, ctx: object) -> None:
+        return None
+
+
+def without_date_and_request_id(raw: bytes) -> bytes:
+    return b"\r\n".join(
+        line for line in raw.split(b"\r\n") if not line.lower().startswith((b"date:", b"x-request-id:"))
+    )
+
+
+@pytest.mark.parametrize(
+    ("method", "vary", "headers"),
+    [("GET", "", []), ("HEAD", "", []), ("GET", "&vary=Accept", [("Accept", "a/b")])],
+    ids=["get", "head", "vary"],
+)
+def test_the_compiled_hit_sends_the_bytes_the_python_path_sends(
+    make_gateway: Make, upstream: int, zone: str, method: str, vary: str, headers: list[tuple[str, str]]
+) -> None:
+    """The same hit answered by ``hits.pyx`` and by ``Cache.decide``: byte for byte the same
+    response but for Date and the request id (Age included: the pair is asked again if a second
+    of the entry's age passed between them)."""
+    gw = make_gateway(cached(upstream, zone))
+    target = f"/cache/bytes?{cc('max-age=60')}{vary}"
+    assert get(gw, target, headers).header("X-Cache") == "MISS"
+    cache = cache_of(gw)
+    assert isinstance(cache, Cache)
+    compiled_path = cache.hits
+
+    def hit(python_path: bool) -> bytes:
+        cache.hits = PythonPathOnly() if python_path else compiled_path  # type: ignore[assignment]
+        try:
+            return without_date_and_request_id(get(gw, target, headers, method).raw)
+        finally:
+            cache.hits = compiled_path
+
+    for _ in range(3):
+        compiled, python = hit(False), hit(True)
+        if hit(False) == compiled:
+            break
+    assert b"\r\nX-Cache: HIT\r\n" in compiled and b"\r\nAge: " in compiled
+    assert compiled == python
 
 
 def test_a_stored_204_has_no_body_no_length_and_no_content_type(

@@ -24,9 +24,10 @@ header selection and variant of each, in the store this plugin uses (its zone in
 or Redis for every worker and instance).
 
 Every answer carries ``X-Cache: HIT|MISS|STALE|BYPASS`` and is counted in
-``fastgw_cache_requests_total{route,result}``. A hit is one dict lookup (two when the response
-varies), one Response, one write; the headers of the request are read once for the few that
-matter.
+``fastgw_cache_requests_total{route,result}``. The common hit (GET or HEAD, none of the request
+fields above, a fresh entry) is answered in C by ``hits.HitPath`` before any of this: one dict
+lookup (two when the response varies), no allocation but its key; ``Cache.decide`` makes every
+other decision, that one included.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from fastgw.hooks import HookResult, Plugin, RequestContext, Response, RouteInfo
 from fastgw.observe.counters import Counter, declare_counter
 from fastgw.plugins._auth import read_header_name
 from fastgw.plugins.cache.coalesce import Coalescer, Flight, Landing
+from fastgw.plugins.cache.hits import HitPath, hit_response
 from fastgw.plugins.cache.key import KeySpec, variant_key, vary_names
 from fastgw.plugins.cache.policy import (
     HEURISTIC_STATUSES,
@@ -251,9 +253,11 @@ class CachePlugin(Plugin):
 
     def hit(self, ctx: RequestContext, entry: Entry, now: float, result: int) -> Response:
         # Other plugins' fields (rate limit, CORS) in ctx.add_response_headers go on any answer.
+        self.count(ctx, result)
+        if result == HIT:
+            return hit_response(entry, now)  # the one answer of this second of the entry's age
         stored = entry.headers
         headers = [*stored, entry.age_field(now), X_CACHE[result]]
-        self.count(ctx, result)
         return Response(entry.status, entry.body, headers, entry.content_type, entry.head(), len(stored))
 
     def miss(self, ctx: RequestContext, base: bytes, lead: bool, directives: RequestDirectives) -> None:
@@ -387,6 +391,7 @@ class Cache(CachePlugin):
     def __init__(self, store: MemoryStore, settings: CacheSettings) -> None:
         super().__init__(settings)
         self.store = store
+        self.hits = HitPath(store, settings.keys, settings.authorized, self.route_counts, self.count)
 
     @classmethod
     def compile(cls, options: Mapping[str, Any], key_path: str) -> Plugin:
@@ -423,6 +428,15 @@ class Cache(CachePlugin):
         return cls(zone_for(zone, max_bytes), settings)
 
     def on_request(self, ctx: RequestContext) -> HookResult:
+        # PERF: the common hit is answered in C (hits.pyx); the rest is decided in Python.
+        hit = self.hits.answer(ctx)
+        if hit is not None:
+            return hit
+        return self.decide(ctx)
+
+    def decide(self, ctx: RequestContext) -> HookResult:
+        """Every decision about a request (the compiled hit path's one included): BYPASS, a
+        refresh, HIT, STALE, following a flight, MISS."""
         prepared = self.prepare(ctx)
         if prepared is None:
             return None

@@ -3,7 +3,7 @@
 Under a base key the store holds either an ``Entry`` (the response did not vary) or a
 ``VaryRecord`` naming the request headers the response varies by; the entries themselves then
 live under variant keys (``key.variant_key``). A lookup is one dict get, two for a varying
-response.
+response. (Both are C classes, in ``hits.pyx``, where the common hit reads them.)
 
 ``MemoryStore`` is a least-recently-used dict bounded by the bytes its entries hold (body,
 headers, key, and a fixed overhead per entry for the objects around them): storing past
@@ -23,91 +23,14 @@ and machines.
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import TypeAlias
 
-from fastgw.http.wire import render_answer_head
+from fastgw.plugins.cache.hits import ENTRY_OVERHEAD, Entry, VaryRecord
 from fastgw.plugins.cache.key import purge_matches, uri_of
 
-Headers = list[tuple[bytes, bytes]]
+__all__ = ["ENTRY_OVERHEAD", "ZONES", "Entry", "MemoryStore", "Stored", "VaryRecord", "zone_for"]
 
-ENTRY_OVERHEAD = 256  # bytes counted per entry besides its data: the Entry, list and tuple objects
-
-
-class Entry:
-    """A stored response: everything a hit needs to answer without the upstream."""
-
-    __slots__ = (
-        "_age_field",
-        "_head",
-        "body",
-        "content_type",
-        "fresh_until",
-        "headers",
-        "initial_age",
-        "size",
-        "stale_until",
-        "status",
-        "stored_at",
-    )
-
-    def __init__(
-        self,
-        status: int,
-        headers: Headers,
-        content_type: bytes,
-        body: bytes,
-        stored_at: float,
-        fresh_until: float,
-        stale_until: float,
-        initial_age: int,
-    ) -> None:
-        self.status = status
-        self.headers = headers  # without framing, Date, Age, Content-Type and the gateway's own
-        self.content_type = content_type  # b"" when the upstream sent none
-        self.body = body
-        self.stored_at = stored_at
-        self.fresh_until = fresh_until
-        self.stale_until = stale_until  # >= fresh_until: served STALE until then
-        self.initial_age = initial_age  # the upstream's Age when stored
-        self.size = len(body) + sum(len(n) + len(v) + 16 for n, v in headers) + ENTRY_OVERHEAD
-        self._head = b""
-        self._age_field = (-1, b"")
-
-    def age(self, now: float) -> int:
-        return self.initial_age + int(now - self.stored_at)
-
-    def age_field(self, now: float) -> tuple[bytes, bytes]:
-        """``(b"Age", value)`` at ``now``. PERF: made once per second of age, not per hit."""
-        age = self.initial_age + int(now - self.stored_at)
-        field = self._age_field
-        if field[0] != age:
-            field = self._age_field = (age, b"%d" % age)
-        return (b"Age", field[1])
-
-    def head(self) -> bytes:
-        """Its status line, Content-Type, Content-Length and stored headers as HTTP/1.1 lines
-        (``hooks.Response.head``). PERF: rendered at its first hit, not at every one (the body
-        is complete by then: an entry is stored only once it is)."""
-        head = self._head
-        if not head:
-            head = self._head = render_answer_head(self.status, self.body, self.content_type, self.headers)
-        return head
-
-
-class VaryRecord:
-    """Under a base key: the response varies by these request headers (lower-case, sorted)."""
-
-    __slots__ = ("names", "stale_until")
-
-    def __init__(self, names: tuple[bytes, ...], stale_until: float) -> None:
-        self.names = names
-        self.stale_until = stale_until  # as long as the newest variant it led to
-
-    @property
-    def size(self) -> int:
-        return sum(len(n) for n in self.names) + ENTRY_OVERHEAD
-
-
-Stored = Entry | VaryRecord
+Stored: TypeAlias = Entry | VaryRecord
 
 
 class MemoryStore:
