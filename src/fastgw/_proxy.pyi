@@ -470,6 +470,8 @@ class BalancerCore:
     def pick(self, targets: tuple[Target, ...]) -> Target:
         """One of ``targets`` (usable ones, never empty) for a request."""
 
+class RoundRobinCore(BalancerCore): ...
+
 class PowerOfTwoCore(BalancerCore):
     """Fewer in flight per unit of weight wins."""
 

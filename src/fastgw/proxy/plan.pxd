@@ -75,6 +75,7 @@ cdef class Target:
     cdef readonly bytes host_header      # the Host value sent upstream
     cdef readonly str label              # host:port, for logs and metrics (never error bodies)
     cdef public int in_flight            # requests sent to it and not finished (least-conn, p2c)
+    cdef long long rr_credit             # smooth weighted round robin's running credit
     cdef long long outcomes[TARGET_OUTCOMES]   # attempts by outcome (stats.pxd)
     cdef long long latency_buckets[LATENCY_BUCKETS]  # request head sent -> response ended
     cdef double latency_sum
@@ -96,6 +97,10 @@ cdef class BalancerCore:
     cdef Target choose(self, tuple targets)          # targets: the usable ones, never empty
     cdef int better(self, Target b, Target a) except -1   # b strictly better than a
     cdef int learn(self, object exchange) except -1  # an Exchange, or any object with its fields
+
+
+cdef class RoundRobinCore(BalancerCore):
+    pass
 
 
 cdef class PowerOfTwoCore(BalancerCore):

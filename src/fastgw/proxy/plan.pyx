@@ -104,9 +104,10 @@ cdef class Target:
 
 
 # -- balancers' per-request work in C ----------------------------------------------------------------
-# PowerOfTwo and PeakEwma (upstream/balance.py) keep their configuration in Python and their
-# per-request work here: the group picks through the core with no Python call (two random
-# targets by weight, the less loaded wins) and the core learns from each ended exchange in C.
+# RoundRobin, PowerOfTwo and PeakEwma (upstream/balance.py) keep their configuration in Python and
+# their per-request work here: the group picks through the core with no Python call (round robin's
+# credits; two random targets by weight, the less loaded wins) and the core learns from each ended
+# exchange in C.
 
 cdef extern from *:
     """
@@ -172,6 +173,27 @@ cdef class BalancerCore:
         if not targets:
             raise ValueError("no target to pick from")
         return self.choose(targets)
+
+
+cdef class RoundRobinCore(BalancerCore):
+    """Smooth weighted round robin (nginx's): at each pick every target gains its weight, the
+    highest credit wins (the first on a tie) and pays back the total. The credit is kept on each
+    ``Target``, so it survives the target leaving rotation and coming back."""
+
+    cdef Target choose(self, tuple targets):
+        cdef Py_ssize_t i, count = len(targets)
+        cdef Target target, best = <Target>targets[0]
+        cdef long long total = 0
+        if count == 1:
+            return best  # its credit would gain its weight and pay it back
+        for i in range(count):
+            target = <Target>targets[i]
+            target.rr_credit += target.weight
+            total += target.weight
+            if target.rr_credit > best.rr_credit:
+                best = target
+        best.rr_credit -= total
+        return best
 
 
 cdef class PowerOfTwoCore(BalancerCore):

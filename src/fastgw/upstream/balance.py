@@ -5,10 +5,11 @@ of usable targets, in config order and never empty; the group has already left o
 retry must avoid (``UpstreamGroup.pick``), so no algorithm deals with health or exclusion.
 ``exchange`` is the request (None when a test or tool asks outside a request).
 
-PERF: p2c and ewma keep their per-request work in C, in a ``BalancerCore`` (``proxy/plan.pyx``)
+PERF: round robin, p2c and ewma keep their per-request work in C, in a ``BalancerCore`` (``proxy/plan.pyx``)
 the balancer holds as ``core``: the group picks through it without a Python call, and a core that
 learns (ewma's) is told of each ended exchange by the group, in C too. Their ``pick`` here calls
-the same core, so tests and the hot path run one implementation.
+the same core, so tests and the hot path run one implementation (round robin's, also when
+another balancer uses it to break ties).
 
 The algorithms (``balance:`` of an upstream in the config):
 
@@ -26,8 +27,9 @@ The algorithms (``balance:`` of an upstream in the config):
 - ``ewma``: peak-EWMA latency (Finagle, Linkerd): p2c on cost = expected latency x (in flight
   + 1) / weight; see ``PeakEwma``.
 
-Per-target state lives in dicts keyed by the ``Target`` object (hashed by identity), so it
-survives a target leaving rotation and coming back without any re-indexing. When the group's
+Per-target state lives on the ``Target`` (round robin's credit, the count in flight, ewma's
+estimate) or in dicts keyed by the ``Target`` object (hashed by identity), so it survives a
+target leaving rotation and coming back without any re-indexing. When the group's
 targets change (discovery), ``targets_changed(targets)`` is called with the new list: state of
 targets that left is dropped, a ring is rebuilt; targets that stay keep theirs. Anything hashed for
 routing uses blake2b, never ``hash()``: Python salts ``hash()`` of bytes per process, and every
@@ -45,7 +47,7 @@ from array import array
 from collections.abc import Callable, Sequence
 from typing import ClassVar, TypeVar
 
-from fastgw._proxy import BalancerCore, Exchange, PeakEwmaCore, PowerOfTwoCore, Target
+from fastgw._proxy import BalancerCore, Exchange, PeakEwmaCore, PowerOfTwoCore, RoundRobinCore, Target
 from fastgw.config.schema import BalanceConfig, HashKey
 
 Targets = Sequence[Target]
@@ -82,34 +84,21 @@ def _forget_others(state: dict[Target, _V], targets: Targets) -> None:
 
 
 class RoundRobin(Balancer):
-    """Smooth weighted round robin (see the module docstring)."""
+    """Smooth weighted round robin (see the module docstring). Picks in C (``RoundRobinCore``),
+    each target's credit kept on its ``Target``: a target discovery removes takes its credit with
+    it, and a new one starts at 0 and earns its turn like the others."""
 
-    __slots__ = ("_current",)
+    __slots__ = ("_core",)
 
     def __init__(self) -> None:
-        self._current: dict[Target, int] = {}
+        self._core = RoundRobinCore(0)
+
+    @property
+    def core(self) -> BalancerCore:
+        return self._core
 
     def pick(self, targets: Targets, exchange: Exchange | None) -> Target:
-        # PERF: state in a dict keyed by target: one read and one write each, measured faster
-        # than indexing a parallel list, and right for any subset of the group's targets.
-        current = self._current
-        best: Target | None = None
-        best_value = total = 0
-        for target in targets:
-            value = current.get(target, 0) + target.weight
-            current[target] = value
-            total += target.weight
-            if best is None or value > best_value:
-                best, best_value = target, value
-        assert best is not None  # targets is never empty
-        current[best] = best_value - total
-        return best
-
-    def targets_changed(self, targets: Targets) -> None:
-        # A new target starts at 0 and earns its turn like the others; those that stay keep their
-        # place in the cycle. Forgetting a departed target's credit shifts the others' totals by
-        # at most one round: the smooth interleaving holds from the next round on.
-        _forget_others(self._current, targets)
+        return self._core.pick(tuple(targets))
 
 
 class LeastConn(Balancer):
