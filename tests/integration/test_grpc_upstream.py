@@ -164,4 +164,6 @@ def test_deadline_reaches_the_server(channel: grpc.Channel, service: tuple[EchoS
         call(b"", timeout=0.5)
     assert failed.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert service[0].cancelled.wait(10)
-    assert service[0].time_remaining is not None and 0 < service[0].time_remaining <= 0.5
+    # The gateway's grpc-timeout, not none: what is left is at most the call's 0.5 s, give or
+    # take grpcio reading its coarse clock at receipt (it can be a millisecond behind).
+    assert service[0].time_remaining is not None and 0 < service[0].time_remaining <= 0.51
