@@ -102,6 +102,18 @@ class ReloadRecord:
             self.rejected_revision = revision
 
 
+def _add_counts_by_listener(
+    families: Families, name: str, help_text: str, label: str, counts: Mapping[str, Mapping[str, int]] | None
+) -> None:
+    """A counter family of ``counts`` (by listener, by ``label``), when there is any."""
+    if not counts:
+        return
+    family = families[name] = Family("counter", help_text)
+    for listener, by_value in counts.items():
+        for value, n in by_value.items():
+            family.add((("listener", listener), (label, value)), n)
+
+
 def collect_gateway(
     plan: Plan,
     unrouted: Iterable[RequestStats],
@@ -159,26 +171,24 @@ def collect_gateway(
                     ("resumed", str(resumed).lower()),
                 )
                 tls.add((("listener", listener), *labels), n)
-    if handshake_failures:
-        failures = families["fastgw_tls_handshake_failures_total"] = Family(
-            "counter",
-            "TLS handshakes on a listener that did not finish, by reason: OpenSSL's in lower case"
-            " (unsupported_protocol, no_shared_cipher, peer_did_not_return_a_certificate,"
-            " http_request, wrong_version_number...), timeout, closed.",
-        )
-        for listener, by_reason in handshake_failures.items():
-            for reason, n in by_reason.items():
-                failures.add((("listener", listener), ("reason", reason)), n)
-    if h2_events:
-        refusals = families["fastgw_http2_refusals_total"] = Family(
-            "counter",
-            "HTTP/2 streams or connections the gateway refused or cut off, by listener and why:"
-            " rapid_reset, flood, settings_flood, continuation_flood, header_list_too_large,"
-            " header_timeout, preface_timeout, stream_send_stalled, bad_preface, protocol_error...",
-        )
-        for listener, counts in h2_events.items():
-            for why, n in counts.items():
-                refusals.add((("listener", listener), ("kind", why)), n)
+    _add_counts_by_listener(
+        families,
+        "fastgw_tls_handshake_failures_total",
+        "TLS handshakes on a listener that did not finish, by reason: OpenSSL's in lower case"
+        " (unsupported_protocol, no_shared_cipher, peer_did_not_return_a_certificate,"
+        " http_request, wrong_version_number...), timeout, closed.",
+        "reason",
+        handshake_failures,
+    )
+    _add_counts_by_listener(
+        families,
+        "fastgw_http2_refusals_total",
+        "HTTP/2 streams or connections the gateway refused or cut off, by listener and why:"
+        " rapid_reset, flood, settings_flood, continuation_flood, header_list_too_large,"
+        " header_timeout, preface_timeout, stream_send_stalled, bad_preface, protocol_error...",
+        "kind",
+        h2_events,
+    )
     _collect_tunnels(plan, families)
     _collect_upstreams(plan, families)
     _collect_plugin_counters(COUNTERS, families)
