@@ -19,6 +19,8 @@
 
 from cpython.ref cimport PyObject
 
+import ssl  # loaded already (uvloop imports it): per handshake, no import statement to run
+
 cdef extern from "<dlfcn.h>" nogil:
     void* dlopen(const char* filename, int flags)
     void* dlsym(void* handle, const char* symbol)
@@ -89,7 +91,6 @@ def enable_tls_link(bytes libssl_path) -> bool:
     that a fresh SSLObject's SSL* and BIO* are where ``_pointer_field`` reads them. True: TLS
     listeners and upstreams may use TLSLink; False: they keep the event loop's TLS layer."""
     global _tls_link_ready
-    import ssl
     import sys
 
     if _tls_link_ready:
@@ -132,8 +133,6 @@ def tls_link_ready() -> bool:
 cdef str _failure_reason(exc):
     """A bounded label for why a handshake failed: OpenSSL's reason (its set is fixed), else the
     kind of end."""
-    import ssl
-
     if isinstance(exc, ssl.SSLError) and exc.reason:
         return exc.reason.lower()
     if isinstance(exc, TimeoutError):
@@ -191,8 +190,6 @@ cdef class TLSLink:
 
     # -- the TCP transport's protocol ----------------------------------------------------------
     def connection_made(self, transport) -> None:
-        import ssl
-
         self.tcp = transport
         self.tcp_write = transport.write
         outlet_open(&self.outlet, transport)
@@ -255,8 +252,6 @@ cdef class TLSLink:
             self.fail(TimeoutError(f"the TLS handshake took longer than {self.handshake_timeout:g}s"))
 
     cdef int handshake_step(self) except -1:
-        import ssl
-
         try:
             self.ssl_object.do_handshake()
         except ssl.SSLWantReadError:
