@@ -207,6 +207,44 @@ def test_a_client_that_stops_reading_is_dropped_after_the_send_timeout(
     assert line["error"] == "client stopped reading: nothing sent within the send timeout"
 
 
+def test_a_closing_connection_whose_client_reads_nothing_is_cut_after_the_send_timeout(
+    make_gateway: Make, upstream: int
+) -> None:
+    """The whole response is handed over and the connection closes (``Connection: close``), but
+    the transport still holds part of it for a client that never reads: without a bound the
+    socket would stay open for good."""
+    gw = make_gateway(gateway_config(upstream, timeouts={"send": "500ms"}))
+    server = gw.gateway.listeners["main"]
+    sock = connect(gw.port)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    wait_until(lambda: gw.connection_count() == 1, what="the connection accepted")
+
+    def shrink_send_buffer() -> None:  # so the kernel takes little and the transport keeps the rest
+        (client,) = server.connections
+        client.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+
+    gw.call(shrink_send_buffer)
+    held: list[int] = []
+
+    def transport_holds() -> bool:
+        held[:] = gw.call(lambda: [c.transport.get_write_buffer_size() for c in server.connections])
+        return bool(held and held[0])
+
+    with sock:
+        sock.sendall(build_request("GET", "/bytes/100000", [("Connection", "close")]))
+        wait_until(transport_holds, what="response bytes held for the client")
+        assert gw.call(lambda: [c.closed for c in server.connections]) == [True]  # closing, not gone
+        started = time.monotonic()
+        wait_until(lambda: gw.connection_count() == 0, 10, "the closing connection cut")
+        assert time.monotonic() - started >= 0.3  # the send timeout, not at once
+        sock.settimeout(5)
+        received = b""
+        with pytest.raises(ConnectionResetError):  # RST: the kernel does not hold the rest for it
+            while chunk := sock.recv(65536):
+                received += chunk
+        assert len(received) < 100000  # cut, not finished
+
+
 def test_a_slow_reader_that_keeps_reading_is_not_dropped(make_gateway: Make, upstream: int) -> None:
     gw = make_gateway(gateway_config(upstream, timeouts={"send": "300ms"}, buffer_bytes="16KiB"))
     server = gw.gateway.listeners["main"]

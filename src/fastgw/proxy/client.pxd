@@ -49,7 +49,7 @@ cdef class ClientProtocol(Downstream):
     cdef public double deadline          # read side: head, body, keep-alive or linger; 0 = none
     cdef public double send_deadline     # write side: the client took nothing since; 0 = none
     cdef Py_ssize_t send_backlog         # unsent() when send_deadline was set
-    cdef int sock_fd                     # the socket, for its send queue's size; -1 if none
+    cdef int sock_fd                     # the socket (send queue size, reset); -1 if none or closed
     cdef public bint lingering           # answered and half-closed: reading and dropping input
     cdef bint client_eof                 # the client half-closed
     cdef public bint closed
@@ -82,6 +82,8 @@ cdef class ClientProtocol(Downstream):
     cpdef close(self)
     cpdef abort(self)
     cpdef start_draining(self)
+    cdef int expire_closing(self, double now) except -1
+    cdef int reset(self) except -1
     cpdef check_deadline(self, double now)
 
 

@@ -179,6 +179,7 @@ cdef class ClientProtocol(Downstream):
     def connection_lost(self, exc) -> None:
         self.closed = True
         self.outlet.fd = -1
+        self.sock_fd = -1  # closed: the number may already name another socket
         self.server.connections.discard(self)
         if self.h2 is not None:
             self.h2.lost()
@@ -292,6 +293,8 @@ cdef class ClientProtocol(Downstream):
             self.active.pause_upstream()
 
     def resume_writing(self) -> None:
+        if self.closed:
+            return  # closing: the send timeout keeps watching what the transport still holds
         self.write_paused = False
         self.send_deadline = 0.0
         if self.h2 is not None:
@@ -574,11 +577,27 @@ cdef class ClientProtocol(Downstream):
         if not self.closed:
             self.closed = True
             self.transport.close()
+            held = self.transport.get_write_buffer_size()
+            if held:
+                # The transport stays open until the client takes what it holds: one that never
+                # reads would keep it forever. The send timeout bounds that wait too.
+                self.send_backlog = held
+                if not self.send_deadline:
+                    self.send_deadline = _now() + self.listener.send_timeout
+                    self.wheel.file(self, self.send_deadline)
 
     cpdef abort(self):
         self.closed = True
         self.outlet.fd = -1
         self.transport.abort()
+
+    cdef int reset(self) except -1:
+        """Abort with RST: for a client that takes nothing we send. A plain close would leave the
+        kernel holding the unsent bytes and a FIN behind them for minutes, and a client that only
+        sends, backing off its own retransmits, might not learn of the end for as long."""
+        socket_reset_on_close(self.sock_fd)
+        self.abort()
+        return 0
 
     cpdef start_draining(self):
         """Graceful shutdown: finish what is in flight, close idle keep-alive connections now."""
@@ -592,13 +611,14 @@ cdef class ClientProtocol(Downstream):
     cpdef expire(self, double now):
         """The wheel's call: a deadline may have passed (else it files the next one again)."""
         if self.closed:
+            self.expire_closing(now)
             return
         if self.send_deadline and now >= self.send_deadline:
             backlog = self.unsent()
             if backlog >= self.send_backlog:
                 # Nothing taken for a whole send timeout: free the upstream side and go.
                 self.abandon(STALLED)
-                self.abort()
+                self.reset()
                 return
             self.send_backlog = backlog  # it reads, slowly: the timeout counts from this progress
             self.send_deadline = now + self.listener.send_timeout
@@ -614,6 +634,25 @@ cdef class ClientProtocol(Downstream):
             self.wheel.file(self, self.deadline)
         if self.send_deadline:
             self.wheel.file(self, self.send_deadline)
+
+    cdef int expire_closing(self, double now) except -1:
+        """Closed, with bytes the transport still holds for the client: cut it once a whole send
+        timeout passes in which it took none of them."""
+        if not self.send_deadline:
+            return 0
+        if now >= self.send_deadline:
+            backlog = self.transport.get_write_buffer_size()
+            if backlog == 0:
+                self.send_deadline = 0.0  # all taken: the transport closes by itself
+                return 0
+            if backlog >= self.send_backlog:
+                self.send_deadline = 0.0
+                self.reset()
+                return 0
+            self.send_backlog = backlog
+            self.send_deadline = now + self.listener.send_timeout
+        self.wheel.file(self, self.send_deadline)
+        return 0
 
     cpdef check_deadline(self, double now):
         """The read-side deadline passed: slowloris, a stalled body, an idle keep-alive, a linger."""

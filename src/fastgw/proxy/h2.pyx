@@ -399,11 +399,11 @@ cdef class H2Connection:
         self.submit_goaway(error_code)
         self.abandon(LEFT_BEFORE)
         self.flush()
-        if client.write_paused and not client.closed:
+        if client.write_paused or kind == "flood":
             # The client takes nothing we send (a flood of PINGs whose answers it never reads):
             # the GOAWAY cannot reach it, and waiting would hold the connection until the send
-            # timeout. Cut it now.
-            client.abort()
+            # timeout, or leave the kernel holding it. Cut it now, with RST.
+            client.reset()
         return 0
 
     # -- time, drain, loss ----------------------------------------------------------------------------

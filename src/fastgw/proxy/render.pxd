@@ -23,3 +23,4 @@ cdef int outlet_write(Outlet* outlet, object write, object transport, bytes data
 cdef int outlet_write_pair(Outlet* outlet, object write, object transport, bytes first, const char* rest, Py_ssize_t rest_len) except -1
 cdef int socket_fd(object transport) except? -2
 cdef Py_ssize_t socket_unsent(int fd) noexcept nogil   # SIOCOUTQ: in the kernel, not yet acknowledged
+cdef void socket_reset_on_close(int fd) noexcept nogil  # SO_LINGER 0: close sends RST, drops what is queued

@@ -104,12 +104,22 @@ cdef extern from *:
     #else
     static Py_ssize_t fastgw_unsent(int fd) { return 0; }
     #endif
+    #include <sys/socket.h>
+    static void fastgw_reset_on_close(int fd) {
+        struct linger hard = {1, 0};
+        if (fd >= 0) setsockopt(fd, SOL_SOCKET, SO_LINGER, &hard, sizeof hard);
+    }
     """
     Py_ssize_t fastgw_unsent(int fd) nogil
+    void fastgw_reset_on_close(int fd) nogil
 
 
 cdef Py_ssize_t socket_unsent(int fd) noexcept nogil:
     return fastgw_unsent(fd)
+
+
+cdef void socket_reset_on_close(int fd) noexcept nogil:
+    fastgw_reset_on_close(fd)
 
 
 cdef int socket_fd(object transport) except? -2:
