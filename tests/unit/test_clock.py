@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
 import uvloop
 
 from fastgw.http import _clock
@@ -105,6 +106,16 @@ def test_a_wheel_per_loop() -> None:
 def test_the_date_line_is_an_imf_fixdate() -> None:
     line = _clock.current_date_line()
     assert line.startswith(b"Date: ") and line.endswith(b" GMT\r\n") and len(line) == 37
+
+
+@pytest.mark.parametrize("second", [0, 784111777, 951782400, 1709164800, 1790000000, 4102444799])
+def test_http_date_matches_the_standard_librarys_formatting(second: int) -> None:
+    """RFC 9110 5.6.7's example, leap days, the year 2099; in English under any locale."""
+    from email.utils import formatdate
+
+    assert _clock.http_date(second) == formatdate(second, usegmt=True).encode()
+    if second == 784111777:
+        assert _clock.http_date(second) == b"Sun, 06 Nov 1994 08:49:37 GMT"
 
 
 def test_the_wheel_holds_an_item_once_and_lets_go_when_unfiled(loop_kind: str) -> None:

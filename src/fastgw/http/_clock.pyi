@@ -12,6 +12,9 @@ def now() -> float:
 def hold(at: float | None) -> None:
     """Tests only: ``now()`` reads ``at`` until ``hold(None)``."""
 
+def http_date(second: int) -> bytes:
+    """``second`` (Unix time) as an IMF-fixdate, ``b"Sun, 06 Nov 1994 08:49:37 GMT"``."""
+
 def current_date_line() -> bytes:
     """``b"Date: <IMF-fixdate>\\r\\n"`` for the current second."""
 

@@ -34,7 +34,6 @@ cimport cython
 import asyncio
 import time
 import weakref
-from email.utils import formatdate
 
 cdef extern from *:
     """
@@ -104,6 +103,19 @@ def hold(at: float | None) -> None:
 
 # -- the Date header line (RFC 9110 6.6.1) ------------------------------------------------------
 
+cdef tuple _DAYS = (b"Mon", b"Tue", b"Wed", b"Thu", b"Fri", b"Sat", b"Sun")
+cdef tuple _MONTHS = (b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec")
+
+
+cpdef bytes http_date(long long second):
+    """IMF-fixdate (``Sun, 06 Nov 1994 08:49:37 GMT``), in English whatever the locale; not
+    email.utils' formatdate, which loads the email package (half a megabyte) for this."""
+    t = time.gmtime(second)
+    return b"%s, %02d %s %04d %02d:%02d:%02d GMT" % (
+        _DAYS[t.tm_wday], t.tm_mday, _MONTHS[t.tm_mon - 1], t.tm_year, t.tm_hour, t.tm_min, t.tm_sec
+    )
+
+
 cdef long long _date_second = -1
 cdef bytes _date_line = b""
 
@@ -114,7 +126,7 @@ cdef bytes date_line():
     cdef long long second = fastgw_wall_second()
     if second != _date_second:
         _date_second = second
-        _date_line = b"Date: " + formatdate(second, usegmt=True).encode() + b"\r\n"
+        _date_line = b"Date: " + http_date(second) + b"\r\n"
     return _date_line
 
 

@@ -54,9 +54,9 @@ cdef class ClientProtocol(Downstream):
     cdef bint client_eof                 # the client half-closed
     cdef public bint closed
     cdef TimerWheel wheel                # the loop's, where deadlines are filed
-    cdef object write_bound              # transport.write, looked up once
+    cdef object write_bound              # transport.write looked up once, or None (direct sends)
     cdef Outlet outlet
-    cdef list out                        # the active exchange's response bytes, until flush()
+    cdef list out                        # the active exchange's response bytes, until flush(); or None
     cdef bint rechunk                    # its body is re-framed chunked (length unknown)
     cdef bint close_after                # the connection ends after the active exchange
     cdef unsigned long long generation   # the _plan_generation adopted

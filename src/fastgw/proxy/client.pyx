@@ -38,7 +38,6 @@ cdef class ClientProtocol(Downstream):
         self.outlet.fd = -1
         self.parser = None
         self.peer_ip = b""
-        self.peer = None
         self.trusted = False
         self.in_head = False
         self.active = None
@@ -53,7 +52,7 @@ cdef class ClientProtocol(Downstream):
         self.draining = False
         self.lingering = False
         self.closed = False
-        self.out = []
+        self.out = None  # PERF: memory: made by each response (an idle connection holds none)
         self.protocol = "1.1"
         self.tls_version = self.tls_cipher = None
         self.client_certificate = None
@@ -78,8 +77,8 @@ cdef class ClientProtocol(Downstream):
         self.recent_errors = server.recent_errors
         # Without export every new trace is sampled: the gateway heads it for others.
         self.trace_sample_max = spans.sample_max if spans is not None else SAMPLE_ALL
-        if self.peer is not None:
-            self.trusted = listener.is_trusted(self.peer)  # trusted_proxies may have changed
+        if self.peer_ip:
+            self.trusted = listener.is_trusted(self.peer_ip.decode())  # trusted_proxies may have changed
         if self.transport is not None:
             self.transport.set_write_buffer_limits(high=listener.buffer_bytes)
         return 0
@@ -111,6 +110,8 @@ cdef class ClientProtocol(Downstream):
             return 0
         self.parser = None
         self.parser_shelved = True
+        if self.out is not None and not self.out:
+            self.out = None  # and the response list: the next response makes one
         cdef list shelf = self.listener.parser_shelf
         if self.parser_generation == self.generation and len(shelf) < PARSER_SHELF_MAX:
             parser.reset()
@@ -122,8 +123,10 @@ cdef class ClientProtocol(Downstream):
         self.h2 = None
         self.first_read = True
         self.transport = transport
-        self.write_bound = transport.write
         outlet_open(&self.outlet, transport)
+        # PERF: memory: without a socket to write to directly (TLS), every write goes through the
+        # transport's bound write, looked up once; otherwise it is looked up when first needed.
+        self.write_bound = transport.write if self.outlet.fd < 0 else None
         self.sock_fd = socket_fd(transport)
         self.wheel = running_wheel()
         self.parser_shelved = True  # the first read takes a parser
@@ -141,7 +144,6 @@ cdef class ClientProtocol(Downstream):
             self.tls_established(ssl_object)
         peer = transport.get_extra_info("peername")
         if peer:
-            self.peer = peer[0]
             self.peer_ip = peer[0].encode()
             self.trusted = self.listener.is_trusted(peer[0])
         self.now = _now()
@@ -357,6 +359,8 @@ cdef class ClientProtocol(Downstream):
         interim.kinds = kinds
         interim.kept = interim.added = NULL
         interim.add_date = False
+        if self.out is None:
+            self.out = []
         self.out.append(render_reply(&interim, False, False, False, None, None))
         return 1
 
@@ -371,6 +375,8 @@ cdef class ClientProtocol(Downstream):
         self.close_after = close
         data = render_reply(head, self.rechunk, close, x.http_10, self.listener.request_id_header, x.request_id)
         x.bytes_sent += PyBytes_GET_SIZE(data)
+        if self.out is None:
+            self.out = []
         self.out.append(data)
         return 0
 
@@ -409,6 +415,8 @@ cdef class ClientProtocol(Downstream):
 
     cdef int flush(self) except -1:
         cdef list out = self.out
+        if out is None:
+            return 0
         cdef Py_ssize_t n = len(out)
         cdef bytes first, second
         if not n:
@@ -428,7 +436,7 @@ cdef class ClientProtocol(Downstream):
         return 0
 
     cdef int cut(self, Exchange x) except -1:
-        self.out.clear()
+        self.out = None
         self.active = None
         self.abort()
         return 0
@@ -486,7 +494,7 @@ cdef class ClientProtocol(Downstream):
 
     # -- writing and ending ----------------------------------------------------------------------
     cdef int write(self, bytes data) except -1:
-        """PERF: the transport's bound write, looked up once per connection."""
+        """Straight to the socket when it takes it all; else the transport's bound write."""
         outlet_write(&self.outlet, self.write_bound, self.transport, data)
         return 0
 

@@ -21,7 +21,6 @@ cdef class Collector(Downstream):
     def __init__(self, ListenerCore listener, Py_ssize_t max_body, future) -> None:
         self.listener = listener
         self.peer_ip = b""
-        self.peer = None
         self.protocol = "1.1"  # what it sends upstream: the gateway's own call has no client
         self.trusted = False
         self.now = _now()

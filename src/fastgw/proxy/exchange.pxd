@@ -72,8 +72,7 @@ cdef class Downstream(Timed):
     # The client side of exchanges: what the exchange reads and calls. Every method is called
     # with the exchange it concerns; "the client" is whoever asked (a connection, a stream).
     cdef public ListenerCore listener    # the listener's plan as of the current request
-    cdef public bytes peer_ip            # the TCP peer (bytes of its address text)
-    cdef public object peer              # ... as str, or None
+    cdef public bytes peer_ip            # the TCP peer (bytes of its address text), b"" if none
     cdef public bint trusted             # the peer is a trusted proxy: its X-Forwarded-* count
     cdef double now                      # the clock read when the current loop callback began
     cdef RequestStats unrouted           # the listener's counters of requests matching no route

@@ -4,6 +4,12 @@ cdef class Downstream(Timed):
     """The client side of exchanges: an HTTP/1.1 connection (ClientProtocol), an in-process
     caller (Collector); an HTTP/2 stream next. Subclasses implement every method."""
 
+    @property
+    def peer(self):
+        """The TCP peer's address as str, or None. PERF: memory: made when asked, not kept per
+        connection (the hot path reads ``peer_ip``)."""
+        return self.peer_ip.decode() if self.peer_ip else None
+
     cdef int send_continue(self, Exchange x) except -1:
         raise NotImplementedError
 

@@ -55,7 +55,6 @@ cdef class H2Stream(Downstream):
         self.id = stream_id
         self.listener = client.listener
         self.peer_ip = client.peer_ip
-        self.peer = client.peer
         self.trusted = client.trusted
         self.now = client.now
         self.unrouted = client.unrouted

@@ -158,6 +158,14 @@ cdef int outlet_open(Outlet* outlet, object transport) except -1:
     return 0
 
 
+cdef inline int _write(object write, object transport, bytes data) except -1:
+    if write is None:
+        transport.write(data)
+    else:
+        write(data)
+    return 0
+
+
 cdef int outlet_write(Outlet* outlet, object write, object transport, bytes data) except -1:
     """Write ``data``: with one send() when the transport has nothing queued, else (and for
     whatever the kernel did not take) through the transport, which keeps the order, buffers and
@@ -166,13 +174,14 @@ cdef int outlet_write(Outlet* outlet, object write, object transport, bytes data
     PERF: uvloop's write() costs about as much again as the send() it makes (buffer bookkeeping,
     flow-control checks, a Python call); a small response needs none of it. Safe because the
     descriptor stays open until connection_lost (uvloop closes the handle after calling it) and
-    the outlet is shut before: close(), abort() and connection_lost set fd to -1."""
+    the outlet is shut before: close(), abort() and connection_lost set fd to -1. ``write`` is
+    the transport's bound write, or None: looked up then, only when needed."""
     cdef Py_ssize_t size = PyBytes_GET_SIZE(data)
     cdef ssize_t sent
     if outlet.fd >= 0:
         if outlet.queued:
             if transport.get_write_buffer_size():
-                write(data)
+                _write(write, transport, data)
                 return 0
             outlet.queued = False
         sent = send(outlet.fd, PyBytes_AS_STRING(data), size, MSG_NOSIGNAL | MSG_DONTWAIT)
@@ -182,7 +191,7 @@ cdef int outlet_write(Outlet* outlet, object write, object transport, bytes data
         if sent > 0:
             data = PyBytes_FromStringAndSize(PyBytes_AS_STRING(data) + sent, size - sent)
         # sent < 0: EAGAIN, or an error the transport meets again and reports as usual
-    write(data)
+    _write(write, transport, data)
     return 0
 
 

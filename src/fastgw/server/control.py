@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import pickle
 import socket
 import struct
 from dataclasses import dataclass
@@ -32,7 +31,6 @@ from fastgw.observe.metrics import Families, ReloadRecord, Trigger, collect_relo
 from fastgw.observe.recent_errors import merge_entries
 from fastgw.observe.targets import TargetView, merge_states, target_states
 from fastgw.plan import Plan
-from fastgw.plugins.cache import purge_entries
 from fastgw.server.gateway import Gateway, Reloader
 
 log = logging.getLogger("fastgw")
@@ -110,19 +108,26 @@ class LocalControl:
         return result
 
     async def purge_cache(self, key: str | None, prefix: str | None) -> PurgeResult:
+        from fastgw.plugins.cache import purge_entries  # the cache's modules: only when asked
+
         return await purge_entries(key, prefix)
 
 
 # -- the supervisor's line to each worker ---------------------------------------------------------
+# pickle is imported by the functions that use it: a single process (no workers) never loads it.
 
 
 async def _send(writer: asyncio.StreamWriter, message: object) -> None:
+    import pickle
+
     data = pickle.dumps(message)
     writer.write(_LENGTH.pack(len(data)) + data)
     await writer.drain()
 
 
 async def _receive(reader: asyncio.StreamReader) -> Any:
+    import pickle
+
     (size,) = _LENGTH.unpack(await reader.readexactly(_LENGTH.size))
     return pickle.loads(await reader.readexactly(size))
 

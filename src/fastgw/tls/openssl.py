@@ -11,7 +11,6 @@ for that pointer must be the context's), so a different interpreter fails loudly
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import hashlib
 import ssl
 from collections.abc import Mapping
@@ -28,24 +27,27 @@ TICKET_KEY_BYTES = 80  # key name 16, HMAC secret 32, AES key 32
 _StatusCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
 
 
-def _loaded_libssl() -> str:
-    """The path of the libssl ``_ssl`` is linked against (already in this process: opening it
-    again gives the same instance)."""
+def _loaded_library(name: str) -> str:
+    """The path of the lib``name`` ``_ssl`` is linked against (already in this process: opening
+    it again gives the same instance). ``ctypes.util`` (a megabyte of modules: tempfile, shutil,
+    subprocess) is loaded only where the process map cannot say."""
     try:
         with open("/proc/self/maps") as maps:
             for line in maps:
                 path = line.split()[-1]
-                if "/libssl.so" in path:
+                if f"/lib{name}.so" in path:
                     return path
     except OSError:
         pass
-    name = ctypes.util.find_library("ssl")
-    if name is None:
-        raise OSError("libssl not found")
-    return name
+    import ctypes.util
+
+    found = ctypes.util.find_library(name)
+    if found is None:
+        raise OSError(f"lib{name} not found")
+    return found
 
 
-LIBSSL_PATH = _loaded_libssl()
+LIBSSL_PATH = _loaded_library("ssl")
 _lib = ctypes.CDLL(LIBSSL_PATH)
 _lib.SSL_CTX_ctrl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_void_p]
 _lib.SSL_CTX_ctrl.restype = ctypes.c_long
@@ -57,7 +59,7 @@ _lib.SSL_ctrl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c
 _lib.SSL_ctrl.restype = ctypes.c_long
 _lib.SSL_get_certificate.argtypes = [ctypes.c_void_p]
 _lib.SSL_get_certificate.restype = ctypes.c_void_p
-_libcrypto = ctypes.CDLL(ctypes.util.find_library("crypto") or "libcrypto.so.3")
+_libcrypto = ctypes.CDLL(_loaded_library("crypto"))
 _libcrypto.i2d_X509.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)]
 _libcrypto.i2d_X509.restype = ctypes.c_int
 _libcrypto.CRYPTO_malloc.argtypes = [ctypes.c_size_t, ctypes.c_char_p, ctypes.c_int]
