@@ -12,7 +12,7 @@ from fastgw.errors import UnavailableFault
 from fastgw.upstream.breaker import Circuit, FailureWindow, State
 from fastgw.upstream.group import UpstreamGroup
 from fastgw.upstream.pool import TargetPool
-from tests.unit.test_config import error_of, parse, with_value
+from tests.support.config_docs import error_of, parse, with_value
 
 UP = "upstreams.catalog"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from fastgw.config.schema import HealthCheckConfig, OutlierConfig
-from tests.unit.test_config import SOURCE, error_of, parse, with_value
+from tests.support.config_docs import SOURCE, error_of, parse, with_value
 
 UP = "upstreams.catalog"
 _DURATION = "expected a duration like 30, '250ms', '1.5s', '2m' or '1h'"

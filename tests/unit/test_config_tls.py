@@ -15,7 +15,7 @@ from fastgw.config.schema import MODERN_CIPHERS
 from fastgw.errors import ConfigError
 from fastgw.plan import compile_plan
 from tests.support.certs import Issued, Pki
-from tests.unit.test_config import SOURCE, error_of, minimal, parse, with_value
+from tests.support.config_docs import SOURCE, error_of, minimal, parse, with_value
 
 TLS = "listeners[0].tls"
 

@@ -9,7 +9,7 @@ import pytest
 
 from fastgw.config.schema import PoolConfig
 from fastgw.upstream.pool import PoolKey, TargetPool
-from tests.unit.test_config import error_of, minimal, parse
+from tests.support.config_docs import error_of, minimal, parse
 
 SOURCE_UP = "gw.yaml: upstreams.catalog"
 
