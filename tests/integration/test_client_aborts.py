@@ -70,6 +70,14 @@ def three_targets_with_outliers(ports: list[int], **listener: Any) -> dict[str, 
     return doc
 
 
+def send_timeouts(gw: RunningGateway) -> dict[str, int]:
+    """``fastgw_client_send_timeouts_total`` by state."""
+    family = gw.call(gw.gateway.collect).get("fastgw_client_send_timeouts_total")
+    if family is None:
+        return {}
+    return {dict(key[1])["state"]: int(value) for key, value in family.samples.items()}
+
+
 def ejected(gw: RunningGateway) -> list[str]:
     group = gw.gateway.plan.upstreams["up"]
     return list(gw.call(lambda: [t.label for t in group.targets if group.held(t)]))
@@ -205,6 +213,7 @@ def test_a_client_that_stops_reading_is_dropped_after_the_send_timeout(
     (line,) = log_lines(log, gw)
     assert line["status"] == 200  # the head went out: that is what the client got
     assert line["error"] == "client stopped reading: nothing sent within the send timeout"
+    assert send_timeouts(gw) == {"responding": 1}
 
 
 def test_a_closing_connection_whose_client_reads_nothing_is_cut_after_the_send_timeout(
@@ -243,6 +252,7 @@ def test_a_closing_connection_whose_client_reads_nothing_is_cut_after_the_send_t
             while chunk := sock.recv(65536):
                 received += chunk
         assert len(received) < 100000  # cut, not finished
+    assert send_timeouts(gw) == {"closing": 1}  # the exchange was logged whole: this records the cut
 
 
 def test_a_slow_reader_that_keeps_reading_is_not_dropped(make_gateway: Make, upstream: int) -> None:

@@ -121,12 +121,14 @@ def collect_gateway(
     connections: Mapping[str, int] | None = None,
     h2_events: Mapping[str, Mapping[str, int]] | None = None,
     handshake_failures: Mapping[str, Mapping[str, int]] | None = None,
+    send_timeouts: Mapping[str, Mapping[str, int]] | None = None,
 ) -> Families:
     """One process's families: requests (``unrouted``: each listener's counters of requests
     that matched no route), latencies, pools, targets, TLS handshakes (``handshakes``: by
     listener, by (version, cipher, resumed)), open client connections (``connections``, by
     listener), HTTP/2 defences that acted (``h2_events``: by listener, by kind), TLS handshakes
-    that failed (``handshake_failures``: by listener, by reason), plugin counters."""
+    that failed (``handshake_failures``: by listener, by reason), client connections cut by the
+    send timeout (``send_timeouts``: by listener, by state), plugin counters."""
     families: Families = {}
     open_connections = families["fastgw_client_connections"] = Family(
         "gauge", "Client connections open, by listener."
@@ -188,6 +190,15 @@ def collect_gateway(
         " header_timeout, preface_timeout, stream_send_stalled, bad_preface, protocol_error...",
         "kind",
         h2_events,
+    )
+    _add_counts_by_listener(
+        families,
+        "fastgw_client_send_timeouts_total",
+        "Client connections cut (RST) because the client took nothing for a whole send timeout, by"
+        " listener and state: responding (its response cut short) or closing (the whole response"
+        " handed over, the connection closing with bytes the client never took).",
+        "state",
+        send_timeouts,
     )
     _collect_tunnels(plan, families)
     _collect_upstreams(plan, families)

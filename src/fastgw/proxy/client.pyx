@@ -626,6 +626,7 @@ cdef class ClientProtocol(Downstream):
             if backlog >= self.send_backlog:
                 # Nothing taken for a whole send timeout: free the upstream side and go.
                 self.abandon(STALLED)
+                self.server.count_send_timeout("responding")
                 self.reset()
                 return
             self.send_backlog = backlog  # it reads, slowly: the timeout counts from this progress
@@ -655,6 +656,7 @@ cdef class ClientProtocol(Downstream):
                 return 0
             if backlog >= self.send_backlog:
                 self.send_deadline = 0.0
+                self.server.count_send_timeout("closing")
                 self.reset()
                 return 0
             self.send_backlog = backlog

@@ -136,6 +136,7 @@ class Gateway:
                 for name, server in servers.items()
                 if server.handshake_failures
             },
+            {name: server.send_timeouts for name, server in servers.items() if server.send_timeouts},
         )
 
     async def stop_accepting(self) -> None:

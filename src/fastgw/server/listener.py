@@ -40,6 +40,8 @@ class ListenerServer:
         self.handshake_failures: dict[str, int] = {}
         # HTTP/2 defences that acted, by kind: fastgw_http2_refusals_total.
         self.h2_events: dict[str, int] = {}
+        # Client connections cut by the send timeout, by state: fastgw_client_send_timeouts_total.
+        self.send_timeouts: dict[str, int] = {}
 
     def count_handshake(self, version: str | None, cipher: str | None, resumed: bool) -> None:
         key = (version, cipher, resumed)
@@ -52,6 +54,11 @@ class ListenerServer:
         """An HTTP/2 defence acted (a stream or connection refused or cut, by kind: rapid_reset,
         flood, continuation_flood, header_list_too_large, stream_send_stalled...)."""
         self.h2_events[kind] = self.h2_events.get(kind, 0) + 1
+
+    def count_send_timeout(self, state: str) -> None:
+        """A client took nothing for a whole send timeout and was cut: ``responding`` (its
+        response cut short) or ``closing`` (the response handed over, the connection closing)."""
+        self.send_timeouts[state] = self.send_timeouts.get(state, 0) + 1
 
     async def start(self, reuse_port: bool = False) -> None:
         loop = asyncio.get_running_loop()
