@@ -82,7 +82,7 @@ cdef class ClientProtocol(Downstream):
     cpdef close(self)
     cpdef abort(self)
     cpdef start_draining(self)
-    cdef int expire_closing(self, double now) except -1
+    cdef bint send_stalled(self, double now) except -1
     cdef int reset(self) except -1
     cpdef check_deadline(self, double now)
 

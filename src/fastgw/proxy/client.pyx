@@ -585,11 +585,10 @@ cdef class ClientProtocol(Downstream):
         if not self.closed:
             self.closed = True
             self.transport.close()
-            held = self.transport.get_write_buffer_size()
-            if held:
+            if self.transport.get_write_buffer_size():
                 # The transport stays open until the client takes what it holds: one that never
                 # reads would keep it forever. The send timeout bounds that wait too.
-                self.send_backlog = held
+                self.send_backlog = self.unsent()
                 if not self.send_deadline:
                     self.send_deadline = _now() + self.listener.send_timeout
                     self.wheel.file(self, self.send_deadline)
@@ -597,6 +596,7 @@ cdef class ClientProtocol(Downstream):
     cpdef abort(self):
         self.closed = True
         self.outlet.fd = -1
+        self.send_deadline = 0.0  # nothing is left to send: no send timeout to watch
         self.transport.abort()
 
     cdef int reset(self) except -1:
@@ -618,19 +618,20 @@ cdef class ClientProtocol(Downstream):
 
     cpdef expire(self, double now):
         """The wheel's call: a deadline may have passed (else it files the next one again)."""
-        if self.closed:
-            self.expire_closing(now)
-            return
-        if self.send_deadline and now >= self.send_deadline:
-            backlog = self.unsent()
-            if backlog >= self.send_backlog:
-                # Nothing taken for a whole send timeout: free the upstream side and go.
+        if self.send_deadline and now >= self.send_deadline and self.send_stalled(now):
+            # Nothing taken for a whole send timeout: free the upstream side and go. Closed
+            # already (close() armed the timeout), the response was handed over whole.
+            if self.closed:
+                self.server.count_send_timeout("closing")
+            else:
                 self.abandon(STALLED)
                 self.server.count_send_timeout("responding")
-                self.reset()
-                return
-            self.send_backlog = backlog  # it reads, slowly: the timeout counts from this progress
-            self.send_deadline = now + self.listener.send_timeout
+            self.reset()
+            return
+        if self.closed:  # closing: only the send timeout is left to watch
+            if self.send_deadline:
+                self.wheel.file(self, self.send_deadline)
+            return
         if self.h2 is not None:
             self.h2.expire(now)
             if self.closed:
@@ -644,25 +645,15 @@ cdef class ClientProtocol(Downstream):
         if self.send_deadline:
             self.wheel.file(self, self.send_deadline)
 
-    cdef int expire_closing(self, double now) except -1:
-        """Closed, with bytes the transport still holds for the client: cut it once a whole send
-        timeout passes in which it took none of them."""
-        if not self.send_deadline:
-            return 0
-        if now >= self.send_deadline:
-            backlog = self.transport.get_write_buffer_size()
-            if backlog == 0:
-                self.send_deadline = 0.0  # all taken: the transport closes by itself
-                return 0
-            if backlog >= self.send_backlog:
-                self.send_deadline = 0.0
-                self.server.count_send_timeout("closing")
-                self.reset()
-                return 0
-            self.send_backlog = backlog
-            self.send_deadline = now + self.listener.send_timeout
-        self.wheel.file(self, self.send_deadline)
-        return 0
+    cdef bint send_stalled(self, double now) except -1:
+        """The send deadline passed: did the client take none of what it had (its backlog)
+        since the deadline was set? If it took some, the timeout counts again from now."""
+        cdef Py_ssize_t backlog = self.unsent()
+        if backlog >= self.send_backlog:
+            return True
+        self.send_backlog = backlog  # it reads, slowly: the timeout counts from this progress
+        self.send_deadline = now + self.listener.send_timeout
+        return False
 
     cpdef check_deadline(self, double now):
         """The read-side deadline passed: slowloris, a stalled body, an idle keep-alive, a linger."""
