@@ -67,7 +67,7 @@ def make_round(features: tuple[str, ...] = ()) -> Any:
     request = REQUEST[:-2] + b"".join(f"{n}: {v}\r\n".encode() for n, v in parts.headers.items()) + b"\r\n"
     plan = compile_plan(parse_config(doc, "bench.yaml"))
     server = ListenerServer(next(iter(plan.listeners.values())))
-    server.access_log = access_log_for(plan.config.access_log, None)
+    server.observers.access_log = access_log_for(plan.config.access_log, None)
     client = ClientProtocol(server)
     client.connection_made(NullTransport())  # type: ignore[arg-type]
     pool = next(iter(plan.pools.values()))

@@ -13,6 +13,9 @@ from fastgw.errors import HttpFault
 from fastgw.hooks import BodyFilter, HookChain, RequestContext
 from fastgw.http._clock import Timed
 from fastgw.http._parser import HttpParser
+from fastgw.observe.access_log import AccessLog
+from fastgw.observe.otlp import SpanExport
+from fastgw.observe.recent_errors import RecentErrors
 from fastgw.plan import ListenerPlan, RewriteTemplate, RoutePlan
 from fastgw.server.listener import ListenerServer
 from fastgw.tls.server import ClientCertificate, ServerTls
@@ -103,6 +106,35 @@ class RequestStats:
         """``requests``: {(method, status class): n}; ``denied``: {401|403|429: n}; ``total`` and
         ``upstream``: (count per bucket of LATENCY_BOUNDS then +Inf, sum of seconds)."""
 
+class Observers:
+    """What every request of a listener is counted, logged and identified by: one per listener
+    server, shared by its connections (set access_log, spans, recent_errors; None: off)."""
+
+    def __init__(
+        self, unrouted: RequestStats | None = None, request_ids: RequestIds | None = None
+    ) -> None: ...
+    @property
+    def unrouted(self) -> RequestStats | None: ...
+    @property
+    def request_ids(self) -> RequestIds | None: ...
+    access_log: AccessLog | None
+    spans: SpanExport | None
+    recent_errors: RecentErrors | None
+
+@final
+class TlsFacts:
+    """A TLS client connection's facts (version, cipher suite, verified client certificate)."""
+
+    def __init__(
+        self, version: str, cipher: str | None, certificate: ClientCertificate | None, cert_lines: bytes
+    ) -> None: ...
+    @property
+    def version(self) -> str: ...
+    @property
+    def cipher(self) -> str | None: ...
+    @property
+    def certificate(self) -> ClientCertificate | None: ...
+
 class Downstream(Timed):
     """The client side of exchanges (the interface is C-level: proxy/exchange.pxd)."""
 
@@ -110,10 +142,14 @@ class Downstream(Timed):
     peer_ip: bytes
     peer: str | None
     trusted: bool
-    tls_version: str | None
-    """The connection's TLS version ("TLSv1.3"), or None for cleartext."""
-    tls_cipher: str | None
-    client_certificate: ClientCertificate | None
+    tls: TlsFacts | None
+    """The connection's TLS facts, or None for cleartext."""
+    @property
+    def tls_version(self) -> str | None: ...
+    @property
+    def tls_cipher(self) -> str | None: ...
+    @property
+    def client_certificate(self) -> ClientCertificate | None: ...
 
 class UpstreamSide(Timed):
     """The upstream side of an exchange (the interface is C-level: proxy/exchange.pxd)."""

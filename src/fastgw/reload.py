@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Awaitable, Callable
 
 from fastgw.config import load_config, load_text
@@ -139,6 +138,8 @@ class EtcdReloader:
                         await on_change()
             except EtcdError as exc:
                 failures += 1
+                import random  # here: only a failed watch needs it (PERF: memory of every process)
+
                 delay = random.uniform(0.0, min(WATCH_RETRY[1], WATCH_RETRY[0] * 2 ** min(failures, 16)))
                 log.warning("watching %s failed: %s; again in %.1fs", self.path, exc, delay)
                 await asyncio.sleep(delay)

@@ -122,7 +122,7 @@ def test_without_an_admin_listener_nothing_is_kept(make_gateway: Make, upstream:
     gw = make_gateway(document)
     assert _get(gw, "/nowhere").status == 404
     assert gw.gateway.recent_errors is None
-    assert all(server.recent_errors is None for server in gw.gateway.listeners.values())
+    assert all(server.observers.recent_errors is None for server in gw.gateway.listeners.values())
 
 
 # -- the targets' states -------------------------------------------------------------------------

@@ -24,7 +24,7 @@ def test_no_export_task_unless_configured() -> None:
     gw = RunningGateway(gateway_config(free_port()))
     try:
         assert gw.gateway.spans is None
-        assert all(server.spans is None for server in gw.gateway.listeners.values())
+        assert all(server.observers.spans is None for server in gw.gateway.listeners.values())
         assert _export_tasks(gw) == []
     finally:
         gw.stop()
@@ -38,7 +38,7 @@ def test_export_task_runs_while_configured_and_stops_on_reload_and_drain(tmp_pat
         [task] = _export_tasks(gw)
         exporter = gw.gateway.spans
         assert exporter is not None and exporter.task is task
-        assert all(server.spans is exporter for server in gw.gateway.listeners.values())
+        assert all(server.observers.spans is exporter for server in gw.gateway.listeners.values())
 
         path = tmp_path / "gateway.yaml"
         path.write_text(yaml.safe_dump({**doc, "listeners": [{"name": "main", "bind": "127.0.0.1:0"}]}))

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastgw._proxy import ClientProtocol, Exchange, UpstreamConnection
+from fastgw._proxy import ClientProtocol, Exchange, TlsFacts, UpstreamConnection
 from fastgw.config import parse_config
 from fastgw.config.schema import ACCESS_LOG_FIELDS, AccessLogConfig
 from fastgw.errors import ConnectFault
@@ -107,7 +107,7 @@ class Gateway:
 
     def exchange(self) -> tuple[Exchange, int, float]:
         """One request proxied to its end: its exchange, status and end time."""
-        log = self.server.access_log
+        log = self.server.observers.access_log
         assert isinstance(log, HoldingLog)
         self.one_request()
         return log.ended.pop()
@@ -124,7 +124,7 @@ def make_gateway(tmp_path: Path, holding: bool = True, **options: Any) -> Gatewa
     plan = compile_plan(parse_config(doc, "gw.yaml"))
     assert plan.config.access_log is not None
     server = ListenerServer(next(iter(plan.listeners.values())))
-    server.access_log = (HoldingLog if holding else AccessLog)(plan.config.access_log)
+    server.observers.access_log = (HoldingLog if holding else AccessLog)(plan.config.access_log)
     client = ClientProtocol(server)
     client.connection_made(NullTransport())  # type: ignore[arg-type]
     pool = next(iter(plan.pools.values()))
@@ -182,7 +182,7 @@ def logged_line(
 
     def work() -> tuple[bytes, bytes]:
         gw = make_gateway(tmp_path, **options)
-        log = gw.server.access_log
+        log = gw.server.observers.access_log
         assert log is not None
         x, status, now = gw.exchange()
         changed = change(x)
@@ -243,7 +243,7 @@ def test_any_field_values_make_orjson_s_line(tmp_path_factory: pytest.TempPathFa
         x.response_started = v["started"]
         x.traceparent = TRACEPARENT if v["traced"] else None
         x.body_received, x.bytes_sent = v["sizes"]
-        x.client.protocol, (x.client.tls_version, x.client.tls_cipher) = v["protocol"], v["tls"]
+        x.client.protocol, x.client.tls = v["protocol"], TlsFacts(*v["tls"], None, b"")
         return int(v["status"])
 
     line, reference = logged_line(tmp_path_factory.mktemp("log"), change)
@@ -273,7 +273,7 @@ def test_sampling_keeps_errors_unanswered_requests_and_client_aborts(tmp_path: P
     def work() -> list[Any]:
         gw = make_gateway(tmp_path, sample=0.01, fields=["status", "error"])
         x, _, now = gw.exchange()
-        log = gw.server.access_log
+        log = gw.server.observers.access_log
         assert log is not None
         for status in (200, 404, 502, 0):
             for _ in range(1000):
@@ -299,7 +299,7 @@ LINE = b'{"path":"/items/1"}\n'
 def test_lines_wait_for_a_full_buffer(tmp_path: Path) -> None:
     def work() -> None:
         gw = make_gateway(tmp_path, holding=False, buffer_bytes="4KiB", flush_interval="1h", fields=["path"])
-        log = gw.server.access_log
+        log = gw.server.observers.access_log
         assert log is not None
         for _ in range(4096 // len(LINE)):
             gw.one_request()
@@ -325,7 +325,7 @@ def test_lines_wait_at_most_the_flush_interval(tmp_path: Path) -> None:
 def test_a_reload_reopens_the_file_after_rotation(tmp_path: Path) -> None:
     def work() -> None:
         gw = make_gateway(tmp_path, holding=False, fields=["path"])
-        log = gw.server.access_log
+        log = gw.server.observers.access_log
         assert log is not None
         gw.one_request()
         log.flush()
@@ -345,7 +345,7 @@ def test_a_retired_log_writes_its_lines_and_hands_late_ones_on(tmp_path: Path) -
 
     def work() -> None:
         gw = make_gateway(tmp_path, holding=False, fields=["path"])
-        old = gw.server.access_log
+        old = gw.server.observers.access_log
         assert old is not None
         gw.one_request()
         new = access_log_for(config, old)

@@ -546,3 +546,24 @@ def test_long_target_before_too_many_fields_refused_alike_whole_or_trickled() ->
     data = b"GET /" + b"a" * 20 + b" HTTP/1.1\r\nHost: a\r\nX-B: b\r\n\r\n"
     limits = {"max_fields": 1, "max_target": 8}
     assert fastgw(True, [data], limits) == fastgw(True, pieces(data, 1), limits)
+
+
+@pytest.mark.parametrize("size", [None, 1, 7])
+@pytest.mark.parametrize("request_side", [True, False])
+def test_the_field_table_grows_to_max_fields_and_keeps_its_size(size: int | None, request_side: bool) -> None:
+    """The field table starts small and doubles when a head has more fields, up to max_fields;
+    a reused parser keeps what it grew to: every field comes out, in order, whatever the count
+    and the reads (fast path or llhttp), and one field past max_fields is refused."""
+    parser = make_parser(request_side, {"max_fields": 100})
+    start = b"GET / HTTP/1.1\r\n" if request_side else b"HTTP/1.1 200 OK\r\n"
+
+    def head(count: int) -> bytes:
+        fields = b"".join(b"X-F%d: v%d\r\n" % (i, i) for i in range(count))
+        return start + fields + b"Content-Length: 0\r\n\r\n"
+
+    for count in (3, 17, 40, 99, 5, 99, 16):
+        events = run(parser, pieces(head(count), size))
+        assert [kind for kind, _ in events] == ["head", "done"]
+        fields = events[0][1]["fields"]
+        assert fields == [(b"X-F%d" % i, b"v%d" % i) for i in range(count)] + [(b"Content-Length", b"0")]
+    assert run(parser, pieces(head(100), size)) == [("too-many-fields", None)]

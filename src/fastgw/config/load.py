@@ -17,7 +17,6 @@ status page shows.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from collections.abc import Callable, Hashable, Mapping
@@ -27,6 +26,7 @@ from typing import Any
 import orjson
 import yaml
 
+from fastgw._digests import sha256
 from fastgw.config.document import read_config
 from fastgw.config.schema import Config
 from fastgw.config.validate import expected, join
@@ -115,7 +115,7 @@ def load_config(path: str, *, env: Mapping[str, str] | None = None) -> Config:
         raise error.with_file(path) from None
     except RecursionError:
         raise ConfigError("", "the document is nested too deeply", path) from None
-    return replace(parse_config(data, path, env=env), digest=hashlib.sha256(raw).hexdigest())
+    return replace(parse_config(data, path, env=env), digest=sha256(raw).hexdigest())
 
 
 def load_text(

@@ -12,7 +12,6 @@ JSON boolean is never an integer.
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import math
 import re
@@ -67,6 +66,8 @@ def expected(path: str, what: str, value: object) -> ConfigError:
 
 def suggest(word: str, choices: Iterable[str]) -> str:
     """``"; did you mean 'x'?"`` for the closest choice, or nothing."""
+    import difflib  # here: only a document with a mistake needs it (PERF: memory of a gateway)
+
     close = difflib.get_close_matches(word, list(choices), n=1)
     return f"; did you mean {close[0]!r}?" if close else ""
 

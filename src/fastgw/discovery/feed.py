@@ -35,14 +35,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from fastgw.config.schema import DiscoveryConfig, UpstreamConfig
+
+if TYPE_CHECKING:
+    import random
 
 log = logging.getLogger("fastgw")
 
@@ -121,7 +123,11 @@ class Backoff:
         self.base = base
         self.most = most
         self.attempts = 0
-        self.rng = rng or random.Random()
+        if rng is None:
+            import random  # here: only discovery needs it (PERF: memory of every process)
+
+            rng = random.Random()
+        self.rng = rng
 
     def next(self) -> float:
         ceiling = min(self.most, self.base * 2 ** min(self.attempts, 32))

@@ -49,7 +49,8 @@ cdef struct ParseState:      # what the C callbacks write; parser.data points he
     Field* names
     Field* values
     int count
-    int capacity
+    int capacity             # entries names and values have room for now (_grow_fields)
+    int max_fields           # ... and the most they may grow to
     bint too_many
     bint too_long            # the request-target passed max_target
     Py_ssize_t max_target

@@ -24,13 +24,16 @@ every error, is left to llhttp from the message's first byte. It reports exactly
 (``tests/unit/test_http_fast_path.py`` compares the two on every input split at every byte).
 
 Limits are enforced while bytes arrive, not after: a head is refused once it passes ``max_head``
-bytes, a request-target once it passes ``max_target``, and the field table is fixed at
-``max_fields`` entries, so a client cannot make the parser buffer without bound.
+bytes, a request-target once it passes ``max_target``, and the field table holds at most
+``max_fields`` entries, so a client cannot make the parser buffer without bound. The table starts
+at FIELDS_AT_FIRST entries and doubles when a head has more (PERF: memory: a parser kept by every
+idle upstream connection and on every listener's shelf; most heads have a dozen fields, and the
+table grows once per parser, not per message).
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.bytearray cimport PyByteArray_AS_STRING
-from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython.mem cimport PyMem_RawFree, PyMem_RawMalloc, PyMem_RawRealloc
 from libc.string cimport memchr, memcmp
 
 from fastgw.http._llhttp cimport (
@@ -85,6 +88,10 @@ cdef enum:                   # ParseState.events
     E_HEAD = 1
     E_BODY = 2
     E_DONE = 4
+
+
+cdef enum:
+    FIELDS_AT_FIRST = 16     # the field table's first size (it doubles up to max_fields)
 
 
 cdef enum:                   # ParseState.open: the span a read ended inside, to extend next time
@@ -197,6 +204,24 @@ cdef int _on_span_complete(llhttp_t* p) noexcept nogil:
     return 0
 
 
+cdef bint _grow_fields(ParseState* st) noexcept nogil:
+    """Double the field table, up to max_fields: False when it is there already (or out of
+    memory, which is answered as too many fields: the head is refused either way)."""
+    if st.capacity >= st.max_fields:
+        return False
+    cdef int capacity = min(st.capacity * 2, st.max_fields)
+    cdef Field* names = <Field*>PyMem_RawRealloc(st.names, capacity * sizeof(Field))
+    if names == NULL:
+        return False
+    st.names = names
+    cdef Field* values = <Field*>PyMem_RawRealloc(st.values, capacity * sizeof(Field))
+    if values == NULL:
+        return False
+    st.values = values
+    st.capacity = capacity
+    return True
+
+
 cdef int _on_name(llhttp_t* p, const char* at, size_t n) noexcept nogil:
     cdef ParseState* st = <ParseState*>p.data
     cdef int i
@@ -206,7 +231,7 @@ cdef int _on_name(llhttp_t* p, const char* at, size_t n) noexcept nogil:
     if st.open == O_NAME:
         st.names[st.count - 1].len += n
         return 0
-    if st.count >= st.capacity:
+    if st.count >= st.capacity and not _grow_fields(st):
         st.too_many = True
         return -1
     i = st.count
@@ -288,11 +313,12 @@ cdef class HttpParser:
     """
 
     def __cinit__(self, bint request, Py_ssize_t max_head, int max_fields, Py_ssize_t max_target=0):
-        self.st.names = <Field*>PyMem_Malloc(max_fields * sizeof(Field))
-        self.st.values = <Field*>PyMem_Malloc(max_fields * sizeof(Field))
+        self.st.capacity = min(max_fields, FIELDS_AT_FIRST)
+        self.st.max_fields = max_fields
+        self.st.names = <Field*>PyMem_RawMalloc(self.st.capacity * sizeof(Field))
+        self.st.values = <Field*>PyMem_RawMalloc(self.st.capacity * sizeof(Field))
         if self.st.names == NULL or self.st.values == NULL:
             raise MemoryError()
-        self.st.capacity = max_fields
         self.is_request = request
         self.fast_path = True
         self.max_head = max_head
@@ -302,8 +328,8 @@ cdef class HttpParser:
         self.reset()
 
     def __dealloc__(self):
-        PyMem_Free(self.st.names)
-        PyMem_Free(self.st.values)
+        PyMem_RawFree(self.st.names)
+        PyMem_RawFree(self.st.values)
 
     cdef void reset(self) noexcept:
         """Forget everything: the next byte fed starts a new message (a reused upstream parser)."""

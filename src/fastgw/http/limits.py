@@ -103,7 +103,7 @@ def check_transfer_encoding(value: bytes, http_10: bool) -> None:
         raise ClientFault("unsupported Transfer-Encoding")
 
 
-_host_cache: dict[bytes, bytes] = {}
+_host_cache: dict[bytes, tuple[bytes, bytes]] = {}
 
 
 def is_host(value: bytes) -> bool:
@@ -112,17 +112,25 @@ def is_host(value: bytes) -> bool:
 
 
 def check_host(value: bytes) -> bytes:
-    """Validate a Host value; return the lower-cased host without port, for routing.
+    """Validate a Host value; return the lower-cased host without port, for routing."""
+    return host_entry(value)[1]
 
-    PERF: a gateway sees few distinct Host values; valid ones are remembered (bounded).
+
+def host_entry(value: bytes) -> tuple[bytes, bytes]:
+    """Validate a Host value; return ``(value, host)``: an equal value kept from an earlier call
+    and the lower-cased host without port, for routing.
+
+    PERF: a gateway sees few distinct Host values; valid ones are remembered (bounded). A
+    connection keeps the value its client sent last, to compare the next with: the one kept here,
+    so ten thousand connections from clients naming the same host hold one copy, not ten thousand.
     """
-    host = _host_cache.get(value)
-    if host is not None:
-        return host
-    host = _parse_host(value)
+    entry = _host_cache.get(value)
+    if entry is not None:
+        return entry
+    entry = (value, _parse_host(value))
     if len(_host_cache) < 1024:
-        _host_cache[value] = host
-    return host
+        _host_cache[value] = entry
+    return entry
 
 
 def _parse_host(value: bytes) -> bytes:

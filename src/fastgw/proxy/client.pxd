@@ -33,36 +33,38 @@ cdef class ClientProtocol(Downstream):
     cdef public object server            # the ListenerServer that accepted the connection
     cdef public object transport
     cdef public HttpParser parser        # None once a request was refused, or while shelved
-    cdef bint parser_shelved             # idle: the parser went back to the listener's shelf
-                                         # (the next read takes one); else None means refused
-    cdef bint reading                    # inside data_received (the parser is in use)
     cdef H2Connection h2                 # the connection speaks HTTP/2: every read goes there
-    cdef bint first_read                 # nothing read yet (h2c: is it the HTTP/2 preface?)
-    cdef public bint in_head             # a head began in an earlier read (its timeout runs)
     cdef public Exchange active          # the exchange answering now
     cdef public Exchange parsing         # the exchange whose body is being parsed
     cdef public list queue               # [Exchange]: pipelined, waiting their turn; None
                                          # until one is (PERF: memory of idle connections)
     cdef object refusal                  # a refused request's fault, answered after the queue
-    cdef public int paused               # P_* bits
-    cdef public bint write_paused
     cdef public double deadline          # read side: head, body, keep-alive or linger; 0 = none
     cdef public double send_deadline     # write side: the client took nothing since; 0 = none
     cdef Py_ssize_t send_backlog         # unsent() when send_deadline was set
-    cdef int sock_fd                     # the socket (send queue size, reset); -1 if none or closed
-    cdef public bint lingering           # answered and half-closed: reading and dropping input
-    cdef bint client_eof                 # the client half-closed
-    cdef public bint closed
     cdef TimerWheel wheel                # the loop's, where deadlines are filed
     cdef object write_bound              # transport.write looked up once, or None (direct sends)
     cdef Outlet outlet
     cdef list out                        # the active exchange's response bytes, until flush(); or None
-    cdef bint rechunk                    # its body is re-framed chunked (length unknown)
-    cdef bint close_after                # the connection ends after the active exchange
     cdef unsigned long long generation   # the _plan_generation adopted
     cdef unsigned long long parser_generation  # ... and the one the parser's limits come from
     cdef public list early               # after an upgrade request: the bytes that followed it,
                                          # held until the upstream switches (tunnel.pyx); else None
+    cdef public int paused               # P_* bits
+    cdef int sock_fd                     # the socket (send queue size, reset); -1 if none or closed
+    # Flags, a byte each (PERF: memory: ten C ints were 40 bytes of every connection; 0 or 1,
+    # read from Python as ints):
+    cdef unsigned char parser_shelved    # idle: the parser went back to the listener's shelf
+                                         # (the next read takes one); else None means refused
+    cdef unsigned char reading           # inside data_received (the parser is in use)
+    cdef unsigned char first_read        # nothing read yet (h2c: is it the HTTP/2 preface?)
+    cdef public unsigned char in_head    # a head began in an earlier read (its timeout runs)
+    cdef public unsigned char write_paused
+    cdef public unsigned char lingering  # answered and half-closed: reading and dropping input
+    cdef unsigned char client_eof        # the client half-closed
+    cdef public unsigned char closed
+    cdef unsigned char rechunk           # its body is re-framed chunked (length unknown)
+    cdef unsigned char close_after       # the connection ends after the active exchange
 
     cdef int adopt(self, ListenerCore listener) except -1
     cdef int tls_established(self, object ssl_object) except -1

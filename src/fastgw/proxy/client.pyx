@@ -54,15 +54,11 @@ cdef class ClientProtocol(Downstream):
         self.closed = False
         self.out = None  # PERF: memory: made by each response (an idle connection holds none)
         self.protocol = "1.1"
-        self.tls_version = self.tls_cipher = None
-        self.client_certificate = None
-        self.cert_lines = b""
+        self.tls = None
         self.rechunk = False
         self.close_after = False
-        self.last_host_header = None
         self.last_host = None
-        self.request_ids = server.request_ids
-        self.unrouted = server.unrouted
+        self.observers = server.observers
         self.adopt(server.plan)
 
     cdef int adopt(self, ListenerCore listener) except -1:
@@ -71,12 +67,6 @@ cdef class ClientProtocol(Downstream):
         PERF: a reload bumps ``_plan_generation``, compared once per request."""
         self.generation = _plan_generation
         self.listener = listener
-        server = self.server
-        self.access_log = server.access_log
-        self.spans = spans = server.spans
-        self.recent_errors = server.recent_errors
-        # Without export every new trace is sampled: the gateway heads it for others.
-        self.trace_sample_max = spans.sample_max if spans is not None else SAMPLE_ALL
         if self.peer_ip:
             self.trusted = listener.is_trusted(self.peer_ip.decode())  # trusted_proxies may have changed
         if self.transport is not None:
@@ -131,7 +121,7 @@ cdef class ClientProtocol(Downstream):
         self.wheel = running_wheel()
         self.parser_shelved = True  # the first read takes a parser
         server = self.server
-        server.connections.add(self)
+        server.connections[self] = None
         if len(server.connections) > self.listener.max_connections:
             # Degrade instead of exhausting memory: answer at once and close.
             transport.write(render_error(_overload_fault, close=True, date_line=date_line()))
@@ -163,26 +153,29 @@ cdef class ClientProtocol(Downstream):
         """A TLS listener's handshake is done (uvloop calls connection_made after it): note the
         version and cipher (logs, metrics, spans) and the verified client certificate, and
         render once the header lines that carry its facts upstream (mTLS)."""
-        self.tls_version = ssl_object.version()
+        version = ssl_object.version()
         cipher = ssl_object.cipher()
-        self.tls_cipher = cipher[0] if cipher else None
-        self.server.count_handshake(self.tls_version, self.tls_cipher, ssl_object.session_reused)
+        cipher_name = cipher[0] if cipher else None
+        self.server.count_handshake(version, cipher_name, ssl_object.session_reused)
+        certificate = None
+        cert_lines = b""
         if self.listener.tls.client_mode:
             from fastgw.tls.server import client_certificate  # x509 parsing: loaded only for mTLS
 
-            certificate = self.client_certificate = client_certificate(ssl_object)
+            certificate = client_certificate(ssl_object)
             if certificate is not None and self.listener.cert_headers:
-                self.cert_lines = b"".join([
+                cert_lines = b"".join([
                     name + b": " + _cert_value(certificate, field) + b"\r\n"
                     for field, name in self.listener.cert_headers
                 ])  # fmt: skip
+        self.tls = TlsFacts(version, cipher_name, certificate, cert_lines)
         return 0
 
     def connection_lost(self, exc) -> None:
         self.closed = True
         self.outlet.fd = -1
         self.sock_fd = -1  # closed: the number may already name another socket
-        self.server.connections.discard(self)
+        self.server.connections.pop(self, None)
         if self.h2 is not None:
             self.h2.lost()
         self.abandon(LEFT_DURING if self.active is not None and self.active.response_started else LEFT_BEFORE)
@@ -519,8 +512,8 @@ cdef class ClientProtocol(Downstream):
             if self.active is None and not self.queue and not self.closed:
                 self.linger_close()  # it had already been answered (the upstream did not wait)
             return 0
-        if self.unrouted is not None:
-            self.unrouted.count(METHOD_SLOTS - 1, fault.status, -1.0, -1.0)
+        if self.observers.unrouted is not None:
+            self.observers.unrouted.count(METHOD_SLOTS - 1, fault.status, -1.0, -1.0)
         if self.active is None and not self.queue:
             self.write(self.error_bytes(fault, None, True, None, False))
             self.linger_close()

@@ -24,9 +24,7 @@ cdef class Collector(Downstream):
         self.protocol = "1.1"  # what it sends upstream: the gateway's own call has no client
         self.trusted = False
         self.now = _now()
-        self.unrouted = None
-        self.access_log = None
-        self.spans = None
+        self.observers = _NO_OBSERVERS
         self.future = future
         self.max_body = max_body
         self.status = 0

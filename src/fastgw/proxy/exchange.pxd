@@ -68,27 +68,42 @@ cdef struct ReplyHead:
     bint add_date            # the upstream sent no Date (RFC 9110 6.6.1: the gateway adds it)
 
 
+cdef class Observers:
+    # What every request of a listener is counted, logged and identified by (client_facts.pyx):
+    # one per listener server, shared by its connections and their streams. A reload that
+    # replaces the access log or span export sets it here and every request ends with the new one.
+    cdef readonly RequestStats unrouted  # requests matching no route or refused before routing, or None
+    cdef readonly RequestIds request_ids # the request-id generator (None: the gateway's own calls)
+    cdef public object access_log        # observe.access_log.AccessLog or None
+    cdef public object spans             # observe.otlp.SpanExport or None
+    cdef public object recent_errors     # observe.recent_errors.RecentErrors or None
+
+    cdef unsigned long long trace_sample_max(self)  # a new trace is sampled if its id's low half <= this
+
+
+cdef class TlsFacts:
+    # A TLS client connection's facts, kept only by TLS connections (client_facts.pyx).
+    cdef readonly str version            # "TLSv1.3"
+    cdef readonly str cipher             # the cipher suite, or None
+    cdef readonly object certificate     # tls.server.ClientCertificate verified, or None
+    cdef readonly bytes cert_lines       # its facts as header lines for upstreams (b"": none)
+
+
 cdef class Downstream(Timed):
     # The client side of exchanges: what the exchange reads and calls. Every method is called
     # with the exchange it concerns; "the client" is whoever asked (a connection, a stream).
+    # PERF: memory: an idle connection is mostly this; what all of a listener's connections share
+    # is one Observers, what only TLS ones have is one TlsFacts.
     cdef public ListenerCore listener    # the listener's plan as of the current request
     cdef public bytes peer_ip            # the TCP peer (bytes of its address text), b"" if none
     cdef public bint trusted             # the peer is a trusted proxy: its X-Forwarded-* count
-    cdef double now                      # the clock read when the current loop callback began
-    cdef RequestStats unrouted           # the listener's counters of requests matching no route
-    cdef object access_log               # observe.access_log.AccessLog or None
-    cdef object spans                    # observe.otlp.SpanExport or None
-    cdef object recent_errors            # observe.recent_errors.RecentErrors or None
-    cdef public str protocol             # the HTTP version spoken with the client: "1.1", "2"
-    cdef public str tls_version          # the connection's TLS version ("TLSv1.3"), or None
-    cdef public str tls_cipher           # ... and cipher suite, or None
-    cdef public object client_certificate  # tls.server.ClientCertificate verified, or None
-    cdef bytes cert_lines                # its facts as header lines for upstreams (b"": none)
     cdef public bint draining            # the gateway drains: no request after the current ones
-    cdef RequestIds request_ids          # the listener's request-id generator
-    cdef unsigned long long trace_sample_max  # a new trace is sampled if its id's low half <= this
-    cdef object last_host_header         # the last Host value checked, and its routing form
-    cdef object last_host                # (PERF: a client repeats its Host)
+    cdef double now                      # the clock read when the current loop callback began
+    cdef Observers observers             # the listener's counters, logs and request ids
+    cdef public str protocol             # the HTTP version spoken with the client: "1.1", "2"
+    cdef public TlsFacts tls             # the TLS connection's facts, or None (cleartext)
+    cdef tuple last_host                 # the last Host value checked and its routing form,
+                                         # limits.host_entry's (PERF: a client repeats its Host)
 
     # The response, in order. Nothing reaches the client before flush() (or send_error /
     # send_answer, which write at once); the exchange flushes after each upstream read.

@@ -10,6 +10,20 @@ cdef class Downstream(Timed):
         connection (the hot path reads ``peer_ip``)."""
         return self.peer_ip.decode() if self.peer_ip else None
 
+    @property
+    def tls_version(self):
+        """The connection's TLS version ("TLSv1.3"), or None for cleartext."""
+        return self.tls.version if self.tls is not None else None
+
+    @property
+    def tls_cipher(self):
+        return self.tls.cipher if self.tls is not None else None
+
+    @property
+    def client_certificate(self):
+        """The verified client certificate's facts (tls.server.ClientCertificate), or None."""
+        return self.tls.certificate if self.tls is not None else None
+
     cdef int send_continue(self, Exchange x) except -1:
         raise NotImplementedError
 
@@ -717,8 +731,8 @@ cdef class Exchange:
         self.ended_at = now
         cdef double at = self.switched_at if self.switched_at else now  # a tunnel's: its 101
         cdef RouteCore route = self.route
-        cdef Downstream client = self.client
-        cdef RequestStats stats = route.stats if route is not None else client.unrouted
+        cdef Observers observers = self.client.observers
+        cdef RequestStats stats = route.stats if route is not None else observers.unrouted
         cdef double upstream = -1.0  # not observed: no upstream response
         if self.response_started and self.upstream_sent_at > 0.0:
             upstream = at - self.upstream_sent_at  # the last attempt: head sent -> response ended
@@ -726,12 +740,12 @@ cdef class Exchange:
             stats.count(self.method_slot, status, at - self.received_at, upstream)
         if self.target is not None:
             self.count_attempt(at)
-        if client.access_log is not None:
-            client.access_log.record(self, status, now)
-        if client.spans is not None:
-            client.spans.record(self, status, now)
-        if (status >= 400 or status == 0) and client.recent_errors is not None:
-            client.recent_errors.record(self, status, now)  # the status page's error list
+        if observers.access_log is not None:
+            observers.access_log.record(self, status, now)
+        if observers.spans is not None:
+            observers.spans.record(self, status, now)
+        if (status >= 400 or status == 0) and observers.recent_errors is not None:
+            observers.recent_errors.record(self, status, now)  # the status page's error list
         return 0
 
     cdef int count_attempt(self, double now) except -1:

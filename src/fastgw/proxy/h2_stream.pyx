@@ -57,19 +57,10 @@ cdef class H2Stream(Downstream):
         self.peer_ip = client.peer_ip
         self.trusted = client.trusted
         self.now = client.now
-        self.unrouted = client.unrouted
-        self.access_log = client.access_log
-        self.spans = client.spans
-        self.recent_errors = client.recent_errors
+        self.observers = client.observers
         self.protocol = "2"
-        self.tls_version = client.tls_version
-        self.tls_cipher = client.tls_cipher
-        self.client_certificate = client.client_certificate
-        self.cert_lines = client.cert_lines
+        self.tls = client.tls
         self.draining = False
-        self.request_ids = client.request_ids
-        self.trace_sample_max = client.trace_sample_max
-        self.last_host_header = client.last_host_header
         self.last_host = client.last_host
         self.x = None
         self.closed = self.submitted = self.sent_end = False
@@ -159,8 +150,8 @@ cdef class H2Stream(Downstream):
             return self.refuse(fault)
         parser.release()
         client = self.conn.client
-        client.last_host_header = self.last_host_header  # PERF: the connection's next streams
-        client.last_host = self.last_host                # repeat it (init copies it from here)
+        client.last_host = self.last_host  # PERF: the connection's next streams repeat it (init
+                                           # copies it from here)
         self.x = x
         if self.grpc_timeout > 0.0:
             x.total_deadline = self.now + self.grpc_timeout  # the client's deadline bounds the call
@@ -202,8 +193,8 @@ cdef class H2Stream(Downstream):
     cdef int refuse(self, fault) except -1:
         """A request head refused before it became an exchange: the error answer, counted as
         unrouted, as an HTTP/1.1 connection answers one."""
-        if self.unrouted is not None:
-            self.unrouted.count(METHOD_SLOTS - 1, fault.status, -1.0, -1.0)
+        if self.observers.unrouted is not None:
+            self.observers.unrouted.count(METHOD_SLOTS - 1, fault.status, -1.0, -1.0)
         body = error_body(fault.message, None)
         self.respond(fault.status, [(b"content-type", b"application/json")], body, False)
         return 0

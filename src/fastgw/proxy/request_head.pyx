@@ -114,13 +114,15 @@ cdef Exchange read_request_head(Downstream client, HttpParser parser):
     cdef Py_ssize_t target_len = parser.st.target.len
     cdef object host_header = None
     cdef bytes url
+    cdef tuple last_host = client.last_host
+    cdef object last_host_header = last_host[0] if last_host is not None else None
     if host_ptr != NULL:
         if (
-            client.last_host_header is not None
-            and PyBytes_GET_SIZE(client.last_host_header) == host_len
-            and memcmp(PyBytes_AS_STRING(client.last_host_header), host_ptr, host_len) == 0
+            last_host_header is not None
+            and PyBytes_GET_SIZE(last_host_header) == host_len
+            and memcmp(PyBytes_AS_STRING(last_host_header), host_ptr, host_len) == 0
         ):
-            host_header = client.last_host_header  # PERF: a keep-alive client repeats its Host
+            host_header = last_host_header  # PERF: a keep-alive client repeats its Host
         else:
             host_header = PyBytes_FromStringAndSize(host_ptr, host_len)
     if target_len == 0 or target[0] != b"/":
@@ -138,12 +140,12 @@ cdef Exchange read_request_head(Downstream client, HttpParser parser):
         if not http_10:
             raise ClientFault("missing Host header")
         host = b""
-    elif host_header is client.last_host_header:
-        host = client.last_host
+    elif host_header is last_host_header:
+        host = last_host[1]
     else:
-        host = limits.check_host(host_header)
-        client.last_host_header = host_header
-        client.last_host = host
+        last_host = client.last_host = limits.host_entry(host_header)
+        host_header = last_host[0]
+        host = last_host[1]
     cdef const char* mark = <const char*>memchr(target, b"?", target_len)
     cdef Py_ssize_t path_len = mark - target if mark != NULL else target_len
     exchange.query = PyBytes_FromStringAndSize(mark, target_len - path_len) if mark != NULL else b""
@@ -164,13 +166,15 @@ cdef Exchange read_request_head(Downstream client, HttpParser parser):
             xfh = None
 
     if request_id is None:
-        request_id = client.request_ids.next()
+        request_id = client.observers.request_ids.next()
     if listener.trace_context:
         if traceparent_len >= 0 and valid_traceparent(traceparent, traceparent_len):
             exchange.client_traceparent = PyBytes_FromStringAndSize(traceparent, traceparent_len)
         else:
             traceparent = NULL
-        exchange.traceparent = render_traceparent(client.request_ids, traceparent, client.trace_sample_max)
+        exchange.traceparent = render_traceparent(
+            client.observers.request_ids, traceparent, client.observers.trace_sample_max()
+        )
     exchange.method_slot = method_slot(parser.method_number())
     trusted = client.trusted
     rules.named = <PyObject*>named if named is not None else NULL
@@ -186,7 +190,7 @@ cdef Exchange read_request_head(Downstream client, HttpParser parser):
         listener.request_id_header,
         request_id,
         xfh if trusted and xfh else host_header,
-        client.cert_lines,
+        client.tls.cert_lines if client.tls is not None else b"",
     )
     if count:
         # The header lines as received, parsed again only if a plugin asks (Exchange.headers).

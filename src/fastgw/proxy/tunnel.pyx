@@ -429,8 +429,8 @@ cdef class Tunnel(Timed):
         client.outlet.fd = -1
         client.deadline = client.send_deadline = 0.0
         client.wheel.unfile(client)
-        self.server.connections.discard(client)
-        self.server.connections.add(self)
+        self.server.connections.pop(client, None)
+        self.server.connections[self] = None
         conn.transport.set_write_buffer_limits(high=listener.buffer_bytes)
         client.transport.set_protocol(self.client_end)
         conn.transport.set_protocol(self.upstream_end)
@@ -536,7 +536,7 @@ cdef class Tunnel(Timed):
         self.wheel.unfile(self)
         cdef int cause = self.cause if self.cause >= 0 else T_RESET
         self.stats.count_end(cause, _now() - self.opened_at)
-        self.server.connections.discard(self)
+        self.server.connections.pop(self, None)
         cdef Exchange x = self.exchange
         self.exchange = None
         self.client_end.tunnel = self.upstream_end.tunnel = None  # no cycle left for the collector

@@ -59,7 +59,7 @@ class Gateway:
         # --workers N the plan has one: the supervisor asks each worker for its list).
         self.recent_errors = RecentErrors() if plan.admin is not None else None
         for server in self.listeners.values():
-            server.recent_errors = self.recent_errors
+            server.observers.recent_errors = self.recent_errors
 
     async def start(self, reuse_port: bool = False) -> None:
         activate_plan(self.plan)  # health checks start before traffic, once per worker process
@@ -104,21 +104,21 @@ class Gateway:
         log.info("configuration reloaded from %s: %d routes", new.source, len(new.routes))
 
     def _use_access_log(self, access_log: AccessLog | None) -> None:
-        """New connections log to ``access_log``; a replaced log hands late lines on to it."""
+        """Requests log to ``access_log`` from now on; a replaced log hands late lines on to it."""
         if self.access_log is not None and access_log is not self.access_log:
             self.access_log.retire(access_log)
         self.access_log = access_log
         for server in self.listeners.values():
-            server.access_log = access_log
+            server.observers.access_log = access_log
 
     def _use_span_export(self, spans: SpanExport | None) -> None:
-        """New connections record spans to ``spans``; a replaced exporter hands its queue on."""
+        """Requests record spans to ``spans`` from now on; a replaced exporter hands its queue on."""
         if self.spans is not None and spans is not self.spans:
             self.spans.retire(spans)
             self.retired_spans.append(self.spans)
         self.spans = spans
         for server in self.listeners.values():
-            server.spans = spans
+            server.observers.spans = spans
         if spans is not None and self.ready:
             spans.start()
 

@@ -11,29 +11,35 @@ import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from fastgw._proxy import ClientProtocol, RequestIds, RequestStats, TLSLink, Tunnel, enable_tls_link
-from fastgw.tls.openssl import LIBSSL_PATH
+from fastgw._proxy import (
+    ClientProtocol,
+    Observers,
+    RequestIds,
+    RequestStats,
+    TLSLink,
+    Tunnel,
+    enable_tls_link,
+)
+from fastgw.tls.libraries import LIBSSL_PATH
 
 if TYPE_CHECKING:
-    from fastgw.observe.access_log import AccessLog
-    from fastgw.observe.otlp import SpanExport
-    from fastgw.observe.recent_errors import RecentErrors
     from fastgw.plan import ListenerPlan
 
 
 class ListenerServer:
     def __init__(self, plan: ListenerPlan) -> None:
         self.plan = plan  # new connections use the plan current when they are accepted
-        self.connections: set[ClientProtocol | Tunnel] = set()
+        # A dict used as a set (values None). PERF: memory: for 10,000 connections a set's table
+        # has 32,768 slots of 16 bytes (512 KB), a dict's entries and index about 300 KB.
+        self.connections: dict[ClientProtocol | Tunnel, None] = {}
         self.server: asyncio.base_events.Server | None = None
-        # Made here, in the worker process after fork, so ids stay unique across workers.
-        self.request_ids = RequestIds(os.urandom(6).hex().encode())
         # Requests that matched no route (404/405) or were refused before routing (400, 431, ...).
         self.unrouted = RequestStats()
-        # Read by each new connection; None (the default) costs the hot path one pointer test.
-        self.access_log: AccessLog | None = None
-        self.spans: SpanExport | None = None  # the same, for span export
-        self.recent_errors: RecentErrors | None = None  # the same, for errors and refusals (admin)
+        # Shared by every connection: those counters and the request ids (made here, in the
+        # worker process after fork, so they stay unique across workers); the gateway sets its
+        # access log, span export and recent errors (None, the default, costs the hot path one
+        # pointer test).
+        self.observers = Observers(self.unrouted, RequestIds(os.urandom(6).hex().encode()))
         # TLS handshakes completed, by (version, cipher, resumed): fastgw_tls_handshakes_total.
         self.handshakes: dict[tuple[str | None, str | None, bool], int] = {}
         # TLS handshakes that failed, by reason: fastgw_tls_handshake_failures_total.

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import functools
 import logging
 import os
@@ -146,6 +145,8 @@ def check_ports_free(plan: Plan) -> None:
 
 def _die_with_parent() -> None:
     """Linux: get SIGTERM (and so drain) when the supervisor dies, instead of living on orphaned."""
+    import ctypes  # here: only forked workers call this (PERF: memory of one process)
+
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)

@@ -15,6 +15,8 @@ import hashlib
 import ssl
 from collections.abc import Mapping
 
+from fastgw.tls.libraries import LIBSSL_PATH, loaded_library
+
 _SSL_CTRL_SET_TLSEXT_TICKET_KEYS = 59
 _SSL_CTRL_SET_SESS_CACHE_MODE = 44
 _SSL_SESS_CACHE_OFF = 0
@@ -27,27 +29,6 @@ TICKET_KEY_BYTES = 80  # key name 16, HMAC secret 32, AES key 32
 _StatusCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
 
 
-def _loaded_library(name: str) -> str:
-    """The path of the lib``name`` ``_ssl`` is linked against (already in this process: opening
-    it again gives the same instance). ``ctypes.util`` (a megabyte of modules: tempfile, shutil,
-    subprocess) is loaded only where the process map cannot say."""
-    try:
-        with open("/proc/self/maps") as maps:
-            for line in maps:
-                path = line.split()[-1]
-                if f"/lib{name}.so" in path:
-                    return path
-    except OSError:
-        pass
-    import ctypes.util
-
-    found = ctypes.util.find_library(name)
-    if found is None:
-        raise OSError(f"lib{name} not found")
-    return found
-
-
-LIBSSL_PATH = _loaded_library("ssl")
 _lib = ctypes.CDLL(LIBSSL_PATH)
 _lib.SSL_CTX_ctrl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_void_p]
 _lib.SSL_CTX_ctrl.restype = ctypes.c_long
@@ -59,7 +40,7 @@ _lib.SSL_ctrl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c
 _lib.SSL_ctrl.restype = ctypes.c_long
 _lib.SSL_get_certificate.argtypes = [ctypes.c_void_p]
 _lib.SSL_get_certificate.restype = ctypes.c_void_p
-_libcrypto = ctypes.CDLL(_loaded_library("crypto"))
+_libcrypto = ctypes.CDLL(loaded_library("crypto"))
 _libcrypto.i2d_X509.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)]
 _libcrypto.i2d_X509.restype = ctypes.c_int
 _libcrypto.CRYPTO_malloc.argtypes = [ctypes.c_size_t, ctypes.c_char_p, ctypes.c_int]

@@ -19,8 +19,6 @@ resumes every other's tickets; the key changes each ``rotate`` without any coord
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import logging
 import os
 import ssl
@@ -28,9 +26,12 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from fastgw._digests import sha256
 from fastgw.config.schema import CertificateConfig, ClientCertificatesConfig, ListenerTlsConfig
 from fastgw.errors import ConfigError
-from fastgw.tls import openssl
+
+# fastgw.tls.openssl (ctypes) is imported by the functions that call it: a gateway without TLS
+# never loads it (PERF: memory, a third of a megabyte per process).
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -62,7 +63,7 @@ def client_certificate(ssl_object: ssl.SSLObject) -> ClientCertificate | None:
         sans = tuple(_san(name) for name in alt)
     except x509.ExtensionNotFound:
         sans = ()
-    return ClientCertificate(certificate.subject.rfc4514_string(), sans, hashlib.sha256(der).hexdigest())
+    return ClientCertificate(certificate.subject.rfc4514_string(), sans, sha256(der).hexdigest())
 
 
 def _san(name: x509.GeneralName) -> str:
@@ -152,6 +153,8 @@ class ServerTls:
     def _context(
         self, members: list[CertificateConfig], clients: ClientCertificatesConfig | None
     ) -> ssl.SSLContext:
+        from fastgw.tls import openssl
+
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         try:
             self.configure(context)
@@ -179,6 +182,8 @@ class ServerTls:
         return context
 
     def retire(self) -> None:
+        from fastgw.tls import openssl
+
         for context in {*self.exact.values(), *self.wildcard.values(), self.default}:
             openssl.forget(context)
 
@@ -223,7 +228,7 @@ def _certificate(certificate: CertificateConfig) -> x509.Certificate:
 def _leaf_digest(certificate: CertificateConfig) -> bytes:
     from cryptography.hazmat.primitives import serialization
 
-    return hashlib.sha256(_certificate(certificate).public_bytes(serialization.Encoding.DER)).digest()
+    return sha256(_certificate(certificate).public_bytes(serialization.Encoding.DER)).digest()
 
 
 def _names_in(certificate: CertificateConfig) -> tuple[str, ...]:
@@ -249,6 +254,8 @@ class TlsFront:
     context by SNI name, and holds the session-ticket key of the period."""
 
     def __init__(self, secret: bytes | None) -> None:
+        from fastgw.tls import openssl
+
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.context.sni_callback = self._select
         openssl.disable_session_cache(self.context)  # resumption is by ticket, in any worker
@@ -265,7 +272,7 @@ class TlsFront:
         tls.configure(self.context, trust=False)
         tickets = tls.config.tickets
         if tickets.secret is not None:
-            self.secret = hashlib.sha256(tickets.secret.encode()).digest()
+            self.secret = sha256(tickets.secret.encode()).digest()
         self.rotate = tickets.rotate
         self.tickets = tickets.enabled
         if tickets.enabled:
@@ -285,6 +292,8 @@ class TlsFront:
     def rekey(self) -> None:
         """Set the ticket key of the current period (the same in every worker), and come back at
         the next period's start."""
+        from fastgw.tls import openssl
+
         if not self.tickets:
             return
         epoch = int(time.time() // self.rotate)
@@ -307,8 +316,12 @@ class TlsFront:
 
 def ticket_key(secret: bytes, epoch: int) -> bytes:
     """The 80 bytes of session-ticket key material for a period: name, HMAC secret, AES key."""
+    import hmac  # here: it imports hashlib (PERF: memory of a gateway without TLS, see _digests)
+
+    from fastgw.tls import openssl
+
     stream = b"".join(
-        hmac.new(secret, b"fastgw session ticket %d %d" % (epoch, block), hashlib.sha256).digest()
+        hmac.new(secret, b"fastgw session ticket %d %d" % (epoch, block), sha256).digest()
         for block in range(3)
     )
     return stream[: openssl.TICKET_KEY_BYTES]

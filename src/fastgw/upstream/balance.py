@@ -39,16 +39,18 @@ worker (and every gateway instance behind the same L4 balancer) must send a key 
 from __future__ import annotations
 
 import bisect
-import hashlib
 import os
-import random
 from abc import ABC, abstractmethod
 from array import array
 from collections.abc import Callable, Sequence
-from typing import ClassVar, TypeVar
+from typing import TYPE_CHECKING, ClassVar, TypeVar
 
+from fastgw._digests import blake2b
 from fastgw._proxy import BalancerCore, Exchange, PeakEwmaCore, PowerOfTwoCore, RoundRobinCore, Target
 from fastgw.config.schema import BalanceConfig, HashKey
+
+if TYPE_CHECKING:
+    import random  # tests pass a seeded source; the gateway seeds from os.urandom
 
 Targets = Sequence[Target]
 _V = TypeVar("_V")
@@ -185,7 +187,7 @@ def key_reader(key: HashKey) -> KeyReader:
 
 
 def _hash64(data: bytes) -> int:
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+    return int.from_bytes(blake2b(data, digest_size=8).digest(), "big")
 
 
 class HashRing(Balancer):
@@ -249,7 +251,7 @@ def _ring_points(label: str, count: int) -> list[int]:
     points: list[int] = []
     block = 0
     while len(points) < count:
-        digest = hashlib.blake2b(f"{label}#{block}".encode(), digest_size=64).digest()
+        digest = blake2b(f"{label}#{block}".encode(), digest_size=64).digest()
         points += [int.from_bytes(digest[i : i + 8], "big") for i in range(0, 64, 8)]
         block += 1
     return points[:count]
@@ -261,7 +263,7 @@ def _ring_points(label: str, count: int) -> list[int]:
 def sticky_id(target: Target) -> bytes:
     """The cookie value naming a target: a short hash of its address. Opaque to a reader, equal
     in every worker and instance; not a secret (an address space can be enumerated)."""
-    return hashlib.blake2b(target.label.encode(), digest_size=8, person=b"fastgw-sticky").hexdigest().encode()
+    return blake2b(target.label.encode(), digest_size=8, person=b"fastgw-sticky").hexdigest().encode()
 
 
 class Sticky(Balancer):

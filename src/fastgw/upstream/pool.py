@@ -45,7 +45,7 @@ from fastgw.config.schema import PoolConfig, UpstreamTlsConfig
 from fastgw.errors import ConnectFault, UpstreamFault
 from fastgw.http import _clock
 from fastgw.tls.client import client_context, describe_failure
-from fastgw.tls.openssl import LIBSSL_PATH
+from fastgw.tls.libraries import LIBSSL_PATH
 
 log = logging.getLogger("fastgw")
 _P = TypeVar("_P", UpstreamConnection, H2UpstreamConnection)

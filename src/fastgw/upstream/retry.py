@@ -24,7 +24,6 @@ instead of ``attempts`` times: retries cannot turn an outage into a storm (Finag
 
 from __future__ import annotations
 
-import random
 import time
 from typing import NamedTuple
 
@@ -103,6 +102,8 @@ class RetryPolicy:
 
     def delay(self, retry: int) -> float:
         """Full-jitter exponential backoff before retry number ``retry`` (1, 2, ...)."""
+        import random  # here: only a retry needs it (PERF: memory of every process)
+
         ceiling = min(self.config.max_backoff, self.config.backoff * 2 ** (retry - 1))
         return random.uniform(0, ceiling)
 
