@@ -46,8 +46,11 @@ class RecordingUpstream:
             except OSError:
                 return  # closed
             conn.settimeout(5)
-            self.connections.append(conn)
-            with self.tls.wrap_socket(conn, server_side=True) if self.tls else conn as sock:
+            # The socket served, kept for close(): wrap_socket detaches conn (shutting it down
+            # would do nothing, and the thread would wait out its receive timeout).
+            sock = self.tls.wrap_socket(conn, server_side=True) if self.tls else conn
+            self.connections.append(sock)
+            with sock:
                 self.serve_connection(sock)
 
     def serve_connection(self, sock: socket.socket) -> None:
