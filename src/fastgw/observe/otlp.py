@@ -73,7 +73,7 @@ class SpanExport:
 
     def __init__(self, config: OtlpConfig) -> None:
         self.config = config
-        self.sample_max = sample_max(config.sample)  # read by each new connection
+        self.sample_max = sample_max(config.sample)  # read when set on the listeners' Observers
         self.queue: list[SpanRecord] = []
         self.limit = config.queue
         self.batch = config.batch

@@ -15,9 +15,16 @@ cdef class Observers:
         self.spans = None
         self.recent_errors = None
 
-    cdef unsigned long long trace_sample_max(self):
-        # Without export every new trace is sampled: the gateway heads it for others.
-        return 0xFFFFFFFFFFFFFFFF if self.spans is None else self.spans.sample_max  # SAMPLE_ALL
+    @property
+    def spans(self):
+        return self.span_export
+
+    @spans.setter
+    def spans(self, span_export):
+        self.span_export = span_export
+        # Without export every new trace is sampled: the gateway heads it for others. Read here,
+        # once: a reload that changes the ratio makes a new SpanExport, set here again.
+        self.trace_sample_max = SAMPLE_ALL if span_export is None else span_export.sample_max
 
 
 cdef Observers _NO_OBSERVERS = Observers()  # the gateway's own calls: nothing counted or logged

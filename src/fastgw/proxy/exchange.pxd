@@ -75,10 +75,10 @@ cdef class Observers:
     cdef readonly RequestStats unrouted  # requests matching no route or refused before routing, or None
     cdef readonly RequestIds request_ids # the request-id generator (None: the gateway's own calls)
     cdef public object access_log        # observe.access_log.AccessLog or None
-    cdef public object spans             # observe.otlp.SpanExport or None
+    cdef object span_export              # observe.otlp.SpanExport or None (set as .spans, which
+    cdef unsigned long long trace_sample_max  # also sets this: a new trace is sampled if its
+                                         # id's low half <= it; a SpanExport's ratio never changes)
     cdef public object recent_errors     # observe.recent_errors.RecentErrors or None
-
-    cdef unsigned long long trace_sample_max(self)  # a new trace is sampled if its id's low half <= this
 
 
 cdef class TlsFacts:

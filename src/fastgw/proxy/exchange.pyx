@@ -742,8 +742,8 @@ cdef class Exchange:
             self.count_attempt(at)
         if observers.access_log is not None:
             observers.access_log.record(self, status, now)
-        if observers.spans is not None:
-            observers.spans.record(self, status, now)
+        if observers.span_export is not None:
+            observers.span_export.record(self, status, now)
         if (status >= 400 or status == 0) and observers.recent_errors is not None:
             observers.recent_errors.record(self, status, now)  # the status page's error list
         return 0

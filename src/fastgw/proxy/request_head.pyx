@@ -173,7 +173,7 @@ cdef Exchange read_request_head(Downstream client, HttpParser parser):
         else:
             traceparent = NULL
         exchange.traceparent = render_traceparent(
-            client.observers.request_ids, traceparent, client.observers.trace_sample_max()
+            client.observers.request_ids, traceparent, client.observers.trace_sample_max
         )
     exchange.method_slot = method_slot(parser.method_number())
     trusted = client.trusted
