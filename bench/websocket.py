@@ -53,7 +53,7 @@ class _Pinger(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's does not subclass it
-        transport.write(handshake(self.port))
+        self.transport.write(handshake(self.port))
 
     def data_received(self, data: bytes) -> None:
         if not self.switched:

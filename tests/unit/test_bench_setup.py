@@ -29,6 +29,7 @@ from bench.run import (
     SCENARIOS,
     BenchError,
     Scenario,
+    config_refusal,
     fastgw_config,
     fastgw_environment,
     is_full_run,
@@ -41,6 +42,8 @@ from bench.tail import DriverError, parse_driver
 from fastgw.config import load_config, parse_config
 from fastgw.config.schema import ACCESS_LOG_FIELDS, PoolConfig
 from fastgw.plan import compile_plan
+
+REPO_SRC = bench.run.REPO / "src"
 
 
 def parse(monkeypatch: pytest.MonkeyPatch, *argv: str) -> argparse.Namespace:
@@ -158,16 +161,23 @@ def test_a_venv_that_has_fastgw_is_named_when_another_python_runs_the_bench(
 
 def test_the_h2c_upstream_scenarios(tmp_path: Path) -> None:
     """fastgw reaches the upstream's h2c port with protocol h2c (a config fastgw accepts), and
-    takes h2c from h2load where it drives (gRPC); a baseline build, which may predate HTTP/2
-    upstreams, is not asked to run them."""
+    takes h2c from h2load where it drives (gRPC); a baseline build runs them too, unless its own
+    ``fastgw check`` refuses their configuration (a build from before HTTP/2 upstreams): then
+    the A/B skips it there and says why, in the check's words."""
     scenarios = [s for s in SCENARIOS if s.upstream_protocol == "h2c"]
     assert any(s.grpc and s.driver == "h2load" for s in scenarios)
     for scenario in scenarios:
-        config = load_config(str(fastgw_config(tmp_path, 8080, (1, 2, 3, 4, 5), scenario)))
+        conf = fastgw_config(tmp_path, 8080, (1, 2, 3, 4, 5), scenario)
+        config = load_config(str(conf))
         (upstream,) = config.upstreams.values()
         assert upstream.protocol == "h2c" and [t.port for t in upstream.targets] == [5]
         assert config.listeners[0].http2.h2c == (scenario.driver == "h2load")
-        assert "baseline" not in scenario_contenders(scenario, baseline=True)
+        assert "baseline" in scenario_contenders(scenario, baseline=True)
+    assert config_refusal(REPO_SRC, conf) is None
+    older = tmp_path / "older.yaml"  # what a build without the h2c protocol makes of it
+    older.write_text(conf.read_text().replace("protocol: h2c", "protocol: h3"))
+    refusal = config_refusal(REPO_SRC, older)
+    assert refusal is not None and "protocol" in refusal and "h3" in refusal
 
 
 def test_the_grpc_message_is_length_prefixed(tmp_path: Path) -> None:

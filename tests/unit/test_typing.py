@@ -27,6 +27,12 @@ def test_mypy_strict_on_the_package() -> None:
 
 
 @pytest.mark.slow
+def test_mypy_strict_on_the_bench() -> None:
+    result = mypy_strict("bench")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.slow
 def test_the_exchange_and_its_test_double_are_what_hooks_are_promised() -> None:
     # context_types.py: Exchange (as _proxy.pyi types it) and FakeExchange are RequestContexts,
     # RoutePlan and Target the views of a route and a target it hands out.
