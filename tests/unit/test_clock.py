@@ -91,6 +91,64 @@ def test_an_idle_wheel_stops_ticking(loop_kind: str) -> None:
     run(loop_kind, scenario)
 
 
+def test_the_loop_wakes_for_the_first_filled_slot_not_every_slot(loop_kind: str) -> None:
+    """A deadline half a second away wakes the loop once or twice (a timer may run a moment before
+    its slot ends, and is armed again), not once per slot (a hundred times): an idle gateway with
+    open connections sleeps until a deadline is due. The slots in between are still passed."""
+
+    async def scenario() -> None:
+        wheel = _clock.running_wheel()
+        wakeups, ticks = wheel.wakeups, wheel.ticks
+        due = _clock.now() + 0.5
+        owner = Owner(due)
+        _clock.file(owner, due)
+        await asyncio.sleep(0.7)
+        assert len(owner.fired) == 1 and owner.fired[0] >= due
+        assert 1 <= wheel.wakeups - wakeups <= 3
+        assert wheel.ticks - ticks >= 0.5 / _clock.SLOT_SECONDS - 2
+
+    run(loop_kind, scenario)
+
+
+def test_a_deadline_earlier_than_every_other_wakes_the_loop_sooner(loop_kind: str) -> None:
+    """The timer is armed for a far deadline; one filed nearer than it moves the timer, and one
+    filed later does not; each fires once, never early, the near one long before the far one."""
+
+    async def scenario() -> None:
+        wheel = _clock.running_wheel()
+        now = _clock.now()
+        far, near, later = Owner(now + 2.0), Owner(now + 0.1), Owner(now + 0.15)
+        for owner in (far, near, later):
+            _clock.file(owner, owner.deadline)
+        await asyncio.sleep(0.4)
+        assert len(near.fired) == 1 and near.fired[0] >= now + 0.1
+        assert len(later.fired) == 1 and later.fired[0] >= now + 0.15
+        assert far.fired == [] and wheel.pending == 1
+        _clock.unfile(far)
+
+    run(loop_kind, scenario)
+
+
+def test_an_item_filed_again_from_its_expire_does_not_arm_a_second_timer(loop_kind: str) -> None:
+    """Owners told early file themselves again from inside the wheel's run: the wheel arms one
+    timer when that run ends, for the first filled slot (one woken run per due slot)."""
+
+    async def scenario() -> None:
+        wheel = _clock.running_wheel()
+        now = _clock.now()
+        owners = [Owner(now + 0.05) for _ in range(5)]
+        for owner in owners:
+            _clock.file(owner, owner.deadline)
+        for owner in owners:
+            owner.deadline = now + 0.3  # moved later: told at 0.05, filed again from expire
+        wakeups = wheel.wakeups
+        await asyncio.sleep(0.5)
+        assert all(len(owner.fired) == 1 and owner.fired[0] >= now + 0.3 for owner in owners)
+        assert wheel.wakeups - wakeups <= 5  # two due slots, each maybe woken early once
+
+    run(loop_kind, scenario)
+
+
 def test_a_wheel_per_loop() -> None:
     wheels = []
 

@@ -25,11 +25,16 @@ cdef class TimerWheel:
     cdef Py_ssize_t filed                # entries in the slots (stale ones included)
     cdef object loop
     cdef object handle                   # the loop timer of the next tick, None when idle
-    cdef readonly long long ticks        # slots fired (tests: the wheel really runs)
+    cdef long long armed_slot            # the slot it is armed for: the first that holds an entry
+    cdef bint ticking                    # inside _tick: filing does not arm (_tick arms at its end)
+    cdef readonly long long ticks        # slots passed (tests: the wheel really runs)
+    cdef readonly long long wakeups      # times the loop timer ran _tick
 
     cdef int file(self, Timed item, double at) except -1
     cdef int unfile(self, Timed item) except -1
-    cdef int _arm(self) except -1
+    cdef int _arm(self, long long slot) except -1
+    cdef long long _first_filled(self) except -1
+    cdef int _fire(self) except -1
 
 
 cpdef TimerWheel running_wheel()         # the wheel of the running event loop (made on first use)

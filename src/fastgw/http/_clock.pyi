@@ -28,7 +28,10 @@ class TimerWheel:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None: ...
     @property
     def ticks(self) -> int:
-        """Slots fired so far."""
+        """Slots passed so far."""
+    @property
+    def wakeups(self) -> int:
+        """Times the loop timer ran the wheel (once per first filled slot, not per slot)."""
     @property
     def pending(self) -> int:
         """Items filed."""

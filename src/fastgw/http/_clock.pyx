@@ -26,7 +26,11 @@ connection) ``unfile``s itself, so the wheel never keeps its memory alive. Witho
 connection closed within the horizon would stay referenced until its slot fired: at a thousand
 TLS handshakes a second, hundreds of megabytes of closed connections.
 
-The wheel ticks (one timer every ``W``) only while something is filed, so an idle process sleeps.
+The loop timer is armed for the end of the first slot that holds an entry, not every ``W``: a
+gateway whose deadlines are all far (keep-alive idle, pool idle: beyond the horizon) wakes once
+per horizon, not 200 times a second, and one with nothing filed never. Entries are filed no
+earlier than needed (a deadline that moves later stays where it is), so the first filled slot
+is rarely moved: only a deadline earlier than every other one re-arms the timer.
 """
 
 cimport cython
@@ -151,7 +155,10 @@ cdef class TimerWheel:
         self.filed = 0
         self.loop = loop
         self.handle = None
+        self.armed_slot = 0
+        self.ticking = False
         self.ticks = 0
+        self.wakeups = 0
 
     cdef int file(self, Timed item, double at) except -1:
         """Have ``item.expire`` called once ``at`` has passed (within one slot); ``at`` <= 0:
@@ -172,8 +179,13 @@ cdef class TimerWheel:
         item.wheel_at = (slot + 1) * W
         item.wheel_slot = slot
         self.filed += 1
+        if self.ticking:
+            return 0  # _tick arms once it is done, for the first filled slot
         if self.handle is None:
-            self._arm()
+            self._arm(slot)
+        elif slot < self.armed_slot:
+            self.handle.cancel()  # due before every other entry: wake for it
+            self._arm(slot)
         return 0
 
     cdef int unfile(self, Timed item) except -1:
@@ -190,16 +202,36 @@ cdef class TimerWheel:
         item.wheel_at = 0.0
         return 0
 
-    cdef int _arm(self) except -1:
+    cdef int _arm(self, long long slot) except -1:
         # The loop's clock and ours are both CLOCK_MONOTONIC. The loop timer's resolution is a
         # millisecond and uvloop reads its clock once per iteration, so a timer may run a little
         # before the slot's end: never ask for less than a millisecond ahead (no busy loop).
-        self.handle = self.loop.call_at(max((self.cursor + 1) * W, monotonic() + 0.001), self._tick)
+        self.armed_slot = slot
+        self.handle = self.loop.call_at(max((slot + 1) * W, monotonic() + 0.001), self._tick)
         return 0
 
+    cdef long long _first_filled(self) except -1:
+        """The first slot from the cursor that holds an entry (filed > 0: there is one)."""
+        cdef list slots = self.slots
+        cdef long long slot
+        for slot in range(self.cursor, self.cursor + SLOTS):
+            if <list>slots[slot % SLOTS]:
+                return slot
+        return self.cursor + SLOTS - 1
+
     def _tick(self) -> None:
-        """Fire every slot whose interval has passed, then arm the next tick if anything is left."""
+        """Fire every slot whose interval has passed, then arm for the first one left."""
         self.handle = None
+        self.wakeups += 1
+        self.ticking = True
+        try:
+            self._fire()
+        finally:
+            self.ticking = False
+        if self.filed > 0:
+            self._arm(self._first_filled())
+
+    cdef int _fire(self) except -1:
         cdef double now = monotonic()
         cdef long long last = <long long>(now / W)  # slots before this one have fully passed
         cdef list due
@@ -224,8 +256,7 @@ cdef class TimerWheel:
                     # A bug in one owner must not stop every other deadline.
                     import logging
                     logging.getLogger("fastgw").exception("deadline handler %r failed", item)
-        if self.filed > 0:
-            self._arm()
+        return 0
 
     @property
     def pending(self) -> int:
