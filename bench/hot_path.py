@@ -75,7 +75,7 @@ def make_round(features: tuple[str, ...] = ()) -> Any:
     conn.connection_made(NullTransport())  # type: ignore[arg-type]
     pool.open = 1
     conn.reusable = True
-    pool.idle.append(conn)
+    pool.idle.add(conn)
 
     def one_request() -> None:
         client.data_received(request)

@@ -31,6 +31,7 @@ cdef class TunnelPolicy
 include "proxy/render.pxd"       # wire bytes and the direct-send outlet
 include "proxy/ids.pxd"          # request ids, W3C trace context
 include "proxy/stats.pxd"        # request counters and latency histograms
+include "proxy/shelf.pxd"        # objects kept for reuse, last in first out
 include "proxy/plan.pxd"         # what the hot path reads of the compiled plan
 include "proxy/pool.pxd"         # a target's keep-alive pool (its synchronous half)
 include "proxy/limiter.pxd"      # concurrency limits

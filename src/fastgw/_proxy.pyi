@@ -547,10 +547,25 @@ class GroupCore:
     def observe(self, exchange: Exchange) -> None:
         """Tell the core (when it learns) and the observers that an exchange sent to the group ended."""
 
+@final
+class Shelf:
+    """Objects kept for reuse, the last put taken first (a pool's idle connections)."""
+
+    @property
+    def count(self) -> int: ...
+    def add(self, item: Any) -> None: ...
+    def remove(self, item: Any) -> bool:
+        """Take ``item`` off wherever it is; False if it is not here."""
+    def items(self) -> list[Any]:
+        """What it holds, first put first."""
+    def clear(self) -> list[Any]:
+        """Empty it; return what it held."""
+    def __len__(self) -> int: ...
+
 class PoolCore(Timed):
     """The synchronous half of a keep-alive pool (``TargetPool`` subclasses it)."""
 
-    idle: list[UpstreamSide]
+    idle: Shelf
     open: int
     in_use: int
     waiters: deque[tuple[asyncio.Future[UpstreamSide], float]]

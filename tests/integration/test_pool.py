@@ -44,8 +44,35 @@ def test_waiter_gets_the_released_connection_and_a_cancelled_one_leaks_nothing(
         assert second is first  # handed over, skipping the cancelled waiter
         second.reusable = True
         pool.release(second)
-        assert pool.idle == [first] and pool.in_use == 0 and pool.open == 1
+        assert pool.idle.items() == [first] and pool.in_use == 0 and pool.open == 1
         pool.close()
+
+    run(scenario, loop_kind)
+
+
+def test_the_last_connection_parked_is_taken_first_and_one_that_closes_leaves_the_idle_shelf(
+    upstream: int, loop_kind: str
+) -> None:
+    async def scenario() -> None:
+        pool = TargetPool(PoolKey("127.0.0.1", upstream, PoolConfig(max_connections=3, max_idle=3)))
+        a, b, c = [await pool.acquire(1.0) for _ in range(3)]
+        for conn in (a, b, c):
+            conn.reusable = True
+            pool.release(conn)
+        assert pool.idle.items() == [a, b, c] and pool.in_use == 0
+        assert pool.take_idle() is c and pool.take_idle() is b  # the warmest first
+        assert pool.idle.items() == [a] and pool.in_use == 2
+        a.close()  # closed while idle: the pool forgets it when its connection is lost
+        for _ in range(100):
+            if not pool.idle:
+                break
+            await asyncio.sleep(0.01)
+        assert pool.idle.items() == [] and pool.take_idle() is None and pool.open == 2
+        for conn in (b, c):
+            pool.release(conn)
+        assert pool.idle.items() == [b, c]
+        pool.close()
+        assert pool.idle.items() == [] and b.closed and c.closed
 
     run(scenario, loop_kind)
 

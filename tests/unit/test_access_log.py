@@ -132,7 +132,7 @@ def make_gateway(tmp_path: Path, holding: bool = True, **options: Any) -> Gatewa
     conn.connection_made(NullTransport())  # type: ignore[arg-type]
     pool.open = 1
     conn.reusable = True
-    pool.idle.append(conn)
+    pool.idle.add(conn)
 
     def one_request() -> None:
         client.data_received(REQUEST)

@@ -148,6 +148,27 @@ def test_what_the_fast_path_leaves_to_llhttp(response: bytes) -> None:
     assert fast == events([response], fast=False)[0]
 
 
+@pytest.mark.parametrize("where", ["reason", "value"])
+def test_every_byte_anywhere_in_a_reason_or_value_is_judged_as_llhttp_judges_it(where: str) -> None:
+    """The fast path skips 8-byte blocks of plain bytes at once: each of the 256 byte values, at
+    each place in and around a block, gets the events llhttp gives (control bytes, DEL, HTAB,
+    obs-text, a bare CR or LF)."""
+    taken_total = 0
+    for place in range(19):
+        for byte in range(256):
+            text = bytearray(b"abcdefghijklmnopqrstuvwx")
+            text[place] = byte
+            if where == "reason":
+                head = b"HTTP/1.1 200 " + bytes(text) + b"\r\nContent-Length: 1\r\n"
+            else:
+                head = b"HTTP/1.1 200 OK\r\nX-Value: " + bytes(text) + b"\r\nContent-Length: 1\r\n"
+            response = head + b"\r\nx"
+            fast, taken = events([response], fast=True)
+            assert fast == events([response], fast=False)[0], (place, byte)
+            taken_total += taken
+    assert taken_total >= 19 * 200  # the plain bytes took the fast path
+
+
 def test_a_body_split_over_many_reads_is_counted_down() -> None:
     head = b"HTTP/1.1 200 OK\r\nContent-Length: 10000\r\n\r\n"
     body = bytes(range(256)) * 39 + b"0123456789012345"

@@ -78,10 +78,8 @@ cdef class ClientProtocol(Downstream):
         only between messages, where a parser holds nothing (a reload's limits apply from the
         next request's first byte)."""
         cdef ListenerCore listener = self.listener
-        cdef list shelf = listener.parser_shelf
-        if shelf:
-            self.parser = shelf.pop()
-        else:
+        self.parser = <HttpParser>listener.parser_shelf.take()
+        if self.parser is None:
             self.parser = HttpParser(True, listener.max_header_bytes, listener.max_headers, listener.max_uri_bytes)
         self.parser_generation = self.generation
         self.parser_shelved = False
@@ -102,10 +100,10 @@ cdef class ClientProtocol(Downstream):
         self.parser_shelved = True
         if self.out is not None and not self.out:
             self.out = None  # and the response list: the next response makes one
-        cdef list shelf = self.listener.parser_shelf
-        if self.parser_generation == self.generation and len(shelf) < PARSER_SHELF_MAX:
+        cdef Shelf shelf = self.listener.parser_shelf
+        if self.parser_generation == self.generation and shelf.count < PARSER_SHELF_MAX:
             parser.reset()
-            shelf.append(parser)
+            shelf.put(parser)
         return 0
 
     # -- asyncio callbacks ---------------------------------------------------------------------

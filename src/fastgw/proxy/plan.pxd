@@ -37,7 +37,7 @@ cdef class ListenerCore:
     cdef readonly bint h2c                       # cleartext HTTP/2 by prior knowledge
     cdef readonly int h2_max_streams             # HTTP/2 SETTINGS: concurrent streams ...
     cdef readonly int h2_stream_window           # ... and each stream's receive window
-    cdef list parser_shelf                       # request parsers of idle connections, reset,
+    cdef Shelf parser_shelf                      # request parsers of idle connections, reset,
                                                  # for the next read of any (client.pyx)
 
 

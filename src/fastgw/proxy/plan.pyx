@@ -35,7 +35,7 @@ cdef class ListenerCore:
         self.h2c = http2 is not None and http2.enabled and http2.h2c
         self.h2_max_streams = http2.max_concurrent_streams if http2 is not None else 100
         self.h2_stream_window = http2.stream_window_bytes if http2 is not None else 65535
-        self.parser_shelf = []
+        self.parser_shelf = Shelf()
 
 
 # A listener's headers_with_underscores, by its configured name.

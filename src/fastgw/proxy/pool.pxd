@@ -3,7 +3,7 @@
 # HTTP/2 pool (max_streams > 0) hands out streams on a few shared connections instead.
 
 cdef class PoolCore(Timed):
-    cdef public list idle                # LIFO of idle connections
+    cdef public Shelf idle               # idle connections, the last parked taken first
     cdef public int open                 # connections open or being opened
     cdef public int in_use
     cdef public object waiters           # deque[(Future, deadline)]

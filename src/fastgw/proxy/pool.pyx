@@ -11,7 +11,7 @@ cdef class PoolCore(Timed):
     ``in_use`` counts streams, and a released stream's room goes to a waiter first."""
 
     def __init__(self, int max_idle, double idle_timeout, int max_streams=0) -> None:
-        self.idle = []
+        self.idle = Shelf()
         self.open = 0  # connections open or being opened
         self.in_use = 0
         self.waiters = deque()  # (future, deadline) of requests waiting for a connection
@@ -32,10 +32,10 @@ cdef class PoolCore(Timed):
         """The most recently used idle connection still open, or None (the synchronous fast path)."""
         if self.max_streams:
             return self.take_stream()
-        cdef list idle = self.idle
+        cdef Shelf idle = self.idle
         cdef UpstreamSide conn
-        while idle:
-            conn = idle.pop()
+        while idle.count:
+            conn = <UpstreamSide>idle.take()
             if not conn.closed:
                 conn.unpark()
                 self.in_use += 1
@@ -63,11 +63,11 @@ cdef class PoolCore(Timed):
                 self.reused += 1
                 waiter.set_result(conn)
                 return 0
-        if len(self.idle) >= self.max_idle:
+        if self.idle.count >= self.max_idle:
             conn.close()
             return 0
         conn.park(coarse() + self.idle_timeout)  # PERF: no precise read; a few ms early at most
-        self.idle.append(conn)
+        self.idle.put(conn)
         return 0
 
     cdef UpstreamSide take_stream(self):

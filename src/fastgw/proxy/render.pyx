@@ -31,11 +31,22 @@ cdef int hex_digits(unsigned long long value) noexcept nogil:
     return n
 
 
+cdef char _HEX_PAIRS[512]  # "000102...feff": each byte's two lower-case hex digits
+for _i in range(256):
+    _HEX_PAIRS[2 * _i] = b"0123456789abcdef"[_i >> 4]
+    _HEX_PAIRS[2 * _i + 1] = b"0123456789abcdef"[_i & 15]
+
+
 cdef char* put_hex(char* p, unsigned long long value, int width) noexcept nogil:
-    cdef int i
-    for i in range(width - 1, -1, -1):
-        p[i] = b"0123456789abcdef"[value & 15]
-        value >>= 4
+    """``value``'s lowest ``width`` hex digits, lower case, zero-padded. PERF: a byte (two
+    digits) per step: a traceparent's 48 digits on every request."""
+    cdef int i = width
+    while i >= 2:
+        i -= 2
+        memcpy(p + i, &_HEX_PAIRS[2 * (value & 0xFF)], 2)
+        value >>= 8
+    if i:
+        p[0] = b"0123456789abcdef"[value & 15]
     return p + width
 
 

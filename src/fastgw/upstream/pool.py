@@ -258,8 +258,7 @@ class TargetPool(PoolCore):
                 self.sessions.remove(conn)
             self.refill()
             return
-        if conn in self.idle:
-            self.idle.remove(conn)
+        self.idle.remove(conn)
         self._open_for_waiter()
 
     def _open_for_waiter(self) -> None:
@@ -289,9 +288,8 @@ class TargetPool(PoolCore):
     def close(self) -> None:
         for session in list(self.sessions):
             session.retire()  # closes now if idle, else once its streams end
-        for conn in self.idle:
+        for conn in self.idle.clear():
             conn.close()
-        self.idle.clear()
 
 
 def _why(exc: OSError) -> str:
